@@ -1,0 +1,65 @@
+/**
+ * virsh-compatible text output, as pure functions. Layouts were recorded from real virsh 9.0
+ * (test/fixtures/virsh/) and are asserted against those recordings.
+ */
+import type { DomainInfo, DomainSummary } from '../driver/driver.js';
+import type { MemoryStats } from '../driver/memory-stats.js';
+import type { DomainState, StateReason } from '../driver/run-status.js';
+
+/** virsh's words for states. */
+export function stateText(state: DomainState): string {
+  return state === 'shutoff' ? 'shut off' : state;
+}
+
+/** `domstate --reason` text, e.g. "shut off (destroyed)". */
+export function stateWithReason(state: DomainState, reason: StateReason): string {
+  return `${stateText(state)} (${reason})`;
+}
+
+/**
+ * virsh's vshTable: a leading space, cells left-aligned and padded to the column width,
+ * columns separated by three spaces, a dash rule under the header as wide as the widest line.
+ */
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string =>
+    (' ' + cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('   ')).replace(/\s+$/, '');
+  const head = ' ' + header.map((c, i) => c.padEnd(widths[i] ?? 0)).join('   ');
+  const rule = '-'.repeat(head.length + 2);
+  return [head.replace(/\s+$/, '') === head ? head : head, rule, ...rows.map(line)].join('\n') + '\n';
+}
+
+/** `virsh list` output. */
+export function formatList(rows: DomainSummary[], opts: { name?: boolean } = {}): string {
+  if (opts.name) return rows.map((r) => r.name).join('\n') + (rows.length ? '\n' : '') + '\n';
+  return formatTable(['Id', 'Name', 'State'], rows.map((r) => [r.id === null ? '-' : String(r.id), r.name, stateText(r.state)])) + '\n';
+}
+
+/** `virsh dominfo` output: `%-15s %s` lines. */
+export function formatDominfo(info: DomainInfo): string {
+  const row = (k: string, v: string): string => `${(k + ':').padEnd(15)} ${v}`;
+  const lines = [
+    row('Id', info.id === null ? '-' : String(info.id)),
+    row('Name', info.name),
+    row('UUID', info.uuid),
+    row('OS Type', info.osType),
+    row('State', stateText(info.state)),
+    row('CPU(s)', String(info.vcpus)),
+  ];
+  if (info.cpuTimeS !== null) lines.push(row('CPU time', `${info.cpuTimeS.toFixed(1)}s`));
+  lines.push(
+    row('Max memory', `${info.maxMemoryKiB} KiB`),
+    row('Used memory', `${info.usedMemoryKiB} KiB`),
+    row('Persistent', info.persistent ? 'yes' : 'no'),
+    row('Autostart', info.autostart ? 'enable' : 'disable'),
+    row('Managed save', 'no'),
+    row('Security model', 'none'),
+    row('Security DOI', '0'),
+  );
+  return lines.join('\n') + '\n\n';
+}
+
+/** `virsh dommemstat` output: `name value` lines. */
+export function formatMemStats(ms: MemoryStats): string {
+  return ms.stats.map((s) => `${s.name} ${s.value}`).join('\n') + '\n\n';
+}

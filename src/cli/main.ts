@@ -1,0 +1,90 @@
+/**
+ * The `virtmem` command line: global options, dispatch, and the one place where errors become
+ * virsh-style `error: ...` lines and exit codes.
+ */
+import { Driver } from '../driver/driver.js';
+import { VirtError } from '../driver/errors.js';
+import { parseArgs, UsageError } from './args.js';
+import { COMMANDS, type Command } from './commands.js';
+import { EXTRA_COMMANDS } from './extra-commands.js';
+
+const ALL: Command[] = [...COMMANDS, ...EXTRA_COMMANDS];
+
+function usage(): string {
+  const w = Math.max(...ALL.map((c) => c.name.length));
+  return [
+    'usage: virtmem [--state-dir DIR] [-c URI] COMMAND [ARGS...] [--json]',
+    '',
+    'Commands (virsh names, arguments and units; sizes are KiB unless suffixed: k, M, G, T, KB, MB, ...):',
+    ...ALL.map((c) => `  ${c.name.padEnd(w)}  ${c.summary}`),
+    '',
+  ].join('\n');
+}
+
+/** Exit code for an error; virsh uses 1 for every failure. */
+function describeError(err: unknown): { message: string; code: string } {
+  if (err instanceof VirtError) return { message: err.message, code: err.code };
+  if (err instanceof UsageError) return { message: err.message, code: err.code };
+  const e = err as NodeJS.ErrnoException;
+  return { message: `internal error: ${e?.message ?? String(err)}`, code: 'INTERNAL' };
+}
+
+/**
+ * Run the CLI with `argv` (without node and script). Returns the exit code; never throws.
+ */
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+  /** Whether stderr is a terminal (progress bars). */
+  isTty: boolean;
+}
+
+const processIo: CliIo = {
+  out: (s) => { process.stdout.write(s); },
+  err: (s) => { process.stderr.write(s); },
+  isTty: !!process.stderr.isTTY,
+};
+
+export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
+  let stateDir: string | undefined;
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const w = argv[i]!;
+    if (w === '--state-dir') { stateDir = argv[++i]; continue; }
+    if (w === '-c' || w === '--connect') {
+      const uri = argv[++i] ?? '';
+      if (!/^qemu:\/\/\/(system|session)$/.test(uri)) {
+        io.err(`error: failed to connect to the hypervisor\nerror: virtmem drives QEMU directly; unsupported connection URI '${uri}'\n`);
+        return 1;
+      }
+      continue;
+    }
+    if (w === '-h' || w === '--help') { io.out(usage()); return 0; }
+    if (w === '-v' || w === '--version') { io.out('0.1.0\n'); return 0; }
+    break;
+  }
+  const name = argv[i];
+  if (!name || name === 'help') { io.out(usage()); return name ? 0 : 1; }
+  const cmd = ALL.find((c) => c.name === name);
+  if (!cmd) { io.err(`error: unknown command: '${name}'\n`); return 1; }
+  const words = argv.slice(i + 1);
+  let args;
+  try {
+    args = parseArgs(words, cmd, cmd.name);
+  } catch (err) {
+    io.err(`error: ${describeError(err).message}\n`);
+    return 1;
+  }
+  const json = args.flags.has('json');
+  const driver = new Driver(stateDir ? { stateDir } : {});
+  try {
+    await cmd.run({ driver, args, json, out: io.out, err: io.err, isTty: io.isTty });
+    return 0;
+  } catch (err) {
+    const d = describeError(err);
+    if (json) io.out(JSON.stringify({ error: d }, null, 2) + '\n');
+    const prefix = cmd.failPrefix && !(err instanceof UsageError) && d.code !== 'NO_DOMAIN' ? `error: ${cmd.failPrefix(args)}\n` : '';
+    io.err(`${prefix}error: ${d.message}\n`);
+    return 1;
+  }
+}

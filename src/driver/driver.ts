@@ -1,0 +1,699 @@
+/**
+ * The native QEMU driver: virtmem's public, hypervisor-facing API. Front ends (CLI, daemon,
+ * HTTP) call only this. Every mutation runs under the domain's job lock and re-checks the
+ * domain's state after each wait; every wait is bounded; sizes are KiB.
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, open, readFile, readdir, rm, unlink } from 'node:fs/promises';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { QmpClient } from '../qmp/index.js';
+import { QmpCommandError, queryBalloon, queryStatus, setBalloon, qomGet, qomSet, systemPowerdown, cont } from '../qmp/index.js';
+import { findDefaultGuest } from '../guest/build.js';
+import type { DomainDef } from './definition.js';
+import { VirtError, invalidArg } from './errors.js';
+import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
+import { StatePaths, defaultStateDir, type RunPaths } from './paths.js';
+import { DefinitionStore } from './store.js';
+import { withLock } from './lock.js';
+import { detectAccel, resolveEmulator } from './host.js';
+import { BALLOON_QOM_PATH, buildQemuArgv, type Accel } from './qemu-argv.js';
+import { observe, writeRunRecord, type DomainState, type Observed, type RunningRecord, type StateReason } from './run-status.js';
+import { isProcessAlive, readProcStat, readRssKiB, CLOCK_TICKS_PER_S } from './host-process.js';
+import { withMonitor, monitorError } from './monitor.js';
+import { validateDomainName, isUuid } from './name.js';
+import { parseDomainXml, formatDomainXml } from './xml.js';
+import { MIN_MEMORY_KIB } from './validate-def.js';
+import { toMemoryStats, type MemoryStats } from './memory-stats.js';
+
+export interface DriverOptions {
+  /** State directory; default from $VIRTMEM_STATE_DIR or the per-user location. */
+  stateDir?: string;
+  /** Bound on waiting for another invocation's job lock. */
+  lockTimeoutMs?: number;
+  /** Bound on connecting to a domain's monitor. */
+  monitorTimeoutMs?: number;
+  /** Built-in guest directory override. */
+  guestDir?: string;
+}
+
+/** Which side of a domain an operation affects; neither flag means "current" (libvirt). */
+export interface AffectFlags {
+  live?: boolean;
+  config?: boolean;
+}
+
+export interface DomainSummary {
+  id: number | null;
+  name: string;
+  uuid: string;
+  state: DomainState;
+  reason: StateReason;
+  persistent: boolean;
+}
+
+export interface DomainInfo extends DomainSummary {
+  osType: 'hvm';
+  vcpus: number;
+  cpuTimeS: number | null;
+  maxMemoryKiB: number;
+  usedMemoryKiB: number;
+  autostart: boolean;
+  accel: Accel | null;
+}
+
+export interface BalloonProgress {
+  actualKiB: number;
+  targetKiB: number;
+  startKiB: number;
+  elapsedMs: number;
+}
+
+export interface SetMemoryOptions extends AffectFlags {
+  /** Wait until the guest reached the target (live only). */
+  wait?: boolean;
+  /** Bound on the whole wait. Default 60 s. */
+  timeoutMs?: number;
+  /** Give up when the guest makes no progress for this long. Default 10 s. */
+  stallMs?: number;
+  onProgress?: (p: BalloonProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface SetMemoryResult {
+  targetKiB: number;
+  /** Balloon size when the call returned (live). */
+  actualKiB: number | null;
+  /** True only when waited for and reached. */
+  reached: boolean;
+  live: boolean;
+  config: boolean;
+}
+
+export interface StartOptions {
+  signal?: AbortSignal;
+  /** Start with vCPUs paused. */
+  paused?: boolean;
+}
+
+/** Bound on QEMU creating its monitor socket after spawn. */
+const START_TIMEOUT_MS = 20_000;
+/** After SIGTERM, how long QEMU gets before SIGKILL (libvirt uses 10 s). */
+const TERM_GRACE_MS = 5_000;
+/** While waiting for a graceful shutdown, press the power button again this often. */
+const POWERDOWN_REPEAT_MS = 2_000;
+
+export class Driver {
+  readonly paths: StatePaths;
+  readonly store: DefinitionStore;
+  private readonly opts: DriverOptions;
+
+  constructor(opts: DriverOptions = {}) {
+    this.opts = opts;
+    this.paths = new StatePaths(opts.stateDir ?? defaultStateDir());
+    this.store = new DefinitionStore(this.paths);
+  }
+
+  // ---------------------------------------------------------------- lookup
+
+  /**
+   * Resolve a user reference (name, uuid or running id) to a definition.
+   * @throws VirtError NO_DOMAIN
+   */
+  async lookup(ref: string): Promise<DomainDef> {
+    if (/^[0-9]+$/.test(ref)) {
+      const id = Number(ref);
+      for (const def of await this.store.all()) {
+        const o = await this.observe(def.name);
+        if (o.state !== 'shutoff' && o.record.id === id) return def;
+      }
+    }
+    if (isUuid(ref)) {
+      const wanted = ref.toLowerCase().replace(/-/g, '');
+      const def = (await this.store.all()).find((d) => d.uuid.replace(/-/g, '') === wanted);
+      if (def) return def;
+    }
+    let name: string | null = null;
+    try {
+      name = validateDomainName(ref);
+    } catch {
+      name = null; // not a possible name: it can't exist, and must never reach a file path
+    }
+    const def = name ? await this.store.get(name) : null;
+    if (!def) throw new VirtError('NO_DOMAIN', `failed to get domain '${ref}'`);
+    return def;
+  }
+
+  private async observe(name: string): Promise<Observed> {
+    return observe(this.paths.run(name));
+  }
+
+  /** Persist the stopped state of a domain whose QEMU went away, and clean its sockets. */
+  private async reconcile(name: string, o: Observed): Promise<void> {
+    if (o.state === 'shutoff' && o.exited) {
+      await this.markStopped(this.paths.run(name), o.reason);
+    }
+  }
+
+  private async markStopped(run: RunPaths, reason: StateReason): Promise<void> {
+    await writeRunRecord(run, { version: 1, phase: 'shutoff', reason, stoppedAt: new Date().toISOString() });
+    await Promise.all([run.qmp, run.qmpWatch, run.console, run.agent, run.pidfile].map((p) => unlink(p).catch(() => {})));
+  }
+
+  private lockOpts(signal?: AbortSignal): { timeoutMs: number; signal?: AbortSignal } {
+    return { timeoutMs: this.opts.lockTimeoutMs ?? 30_000, ...(signal ? { signal } : {}) };
+  }
+
+  private async withDomainLock<T>(name: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    await ensurePrivateDir(this.paths.locksDir);
+    return withLock(this.paths.lock(name), fn, this.lockOpts(signal));
+  }
+
+  /** The running record of a domain. @throws VirtError OPERATION_INVALID when not running. */
+  private async requireRunning(name: string): Promise<RunningRecord> {
+    const o = await this.observe(name);
+    if (o.state === 'shutoff') {
+      await this.reconcile(name, o);
+      throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: domain is not running');
+    }
+    return o.record;
+  }
+
+  private monitor<T>(name: string, fn: (c: QmpClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return withMonitor(name, this.paths.run(name).qmp, fn, {
+      connectTimeoutMs: this.opts.monitorTimeoutMs ?? 10_000,
+      ...(signal ? { signal } : {}),
+    });
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  /** All defined domains with their state, running ones first (by id), then by name. */
+  async list(): Promise<DomainSummary[]> {
+    const defs = await this.store.all();
+    const rows = await Promise.all(defs.map(async (def): Promise<DomainSummary> => {
+      const o = await this.observe(def.name);
+      return {
+        id: o.state === 'shutoff' ? null : o.record.id,
+        name: def.name,
+        uuid: def.uuid,
+        state: o.state,
+        reason: o.reason,
+        persistent: true,
+      };
+    }));
+    return rows.sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity) || a.name.localeCompare(b.name));
+  }
+
+  /** State and reason of one domain. */
+  async state(ref: string): Promise<{ state: DomainState; reason: StateReason }> {
+    const def = await this.lookup(ref);
+    const o = await this.observe(def.name);
+    return { state: o.state, reason: o.reason };
+  }
+
+  /**
+   * dominfo: for a running domain the balloon is asked live (Used memory is what the guest
+   * really has, not the last target).
+   */
+  async info(ref: string, signal?: AbortSignal): Promise<DomainInfo> {
+    const def = await this.lookup(ref);
+    const o = await this.observe(def.name);
+    const base = { name: def.name, uuid: def.uuid, persistent: true, autostart: false, osType: 'hvm' as const };
+    if (o.state === 'shutoff') {
+      return {
+        ...base, id: null, state: 'shutoff', reason: o.reason, vcpus: def.vcpus, cpuTimeS: null,
+        maxMemoryKiB: def.memory.maxKiB, usedMemoryKiB: def.memory.currentKiB, accel: null,
+      };
+    }
+    const live = o.record.live;
+    const [stat, used, paused] = await Promise.all([
+      readProcStat(o.record.pid),
+      this.liveBalloonKiB(def.name, live, signal),
+      this.monitor(def.name, async (c) => !(await queryStatus(c)).running, signal).catch(() => o.state === 'paused'),
+    ]);
+    return {
+      ...base, id: o.record.id, state: paused ? 'paused' : 'running', reason: paused ? 'user' : 'booted',
+      vcpus: live.vcpus, cpuTimeS: stat ? stat.cpuTicks / CLOCK_TICKS_PER_S : null,
+      maxMemoryKiB: live.memory.maxKiB, usedMemoryKiB: used, accel: o.record.accel,
+    };
+  }
+
+  /** Current balloon size of a running domain (its max memory when it has no balloon). */
+  private async liveBalloonKiB(name: string, live: DomainDef, signal?: AbortSignal): Promise<number> {
+    if (live.balloon.model === 'none') return live.memory.maxKiB;
+    const bal = await this.monitor(name, (c) => queryBalloon(c), signal);
+    // QEMU's balloon speaks of all current RAM, hot-plugged memory included.
+    return Math.floor(bal.actualBytes / 1024);
+  }
+
+  // ---------------------------------------------------------------- definitions
+
+  /**
+   * Define (or redefine, same name and uuid) a domain.
+   * @throws VirtError INVALID_ARG / DOMAIN_EXISTS / CONFIG_UNSUPPORTED
+   */
+  async define(input: DomainDef): Promise<{ def: DomainDef; redefined: boolean }> {
+    const name = validateDomainName(input.name);
+    this.paths.run(name); // validates that its socket paths fit
+    return this.withDomainLock('.defs', async () => {
+      const all = await this.store.all();
+      const sameUuid = all.find((d) => d.uuid === input.uuid);
+      if (sameUuid && sameUuid.name !== name) {
+        throw new VirtError('DOMAIN_EXISTS', `operation failed: domain '${sameUuid.name}' already exists with uuid ${input.uuid}`);
+      }
+      const existing = all.find((d) => d.name === name);
+      if (existing && existing.uuid !== input.uuid) {
+        throw new VirtError('DOMAIN_EXISTS', `operation failed: domain '${name}' already exists with uuid ${existing.uuid}`);
+      }
+      return this.withDomainLock(name, async () => {
+        await this.store.save(input);
+        return { def: input, redefined: existing !== undefined };
+      });
+    });
+  }
+
+  /** Define from libvirt domain XML; warnings name what was ignored. */
+  async defineXml(xml: string): Promise<{ def: DomainDef; redefined: boolean; warnings: string[] }> {
+    const { def, warnings } = parseDomainXml(xml);
+    const r = await this.define(def);
+    return { ...r, warnings };
+  }
+
+  /**
+   * Remove a domain's definition. A running domain is refused: virtmem has no transient
+   * domains, so undefining would orphan the QEMU process.
+   * @throws VirtError NO_DOMAIN, OPERATION_INVALID
+   */
+  async undefine(ref: string): Promise<DomainDef> {
+    const def = await this.lookup(ref);
+    return this.withDomainLock(def.name, async () => {
+      if (!(await this.store.get(def.name))) throw new VirtError('NO_DOMAIN', `failed to get domain '${ref}'`);
+      const o = await this.observe(def.name);
+      if (o.state !== 'shutoff') {
+        throw new VirtError('OPERATION_INVALID', `Requested operation is not valid: cannot undefine running domain '${def.name}'; shut it down or destroy it first`);
+      }
+      await this.store.remove(def.name);
+      await rm(this.paths.run(def.name).dir, { recursive: true, force: true });
+      return def;
+    });
+  }
+
+  /** Libvirt XML of a domain: the live definition when running unless `inactive`. */
+  async dumpXml(ref: string, opts: { inactive?: boolean; signal?: AbortSignal } = {}): Promise<string> {
+    const def = await this.lookup(ref);
+    const o = await this.observe(def.name);
+    const accel = await detectAccel();
+    const xmlType = accel === 'kvm' ? 'kvm' : 'qemu';
+    const withKernel = await this.withGuestKernel(opts.inactive || o.state === 'shutoff' ? def : o.record.live);
+    if (opts.inactive || o.state === 'shutoff') return formatDomainXml(withKernel, { accel: xmlType });
+    const actualKiB = await this.liveBalloonKiB(def.name, o.record.live, opts.signal);
+    return formatDomainXml(withKernel, { accel: xmlType, running: { id: o.record.id, actualKiB } });
+  }
+
+  /** Fill in the built-in guest's kernel for display, so dumpxml output boots under libvirt. */
+  private async withGuestKernel(def: DomainDef): Promise<DomainDef> {
+    if (def.os.kernel) return def;
+    const guest = await findDefaultGuest(this.opts.guestDir);
+    if (!guest) return def;
+    return { ...def, os: { ...def.os, kernel: guest.kernelPath, initrd: guest.initrdPath, cmdline: def.os.cmdline ?? guest.cmdline } };
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /**
+   * Start a domain: QEMU runs detached (it outlives the caller), paused until the balloon
+   * target and statistics are set, then resumed.
+   * @throws VirtError OPERATION_INVALID (already running), NO_SUPPORT (no QEMU / no guest),
+   *   OPERATION_FAILED (QEMU refused to start: its log is quoted)
+   */
+  async start(ref: string, opts: StartOptions = {}): Promise<RunningRecord> {
+    const def = await this.lookup(ref);
+    return this.withDomainLock(def.name, async () => {
+      const o = await this.observe(def.name);
+      if (o.state !== 'shutoff') throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: domain is already running');
+      const emulator = await resolveEmulator(def.emulator);
+      const boot = await this.bootFiles(def);
+      const accel = await detectAccel();
+      const run = this.paths.run(def.name);
+      await ensurePrivateDir(this.paths.runDir);
+      await mkdir(run.dir, { recursive: true, mode: 0o700 });
+      await Promise.all([run.qmp, run.qmpWatch, run.console, run.agent, run.pidfile, run.status].map((p) => unlink(p).catch(() => {})));
+      const argv = buildQemuArgv({ def, paths: run, accel, ...boot });
+      argv.push('-S');
+      const id = await this.nextId();
+      const pid = await this.spawnQemu(def.name, emulator, argv, run, opts.signal);
+      const stat = await readProcStat(pid);
+      const record: RunningRecord = {
+        version: 1, phase: 'running', pid, startTicks: stat?.startTicks ?? 0, id, accel,
+        startedAt: new Date().toISOString(), live: structuredClone(def),
+        ...(opts.paused ? { paused: true } : {}),
+      };
+      try {
+        await this.monitor(def.name, async (c) => {
+          if (def.balloon.model === 'virtio') {
+            if (def.memory.currentKiB < def.memory.maxKiB) {
+              await setBalloon(c, def.memory.currentKiB * 1024);
+            }
+            if (def.balloon.statsPeriodS > 0) {
+              await qomSet(c, BALLOON_QOM_PATH, 'guest-stats-polling-interval', def.balloon.statsPeriodS);
+            }
+          }
+          if (!opts.paused) await cont(c);
+        }, opts.signal);
+        await writeRunRecord(run, record);
+      } catch (err) {
+        await this.killPid(pid);
+        await this.markStopped(run, 'failed');
+        throw err;
+      }
+      return record;
+    }, opts.signal);
+  }
+
+  private async bootFiles(def: DomainDef): Promise<{ kernel: string; initrd?: string; cmdline?: string }> {
+    if (def.os.kernel) {
+      return { kernel: def.os.kernel, ...(def.os.initrd ? { initrd: def.os.initrd } : {}), ...(def.os.cmdline ? { cmdline: def.os.cmdline } : {}) };
+    }
+    const guest = await findDefaultGuest(this.opts.guestDir);
+    if (!guest) {
+      throw new VirtError('NO_SUPPORT', 'the built-in default guest is not built yet: run `virtmem guest build` (or `npm run setup`) first, or give the domain a kernel');
+    }
+    return { kernel: guest.kernelPath, initrd: guest.initrdPath, cmdline: def.os.cmdline ?? guest.cmdline };
+  }
+
+  private async nextId(): Promise<number> {
+    await ensurePrivateDir(this.paths.locksDir);
+    return withLock(this.paths.lock('.id'), async () => {
+      const last = Number((await readFile(this.paths.idCounter, 'utf8').catch(() => '0')).trim()) || 0;
+      await writeFileAtomic(this.paths.idCounter, `${last + 1}\n`);
+      return last + 1;
+    }, this.lockOpts());
+  }
+
+  /**
+   * Spawn QEMU detached with its stderr in qemu.log and wait until its monitor socket accepts,
+   * or it exits (then its log is the error).
+   */
+  private async spawnQemu(name: string, emulator: string, argv: string[], run: RunPaths, signal?: AbortSignal): Promise<number> {
+    const log = await open(run.qemuLog, 'w', 0o600);
+    let exited: { code: number | null; sig: string | null } | null = null;
+    let child;
+    try {
+      child = spawn(emulator, argv, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+    } finally {
+      await log.close();
+    }
+    const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+    child.once('exit', (code, sig) => { exited = { code, sig }; });
+    child.unref();
+    const pid = child.pid;
+    if (pid === undefined) {
+      const err = await spawnError;
+      throw new VirtError('NO_SUPPORT', `Cannot execute QEMU binary ${emulator}: ${err.message}`, { cause: err });
+    }
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (;;) {
+      if (exited) {
+        const text = (await readFile(run.qemuLog, 'utf8').catch(() => '')).trim();
+        throw new VirtError('OPERATION_FAILED', `internal error: process exited while connecting to monitor: ${text || `QEMU exited with ${JSON.stringify(exited)}`}`);
+      }
+      if (await readdir(run.dir).then((f) => f.includes('qmp.sock'), () => false)) return pid;
+      if (signal?.aborted || Date.now() > deadline) {
+        await this.killPid(pid);
+        if (signal?.aborted) throw new VirtError('ABORTED', `start of domain '${name}' aborted`);
+        throw new VirtError('TIMEOUT', `Timed out during operation: QEMU did not open its monitor within ${START_TIMEOUT_MS / 1000} s (see ${run.qemuLog})`);
+      }
+      await delay(10);
+    }
+  }
+
+  /** SIGTERM, then SIGKILL after a grace period; resolves once the process is gone. */
+  private async killPid(pid: number, startTicks?: number): Promise<void> {
+    const send = (sig: NodeJS.Signals): void => { try { process.kill(pid, sig); } catch { /* gone */ } };
+    send('SIGTERM');
+    const termDeadline = Date.now() + TERM_GRACE_MS;
+    let killed = false;
+    const hardDeadline = termDeadline + 5_000;
+    while (await isProcessAlive(pid, startTicks)) {
+      if (!killed && Date.now() > termDeadline) { send('SIGKILL'); killed = true; }
+      if (Date.now() > hardDeadline) throw new VirtError('OPERATION_FAILED', `operation failed: QEMU process ${pid} did not exit after SIGKILL`);
+      await delay(10);
+    }
+  }
+
+  /**
+   * Graceful shutdown via the ACPI power button. With `timeoutMs`, waits (bounded) until QEMU
+   * has exited; the wait follows the monitor connection closing, not a sleep loop.
+   * @throws VirtError OPERATION_INVALID (not running), TIMEOUT (guest ignored the request)
+   */
+  async shutdown(ref: string, opts: { timeoutMs?: number | null; signal?: AbortSignal } = {}): Promise<{ stopped: boolean }> {
+    const def = await this.lookup(ref);
+    return this.withDomainLock(def.name, async () => {
+      const rec = await this.requireRunning(def.name);
+      const run = this.paths.run(def.name);
+      await writeRunRecord(run, { ...rec, shutdownRequested: true });
+      const timeoutMs = opts.timeoutMs;
+      await this.monitor(def.name, async (c) => {
+        await systemPowerdown(c);
+        if (timeoutMs == null) return;
+        // QEMU closes the monitor when it exits: that is the event we wait for. A press of the
+        // power button before the guest listens for it (still booting) is lost, so it is
+        // pressed again every few seconds while we wait, as a person would.
+        const deadline = Date.now() + timeoutMs;
+        let outcome: 'closed' | 'timeout' | 'aborted' = 'timeout';
+        while (Date.now() < deadline) {
+          const ac = new AbortController();
+          const onAbort = (): void => ac.abort();
+          opts.signal?.addEventListener('abort', onAbort, { once: true });
+          const tick = delay(Math.min(POWERDOWN_REPEAT_MS, deadline - Date.now()), 'tick' as const, { signal: ac.signal })
+            .catch(() => (opts.signal?.aborted ? 'aborted' as const : 'tick' as const));
+          outcome = await Promise.race([c.closed.then(() => 'closed' as const), tick]).then((r) => (r === 'tick' ? 'timeout' : r));
+          ac.abort();
+          opts.signal?.removeEventListener('abort', onAbort);
+          if (outcome !== 'timeout') break;
+          await systemPowerdown(c).catch(() => {}); // QEMU may be exiting right now
+        }
+        if (outcome !== 'closed') {
+          throw new VirtError(outcome === 'aborted' ? 'ABORTED' : 'TIMEOUT',
+            `Timed out during operation: domain '${def.name}' did not shut down within ${Math.round(timeoutMs / 1000)} s; the guest may ignore the ACPI power button (use destroy to force it off)`);
+        }
+      }, opts.signal);
+      if (timeoutMs == null) return { stopped: false };
+      // The socket closes a moment before the process is gone.
+      const deadline = Date.now() + 5_000;
+      while (await isProcessAlive(rec.pid, rec.startTicks)) {
+        if (Date.now() > deadline) throw new VirtError('TIMEOUT', `Timed out during operation: QEMU of '${def.name}' closed its monitor but did not exit`);
+        await delay(10);
+      }
+      await this.markStopped(run, 'shutdown');
+      return { stopped: true };
+    }, opts.signal);
+  }
+
+  /**
+   * Power off at once (SIGTERM, then SIGKILL), like pulling the plug.
+   * @throws VirtError OPERATION_INVALID (not running)
+   */
+  async destroy(ref: string, signal?: AbortSignal): Promise<void> {
+    const def = await this.lookup(ref);
+    await this.withDomainLock(def.name, async () => {
+      const rec = await this.requireRunning(def.name);
+      await this.killPid(rec.pid, rec.startTicks);
+      await this.markStopped(this.paths.run(def.name), 'destroyed');
+    }, signal);
+  }
+
+  // ---------------------------------------------------------------- memory
+
+  /** Resolve libvirt's live/config/current flags against the domain's state. */
+  private affect(flags: AffectFlags, running: boolean): { live: boolean; config: boolean } {
+    if (!flags.live && !flags.config) return { live: running, config: !running };
+    if (flags.live && !running) throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: domain is not running');
+    return { live: !!flags.live, config: !!flags.config };
+  }
+
+  private checkMemoryFloor(kib: number): void {
+    if (kib < MIN_MEMORY_KIB) {
+      throw invalidArg(`invalid argument: memory size ${kib} KiB is below the minimum of ${MIN_MEMORY_KIB} KiB a guest needs`);
+    }
+  }
+
+  /**
+   * setmem: change the balloon target (live) and/or the memory at next boot (config).
+   * @throws VirtError INVALID_ARG (above maximum, below floor), OPERATION_INVALID (not running,
+   *   no balloon), NOT_REACHED (waited and the guest stopped short), TIMEOUT
+   */
+  async setMemory(ref: string, kib: number, opts: SetMemoryOptions = {}): Promise<SetMemoryResult> {
+    const def = await this.lookup(ref);
+    this.checkMemoryFloor(kib);
+    const { rec, target } = await this.withDomainLock(def.name, async () => {
+      const o = await this.observe(def.name);
+      const running = o.state !== 'shutoff';
+      const target = this.affect(opts, running);
+      const live = running ? (o.record as RunningRecord).live : null;
+      if (target.config && kib > def.memory.maxKiB) throw invalidArg('invalid argument: cannot set memory higher than max memory');
+      if (target.live && live) {
+        if (kib > live.memory.maxKiB) throw invalidArg('invalid argument: cannot set memory higher than max memory');
+        if (live.balloon.model === 'none') {
+          throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: Unable to change memory of active domain without the balloon device and guest OS balloon driver');
+        }
+        await this.monitor(def.name, (c) => setBalloon(c, kib * 1024), opts.signal);
+        live.memory.currentKiB = kib;
+        await writeRunRecord(this.paths.run(def.name), o.record as RunningRecord);
+      }
+      if (target.config) await this.store.save({ ...def, memory: { ...def.memory, currentKiB: kib } });
+      return { rec: live ? (o.record as RunningRecord) : null, target };
+    }, opts.signal);
+
+    const result: SetMemoryResult = { targetKiB: kib, actualKiB: null, reached: false, live: target.live, config: target.config };
+    if (!target.live || !rec) return result;
+    if (!opts.wait) {
+      result.actualKiB = await this.liveBalloonKiB(def.name, rec.live, opts.signal);
+      result.reached = result.actualKiB === kib;
+      return result;
+    }
+    // Waiting happens outside the job lock: other calls (dominfo, a new setmem) stay possible.
+    result.actualKiB = await this.waitForBalloon(def.name, kib, opts);
+    result.reached = true;
+    return result;
+  }
+
+  /**
+   * Follow BALLOON_CHANGE events until the balloon reaches the target. Gives up (NOT_REACHED)
+   * when the guest makes no progress for `stallMs`, or at `timeoutMs`.
+   */
+  private async waitForBalloon(name: string, targetKiB: number, opts: SetMemoryOptions): Promise<number> {
+    const timeoutMs = opts.timeoutMs ?? 60_000;
+    const stallMs = opts.stallMs ?? 10_000;
+    const t0 = Date.now();
+    return this.monitor(name, async (c) => {
+      const events = c.events({ names: ['BALLOON_CHANGE'] });
+      try {
+        // Subscribed before querying: no change between the query and the first event is lost.
+        let actualKiB = Math.floor((await queryBalloon(c)).actualBytes / 1024);
+        const startKiB = actualKiB;
+        let lastMove = Date.now();
+        const report = (): void => opts.onProgress?.({ actualKiB, targetKiB, startKiB, elapsedMs: Date.now() - t0 });
+        report();
+        while (actualKiB !== targetKiB) {
+          const now = Date.now();
+          const left = Math.min(t0 + timeoutMs - now, lastMove + stallMs - now);
+          if (left <= 0) {
+            const why = Date.now() - t0 >= timeoutMs
+              ? `the wait timed out after ${Math.round(timeoutMs / 1000)} s`
+              : `the guest made no progress for ${Math.round(stallMs / 1000)} s (is its balloon driver loaded, or has it nothing left to free?)`;
+            throw new VirtError('NOT_REACHED', `memory target ${targetKiB} KiB not reached: domain '${name}' stopped at ${actualKiB} KiB; ${why}`);
+          }
+          let ev;
+          try {
+            ev = await events.nextEvent({ timeoutMs: left, ...(opts.signal ? { signal: opts.signal } : {}) });
+          } catch (err) {
+            if ((err as { code?: string }).code === 'QMP_TIMEOUT') continue;
+            throw err;
+          }
+          const actual = (ev.data as { actual?: unknown } | undefined)?.actual;
+          if (typeof actual !== 'number') continue;
+          const next = Math.floor(actual / 1024);
+          if (next !== actualKiB) lastMove = Date.now();
+          actualKiB = next;
+          report();
+        }
+        return actualKiB;
+      } finally {
+        events.close();
+      }
+    }, opts.signal);
+  }
+
+  /**
+   * setmaxmem: change the maximum memory. On a running domain this needs memory hot-plug and is
+   * refused otherwise, with libvirt's message.
+   * @throws VirtError INVALID_ARG (below floor / current memory), OPERATION_INVALID
+   */
+  async setMaxMemory(ref: string, kib: number, flags: AffectFlags = {}): Promise<{ live: boolean; config: boolean }> {
+    const def = await this.lookup(ref);
+    this.checkMemoryFloor(kib);
+    return this.withDomainLock(def.name, async () => {
+      const o = await this.observe(def.name);
+      const running = o.state !== 'shutoff';
+      const target = this.affect(flags, running);
+      if (target.live) {
+        throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: cannot resize the maximum memory on an active domain');
+      }
+      if (kib < def.memory.currentKiB) {
+        throw invalidArg(`invalid argument: new maximum memory ${kib} KiB is below the current memory ${def.memory.currentKiB} KiB; lower it first with setmem --config`);
+      }
+      if (def.memory.hotplug && kib > def.memory.hotplug.ceilingKiB) {
+        throw invalidArg(`invalid argument: new maximum memory ${kib} KiB is above the hot-plug ceiling ${def.memory.hotplug.ceilingKiB} KiB (<maxMemory>)`);
+      }
+      await this.store.save({ ...def, memory: { ...def.memory, maxKiB: kib } });
+      return target;
+    });
+  }
+
+  /**
+   * dommemstat: balloon and guest statistics, QEMU's resident size on the host.
+   * @throws VirtError OPERATION_INVALID (not running)
+   */
+  async memoryStats(ref: string, opts: { periodS?: number; signal?: AbortSignal } = {}): Promise<MemoryStats> {
+    const def = await this.lookup(ref);
+    const rec = await this.requireRunning(def.name);
+    const live = rec.live;
+    if (opts.periodS !== undefined && live.balloon.model === 'none') {
+      throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: no memory balloon device configured, can not set the collection period');
+    }
+    const raw = await this.monitor(def.name, async (c) => {
+      if (live.balloon.model === 'none') return null;
+      if (opts.periodS !== undefined) {
+        await qomSet(c, BALLOON_QOM_PATH, 'guest-stats-polling-interval', opts.periodS);
+      }
+      const bal = await queryBalloon(c);
+      const stats = await qomGet(c, BALLOON_QOM_PATH, 'guest-stats');
+      return { actualBytes: bal.actualBytes, stats };
+    }, opts.signal);
+    if (opts.periodS !== undefined) {
+      await this.withDomainLock(def.name, async () => {
+        live.balloon.statsPeriodS = opts.periodS!;
+        await writeRunRecord(this.paths.run(def.name), rec);
+      });
+    }
+    const rss = await readRssKiB(rec.pid);
+    return toMemoryStats({ live, balloonBytes: raw?.actualBytes ?? null, guestStats: raw?.stats ?? null, rssKiB: rss });
+  }
+
+  // ---------------------------------------------------------------- monitor passthrough
+
+  /**
+   * qemu-monitor-command: HMP text, or a QMP command given as JSON text. Returns what QEMU
+   * said: the HMP output, or the QMP reply object ({return} or {error}).
+   * @throws VirtError INVALID_ARG (not JSON / no "execute"), OPERATION_INVALID (not running)
+   */
+  async monitorCommand(ref: string, command: string, opts: { hmp?: boolean; signal?: AbortSignal } = {}): Promise<string | Record<string, unknown>> {
+    const def = await this.lookup(ref);
+    await this.requireRunning(def.name);
+    if (opts.hmp) return this.monitor(def.name, (c) => c.hmp(command), opts.signal);
+    let msg: unknown;
+    try {
+      msg = JSON.parse(command);
+    } catch (err) {
+      throw invalidArg(`invalid argument: QMP command is not valid JSON (${(err as Error).message}); use --hmp for human monitor commands`, err);
+    }
+    const m = msg as { execute?: unknown; arguments?: unknown };
+    if (typeof msg !== 'object' || msg === null || typeof m.execute !== 'string') {
+      throw invalidArg('invalid argument: QMP command must be a JSON object with an "execute" member');
+    }
+    if (m.arguments !== undefined && (typeof m.arguments !== 'object' || m.arguments === null || Array.isArray(m.arguments))) {
+      throw invalidArg('invalid argument: "arguments" of a QMP command must be a JSON object');
+    }
+    const execute = m.execute;
+    const args = m.arguments as Record<string, unknown> | undefined;
+    return this.monitor(def.name, async (c) => {
+      try {
+        return { return: await c.execute(execute, args, opts.signal ? { signal: opts.signal } : {}) };
+      } catch (err) {
+        if (err instanceof QmpCommandError) return { error: { class: err.errorClass, desc: err.desc } };
+        throw monitorError(def.name, err);
+      }
+    }, opts.signal);
+  }
+}

@@ -1,0 +1,20 @@
+/**
+ * How a definition's memory numbers relate. libvirt's <memory> includes the memory devices
+ * ("the memory allocation includes possible additional memory devices specified at start"):
+ * initial RAM is <memory> minus the full size of every device (see validate-def.ts, which
+ * enforces the same rule).
+ */
+import type { DomainDef } from './definition.js';
+
+/** KiB of memory devices counted in <memory>. */
+export function deviceMemoryKiB(def: Pick<DomainDef, 'memoryDevices'>): number {
+  return def.memoryDevices.reduce(
+    (sum, d) => sum + d.sizeKiB,
+    0,
+  );
+}
+
+/** Initial RAM: what QEMU's -m size gets. */
+export function bootMemoryKiB(def: Pick<DomainDef, 'memory' | 'memoryDevices'>): number {
+  return def.memory.maxKiB - deviceMemoryKiB(def);
+}

@@ -1,0 +1,75 @@
+/**
+ * Where virtmem keeps its state. One state directory holds the persistent definitions, the
+ * per-domain runtime directories (sockets, logs, status) and the locks.
+ *
+ * root:    /var/lib/virtmem
+ * others:  $XDG_STATE_HOME/virtmem (default ~/.local/state/virtmem)
+ * override: $VIRTMEM_STATE_DIR or the `stateDir` option of the driver.
+ */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { VirtError } from './errors.js';
+
+/** Default state directory for the current user. */
+export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.VIRTMEM_STATE_DIR) return env.VIRTMEM_STATE_DIR;
+  if (process.getuid?.() === 0) return '/var/lib/virtmem';
+  const base = env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
+  return join(base, 'virtmem');
+}
+
+/** Longest path a unix socket address may hold on Linux (sun_path is 108 bytes incl. NUL). */
+const MAX_SOCKET_PATH = 107;
+
+/** Files of one domain's runtime directory. */
+export interface RunPaths {
+  dir: string;
+  status: string;
+  /** Monitor for short calls (CLI, API one-shots). */
+  qmp: string;
+  /** Monitor reserved for a long-lived watcher (the daemon), so it never blocks short calls. */
+  qmpWatch: string;
+  console: string;
+  consoleLog: string;
+  agent: string;
+  qemuLog: string;
+  pidfile: string;
+}
+
+/** Layout of a state directory. */
+export class StatePaths {
+  constructor(readonly root: string) {}
+  get domainsDir(): string { return join(this.root, 'domains'); }
+  get runDir(): string { return join(this.root, 'run'); }
+  get locksDir(): string { return join(this.root, 'locks'); }
+  get idCounter(): string { return join(this.root, 'next-id'); }
+  definition(name: string): string { return join(this.domainsDir, `${name}.json`); }
+  lock(name: string): string { return join(this.locksDir, `${name}.lock`); }
+
+  /**
+   * Runtime files of a domain.
+   * @throws VirtError INVALID_ARG when the state directory is so deep that a socket path would
+   *   not fit into a unix socket address.
+   */
+  run(name: string): RunPaths {
+    const dir = join(this.runDir, name);
+    const paths: RunPaths = {
+      dir,
+      status: join(dir, 'status.json'),
+      qmp: join(dir, 'qmp.sock'),
+      qmpWatch: join(dir, 'qmp-watch.sock'),
+      console: join(dir, 'console.sock'),
+      consoleLog: join(dir, 'console.log'),
+      agent: join(dir, 'agent.sock'),
+      qemuLog: join(dir, 'qemu.log'),
+      pidfile: join(dir, 'qemu.pid'),
+    };
+    if (Buffer.byteLength(paths.qmpWatch) > MAX_SOCKET_PATH) {
+      throw new VirtError(
+        'INVALID_ARG',
+        `state directory '${this.root}' is too deep: the monitor socket path for '${name}' would exceed ${MAX_SOCKET_PATH} bytes; choose a shorter VIRTMEM_STATE_DIR or domain name`,
+      );
+    }
+    return paths;
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * The runtime record of a domain (`<state>/run/<name>/status.json`) and how the domain's state
+ * is derived from it plus the host: the record says what we started, /proc says whether it is
+ * still there, QEMU's pidfile says whether it went away cleanly (QEMU removes its pidfile on
+ * an orderly exit, so a dead process with its pidfile still present crashed or was killed).
+ */
+import { readFile, access } from 'node:fs/promises';
+import type { DomainDef } from './definition.js';
+import type { RunPaths } from './paths.js';
+import { writeFileAtomic } from './atomic-file.js';
+import { isProcessAlive } from './host-process.js';
+import type { Accel } from './qemu-argv.js';
+
+/** Lifecycle states, as libvirt names them. */
+export type DomainState = 'running' | 'paused' | 'shutoff';
+
+/** Why a domain is in its state (libvirt's state reasons). */
+export type StateReason =
+  | 'booted' | 'unpaused' | 'user' | 'unknown'
+  | 'shutdown' | 'destroyed' | 'crashed' | 'failed';
+
+export interface RunningRecord {
+  version: 1;
+  phase: 'running';
+  pid: number;
+  /** Process start time (clock ticks after boot): guards against pid reuse. */
+  startTicks: number;
+  id: number;
+  accel: Accel;
+  startedAt: string;
+  /** The live definition: the definition as booted plus live changes (balloon target ...). */
+  live: DomainDef;
+  paused?: boolean;
+  /** Set when an ACPI shutdown was requested, for the reason reported afterwards. */
+  shutdownRequested?: boolean;
+}
+
+export interface StoppedRecord {
+  version: 1;
+  phase: 'shutoff';
+  reason: StateReason;
+  stoppedAt: string;
+}
+
+export type RunRecord = RunningRecord | StoppedRecord;
+
+/** Read the run record; null when there is none. */
+export async function readRunRecord(paths: RunPaths): Promise<RunRecord | null> {
+  try {
+    const rec = JSON.parse(await readFile(paths.status, 'utf8')) as RunRecord;
+    return rec && rec.version === 1 ? rec : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Write the run record atomically. */
+export async function writeRunRecord(paths: RunPaths, rec: RunRecord): Promise<void> {
+  await writeFileAtomic(paths.status, JSON.stringify(rec, null, 2) + '\n');
+}
+
+/** The observed state of a domain. */
+export type Observed =
+  | { state: 'running' | 'paused'; reason: StateReason; record: RunningRecord }
+  | { state: 'shutoff'; reason: StateReason; record: RunRecord | null; exited?: boolean };
+
+/**
+ * Derive the state from the run record and the host. `exited` is set when the record still
+ * says running but the process is gone: the caller may persist the stopped record.
+ */
+export async function observe(paths: RunPaths): Promise<Observed> {
+  const rec = await readRunRecord(paths);
+  if (!rec) return { state: 'shutoff', reason: 'unknown', record: null };
+  if (rec.phase === 'shutoff') return { state: 'shutoff', reason: rec.reason, record: rec };
+  if (await isProcessAlive(rec.pid, rec.startTicks)) {
+    return rec.paused
+      ? { state: 'paused', reason: 'user', record: rec }
+      : { state: 'running', reason: 'booted', record: rec };
+  }
+  const pidfileLeft = await access(paths.pidfile).then(() => true, () => false);
+  return { state: 'shutoff', reason: pidfileLeft ? 'crashed' : 'shutdown', record: rec, exited: true };
+}

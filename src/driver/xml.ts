@@ -1,0 +1,694 @@
+/**
+ * Mapping between libvirt domain XML and virtmem's `DomainDef`.
+ *
+ * Parsing follows libvirt's rules where they exist (units, defaults, memory invariants) so XML
+ * that `virsh define` accepts means the same here. What virtmem does not model falls in three
+ * groups:
+ *   - harmless for memory semantics (graphics, interfaces, controllers, ...): dropped with one
+ *     warning per element name, e.g. "ignored: <devices/interface>";
+ *   - changes how guest memory behaves and cannot be honoured (hugepages, NUMA tuning, shared
+ *     or persistent memory, ...): refused with CONFIG_UNSUPPORTED naming the element;
+ *   - contradictory or malformed: XML_ERROR naming the element.
+ *
+ * Memory accounting (libvirt docs, "Memory Allocation"; checked against virsh's test driver):
+ * <memory> is the total at boot *including* the sizes of all <devices/memory> (dimm and the full
+ * <size> of virtio-mem); boot RAM (QEMU's -m) is <memory> minus those sizes. <currentMemory>
+ * defaults to <memory>. Memory devices need <maxMemory>, which must be >= <memory>.
+ *
+ * NUMA: libvirt's QEMU driver insists on a guest NUMA cell whenever <maxMemory> is set, and QEMU
+ * itself creates one node when memory hot-plug is enabled. So exactly one cell is accepted
+ * (it describes what virtmem does anyway) and emitted whenever hot-plug is configured; more
+ * cells are refused.
+ */
+
+import type { BalloonDef, DiskDef, DomainDef, MemoryDeviceDef, OsDef } from './definition.js';
+import { DEF_SCHEMA_VERSION } from './definition.js';
+import { VirtError, unsupported, xmlError } from './errors.js';
+import { newUuid, normalizeUuid, printable, validateDomainName } from './name.js';
+import { parseXmlMemoryKiB } from './size.js';
+import { DefValidationError, MAX_VCPUS, VIRTIO_MEM_MIN_BLOCK_KIB, defaultBalloon, validateDomainDef } from './validate-def.js';
+import type { Element } from './xml-tree.js';
+import { childrenNamed, element, formatXmlTree, parseXmlTree, singleChild } from './xml-tree.js';
+
+export interface ParsedDomainXml {
+  def: DomainDef;
+  /** Human-readable notes about what was ignored or reinterpreted, one per element name. */
+  warnings: string[];
+}
+
+export interface FormatDomainXmlOptions {
+  /** Present for a running domain: adds id='N' and reports the live balloon size, as virsh does. */
+  running?: { id: number; actualKiB: number };
+  /** The <domain type>: 'kvm' with hardware acceleration, 'qemu' for TCG. Default 'qemu'. */
+  accel?: 'kvm' | 'qemu';
+}
+
+// ---- parsing ---------------------------------------------------------------------------------
+
+/** Collects warnings, each message once. */
+class Warnings {
+  private readonly seen = new Set<string>();
+  readonly list: string[] = [];
+  add(message: string): void {
+    if (this.seen.has(message)) return;
+    this.seen.add(message);
+    this.list.push(message);
+  }
+  ignored(where: string): void {
+    this.add(`ignored: <${where}>`);
+  }
+}
+
+/** Top-level elements read below. */
+const HANDLED = new Set([
+  'name', 'uuid', 'title', 'description', 'memory', 'currentMemory', 'maxMemory', 'vcpu', 'os',
+  'features', 'cpu', 'clock', 'on_poweroff', 'on_reboot', 'on_crash', 'pm', 'devices',
+]);
+
+/** Application data by definition (libvirt docs: "metadata"); it never affects the guest. */
+const SILENT = new Set(['metadata']);
+
+/**
+ * Top-level elements that change memory semantics in ways virtmem cannot honour, and why.
+ * Lookup tables keyed by document names are Maps: a plain object would answer for
+ * `<constructor>` or `<toString>` from Object.prototype.
+ */
+const REFUSED = new Map(Object.entries({
+  memoryBacking: 'virtmem backs guest RAM with private anonymous memory only (no hugepages, locking, file/memfd or shared backing)',
+  numatune: 'host NUMA placement of guest memory is not supported',
+  memtune: 'memory cgroup limits (hard/soft/swap) are not supported',
+  launchSecurity: 'encrypted guest memory (SEV/TDX/s390-pv) cannot be ballooned or hot-plugged',
+  'qemu:commandline': 'raw QEMU arguments could change the memory setup behind virtmem\u2019s back',
+  'qemu:override': 'raw QEMU device properties could change the memory setup behind virtmem\u2019s back',
+}));
+
+/**
+ * Parses libvirt domain XML into a validated definition plus warnings about what was ignored.
+ * A missing <uuid> gets a fresh random one, as in libvirt.
+ *
+ * @throws VirtError XML_ERROR for oversized, DOCTYPE-bearing or malformed documents, a root other
+ *   than <domain>, and contradictory or invalid content (the message names the element).
+ * @throws VirtError CONFIG_UNSUPPORTED naming the element when the XML asks for something
+ *   virtmem cannot honour (memoryBacking, numatune, memtune, several NUMA cells, nvdimm, block or
+ *   network disks, non-x86_64 guests, ...).
+ */
+export function parseDomainXml(text: string): ParsedDomainXml {
+  const root = parseXmlTree(text);
+  if (root.name !== 'domain') throw xmlError(`the root element is <${root.name}>, expected <domain>`);
+  checkDomainType(root);
+  const warn = new Warnings();
+  screenTopLevel(root, warn);
+
+  const devices = parseDevices(singleChild(root, 'devices', ''), warn);
+  const cellKiB = parseCpu(singleChild(root, 'cpu', ''), warn);
+  const def: DomainDef = {
+    schemaVersion: DEF_SCHEMA_VERSION,
+    ...parseIdentity(root),
+    vcpus: parseVcpu(singleChild(root, 'vcpu', ''), warn),
+    memory: parseMemory(root, devices.memoryDevices, cellKiB, warn),
+    memoryDevices: devices.memoryDevices,
+    os: parseOs(singleChild(root, 'os', ''), warn),
+    disks: devices.disks,
+    balloon: devices.balloon,
+  };
+  if (devices.emulator !== undefined) def.emulator = devices.emulator;
+  checkFeatures(singleChild(root, 'features', ''), warn);
+  checkClockLifecyclePm(root, warn);
+  return { def: revalidate(def), warnings: warn.list };
+}
+
+function checkDomainType(root: Element): void {
+  const type = root.attrs['type'];
+  if (type === undefined) throw xmlError("<domain> has no type attribute (expected type='kvm' or type='qemu')");
+  if (type !== 'kvm' && type !== 'qemu') {
+    throw unsupported(`<domain type='${printable(type)}'>: virtmem runs QEMU guests only (type='kvm' or 'qemu')`);
+  }
+}
+
+/** Refuses top-level elements virtmem cannot honour and warns about unknown ones. */
+function screenTopLevel(root: Element, warn: Warnings): void {
+  for (const el of root.children) {
+    if (HANDLED.has(el.name) || SILENT.has(el.name)) continue;
+    const reason = REFUSED.get(el.name);
+    if (el.name === 'memoryBacking') {
+      // An empty <memoryBacking/> asks for nothing; name the first thing it does ask for.
+      const first = el.children[0];
+      if (first !== undefined) throw unsupported(`<memoryBacking/${first.name}>: ${reason}`);
+    } else if (reason !== undefined) {
+      throw unsupported(`<${el.name}>: ${reason}`);
+    } else {
+      warn.ignored(el.name);
+    }
+  }
+}
+
+function parseIdentity(root: Element): Pick<DomainDef, 'name' | 'uuid' | 'title' | 'description'> {
+  const nameEl = singleChild(root, 'name', '');
+  if (nameEl === undefined) throw xmlError('missing <name>');
+  let name: string;
+  try {
+    name = validateDomainName(nameEl.text);
+  } catch (err) {
+    throw xmlError(`<name>: ${err instanceof Error ? err.message : String(err)}`, err);
+  }
+  const uuidEl = singleChild(root, 'uuid', '');
+  let uuid = newUuid();
+  if (uuidEl !== undefined) {
+    // libvirt's virUUIDParse tolerates surrounding whitespace.
+    const raw = uuidEl.text.trim();
+    try {
+      uuid = normalizeUuid(raw);
+    } catch (err) {
+      throw xmlError(`<uuid>: malformed UUID '${printable(raw)}'`, err);
+    }
+  }
+  const out: Pick<DomainDef, 'name' | 'uuid' | 'title' | 'description'> = { name, uuid };
+  const title = singleChild(root, 'title', '')?.text;
+  if (title) out.title = title;
+  const description = singleChild(root, 'description', '')?.text;
+  if (description) out.description = description;
+  return out;
+}
+
+const MAX_COUNT = 2 ** 31 - 1;
+
+/** A decimal integer 0..2^31-1 (libvirt reads these as C ints) in element text or an attribute. */
+function parseCount(value: string | undefined, where: string): number {
+  const t = value?.trim() ?? '';
+  if (!/^\d{1,10}$/.test(t) || Number(t) > MAX_COUNT) {
+    throw xmlError(`${where}: '${printable(value ?? '')}' is not an integer between 0 and ${MAX_COUNT}`);
+  }
+  return Number(t);
+}
+
+function parseVcpu(el: Element | undefined, warn: Warnings): number {
+  if (el === undefined) return 1; // libvirt's default
+  const vcpus = parseCount(el.text, '<vcpu>');
+  if (vcpus < 1) throw xmlError('<vcpu>: a guest needs at least one vCPU');
+  if (vcpus > MAX_VCPUS) throw unsupported(`<vcpu>${vcpus}</vcpu>: virtmem supports at most ${MAX_VCPUS} vCPUs`);
+  const current = el.attrs['current'];
+  if (current !== undefined && parseCount(current, "<vcpu current='...'>") !== vcpus) {
+    throw unsupported(`<vcpu current='${printable(current)}'>: vCPU hot-plug is not supported; all ${vcpus} vCPUs are online`);
+  }
+  if (el.attrs['cpuset'] !== undefined) warn.ignored('vcpu cpuset');
+  return vcpus;
+}
+
+/** Parses a scaled memory element (<memory unit='MiB'>512</memory> and kin) to KiB. */
+function memoryKiB(el: Element, where: string): number {
+  return parseXmlMemoryKiB(el.text, el.attrs['unit'], `<${where}>`);
+}
+
+/**
+ * Builds MemoryDef from <memory>, <currentMemory> and <maxMemory> with libvirt's rules.
+ * `cellKiB` is the single NUMA cell's size, which libvirt's QEMU driver treats as the boot RAM
+ * when a domain is defined (it recomputes <memory> = cell + memory devices).
+ */
+function parseMemory(
+  root: Element,
+  devices: MemoryDeviceDef[],
+  cellKiB: number | undefined,
+  warn: Warnings,
+): DomainDef['memory'] {
+  const devicesKiB = devices.reduce((sum, d) => sum + d.sizeKiB, 0);
+  const memoryEl = singleChild(root, 'memory', '');
+  let totalKiB = memoryEl === undefined ? undefined : memoryKiB(memoryEl, 'memory');
+  // A zero-sized cell carries no information; libvirt then keeps <memory> too.
+  if (cellKiB !== undefined && cellKiB > 0 && totalKiB !== cellKiB + devicesKiB) {
+    if (totalKiB !== undefined) {
+      warn.add(`<memory> (${totalKiB} KiB) differs from the <cpu/numa> cell plus memory devices (${cellKiB + devicesKiB} KiB); using the NUMA size, as libvirt does`);
+    }
+    totalKiB = cellKiB + devicesKiB;
+  }
+  if (totalKiB === undefined || totalKiB === 0) throw xmlError('missing <memory>: the guest memory size must be given');
+  if (devicesKiB > totalKiB) {
+    throw xmlError(`total size of memory devices (${devicesKiB} KiB) exceeds <memory> (${totalKiB} KiB), which includes them`);
+  }
+
+  const currentEl = singleChild(root, 'currentMemory', '');
+  let currentKiB = currentEl === undefined ? 0 : memoryKiB(currentEl, 'currentMemory');
+  // libvirt treats 0 as absent and silently clamps an oversized value to <memory>; we clamp too
+  // (so XML that virsh accepts is accepted) but say so.
+  if (currentKiB > totalKiB) {
+    warn.add(`<currentMemory> (${currentKiB} KiB) exceeds <memory> (${totalKiB} KiB); using ${totalKiB} KiB, as libvirt does`);
+  }
+  if (currentKiB === 0 || currentKiB > totalKiB) currentKiB = totalKiB;
+
+  const memory: DomainDef['memory'] = { maxKiB: totalKiB, currentKiB };
+  const maxEl = singleChild(root, 'maxMemory', '');
+  if (maxEl !== undefined) {
+    const ceilingKiB = memoryKiB(maxEl, 'maxMemory');
+    if (maxEl.attrs['slots'] === undefined) throw xmlError("<maxMemory> needs a slots='N' attribute, as in libvirt");
+    const slots = parseCount(maxEl.attrs['slots'], "<maxMemory slots='...'>");
+    if (ceilingKiB < totalKiB) {
+      throw xmlError(`<maxMemory> (${ceilingKiB} KiB) must be at least <memory> (${totalKiB} KiB)`);
+    }
+    memory.hotplug = { ceilingKiB, slots };
+  } else if (devices.length > 0) {
+    throw xmlError('<devices/memory> needs memory hot-plug: add <maxMemory slots=...> to the domain');
+  }
+  return memory;
+}
+
+/**
+ * Accepts <cpu> with a warning (virtmem always uses `-cpu max`) and returns the size of its single
+ * NUMA cell, if any.
+ */
+function parseCpu(cpu: Element | undefined, warn: Warnings): number | undefined {
+  if (cpu === undefined) return undefined;
+  const mode = cpu.attrs['mode'];
+  if (mode !== undefined || cpu.children.some((c) => c.name !== 'numa')) {
+    const shown = mode === undefined ? '<cpu>' : `<cpu mode='${printable(mode)}'>`;
+    warn.add(`${shown}: virtmem always runs guests with '-cpu max'; CPU model, features and topology are ignored`);
+  }
+  const numa = singleChild(cpu, 'numa', 'cpu');
+  if (numa === undefined) return undefined;
+  const cells = childrenNamed(numa, 'cell');
+  if (cells.length === 0) throw xmlError('<cpu/numa> has no <cell>');
+  if (cells.length > 1) {
+    throw unsupported(`<cpu/numa>: ${cells.length} NUMA cells; virtmem guests have a single NUMA node`);
+  }
+  const cell = cells[0] as Element;
+  if (cell.attrs['memAccess'] === 'shared') {
+    throw unsupported("<cpu/numa/cell memAccess='shared'>: shared guest memory is not supported");
+  }
+  if (cell.attrs['id'] !== undefined && cell.attrs['id'].trim() !== '0') {
+    throw xmlError(`<cpu/numa/cell id='${printable(cell.attrs['id'])}'>: the only cell must have id 0`);
+  }
+  const memory = cell.attrs['memory'];
+  if (memory === undefined) throw xmlError("<cpu/numa/cell> needs a memory='...' attribute");
+  return parseXmlMemoryKiB(memory, cell.attrs['unit'], '<cpu/numa/cell memory>');
+}
+
+/** Machine type families virtmem runs: versioned names map to their family. */
+function machineFamily(machine: string): OsDef['machine'] | undefined {
+  if (/^(pc-)?q35(-|$)/.test(machine)) return 'q35';
+  if (/^pc(-i440fx)?(-|$)/.test(machine)) return 'pc';
+  return undefined;
+}
+
+const OS_TEXT = ['kernel', 'initrd', 'cmdline'] as const;
+
+function parseOs(os: Element | undefined, warn: Warnings): OsDef {
+  if (os === undefined) throw xmlError("missing <os>: expected <os><type>hvm</type></os>");
+  const type = singleChild(os, 'type', 'os');
+  if (type === undefined) throw xmlError("missing <os/type>: expected <type>hvm</type>");
+  if (type.text.trim() !== 'hvm') {
+    throw unsupported(`<os/type>${printable(type.text.trim())}</type>: virtmem runs full virtualisation ('hvm') guests only`);
+  }
+  const arch = type.attrs['arch'];
+  if (arch !== undefined && arch !== 'x86_64') {
+    throw unsupported(`<os/type arch='${printable(arch)}'>: virtmem runs x86_64 guests only`);
+  }
+  const out: OsDef = {};
+  const machine = type.attrs['machine'];
+  if (machine !== undefined) {
+    const family = machineFamily(machine);
+    if (family === undefined) {
+      throw unsupported(`<os/type machine='${printable(machine)}'>: virtmem supports the 'pc' and 'q35' machine families`);
+    }
+    if (family !== machine) warn.add(`<os/type machine='${printable(machine)}'>: using QEMU's current '${family}' machine`);
+    out.machine = family;
+  }
+  for (const name of OS_TEXT) {
+    const value = singleChild(os, name, 'os')?.text;
+    if (value) out[name] = value;
+  }
+  if (os.attrs['firmware'] !== undefined) warn.ignored(`os firmware='${printable(os.attrs['firmware'])}'`);
+  for (const el of os.children) {
+    if (el.name === 'type' || (OS_TEXT as readonly string[]).includes(el.name)) continue;
+    // With a kernel, boot order is irrelevant; without one virtmem boots its built-in guest.
+    if (el.name === 'boot' && out.kernel !== undefined) continue;
+    if (el.name === 'boot') warn.add('ignored: <os/boot> (no <os/kernel>: virtmem boots its built-in guest kernel)');
+    else warn.ignored(`os/${el.name}`);
+  }
+  return out;
+}
+
+/** acpi, apic and pae are what virtmem's guests get anyway; the rest is dropped with a warning. */
+function checkFeatures(features: Element | undefined, warn: Warnings): void {
+  for (const el of features?.children ?? []) {
+    if (el.name !== 'acpi' && el.name !== 'apic' && el.name !== 'pae') warn.ignored(`features/${el.name}`);
+  }
+}
+
+const LIFECYCLE_DEFAULTS = { on_poweroff: 'destroy', on_reboot: 'restart', on_crash: 'destroy' } as const;
+
+function checkClockLifecyclePm(root: Element, warn: Warnings): void {
+  const offset = singleChild(root, 'clock', '')?.attrs['offset'];
+  if (offset !== undefined && offset !== 'utc') warn.ignored(`clock offset='${printable(offset)}'`);
+  for (const [name, expected] of Object.entries(LIFECYCLE_DEFAULTS)) {
+    const action = singleChild(root, name, '')?.text.trim();
+    if (action !== undefined && action !== expected) {
+      warn.add(`ignored: <${name}>${printable(action)}</${name}> (virtmem always does '${expected}')`);
+    }
+  }
+  for (const el of singleChild(root, 'pm', '')?.children ?? []) {
+    if (el.attrs['enabled'] === 'yes') warn.ignored(`pm/${el.name} enabled='yes'`);
+  }
+}
+
+// ---- devices -----------------------------------------------------------------------------------
+
+interface ParsedDevices {
+  emulator?: string;
+  disks: DiskDef[];
+  memoryDevices: MemoryDeviceDef[];
+  balloon: BalloonDef;
+}
+
+function parseDevices(devices: Element | undefined, warn: Warnings): ParsedDevices {
+  const out: ParsedDevices = { disks: [], memoryDevices: [], balloon: defaultBalloon() };
+  if (devices === undefined) return out;
+  const emulator = singleChild(devices, 'emulator', 'devices')?.text;
+  if (emulator) out.emulator = emulator;
+  // libvirt adds a virtio balloon when none is given; virtmem adds its own default one.
+  const balloon = singleChild(devices, 'memballoon', 'devices');
+  if (balloon !== undefined) out.balloon = parseBalloon(balloon, warn);
+  for (const el of devices.children) {
+    switch (el.name) {
+      case 'emulator':
+      case 'memballoon':
+        break;
+      case 'disk': {
+        const disk = parseDisk(el, warn);
+        if (disk !== undefined) out.disks.push(disk);
+        break;
+      }
+      case 'memory':
+        out.memoryDevices.push(parseMemoryDevice(el, warn));
+        break;
+      case 'serial':
+      case 'console':
+        // virtmem always gives the guest a pty serial console, which is what this asks for.
+        if (el.attrs['type'] !== 'pty') warn.ignored(`devices/${el.name} type='${printable(el.attrs['type'] ?? '')}'`);
+        break;
+      default:
+        warn.ignored(`devices/${el.name}`);
+    }
+  }
+  return out;
+}
+
+/** Children of a device that only carry guest addressing or naming; dropping them is harmless. */
+const ADDRESSING = new Set(['address', 'alias', 'acpi', 'boot']);
+
+function onOff(value: string | undefined, where: string): boolean {
+  if (value === undefined || value === 'off') return false;
+  if (value === 'on') return true;
+  throw xmlError(`${where}: expected 'on' or 'off', got '${printable(value)}'`);
+}
+
+function parseBalloon(el: Element, warn: Warnings): BalloonDef {
+  const model = el.attrs['model'];
+  if (model === undefined) throw xmlError("<devices/memballoon> needs a model attribute (e.g. model='virtio')");
+  if (model === 'none') {
+    if (el.attrs['autodeflate'] !== undefined || el.attrs['freePageReporting'] !== undefined || el.children.length > 0) {
+      warn.add("<devices/memballoon model='none'>: settings of the absent balloon are ignored");
+    }
+    return { model: 'none', statsPeriodS: 0, autodeflate: false, freePageReporting: false };
+  }
+  if (model === 'virtio-transitional' || model === 'virtio-non-transitional') {
+    // These only select PCI IDs for legacy guest drivers; the balloon behaves the same.
+    warn.add(`<devices/memballoon model='${model}'> is treated as model='virtio'`);
+  } else if (model !== 'virtio') {
+    throw unsupported(`<devices/memballoon model='${printable(model)}'>: virtmem supports virtio balloons only`);
+  }
+  const stats = singleChild(el, 'stats', 'devices/memballoon');
+  for (const child of el.children) {
+    if (child.name !== 'stats' && child.name !== 'driver' && !ADDRESSING.has(child.name)) {
+      warn.ignored(`devices/memballoon/${child.name}`);
+    }
+  }
+  return {
+    model: 'virtio',
+    // libvirt: no <stats> (or period 0) means statistics polling is off.
+    statsPeriodS: stats === undefined ? 0 : parseCount(stats.attrs['period'], '<devices/memballoon/stats period>'),
+    autodeflate: onOff(el.attrs['autodeflate'], '<devices/memballoon autodeflate>'),
+    freePageReporting: onOff(el.attrs['freePageReporting'], '<devices/memballoon freePageReporting>'),
+  };
+}
+
+/** libvirt's bus default from the target name prefix (virDomainDiskDefAssignAddress and kin). */
+const BUS_BY_PREFIX = new Map<string, DiskDef['bus']>([['vd', 'virtio'], ['sd', 'scsi'], ['hd', 'ide']]);
+const DISK_BUSES: readonly string[] = ['virtio', 'sata', 'ide', 'scsi'];
+const DISK_KNOWN = new Set(['driver', 'source', 'target', 'readonly', 'backingStore', ...ADDRESSING]);
+/** Disk children whose loss would change what the guest sees or stores. */
+const DISK_REFUSED = new Map([
+  ['transient', 'transient disks (writes discarded at shutdown) are not supported'],
+  ['encryption', 'encrypted disk images are not supported'],
+]);
+
+/** A file-backed disk; a cdrom or floppy yields undefined (dropped with a warning). */
+function parseDisk(el: Element, warn: Warnings): DiskDef | undefined {
+  const device = el.attrs['device'] ?? 'disk';
+  const type = el.attrs['type'] ?? 'file';
+  if (device === 'cdrom' || device === 'floppy') {
+    warn.ignored(`devices/disk device='${device}'`);
+    return undefined;
+  }
+  if (device !== 'disk') throw unsupported(`<devices/disk device='${printable(device)}'>: only device='disk' is supported`);
+  if (type !== 'file') {
+    throw unsupported(`<devices/disk type='${printable(type)}'>: virtmem supports file-backed disks (type='file') only`);
+  }
+  for (const child of el.children) {
+    const refused = DISK_REFUSED.get(child.name);
+    if (refused !== undefined) throw unsupported(`<devices/disk/${child.name}>: ${refused}`);
+    if (!DISK_KNOWN.has(child.name)) warn.ignored(`devices/disk/${child.name}`);
+  }
+  const format = singleChild(el, 'driver', 'devices/disk')?.attrs['type'] ?? 'raw';
+  if (format !== 'raw' && format !== 'qcow2') {
+    throw unsupported(`<devices/disk/driver type='${printable(format)}'>: disk images must be raw or qcow2`);
+  }
+  const path = singleChild(el, 'source', 'devices/disk')?.attrs['file'];
+  if (path === undefined) throw xmlError("<devices/disk> needs <source file='...'/>");
+  const target = singleChild(el, 'target', 'devices/disk');
+  const dev = target?.attrs['dev'];
+  if (target === undefined || dev === undefined) throw xmlError("<devices/disk> needs <target dev='...'/>");
+  const bus = target.attrs['bus'] ?? BUS_BY_PREFIX.get(dev.slice(0, 2));
+  if (bus === undefined) throw xmlError(`<devices/disk/target dev='${printable(dev)}'>: cannot infer the bus; add bus='virtio'`);
+  if (!DISK_BUSES.includes(bus)) {
+    throw unsupported(`<devices/disk/target bus='${printable(bus)}'>: supported buses are ${DISK_BUSES.join(', ')}`);
+  }
+  return {
+    path,
+    format,
+    target: dev,
+    bus: bus as DiskDef['bus'],
+    readonly: singleChild(el, 'readonly', 'devices/disk') !== undefined,
+  };
+}
+
+const REFUSED_MEMORY_MODELS = new Map([
+  ['nvdimm', 'persistent memory (nvdimm)'],
+  ['virtio-pmem', 'persistent memory (virtio-pmem)'],
+  ['sgx-epc', 'SGX enclave memory'],
+]);
+/** Target children that are output-only or addressing: dropped silently. */
+const MEMORY_TARGET_SILENT = new Set(['size', 'node', 'block', 'requested', 'current']);
+
+function parseMemoryDevice(el: Element, warn: Warnings): MemoryDeviceDef {
+  const model = el.attrs['model'];
+  if (model === undefined) throw xmlError("<devices/memory> needs a model attribute (e.g. model='virtio-mem')");
+  const refusedModel = REFUSED_MEMORY_MODELS.get(model);
+  if (refusedModel !== undefined || (model !== 'virtio-mem' && model !== 'dimm')) {
+    throw unsupported(`<devices/memory model='${printable(model)}'>: ${refusedModel ?? 'this model'} is not supported; virtmem supports 'virtio-mem' and 'dimm'`);
+  }
+  const where = `devices/memory model='${model}'`;
+  if (el.attrs['access'] === 'shared') {
+    throw unsupported(`<devices/memory access='shared'>: shared guest memory is not supported`);
+  }
+  if (el.attrs['discard'] !== undefined) warn.ignored('devices/memory discard');
+  for (const child of el.children) {
+    if (child.name === 'source') {
+      throw unsupported('<devices/memory/source>: host backing choices (page size, host nodes, files) are not supported');
+    }
+    if (child.name !== 'target' && child.name !== 'uuid' && !ADDRESSING.has(child.name)) {
+      warn.ignored(`devices/memory/${child.name}`);
+    }
+  }
+  const target = singleChild(el, 'target', 'devices/memory');
+  if (target === undefined) throw xmlError(`<${where}> needs a <target>`);
+  const part = (name: string): Element | undefined => singleChild(target, name, 'devices/memory/target');
+  for (const child of target.children) {
+    if (!MEMORY_TARGET_SILENT.has(child.name)) warn.ignored(`devices/memory/target/${child.name}`);
+  }
+  const node = part('node');
+  if (node !== undefined && parseCount(node.text, '<devices/memory/target/node>') !== 0) {
+    throw unsupported(`<devices/memory/target/node>${printable(node.text)}</node>: virtmem guests have a single NUMA node (0)`);
+  }
+  const size = part('size');
+  if (size === undefined) throw xmlError(`<${where}/target> needs a <size>`);
+  const sizeKiB = memoryKiB(size, 'devices/memory/target/size');
+  if (model === 'dimm') {
+    if (part('block') !== undefined || part('requested') !== undefined) warn.add("<devices/memory model='dimm'>: <block>/<requested> apply to virtio-mem only and are ignored");
+    return { model: 'dimm', sizeKiB };
+  }
+  const block = part('block');
+  const requested = part('requested');
+  return {
+    model: 'virtio-mem',
+    sizeKiB,
+    // QEMU's default block size on x86_64 is the THP size, 2 MiB; absent <requested> means 0.
+    blockKiB: block === undefined ? VIRTIO_MEM_MIN_BLOCK_KIB : memoryKiB(block, 'devices/memory/target/block'),
+    requestedKiB: requested === undefined ? 0 : memoryKiB(requested, 'devices/memory/target/requested'),
+  };
+}
+
+// ---- final validation ----------------------------------------------------------------------
+
+/** Runs the definition schema over the parsed result, reporting failures by XML element. */
+function revalidate(def: DomainDef): DomainDef {
+  try {
+    return validateDomainDef(def);
+  } catch (err) {
+    if (!(err instanceof DefValidationError)) throw err;
+    const message = `${elementForPath(err.path)}: ${err.reason}`;
+    // Beyond virtmem's limits (too little memory, ...) is unsupported; anything else is invalid.
+    throw err.limit ? new VirtError('CONFIG_UNSUPPORTED', message, { cause: err }) : xmlError(message, err);
+  }
+}
+
+/** Definition fields and the XML elements they come from, for validation messages. */
+const ELEMENT_BY_PATH = new Map(Object.entries({
+  name: '<name>',
+  uuid: '<uuid>',
+  title: '<title>',
+  description: '<description>',
+  emulator: '<devices/emulator>',
+  vcpus: '<vcpu>',
+  'memory.maxKiB': '<memory>',
+  'memory.currentKiB': '<currentMemory>',
+  'memory.hotplug.ceilingKiB': '<maxMemory>',
+  'memory.hotplug.slots': "<maxMemory slots='...'>",
+  memoryDevices: '<devices/memory>',
+  'os.kernel': '<os/kernel>',
+  'os.initrd': '<os/initrd>',
+  'os.cmdline': '<os/cmdline>',
+  'os.machine': "<os/type machine='...'>",
+}));
+
+/** Fields of list entries (disks[i].x, memoryDevices[i].x) and where they sit in the device. */
+const DEVICE_PART_BY_FIELD = new Map(Object.entries({
+  sizeKiB: 'target/size',
+  blockKiB: 'target/block',
+  requestedKiB: 'target/requested',
+  path: "source file='...'",
+  format: "driver type='...'",
+  target: "target dev='...'",
+  bus: "target bus='...'",
+}));
+
+/** "disks[1].target" -> "<devices/disk #2 target dev='...'>"; unknown paths are returned as is. */
+function elementForPath(path: string): string {
+  const direct = ELEMENT_BY_PATH.get(path);
+  if (direct !== undefined) return direct;
+  const m = /^(disks|memoryDevices)\[(\d+)\](?:\.(\w+))?/.exec(path);
+  if (m !== null) {
+    const device = m[1] === 'disks' ? 'devices/disk' : 'devices/memory';
+    const part = m[3] === undefined ? '' : ` ${DEVICE_PART_BY_FIELD.get(m[3]) ?? m[3]}`;
+    return `<${device} #${Number(m[2]) + 1}${part}>`;
+  }
+  if (path.startsWith('balloon')) return '<devices/memballoon>';
+  return path;
+}
+
+// ---- formatting --------------------------------------------------------------------------------
+
+/**
+ * Formats a definition as libvirt domain XML in libvirt's own style; the output validates against
+ * libvirt's RNG schema and parses back to an equal definition. With `running`, <currentMemory>
+ * is the live balloon size and <domain> carries the id, like `virsh dumpxml` of a running guest.
+ * Emits only what the definition holds: a caller wanting the built-in kernel shown fills it in first.
+ *
+ * @throws VirtError XML_ERROR if a string holds characters XML cannot carry (validated
+ *   definitions never do).
+ */
+export function formatDomainXml(def: DomainDef, opts: FormatDomainXmlOptions = {}): string {
+  const { memory } = def;
+  const kib = (name: string, value: number, attrs: Record<string, string | number> = {}): Element =>
+    element(name, { ...attrs, unit: 'KiB' }, [], String(value));
+  const text = (name: string, value: string): Element => element(name, {}, [], value);
+
+  const children: Element[] = [text('name', def.name), text('uuid', def.uuid)];
+  if (def.title !== undefined) children.push(text('title', def.title));
+  if (def.description !== undefined) children.push(text('description', def.description));
+  if (memory.hotplug !== undefined) {
+    children.push(kib('maxMemory', memory.hotplug.ceilingKiB, { slots: memory.hotplug.slots }));
+  }
+  children.push(
+    kib('memory', memory.maxKiB),
+    kib('currentMemory', opts.running?.actualKiB ?? memory.currentKiB),
+    element('vcpu', { placement: 'static' }, [], String(def.vcpus)),
+    formatOs(def.os),
+    element('features', {}, [element('acpi'), element('apic')]),
+  );
+  if (memory.hotplug !== undefined) children.push(formatNumaCell(def));
+  children.push(
+    element('clock', { offset: 'utc' }),
+    ...Object.entries(LIFECYCLE_DEFAULTS).map(([name, action]) => text(name, action)),
+    formatDevices(def),
+  );
+  const root = element('domain', { type: opts.accel ?? 'qemu', id: opts.running?.id }, children);
+  return formatXmlTree(root);
+}
+
+function formatOs(os: OsDef): Element {
+  const children = [element('type', { arch: 'x86_64', machine: os.machine }, [], 'hvm')];
+  for (const name of OS_TEXT) {
+    const value = os[name];
+    if (value !== undefined) children.push(element(name, {}, [], value));
+  }
+  return element('os', {}, children);
+}
+
+/** The single guest NUMA node libvirt's QEMU driver wants with memory hot-plug: all boot RAM. */
+function formatNumaCell(def: DomainDef): Element {
+  const bootKiB = def.memory.maxKiB - def.memoryDevices.reduce((sum, d) => sum + d.sizeKiB, 0);
+  const cpus = def.vcpus === 1 ? '0' : `0-${def.vcpus - 1}`;
+  const cell = element('cell', { id: 0, cpus, memory: bootKiB, unit: 'KiB' });
+  return element('cpu', {}, [element('numa', {}, [cell])]);
+}
+
+function formatDevices(def: DomainDef): Element {
+  const children: Element[] = [];
+  if (def.emulator !== undefined) children.push(element('emulator', {}, [], def.emulator));
+  children.push(...def.disks.map(formatDisk));
+  children.push(
+    element('serial', { type: 'pty' }, [element('target', { port: 0 })]),
+    element('console', { type: 'pty' }, [element('target', { type: 'serial', port: 0 })]),
+    formatBalloon(def.balloon),
+    ...def.memoryDevices.map(formatMemoryDevice),
+  );
+  return element('devices', {}, children);
+}
+
+function formatDisk(disk: DiskDef): Element {
+  const children = [
+    element('driver', { name: 'qemu', type: disk.format }),
+    element('source', { file: disk.path }),
+    element('target', { dev: disk.target, bus: disk.bus }),
+  ];
+  if (disk.readonly) children.push(element('readonly'));
+  return element('disk', { type: 'file', device: 'disk' }, children);
+}
+
+function formatBalloon(b: BalloonDef): Element {
+  if (b.model === 'none') return element('memballoon', { model: 'none' });
+  const onOffAttr = (v: boolean): string => (v ? 'on' : 'off');
+  // libvirt's schema wants a positive period; no <stats> is how it spells "polling off".
+  const children = b.statsPeriodS > 0 ? [element('stats', { period: b.statsPeriodS })] : [];
+  return element(
+    'memballoon',
+    { model: 'virtio', autodeflate: onOffAttr(b.autodeflate), freePageReporting: onOffAttr(b.freePageReporting) },
+    children,
+  );
+}
+
+/** Memory devices sit on the single NUMA node 0 (see formatNumaCell). */
+function formatMemoryDevice(d: MemoryDeviceDef): Element {
+  const size = (name: string, value: number): Element => element(name, { unit: 'KiB' }, [], String(value));
+  const target = [size('size', d.sizeKiB), element('node', {}, [], '0')];
+  if (d.model === 'virtio-mem') target.push(size('block', d.blockKiB), size('requested', d.requestedKiB));
+  return element('memory', { model: d.model }, [element('target', {}, target)]);
+}
