@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { mkdir, open, readFile, readdir, rm, unlink } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { QmpClient } from '../qmp/index.js';
+import type { QmpClient, QmpEventStream } from '../qmp/index.js';
 import { QmpCommandError, queryBalloon, queryStatus, setBalloon, qomGet, qomSet, systemPowerdown, cont } from '../qmp/index.js';
 import { findDefaultGuest } from '../guest/build.js';
 import type { DomainDef } from './definition.js';
@@ -14,7 +14,7 @@ import { VirtError, invalidArg } from './errors.js';
 import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
 import { StatePaths, defaultStateDir, type RunPaths } from './paths.js';
 import { DefinitionStore } from './store.js';
-import { withLock } from './lock.js';
+import { acquireLock, withLock } from './lock.js';
 import { detectAccel, resolveEmulator } from './host.js';
 import { BALLOON_QOM_PATH, buildQemuArgv, type Accel } from './qemu-argv.js';
 import { observe, writeRunRecord, type DomainState, type Observed, type RunningRecord, type StateReason } from './run-status.js';
@@ -526,83 +526,83 @@ export class Driver {
   async setMemory(ref: string, kib: number, opts: SetMemoryOptions = {}): Promise<SetMemoryResult> {
     const def = await this.lookup(ref);
     this.checkMemoryFloor(kib);
-    const { rec, target } = await this.withDomainLock(def.name, async () => {
+    await ensurePrivateDir(this.paths.locksDir);
+    const lock = await acquireLock(this.paths.lock(def.name), this.lockOpts(opts.signal));
+    try {
       const o = await this.observe(def.name);
       const running = o.state !== 'shutoff';
       const target = this.affect(opts, running);
-      const live = running ? (o.record as RunningRecord).live : null;
+      const result: SetMemoryResult = { targetKiB: kib, actualKiB: null, reached: false, live: target.live, config: target.config };
       if (target.config && kib > def.memory.maxKiB) throw invalidArg('invalid argument: cannot set memory higher than max memory');
-      if (target.live && live) {
-        if (kib > live.memory.maxKiB) throw invalidArg('invalid argument: cannot set memory higher than max memory');
-        if (live.balloon.model === 'none') {
-          throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: Unable to change memory of active domain without the balloon device and guest OS balloon driver');
-        }
-        await this.monitor(def.name, (c) => setBalloon(c, kib * 1024), opts.signal);
-        live.memory.currentKiB = kib;
-        await writeRunRecord(this.paths.run(def.name), o.record as RunningRecord);
+      if (!target.live || o.state === 'shutoff') {
+        if (target.config) await this.store.save({ ...def, memory: { ...def.memory, currentKiB: kib } });
+        return result;
       }
-      if (target.config) await this.store.save({ ...def, memory: { ...def.memory, currentKiB: kib } });
-      return { rec: live ? (o.record as RunningRecord) : null, target };
-    }, opts.signal);
-
-    const result: SetMemoryResult = { targetKiB: kib, actualKiB: null, reached: false, live: target.live, config: target.config };
-    if (!target.live || !rec) return result;
-    if (!opts.wait) {
-      result.actualKiB = await this.liveBalloonKiB(def.name, rec.live, opts.signal);
-      result.reached = result.actualKiB === kib;
-      return result;
+      const rec = o.record;
+      if (kib > rec.live.memory.maxKiB) throw invalidArg('invalid argument: cannot set memory higher than max memory');
+      if (rec.live.balloon.model === 'none') {
+        throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: Unable to change memory of active domain without the balloon device and guest OS balloon driver');
+      }
+      // One monitor session from the change to the end of the wait: events are subscribed to
+      // before the command that causes them, so none is missed.
+      return await this.monitor(def.name, async (c) => {
+        const events = opts.wait ? c.events({ names: ['BALLOON_CHANGE'] }) : null;
+        try {
+          await setBalloon(c, kib * 1024);
+          rec.live.memory.currentKiB = kib;
+          await writeRunRecord(this.paths.run(def.name), rec);
+          if (target.config) await this.store.save({ ...def, memory: { ...def.memory, currentKiB: kib } });
+          // Waiting happens outside the job lock: other calls (dominfo, a new setmem) stay possible.
+          await lock.release();
+          result.actualKiB = Math.floor((await queryBalloon(c)).actualBytes / 1024);
+          if (events) result.actualKiB = await this.followBalloon(def.name, events, result.actualKiB, kib, opts);
+          result.reached = result.actualKiB === kib;
+          return result;
+        } finally {
+          events?.close();
+        }
+      }, opts.signal);
+    } finally {
+      await lock.release();
     }
-    // Waiting happens outside the job lock: other calls (dominfo, a new setmem) stay possible.
-    result.actualKiB = await this.waitForBalloon(def.name, kib, opts);
-    result.reached = true;
-    return result;
   }
 
   /**
    * Follow BALLOON_CHANGE events until the balloon reaches the target. Gives up (NOT_REACHED)
    * when the guest makes no progress for `stallMs`, or at `timeoutMs`.
    */
-  private async waitForBalloon(name: string, targetKiB: number, opts: SetMemoryOptions): Promise<number> {
+  private async followBalloon(name: string, events: QmpEventStream, startKiB: number, targetKiB: number, opts: SetMemoryOptions): Promise<number> {
     const timeoutMs = opts.timeoutMs ?? 60_000;
     const stallMs = opts.stallMs ?? 10_000;
     const t0 = Date.now();
-    return this.monitor(name, async (c) => {
-      const events = c.events({ names: ['BALLOON_CHANGE'] });
-      try {
-        // Subscribed before querying: no change between the query and the first event is lost.
-        let actualKiB = Math.floor((await queryBalloon(c)).actualBytes / 1024);
-        const startKiB = actualKiB;
-        let lastMove = Date.now();
-        const report = (): void => opts.onProgress?.({ actualKiB, targetKiB, startKiB, elapsedMs: Date.now() - t0 });
-        report();
-        while (actualKiB !== targetKiB) {
-          const now = Date.now();
-          const left = Math.min(t0 + timeoutMs - now, lastMove + stallMs - now);
-          if (left <= 0) {
-            const why = Date.now() - t0 >= timeoutMs
-              ? `the wait timed out after ${Math.round(timeoutMs / 1000)} s`
-              : `the guest made no progress for ${Math.round(stallMs / 1000)} s (is its balloon driver loaded, or has it nothing left to free?)`;
-            throw new VirtError('NOT_REACHED', `memory target ${targetKiB} KiB not reached: domain '${name}' stopped at ${actualKiB} KiB; ${why}`);
-          }
-          let ev;
-          try {
-            ev = await events.nextEvent({ timeoutMs: left, ...(opts.signal ? { signal: opts.signal } : {}) });
-          } catch (err) {
-            if ((err as { code?: string }).code === 'QMP_TIMEOUT') continue;
-            throw err;
-          }
-          const actual = (ev.data as { actual?: unknown } | undefined)?.actual;
-          if (typeof actual !== 'number') continue;
-          const next = Math.floor(actual / 1024);
-          if (next !== actualKiB) lastMove = Date.now();
-          actualKiB = next;
-          report();
-        }
-        return actualKiB;
-      } finally {
-        events.close();
+    let actualKiB = startKiB;
+    let lastMove = t0;
+    const report = (): void => opts.onProgress?.({ actualKiB, targetKiB, startKiB, elapsedMs: Date.now() - t0 });
+    report();
+    while (actualKiB !== targetKiB) {
+      const now = Date.now();
+      const left = Math.min(t0 + timeoutMs - now, lastMove + stallMs - now);
+      if (left <= 0) {
+        const why = now - t0 >= timeoutMs
+          ? `the wait timed out after ${Math.round(timeoutMs / 1000)} s`
+          : `the guest made no progress for ${Math.round(stallMs / 1000)} s (is its balloon driver loaded, or has it nothing left to free?)`;
+        throw new VirtError('NOT_REACHED', `memory target ${targetKiB} KiB not reached: domain '${name}' stopped at ${actualKiB} KiB; ${why}`);
       }
-    }, opts.signal);
+      let ev;
+      try {
+        ev = await events.nextEvent({ timeoutMs: left, ...(opts.signal ? { signal: opts.signal } : {}) });
+      } catch (err) {
+        if ((err as { code?: string }).code === 'QMP_TIMEOUT') continue;
+        throw err;
+      }
+      const actual = (ev.data as { actual?: unknown }).actual;
+      if (typeof actual !== 'number') continue;
+      const next = Math.floor(actual / 1024);
+      if (next !== actualKiB) lastMove = Date.now();
+      actualKiB = next;
+      report();
+    }
+    return actualKiB;
   }
 
   /**
