@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { mkdir, open, readFile, readdir, rm, unlink } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { QmpClient, QmpEventStream } from '../qmp/index.js';
-import { QmpCommandError, queryBalloon, queryStatus, setBalloon, qomGet, qomSet, systemPowerdown, cont } from '../qmp/index.js';
+import { QmpCommandError, queryBalloon, queryStatus, setBalloon, queryBalloonGuestStats, qomSet, systemPowerdown, cont } from '../qmp/index.js';
 import { findDefaultGuest } from '../guest/build.js';
 import type { DomainDef } from './definition.js';
 import { VirtError, invalidArg } from './errors.js';
@@ -648,7 +648,7 @@ export class Driver {
         await qomSet(c, BALLOON_QOM_PATH, 'guest-stats-polling-interval', opts.periodS);
       }
       const bal = await queryBalloon(c);
-      const stats = await qomGet(c, BALLOON_QOM_PATH, 'guest-stats');
+      const stats = await queryBalloonGuestStats(c, BALLOON_QOM_PATH);
       return { actualBytes: bal.actualBytes, stats };
     }, opts.signal);
     if (opts.periodS !== undefined) {

@@ -3,6 +3,7 @@
  * host's resident size of the QEMU process. Pure.
  */
 import type { DomainDef } from './definition.js';
+import type { BalloonGuestStats } from '../qmp/index.js';
 
 /** One statistic in KiB (or seconds for last_update), in libvirt's naming. */
 export interface MemoryStat {
@@ -36,8 +37,8 @@ const GUEST_STATS_TAIL: ReadonlyArray<[qemuKey: string, name: string, bytes: boo
 export interface RawMemoryStats {
   live: DomainDef;
   balloonBytes: number | null;
-  /** `qom-get <balloon> guest-stats` as QEMU returned it (unknown until checked here). */
-  guestStats: unknown;
+  /** Validated `qom-get <balloon> guest-stats` (-1: not reported). */
+  guestStats: BalloonGuestStats | null;
   rssKiB: number | null;
 }
 
@@ -45,8 +46,7 @@ export interface RawMemoryStats {
 export function toMemoryStats(raw: RawMemoryStats): MemoryStats {
   const out: MemoryStat[] = [];
   if (raw.balloonBytes !== null) out.push({ name: 'actual', value: Math.floor(raw.balloonBytes / 1024) });
-  const gs = raw.guestStats as { stats?: Record<string, unknown>; 'last-update'?: unknown } | null;
-  const stats = gs && typeof gs === 'object' && gs.stats && typeof gs.stats === 'object' ? gs.stats : {};
+  const stats: Record<string, number> = raw.guestStats?.stats ?? {};
   // QEMU reports a statistic the guest never sent as -1 (and everything as -1 before the first
   // report); libvirt leaves those out, and so do we.
   const take = (table: typeof GUEST_STATS): void => {
@@ -56,8 +56,8 @@ export function toMemoryStats(raw: RawMemoryStats): MemoryStats {
     }
   };
   take(GUEST_STATS);
-  const lastUpdate = gs?.['last-update'];
-  if (typeof lastUpdate === 'number' && lastUpdate > 0) out.push({ name: 'last_update', value: lastUpdate });
+  const lastUpdate = raw.guestStats?.lastUpdate;
+  if (lastUpdate !== undefined && lastUpdate > 0) out.push({ name: 'last_update', value: lastUpdate });
   take(GUEST_STATS_TAIL);
   if (raw.rssKiB !== null) out.push({ name: 'rss', value: raw.rssKiB });
   return { stats: out, periodS: raw.live.balloon.statsPeriodS };

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One command from a fresh Debian 12 machine with Node 20 (as root, or with sudo) to a running
+# virtmem: installs the Debian packages, the npm dependencies, builds virtmem and the built-in
+# guest, then runs the demo.
+#
+#   bash scripts/setup.sh            install everything and run the demo
+#   bash scripts/setup.sh --no-demo  install everything, no demo (CI)
+#   bash scripts/setup.sh --dev      also the packages the test suite and benchmarks compare
+#                                    against (libvirt: virsh, virt-xml-validate, libvirtd)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+demo=1
+dev=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-demo) demo=0 ;;
+    --dev) dev=1 ;;
+    *) echo "setup.sh: unknown option '$arg'" >&2; exit 2 ;;
+  esac
+done
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# QEMU and the tools that build the guest's initramfs (busybox, cpio, gcc for the test helper).
+packages=(qemu-system-x86 qemu-utils busybox-static cpio kmod gcc libc6-dev)
+# libvirt is the reference the tests record against and the benchmarks compare with.
+[ "$dev" -eq 1 ] && packages+=(libvirt-daemon-system libvirt-clients)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  # The guest build resolves the current kernel through apt's lists.
+  [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ] || as_root apt-get update -qq
+fi
+
+node -e 'const [maj]=process.versions.node.split(".").map(Number); if (maj < 20) { console.error(`setup: Node ${process.version} is too old; virtmem needs Node 20 or later`); process.exit(1); }'
+
+if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
+npm run --silent build
+
+echo "setup: building the built-in guest (Debian cloud kernel + busybox initramfs)"
+node bin/virtmem guest-build
+
+if [ "$demo" -eq 1 ]; then
+  node bin/virtmem demo
+fi
