@@ -20,8 +20,11 @@ export interface CommandContext {
 export interface Command extends CommandSyntax {
   name: string;
   summary: string;
-  /** virsh's first error line for this command, e.g. "Failed to start domain 'x'". */
-  failPrefix?: (args: ParsedArgs) => string;
+  /**
+   * virsh's first error line for this command, e.g. "Failed to start domain 'x'"; null where
+   * virsh prints the bare error.
+   */
+  failPrefix?: (args: ParsedArgs, code: string) => string | null;
   run(ctx: CommandContext): Promise<void>;
 }
 
@@ -37,7 +40,7 @@ function affectFlags(a: ParsedArgs): AffectFlags {
 }
 
 /** Parse a value in seconds given on the command line. */
-function seconds(text: string | undefined, what: string, min = 0): number | undefined {
+function seconds(text: string | undefined, what: string, min: number): number | undefined {
   if (text === undefined) return undefined;
   if (!/^[0-9]+$/.test(text) || Number(text) < min || Number(text) > 86_400) {
     throw new UsageError(`invalid ${what} '${text}': expected whole seconds from ${min} to 86400`);
@@ -46,6 +49,17 @@ function seconds(text: string | undefined, what: string, min = 0): number | unde
 }
 
 const dom = (a: ParsedArgs): string => a.positional.domain!;
+
+/** The <size> argument, with virsh's first error line and the reason after it. */
+function sizeArg(a: ParsedArgs): number {
+  const text = a.positional.size!;
+  try {
+    // 0 passes here so the driver can refuse it with libvirt's own words.
+    return parseScaledKiB(text, 'memory size', { minKiB: 0 });
+  } catch (err) {
+    throw new UsageError(`Scaled numeric value '${text}' for <size> option is malformed or out of range\nerror: ${(err as Error).message}`);
+  }
+}
 
 export const COMMANDS: Command[] = [
   {
@@ -77,7 +91,7 @@ export const COMMANDS: Command[] = [
   {
     name: 'start', summary: 'start a (previously defined) inactive domain', positionals: ['domain'], required: 1,
     flags: ['paused'],
-    failPrefix: (a) => `Failed to start domain '${dom(a)}'`,
+    failPrefix: (a, code) => (code === 'DOMAIN_ACTIVE' ? null : `Failed to start domain '${dom(a)}'`),
     async run(ctx) {
       const rec = await ctx.driver.start(dom(ctx.args), { paused: ctx.args.flags.has('paused') });
       if (ctx.json) return json(ctx, { name: rec.live.name, id: rec.id, pid: rec.pid, accel: rec.accel });
@@ -113,10 +127,11 @@ export const COMMANDS: Command[] = [
       const file = ctx.args.positional.file!;
       let xml: string;
       try {
-        const buf = await readFile(file);
-        xml = buf.toString('utf8');
+        xml = (await readFile(file)).toString('utf8');
       } catch (e) {
-        throw new UsageError(`Failed to read file '${file}' to define domain: ${(e as Error).message}`);
+        const code = (e as NodeJS.ErrnoException).code;
+        const why = code === 'ENOENT' ? 'No such file or directory' : code === 'EACCES' ? 'Permission denied' : code === 'EISDIR' ? 'Is a directory' : (e as Error).message;
+        throw new UsageError(`Failed to open file '${file}': ${why}`);
       }
       const r = await ctx.driver.defineXml(xml);
       for (const w of r.warnings) ctx.err(`warning: ${w}\n`);
@@ -144,20 +159,21 @@ export const COMMANDS: Command[] = [
   {
     name: 'setmem', summary: 'change memory allocation (the balloon target)', positionals: ['domain', 'size'], required: 2,
     flags: ['live', 'config', 'current', 'wait'], options: ['timeout'],
-    failPrefix: () => 'Unable to change memory of domain',
     async run(ctx) {
       const flags = affectFlags(ctx.args);
-      const kib = parseScaledKiB(ctx.args.positional.size!, 'memory size');
+      const kib = sizeArg(ctx.args);
       const wait = ctx.args.flags.has('wait');
       const timeoutS = seconds(ctx.args.options.get('timeout'), 'timeout', 1);
       if (timeoutS !== undefined && !wait) throw new UsageError('--timeout requires --wait');
       const progress = wait && ctx.isTty && !ctx.json ? progressPrinter(ctx) : undefined;
       const r = await ctx.driver.setMemory(dom(ctx.args), kib, {
-        ...flags, wait, ...(timeoutS !== undefined ? { timeoutMs: timeoutS * 1000 } : {}),
+        ...flags, current: ctx.args.flags.has('current'), wait,
+        ...(timeoutS !== undefined ? { timeoutMs: timeoutS * 1000 } : {}),
         ...(progress ? { onProgress: progress } : {}),
       }).finally(() => progress && ctx.err('\n'));
       if (ctx.json) return json(ctx, r);
-      if (wait && r.live) ctx.out(`Domain '${dom(ctx.args)}' reached ${r.actualKiB} KiB\n\n`);
+      // Like virsh, a plain setmem only requests the change; --wait confirms it.
+      ctx.out(wait && r.live ? `Domain '${dom(ctx.args)}' reached ${r.actualKiB} KiB\n\n` : '\n');
     },
   },
   {
@@ -166,18 +182,29 @@ export const COMMANDS: Command[] = [
     failPrefix: () => 'Unable to change MaxMemorySize',
     async run(ctx) {
       const flags = affectFlags(ctx.args);
-      const kib = parseScaledKiB(ctx.args.positional.size!, 'memory size');
+      const kib = sizeArg(ctx.args);
       const r = await ctx.driver.setMaxMemory(dom(ctx.args), kib, flags);
       if (ctx.json) return json(ctx, { maxMemoryKiB: kib, ...r });
+      ctx.out('\n');
     },
   },
   {
-    name: 'dommemstat', summary: 'get memory statistics for a domain', positionals: ['domain'], required: 1,
-    flags: ['live', 'config', 'current'], options: ['period'],
+    name: 'dommemstat', summary: 'get memory statistics for a domain (--period: set how often the guest reports)',
+    positionals: ['domain'], required: 1, flags: ['live', 'config', 'current'], options: ['period'],
+    failPrefix: (a) => (a.options.has('period') ? 'Unable to change balloon collection period.' : `Failed to get memory statistics for domain ${dom(a)}`),
     async run(ctx) {
-      affectFlags(ctx.args);
-      const periodS = seconds(ctx.args.options.get('period'), 'period');
-      const ms = await ctx.driver.memoryStats(dom(ctx.args), periodS !== undefined ? { periodS } : {});
+      const flags = affectFlags(ctx.args);
+      const period = ctx.args.options.get('period');
+      if (period !== undefined) {
+        // virsh: --period only changes the period (live/config/current) and prints nothing.
+        if (/^-[0-9]+$/.test(period)) throw new UsageError(`Invalid collection period value '${period}'`);
+        if (!/^[0-9]+$/.test(period)) throw new UsageError(`Numeric value '${period}' for <period> option is malformed or out of range`);
+        const r = await ctx.driver.setStatsPeriod(dom(ctx.args), Number(period), flags);
+        if (ctx.json) return json(ctx, { periodS: Number(period), ...r });
+        ctx.out('\n');
+        return;
+      }
+      const ms = await ctx.driver.memoryStats(dom(ctx.args));
       if (ctx.json) return json(ctx, ms);
       ctx.out(formatMemStats(ms));
     },
@@ -190,10 +217,10 @@ export const COMMANDS: Command[] = [
       const r = await ctx.driver.monitorCommand(dom(ctx.args), ctx.args.rest.join(' '), { hmp });
       if (typeof r === 'string') {
         if (ctx.json) return json(ctx, { output: r });
-        ctx.out(r.endsWith('\n') ? r : r + '\n');
+        ctx.out(r + '\n'); // HMP text as QEMU sent it (CRLF included), then a newline, as virsh
         return;
       }
-      ctx.out((ctx.args.flags.has('pretty') || ctx.json ? JSON.stringify(r, null, 2) : JSON.stringify(r)) + '\n');
+      ctx.out(ctx.args.flags.has('pretty') || ctx.json ? JSON.stringify(r, null, 2) + '\n' : JSON.stringify(r) + '\n\n');
     },
   },
 ];

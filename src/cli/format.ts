@@ -17,16 +17,17 @@ export function stateWithReason(state: DomainState, reason: StateReason): string
 }
 
 /**
- * virsh's vshTable: a leading space, cells left-aligned and padded to the column width,
- * columns separated by three spaces, a dash rule under the header as wide as the widest line.
+ * virsh's vshTable: a leading space, cells left-aligned and padded to the column width (the
+ * last column is not padded), columns separated by three spaces, and a dash rule under the
+ * header two characters wider than the widest line.
  */
 export function formatTable(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string =>
-    (' ' + cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('   ')).replace(/\s+$/, '');
-  const head = ' ' + header.map((c, i) => c.padEnd(widths[i] ?? 0)).join('   ');
-  const rule = '-'.repeat(head.length + 2);
-  return [head.replace(/\s+$/, '') === head ? head : head, rule, ...rows.map(line)].join('\n') + '\n';
+    ' ' + cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('   ');
+  const lines = [header, ...rows].map(line);
+  const rule = '-'.repeat(Math.max(...lines.map((l) => l.length)) + 2);
+  return [lines[0], rule, ...lines.slice(1)].join('\n') + '\n';
 }
 
 /** `virsh list` output. */

@@ -83,7 +83,8 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
   } catch (err) {
     const d = describeError(err);
     if (json) io.out(JSON.stringify({ error: d }, null, 2) + '\n');
-    const prefix = cmd.failPrefix && !(err instanceof UsageError) && d.code !== 'NO_DOMAIN' ? `error: ${cmd.failPrefix(args)}\n` : '';
+    const first = cmd.failPrefix && !(err instanceof UsageError) && d.code !== 'NO_DOMAIN' ? cmd.failPrefix(args, d.code) : null;
+    const prefix = first ? `error: ${first}\n` : '';
     io.err(`${prefix}error: ${d.message}\n`);
     return 1;
   }

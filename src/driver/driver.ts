@@ -69,6 +69,8 @@ export interface BalloonProgress {
 }
 
 export interface SetMemoryOptions extends AffectFlags {
+  /** libvirt's "current": live when running, else config. Without any flag: live only (virsh). */
+  current?: boolean;
   /** Wait until the guest reached the target (live only). */
   wait?: boolean;
   /** Bound on the whole wait. Default 60 s. */
@@ -259,7 +261,7 @@ export class Driver {
       const all = await this.store.all();
       const sameUuid = all.find((d) => d.uuid === input.uuid);
       if (sameUuid && sameUuid.name !== name) {
-        throw new VirtError('DOMAIN_EXISTS', `operation failed: domain '${sameUuid.name}' already exists with uuid ${input.uuid}`);
+        throw new VirtError('DOMAIN_EXISTS', `operation failed: domain '${sameUuid.name}' is already defined with uuid ${input.uuid}`);
       }
       const existing = all.find((d) => d.name === name);
       if (existing && existing.uuid !== input.uuid) {
@@ -330,7 +332,7 @@ export class Driver {
     const def = await this.lookup(ref);
     return this.withDomainLock(def.name, async () => {
       const o = await this.observe(def.name);
-      if (o.state !== 'shutoff') throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: domain is already running');
+      if (o.state !== 'shutoff') throw new VirtError('DOMAIN_ACTIVE', 'Domain is already active');
       const emulator = await resolveEmulator(def.emulator);
       const boot = await this.bootFiles(def);
       const accel = await detectAccel();
@@ -513,6 +515,7 @@ export class Driver {
   }
 
   private checkMemoryFloor(kib: number): void {
+    if (kib === 0) throw invalidArg('memory in virDomainSetMemoryFlags must not be zero');
     if (kib < MIN_MEMORY_KIB) {
       throw invalidArg(`invalid argument: memory size ${kib} KiB is below the minimum of ${MIN_MEMORY_KIB} KiB a guest needs`);
     }
@@ -531,7 +534,9 @@ export class Driver {
     try {
       const o = await this.observe(def.name);
       const running = o.state !== 'shutoff';
-      const target = this.affect(opts, running);
+      // virsh setmem without flags uses the legacy API, which means "live" (and fails on a
+      // shut-off domain); --current means live when running, else config.
+      const target = opts.live || opts.config || opts.current ? this.affect(opts, running) : this.affect({ live: true }, running);
       const result: SetMemoryResult = { targetKiB: kib, actualKiB: null, reached: false, live: target.live, config: target.config };
       if (target.config && kib > def.memory.maxKiB) throw invalidArg('invalid argument: cannot set memory higher than max memory');
       if (!target.live || o.state === 'shutoff') {
@@ -635,30 +640,46 @@ export class Driver {
    * dommemstat: balloon and guest statistics, QEMU's resident size on the host.
    * @throws VirtError OPERATION_INVALID (not running)
    */
-  async memoryStats(ref: string, opts: { periodS?: number; signal?: AbortSignal } = {}): Promise<MemoryStats> {
+  async memoryStats(ref: string, opts: { signal?: AbortSignal } = {}): Promise<MemoryStats> {
     const def = await this.lookup(ref);
     const rec = await this.requireRunning(def.name);
     const live = rec.live;
-    if (opts.periodS !== undefined && live.balloon.model === 'none') {
-      throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: no memory balloon device configured, can not set the collection period');
-    }
-    const raw = await this.monitor(def.name, async (c) => {
-      if (live.balloon.model === 'none') return null;
-      if (opts.periodS !== undefined) {
-        await qomSet(c, BALLOON_QOM_PATH, 'guest-stats-polling-interval', opts.periodS);
-      }
-      const bal = await queryBalloon(c);
-      const stats = await queryBalloonGuestStats(c, BALLOON_QOM_PATH);
-      return { actualBytes: bal.actualBytes, stats };
-    }, opts.signal);
-    if (opts.periodS !== undefined) {
-      await this.withDomainLock(def.name, async () => {
-        live.balloon.statsPeriodS = opts.periodS!;
-        await writeRunRecord(this.paths.run(def.name), rec);
-      });
-    }
+    const raw = live.balloon.model === 'none' ? null : await this.monitor(def.name, async (c) => ({
+      actualBytes: (await queryBalloon(c)).actualBytes,
+      stats: await queryBalloonGuestStats(c, BALLOON_QOM_PATH),
+    }), opts.signal);
     const rss = await readRssKiB(rec.pid);
     return toMemoryStats({ live, balloonBytes: raw?.actualBytes ?? null, guestStats: raw?.stats ?? null, rssKiB: rss });
+  }
+
+  /**
+   * dommemstat --period: how often the guest reports statistics (0 turns it off), live and/or
+   * in the definition.
+   * @throws VirtError INVALID_ARG, OPERATION_INVALID (not running with --live; no balloon)
+   */
+  async setStatsPeriod(ref: string, periodS: number, flags: AffectFlags & { signal?: AbortSignal } = {}): Promise<{ live: boolean; config: boolean }> {
+    if (!Number.isInteger(periodS) || periodS < 0 || periodS > 2 ** 31 - 1) throw invalidArg(`Invalid collection period value '${periodS}'`);
+    const def = await this.lookup(ref);
+    return this.withDomainLock(def.name, async () => {
+      const o = await this.observe(def.name);
+      const target = this.affect(flags, o.state !== 'shutoff');
+      if (target.live && o.state !== 'shutoff') {
+        const rec = o.record;
+        if (rec.live.balloon.model === 'none') {
+          throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: no memory balloon device configured, can not set the collection period');
+        }
+        await this.monitor(def.name, (c) => qomSet(c, BALLOON_QOM_PATH, 'guest-stats-polling-interval', periodS), flags.signal);
+        rec.live.balloon.statsPeriodS = periodS;
+        await writeRunRecord(this.paths.run(def.name), rec);
+      }
+      if (target.config) {
+        if (def.balloon.model === 'none') {
+          throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: no memory balloon device configured, can not set the collection period');
+        }
+        await this.store.save({ ...def, balloon: { ...def.balloon, statsPeriodS: periodS } });
+      }
+      return target;
+    }, flags.signal);
   }
 
   // ---------------------------------------------------------------- monitor passthrough

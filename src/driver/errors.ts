@@ -19,6 +19,8 @@ export type VirtErrorCode =
   | 'CONFIG_UNSUPPORTED'
   /** The XML document is malformed or not a libvirt domain. */
   | 'XML_ERROR'
+  /** The domain is already running (start twice). */
+  | 'DOMAIN_ACTIVE'
   /** A domain with that name or uuid already exists. */
   | 'DOMAIN_EXISTS'
   /** A bounded wait expired (lock, shutdown, monitor, guest convergence). */
