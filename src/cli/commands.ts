@@ -217,7 +217,7 @@ export const COMMANDS: Command[] = [
       const r = await ctx.driver.monitorCommand(dom(ctx.args), ctx.args.rest.join(' '), { hmp });
       if (typeof r === 'string') {
         if (ctx.json) return json(ctx, { output: r });
-        ctx.out(r + '\n'); // HMP text as QEMU sent it (CRLF included), then a newline, as virsh
+        ctx.out(r + '\n\n'); // HMP text as QEMU sent it (CRLF included), then virsh's two newlines
         return;
       }
       ctx.out(ctx.args.flags.has('pretty') || ctx.json ? JSON.stringify(r, null, 2) + '\n' : JSON.stringify(r) + '\n\n');

@@ -228,10 +228,16 @@ export class Driver {
       };
     }
     const live = o.record.live;
-    const [stat, used, paused] = await Promise.all([
+    // One monitor session for both questions: a monitor serves one client at a time.
+    const [stat, { used, paused }] = await Promise.all([
       readProcStat(o.record.pid),
-      this.liveBalloonKiB(def.name, live, signal),
-      this.monitor(def.name, async (c) => !(await queryStatus(c)).running, signal).catch(() => o.state === 'paused'),
+      this.monitor(def.name, async (c) => {
+        const [status, bal] = await Promise.all([
+          queryStatus(c),
+          live.balloon.model === 'none' ? null : queryBalloon(c),
+        ]);
+        return { paused: !status.running, used: bal ? Math.floor(bal.actualBytes / 1024) : live.memory.maxKiB };
+      }, signal),
     ]);
     return {
       ...base, id: o.record.id, state: paused ? 'paused' : 'running', reason: paused ? 'user' : 'booted',
