@@ -187,6 +187,28 @@ export class Driver {
     });
   }
 
+  /**
+   * The runtime facts of a running domain, for inspection tools (address translation, memory
+   * map) that read the QEMU process directly.
+   * @throws VirtError NO_DOMAIN, OPERATION_INVALID (not running)
+   */
+  async runtime(ref: string): Promise<{ name: string; pid: number; paths: RunPaths; live: DomainDef }> {
+    const def = await this.lookup(ref);
+    const rec = await this.requireRunning(def.name);
+    return { name: def.name, pid: rec.pid, paths: this.paths.run(def.name), live: rec.live };
+  }
+
+  /**
+   * Run `fn` with a short-lived session on a running domain's monitor. QMP failures come out as
+   * VirtError.
+   * @throws VirtError NO_DOMAIN, OPERATION_INVALID (not running), MONITOR_FAILED, TIMEOUT
+   */
+  async withMonitor<T>(ref: string, fn: (client: QmpClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const def = await this.lookup(ref);
+    await this.requireRunning(def.name);
+    return this.monitor(def.name, fn, signal);
+  }
+
   // ---------------------------------------------------------------- queries
 
   /** All defined domains with their state, running ones first (by id), then by name. */
