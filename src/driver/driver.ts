@@ -7,8 +7,8 @@ import { spawn } from 'node:child_process';
 import { mkdir, open, readFile, readdir, rm, unlink } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { QmpClient, QmpEventStream } from '../qmp/index.js';
+import type { DefaultGuest } from '../guest/build.js';
 import { QmpCommandError, queryBalloon, queryStatus, setBalloon, queryBalloonGuestStats, qomSet, systemPowerdown, cont } from '../qmp/index.js';
-import { findDefaultGuest } from '../guest/build.js';
 import type { DomainDef } from './definition.js';
 import { VirtError, invalidArg } from './errors.js';
 import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
@@ -21,7 +21,6 @@ import { observe, writeRunRecord, type DomainState, type Observed, type RunningR
 import { isProcessAlive, readProcStat, readRssKiB, CLOCK_TICKS_PER_S } from './host-process.js';
 import { withMonitor, monitorError } from './monitor.js';
 import { validateDomainName, isUuid } from './name.js';
-import { parseDomainXml, formatDomainXml } from './xml.js';
 import { MIN_MEMORY_KIB } from './validate-def.js';
 import { toMemoryStats, type MemoryStats } from './memory-stats.js';
 
@@ -304,6 +303,7 @@ export class Driver {
 
   /** Define from libvirt domain XML; warnings name what was ignored. */
   async defineXml(xml: string): Promise<{ def: DomainDef; redefined: boolean; warnings: string[] }> {
+    const { parseDomainXml } = await import('./xml.js'); // loaded on demand: keeps CLI start-up lean
     const { def, warnings } = parseDomainXml(xml);
     const r = await this.define(def);
     return { ...r, warnings };
@@ -332,6 +332,7 @@ export class Driver {
   async dumpXml(ref: string, opts: { inactive?: boolean; signal?: AbortSignal } = {}): Promise<string> {
     const def = await this.lookup(ref);
     const o = await this.observe(def.name);
+    const { formatDomainXml } = await import('./xml.js');
     const accel = await detectAccel();
     const xmlType = accel === 'kvm' ? 'kvm' : 'qemu';
     const withKernel = await this.withGuestKernel(opts.inactive || o.state === 'shutoff' ? def : o.record.live);
@@ -343,7 +344,7 @@ export class Driver {
   /** Fill in the built-in guest's kernel for display, so dumpxml output boots under libvirt. */
   private async withGuestKernel(def: DomainDef): Promise<DomainDef> {
     if (def.os.kernel) return def;
-    const guest = await findDefaultGuest(this.opts.guestDir);
+    const guest = await this.defaultGuest();
     if (!guest) return def;
     return { ...def, os: { ...def.os, kernel: guest.kernelPath, initrd: guest.initrdPath, cmdline: def.os.cmdline ?? guest.cmdline } };
   }
@@ -404,11 +405,16 @@ export class Driver {
     if (def.os.kernel) {
       return { kernel: def.os.kernel, ...(def.os.initrd ? { initrd: def.os.initrd } : {}), ...(def.os.cmdline ? { cmdline: def.os.cmdline } : {}) };
     }
-    const guest = await findDefaultGuest(this.opts.guestDir);
+    const guest = await this.defaultGuest();
     if (!guest) {
       throw new VirtError('NO_SUPPORT', 'the built-in default guest is not built yet: run `virtmem guest build` (or `npm run setup`) first, or give the domain a kernel');
     }
     return { kernel: guest.kernelPath, initrd: guest.initrdPath, cmdline: def.os.cmdline ?? guest.cmdline };
+  }
+
+  private async defaultGuest(): Promise<DefaultGuest | null> {
+    const { findDefaultGuest } = await import('../guest/build.js'); // on demand, see defineXml
+    return findDefaultGuest(this.opts.guestDir);
   }
 
   private async nextId(): Promise<number> {

@@ -19,7 +19,7 @@ import type {
 import { VirtError } from './errors.js';
 import { isUuid, normalizeUuid, validateDomainName } from './name.js';
 import { MAX_KIB, formatKiB } from './size.js';
-import { isXmlSafe } from './xml-tree.js';
+import { isXmlSafe } from './xml-chars.js';
 
 /**
  * Smallest boot RAM and start-up balloon target virtmem accepts: 64 MiB. Below that a stock

@@ -10,6 +10,9 @@
 
 import { SaxesParser } from 'saxes';
 import { xmlError } from './errors.js';
+import { isXmlSafe } from './xml-chars.js';
+
+export { isXmlSafe };
 
 export interface Element {
   name: string;
@@ -104,17 +107,6 @@ export function singleChild(el: Element, name: string, where: string): Element |
   const found = childrenNamed(el, name);
   if (found.length > 1) throw xmlError(`<${where === '' ? name : `${where}/${name}`}> appears ${found.length} times`);
   return found[0];
-}
-
-/**
- * Characters XML 1.0 cannot carry even escaped: C0 controls other than tab/LF/CR, U+FFFE/U+FFFF
- * and lone surrogates (\p{Cs} in a /u regex matches only unpaired ones).
- */
-const NON_XML_CHARS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]|\p{Cs}/u;
-
-/** True when `text` can be written into an XML 1.0 document. */
-export function isXmlSafe(text: string): boolean {
-  return !NON_XML_CHARS.test(text);
 }
 
 function escapeText(s: string): string {
