@@ -1,7 +1,6 @@
 /**
  * The pure parts of the default-guest build and the agent framing, plus the cache lookup on a
- * temp directory. No apt, no QEMU: these run in milliseconds. (They live under
- * test/integration/ only because the guest work owns just the guest-*.test.ts files there.)
+ * temp directory. No apt, no QEMU: these run in milliseconds.
  */
 
 import assert from 'node:assert/strict';
