@@ -4,9 +4,18 @@
  *
  *   vmhelper alloc MIB   allocate MIB MiB, write to every page (so the guest really backs it),
  *                        print "allocated", then sleep forever.
- *   vmhelper pattern     allocate a 2-page buffer filled with the 8-byte ASCII pattern
+ *   vmhelper pattern [--devmem PA] [--spin]
+ *                        allocate a 2-page buffer filled with the 8-byte ASCII pattern
  *                        "VIRTMEM!" repeated, print "va=0x... gpa=0x... pid=N" (gpa of the
  *                        buffer's first byte, from /proc/self/pagemap), then sleep forever.
+ *                        --devmem PA: also map one page of /dev/mem at physical address PA
+ *                        (for a guest-physical address that is not RAM, e.g. an unused hole
+ *                        or a device) and print "devmem_va=0x... pa=0x...".
+ *                        --spin: busy-loop in user mode instead of sleeping, and print
+ *                        "spin=0x..." (the loop's address) first. On a single-vCPU guest the
+ *                        vCPU's registers (QEMU `info registers`) then show this process:
+ *                        CPL 3, RIP at the loop, and CR3 = its page tables, which a host-side
+ *                        page-table walk of `va` needs.
  *
  * Pagemap (Documentation/admin-guide/mm/pagemap.rst): one 64-bit entry per virtual page,
  * bit 63 = present, bits 0-54 = PFN. Since Linux 4.2 the PFN reads as 0 without
@@ -40,8 +49,14 @@ static void sleep_forever(void) {
 	for (;;) pause();
 }
 
+/* Kept out of line so its address is where RIP sits while spinning; the empty asm keeps the
+ * compiler from treating the loop as undefined behaviour and removing it. */
+static __attribute__((noinline)) void spin_forever(void) {
+	for (;;) __asm__ volatile("" ::: "memory");
+}
+
 static int usage(void) {
-	fprintf(stderr, "usage: vmhelper alloc MIB | vmhelper pattern\n");
+	fprintf(stderr, "usage: vmhelper alloc MIB | vmhelper pattern [--devmem PA] [--spin]\n");
 	return 2;
 }
 
@@ -69,7 +84,27 @@ static int cmd_alloc(const char *arg) {
 	return 0;
 }
 
-static int cmd_pattern(void) {
+/* Maps one page of /dev/mem at physical address `pa` and touches it, so the page-table entry
+ * exists. Returns the mapping or NULL (with a message). */
+static volatile unsigned char *map_devmem(uint64_t pa, long page) {
+	int fd = open("/dev/mem", O_RDONLY | O_SYNC);
+	if (fd < 0) {
+		fprintf(stderr, "vmhelper: pattern: open /dev/mem: %s\n", strerror(errno));
+		return NULL;
+	}
+	void *p = mmap(NULL, (size_t)page, PROT_READ, MAP_SHARED, fd, (off_t)pa);
+	int err = errno;
+	close(fd);
+	if (p == MAP_FAILED) {
+		fprintf(stderr, "vmhelper: pattern: mmap /dev/mem at 0x%" PRIx64 ": %s\n", pa, strerror(err));
+		return NULL;
+	}
+	volatile unsigned char *v = p;
+	(void)v[0];
+	return v;
+}
+
+static int cmd_pattern(int spin, int want_devmem, uint64_t devmem_pa) {
 	long page = sysconf(_SC_PAGESIZE);
 	size_t len = 2 * (size_t)page;
 	void *mem = NULL;
@@ -102,14 +137,36 @@ static int cmd_pattern(void) {
 		return 1;
 	}
 	uint64_t gpa = pfn * (uint64_t)page + (uint64_t)(va % (uintptr_t)page);
+	volatile unsigned char *dm = NULL;
+	if (want_devmem && (dm = map_devmem(devmem_pa, page)) == NULL) return 1;
 	printf("va=0x%" PRIxPTR " gpa=0x%" PRIx64 " pid=%ld\n", va, gpa, (long)getpid());
+	if (dm) printf("devmem_va=0x%" PRIxPTR " pa=0x%" PRIx64 "\n", (uintptr_t)dm, devmem_pa);
+	if (spin) printf("spin=0x%" PRIxPTR "\n", (uintptr_t)&spin_forever);
 	fflush(stdout);
+	if (spin) spin_forever();
 	sleep_forever();
 	return 0;
 }
 
 int main(int argc, char **argv) {
 	if (argc == 3 && strcmp(argv[1], "alloc") == 0) return cmd_alloc(argv[2]);
-	if (argc == 2 && strcmp(argv[1], "pattern") == 0) return cmd_pattern();
+	if (argc >= 2 && strcmp(argv[1], "pattern") == 0) {
+		int spin = 0, want_devmem = 0;
+		uint64_t pa = 0;
+		for (int i = 2; i < argc; i++) {
+			if (strcmp(argv[i], "--spin") == 0) {
+				spin = 1;
+			} else if (strcmp(argv[i], "--devmem") == 0 && i + 1 < argc) {
+				char *end = NULL;
+				errno = 0;
+				pa = strtoull(argv[++i], &end, 0);
+				if (errno != 0 || *end != '\0') return usage();
+				want_devmem = 1;
+			} else {
+				return usage();
+			}
+		}
+		return cmd_pattern(spin, want_devmem, pa);
+	}
 	return usage();
 }

@@ -82,11 +82,11 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     return 0;
   } catch (err) {
     const d = describeError(err);
-    // virsh ends every command that ran, failed or not, with an empty line on stdout.
-    io.out(json ? JSON.stringify({ error: d }, null, 2) + '\n' : '\n');
     const first = cmd.failPrefix && !(err instanceof UsageError) && d.code !== 'NO_DOMAIN' ? cmd.failPrefix(args, d.code) : null;
     const prefix = first ? `error: ${first}\n` : '';
     io.err(`${prefix}error: ${d.message}\n`);
+    // virsh ends every command that ran, failed or not, with an empty line on stdout.
+    io.out(json ? JSON.stringify({ error: d }, null, 2) + '\n' : '\n');
     return 1;
   }
 }
