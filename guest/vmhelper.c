@@ -4,15 +4,15 @@
  *
  *   vmhelper alloc MIB   allocate MIB MiB, write to every page (so the guest really backs it),
  *                        print "allocated", then sleep forever.
- *   vmhelper pattern [--devmem PA] [--spin]
+ *   vmhelper pattern [--devmem PA]... [--spin]
  *                        allocate a 2-page buffer filled with the 8-byte ASCII pattern
  *                        "VIRTMEM!" repeated, print "va=0x... gpa=0x... pid=N" (gpa of the
  *                        buffer's first byte, from /proc/self/pagemap), then sleep forever.
  *                        --devmem PA: also map one page of /dev/mem at physical address PA
  *                        (for a guest-physical address that is not RAM, e.g. an unused hole
- *                        or a device) and print "devmem_va=0x... pa=0x...".
+ *                        or a device) and print "devmem_va=0x... pa=0x..."; up to 4 times.
  *                        --spin: busy-loop in user mode instead of sleeping, and print
- *                        "spin=0x..." (the loop's address) first. On a single-vCPU guest the
+ *                        "spin=0x..." (the loop's address) last. On a single-vCPU guest the
  *                        vCPU's registers (QEMU `info registers`) then show this process:
  *                        CPL 3, RIP at the loop, and CR3 = its page tables, which a host-side
  *                        page-table walk of `va` needs.
@@ -56,7 +56,7 @@ static __attribute__((noinline)) void spin_forever(void) {
 }
 
 static int usage(void) {
-	fprintf(stderr, "usage: vmhelper alloc MIB | vmhelper pattern [--devmem PA] [--spin]\n");
+	fprintf(stderr, "usage: vmhelper alloc MIB | vmhelper pattern [--devmem PA]... [--spin]\n");
 	return 2;
 }
 
@@ -104,7 +104,9 @@ static volatile unsigned char *map_devmem(uint64_t pa, long page) {
 	return v;
 }
 
-static int cmd_pattern(int spin, int want_devmem, uint64_t devmem_pa) {
+#define MAX_DEVMEM 4
+
+static int cmd_pattern(int spin, int ndevmem, const uint64_t *devmem_pa) {
 	long page = sysconf(_SC_PAGESIZE);
 	size_t len = 2 * (size_t)page;
 	void *mem = NULL;
@@ -137,10 +139,12 @@ static int cmd_pattern(int spin, int want_devmem, uint64_t devmem_pa) {
 		return 1;
 	}
 	uint64_t gpa = pfn * (uint64_t)page + (uint64_t)(va % (uintptr_t)page);
-	volatile unsigned char *dm = NULL;
-	if (want_devmem && (dm = map_devmem(devmem_pa, page)) == NULL) return 1;
+	volatile unsigned char *dm[MAX_DEVMEM] = {NULL};
+	for (int i = 0; i < ndevmem; i++) {
+		if ((dm[i] = map_devmem(devmem_pa[i], page)) == NULL) return 1;
+	}
 	printf("va=0x%" PRIxPTR " gpa=0x%" PRIx64 " pid=%ld\n", va, gpa, (long)getpid());
-	if (dm) printf("devmem_va=0x%" PRIxPTR " pa=0x%" PRIx64 "\n", (uintptr_t)dm, devmem_pa);
+	for (int i = 0; i < ndevmem; i++) printf("devmem_va=0x%" PRIxPTR " pa=0x%" PRIx64 "\n", (uintptr_t)dm[i], devmem_pa[i]);
 	if (spin) printf("spin=0x%" PRIxPTR "\n", (uintptr_t)&spin_forever);
 	fflush(stdout);
 	if (spin) spin_forever();
@@ -151,22 +155,21 @@ static int cmd_pattern(int spin, int want_devmem, uint64_t devmem_pa) {
 int main(int argc, char **argv) {
 	if (argc == 3 && strcmp(argv[1], "alloc") == 0) return cmd_alloc(argv[2]);
 	if (argc >= 2 && strcmp(argv[1], "pattern") == 0) {
-		int spin = 0, want_devmem = 0;
-		uint64_t pa = 0;
+		int spin = 0, ndevmem = 0;
+		uint64_t pa[MAX_DEVMEM];
 		for (int i = 2; i < argc; i++) {
 			if (strcmp(argv[i], "--spin") == 0) {
 				spin = 1;
-			} else if (strcmp(argv[i], "--devmem") == 0 && i + 1 < argc) {
+			} else if (strcmp(argv[i], "--devmem") == 0 && i + 1 < argc && ndevmem < MAX_DEVMEM) {
 				char *end = NULL;
 				errno = 0;
-				pa = strtoull(argv[++i], &end, 0);
+				pa[ndevmem++] = strtoull(argv[++i], &end, 0);
 				if (errno != 0 || *end != '\0') return usage();
-				want_devmem = 1;
 			} else {
 				return usage();
 			}
 		}
-		return cmd_pattern(spin, want_devmem, pa);
+		return cmd_pattern(spin, ndevmem, pa);
 	}
 	return usage();
 }

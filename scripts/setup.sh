@@ -46,8 +46,8 @@ if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; 
 npm run --silent build
 
 echo "setup: building the built-in guest (Debian cloud kernel + busybox initramfs)"
-node bin/virtmem guest-build
+bin/virtmem guest-build
 
 if [ "$demo" -eq 1 ]; then
-  node bin/virtmem demo
+  bin/virtmem demo
 fi

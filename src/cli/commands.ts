@@ -158,7 +158,7 @@ export const COMMANDS: Command[] = [
   },
   {
     name: 'setmem', summary: 'change memory allocation (the balloon target)', positionals: ['domain', 'size'], required: 2,
-    flags: ['live', 'config', 'current', 'wait'], options: ['timeout'],
+    flags: ['live', 'config', 'current', 'wait', 'force'], options: ['timeout'],
     async run(ctx) {
       const flags = affectFlags(ctx.args);
       const kib = sizeArg(ctx.args);
@@ -167,7 +167,7 @@ export const COMMANDS: Command[] = [
       if (timeoutS !== undefined && !wait) throw new UsageError('--timeout requires --wait');
       const progress = wait && ctx.isTty && !ctx.json ? progressPrinter(ctx) : undefined;
       const r = await ctx.driver.setMemory(dom(ctx.args), kib, {
-        ...flags, current: ctx.args.flags.has('current'), wait,
+        ...flags, current: ctx.args.flags.has('current'), wait, force: ctx.args.flags.has('force'),
         ...(timeoutS !== undefined ? { timeoutMs: timeoutS * 1000 } : {}),
         ...(progress ? { onProgress: progress } : {}),
       }).finally(() => progress && ctx.err('\n'));

@@ -15,8 +15,18 @@ import type { Command } from './commands.js';
 export function definitionFromOptions(a: ParsedArgs): DomainDef {
   const name = validateDomainName(a.positional.name!);
   const opt = (k: string): string | undefined => a.options.get(k);
-  const maxKiB = parseScaledKiB(opt('memory') ?? '1G', 'memory');
-  const currentKiB = opt('current-memory') !== undefined ? parseScaledKiB(opt('current-memory')!, 'current memory') : maxKiB;
+  const bootKiB = parseScaledKiB(opt('memory') ?? '1G', 'memory');
+  const currentKiB = opt('current-memory') !== undefined ? parseScaledKiB(opt('current-memory')!, 'current memory') : bootKiB;
+  // --max-memory above --memory: the difference is a virtio-mem region the running guest can
+  // grow into without a reboot; --hotplug-ceiling reserves more address space for setmaxmem --live.
+  const maxKiB = opt('max-memory') !== undefined ? parseScaledKiB(opt('max-memory')!, 'max memory') : bootKiB;
+  if (maxKiB < bootKiB) throw new UsageError(`--max-memory ${opt('max-memory')} is below --memory ${opt('memory') ?? '1G'}`);
+  const ceilingKiB = opt('hotplug-ceiling') !== undefined ? parseScaledKiB(opt('hotplug-ceiling')!, 'hot-plug ceiling') : maxKiB;
+  if (ceilingKiB < maxKiB) throw new UsageError('--hotplug-ceiling is below --max-memory');
+  const hotplug = ceilingKiB > bootKiB;
+  const memoryDevices: DomainDef['memoryDevices'] = maxKiB > bootKiB
+    ? [{ model: 'virtio-mem', sizeKiB: maxKiB - bootKiB, blockKiB: 2048, requestedKiB: 0 }]
+    : [];
   const vcpusText = opt('vcpus') ?? '1';
   if (!/^[0-9]+$/.test(vcpusText)) throw new UsageError(`invalid vcpus '${vcpusText}': expected a whole number`);
   const file = (k: string): string | undefined => (opt(k) === undefined ? undefined : resolve(opt(k)!));
@@ -30,13 +40,15 @@ export function definitionFromOptions(a: ParsedArgs): DomainDef {
   }
   const balloon = defaultBalloon();
   if (a.flags.has('no-balloon')) balloon.model = 'none';
+  if (a.flags.has('no-autodeflate')) balloon.autodeflate = false;
+  if (a.flags.has('no-free-page-reporting')) balloon.freePageReporting = false;
   return {
     schemaVersion: DEF_SCHEMA_VERSION,
     name,
     uuid: newUuid(),
     vcpus: Number(vcpusText),
-    memory: { maxKiB, currentKiB },
-    memoryDevices: [],
+    memory: { maxKiB, currentKiB, ...(hotplug ? { hotplug: { ceilingKiB, slots: 8 } } : {}) },
+    memoryDevices,
     os: { ...(kernel ? { kernel } : {}), ...(initrd ? { initrd } : {}), ...(opt('cmdline') !== undefined ? { cmdline: opt('cmdline')! } : {}) },
     disks,
     balloon,
@@ -45,9 +57,10 @@ export function definitionFromOptions(a: ParsedArgs): DomainDef {
 
 export const EXTRA_COMMANDS: Command[] = [
   {
-    name: 'new', summary: 'define a domain without XML (defaults: 1G, 1 vCPU, the built-in guest)',
+    name: 'new', summary: 'define a domain without XML (defaults: 1G, 1 vCPU, the built-in guest; --max-memory: grow without reboot)',
     positionals: ['name'], required: 1,
-    flags: ['no-balloon', 'start'], options: ['memory', 'current-memory', 'vcpus', 'kernel', 'initrd', 'cmdline', 'disk'],
+    flags: ['no-balloon', 'no-autodeflate', 'no-free-page-reporting', 'start'],
+    options: ['memory', 'current-memory', 'max-memory', 'hotplug-ceiling', 'vcpus', 'kernel', 'initrd', 'cmdline', 'disk'],
     failPrefix: (a) => `Failed to define domain '${a.positional.name}'`,
     async run(ctx) {
       const def = definitionFromOptions(ctx.args);

@@ -57,6 +57,14 @@ export function formatDominfo(info: DomainInfo): string {
     row('Security model', 'none'),
     row('Security DOI', '0'),
   );
+  // virsh's lines stay as they are; a guest with memory devices also says where its memory is
+  // (libvirt's "Used memory" ignores virtio-mem, ours counts it and shows the parts).
+  const m = info.memory;
+  if (m.hotplugSizeKiB > 0 || m.dimmKiB > 0) {
+    lines.push(row('Boot memory', `${m.bootKiB} KiB (balloon ${m.balloonKiB} KiB)`));
+    if (m.dimmKiB > 0) lines.push(row('DIMMs', `${m.dimmKiB} KiB`));
+    if (m.hotplugSizeKiB > 0) lines.push(row('Hot-plugged', `${m.pluggedKiB} KiB of ${m.hotplugSizeKiB} KiB (virtio-mem)`));
+  }
   return lines.join('\n') + '\n\n';
 }
 

@@ -8,21 +8,24 @@ import { mkdir, open, readFile, readdir, rm, unlink } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { QmpClient, QmpEventStream } from '../qmp/index.js';
 import type { DefaultGuest } from '../guest/build.js';
-import { QmpCommandError, queryBalloon, queryStatus, setBalloon, queryBalloonGuestStats, qomSet, systemPowerdown, cont } from '../qmp/index.js';
-import type { DomainDef } from './definition.js';
+import { QmpCommandError, queryBalloon, queryStatus, setBalloon, queryBalloonGuestStats, queryMemoryDevices, qomSet, systemPowerdown, cont } from '../qmp/index.js';
+import type { DomainDef, VirtioMemDef } from './definition.js';
 import { VirtError, invalidArg } from './errors.js';
 import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
 import { StatePaths, defaultStateDir, type RunPaths } from './paths.js';
 import { DefinitionStore } from './store.js';
 import { acquireLock, withLock } from './lock.js';
 import { detectAccel, resolveEmulator } from './host.js';
-import { BALLOON_QOM_PATH, buildQemuArgv, type Accel } from './qemu-argv.js';
+import { BALLOON_QOM_PATH, buildQemuArgv, virtioMemId, type Accel } from './qemu-argv.js';
 import { observe, writeRunRecord, type DomainState, type Observed, type RunningRecord, type StateReason } from './run-status.js';
 import { isProcessAlive, readProcStat, readRssKiB, CLOCK_TICKS_PER_S } from './host-process.js';
 import { withMonitor, monitorError } from './monitor.js';
 import { validateDomainName, isUuid } from './name.js';
 import { MIN_MEMORY_KIB } from './validate-def.js';
 import { toMemoryStats, type MemoryStats } from './memory-stats.js';
+import { defLayout, withRequested, bootMemoryKiB } from './memory-layout.js';
+import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout, type MemoryPlan } from './memory-plan.js';
+import { shrinkRefusal, growthRefusal, hostMemAvailableKiB } from './memory-guards.js';
 
 export interface DriverOptions {
   /** State directory; default from $VIRTMEM_STATE_DIR or the per-user location. */
@@ -58,6 +61,8 @@ export interface DomainInfo extends DomainSummary {
   usedMemoryKiB: number;
   autostart: boolean;
   accel: Accel | null;
+  /** Where the memory is: boot RAM under the balloon, DIMMs, virtio-mem. */
+  memory: MemoryBreakdown;
 }
 
 export interface BalloonProgress {
@@ -68,6 +73,8 @@ export interface BalloonProgress {
 }
 
 export interface SetMemoryOptions extends AffectFlags {
+  /** Skip the guard rails (guest in-use memory, host available memory). */
+  force?: boolean;
   /** libvirt's "current": live when running, else config. Without any flag: live only (virsh). */
   current?: boolean;
   /** Wait until the guest reached the target (live only). */
@@ -102,6 +109,8 @@ const START_TIMEOUT_MS = 20_000;
 const TERM_GRACE_MS = 5_000;
 /** While waiting for a graceful shutdown, press the power button again this often. */
 const POWERDOWN_REPEAT_MS = 2_000;
+/** How often a moving virtio-mem device's size is read between its rate-limited events. */
+const VMEM_POLL_MS = 20;
 
 export class Driver {
   readonly paths: StatePaths;
@@ -246,6 +255,7 @@ export class Driver {
       return {
         ...base, id: null, state: 'shutoff', reason: o.reason, vcpus: def.vcpus, cpuTimeS: null,
         maxMemoryKiB: def.memory.maxKiB, usedMemoryKiB: def.memory.currentKiB, accel: null,
+        memory: breakdown(planned(def)),
       };
     }
     const live = o.record.live;
@@ -253,26 +263,37 @@ export class Driver {
     const [stat, { used, paused }] = await Promise.all([
       readProcStat(o.record.pid),
       this.monitor(def.name, async (c) => {
-        const [status, bal] = await Promise.all([
-          queryStatus(c),
-          live.balloon.model === 'none' ? null : queryBalloon(c),
-        ]);
-        return { paused: !status.running, used: bal ? Math.floor(bal.actualBytes / 1024) : live.memory.maxKiB };
+        const [status, mem] = await Promise.all([queryStatus(c), this.queryLiveMemory(c, live)]);
+        return { paused: !status.running, used: mem };
       }, signal),
     ]);
     return {
       ...base, id: o.record.id, state: paused ? 'paused' : 'running', reason: paused ? 'user' : 'booted',
       vcpus: live.vcpus, cpuTimeS: stat ? stat.cpuTicks / CLOCK_TICKS_PER_S : null,
-      maxMemoryKiB: live.memory.maxKiB, usedMemoryKiB: used, accel: o.record.accel,
+      maxMemoryKiB: live.memory.maxKiB, usedMemoryKiB: used.totalKiB, accel: o.record.accel,
+      memory: breakdown(used),
     };
   }
 
-  /** Current balloon size of a running domain (its max memory when it has no balloon). */
-  private async liveBalloonKiB(name: string, live: DomainDef, signal?: AbortSignal): Promise<number> {
-    if (live.balloon.model === 'none') return live.memory.maxKiB;
-    const bal = await this.monitor(name, (c) => queryBalloon(c), signal);
-    // QEMU's balloon speaks of all current RAM, hot-plugged memory included.
-    return Math.floor(bal.actualBytes / 1024);
+  /** Current memory of a running domain: balloon over boot RAM plus memory devices. */
+  private async liveMemoryKiB(name: string, live: DomainDef, signal?: AbortSignal): Promise<number> {
+    return (await this.monitor(name, (c) => this.queryLiveMemory(c, live), signal)).totalKiB;
+  }
+
+  /** What QEMU says about every part of a running guest's memory. */
+  private async queryLiveMemory(c: QmpClient, live: DomainDef): Promise<LiveMemory> {
+    const layout = defLayout(live);
+    const [bal, devices] = await Promise.all([
+      live.balloon.model === 'none' ? null : queryBalloon(c),
+      layout.vmem.length ? queryMemoryDevices(c) : [],
+    ]);
+    for (const v of layout.vmem) {
+      const d = devices.find((x) => x.type === 'virtio-mem' && x.id === v.id);
+      if (d && d.type === 'virtio-mem') v.pluggedKiB = Math.floor(d.sizeBytes / 1024);
+    }
+    // QEMU's balloon acts on boot RAM only: "actual" never includes memory devices.
+    const balloonKiB = bal ? Math.floor(bal.actualBytes / 1024) : layout.bootKiB;
+    return { layout, balloonKiB, totalKiB: balloonKiB + layout.dimmKiB + pluggedKiB(layout) };
   }
 
   // ---------------------------------------------------------------- definitions
@@ -337,7 +358,7 @@ export class Driver {
     const xmlType = accel === 'kvm' ? 'kvm' : 'qemu';
     const withKernel = await this.withGuestKernel(opts.inactive || o.state === 'shutoff' ? def : o.record.live);
     if (opts.inactive || o.state === 'shutoff') return formatDomainXml(withKernel, { accel: xmlType });
-    const actualKiB = await this.liveBalloonKiB(def.name, o.record.live, opts.signal);
+    const actualKiB = await this.liveMemoryKiB(def.name, o.record.live, opts.signal);
     return formatDomainXml(withKernel, { accel: xmlType, running: { id: o.record.id, actualKiB } });
   }
 
@@ -369,21 +390,24 @@ export class Driver {
       await ensurePrivateDir(this.paths.runDir);
       await mkdir(run.dir, { recursive: true, mode: 0o700 });
       await Promise.all([run.qmp, run.qmpWatch, run.console, run.agent, run.pidfile, run.status].map((p) => unlink(p).catch(() => {})));
-      const argv = buildQemuArgv({ def, paths: run, accel, ...boot });
+      // The current memory is split between balloon and virtio-mem as setmem would split it.
+      const plan = planMemory(defLayout(def), def.memory.currentKiB);
+      const live = withRequested(structuredClone(def), plan.requestedKiB);
+      const argv = buildQemuArgv({ def: live, paths: run, accel, ...boot });
       argv.push('-S');
       const id = await this.nextId();
       const pid = await this.spawnQemu(def.name, emulator, argv, run, opts.signal);
       const stat = await readProcStat(pid);
       const record: RunningRecord = {
         version: 1, phase: 'running', pid, startTicks: stat?.startTicks ?? 0, id, accel,
-        startedAt: new Date().toISOString(), live: structuredClone(def),
+        startedAt: new Date().toISOString(), live,
         ...(opts.paused ? { paused: true } : {}),
       };
       try {
         await this.monitor(def.name, async (c) => {
           if (def.balloon.model === 'virtio') {
-            if (def.memory.currentKiB < def.memory.maxKiB) {
-              await setBalloon(c, def.memory.currentKiB * 1024);
+            if (plan.balloonKiB < bootMemoryKiB(def)) {
+              await setBalloon(c, plan.balloonKiB * 1024);
             }
             if (def.balloon.statsPeriodS > 0) {
               await qomSet(c, BALLOON_QOM_PATH, 'guest-stats-polling-interval', def.balloon.statsPeriodS);
@@ -556,9 +580,11 @@ export class Driver {
   }
 
   /**
-   * setmem: change the balloon target (live) and/or the memory at next boot (config).
-   * @throws VirtError INVALID_ARG (above maximum, below floor), OPERATION_INVALID (not running,
-   *   no balloon), NOT_REACHED (waited and the guest stopped short), TIMEOUT
+   * setmem: one memory target, the right mechanism underneath. Live, the total is split between
+   * the balloon over boot RAM and the virtio-mem devices (see memory-plan.ts); growing deflates
+   * before it plugs, shrinking unplugs before it inflates. Config changes the memory at next boot.
+   * @throws VirtError INVALID_ARG (above maximum, below floor, a guard rail), OPERATION_INVALID
+   *   (not running, no balloon), NOT_REACHED (waited and the guest stopped short), TIMEOUT
    */
   async setMemory(ref: string, kib: number, opts: SetMemoryOptions = {}): Promise<SetMemoryResult> {
     const def = await this.lookup(ref);
@@ -573,28 +599,41 @@ export class Driver {
       const target = opts.live || opts.config || opts.current ? this.affect(opts, running) : this.affect({ live: true }, running);
       const result: SetMemoryResult = { targetKiB: kib, actualKiB: null, reached: false, live: target.live, config: target.config };
       if (target.config && kib > def.memory.maxKiB) throw invalidArg('invalid argument: cannot set memory higher than max memory');
+      const saveConfig = async (): Promise<void> => {
+        const plan = planMemory(defLayout(def), kib);
+        await this.store.save(withRequested({ ...def, memory: { ...def.memory, currentKiB: kib } }, plan.requestedKiB));
+      };
       if (!target.live || o.state === 'shutoff') {
-        if (target.config) await this.store.save({ ...def, memory: { ...def.memory, currentKiB: kib } });
+        if (target.config) await saveConfig();
         return result;
       }
       const rec = o.record;
-      if (kib > rec.live.memory.maxKiB) throw invalidArg('invalid argument: cannot set memory higher than max memory');
-      if (rec.live.balloon.model === 'none') {
-        throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: Unable to change memory of active domain without the balloon device and guest OS balloon driver');
-      }
+      const live = rec.live;
+      if (kib > live.memory.maxKiB) throw invalidArg('invalid argument: cannot set memory higher than max memory');
       // One monitor session from the change to the end of the wait: events are subscribed to
-      // before the command that causes them, so none is missed.
+      // before the commands that cause them, so none is missed.
       return await this.monitor(def.name, async (c) => {
-        const events = opts.wait ? c.events({ names: ['BALLOON_CHANGE'] }) : null;
+        const events = opts.wait ? c.events({ names: ['BALLOON_CHANGE', 'MEMORY_DEVICE_SIZE_CHANGE'] }) : null;
         try {
-          await setBalloon(c, kib * 1024);
-          rec.live.memory.currentKiB = kib;
+          const now = await this.queryLiveMemory(c, live);
+          if (kib <= now.layout.dimmKiB) throw invalidArg(`invalid argument: ${kib} KiB is not more than the ${now.layout.dimmKiB} KiB of DIMMs, which cannot be taken away`);
+          const plan = planMemory(now.layout, kib);
+          if (live.balloon.model === 'none' && plan.balloonKiB !== now.layout.bootKiB) {
+            throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: Unable to change memory of active domain without the balloon device and guest OS balloon driver');
+          }
+          if (!opts.force) await this.checkGuards(c, live, now.totalKiB, kib);
+          for (const step of orderSteps(now.layout, now.balloonKiB, plan)) {
+            if (step.kind === 'balloon') await setBalloon(c, step.targetKiB * 1024);
+            else await qomSet(c, `/machine/peripheral/${step.id}`, 'requested-size', step.requestedKiB * 1024);
+          }
+          rec.live = withRequested({ ...live, memory: { ...live.memory, currentKiB: kib } }, plan.requestedKiB);
           await writeRunRecord(this.paths.run(def.name), rec);
-          if (target.config) await this.store.save({ ...def, memory: { ...def.memory, currentKiB: kib } });
+          if (target.config) await saveConfig();
           // Waiting happens outside the job lock: other calls (dominfo, a new setmem) stay possible.
           await lock.release();
-          result.actualKiB = Math.floor((await queryBalloon(c)).actualBytes / 1024);
-          if (events) result.actualKiB = await this.followBalloon(def.name, events, result.actualKiB, kib, opts);
+          result.actualKiB = events
+            ? await this.followMemory(def.name, c, events, rec.live, now, plan, opts)
+            : (await this.queryLiveMemory(c, rec.live)).totalKiB;
           result.reached = result.actualKiB === kib;
           return result;
         } finally {
@@ -606,68 +645,128 @@ export class Driver {
     }
   }
 
-  /**
-   * Follow BALLOON_CHANGE events until the balloon reaches the target. Gives up (NOT_REACHED)
-   * when the guest makes no progress for `stallMs`, or at `timeoutMs`.
-   */
-  private async followBalloon(name: string, events: QmpEventStream, startKiB: number, targetKiB: number, opts: SetMemoryOptions): Promise<number> {
-    const timeoutMs = opts.timeoutMs ?? 60_000;
-    const stallMs = opts.stallMs ?? 10_000;
-    const t0 = Date.now();
-    let actualKiB = startKiB;
-    let lastMove = t0;
-    const report = (): void => opts.onProgress?.({ actualKiB, targetKiB, startKiB, elapsedMs: Date.now() - t0 });
-    report();
-    while (actualKiB !== targetKiB) {
-      const now = Date.now();
-      const left = Math.min(t0 + timeoutMs - now, lastMove + stallMs - now);
-      if (left <= 0) {
-        const why = now - t0 >= timeoutMs
-          ? `the wait timed out after ${Math.round(timeoutMs / 1000)} s`
-          : `the guest made no progress for ${Math.round(stallMs / 1000)} s (is its balloon driver loaded, or has it nothing left to free?)`;
-        throw new VirtError('NOT_REACHED', `memory target ${targetKiB} KiB not reached: domain '${name}' stopped at ${actualKiB} KiB; ${why}`);
-      }
-      let ev;
-      try {
-        ev = await events.nextEvent({ timeoutMs: left, ...(opts.signal ? { signal: opts.signal } : {}) });
-      } catch (err) {
-        if ((err as { code?: string }).code === 'QMP_TIMEOUT') continue;
-        throw err;
-      }
-      const actual = (ev.data as { actual?: unknown }).actual;
-      if (typeof actual !== 'number') continue;
-      const next = Math.floor(actual / 1024);
-      if (next !== actualKiB) lastMove = Date.now();
-      actualKiB = next;
-      report();
+  /** Guard rails (skipped with --force): the guest's use on the way down, the host's on the way up. */
+  private async checkGuards(c: QmpClient, live: DomainDef, currentKiB: number, targetKiB: number): Promise<void> {
+    let why: string | null = null;
+    if (targetKiB < currentKiB && live.balloon.model === 'virtio') {
+      why = shrinkRefusal(targetKiB, await queryBalloonGuestStats(c, BALLOON_QOM_PATH).catch(() => null));
+    } else if (targetKiB > currentKiB) {
+      why = growthRefusal(targetKiB - currentKiB, await hostMemAvailableKiB());
     }
-    return actualKiB;
+    if (why) throw invalidArg(why);
   }
 
   /**
-   * setmaxmem: change the maximum memory. On a running domain this needs memory hot-plug and is
-   * refused otherwise, with libvirt's message.
-   * @throws VirtError INVALID_ARG (below floor / current memory), OPERATION_INVALID
+   * Follow BALLOON_CHANGE and MEMORY_DEVICE_SIZE_CHANGE events until every part of the plan is
+   * reached. Gives up (NOT_REACHED, naming the part that stopped) when nothing moves for
+   * `stallMs`, or at `timeoutMs`.
    */
-  async setMaxMemory(ref: string, kib: number, flags: AffectFlags = {}): Promise<{ live: boolean; config: boolean }> {
+  private async followMemory(name: string, c: QmpClient, events: QmpEventStream, live: DomainDef, start: LiveMemory, plan: MemoryPlan, opts: SetMemoryOptions): Promise<number> {
+    const timeoutMs = opts.timeoutMs ?? 60_000;
+    const stallMs = opts.stallMs ?? 10_000;
+    const t0 = Date.now();
+    const layout = structuredClone(start.layout);
+    let balloonKiB = start.balloonKiB;
+    const hasBalloon = live.balloon.model === 'virtio';
+    const total = (): number => balloonKiB + layout.dimmKiB + pluggedKiB(layout);
+    const done = (): boolean => (!hasBalloon || balloonKiB === plan.balloonKiB)
+      && layout.vmem.every((d, i) => d.pluggedKiB === plan.requestedKiB[i]);
+    let lastMove = t0;
+    const report = (): void => opts.onProgress?.({ actualKiB: total(), targetKiB: plan.targetKiB, startKiB: start.totalKiB, elapsedMs: Date.now() - t0 });
+    report();
+    let requeried = false;
+    while (!done()) {
+      const now = Date.now();
+      const left = Math.min(t0 + timeoutMs - now, lastMove + stallMs - now);
+      if (left <= 0) {
+        // QEMU rate-limits MEMORY_DEVICE_SIZE_CHANGE: ask once more before concluding.
+        if (!requeried) {
+          requeried = true;
+          const q = await this.queryLiveMemory(c, live);
+          balloonKiB = q.balloonKiB;
+          q.layout.vmem.forEach((d, i) => { layout.vmem[i]!.pluggedKiB = d.pluggedKiB; });
+          continue;
+        }
+        throw new VirtError('NOT_REACHED', notReachedMessage(name, plan, layout, balloonKiB, total(), hasBalloon,
+          now - t0 >= timeoutMs ? `the wait timed out after ${Math.round(timeoutMs / 1000)} s` : `nothing moved for ${Math.round(stallMs / 1000)} s`));
+      }
+      // QEMU rate-limits MEMORY_DEVICE_SIZE_CHANGE to one per second per device, so while a
+      // virtio-mem device is still moving, the size is also read between events; the balloon's
+      // events are not rate-limited and drive the wait alone.
+      const vmemMoving = layout.vmem.some((d, i) => d.pluggedKiB !== plan.requestedKiB[i]);
+      const before = total();
+      let ev;
+      try {
+        ev = await events.nextEvent({ timeoutMs: vmemMoving ? Math.min(left, VMEM_POLL_MS) : left, ...(opts.signal ? { signal: opts.signal } : {}) });
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'QMP_TIMEOUT') throw err;
+        if (vmemMoving) {
+          const devices = await queryMemoryDevices(c);
+          for (const d of layout.vmem) {
+            const q = devices.find((x) => x.type === 'virtio-mem' && x.id === d.id);
+            if (q && q.type === 'virtio-mem') d.pluggedKiB = Math.floor(q.sizeBytes / 1024);
+          }
+          if (total() !== before) { lastMove = Date.now(); requeried = false; report(); }
+        }
+        continue;
+      }
+      const data = ev.data as { actual?: unknown; size?: unknown; id?: unknown };
+      if (ev.event === 'BALLOON_CHANGE' && typeof data.actual === 'number') balloonKiB = Math.floor(data.actual / 1024);
+      if (ev.event === 'MEMORY_DEVICE_SIZE_CHANGE' && typeof data.size === 'number') {
+        const d = layout.vmem.find((v) => v.id === data.id);
+        if (d) d.pluggedKiB = Math.floor(data.size / 1024);
+      }
+      if (total() !== before) { lastMove = Date.now(); requeried = false; }
+      report();
+    }
+    return total();
+  }
+
+  /**
+   * setmaxmem. Shut off: the maximum at next boot. Running: only a guest defined with a
+   * hot-plug ceiling can grow its maximum, by hot-adding a virtio-mem device into the address
+   * space QEMU reserved at boot; everything else is refused with the reason.
+   * @throws VirtError INVALID_ARG (below floor / current memory, misaligned), OPERATION_INVALID
+   */
+  async setMaxMemory(ref: string, kib: number, flags: AffectFlags & { signal?: AbortSignal } = {}): Promise<{ live: boolean; config: boolean }> {
     const def = await this.lookup(ref);
     this.checkMemoryFloor(kib);
     return this.withDomainLock(def.name, async () => {
       const o = await this.observe(def.name);
       const running = o.state !== 'shutoff';
       const target = this.affect(flags, running);
-      if (target.live) {
-        throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: cannot resize the maximum memory on an active domain');
-      }
-      if (kib < def.memory.currentKiB) {
-        throw invalidArg(`invalid argument: new maximum memory ${kib} KiB is below the current memory ${def.memory.currentKiB} KiB; lower it first with setmem --config`);
-      }
-      if (def.memory.hotplug && kib > def.memory.hotplug.ceilingKiB) {
-        throw invalidArg(`invalid argument: new maximum memory ${kib} KiB is above the hot-plug ceiling ${def.memory.hotplug.ceilingKiB} KiB (<maxMemory>)`);
-      }
-      await this.store.save({ ...def, memory: { ...def.memory, maxKiB: kib } });
+      if (target.live && o.state !== 'shutoff') await this.growMaxLive(def.name, o.record, kib, flags.signal);
+      if (target.config) await this.store.save(withMaxMemory(def, kib));
       return target;
-    });
+    }, flags.signal);
+  }
+
+  /** Raise a running guest's maximum by hot-adding a virtio-mem device. Caller holds the lock. */
+  private async growMaxLive(name: string, rec: RunningRecord, kib: number, signal?: AbortSignal): Promise<void> {
+    const live = rec.live;
+    const hotplug = live.memory.hotplug;
+    const refuse = (why: string): never => { throw new VirtError('OPERATION_INVALID', `Requested operation is not valid: cannot resize the maximum memory on an active domain: ${why}`); };
+    if (!hotplug) refuse(`'${name}' was started without a hot-plug ceiling (define one with <maxMemory> or \`virtmem new --max-memory\`)`);
+    if (kib < live.memory.maxKiB) refuse(`lowering it needs a restart (virtio-mem regions cannot shrink while the guest runs; use setmem to give memory back)`);
+    if (kib === live.memory.maxKiB) return;
+    const addKiB = kib - live.memory.maxKiB;
+    const blockKiB = 2048;
+    if (addKiB % blockKiB) throw invalidArg(`invalid argument: the maximum can grow live only in steps of ${blockKiB} KiB (virtio-mem block size); ${kib} KiB is ${addKiB} KiB above the current ${live.memory.maxKiB} KiB`);
+    if (kib > hotplug!.ceilingKiB) refuse(`QEMU reserved hot-plug space up to ${hotplug!.ceilingKiB} KiB at boot (<maxMemory>); raise that with setmaxmem --config ... and a restart`);
+    if (live.memoryDevices.length >= hotplug!.slots) refuse(`all ${hotplug!.slots} memory slots are in use`);
+    const index = live.memoryDevices.filter((d) => d.model === 'virtio-mem').length;
+    const id = virtioMemId(index);
+    await this.monitor(name, async (c) => {
+      await c.execute('object-add', { 'qom-type': 'memory-backend-ram', id: `mem-${id}`, size: addKiB * 1024 });
+      try {
+        await c.execute('device_add', { driver: 'virtio-mem-pci', id, memdev: `mem-${id}`, 'requested-size': 0, 'block-size': blockKiB * 1024 });
+      } catch (err) {
+        await c.execute('object-del', { id: `mem-${id}` }).catch(() => {});
+        throw err;
+      }
+    }, signal);
+    rec.live = { ...live, memory: { ...live.memory, maxKiB: kib }, memoryDevices: [...live.memoryDevices, { model: 'virtio-mem', sizeKiB: addKiB, blockKiB, requestedKiB: 0 }] };
+    await writeRunRecord(this.paths.run(name), rec);
   }
 
   /**
@@ -751,4 +850,82 @@ export class Driver {
       }
     }, opts.signal);
   }
+}
+
+/** What QEMU reported about a running guest's memory. */
+interface LiveMemory {
+  layout: MemoryLayout;
+  /** Balloon "actual": how much of boot RAM the guest has. */
+  balloonKiB: number;
+  totalKiB: number;
+}
+
+/** Where a guest's memory is, for dominfo and --json. */
+export interface MemoryBreakdown {
+  bootKiB: number;
+  balloonKiB: number;
+  dimmKiB: number;
+  /** virtio-mem memory plugged now. */
+  pluggedKiB: number;
+  /** The most virtio-mem could plug (sum of device sizes). */
+  hotplugSizeKiB: number;
+}
+
+const pluggedKiB = (l: MemoryLayout): number => l.vmem.reduce((s, d) => s + d.pluggedKiB, 0);
+
+function breakdown(m: LiveMemory): MemoryBreakdown {
+  return {
+    bootKiB: m.layout.bootKiB, balloonKiB: m.balloonKiB, dimmKiB: m.layout.dimmKiB,
+    pluggedKiB: pluggedKiB(m.layout), hotplugSizeKiB: layoutMaxKiB(m.layout) - m.layout.bootKiB - m.layout.dimmKiB,
+  };
+}
+
+/** The split a shut-off domain's current memory will get at boot. */
+function planned(def: DomainDef): LiveMemory {
+  const layout = defLayout(def);
+  const plan = planMemory(layout, def.memory.currentKiB);
+  plan.requestedKiB.forEach((r, i) => { layout.vmem[i]!.pluggedKiB = r; });
+  return { layout, balloonKiB: plan.balloonKiB, totalKiB: def.memory.currentKiB };
+}
+
+/**
+ * A definition with a new maximum. With virtio-mem, the last device's region takes the change
+ * (boot RAM stays); without, boot RAM does.
+ * @throws VirtError INVALID_ARG when the result would be inconsistent.
+ */
+function withMaxMemory(def: DomainDef, kib: number): DomainDef {
+  if (kib < def.memory.currentKiB) {
+    throw invalidArg(`invalid argument: new maximum memory ${kib} KiB is below the current memory ${def.memory.currentKiB} KiB; lower it first with setmem --config`);
+  }
+  if (def.memory.hotplug && kib > def.memory.hotplug.ceilingKiB) {
+    throw invalidArg(`invalid argument: new maximum memory ${kib} KiB is above the hot-plug ceiling ${def.memory.hotplug.ceilingKiB} KiB (<maxMemory>)`);
+  }
+  const delta = kib - def.memory.maxKiB;
+  const last = def.memoryDevices.map((d) => d.model).lastIndexOf('virtio-mem');
+  if (last < 0) return { ...def, memory: { ...def.memory, maxKiB: kib } };
+  const dev = def.memoryDevices[last] as VirtioMemDef;
+  const sizeKiB = dev.sizeKiB + delta;
+  if (sizeKiB % dev.blockKiB || sizeKiB < dev.requestedKiB) {
+    throw invalidArg(`invalid argument: with virtio-mem the maximum changes the device region, which must stay a multiple of ${dev.blockKiB} KiB and at least its plugged ${dev.requestedKiB} KiB`);
+  }
+  const memoryDevices = def.memoryDevices.map((d, i) => (i === last ? { ...dev, sizeKiB } : d));
+  return { ...def, memory: { ...def.memory, maxKiB: kib }, memoryDevices };
+}
+
+function notReachedMessage(name: string, plan: MemoryPlan, layout: MemoryLayout, balloonKiB: number, totalKiB: number, hasBalloon: boolean, when: string): string {
+  const parts: string[] = [];
+  layout.vmem.forEach((d, i) => {
+    const want = plan.requestedKiB[i]!;
+    if (d.pluggedKiB !== want) {
+      parts.push(d.pluggedKiB > want
+        ? `virtio-mem ${d.id} still has ${d.pluggedKiB} KiB plugged of the ${want} KiB asked for (the guest could not offline more memory: it is in use or not movable)`
+        : `virtio-mem ${d.id} has ${d.pluggedKiB} KiB plugged of the ${want} KiB asked for (is the guest's virtio_mem driver loaded?)`);
+    }
+  });
+  if (hasBalloon && balloonKiB !== plan.balloonKiB) {
+    parts.push(balloonKiB > plan.balloonKiB
+      ? `the balloon stopped at ${balloonKiB} KiB of boot memory, target ${plan.balloonKiB} KiB (is the guest's balloon driver loaded, or has it nothing left to free?)`
+      : `the balloon holds ${balloonKiB} KiB of boot memory, target ${plan.balloonKiB} KiB (is the guest's balloon driver loaded?)`);
+  }
+  return `memory target ${plan.targetKiB} KiB not reached: domain '${name}' stopped at ${totalKiB} KiB; ${when}: ${parts.join('; ')}`;
 }

@@ -5,7 +5,9 @@
  */
 import type { DomainDef } from './definition.js';
 import type { RunPaths } from './paths.js';
-import { bootMemoryKiB } from './memory-layout.js';
+import { bootMemoryKiB, virtioMemId } from './memory-layout.js';
+
+export { virtioMemId };
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -22,7 +24,6 @@ export interface LaunchInputs {
 /** QOM ids of devices virtmem talks to later; the monitor addresses them by these. */
 export const BALLOON_ID = 'balloon0';
 export const BALLOON_QOM_PATH = `/machine/peripheral/${BALLOON_ID}`;
-export const virtioMemId = (i: number): string => `vmem${i}`;
 export const dimmId = (i: number): string => `dimm${i}`;
 
 /** QEMU's -chardev/-device option syntax escapes a literal comma by doubling it. */

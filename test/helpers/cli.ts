@@ -1,7 +1,7 @@
 /**
- * Test harness: runs the `virtmem` command exactly as a user does (a separate process through
- * bin/virtmem) against a private, short-lived state directory, and cleans up every QEMU it
- * started.
+ * Test harness: runs the `virtmem` command exactly as a user does (bin/virtmem executed
+ * directly, so short commands go through the warm CLI process as they do for users) against a
+ * private, short-lived state directory, and cleans up every QEMU it started.
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, readdir, readFile } from 'node:fs/promises';
@@ -32,7 +32,7 @@ export interface Sandbox {
 /** Run the CLI with a bound (default 3 min) so a hang fails the test instead of stalling CI. */
 export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs ?? 180_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+    execFile(BIN, args, { env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs ?? 180_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 99) : 0;
       resolve({ code, stdout, stderr });
     });

@@ -31,12 +31,19 @@ test('list --name', () => {
 
 const info = (over: Partial<DomainInfo>): DomainInfo => ({
   id: null, name: 'vm1', uuid, state: 'shutoff', reason: 'unknown', persistent: true, osType: 'hvm', vcpus: 1,
-  cpuTimeS: null, maxMemoryKiB: 1048576, usedMemoryKiB: 1048576, autostart: false, accel: null, ...over,
+  cpuTimeS: null, maxMemoryKiB: 1048576, usedMemoryKiB: 1048576, autostart: false, accel: null,
+  memory: { bootKiB: 1048576, balloonKiB: 1048576, dimmKiB: 0, pluggedKiB: 0, hotplugSizeKiB: 0 }, ...over,
 });
 
 test('dominfo, shut off and running', () => {
   assert.equal(formatDominfo(info({})), fixture('010-dominfo-shutoff-name.stdout'));
   assert.equal(formatDominfo(info({ id: 2, state: 'running', reason: 'booted', cpuTimeS: 4.3, accel: 'tcg' })), fixture('122-dominfo-running-name.stdout'));
+});
+
+test('dominfo of a hot-plug guest adds where the memory is, after virsh\'s lines', () => {
+  const text = formatDominfo(info({ maxMemoryKiB: 4194304, usedMemoryKiB: 2097152, memory: { bootKiB: 524288, balloonKiB: 524288, dimmKiB: 0, pluggedKiB: 1572864, hotplugSizeKiB: 3670016 } }));
+  assert.ok(text.startsWith(fixture('010-dominfo-shutoff-name.stdout').replace('Max memory:     1048576', 'Max memory:     4194304').replace('Used memory:    1048576', 'Used memory:    2097152').slice(0, -1)));
+  assert.match(text, /\nBoot memory:    524288 KiB \(balloon 524288 KiB\)\nHot-plugged:    1572864 KiB of 3670016 KiB \(virtio-mem\)\n\n$/);
 });
 
 test('domstate with and without --reason', () => {

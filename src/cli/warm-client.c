@@ -1,0 +1,228 @@
+/*
+ * virtmem-client: the thin front of the `virtmem` command (bin/virtmem execs it).
+ *
+ * Node needs ~100 ms to start on the machines we run on, a whole `virsh dominfo` ~40 ms, so
+ * the short commands (dominfo, list, setmem, ...) are run by a warm process
+ * (src/cli/warm-server.ts) that has the CLI loaded already; this program only forwards argv
+ * over a unix socket and writes back what the warm process answers. It knows no command: the
+ * warm process decides, and answers "run it yourself" for anything it does not serve (start,
+ * define, waits, ...), which this program then does by exec'ing Node on the plain CLI, exactly
+ * as if the warm process did not exist. Protocol: src/cli/warm-protocol.ts.
+ *
+ * The warm process is started on first use (like virsh starting a session libvirtd) and exits
+ * after a minute without requests. One warm process per user, build and environment: the
+ * socket name carries the build id (dist/warm-id, new on every build) and a hash of the
+ * environment variables the CLI reads, so a rebuilt CLI or another state directory never talks
+ * to a process holding other code or other settings.
+ *
+ * VIRTMEM_WARM=0 bypasses the warm process.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Must match src/cli/warm-protocol.ts. */
+#define MAGIC "virtmem-warm 1"
+static const char *const ENV_KEYS[] = {"VIRTMEM_STATE_DIR", "XDG_STATE_HOME", "HOME", "VIRTMEM_GUEST_DIR", "XDG_CACHE_HOME"};
+#define N_ENV_KEYS (sizeof ENV_KEYS / sizeof ENV_KEYS[0])
+
+/* Bound on the warm process coming up after we started it; past it we run the command ourselves. */
+#define START_WAIT_MS 5000
+
+static char root[PATH_MAX];
+
+/* Run the command without the warm process: Node on the plain CLI. Never returns. */
+static void run_direct(int argc, char **argv) {
+  char script[PATH_MAX + 32];
+  snprintf(script, sizeof script, "%s/dist/src/cli/bin.js", root);
+  char **args = calloc((size_t)argc + 2, sizeof *args);
+  if (!args) { perror("virtmem"); exit(1); }
+  args[0] = "node";
+  args[1] = script;
+  for (int i = 1; i < argc; i++) args[i + 1] = argv[i];
+  execvp("node", args);
+  fprintf(stderr, "error: cannot run node: %s\n", strerror(errno));
+  exit(1);
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) { if (errno == EINTR) continue; return -1; }
+    p += w; n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* 1 = all n bytes read, 0 = clean EOF before the first byte, -1 = error or EOF mid-way. */
+static int read_all(int fd, char *p, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, p + got, n - got);
+    if (r < 0) { if (errno == EINTR) continue; return -1; }
+    if (r == 0) return got == 0 ? 0 : -1;
+    got += (size_t)r;
+  }
+  return 1;
+}
+
+static uint64_t fnv1a(uint64_t h, const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 0x100000001b3ULL; }
+  return h;
+}
+
+/* The per-user directory of warm sockets, created owner-only; NULL when it is not safe to use. */
+static const char *socket_dir(void) {
+  static char dir[PATH_MAX];
+  uid_t uid = getuid();
+  const char *xdg = getenv("XDG_RUNTIME_DIR");
+  if (uid == 0) snprintf(dir, sizeof dir, "/run/virtmem");
+  else if (xdg && xdg[0] == '/') snprintf(dir, sizeof dir, "%s/virtmem", xdg);
+  else snprintf(dir, sizeof dir, "/tmp/virtmem-%u", (unsigned)uid);
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) return NULL;
+  struct stat st;
+  /* Someone else's directory, or one others can write into, could hold a fake warm process. */
+  if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != uid || (st.st_mode & 077) != 0) return NULL;
+  return dir;
+}
+
+static int try_connect(const struct sockaddr_un *addr) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) != 0) { close(fd); return -1; }
+  return fd;
+}
+
+/* Start the warm process detached from us (double fork + setsid), logging next to its socket. */
+static void spawn_warm(const char *sock_path) {
+  pid_t pid = fork();
+  if (pid < 0) return;
+  if (pid > 0) { waitpid(pid, NULL, 0); return; }
+  if (fork() != 0) _exit(0);
+  setsid();
+  char log[PATH_MAX + 8], script[PATH_MAX + 40];
+  snprintf(log, sizeof log, "%s.log", sock_path);
+  snprintf(script, sizeof script, "%s/dist/src/cli/warm-server.js", root);
+  int devnull = open("/dev/null", O_RDONLY);
+  int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+  if (devnull >= 0) dup2(devnull, 0);
+  if (logfd >= 0) { dup2(logfd, 1); dup2(logfd, 2); }
+  if (chdir("/") != 0) _exit(1);
+  char *args[] = {"node", script, "--socket", (char *)sock_path, NULL};
+  execvp("node", args);
+  _exit(127);
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+static long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* A request: NUL-terminated fields (see warm-protocol.ts). */
+static char *build_request(int argc, char **argv, size_t *len) {
+  size_t cap = 256;
+  for (int i = 1; i < argc; i++) cap += strlen(argv[i]) + 1;
+  for (size_t k = 0; k < N_ENV_KEYS; k++) { const char *v = getenv(ENV_KEYS[k]); cap += strlen(ENV_KEYS[k]) + (v ? strlen(v) : 0) + 3; }
+  char *buf = malloc(cap), *p = buf;
+  if (!buf) return NULL;
+  p += sprintf(p, "%s", MAGIC) + 1;
+  p += sprintf(p, "%d", isatty(2) ? 1 : 0) + 1;
+  p += sprintf(p, "%zu", N_ENV_KEYS) + 1;
+  for (size_t k = 0; k < N_ENV_KEYS; k++) {
+    const char *v = getenv(ENV_KEYS[k]);
+    /* '=' marks a set variable, '-' an unset one (unset and empty differ for the CLI). */
+    p += sprintf(p, "%s%c%s", ENV_KEYS[k], v ? '=' : '-', v ? v : "") + 1;
+  }
+  p += sprintf(p, "%d", argc - 1) + 1;
+  for (int i = 1; i < argc; i++) p += sprintf(p, "%s", argv[i]) + 1;
+  *len = (size_t)(p - buf);
+  return buf;
+}
+
+int main(int argc, char **argv) {
+  ssize_t n = readlink("/proc/self/exe", root, sizeof root - 1);
+  const char *suffix = "/dist/virtmem-client";
+  if (n <= (ssize_t)strlen(suffix)) { fprintf(stderr, "error: cannot locate virtmem\n"); return 1; }
+  root[n - (ssize_t)strlen(suffix)] = '\0';
+
+  const char *warm = getenv("VIRTMEM_WARM");
+  if (warm && strcmp(warm, "0") == 0) run_direct(argc, argv);
+
+  char id[65] = {0}, idpath[PATH_MAX + 16];
+  snprintf(idpath, sizeof idpath, "%s/dist/warm-id", root);
+  int idfd = open(idpath, O_RDONLY | O_CLOEXEC);
+  if (idfd < 0) run_direct(argc, argv);
+  ssize_t idn = read(idfd, id, sizeof id - 1);
+  close(idfd);
+  while (idn > 0 && (id[idn - 1] == '\n' || id[idn - 1] == ' ')) id[--idn] = '\0';
+  if (idn <= 0 || strspn(id, "0123456789abcdef") != (size_t)idn) run_direct(argc, argv);
+
+  const char *dir = socket_dir();
+  if (!dir) run_direct(argc, argv);
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (size_t k = 0; k < N_ENV_KEYS; k++) {
+    const char *v = getenv(ENV_KEYS[k]);
+    h = fnv1a(h, v ? "=" : "-", 1);
+    if (v) h = fnv1a(h, v, strlen(v) + 1);
+  }
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  int pl = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/cli-%s-%016llx.sock", dir, id, (unsigned long long)h);
+  if (pl < 0 || (size_t)pl >= sizeof addr.sun_path) run_direct(argc, argv);
+
+  int fd = try_connect(&addr);
+  if (fd < 0) {
+    if (errno != ENOENT && errno != ECONNREFUSED) run_direct(argc, argv);
+    spawn_warm(addr.sun_path);
+    long deadline = now_ms() + START_WAIT_MS;
+    while ((fd = try_connect(&addr)) < 0 && now_ms() < deadline) sleep_ms(5);
+    if (fd < 0) run_direct(argc, argv);
+  }
+
+  signal(SIGPIPE, SIG_IGN); /* a closed stdout must not kill us before the exit code arrives */
+  size_t reqlen;
+  char *req = build_request(argc, argv, &reqlen);
+  if (!req || write_all(fd, req, reqlen) != 0) run_direct(argc, argv);
+  free(req);
+
+  /* Frames: 1 byte type, 4 bytes big-endian length, payload. */
+  static char buf[65536];
+  int answered = 0;
+  for (;;) {
+    unsigned char head[5];
+    int r = read_all(fd, (char *)head, sizeof head);
+    if (r <= 0) break;
+    uint32_t len = (uint32_t)head[1] << 24 | (uint32_t)head[2] << 16 | (uint32_t)head[3] << 8 | head[4];
+    char type = (char)head[0];
+    if (type == 'r' && !answered) { close(fd); run_direct(argc, argv); }
+    answered = 1;
+    while (len > 0) {
+      size_t chunk = len < sizeof buf ? len : sizeof buf;
+      if (read_all(fd, buf, chunk) != 1) goto lost;
+      if (type == '1' || type == '2') (void)write_all(type == '1' ? 1 : 2, buf, chunk);
+      else if (type == 'x') return (unsigned char)buf[0];
+      len -= (uint32_t)chunk;
+    }
+  }
+lost:
+  /* The command may have run (or partly): running it again could repeat a change, so say so. */
+  fprintf(stderr, "error: the virtmem warm process closed the connection before the command finished (see %s.log)\n", addr.sun_path);
+  return 1;
+}

@@ -1,0 +1,91 @@
+/**
+ * One memory target, the right mechanism underneath: how a total (what `setmem` asks for) is
+ * split between the balloon over boot RAM and the virtio-mem devices, and in which order the
+ * steps run. Pure.
+ *
+ * Facts this rests on (QEMU 7.2, checked on this machine): the balloon acts on boot RAM only —
+ * `query-balloon` "actual" never includes virtio-mem or DIMM memory, and a balloon target above
+ * boot RAM is clamped to it; virtio-mem plugs and unplugs whole blocks.
+ *
+ * Policy: the balloon is fully deflated whenever virtio-mem can carry the memory above boot RAM,
+ * because unplugged blocks go back to the host at once while balloon pages only do with free
+ * page reporting. A target between two block boundaries plugs the next whole block and inflates
+ * the balloon by the remainder.
+ */
+
+/** A virtio-mem device as the plan sees it (all KiB). */
+export interface VirtioMemState {
+  id: string;
+  sizeKiB: number;
+  blockKiB: number;
+  pluggedKiB: number;
+}
+
+/** A running guest's memory layout (all KiB). */
+export interface MemoryLayout {
+  /** Boot RAM (QEMU -m size): what the balloon acts on. */
+  bootKiB: number;
+  /** DIMMs: always fully present. */
+  dimmKiB: number;
+  vmem: VirtioMemState[];
+}
+
+/** Target state for one total. */
+export interface MemoryPlan {
+  targetKiB: number;
+  /** Balloon target: how much of boot RAM the guest keeps. */
+  balloonKiB: number;
+  /** Requested size per virtio-mem device, in layout order. */
+  requestedKiB: number[];
+}
+
+/** The most a layout can provide: every block plugged, balloon deflated. */
+export function layoutMaxKiB(l: MemoryLayout): number {
+  return l.bootKiB + l.dimmKiB + l.vmem.reduce((s, d) => s + d.sizeKiB, 0);
+}
+
+/**
+ * Split `targetKiB` between balloon and virtio-mem devices (filled in order).
+ * @throws RangeError when the target is outside [dimmKiB + 1, layoutMaxKiB] — callers validate
+ *   and phrase user-facing errors first.
+ */
+export function planMemory(l: MemoryLayout, targetKiB: number): MemoryPlan {
+  const max = layoutMaxKiB(l);
+  if (targetKiB > max || targetKiB <= l.dimmKiB) throw new RangeError(`target ${targetKiB} KiB outside (${l.dimmKiB}, ${max}] KiB`);
+  let above = targetKiB - l.dimmKiB - l.bootKiB; // what virtio-mem must carry
+  if (above <= 0) return { targetKiB, balloonKiB: targetKiB - l.dimmKiB, requestedKiB: l.vmem.map(() => 0) };
+  const requestedKiB: number[] = [];
+  let plugged = 0;
+  for (const d of l.vmem) {
+    const take = Math.min(d.sizeKiB, Math.ceil(above / d.blockKiB) * d.blockKiB);
+    requestedKiB.push(take);
+    plugged += take;
+    above = Math.max(0, above - take);
+  }
+  // Rounding up to whole blocks may overshoot: the balloon takes the remainder back.
+  const balloonKiB = targetKiB - l.dimmKiB - plugged;
+  return { targetKiB, balloonKiB, requestedKiB };
+}
+
+/** One command of a plan, in execution order. */
+export type MemoryStep =
+  | { kind: 'balloon'; targetKiB: number }
+  | { kind: 'vmem'; index: number; id: string; requestedKiB: number };
+
+/**
+ * Order the steps from the current state: memory is first handed to the guest the cheap way
+ * and taken back the fast way — a growing balloon target (deflate) before plugging, unplugging
+ * before a shrinking balloon target (inflate). Unchanged parts are left out.
+ */
+export function orderSteps(l: MemoryLayout, currentBalloonTargetKiB: number, plan: MemoryPlan): MemoryStep[] {
+  const vmemSteps: MemoryStep[] = plan.requestedKiB.flatMap((r, index) => {
+    const d = l.vmem[index]!;
+    return r === d.pluggedKiB ? [] : [{ kind: 'vmem' as const, index, id: d.id, requestedKiB: r }];
+  });
+  const unplug = vmemSteps.filter((s) => s.kind === 'vmem' && s.requestedKiB < l.vmem[s.index]!.pluggedKiB);
+  const plug = vmemSteps.filter((s) => !unplug.includes(s));
+  const balloon: MemoryStep[] = plan.balloonKiB === currentBalloonTargetKiB ? [] : [{ kind: 'balloon', targetKiB: plan.balloonKiB }];
+  return plan.balloonKiB > currentBalloonTargetKiB
+    ? [...unplug, ...balloon, ...plug]
+    : [...unplug, ...plug, ...balloon];
+}
