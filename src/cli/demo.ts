@@ -9,6 +9,7 @@ import { main } from './main.js';
 import type { CommandContext } from './commands.js';
 
 export const DEMO_DOMAIN = 'virtmem-demo';
+export const DEMO_HOTPLUG = 'virtmem-demo-hotplug';
 
 export async function runDemo(ctx: CommandContext): Promise<void> {
   const { driver } = ctx;
@@ -25,8 +26,8 @@ export async function runDemo(ctx: CommandContext): Promise<void> {
     const code = await virtmem(...args);
     if (code !== 0) throw new Error(`demo step failed: virtmem ${args.join(' ')} exited ${code}`);
   };
-  const guestView = async (): Promise<void> => {
-    const agent = await GuestAgent.connect(driver.paths.run(DEMO_DOMAIN).agent, { timeoutMs: 60_000 });
+  const guestView = async (name = DEMO_DOMAIN): Promise<void> => {
+    const agent = await GuestAgent.connect(driver.paths.run(name).agent, { timeoutMs: 60_000 });
     try {
       const m = await readGuestMeminfo(agent);
       say(`guest /proc/meminfo: MemTotal ${m.memTotalKiB} KiB, MemAvailable ${m.memAvailableKiB} KiB`);
@@ -41,10 +42,9 @@ export async function runDemo(ctx: CommandContext): Promise<void> {
   say(`kernel ${guest.kernelPath}\ninitrd ${guest.initrdPath}`);
 
   // A previous demo may have been interrupted: start from a clean slate.
-  const existing = (await driver.list()).find((d) => d.name === DEMO_DOMAIN);
-  if (existing) {
-    if (existing.state !== 'shutoff') await driver.destroy(DEMO_DOMAIN);
-    await driver.undefine(DEMO_DOMAIN);
+  for (const existing of (await driver.list()).filter((d) => d.name === DEMO_DOMAIN || d.name === DEMO_HOTPLUG)) {
+    if (existing.state !== 'shutoff') await driver.destroy(existing.name);
+    await driver.undefine(existing.name);
   }
 
   heading('Define a guest with 1 GiB and boot it');
@@ -73,17 +73,35 @@ export async function runDemo(ctx: CommandContext): Promise<void> {
   await must('dommemstat', DEMO_DOMAIN);
   await guestView();
 
-  heading('Shrink with the balloon to 768 MiB');
-  await must('setmem', DEMO_DOMAIN, '768M', '--wait');
+  heading('Shrink with the balloon to 1.5 GiB');
+  await must('setmem', DEMO_DOMAIN, '1536M', '--wait');
   await must('dominfo', DEMO_DOMAIN);
   await guestView();
 
+  heading('Clean up the classic guest');
+  await must('destroy', DEMO_DOMAIN);
+  await must('undefine', DEMO_DOMAIN);
+
+  say('\nNow the virtmem way: grow a running guest past its boot memory, no reboot (virtio-mem).');
+  heading('Define a guest with 512 MiB that may grow to 4 GiB while it runs, and boot it');
+  await must('new', DEMO_HOTPLUG, '--memory', '512M', '--max-memory', '4G');
+  await must('start', DEMO_HOTPLUG);
+  await guestView(DEMO_HOTPLUG);
+  heading('Grow it to 2 GiB and wait until the guest has it');
+  await must('setmem', DEMO_HOTPLUG, '2G', '--wait');
+  await must('dominfo', DEMO_HOTPLUG);
+  await guestView(DEMO_HOTPLUG);
+  heading('Give it back: shrink to 512 MiB (whole virtio-mem blocks go back to the host)');
+  await must('setmem', DEMO_HOTPLUG, '512M', '--wait');
+  await must('dominfo', DEMO_HOTPLUG);
+  await guestView(DEMO_HOTPLUG);
+
   if (ctx.args.flags.has('keep')) {
-    say(`\nThe guest '${DEMO_DOMAIN}' is still running; remove it with: virtmem destroy ${DEMO_DOMAIN} && virtmem undefine ${DEMO_DOMAIN}`);
+    say(`\nThe guest '${DEMO_HOTPLUG}' is still running; remove it with: virtmem destroy ${DEMO_HOTPLUG} && virtmem undefine ${DEMO_HOTPLUG}`);
     return;
   }
   heading('Clean up');
-  await must('destroy', DEMO_DOMAIN);
-  await must('undefine', DEMO_DOMAIN);
+  await must('destroy', DEMO_HOTPLUG);
+  await must('undefine', DEMO_HOTPLUG);
   say('\nDone.');
 }

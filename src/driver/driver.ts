@@ -79,7 +79,7 @@ export interface SetMemoryOptions extends AffectFlags {
   current?: boolean;
   /** Wait until the guest reached the target (live only). */
   wait?: boolean;
-  /** Bound on the whole wait. Default 60 s. */
+  /** Bound on the whole wait. Default 300 s; a guest that stops moving fails sooner (stallMs). */
   timeoutMs?: number;
   /** Give up when the guest makes no progress for this long. Default 10 s. */
   stallMs?: number;
@@ -662,7 +662,7 @@ export class Driver {
    * `stallMs`, or at `timeoutMs`.
    */
   private async followMemory(name: string, c: QmpClient, events: QmpEventStream, live: DomainDef, start: LiveMemory, plan: MemoryPlan, opts: SetMemoryOptions): Promise<number> {
-    const timeoutMs = opts.timeoutMs ?? 60_000;
+    const timeoutMs = opts.timeoutMs ?? 300_000;
     const stallMs = opts.stallMs ?? 10_000;
     const t0 = Date.now();
     const layout = structuredClone(start.layout);
