@@ -95,7 +95,8 @@ export class VirshSession {
   #exited = false;
 
   constructor() {
-    this.#child = spawn('virsh', ['-q', '-c', URI], { env: VIRSH_ENV });
+    // stdbuf: virsh's stdout to a pipe is block-buffered; each answer must arrive when it is done.
+    this.#child = spawn('stdbuf', ['-oL', '-eL', 'virsh', '-q', '-c', URI], { env: VIRSH_ENV });
     this.#child.stdout.setEncoding('utf8').on('data', (s: string) => { this.#out += s; this.#waiter?.(); });
     this.#child.stderr.setEncoding('utf8').on('data', (s: string) => { this.#err += s; });
     this.#child.on('exit', () => { this.#exited = true; this.#waiter?.(); });
@@ -109,7 +110,8 @@ export class VirshSession {
     this.#out = '';
     this.#err = '';
     this.#child.stdin.write(`${line}\necho ${END}\n`);
-    const marker = `\n${END}\n`;
+    // virsh prints the newline after `echo`'s text only with its next prompt.
+    const marker = `\n${END}`;
     const deadline = Date.now() + timeoutMs;
     while (!this.#out.includes(marker)) {
       if (this.#exited) throw new Error(`virsh exited during '${line}': ${this.#err}`);

@@ -4,7 +4,8 @@
  * domain's state after each wait; every wait is bounded; sizes are KiB.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, open, readFile, readdir, rm, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, unlink } from 'node:fs/promises';
+import { createConnection } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { QmpClient, QmpEventStream } from '../qmp/index.js';
 import type { DefaultGuest } from '../guest/build.js';
@@ -477,7 +478,8 @@ export class Driver {
         const text = (await readFile(run.qemuLog, 'utf8').catch(() => '')).trim();
         throw new VirtError('OPERATION_FAILED', `internal error: process exited while connecting to monitor: ${text || `QEMU exited with ${JSON.stringify(exited)}`}`);
       }
-      if (await readdir(run.dir).then((f) => f.includes('qmp.sock'), () => false)) return pid;
+      // QEMU binds the socket before it listens: the file alone is not enough, it must accept.
+      if (await acceptsConnections(run.qmp)) return pid;
       if (signal?.aborted || Date.now() > deadline) {
         await this.killPid(pid);
         if (signal?.aborted) throw new VirtError('ABORTED', `start of domain '${name}' aborted`);
@@ -928,4 +930,17 @@ function notReachedMessage(name: string, plan: MemoryPlan, layout: MemoryLayout,
       : `the balloon holds ${balloonKiB} KiB of boot memory, target ${plan.balloonKiB} KiB (is the guest's balloon driver loaded?)`);
   }
   return `memory target ${plan.targetKiB} KiB not reached: domain '${name}' stopped at ${totalKiB} KiB; ${when}: ${parts.join('; ')}`;
+}
+
+/**
+ * Whether a unix socket accepts a connection now (closed again at once). A QMP monitor takes
+ * the next client after this one leaves, so the probe does not hold it.
+ */
+function acceptsConnections(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = createConnection(path);
+    const done = (ok: boolean): void => { sock.destroy(); resolve(ok); };
+    sock.once('connect', () => done(true));
+    sock.once('error', () => done(false));
+  });
 }
