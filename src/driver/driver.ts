@@ -12,7 +12,7 @@ import type { DefaultGuest } from '../guest/build.js';
 import { QmpCommandError, queryBalloon, queryStatus, setBalloon, queryBalloonGuestStats, queryMemoryDevices, qomSet, systemPowerdown, cont } from '../qmp/index.js';
 import type { DomainDef, VirtioMemDef } from './definition.js';
 import { VirtError, invalidArg } from './errors.js';
-import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
+import { ensurePrivateDir, writeFileAtomic } from '../util/atomic-file.js';
 import { StatePaths, defaultStateDir, type RunPaths } from './paths.js';
 import { DefinitionStore } from './store.js';
 import { acquireLock, withLock } from './lock.js';

@@ -7,7 +7,7 @@
 import { readFile, access } from 'node:fs/promises';
 import type { DomainDef } from './definition.js';
 import type { RunPaths } from './paths.js';
-import { writeFileAtomic } from './atomic-file.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
 import { isProcessAlive } from './host-process.js';
 import type { Accel } from './qemu-argv.js';
 

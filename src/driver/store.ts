@@ -5,7 +5,7 @@
 import { readdir, readFile, unlink } from 'node:fs/promises';
 import type { DomainDef } from './definition.js';
 import { VirtError } from './errors.js';
-import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
+import { ensurePrivateDir, writeFileAtomic } from '../util/atomic-file.js';
 import type { StatePaths } from './paths.js';
 import { validateDomainDef } from './validate-def.js';
 

@@ -15,10 +15,10 @@ import { parseFlatView } from './hmp-mtree.js';
 import { parseRamBlocks, ramBlockOfRegion, type RamBlock } from './hmp-ramblock.js';
 import { parseRegisters, type VcpuRegisters } from './hmp-registers.js';
 import { GuestPhysMap, isMemory, summarizeMemoryDevice, whyNotMemory, type MapRegion, type MemoryDeviceSummary } from './guest-phys-map.js';
-import { HostPagemap, type HostPhysAnswer } from './host-pagemap.js';
+import { HostPagemap, hostPhysFromEntry, type HostPhysAnswer } from './host-pagemap.js';
 import { cr3Pcid, nxEnabled, pagingMode, type PagingMode } from './paging.js';
-import { MonitorReader, ProcMemReader, type ReadVia } from './phys-reader.js';
-import { walkAsync, walkSync, type PhysReadAnswer, type WalkOutcome } from './walk.js';
+import { MonitorReader, PageCache, ProcMemReader, type ReadVia } from './phys-reader.js';
+import { walkAsync, walkSync, type PhysReadAnswer, type PhysReadRequest, type WalkOutcome } from './walk.js';
 
 /** How to read guest memory: 'auto' tries /proc/PID/mem and falls back to the monitor. */
 export type ReadPreference = 'auto' | ReadVia;
@@ -29,6 +29,20 @@ export interface TranslateOptions {
   /** vCPU whose registers decide the paging mode (and CR3 by default). Default 0. */
   cpu?: number;
   via?: ReadPreference;
+}
+
+/** How a translator for many addresses works. */
+export interface TranslatorOptions extends TranslateOptions {
+  /**
+   * Keep every page-table page read for the translator's life, so walks that share tables
+   * read each table once. A snapshot: page-table changes the guest makes later are not seen.
+   * Default false.
+   */
+  cacheTables?: boolean;
+  /** Look up the host physical address (one read of QEMU's page map per address). Default true. */
+  hostPhys?: boolean;
+  /** Read the first bytes at the address (one more read per address). Default true. */
+  bytes?: boolean;
 }
 
 /** Where a translated address lands beyond the guest. */
@@ -43,8 +57,10 @@ export interface TranslationTarget {
   hpa: HostPhysAnswer | null;
   /** Why the GPA is not guest memory (a hole or a device), when it is not. */
   notMemory: string | null;
-  /** Up to 16 bytes at the GPA (within its page), when readable. */
+  /** Up to 16 bytes at the GPA (within its page), when read. */
   bytes: Uint8Array | null;
+  /** Why `bytes` is null for RAM/ROM, when it is. */
+  bytesUnread: string | null;
 }
 
 export interface Translation {
@@ -202,10 +218,11 @@ export class Inspector {
 
   /**
    * A translator bound to one vCPU register snapshot: registers, memory map and files are read
-   * once, then each translation only reads page tables. For many addresses.
+   * once, then each translation reads only page tables (and the host page map and a few bytes
+   * at the address, unless turned off). For many addresses.
    * @throws VirtError INVALID_ARG (no such vCPU), OPERATION_FAILED (reader unavailable), monitor errors
    */
-  async translator(opts: TranslateOptions = {}): Promise<(gva: bigint) => Promise<Translation>> {
+  async translator(opts: TranslatorOptions = {}): Promise<(gva: bigint) => Promise<Translation>> {
     const cpuIndex = opts.cpu ?? 0;
     const vcpus = await this.registers();
     const regs = vcpus.find((v) => v.cpu === cpuIndex);
@@ -214,7 +231,7 @@ export class Inspector {
     }
     const { map } = await this.physMap();
     const { reader, note } = await this.#reader(opts.via ?? 'auto', map);
-    const pagemap = await this.#hostPagemap();
+    const pagemap = opts.hostPhys === false ? { reason: 'not asked for' } : await this.#hostPagemap();
     const cr3 = opts.cr3 ?? regs.cr3;
     const mode = pagingMode(regs);
     const base = {
@@ -222,13 +239,21 @@ export class Inspector {
       mode, pcid: cr3Pcid(cr3, regs.cr4), readVia: reader.via,
     };
     const nx = nxEnabled(regs.efer);
+    const cache = opts.cacheTables ? new PageCache() : null;
+    const readSync = reader instanceof ProcMemReader ? (r: PhysReadRequest): PhysReadAnswer => reader.read(r) : null;
+    const walkRead = readSync && cache ? cache.sync(readSync) : readSync;
+    const walkReadAsync = reader instanceof MonitorReader
+      ? (cache ? cache.async((r) => reader.read(r)) : (r: PhysReadRequest) => reader.read(r))
+      : null;
+    const target = { map, reader, pagemap, bytes: opts.bytes ?? true };
     return async (gva: bigint): Promise<Translation> => {
       const req = { gva, cr3, mode, nx };
-      const walk = reader instanceof ProcMemReader
-        ? walkSync(req, (r) => reader.read(r))
-        : await walkAsync(req, (r) => reader.read(r));
-      const target = walk.kind === 'mapped' ? await this.#target(walk.gpa, map, reader, pagemap) : null;
-      return { ...base, gva, walk, target, notes: [...(note ? [note] : []), ...walk.notes] };
+      const walk = walkRead ? walkSync(req, walkRead) : await walkAsync(req, walkReadAsync!);
+      return {
+        ...base, gva, walk,
+        target: walk.kind === 'mapped' ? await this.#target(walk.gpa, target) : null,
+        notes: [...(note ? [note] : []), ...walk.notes],
+      };
     };
   }
 
@@ -237,17 +262,31 @@ export class Inspector {
     return (await this.translator(opts))(gva);
   }
 
-  async #target(gpa: bigint, map: GuestPhysMap, reader: OpenReader, pagemap: HostPagemap | { reason: string }): Promise<TranslationTarget> {
-    const region = map.locate(gpa);
-    if (!isMemory(region)) return { gpa, region, ramBlockOffset: null, hva: null, hpa: null, notMemory: whyNotMemory(gpa, region), bytes: null };
+  async #target(
+    gpa: bigint,
+    t: { map: GuestPhysMap; reader: OpenReader; pagemap: HostPagemap | { reason: string }; bytes: boolean },
+  ): Promise<TranslationTarget> {
+    const region = t.map.locate(gpa);
+    if (!isMemory(region)) {
+      return { gpa, region, ramBlockOffset: null, hva: null, hpa: null, notMemory: whyNotMemory(gpa, region), bytes: null, bytesUnread: null };
+    }
     const ramBlockOffset = region.offset === null ? null : region.offset + (gpa - region.start);
-    const hva = map.hvaOf(gpa);
-    const hpa = hva === null ? null : pagemap instanceof HostPagemap ? pagemap.hostPhys(hva) : { reason: pagemap.reason };
+    const hva = t.map.hvaOf(gpa);
+    const entry = hva !== null && t.pagemap instanceof HostPagemap ? t.pagemap.entrySync(hva) : null;
+    const hpa = hva === null ? null : entry ? hostPhysFromEntry(hva, entry) : { reason: (t.pagemap as { reason: string }).reason };
+    const out: TranslationTarget = { gpa, region, ramBlockOffset, hva, hpa, notMemory: null, bytes: null, bytesUnread: null };
+    if (!t.bytes) return out;
+    if (entry && !entry.present && !entry.swapped) {
+      // Reading it would make the host map a zero page into QEMU just to show zeros.
+      out.bytesUnread = 'the host has never backed this page (QEMU has not touched it): it reads as zeros and is left untouched';
+      return out;
+    }
     // Stay within the 4 KiB page: the next one may belong to something else.
-    const inPage = 4096 - Number(gpa & 0xfffn);
-    const req = { gpa, length: Math.min(PREVIEW_BYTES, inPage) };
-    const answer: PhysReadAnswer = reader instanceof ProcMemReader ? reader.read(req) : await reader.read(req);
-    return { gpa, region, ramBlockOffset, hva, hpa, notMemory: null, bytes: answer instanceof Uint8Array ? answer : null };
+    const req = { gpa, length: Math.min(PREVIEW_BYTES, 4096 - Number(gpa & 0xfffn)) };
+    const answer: PhysReadAnswer = t.reader instanceof ProcMemReader ? t.reader.read(req) : await t.reader.read(req);
+    if (answer instanceof Uint8Array) out.bytes = answer;
+    else out.bytesUnread = answer.unreadable;
+    return out;
   }
 
   /**

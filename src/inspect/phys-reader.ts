@@ -94,3 +94,59 @@ export class MonitorReader {
     return parseXp(text, unit, c.length);
   }
 }
+
+const PAGE = 4096n;
+
+/**
+ * A page cache in front of a reader: the first read in a 4 KiB page reads the whole page, later
+ * reads in it are answered from memory. For translating many addresses, whose walks share
+ * most tables. It is a snapshot: changes the guest makes to a cached page later are not seen.
+ * Reads that cross a page boundary bypass it.
+ */
+export class PageCache {
+  readonly #pages = new Map<bigint, PhysReadAnswer>();
+  /** Pages read so far (cache misses). */
+  misses = 0;
+
+  #lookup(req: PhysReadRequest): { page: bigint; hit: PhysReadAnswer | undefined } | null {
+    const page = req.gpa & ~(PAGE - 1n);
+    if (req.gpa + BigInt(req.length) > page + PAGE) return null;
+    return { page, hit: this.#pages.get(page) };
+  }
+
+  #answer(req: PhysReadRequest, page: bigint, whole: PhysReadAnswer): PhysReadAnswer {
+    if (!(whole instanceof Uint8Array)) return whole;
+    const at = Number(req.gpa - page);
+    return whole.subarray(at, at + req.length);
+  }
+
+  /** Wraps a synchronous reader. */
+  sync(read: (req: PhysReadRequest) => PhysReadAnswer): (req: PhysReadRequest) => PhysReadAnswer {
+    return (req) => {
+      const l = this.#lookup(req);
+      if (!l) return read(req);
+      let whole = l.hit;
+      if (whole === undefined) {
+        this.misses++;
+        whole = read({ gpa: l.page, length: Number(PAGE) });
+        this.#pages.set(l.page, whole);
+      }
+      return this.#answer(req, l.page, whole);
+    };
+  }
+
+  /** Wraps an asynchronous reader. */
+  async(read: (req: PhysReadRequest) => Promise<PhysReadAnswer>): (req: PhysReadRequest) => Promise<PhysReadAnswer> {
+    return async (req) => {
+      const l = this.#lookup(req);
+      if (!l) return read(req);
+      let whole = l.hit;
+      if (whole === undefined) {
+        this.misses++;
+        whole = await read({ gpa: l.page, length: Number(PAGE) });
+        this.#pages.set(l.page, whole);
+      }
+      return this.#answer(req, l.page, whole);
+    };
+  }
+}

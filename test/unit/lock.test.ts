@@ -4,7 +4,7 @@ import { mkdtemp, writeFile, readFile, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { acquireLock, withLock } from '../../src/driver/lock.js';
-import { writeFileAtomic } from '../../src/driver/atomic-file.js';
+import { writeFileAtomic } from '../../src/util/atomic-file.js';
 import { VirtError } from '../../src/driver/errors.js';
 
 test('a held lock makes the next taker wait, then it gets it', async () => {

@@ -1,0 +1,51 @@
+/**
+ * Atomic persistent writes: write a temporary file next to the target, fsync it, rename it over
+ * the target, fsync the directory. A reader sees the old content or the new, never a torn one,
+ * even if the process dies half way. Used for definitions, run records and the guest cache.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, open, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+/** Create a directory (and parents) readable only by its owner. */
+export async function ensurePrivateDir(path: string): Promise<void> {
+  await mkdir(path, { recursive: true, mode: 0o700 });
+}
+
+/**
+ * Replace `path` with `data` atomically, with file mode `mode` (default owner-only).
+ * @throws the underlying fs error; the target is untouched in that case.
+ */
+export async function writeFileAtomic(path: string, data: Uint8Array | string, mode = 0o600): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  let renamed = false;
+  try {
+    const fh = await open(tmp, 'wx', mode);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await chmod(tmp, mode); // open()'s mode is filtered by the umask
+    await rename(tmp, path);
+    renamed = true;
+    await syncDir(dirname(path));
+  } finally {
+    if (!renamed) await rm(tmp, { force: true });
+  }
+}
+
+/** fsync a directory so a rename in it is durable. Best effort: some filesystems refuse. */
+async function syncDir(dir: string): Promise<void> {
+  try {
+    const fh = await open(dir, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    // The rename itself is atomic either way; only its durability across a crash is at stake.
+  }
+}
