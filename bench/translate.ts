@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { Driver } from '../src/driver/driver.js';
 import { GuestAgent } from '../src/guest/agent.js';
 import { findDefaultGuest } from '../src/guest/build.js';
-import { Inspector } from '../src/inspect/inspector.js';
+import { Inspector, type TranslatorOptions } from '../src/inspect/inspector.js';
 import { parseGva2gpa } from '../src/inspect/hmp-answers.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -63,7 +63,7 @@ async function main(): Promise<void> {
   if (!guest) throw new Error('the built-in guest is not built: run `virtmem guest-build` first');
   if (process.geteuid?.() !== 0) console.log('note: not root: virtmem falls back to reading through the monitor, which is what this compares against');
 
-  const stateDir = await mkdtemp(join(tmpdir(), 'vmx-'));
+  const stateDir = await mkdtemp(join(tmpdir(), 'vm-xlate-'));
   const driver = new Driver({ stateDir });
   let started = false;
   const cleanup = async (): Promise<void> => {
@@ -81,22 +81,35 @@ async function main(): Promise<void> {
     if (!sym) throw new Error('page_offset_base not found in the guest\'s /proc/kallsyms');
 
     console.log(`guest: ${NAME}, 512 MiB, ${guest.kernelVersion}, 5-level paging; ${count} kernel direct-map addresses over all of its RAM`);
+    // Three ways: each walk reads its tables (as N separate `translate` calls would, minus the
+    // process start), walks share a table cache, and the cache without host-side extras
+    // (only GPA and HVA: what gva2gpa answers, plus the HVA).
+    const variants: Array<{ label: string; opts: TranslatorOptions }> = [
+      { label: 'no cache: every walk reads its tables; GPA, HVA, HPA, 16 bytes', opts: {} },
+      { label: 'table cache; GPA, HVA, HPA, 16 bytes', opts: { cacheTables: true } },
+      { label: 'table cache; GPA and HVA only', opts: { cacheTables: true, hostPhys: false, bytes: false } },
+    ];
     const result = await Inspector.run(driver, NAME, async (insp) => {
-      const t0 = performance.now();
-      const translate = await insp.translator();
-      const setupMs = performance.now() - t0;
-      const pobT = await translate(BigInt(`0x${sym}`));
+      const pobT = await insp.translate(BigInt(`0x${sym}`));
       if (!pobT.target?.bytes) throw new Error('cannot read page_offset_base');
-      const base = Buffer.from(pobT.target.bytes).readBigUInt64LE(0);
-      const addrs = addresses(base, count);
-      const t1 = performance.now();
-      const gpas: Array<bigint | null> = [];
-      for (const a of addrs) {
-        const t = await translate(a);
-        gpas.push(t.walk.kind === 'mapped' ? t.walk.gpa : null);
+      const addrs = addresses(Buffer.from(pobT.target.bytes).readBigUInt64LE(0), count);
+      // One unmeasured pass first, so the first variant does not also pay for cold host caches.
+      const warm = await insp.translator({ cacheTables: true });
+      for (const a of addrs) await warm(a);
+      const runs = [];
+      for (const v of variants) {
+        const t0 = performance.now();
+        const translate = await insp.translator(v.opts);
+        const setupMs = performance.now() - t0;
+        const t1 = performance.now();
+        const gpas: Array<bigint | null> = [];
+        for (const a of addrs) {
+          const t = await translate(a);
+          gpas.push(t.walk.kind === 'mapped' ? t.walk.gpa : null);
+        }
+        runs.push({ ...v, setupMs, walkMs: performance.now() - t1, gpas });
       }
-      const walkMs = performance.now() - t1;
-      return { setupMs, walkMs, addrs, gpas, via: pobT.readVia };
+      return { addrs, runs, via: pobT.readVia };
     });
 
     const monitor = await driver.withMonitor(NAME, async (c) => {
@@ -117,17 +130,21 @@ async function main(): Promise<void> {
     }
     cliSamples.sort((a, b) => a - b);
 
-    const mismatches = result.gpas.filter((g, i) => g !== monitor.gpas[i]).length;
-    const total = result.setupMs + result.walkMs;
     console.log('');
-    console.log(`virtmem (${result.via}, one session):   ${ms(result.walkMs)} for ${count} translations (${us(result.walkMs, count)} each; GPA, HVA, HPA and 16 bytes per address)`);
-    console.log(`  session setup (registers, memory map, open files): ${ms(result.setupMs)}; with setup ${ms(total)}`);
-    console.log(`QEMU monitor (gva2gpa, one QMP session): ${ms(monitor.ms)} for ${count} calls (${us(monitor.ms, count)} each; GPA only)`);
-    console.log(`one \`virtmem translate\` CLI run (process start + monitor session), median of 5: ${ms(cliSamples[2]!)}`);
-    console.log('');
-    console.log(`ratio monitor / virtmem: ${(monitor.ms / result.walkMs).toFixed(0)}x (translations), ${(monitor.ms / total).toFixed(0)}x (including session setup); goal >= 50x`);
-    console.log(`agreement: ${count - mismatches}/${count} addresses give the same GPA both ways`);
-    if (mismatches > 0) process.exitCode = 1;
+    console.log(`QEMU monitor, gva2gpa (one QMP session): ${ms(monitor.ms)} for ${count} calls, ${us(monitor.ms, count)} each (GPA only)`);
+    console.log(`virtmem (${result.via}, one session):`);
+    let worst = 0;
+    for (const r of result.runs) {
+      const mismatches = r.gpas.filter((g, i) => g !== monitor.gpas[i]).length;
+      worst = Math.max(worst, mismatches);
+      console.log(`  ${r.label}:`);
+      console.log(`    ${ms(r.walkMs)}, ${us(r.walkMs, count)} each (+ ${ms(r.setupMs)} session setup)  ` +
+        `ratio ${(monitor.ms / r.walkMs).toFixed(0)}x (${(monitor.ms / (r.walkMs + r.setupMs)).toFixed(0)}x with setup); ` +
+        `same GPA as QEMU for ${count - mismatches}/${count}`);
+    }
+    console.log(`one \`virtmem translate\` CLI run (process start, monitor session, one address), median of 5: ${ms(cliSamples[2]!)}`);
+    console.log('goal: at least 50x faster than the monitor');
+    if (worst > 0) process.exitCode = 1;
   } finally {
     await cleanup();
   }

@@ -120,6 +120,7 @@ export function formatTranslation(t: Translation): string {
   else if ('hpa' in target.hpa) out.push(`${label('HPA')}${hex16(target.hpa.hpa)}  from /proc/${t.qemuPid}/pagemap`);
   else out.push(`${label('HPA')}unknown: ${target.hpa.reason}`);
   if (target.bytes) out.push('', `Bytes at ${hex(t.gva)}: ${bytesHex(target.bytes)}  ${printable(target.bytes)}`);
+  else if (target.bytesUnread) out.push('', `Bytes at ${hex(t.gva)} not read: ${target.bytesUnread}.`);
   return out.join('\n') + '\n\n';
 }
 
@@ -161,6 +162,7 @@ export function translationJson(t: Translation): unknown {
       notMemory: target.notMemory,
       hpaUnavailable: target.hpa && 'reason' in target.hpa ? target.hpa.reason : null,
       bytes: target.bytes ? Buffer.from(target.bytes).toString('hex') : null,
+      bytesUnread: target.bytesUnread,
     },
     notes: t.notes,
   };

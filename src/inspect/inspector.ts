@@ -5,7 +5,8 @@
  * the QEMU process (or the monitor), and reads the host's page map.
  *
  * Everything happens inside one short monitor session (`Driver.withMonitor`); files opened on
- * the QEMU process are closed when it ends.
+ * the QEMU process are closed when it ends. The guest is not paused: a walk reads tables the
+ * guest may be changing, as a debugger attached to a live system does.
  */
 import type { Driver } from '../driver/driver.js';
 import { VirtError } from '../driver/errors.js';

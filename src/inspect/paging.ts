@@ -77,6 +77,16 @@ export function indexAt(gva: bigint, level: LevelName): number {
   return Number((gva >> BigInt(SHIFT[level])) & 0x1ffn);
 }
 
+/** The indices of `gva` for every level, top down as `levelsOf(mode)` lists them. */
+export function indicesOf(gva: bigint, levels: readonly LevelName[]): number[] {
+  const hi = Number(gva >> 32n);
+  const lo = Number(gva & 0xffff_ffffn);
+  return levels.map((l) => {
+    const s = SHIFT[l];
+    return (s >= 32 ? hi >>> (s - 32) : (hi << (32 - s)) | (lo >>> s)) & 0x1ff;
+  });
+}
+
 /**
  * Canonical form (SDM 3.3.7.1): bits 63..N-1 all equal, N = 48 or 57. Any other address faults
  * before the page tables are consulted.
@@ -133,31 +143,35 @@ export interface DecodedEntry {
  * A non-present entry decodes too (its other bits are free for the OS); callers stop there.
  */
 export function decodeEntry(value: bigint, level: LevelName, nx = true): DecodedEntry {
-  const ps = bit(value, 7);
+  // Flag tests on two 32-bit halves: this runs for every level of every walk, and BigInt
+  // arithmetic allocates.
+  const lo = Number(value & 0xffff_ffffn);
+  const hi = Number(value >> 32n);
+  const ps = (lo & 0x80) !== 0;
   const canBeHuge = level === 'PDPT' || level === 'PD';
   const leaf = level === 'PT' || (canBeHuge && ps);
   const flags: EntryFlags = {
-    present: bit(value, 0),
-    writable: bit(value, 1),
-    user: bit(value, 2),
-    writeThrough: bit(value, 3),
-    cacheDisabled: bit(value, 4),
-    accessed: bit(value, 5),
+    present: (lo & 0x1) !== 0,
+    writable: (lo & 0x2) !== 0,
+    user: (lo & 0x4) !== 0,
+    writeThrough: (lo & 0x8) !== 0,
+    cacheDisabled: (lo & 0x10) !== 0,
+    accessed: (lo & 0x20) !== 0,
     hugePage: canBeHuge && ps,
-    noExecute: bit(value, 63),
+    noExecute: (hi & 0x8000_0000) !== 0,
   };
   if (leaf) {
-    flags.dirty = bit(value, 6);
-    flags.global = bit(value, 8);
-    flags.protectionKey = Number((value >> 59n) & 0xfn);
+    flags.dirty = (lo & 0x40) !== 0;
+    flags.global = (lo & 0x100) !== 0;
+    flags.protectionKey = (hi >>> 27) & 0xf;
   }
+  const hugeLeaf = leaf && level !== 'PT';
   // A huge leaf's frame is aligned to its size; bit 12 of it is PAT (SDM tables 4-17, 4-19).
-  const frameMask = leaf && level !== 'PT' ? ADDRESS_MASK & ~(BigInt(leafSizeBytes(level)) - 1n) : ADDRESS_MASK;
-  const decoded: DecodedEntry = { flags, leaf, address: value & frameMask };
+  const decoded: DecodedEntry = { flags, leaf, address: value & (hugeLeaf ? hugeFrameMask(level) : ADDRESS_MASK) };
   if (flags.present) {
     if ((level === 'PML5' || level === 'PML4') && ps) {
       decoded.reservedBitProblem = `bit 7 (PS) is set in a ${level} entry, where it is reserved`;
-    } else if (leaf && level !== 'PT' && (value & (BigInt(leafSizeBytes(level)) - 1n) & ~0x1fffn & ADDRESS_MASK) !== 0n) {
+    } else if (hugeLeaf && (value & (BigInt(leafSizeBytes(level)) - 1n) & ~0x1fffn & ADDRESS_MASK) !== 0n) {
       decoded.reservedBitProblem = `the ${level === 'PD' ? '2 MiB' : '1 GiB'} page frame address has low bits set (they are reserved in a huge-page entry)`;
     } else if (!nx && flags.noExecute) {
       decoded.reservedBitProblem = 'bit 63 (XD) is set but EFER.NXE is off, so it is reserved';
@@ -165,6 +179,10 @@ export function decodeEntry(value: bigint, level: LevelName, nx = true): Decoded
   }
   return decoded;
 }
+
+const HUGE_FRAME_MASK_PD = ADDRESS_MASK & ~(BigInt(2 ** SHIFT.PD) - 1n);
+const HUGE_FRAME_MASK_PDPT = ADDRESS_MASK & ~(BigInt(2 ** SHIFT.PDPT) - 1n);
+const hugeFrameMask = (level: LevelName): bigint => (level === 'PD' ? HUGE_FRAME_MASK_PD : HUGE_FRAME_MASK_PDPT);
 
 /** Names of the set flags, for people ("present writable user accessed dirty huge-page no-execute"). */
 export function flagWords(f: EntryFlags): string[] {

@@ -6,10 +6,11 @@
  *
  * Reference: Intel SDM vol. 3A, 4.5 (4-level and 5-level paging) and 4.6 (access rights).
  */
+import { VirtError } from '../driver/errors.js';
 import {
   cr3TableAddress,
   decodeEntry,
-  indexAt,
+  indicesOf,
   isCanonical,
   leafSizeBytes,
   levelsOf,
@@ -102,8 +103,11 @@ export type WalkGenerator = Generator<PhysReadRequest, WalkOutcome, PhysReadAnsw
 const ENTRY_BYTES = 8;
 const KPTI_USER_BIT = 1n << 12n;
 
-function readU64(bytes: Uint8Array): bigint {
-  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(0, true);
+/** Little-endian u64 (x86 entries) from the first 8 bytes. */
+function readU64(b: Uint8Array): bigint {
+  const lo = (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
+  const hi = (b[4]! | (b[5]! << 8) | (b[6]! << 16) | (b[7]! << 24)) >>> 0;
+  return (BigInt(hi) << 32n) | BigInt(lo);
 }
 
 /** Walk once from the given CR3, with no KPTI fallback. */
@@ -124,8 +128,11 @@ function* walkOnce(req: WalkRequest): WalkGenerator {
   const out: WalkBase = { ...base(), rootGpa };
   const access: AccessRights = { writable: true, user: true, executable: true };
   let table = rootGpa;
-  for (const level of levelsOf(mode)) {
-    const index = indexAt(gva, level);
+  const levels = levelsOf(mode);
+  const indices = indicesOf(gva, levels);
+  for (let i = 0; i < levels.length; i++) {
+    const level = levels[i]!;
+    const index = indices[i]!;
     const entryGpa = table + BigInt(index * ENTRY_BYTES);
     const answer = yield { gpa: entryGpa, length: ENTRY_BYTES };
     if (!(answer instanceof Uint8Array)) {
@@ -150,7 +157,7 @@ function* walkOnce(req: WalkRequest): WalkGenerator {
     table = d.address;
   }
   // levelsOf() ends with PT, whose entries are always leaves.
-  throw new Error('unreachable: a walk ended without a leaf');
+  throw new VirtError('INTERNAL', 'internal error: a page-table walk ended without a leaf entry');
 }
 
 /**

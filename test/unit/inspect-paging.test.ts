@@ -2,7 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  cr3Pcid, cr3TableAddress, decodeEntry, flagWords, indexAt, isCanonical, leafSizeBytes, levelsOf, nxEnabled, pagingMode,
+  cr3Pcid, cr3TableAddress, decodeEntry, flagWords, indexAt, indicesOf, isCanonical, leafSizeBytes, levelsOf, nxEnabled, pagingMode,
 } from '../../src/inspect/paging.js';
 
 // Registers of the built-in guest (test/fixtures/inspect/plain-registers-idle.txt).
@@ -59,6 +59,14 @@ describe('indexAt', () => {
   it('splits a 5-level kernel address', () => {
     const gva = 0xff46_a5a3_1f12_f000n; // walked on a real guest: 326 / 331 / 140 / 248 (2 MiB page)
     assert.deepEqual(['PML5', 'PML4', 'PDPT', 'PD', 'PT'].map((l) => indexAt(gva, l as 'PT')), [326, 331, 140, 248, 303]);
+  });
+  it('indicesOf (32-bit halves) agrees with indexAt for every level', () => {
+    const levels = ['PML5', 'PML4', 'PDPT', 'PD', 'PT'] as const;
+    let x = 0x12345678n;
+    for (let i = 0; i < 500; i++) {
+      x = (x * 6364136223846793005n + 1442695040888963407n) & ((1n << 64n) - 1n);
+      assert.deepEqual(indicesOf(x, levels), levels.map((l) => indexAt(x, l)), `0x${x.toString(16)}`);
+    }
   });
   it('splits a user address', () => {
     assert.deepEqual(['PML5', 'PML4', 'PDPT', 'PD', 'PT'].map((l) => indexAt(0x31c02000n, l as 'PT')), [0, 0, 0, 398, 2]);
