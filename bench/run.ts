@@ -89,6 +89,43 @@ function domainXml(name: string, kib: number, guest: DefaultGuest, type: 'kvm' |
 `;
 }
 
+/**
+ * A guest that can grow without reboot: boot RAM plus a virtio-mem region (libvirt's rules:
+ * <memory> is boot RAM plus the device, hot-plug needs <maxMemory> and a NUMA cell).
+ */
+function resizeXml(name: string, bootKiB: number, regionKiB: number, guest: DefaultGuest, type: 'kvm' | 'qemu'): string {
+  return `<domain type='${type}'>
+  <name>${name}</name>
+  <uuid>${randomUUID()}</uuid>
+  <maxMemory slots='1' unit='KiB'>${bootKiB + regionKiB}</maxMemory>
+  <memory unit='KiB'>${bootKiB + regionKiB}</memory>
+  <currentMemory unit='KiB'>${bootKiB}</currentMemory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>${guest.kernelPath}</kernel>
+    <initrd>${guest.initrdPath}</initrd>
+    <cmdline>${guest.cmdline}</cmdline>
+  </os>
+  <features><acpi/><apic/></features>
+  <cpu><numa><cell id='0' cpus='0' memory='${bootKiB}' unit='KiB'/></numa></cpu>
+  <devices>
+    <serial type='pty'/>
+    <console type='pty'/>
+    <memballoon model='virtio'><stats period='5'/></memballoon>
+    <memory model='virtio-mem'>
+      <target>
+        <size unit='KiB'>${regionKiB}</size>
+        <node>0</node>
+        <block unit='KiB'>2048</block>
+        <requested unit='KiB'>0</requested>
+      </target>
+    </memory>
+  </devices>
+</domain>
+`;
+}
+
 // ---------------------------------------------------------------- timing
 
 /** Wall time of one command (ms); throws when it fails. Both systems pay the same spawn cost. */
@@ -289,17 +326,75 @@ class Bench {
   // ---------------------------------------------------------------- live resize
 
   /**
-   * Rows of the live-resize issue (grow without downtime, shrink speed). PLACEHOLDER: virtmem has
-   * no live resize yet, so there is nothing to measure; fill this in when it lands (e.g. time to
-   * grow a running guest by 1 GiB via virtio-mem and whether it paused; time to give 1 GiB back),
-   * against libvirt's `virsh update-memory-device --requested-size` on the same guest.
+   * Rows of the live-resize issue: grow a running guest by 1 GiB and shrink it back, through
+   * virtio-mem in both systems (no reboot, no pause: the guest keeps running throughout). Each
+   * time runs until the guest really has (or has given back) the memory: virtmem's
+   * `setMemory(..., { wait: true })` (what `setmem --wait` does) against libvirt's
+   * `update-memory-device --requested-size`, followed by polling QEMU's `query-memory-devices`
+   * through libvirt every 20 ms (libvirt itself has no wait; its own view follows QEMU's
+   * MEMORY_DEVICE_SIZE_CHANGE event, which QEMU sends at most once a second).
    */
-  liveResize(): void {
-    const pending = 'live resize does not exist in virtmem yet (its issue adds these rows)';
+  async liveResize(): Promise<void> {
+    const reps = this.plan.mode === 'quick' ? 2 : 4;
+    const name = `${this.prefix}-r`;
+    const bootKiB = SINGLE_KIB;
+    const stepKiB = 1024 * 1024;
+    log(`live resize: one guest with ${bootKiB / 1024} MiB boot RAM and a 2 GiB virtio-mem region in each system`);
+    const file = join(this.xmlDir, `${name}.xml`);
+    await writeFile(file, resizeXml(name, bootKiB, 2 * stepKiB, this.guest, this.accelType));
+    await this.driver.defineXml(await readFile(file, 'utf8'));
+    virsh('define', file);
+    await this.driver.start(name);
+    virsh('start', name);
+    const s = this.session ?? (this.session = new VirshSession());
+    await this.waitBooted(name);
+
+    const pluggedKiB = async (): Promise<number> => {
+      const out = await s.run(`qemu-monitor-command ${name} '{"execute":"query-memory-devices"}'`);
+      // The output also echoes the command line (with its own JSON): take QEMU's reply.
+      const reply = out.split('\n').find((l) => l.startsWith('{"return"'));
+      if (!reply) throw new Error(`query-memory-devices through libvirt gave no reply: ${out}`);
+      const json = JSON.parse(reply) as { return: Array<{ type: string; data: { size: number } }> };
+      return json.return.filter((d) => d.type === 'virtio-mem').reduce((sum, d) => sum + d.data.size / 1024, 0);
+    };
+    const libvirtTo = async (requestedKiB: number): Promise<void> => {
+      await s.run(`update-memory-device ${name} --live --requested-size ${requestedKiB}KiB`);
+      const deadline = Date.now() + 120_000;
+      while ((await pluggedKiB()) !== requestedKiB) {
+        if (Date.now() > deadline) throw new Error(`libvirt guest did not reach ${requestedKiB} KiB of virtio-mem in 120 s`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    const vmGrow: number[] = [];
+    const vmShrink: number[] = [];
+    const lvGrow: number[] = [];
+    const lvShrink: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      vmGrow.push(...await timedCalls(1, () => this.driver.setMemory(name, bootKiB + stepKiB, { live: true, wait: true })));
+      lvGrow.push(...await timedCalls(1, () => libvirtTo(stepKiB)));
+      vmShrink.push(...await timedCalls(1, () => this.driver.setMemory(name, bootKiB, { live: true, wait: true })));
+      lvShrink.push(...await timedCalls(1, () => libvirtTo(0)));
+    }
+    this.raw.liveResize = { virtmem: { grow: vmGrow, shrink: vmShrink }, libvirt: { grow: lvGrow, shrink: lvShrink } };
+    const sec = 'Live resize (virtio-mem, guest keeps running)';
     this.rows.push(
-      { section: 'Live resize', what: 'grow a running guest by 1 GiB (time, downtime)', unit: 'ms', virtmem: null, libvirt: null, pending },
-      { section: 'Live resize', what: 'shrink a running guest by 1 GiB (time)', unit: 'ms', virtmem: null, libvirt: null, pending },
+      { section: sec, what: 'grow a running guest by 1 GiB, until the guest has it: `setMemory(wait)` vs `update-memory-device` + polling', unit: 'ms', virtmem: summarize(vmGrow), libvirt: summarize(lvGrow) },
+      { section: sec, what: 'shrink it by 1 GiB, until the guest gave it back', unit: 'ms', virtmem: summarize(vmShrink), libvirt: summarize(lvShrink) },
     );
+    await this.driver.destroy(name);
+    await this.driver.undefine(name);
+    this.libvirtRemove(name);
+  }
+
+  /** Wait (bounded) until both guests run their balloon driver: the built-in guest loads virtio_mem right after it. */
+  async waitBooted(name: string): Promise<void> {
+    const deadline = Date.now() + 240_000;
+    const booted = (argv: string[]): boolean => /^available /m.test(spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' }).stdout ?? '');
+    while (!booted(this.vm('dommemstat', name)) || !booted(this.vs('dommemstat', name))) {
+      if (Date.now() > deadline) throw new Error(`guest ${name} did not boot (no balloon statistics) within 240 s`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    await new Promise((r) => setTimeout(r, 2000)); // the modules after virtio_balloon
   }
 
   // ---------------------------------------------------------------- scale
@@ -409,6 +504,7 @@ function notes(): string[] {
     'CLI rows run `bin/virtmem` exactly as users do (short commands answered by the warm CLI process) against `virsh -c qemu:///system`, interleaved; each sample includes spawning the process from the benchmark (same for both).',
     'libvirt\'s `dominfo` answers from libvirt\'s cached balloon size (kept current by QEMU\'s BALLOON_CHANGE events); virtmem\'s `info()` asks QEMU each time.',
     'API rows: virtmem\'s TypeScript API in one Node process (bench/virtmem-worker.ts) vs one `virsh` process running the commands from a pipe (libvirt\'s C API through libvirtd), each call timed on its own.',
+    'Live resize rows: one guest per system with 512 MiB boot RAM and a 2 GiB virtio-mem region (block 2 MiB), booted; grow to 1.5 GiB and back, each step timed until QEMU reports the new plugged size.',
     'Scale rows: guests started paused (no guest CPU), 128 MiB each; virtmem\'s guests are destroyed before libvirt\'s are started, so both run with the same number of QEMU processes.',
     'Resident memory: virtmem has no daemon; its resident control plane is the warm CLI process (exits after 60 s idle) and whatever program uses the API. libvirtd is compared as a single process (virtlogd, which libvirt also needs, is in the JSON).',
   ];
@@ -418,6 +514,7 @@ function machineText(m: Record<string, unknown>): string {
   return [
     `- ${String(m.os)}, kernel ${String(m.kernel)}; ${String(m.cores)} cores (${String(m.cpu)}), ${String(m.memoryGiB)} GiB; QEMU accel: ${String(m.accel)}`,
     `- ${String(m.qemu)}; ${String(m.libvirt)}; virsh ${String(m.virsh)}; Node ${String(m.node)}`,
+    `- libvirtd at start: ${JSON.stringify(m.libvirtdAtStart)} (a long-running libvirtd keeps the memory of earlier guests)`,
     `- virtmem ${String(m.virtmemCommit)}; load average at start ${JSON.stringify(m.loadAverageAtStart)}, at end ${JSON.stringify(m.loadAverageAtEnd)}; other QEMU processes on the machine at start: ${String(m.otherQemuProcesses)}`,
   ].join('\n');
 }
@@ -453,8 +550,14 @@ async function main(): Promise<void> {
   try {
     await bench.setup();
     m = await machine();
+    const lvd = await processMemory(bench.lv!.libvirtdPid);
+    m.libvirtdAtStart = {
+      rssMiB: lvd ? Number(lvd.rssMiB.toFixed(1)) : null,
+      runningForS: Number(cmdOut(['ps', '-o', 'etimes=', '-p', String(bench.lv!.libvirtdPid)])) || null,
+      startedByThisRun: bench.lv!.started.includes(bench.lv!.libvirtdPid),
+    };
     await bench.single();
-    bench.liveResize();
+    await bench.liveResize();
     for (const n of p.scales) await bench.scale(n);
   } finally {
     await bench.cleanup();

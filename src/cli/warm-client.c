@@ -9,8 +9,9 @@
  * define, waits, ...), which this program then does by exec'ing Node on the plain CLI, exactly
  * as if the warm process did not exist. Protocol: src/cli/warm-protocol.ts.
  *
- * The warm process is started on first use (like virsh starting a session libvirtd) and exits
- * after a minute without requests. One warm process per user, build and environment: the
+ * The warm process is started by the first invocation that finds none (that invocation runs the
+ * plain CLI itself, like virsh starting a session libvirtd in the background) and exits after a
+ * minute without requests. One warm process per user, build and environment: the
  * socket name carries the build id (dist/warm-id, new on every build) and a hash of the
  * environment variables the CLI reads, so a rebuilt CLI or another state directory never talks
  * to a process holding other code or other settings.
@@ -30,16 +31,12 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Must match src/cli/warm-protocol.ts. */
 #define MAGIC "virtmem-warm 1"
 static const char *const ENV_KEYS[] = {"VIRTMEM_STATE_DIR", "XDG_STATE_HOME", "HOME", "VIRTMEM_GUEST_DIR", "XDG_CACHE_HOME"};
 #define N_ENV_KEYS (sizeof ENV_KEYS / sizeof ENV_KEYS[0])
-
-/* Bound on the warm process coming up after we started it; past it we run the command ourselves. */
-#define START_WAIT_MS 5000
 
 static char root[PATH_MAX];
 
@@ -115,25 +112,19 @@ static void spawn_warm(const char *sock_path) {
   char log[PATH_MAX + 8], script[PATH_MAX + 40];
   snprintf(log, sizeof log, "%s.log", sock_path);
   snprintf(script, sizeof script, "%s/dist/src/cli/warm-server.js", root);
-  int devnull = open("/dev/null", O_RDONLY);
+  /* Never keep the caller's stdout/stderr open: whoever reads them would wait for the warm
+     process to exit. */
+  int devnull = open("/dev/null", O_RDWR);
   int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-  if (devnull >= 0) dup2(devnull, 0);
-  if (logfd >= 0) { dup2(logfd, 1); dup2(logfd, 2); }
+  if (logfd < 0) logfd = devnull;
+  if (devnull < 0 || logfd < 0) _exit(1);
+  dup2(devnull, 0);
+  dup2(logfd, 1);
+  dup2(logfd, 2);
   if (chdir("/") != 0) _exit(1);
   char *args[] = {"node", script, "--socket", (char *)sock_path, NULL};
   execvp("node", args);
   _exit(127);
-}
-
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-}
-
-static long now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
 /* A request: NUL-terminated fields (see warm-protocol.ts). */
@@ -189,11 +180,10 @@ int main(int argc, char **argv) {
 
   int fd = try_connect(&addr);
   if (fd < 0) {
-    if (errno != ENOENT && errno != ECONNREFUSED) run_direct(argc, argv);
-    spawn_warm(addr.sun_path);
-    long deadline = now_ms() + START_WAIT_MS;
-    while ((fd = try_connect(&addr)) < 0 && now_ms() < deadline) sleep_ms(5);
-    if (fd < 0) run_direct(argc, argv);
+    /* No warm process yet: start one for the next invocations and run this one ourselves, which
+       costs what the plain CLI costs (waiting for the warm process would cost more). */
+    if (errno == ENOENT || errno == ECONNREFUSED) spawn_warm(addr.sun_path);
+    run_direct(argc, argv);
   }
 
   signal(SIGPIPE, SIG_IGN); /* a closed stdout must not kill us before the exit code arrives */

@@ -51,7 +51,7 @@ const startStamp = codeStamp();
 
 async function serveOne(sock: Socket, stale: () => boolean): Promise<void> {
   let buf = Buffer.alloc(0);
-  const req = await new Promise<ReturnType<typeof parseWarmRequest>>((resolve) => {
+  const req = await new Promise<ReturnType<typeof parseWarmRequest> | 'bad'>((resolve) => {
     const onData = (chunk: Buffer): void => {
       buf = Buffer.concat([buf, chunk]);
       try {
@@ -61,15 +61,16 @@ async function serveOne(sock: Socket, stale: () => boolean): Promise<void> {
         troubled = true;
         log(`bad request: ${(err as WarmProtocolError).message}`);
         sock.off('data', onData);
-        resolve(null);
+        resolve('bad');
       }
     };
     sock.on('data', onData);
     sock.once('close', () => resolve(null));
   });
   if (!req) { sock.destroy(); return; }
-  // After a rebuild this process holds old code: the caller runs the new one, and we leave.
-  if (stale() || !warmServes(req.argv, req.env, process.env)) {
+  // Nothing ran yet: a request we cannot take (or read) is one the caller runs itself. After a
+  // rebuild this process holds old code: the caller runs the new one, and we leave.
+  if (req === 'bad' || stale() || !warmServes(req.argv, req.env, process.env)) {
     sock.end(encodeWarmFrame('r'));
     return;
   }
