@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { Driver } from '../src/index.js';
 import { findDefaultGuest, buildDefaultGuest, type DefaultGuest } from '../src/guest/build.js';
 import { ensureLibvirt, processMemory, virsh, VirshSession, URI, type LibvirtHandle } from './libvirt.js';
-import { formatTable, ratio, summarize, type Row, type Summary } from './stats.js';
+import { formatTable, ratio, summarize, timed, type Row, type Summary } from './stats.js';
 
 /** Repository root (dist/bench -> ../..). */
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -149,15 +149,6 @@ function interleaved(runs: number, warmup: number, cmds: Array<(i: number) => st
   return out;
 }
 
-async function timedCalls(n: number, fn: (i: number) => Promise<unknown>): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await fn(i);
-    out.push(performance.now() - t0);
-  }
-  return out;
-}
 
 function runWorker(job: Record<string, unknown>): Record<string, unknown> {
   const r = spawnSync(process.execPath, [WORKER, JSON.stringify(job)], { encoding: 'utf8', timeout: 30 * 60_000, maxBuffer: 64 << 20 });
@@ -307,9 +298,9 @@ class Bench {
     for (let b = 0; b < blocks; b++) {
       const w = runWorker({ mode: 'api', stateDir: this.stateDir, domain: name, calls: per, sizesKiB });
       for (const k of ['info', 'setmem', 'qmp']) vmSamples[k]!.push(...(w[k] as number[]));
-      lvSamples.info!.push(...await timedCalls(per, () => s.run(`dominfo ${name}`)));
-      lvSamples.setmem!.push(...await timedCalls(per, (i) => s.run(`setmem ${name} ${sizes[i % 2]} --live`)));
-      lvSamples.qmp!.push(...await timedCalls(per, () => s.run(`qemu-monitor-command ${name} '{"execute":"query-balloon"}'`)));
+      lvSamples.info!.push(...await timed(per, () => s.run(`dominfo ${name}`)));
+      lvSamples.setmem!.push(...await timed(per, (i) => s.run(`setmem ${name} ${sizes[i % 2]} --live`)));
+      lvSamples.qmp!.push(...await timed(per, () => s.run(`qemu-monitor-command ${name} '{"execute":"query-balloon"}'`)));
     }
     this.raw.api = { virtmem: vmSamples, libvirt: lvSamples };
     this.rows.push(
@@ -370,10 +361,10 @@ class Bench {
     const lvGrow: number[] = [];
     const lvShrink: number[] = [];
     for (let i = 0; i < reps; i++) {
-      vmGrow.push(...await timedCalls(1, () => this.driver.setMemory(name, bootKiB + stepKiB, { live: true, wait: true })));
-      lvGrow.push(...await timedCalls(1, () => libvirtTo(stepKiB)));
-      vmShrink.push(...await timedCalls(1, () => this.driver.setMemory(name, bootKiB, { live: true, wait: true })));
-      lvShrink.push(...await timedCalls(1, () => libvirtTo(0)));
+      vmGrow.push(...await timed(1, () => this.driver.setMemory(name, bootKiB + stepKiB, { live: true, wait: true })));
+      lvGrow.push(...await timed(1, () => libvirtTo(stepKiB)));
+      vmShrink.push(...await timed(1, () => this.driver.setMemory(name, bootKiB, { live: true, wait: true })));
+      lvShrink.push(...await timed(1, () => libvirtTo(0)));
     }
     this.raw.liveResize = { virtmem: { grow: vmGrow, shrink: vmShrink }, libvirt: { grow: lvGrow, shrink: lvShrink } };
     const sec = 'Live resize (virtio-mem, guest keeps running)';
@@ -435,12 +426,12 @@ class Bench {
     for (const name of names) await s.run(`start --paused ${name}`);
     const lvStartMs = performance.now() - t0;
     const lvList = interleaved(p.scaleCliRuns, 2, [() => this.vs('list', '--all')])[0]!;
-    const lvMemlist = await timedCalls(p.scaleReps, async () => {
+    const lvMemlist = await timed(p.scaleReps, async () => {
       await s.run('list --all');
       for (const name of names) await s.run(`dominfo ${name}`);
     });
-    const lvSweepBulk = await timedCalls(p.scaleReps, () => s.run('domstats --balloon --list-active'));
-    const lvSweepEach = await timedCalls(Math.min(p.scaleReps, 3), async () => {
+    const lvSweepBulk = await timed(p.scaleReps, () => s.run('domstats --balloon --list-active'));
+    const lvSweepEach = await timed(Math.min(p.scaleReps, 3), async () => {
       for (const name of names) await s.run(`dommemstat ${name}`);
     });
     const libvirtdMem = await processMemory(this.lv!.libvirtdPid);

@@ -76,3 +76,14 @@ export function formatTable(rows: Row[]): string {
   }
   return lines.map((l) => `| ${l.join(' | ')} |`).join('\n') + '\n';
 }
+
+/** Run `fn` n times one after another; the wall time of each call in ms. */
+export async function timed(n: number, fn: (i: number) => Promise<unknown>): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await fn(i);
+    out.push(performance.now() - t0);
+  }
+  return out;
+}

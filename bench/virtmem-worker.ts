@@ -11,6 +11,7 @@
  *     each sweep concurrent, as a program would write it.
  */
 import { readFile } from 'node:fs/promises';
+import { timed } from './stats.js';
 import { performance } from 'node:perf_hooks';
 import { Driver } from '../src/index.js';
 import { QmpClient, queryBalloon } from '../src/qmp/index.js';
@@ -19,15 +20,6 @@ type Job =
   | { mode: 'api'; stateDir: string; domain: string; calls: number; sizesKiB: [number, number] }
   | { mode: 'scale'; stateDir: string; reps: number };
 
-async function timed(n: number, fn: (i: number) => Promise<unknown>): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await fn(i);
-    out.push(performance.now() - t0);
-  }
-  return out;
-}
 
 /** Peak and current resident set of this process, MiB. */
 async function memory(): Promise<{ hwmMiB: number; rssMiB: number }> {
