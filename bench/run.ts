@@ -72,7 +72,18 @@ function domainXml(name: string, kib: number, guest: DefaultGuest, type: 'kvm' |
   <uuid>${randomUUID()}</uuid>
   <memory unit='KiB'>${kib}</memory>
   <currentMemory unit='KiB'>${kib}</currentMemory>
-  <vcpu>1</vcpu>
+${bootXml(guest)}  <devices>
+    <serial type='pty'/>
+    <console type='pty'/>
+    <memballoon model='virtio'><stats period='5'/></memballoon>
+  </devices>
+</domain>
+`;
+}
+
+/** The part of both domain XMLs that boots the built-in guest. */
+function bootXml(guest: DefaultGuest): string {
+  return `  <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>${guest.kernelPath}</kernel>
@@ -80,12 +91,6 @@ function domainXml(name: string, kib: number, guest: DefaultGuest, type: 'kvm' |
     <cmdline>${guest.cmdline}</cmdline>
   </os>
   <features><acpi/><apic/></features>
-  <devices>
-    <serial type='pty'/>
-    <console type='pty'/>
-    <memballoon model='virtio'><stats period='5'/></memballoon>
-  </devices>
-</domain>
 `;
 }
 
@@ -100,15 +105,7 @@ function resizeXml(name: string, bootKiB: number, regionKiB: number, guest: Defa
   <maxMemory slots='1' unit='KiB'>${bootKiB + regionKiB}</maxMemory>
   <memory unit='KiB'>${bootKiB + regionKiB}</memory>
   <currentMemory unit='KiB'>${bootKiB}</currentMemory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>${guest.kernelPath}</kernel>
-    <initrd>${guest.initrdPath}</initrd>
-    <cmdline>${guest.cmdline}</cmdline>
-  </os>
-  <features><acpi/><apic/></features>
-  <cpu><numa><cell id='0' cpus='0' memory='${bootKiB}' unit='KiB'/></numa></cpu>
+${bootXml(guest)}  <cpu><numa><cell id='0' cpus='0' memory='${bootKiB}' unit='KiB'/></numa></cpu>
   <devices>
     <serial type='pty'/>
     <console type='pty'/>
