@@ -17,6 +17,7 @@ import type {
   OsDef,
 } from './definition.js';
 import { VirtError } from './errors.js';
+import { deviceMemoryKiB } from './memory-layout.js';
 import { isUuid, normalizeUuid, validateDomainName } from './name.js';
 import { MAX_KIB, formatKiB } from './size.js';
 import { isXmlSafe } from './xml-chars.js';
@@ -140,7 +141,7 @@ function memory(v: unknown, devices: MemoryDeviceDef[]): MemoryDef {
     fail('memory.currentKiB', `${currentKiB} KiB exceeds memory.maxKiB (${maxKiB} KiB)`);
   }
   // maxKiB counts the memory devices, as libvirt's <memory> does; what is left boots the guest.
-  const devicesKiB = devices.reduce((sum, d) => sum + d.sizeKiB, 0);
+  const devicesKiB = deviceMemoryKiB({ memoryDevices: devices });
   if (maxKiB - devicesKiB < MIN_MEMORY_KIB) {
     fail(
       'memory.maxKiB',
