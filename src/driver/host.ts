@@ -12,6 +12,8 @@ let accelCache: Accel | undefined;
 /** 'kvm' when /dev/kvm can be opened read-write, else 'tcg' (software emulation). */
 export async function detectAccel(): Promise<Accel> {
   if (accelCache) return accelCache;
+  const forced = process.env.VIRTMEM_ACCEL;
+  if (forced === 'kvm' || forced === 'tcg') return (accelCache = forced);
   try {
     const fh = await open('/dev/kvm', 'r+');
     await fh.close();
