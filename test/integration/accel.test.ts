@@ -138,6 +138,30 @@ describe('a host whose KVM is present but runs no guest', () => {
   });
 });
 
+describe('a host with no KVM device', () => {
+  test('auto runs TCG without a word; kvm is refused naming the missing device', async () => {
+    const dir = join(fake.dir, 'nokvm');
+    const sb = await sandbox({ env: { ...process.env, VIRTMEM_KVM_DEVICE: join(dir, 'kvm'), VIRTMEM_PROBE_CACHE: join(dir, 'probe.json') } });
+    try {
+      const caps = JSON.parse(await sb.ok('capabilities', '--json')) as Json;
+      assert.equal(caps.kvm.devicePresent, false);
+      assert.match(caps.kvm.reason, /kvm does not exist \(no hardware virtualization, or the kvm module is not loaded\)/);
+      await sb.ok('new', 'plain', '--memory', '256M');
+      const r = await sb.run('start', 'plain');
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stderr, '', 'nothing to explain: there is no KVM');
+      assert.equal((JSON.parse(await sb.ok('dominfo', 'plain', '--json')) as Json).accel, 'tcg');
+      await sb.ok('destroy', 'plain');
+      await sb.ok('new', 'kvmonly', '--memory', '256M', '--accel', 'kvm');
+      const k = await sb.run('start', 'kvmonly');
+      assert.equal(k.code, 1);
+      assert.match(k.stderr, /KVM does not work on this host: .*kvm does not exist/);
+    } finally {
+      await sb.cleanup();
+    }
+  });
+});
+
 describe('this host as it is', () => {
   test('capabilities agrees with the KVM device and never claims KVM without a probe guest', async () => {
     const caps = JSON.parse(await real.ok('capabilities', '--json')) as Json;
