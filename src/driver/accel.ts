@@ -198,7 +198,7 @@ async function runProbe(device: string, emulator: string, kernel: string, timeou
     '-machine', 'pc,accel=kvm', '-cpu', 'host', '-m', '128M', '-smp', '1',
     '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
     '-kernel', kernel, '-append', 'console=ttyS0 panic=-1 loglevel=4',
-    '-serial', `file:${consolePath}`,
+    '-serial', `file:${consolePath.replaceAll(',', ',,')}`, // QEMU option syntax: a literal comma is doubled
   ];
   const t0 = Date.now();
   const base = { devicePresent: true, device, probedAt: new Date().toISOString() };
