@@ -34,6 +34,10 @@ export const Proc = {
   CONNECT_SUPPORTS_FEATURE: 60,
   AUTH_LIST: 66,
   AUTH_POLKIT: 70,
+  DOMAIN_GET_SECURITY_LABEL: 121,
+  NODE_GET_SECURITY_MODEL: 122,
+  DOMAIN_HAS_MANAGED_SAVE_IMAGE: 183,
+  DOMAIN_CREATE_WITH_FLAGS: 196,
   DOMAIN_IS_PERSISTENT: 151,
   CONNECT_GET_LIB_VERSION: 157,
   DOMAIN_MEMORY_STATS: 159,
@@ -248,4 +252,11 @@ export function decodeDomainEvent(proc: number, payload: Buffer): DomainEvent | 
   }
   r.end();
   return ev;
+}
+
+/** XDR `char name<N>`: an array of 4-byte chars, NUL-terminated by libvirt. */
+export function readCharArray(r: XdrReader, max: number): string {
+  const codes = r.array((x) => x.int(), max);
+  const end = codes.indexOf(0);
+  return Buffer.from((end < 0 ? codes : codes.slice(0, end)).map((c) => c & 0xff)).toString('utf8');
 }
