@@ -173,10 +173,10 @@ export class LibvirtDriver implements HypervisorDriver {
       security: model ? { model, doi, label: label || null, enforcing } : null,
       cpuTimeS: running ? Number(info.cpuTimeNs) / 1e9 : null,
       maxMemoryKiB: info.maxMemKiB,
-      // libvirt's "Used memory" is the balloon over boot RAM and misses virtio-mem; ours counts it.
-      usedMemoryKiB: info.memoryKiB + plugged,
+      // libvirt >= 8 counts plugged virtio-mem in its "memory" (older ones did not: see below).
+      usedMemoryKiB: info.memoryKiB,
       autostart: autoR.int() !== 0, accel: null, cpuModel: null, accelNote: null,
-      memory: { bootKiB: layout.bootKiB, balloonKiB: info.memoryKiB, dimmKiB: layout.dimmKiB, pluggedKiB: plugged, hotplugSizeKiB: hotplugSize },
+      memory: { bootKiB: layout.bootKiB, balloonKiB: info.memoryKiB - plugged, dimmKiB: layout.dimmKiB, pluggedKiB: plugged, hotplugSizeKiB: hotplugSize },
     };
   }
 
@@ -339,7 +339,7 @@ export class LibvirtDriver implements HypervisorDriver {
       }
       return this.runAndWait(c, d, opts, flags, kib, async () => {
         await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(kib).uint(affectBits(flags)), signal);
-      }, (state) => state.balloonKiB === kib && state.pluggedKiB.every((p, i) => p === (layout?.virtioMem[i]?.currentKiB ?? p)), infoNow, layout);
+      }, null, layout);
     }
 
     // virtio-mem: plan the split, order the steps, run them through libvirt.
@@ -351,7 +351,7 @@ export class LibvirtDriver implements HypervisorDriver {
     if (kib > total) throw invalidArg(`invalid argument: cannot set memory higher than max memory (${kib} KiB > ${total} KiB)`);
     if (kib <= layout.dimmKiB) throw invalidArg(`invalid argument: ${kib} KiB is not above the guest's DIMM memory`);
     const plan = planMemory(ml, kib);
-    const nowTotal = (infoNow?.memoryKiB ?? 0) + layout.virtioMem.reduce((s, v) => s + v.currentKiB, 0) + layout.dimmKiB;
+    const nowTotal = infoNow?.memoryKiB ?? 0;
     if (!opts.force && kib > nowTotal) {
       const refusal = growthRefusal(kib - nowTotal, this.uri.transport === 'unix' ? await hostMemAvailableKiB() : null);
       if (refusal) throw invalidArg(refusal);
@@ -369,12 +369,12 @@ export class LibvirtDriver implements HypervisorDriver {
       if (flags.config) {
         await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(kib).uint(AffectFlag.CONFIG), signal);
       }
-    }, (state) => state.balloonKiB === plan.balloonKiB && state.pluggedKiB.every((p, i) => p === plan.requestedKiB[i]), infoNow, layout);
+    }, plan.requestedKiB, layout);
   }
 
   private async runAndWait(
     c: LibvirtClient, d: WireDomain, opts: SetMemoryOptions, flags: AffectFlags, targetKiB: number, act: () => Promise<void>,
-    reached: (s: { balloonKiB: number; pluggedKiB: number[] }) => boolean, infoNow: { memoryKiB: number } | null, layout: LibvirtMemoryLayout | null,
+    plannedKiB: number[] | null, layout: LibvirtMemoryLayout | null,
   ): Promise<SetMemoryResult> {
     const result = (actualKiB: number | null, ok: boolean): SetMemoryResult => ({ targetKiB, actualKiB, reached: ok, live: !!flags.live, config: !!flags.config });
     if (!opts.wait) {
@@ -382,26 +382,15 @@ export class LibvirtDriver implements HypervisorDriver {
       return result(null, false);
     }
     const key = d.uuid.toString('hex');
-    const state = { balloonKiB: infoNow?.memoryKiB ?? 0, pluggedKiB: (layout?.virtioMem ?? []).map((v) => v.currentKiB) };
-    const aliasIndex = new Map((layout?.virtioMem ?? []).map((v, i) => [v.alias ?? '', i]));
-    const dimm = layout?.dimmKiB ?? 0;
-    const totalNow = (): number => state.balloonKiB + dimm + state.pluggedKiB.reduce((s, p) => s + p, 0);
-    const startKiB = totalNow();
     const startedAt = Date.now();
     const timeoutMs = opts.timeoutMs ?? 300_000;
     const stallMs = opts.stallMs ?? 10_000;
-    let lastMoveAt = Date.now();
     let wake: (() => void) | null = null;
     const poke = (): void => { const w = wake; wake = null; w?.(); };
+    // Events only wake the loop; the sizes are always read back from libvirt, whose "memory"
+    // (virDomainGetInfo) is the balloon plus plugged virtio-mem since libvirt 8.
     const off = c.onEvent((e) => {
-      if (e.dom.uuid.toString('hex') !== key) return;
-      if (e.kind === 'balloon-change') state.balloonKiB = e.actualKiB;
-      else if (e.kind === 'memory-device-size-change') {
-        const i = aliasIndex.get(e.alias);
-        if (i !== undefined) state.pluggedKiB[i] = e.sizeKiB;
-      } else return;
-      lastMoveAt = Date.now();
-      poke();
+      if (e.dom.uuid.toString('hex') === key && (e.kind === 'balloon-change' || e.kind === 'memory-device-size-change')) poke();
     });
     let dead: LibvirtError | null = null;
     const offClose = c.onClose((err) => { dead = err; poke(); });
@@ -409,20 +398,26 @@ export class LibvirtDriver implements HypervisorDriver {
     try {
       ids.push(await c.registerEvent(EventId.BALLOON_CHANGE, { signal: opts.signal }));
       if (layout?.virtioMem.length) ids.push(await c.registerEvent(EventId.MEMORY_DEVICE_SIZE_CHANGE, { signal: opts.signal }));
+      let now = await this.liveSizes(d, layout, opts.signal);
+      const startKiB = now.totalKiB;
+      let lastMoveAt = Date.now();
       await act();
       for (;;) {
         if (dead) throw dead;
         if (opts.signal?.aborted) throw new VirtError('ABORTED', 'setmem --wait aborted');
-        opts.onProgress?.({ actualKiB: totalNow(), targetKiB, startKiB, elapsedMs: Date.now() - startedAt });
-        if (reached(state)) return result(totalNow(), true);
-        if (Date.now() - startedAt > timeoutMs) throw new VirtError('TIMEOUT', `domain '${d.name}' did not reach ${targetKiB} KiB within ${Math.round(timeoutMs / 1000)} s (now ${totalNow()} KiB)`);
-        if (Date.now() - lastMoveAt > stallMs) throw new VirtError('NOT_REACHED', `domain '${d.name}' stopped at ${totalNow()} KiB of ${targetKiB} KiB (no progress for ${Math.round(stallMs / 1000)} s); the guest may be unable to give up more memory`);
-        // Events are rate-limited by QEMU: also poll once a second.
+        const next = await this.liveSizes(d, layout, opts.signal);
+        if (next.totalKiB !== now.totalKiB || next.pluggedKiB.some((p, i) => p !== now.pluggedKiB[i])) lastMoveAt = Date.now();
+        now = next;
+        opts.onProgress?.({ actualKiB: now.totalKiB, targetKiB, startKiB, elapsedMs: Date.now() - startedAt });
+        const devicesDone = plannedKiB === null || now.pluggedKiB.every((p, i) => p === plannedKiB[i]);
+        if (now.totalKiB === targetKiB && devicesDone) return result(now.totalKiB, true);
+        if (Date.now() - startedAt > timeoutMs) throw new VirtError('TIMEOUT', `domain '${d.name}' did not reach ${targetKiB} KiB within ${Math.round(timeoutMs / 1000)} s (now ${now.totalKiB} KiB)`);
+        if (Date.now() - lastMoveAt > stallMs) throw new VirtError('NOT_REACHED', `domain '${d.name}' stopped at ${now.totalKiB} KiB of ${targetKiB} KiB (no progress for ${Math.round(stallMs / 1000)} s); the guest may be unable to give up more memory`);
+        // QEMU rate-limits its balloon events: a slow poll backs them up.
         await new Promise<void>((resolve) => {
           const t = setTimeout(() => { wake = null; resolve(); }, 1_000);
           wake = () => { clearTimeout(t); resolve(); };
         });
-        if (!reached(state)) await this.refresh(d, state, aliasIndex, opts.signal, () => { lastMoveAt = Date.now(); });
       }
     } finally {
       off();
@@ -431,20 +426,15 @@ export class LibvirtDriver implements HypervisorDriver {
     }
   }
 
-  /** Re-read balloon and virtio-mem sizes (a fallback for rate-limited events). */
-  private async refresh(d: WireDomain, state: { balloonKiB: number; pluggedKiB: number[] }, aliasIndex: Map<string, number>, signal: AbortSignal | undefined, moved: () => void): Promise<void> {
+  /** libvirt's live total and each virtio-mem device's plugged size (one round trip). */
+  private async liveSizes(d: WireDomain, layout: LibvirtMemoryLayout | null, signal: AbortSignal | undefined): Promise<{ totalKiB: number; pluggedKiB: number[] }> {
     const [infoR, xmlR] = await Promise.all([
       this.domCall(d, Proc.DOMAIN_GET_INFO, null, signal),
-      state.pluggedKiB.length ? this.domCall(d, Proc.DOMAIN_GET_XML_DESC, (w) => w.uint(0), signal) : Promise.resolve(null),
+      layout?.virtioMem.length ? this.domCall(d, Proc.DOMAIN_GET_XML_DESC, (w) => w.uint(0), signal) : Promise.resolve(null),
     ]);
     const info = readDomainInfo(infoR);
-    if (info.memoryKiB !== state.balloonKiB) { state.balloonKiB = info.memoryKiB; moved(); }
-    if (xmlR) {
-      for (const v of memoryLayoutFromXml(xmlR.string(STRING_MAX)).virtioMem) {
-        const i = aliasIndex.get(v.alias ?? '');
-        if (i !== undefined && state.pluggedKiB[i] !== v.currentKiB) { state.pluggedKiB[i] = v.currentKiB; moved(); }
-      }
-    }
+    const plugged = xmlR ? memoryLayoutFromXml(xmlR.string(STRING_MAX)).virtioMem.map((v) => v.currentKiB) : [];
+    return { totalKiB: info.memoryKiB, pluggedKiB: plugged };
   }
 }
 

@@ -223,9 +223,9 @@ export type DomainEvent =
 
 /**
  * REMOTE_PROC_DOMAIN_EVENT_MEMORY_DEVICE_SIZE_CHANGE. Not in the older protocol files we read;
- * the number was confirmed against libvirt 9.0 on this machine (test/integration).
+ * 438 is what libvirt 9.0 on this machine sends (observed: registering event id 26 and resizing).
  */
-export const PROC_EVENT_MEMORY_DEVICE_SIZE_CHANGE = 445;
+export const PROC_EVENT_MEMORY_DEVICE_SIZE_CHANGE = 438;
 
 /** Decode a domain event; null for procedures virtmem does not subscribe to. */
 export function decodeDomainEvent(proc: number, payload: Buffer): DomainEvent | null {
