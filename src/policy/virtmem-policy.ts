@@ -58,6 +58,9 @@ export const DEFAULT_POLICY_OPTIONS: VirtmemPolicyOptions = {
 /** Per-guest memory between rounds. */
 export interface VirtmemPolicyState {
   lastPressureS: Map<string, number>;
+  /** Rounds in a row with pressure: each one doubles the growth step (a guest that keeps
+   * running out needs more than its statistics can show: stalled allocations are not "used"). */
+  pressureStreak: Map<string, number>;
 }
 
 /** virtio-mem's block (2 MiB): targets are multiples of it. */
@@ -98,13 +101,16 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     if (sig.swapInKiBPerS > 0) why.push(`swapping in ${mib(sig.swapInKiBPerS)}/s`);
     if (sig.stallPct !== undefined && sig.stallPct > o.stallPctPressure) why.push(`memory stall ${sig.stallPct.toFixed(1)} %`);
     const pressured = why.length > 0;
-    if (pressured) state.lastPressureS.set(g.name, s.nowS);
     const coolingS = s.nowS - (state.lastPressureS.get(g.name) ?? -Infinity);
+    const streak = pressured && coolingS <= 2 * o.periodS ? (state.pressureStreak.get(g.name) ?? 0) + 1 : 0;
+    state.pressureStreak.set(g.name, streak);
+    if (pressured) state.lastPressureS.set(g.name, s.nowS);
     let targetKiB = g.currentKiB;
     let reason = `use ${mib(useKiB)} + headroom ${mib(headroom)}: within band`;
     if (pressured) {
-      targetKiB = alignUp(Math.max(useKiB + 3 * headroom, g.currentKiB + o.minGrowKiB));
-      reason = `pressure (${why.join(', ')}): grow to use ${mib(useKiB)} + 3 x headroom`;
+      const stepKiB = o.minGrowKiB * 2 ** Math.min(streak, 4);
+      targetKiB = alignUp(Math.max(useKiB + 3 * headroom, g.currentKiB + stepKiB));
+      reason = `pressure (${why.join(', ')}): grow by at least ${mib(stepKiB)}${streak ? ` (pressure ${streak + 1} rounds in a row)` : ''}`;
     } else if (sig.availableKiB < headroom) {
       targetKiB = alignUp(useKiB + 2 * headroom);
       reason = `available ${mib(sig.availableKiB)} below headroom ${mib(headroom)}: grow`;
@@ -151,24 +157,30 @@ function fitBudget(s: Snapshot, plans: Plan[], o: VirtmemPolicyOptions): void {
     budget = plans.reduce((sum, p) => sum + p.g.currentKiB, 0) + (s.host.memAvailableKiB - reserve);
   }
   let over = plans.reduce((sum, p) => sum + p.targetKiB, 0) - budget;
-  if (over <= 0) return;
-  for (const p of [...plans].filter((q) => !q.pressured).sort((a, b) => (b.targetKiB - b.minKiB) - (a.targetKiB - a.minKiB))) {
-    if (over <= 0) return;
-    const cut = Math.min(over, p.targetKiB - p.minKiB);
-    if (cut <= 0) continue;
-    p.targetKiB = alignDown(p.targetKiB - cut);
-    if (p.targetKiB < p.minKiB) p.targetKiB = p.minKiB;
-    over -= cut;
-    p.reason += `; host budget: cut to ${mib(p.targetKiB)}`;
+  if (over > 0) {
+    for (const p of [...plans].filter((q) => !q.pressured).sort((a, b) => (b.targetKiB - b.minKiB) - (a.targetKiB - a.minKiB))) {
+      if (over <= 0) break;
+      const cut = Math.min(over, p.targetKiB - p.minKiB);
+      if (cut <= 0) continue;
+      p.targetKiB = Math.max(p.minKiB, alignDown(p.targetKiB - cut));
+      over -= cut;
+      p.reason += `; host budget: cut to ${mib(p.targetKiB)}`;
+    }
   }
-  if (over <= 0) return;
-  const growers = plans.filter((p) => p.pressured && p.targetKiB > Math.max(p.g.currentKiB, p.minKiB));
+  // Growth goes only into memory that is free now: a guest being shrunk holds its memory until
+  // it has given it back, so growing into it at once would overshoot the budget meanwhile.
+  const growers = plans.filter((p) => p.targetKiB > p.g.currentKiB);
+  if (growers.length === 0) return;
+  const held = plans.reduce((sum, p) => sum + (growers.includes(p) ? p.g.currentKiB : Math.max(p.g.currentKiB, p.targetKiB)), 0);
+  const room = Math.max(0, budget - held);
+  const wanted = growers.reduce((sum, p) => sum + (p.targetKiB - p.g.currentKiB), 0);
+  if (wanted <= room) return;
   const shares = growers.reduce((sum, p) => sum + p.g.settings.shares, 0);
   for (const p of growers) {
-    const floorKiB = Math.max(p.g.currentKiB, p.minKiB);
-    const cut = Math.min(p.targetKiB - floorKiB, Math.ceil(over * (p.g.settings.shares / shares)));
-    p.targetKiB = Math.max(floorKiB, alignDown(p.targetKiB - cut));
-    p.reason += `; growth limited by the host budget (shares ${p.g.settings.shares})`;
+    const give = Math.min(p.targetKiB - p.g.currentKiB, Math.floor(room * (p.g.settings.shares / shares)));
+    // The guard rail wins over the budget: never leave a guest below its safe minimum.
+    p.targetKiB = Math.max(p.minKiB, alignDown(p.g.currentKiB + give));
+    p.reason += `; growth limited to the free part of the host budget (shares ${p.g.settings.shares})`;
   }
 }
 
@@ -177,7 +189,7 @@ export function virtmemPolicy(o: VirtmemPolicyOptions = DEFAULT_POLICY_OPTIONS):
   return {
     name: 'virtmem',
     periodS: o.periodS,
-    initialState: () => ({ lastPressureS: new Map() }),
+    initialState: () => ({ lastPressureS: new Map(), pressureStreak: new Map() }),
     decide: (s, state) => decideVirtmem(s, state, o),
   };
 }

@@ -5,7 +5,7 @@ import { decideVirtmem, DEFAULT_POLICY_OPTIONS, virtmemPolicy, type VirtmemPolic
 import { momPolicy } from '../../src/policy/mom.js';
 import { MiB, type GuestSnapshot, type GuestSignals, type Snapshot } from '../../src/policy/types.js';
 
-const fresh = (): VirtmemPolicyState => ({ lastPressureS: new Map() });
+const fresh = (): VirtmemPolicyState => ({ lastPressureS: new Map(), pressureStreak: new Map() });
 const sig = (over: Partial<GuestSignals> = {}): GuestSignals => ({
   availableKiB: 300 * MiB, unusedKiB: 200 * MiB, diskCachesKiB: 50 * MiB, majorFaultsPerS: 0, swapInKiBPerS: 0, ageS: 1, ...over,
 });
@@ -73,7 +73,7 @@ describe('pressure', () => {
     const d = decideVirtmem(snap([guest('p', 1024 * MiB, sig({ availableKiB: 20 * MiB }))]), fresh());
     assert.equal(d.actions.length, 1);
     assert.ok(d.actions[0]!.targetKiB >= 1024 * MiB + 256 * MiB);
-    assert.match(d.actions[0]!.reason, /^pressure \(available 20 MiB < \d+ MiB\)/);
+    assert.match(d.actions[0]!.reason, /^pressure \(available 20 MiB < \d+ MiB\): grow by at least 256 MiB$/);
   });
   test('major faults, swap-in and the guest\'s own stall count as pressure', () => {
     for (const s of [sig({ majorFaultsPerS: 500 }), sig({ swapInKiBPerS: 4096 }), sig({ stallPct: 4.2 })]) {
