@@ -11,8 +11,9 @@ import { LibvirtDriver } from '../driver/libvirt-driver.js';
 import { chooseUri, isNativeUri } from '../libvirt/uri.js';
 import { EXTRA_COMMANDS } from './extra-commands.js';
 import { INSPECT_COMMANDS } from './inspect-commands.js';
+import { POLICY_COMMANDS } from './policy-commands.js';
 
-const ALL: Command[] = [...COMMANDS, ...EXTRA_COMMANDS, ...INSPECT_COMMANDS];
+const ALL: Command[] = [...COMMANDS, ...EXTRA_COMMANDS, ...INSPECT_COMMANDS, ...POLICY_COMMANDS];
 
 function usage(): string {
   const w = Math.max(...ALL.map((c) => c.name.length));
