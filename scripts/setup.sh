@@ -41,6 +41,13 @@ else
   [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ] || as_root apt-get update -qq
 fi
 
+# The libvirt driver's tests and the benchmarks talk to the machine's libvirtd; without systemd
+# (containers, CI) start it and its log daemon here. Idempotent: a running one is left alone.
+if [ "$dev" -eq 1 ] && [ ! -S /var/run/libvirt/libvirt-sock -o -z "$(pgrep -x libvirtd || true)" ]; then
+  pgrep -x virtlogd >/dev/null || as_root virtlogd -d
+  pgrep -x libvirtd >/dev/null || as_root libvirtd -d
+fi
+
 node -e 'const [maj]=process.versions.node.split(".").map(Number); if (maj < 20) { console.error(`setup: Node ${process.version} is too old; virtmem needs Node 20 or later`); process.exit(1); }'
 
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
