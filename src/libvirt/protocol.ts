@@ -57,7 +57,11 @@ export const Proc = {
   DOMAIN_EVENT_CALLBACK_LIFECYCLE: 318,
   DOMAIN_EVENT_CALLBACK_BALLOON_CHANGE: 331,
   CONNECT_GET_ALL_DOMAIN_STATS: 344,
+  DOMAIN_GET_MESSAGES: 426,
 } as const;
+
+/** REMOTE_DOMAIN_MESSAGES_MAX: the most messages (taints, deprecations) one reply carries. */
+export const DOMAIN_MESSAGES_MAX = 2048;
 
 /** remote_auth_type. */
 export const AuthType = { NONE: 0, SASL: 1, POLKIT: 2 } as const;
@@ -73,8 +77,12 @@ export const ListFlag = { ACTIVE: 1, INACTIVE: 2 } as const;
 export const XmlFlag = { SECURE: 1, INACTIVE: 2 } as const;
 /** virDomainStatsTypes. */
 export const StatsType = { STATE: 1, CPU_TOTAL: 2, BALLOON: 4, VCPU: 8 } as const;
-/** VIR_DRV_FEATURE_PROGRAM_KEEPALIVE: the client can answer keepalive pings. */
-export const FEATURE_PROGRAM_KEEPALIVE = 7;
+/**
+ * VIR_DRV_FEATURE_PROGRAM_KEEPALIVE (libvirt_internal.h): the client speaks the keepalive
+ * program. 10, not 7: 7 is MIGRATE_CHANGE_PROTECTION, which every qemu daemon also "supports",
+ * so asking for 7 looks like success but never turns the daemon's pings on.
+ */
+export const FEATURE_PROGRAM_KEEPALIVE = 10;
 
 export const STRING_MAX = 4 * 1024 * 1024;
 export const UUID_BYTES = 16;

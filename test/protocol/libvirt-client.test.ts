@@ -73,6 +73,10 @@ test('connect sends AUTH_LIST, CONNECT_OPEN with the name, then the keepalive fe
     const cl = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0 });
     assert.deepEqual(d.calls.map((c) => c.proc), [Proc.AUTH_LIST, Proc.CONNECT_OPEN, Proc.CONNECT_SUPPORTS_FEATURE]);
     assert.equal(d.calls[1]!.payload.subarray(8, 8 + 14).toString(), 'qemu:///system');
+    // VIR_DRV_FEATURE_PROGRAM_KEEPALIVE is 10 (libvirt_internal.h); any other number leaves the
+    // daemon's pings off while looking like success.
+    assert.equal(d.calls[2]!.payload.readInt32BE(0), 10);
+    assert.equal(d.calls[2]!.payload.length, 4);
     // Out-of-order replies go to the right callers.
     const got = await Promise.all([1, 2, 3, 4].map(() => cl.call(Proc.DOMAIN_GET_XML_DESC, null).then((b) => b.subarray(4, 4 + b.readUInt32BE(0)).toString())));
     assert.deepEqual(got.map((s) => s.startsWith('xml-')), [true, true, true, true]);
