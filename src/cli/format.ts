@@ -61,6 +61,8 @@ export function formatDominfo(info: DomainInfo): string {
     lines.push(row('Security model', info.security.model), row('Security DOI', info.security.doi));
     if (info.security.label) lines.push(row('Security label', `${info.security.label} (${info.security.enforcing ? 'enforcing' : 'permissive'})`));
   }
+  // virsh (>= 7.1): the first message on a "Messages:" line, the rest under it.
+  (info.messages ?? []).forEach((msg, i) => lines.push(i === 0 ? row('Messages', msg) : `${''.padEnd(15)} ${msg}`));
   // virsh's lines stay as they are; a guest with memory devices also says where its memory is
   // (libvirt's "Used memory" ignores virtio-mem, ours counts it and shows the parts).
   const m = info.memory;

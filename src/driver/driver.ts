@@ -62,6 +62,8 @@ export interface DomainInfo extends DomainSummary {
   security?: { model: string; doi: string; label: string | null; enforcing: boolean } | null;
   /** Whether a managed save image exists, when the driver knows (libvirt). */
   managedSave?: boolean;
+  /** libvirt's messages about the domain (taints, deprecations), printed by virsh dominfo. */
+  messages?: string[];
   vcpus: number;
   cpuTimeS: number | null;
   maxMemoryKiB: number;

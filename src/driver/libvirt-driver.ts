@@ -8,7 +8,7 @@
 import { LibvirtClient, type ClientOptions } from '../libvirt/client.js';
 import { LibvirtError } from '../libvirt/errors.js';
 import {
-  AffectFlag, EventId, ListFlag, MEMORY_STATS_MAX, MEMORY_STAT_NAMES, Proc, QEMU_PROGRAM, QEMU_VERSION, QemuProc,
+  AffectFlag, DOMAIN_MESSAGES_MAX, EventId, ListFlag, MEMORY_STATS_MAX, MEMORY_STAT_NAMES, Proc, QEMU_PROGRAM, QEMU_VERSION, QemuProc,
   STRING_MAX, StatsType, readCharArray, XmlFlag, paramNumber, readDomain, readDomainInfo, readTypedParam, uuidBytes, uuidText, writeDomain,
   type DomainEvent, type WireDomain,
 } from '../libvirt/protocol.js';
@@ -130,7 +130,10 @@ export class LibvirtDriver implements HypervisorDriver {
       };
     });
     // virsh's order: running domains by id, then inactive ones by name.
-    return rows.sort((a, b) => (a.id === null ? (b.id === null ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : 1) : b.id === null ? -1 : a.id - b.id));
+    // virsh compares names with strcasecmp (ASCII case folding only).
+    const fold = (n: string): string => n.replace(/[A-Z]+/g, (c) => c.toLowerCase());
+    const byName = (a: string, b: string): number => { const x = fold(a), y = fold(b); return x < y ? -1 : x > y ? 1 : 0; };
+    return rows.sort((a, b) => (a.id === null ? (b.id === null ? byName(a.name, b.name) : 1) : b.id === null ? -1 : a.id - b.id));
   }
 
   async state(ref: string): Promise<{ state: DomainState; reason: StateReason }> {
@@ -145,7 +148,7 @@ export class LibvirtDriver implements HypervisorDriver {
     const call = (proc: number, extra?: Parameters<LibvirtClient['call']>[1]): Promise<XdrReader> =>
       c.call(proc, (w) => { writeDomain(w, d); extra?.(w); }, { signal }).then((b) => new XdrReader(b));
     // Pipelined: one round trip's latency for all of them.
-    const [infoR, stateR, persR, autoR, xmlR, osR, msR, secModel, labelR] = await Promise.all([
+    const [infoR, stateR, persR, autoR, xmlR, osR, msR, secModel, labelR, messages] = await Promise.all([
       call(Proc.DOMAIN_GET_INFO), call(Proc.DOMAIN_GET_STATE, (w) => w.uint(0)), call(Proc.DOMAIN_IS_PERSISTENT),
       call(Proc.DOMAIN_GET_AUTOSTART), call(Proc.DOMAIN_GET_XML_DESC, (w) => w.uint(0)), call(Proc.DOMAIN_GET_OS_TYPE),
       call(Proc.DOMAIN_HAS_MANAGED_SAVE_IMAGE, (w) => w.uint(0)),
@@ -154,6 +157,8 @@ export class LibvirtDriver implements HypervisorDriver {
         throw e;
       }),
       call(Proc.DOMAIN_GET_SECURITY_LABEL).catch(() => null),
+      // virsh ignores a failure here (older daemons lack the call), and so do we.
+      call(Proc.DOMAIN_GET_MESSAGES, (w) => w.uint(0)).then((r) => r.array((x) => x.string(STRING_MAX), DOMAIN_MESSAGES_MAX), () => []),
     ]);
     const model = secModel ? readCharArray(secModel, 257) : '';
     const doi = secModel ? readCharArray(secModel, 257) : '';
@@ -169,7 +174,7 @@ export class LibvirtDriver implements HypervisorDriver {
     return {
       id: running ? d.id : null, name: d.name, uuid: uuidText(d.uuid), state: stateOf(st), reason: reasonOf(st, reason),
       persistent: persR.int() !== 0, osType: osR.string(STRING_MAX), vcpus: info.nrVirtCpu,
-      managedSave: msR.int() !== 0,
+      managedSave: msR.int() !== 0, messages,
       security: model ? { model, doi, label: label || null, enforcing } : null,
       cpuTimeS: running ? Number(info.cpuTimeNs) / 1e9 : null,
       maxMemoryKiB: info.maxMemKiB,
