@@ -6,7 +6,7 @@
  * when the connection dies.
  */
 import type { Duplex } from 'node:stream';
-import { FrameDecoder, MessageStatus, MessageType, encodePacket, type Packet } from './framing.js';
+import { FrameDecoder, LEN_BYTES, MESSAGE_MAX_BYTES, MessageStatus, MessageType, encodePacket, writeHeader, type Packet } from './framing.js';
 import { LibvirtError } from './errors.js';
 import {
   AuthType, EventId, FEATURE_PROGRAM_KEEPALIVE, KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, KeepaliveProc, Proc,
@@ -35,6 +35,10 @@ export type ClientState = 'open' | 'closing' | 'closed';
 
 interface Pending {
   proc: number;
+  prog: number;
+  /** Date.now() after which the call fails with a timeout. */
+  deadline: number;
+  timeoutMs: number;
   resolve(payload: Buffer): void;
   reject(err: LibvirtError): void;
 }
@@ -48,6 +52,8 @@ export class LibvirtClient {
   private readonly closeListeners = new Set<(err: LibvirtError) => void>();
   private readonly callTimeoutMs: number;
   private keepaliveTimer: NodeJS.Timeout | null = null;
+  private deadlineTimer: NodeJS.Timeout | null = null;
+  private deadlineAt = 0;
   private lastHeardAt = Date.now();
   private unanswered = 0;
   private closeError: LibvirtError | null = null;
@@ -113,36 +119,58 @@ export class LibvirtClient {
   /** Call a procedure of any program (QEMU's monitor passthrough is program 0x20008087). */
   callProgram(prog: number, vers: number, proc: number, args: ((w: XdrWriter) => void) | null, opts: CallOptions = {}): Promise<Buffer> {
     if (this.state !== 'open') return Promise.reject(this.closeError ?? new LibvirtError('closed', 'the libvirt connection is closed'));
-    if (opts.signal?.aborted) return Promise.reject(new LibvirtError('aborted', `call ${procName(prog, proc)} aborted`));
-    let payload: Buffer;
-    if (args) {
-      const w = new XdrWriter();
-      args(w);
-      payload = w.finish();
-    } else payload = Buffer.alloc(0);
+    const signal = opts.signal;
+    if (signal?.aborted) return Promise.reject(new LibvirtError('aborted', `call ${procName(prog, proc)} aborted`));
     this.serial = (this.serial + 1) >>> 0;
     const serial = this.serial;
-    const packet = encodePacket({ prog, vers, proc, type: MessageType.CALL, serial, status: MessageStatus.OK }, payload);
+    // Header and payload written into one buffer: room for the header first, filled in after.
+    const w = new XdrWriter(512);
+    for (let i = 0; i < 7; i++) w.uint(0);
+    args?.(w);
+    const packet = w.finish();
+    if (packet.length - LEN_BYTES > MESSAGE_MAX_BYTES) {
+      return Promise.reject(new LibvirtError('protocol', `call ${procName(prog, proc)} is ${packet.length} bytes, over libvirt's limit`));
+    }
+    writeHeader(packet, { prog, vers, proc, type: MessageType.CALL, serial, status: MessageStatus.OK });
     const timeoutMs = opts.timeoutMs ?? this.callTimeoutMs;
     return new Promise<Buffer>((resolve, reject) => {
-      const cleanup = (): void => {
-        clearTimeout(timer);
-        opts.signal?.removeEventListener('abort', onAbort);
-        this.pending.delete(serial);
+      let onAbort: (() => void) | null = null;
+      const entry: Pending = {
+        proc, prog, deadline: Date.now() + timeoutMs, timeoutMs,
+        resolve: (p) => { this.pending.delete(serial); if (onAbort) signal!.removeEventListener('abort', onAbort); resolve(p); },
+        reject: (e) => { this.pending.delete(serial); if (onAbort) signal!.removeEventListener('abort', onAbort); reject(e); },
       };
-      const onAbort = (): void => { cleanup(); reject(new LibvirtError('aborted', `call ${procName(prog, proc)} aborted`)); };
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new LibvirtError('timeout', `no reply to ${procName(prog, proc)} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-      this.pending.set(serial, {
-        proc,
-        resolve: (p) => { cleanup(); resolve(p); },
-        reject: (e) => { cleanup(); reject(e); },
-      });
+      if (signal) {
+        onAbort = (): void => entry.reject(new LibvirtError('aborted', `call ${procName(prog, proc)} aborted`));
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
+      this.pending.set(serial, entry);
+      this.armDeadlines(timeoutMs);
       this.stream.write(packet);
     });
+  }
+
+  /**
+   * Call timeouts share one timer (a timer per call costs more than the call itself on a local
+   * socket): it fires at the earliest deadline and rejects every call past its own.
+   */
+  private armDeadlines(timeoutMs: number): void {
+    const due = Date.now() + timeoutMs;
+    if (this.deadlineTimer && this.deadlineAt <= due) return;
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.deadlineAt = due;
+    this.deadlineTimer = setTimeout(() => this.expire(), Math.max(1, due - Date.now()));
+  }
+
+  private expire(): void {
+    this.deadlineTimer = null;
+    const now = Date.now();
+    let next = Infinity;
+    for (const p of [...this.pending.values()]) {
+      if (p.deadline <= now) p.reject(new LibvirtError('timeout', `no reply to ${procName(p.prog, p.proc)} within ${p.timeoutMs} ms`));
+      else next = Math.min(next, p.deadline);
+    }
+    if (next !== Infinity && this.state === 'open') this.armDeadlines(next - now);
   }
 
   /** Listen for decoded domain events (after registering them with `registerEvent`). */
@@ -197,6 +225,8 @@ export class LibvirtClient {
     this.closeError = err;
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
     this.keepaliveTimer = null;
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = null;
     for (const p of [...this.pending.values()]) p.reject(err);
     this.pending.clear();
     if (notify) for (const fn of this.closeListeners) fn(err);

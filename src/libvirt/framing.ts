@@ -42,6 +42,20 @@ export function encodePacket(header: PacketHeader, payload: Uint8Array = Buffer.
   return out;
 }
 
+/**
+ * Fill in the length word and header of `packet`, whose first 28 bytes were reserved for them
+ * (callers that build the payload in place avoid a copy).
+ */
+export function writeHeader(packet: Buffer, header: PacketHeader): void {
+  packet.writeUInt32BE(packet.length, 0);
+  packet.writeUInt32BE(header.prog >>> 0, 4);
+  packet.writeUInt32BE(header.vers >>> 0, 8);
+  packet.writeInt32BE(header.proc, 12);
+  packet.writeInt32BE(header.type, 16);
+  packet.writeUInt32BE(header.serial >>> 0, 20);
+  packet.writeInt32BE(header.status, 24);
+}
+
 /** Decode one complete packet (length word included). */
 export function decodePacket(frame: Buffer): Packet {
   const r = new XdrReader(frame);
@@ -61,8 +75,29 @@ export class FrameDecoder {
   private buffered = 0;
 
   push(chunk: Buffer): Packet[] {
+    if (this.buffered === 0) {
+      // Common case: the chunk starts at a packet boundary; slice packets without copying.
+      const out: Packet[] = [];
+      let off = 0;
+      while (chunk.length - off >= LEN_BYTES) {
+        const len = chunk.readUInt32BE(off);
+        if (len < LEN_BYTES + HEADER_BYTES) throw new XdrError(`packet length ${len} is shorter than a header`);
+        if (len - LEN_BYTES > MESSAGE_MAX_BYTES) throw new XdrError(`packet length ${len} exceeds libvirt's limit of ${MESSAGE_MAX_BYTES}`);
+        if (chunk.length - off < len) break;
+        out.push(decodePacket(chunk.subarray(off, off + len)));
+        off += len;
+      }
+      if (off === chunk.length) return out;
+      this.chunks.push(chunk.subarray(off));
+      this.buffered = chunk.length - off;
+      return out.concat(this.drain());
+    }
     this.chunks.push(chunk);
     this.buffered += chunk.length;
+    return this.drain();
+  }
+
+  private drain(): Packet[] {
     const out: Packet[] = [];
     for (;;) {
       if (this.buffered < LEN_BYTES) break;
