@@ -154,6 +154,8 @@ test('a second libvirtd on 127.0.0.1 TCP as a remote host: list, define, and the
     assert.match(ours.stdout, /remote-guest +shut off/);
     // The machine's own libvirtd does not see it: a different host.
     assert.doesNotMatch(virsh('qemu:///system', 'list', '--all', '--name').stdout, /^remote-guest$/m);
+    // ... and it writes nothing into this machine's libvirt configuration either.
+    assert.ok(!existsSync(`/etc/libvirt/qemu/${name}.xml`), 'the remote host keeps its definitions to itself');
     // The daemon dies while a call waits: the call fails with a typed error, promptly.
     const d = new LibvirtDriver(remote.uri, { keepaliveIntervalMs: 500, keepaliveCount: 3 });
     await d.list();
@@ -175,6 +177,29 @@ test('a second libvirtd on 127.0.0.1 TCP as a remote host: list, define, and the
     await d2.close();
   } finally {
     await remote.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('qemu:///system: a shut-off guest — successes and errors read exactly as virsh\'s', { skip }, async () => {
+  const U = 'qemu:///system';
+  const name = `vmlv-off-${randomBytes(3).toString('hex')}`;
+  const dir = await mkdtemp(join(tmpdir(), 'vm-lvo-'));
+  const file = join(dir, 'g.xml');
+  await writeFile(file, `<domain type='qemu'><name>${name}</name><memory unit='KiB'>262144</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os></domain>`);
+  try {
+    assert.equal(virsh(U, 'define', file).code, 0);
+    for (const words of ['setmem NAME 100M', 'setmem NAME 100M --config', 'setmem NAME 100M --current', 'setmaxmem NAME 200M',
+      'setmaxmem NAME 200M --live', 'dommemstat NAME', 'dommemstat NAME --period 5', 'dommemstat NAME --period 5 --config',
+      'shutdown NAME', 'destroy NAME', 'qemu-monitor-command NAME --hmp info balloon', 'dominfo NAME', 'dumpxml NAME --inactive',
+      'start nosuch', 'undefine nosuch', 'domstate nosuch']) {
+      const args = words.split(' ').map((w) => (w === 'NAME' ? name : w));
+      const ours = await runCli(['-c', U, ...args]);
+      const theirs = virsh(U, ...args);
+      assert.deepEqual([ours.code, ours.stdout, ours.stderr], [theirs.code, theirs.stdout, theirs.stderr], words);
+    }
+  } finally {
+    virsh(U, 'undefine', name);
     await rm(dir, { recursive: true, force: true });
   }
 });
