@@ -282,6 +282,11 @@ export class LibvirtClient {
     if (h.type !== MessageType.REPLY) return; // streams are not used; ignore
     const pend = this.pending.get(h.serial);
     if (!pend) return; // a reply to a call that already timed out or was aborted
+    if (pend.prog !== h.prog || pend.proc !== h.proc) {
+      // Decoding it as the answer to our call would read one type as another.
+      this.fail(new LibvirtError('protocol', `the reply with serial ${h.serial} is for ${procName(h.prog, h.proc)}, but that serial called ${procName(pend.prog, pend.proc)}`));
+      return;
+    }
     if (h.status === MessageStatus.OK) { pend.resolve(p.payload); return; }
     if (h.status === MessageStatus.ERROR) {
       try {

@@ -113,6 +113,16 @@ test('garbage from the daemon fails every pending call with a protocol error and
   } finally { await d.close(); }
 });
 
+test('a reply whose procedure is not the one its serial called is a protocol error, not a wrong answer', async () => {
+  const d = await fakeDaemon((c, s) => { s.write(packet(c.prog, Proc.DOMAIN_GET_XML_DESC, 1, c.serial, 0, new XdrWriter().string('<domain/>').finish())); });
+  try {
+    const cl = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0 });
+    await bounded(assert.rejects(cl.call(Proc.DOMAIN_GET_INFO, null), (e: unknown) =>
+      isLv('protocol', 'INTERNAL')(e) && /REMOTE_PROC_DOMAIN_GET_XML_DESC.*REMOTE_PROC_DOMAIN_GET_INFO/.test((e as Error).message)), 10_000, 'mismatch');
+    assert.equal(cl.connectionState, 'closed');
+  } finally { await d.close(); }
+});
+
 test('the daemon dying mid-reply rejects pending calls with a typed "closed" error', async () => {
   const d = await fakeDaemon((c, s) => { s.write(reply(c, Buffer.alloc(64)).subarray(0, 40)); setTimeout(() => s.destroy(), 10); });
   try {
