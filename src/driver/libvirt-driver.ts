@@ -335,6 +335,12 @@ export class LibvirtDriver implements HypervisorDriver {
     const xml = running ? (await this.domCall(d, Proc.DOMAIN_GET_XML_DESC, (w) => w.uint(0), signal)).string(STRING_MAX) : null;
     const layout = xml ? memoryLayoutFromXml(xml) : null;
     const infoNow = running ? readDomainInfo(await this.domCall(d, Proc.DOMAIN_GET_INFO, null, signal)) : null;
+    if (flags.live && infoNow && !opts.force && kib < infoNow.memoryKiB) {
+      const inUse = await this.guestInUseKiB(d, signal);
+      if (inUse !== null && kib < inUse) {
+        throw invalidArg(`refusing to shrink to ${kib} KiB: the guest is using ${inUse} KiB (MemTotal - MemAvailable from its statistics); use --force to shrink anyway`);
+      }
+    }
 
     if (!flags.live || !layout || layout.virtioMem.length === 0) {
       // Balloon only (or config only): libvirt's own semantics and checks.
@@ -375,6 +381,19 @@ export class LibvirtDriver implements HypervisorDriver {
         await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(kib).uint(AffectFlag.CONFIG), signal);
       }
     }, plan.requestedKiB, layout);
+  }
+
+  /**
+   * What the guest uses (its MemTotal - MemAvailable: libvirt's "available" - "usable"), or
+   * null when it has not reported statistics (period off, no balloon driver): no refusal then.
+   */
+  private async guestInUseKiB(d: WireDomain, signal: AbortSignal | undefined): Promise<number | null> {
+    const r = await this.domCall(d, Proc.DOMAIN_MEMORY_STATS, (w) => w.uint(MEMORY_STATS_MAX).uint(0), signal);
+    const stats = new Map(r.array((x) => [MEMORY_STAT_NAMES[x.int()] ?? '', x.uhyper()] as const, 1024));
+    const total = stats.get('available');
+    const usable = stats.get('usable');
+    if (!stats.get('last_update') || total === undefined || usable === undefined) return null;
+    return total - usable;
   }
 
   private async runAndWait(

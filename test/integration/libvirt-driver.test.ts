@@ -129,6 +129,16 @@ test('qemu:///system: a TCG guest with virtio-mem, driven through libvirt like v
     const tooBig = await runCli(['-c', U, 'setmem', name, '2G', '--wait']);
     assert.equal(tooBig.code, 1);
     assert.match(tooBig.stderr, /cannot set memory higher than max memory/);
+    // The guard rail: not below what the guest uses (its own statistics through libvirt).
+    const tooSmall = await runCli(['-c', U, 'setmem', name, '4M', '--wait']);
+    assert.equal(tooSmall.code, 1);
+    assert.match(tooSmall.stderr, /refusing to shrink to 4096 KiB: the guest is using \d+ KiB/);
+    assert.match((await runCli(['-c', U, 'dominfo', name])).stdout, /^Used memory: +204800 KiB$/m, 'nothing changed');
+    // Shutdown waits for libvirt's lifecycle event (the built-in guest powers off on the button).
+    const down = await runCli(['-c', U, 'shutdown', name, '--timeout', '120']);
+    assert.deepEqual([down.code, down.stdout, down.stderr], [0, `Domain '${name}' is being shutdown\n\n`, '']);
+    assert.equal(virsh(U, 'domstate', name, '--reason').stdout, 'shut off (shutdown)\n\n');
+    assert.equal((await runCli(['-c', U, 'start', name])).code, 0);
     const destroyed = await runCli(['-c', U, 'destroy', name]);
     assert.deepEqual([destroyed.code, destroyed.stdout], [0, `Domain '${name}' destroyed\n\n`]);
     const undef = await runCli(['-c', U, 'undefine', name]);
