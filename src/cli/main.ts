@@ -8,6 +8,7 @@ import { parseArgs, UsageError } from './args.js';
 import { COMMANDS, type Command } from './commands.js';
 import type { HypervisorDriver } from '../driver/hypervisor.js';
 import { LibvirtDriver } from '../driver/libvirt-driver.js';
+import { LibvirtError } from '../libvirt/errors.js';
 import { chooseUri, isNativeUri } from '../libvirt/uri.js';
 import { EXTRA_COMMANDS } from './extra-commands.js';
 import { INSPECT_COMMANDS } from './inspect-commands.js';
@@ -98,6 +99,11 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     await cmd.run({ driver, hv, args, json, out: io.out, err: io.err, isTty: io.isTty });
     return 0;
   } catch (err) {
+    if (err instanceof LibvirtError && err.kind === 'connect') {
+      // virsh: two lines, nothing on stdout.
+      io.err(`error: failed to connect to the hypervisor\nerror: ${err.message}\n`);
+      return 1;
+    }
     const d = describeError(err);
     const first = cmd.failPrefix && !(err instanceof UsageError) && d.code !== 'NO_DOMAIN' ? cmd.failPrefix(args, d.code) : null;
     const prefix = first ? `error: ${first}\n` : '';

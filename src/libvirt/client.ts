@@ -100,8 +100,10 @@ export class LibvirtClient {
       return c;
     } catch (e) {
       c.destroy();
-      if (e instanceof LibvirtError && e.kind === 'remote') {
-        throw new LibvirtError('connect', `failed to connect to the hypervisor at '${u.text}': ${e.message}`, { cause: e });
+      // Whatever ended the handshake (the daemon said no, the ssh helper died, silence), the
+      // connection was never open: a connect error, as virsh reports it.
+      if (e instanceof LibvirtError && e.kind !== 'connect' && e.kind !== 'aborted') {
+        throw new LibvirtError('connect', e.message, { cause: e });
       }
       throw e;
     }

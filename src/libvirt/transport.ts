@@ -17,7 +17,17 @@ export interface ConnectOptions {
   signal?: AbortSignal | undefined;
 }
 
-function bounded<T extends Duplex>(what: string, make: () => T, ready: string, opts: ConnectOptions, after?: (s: T) => Promise<void>): Promise<T> {
+/** libc's words for the usual connect failures, as libvirt prints them. */
+function errnoText(e: NodeJS.ErrnoException): string {
+  const words: Record<string, string> = {
+    ECONNREFUSED: 'Connection refused', ENOENT: 'No such file or directory', EACCES: 'Permission denied',
+    ETIMEDOUT: 'Connection timed out', EHOSTUNREACH: 'No route to host', ENETUNREACH: 'Network is unreachable',
+    ENOTFOUND: 'Name or service not known', EAI_AGAIN: 'Temporary failure in name resolution',
+  };
+  return (e.code && words[e.code]) ?? e.message;
+}
+
+function bounded<T extends Duplex>(what: string, make: () => T, ready: string, opts: ConnectOptions, after?: (s: T) => Promise<void>, failPrefix = `unable to connect to ${what}`): Promise<T> {
   return new Promise((resolve, reject) => {
     let settled = false;
     const s = make();
@@ -33,7 +43,7 @@ function bounded<T extends Duplex>(what: string, make: () => T, ready: string, o
     const timer = setTimeout(() => fail(new LibvirtError('timeout', `connecting to ${what} timed out after ${opts.timeoutMs} ms`)), opts.timeoutMs);
     if (opts.signal?.aborted) { onAbort(); return; }
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    s.once('error', (e: NodeJS.ErrnoException) => fail(new LibvirtError('connect', `failed to connect to ${what}: ${e.message}`, { cause: e })));
+    s.once('error', (e: NodeJS.ErrnoException) => fail(new LibvirtError('connect', `${failPrefix}: ${errnoText(e)}`, { cause: e })));
     s.once('close', () => fail(new LibvirtError('connect', `failed to connect to ${what}: connection closed`)));
     s.once(ready, () => {
       const done = (): void => {
@@ -67,11 +77,11 @@ export async function openTransport(u: LibvirtUri, opts: ConnectOptions): Promis
   switch (u.transport) {
     case 'unix': {
       const path = unixSocketPath(u);
-      return bounded<Socket>(`the libvirt socket ${path}`, () => createConnection({ path }), 'connect', opts);
+      return bounded<Socket>(`socket '${path}'`, () => createConnection({ path }), 'connect', opts, undefined, `Failed to connect socket to '${path}'`);
     }
     case 'tcp': {
       const port = u.port ?? defaultPort('tcp');
-      return bounded<Socket>(`${u.host}:${port}`, () => createConnection({ host: u.host!, port }), 'connect', opts);
+      return bounded<Socket>(`server at '${u.host}:${port}'`, () => createConnection({ host: u.host!, port }), 'connect', opts);
     }
     case 'tls': {
       const port = u.port ?? defaultPort('tls');
@@ -88,7 +98,7 @@ export async function openTransport(u: LibvirtUri, opts: ConnectOptions): Promis
         throw new LibvirtError('connect', `cannot read the CA certificate for TLS: ${(e as Error).message}`, { cause: e });
       }
       const verify = u.query.get('no_verify') !== '1';
-      return bounded<TLSSocket>(`${u.host}:${port} (TLS)`, () => tlsConnect({
+      return bounded<TLSSocket>(`server at '${u.host}:${port}' (TLS)`, () => tlsConnect({
         host: u.host!, port, ca, ...(cert && key ? { cert, key } : {}), rejectUnauthorized: verify, servername: u.host!,
       }), 'secureConnect', opts, tlsConfirmation);
     }

@@ -52,6 +52,12 @@ test('test:///default: what libvirt lacks says so; native-only commands are refu
   const caps = await runCli(['-c', 'test:///default', 'capabilities']);
   assert.equal(caps.code, 1);
   assert.match(caps.stderr, /not supported by the connection driver: 'capabilities' works on virtmem's own guests only/);
+  // A daemon that is not there: virsh's two lines, nothing on stdout.
+  for (const uri of ['qemu+tcp://127.0.0.1:1/system', 'qemu:///system?socket=/nonexistent/libvirt-sock']) {
+    const ours = await runCli(['-c', uri, 'list']);
+    const theirs = virsh(uri, 'list');
+    assert.deepEqual([ours.code, ours.stdout, ours.stderr], [theirs.code, theirs.stdout, theirs.stderr], uri);
+  }
   const bad = await runCli(['-c', 'qemu+bogus://h/system', 'list']);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /^error: failed to connect to the hypervisor\nerror: unsupported transport 'bogus'/);
