@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createConnection, type Socket } from 'node:net';
+import { createConnection, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { Duplex } from 'node:stream';
 import { join } from 'node:path';
@@ -99,7 +99,9 @@ export async function openTransport(u: LibvirtUri, opts: ConnectOptions): Promis
       }
       const verify = u.query.get('no_verify') !== '1';
       return bounded<TLSSocket>(`server at '${u.host}:${port}' (TLS)`, () => tlsConnect({
-        host: u.host!, port, ca, ...(cert && key ? { cert, key } : {}), rejectUnauthorized: verify, servername: u.host!,
+        host: u.host!, port, ca, ...(cert && key ? { cert, key } : {}), rejectUnauthorized: verify,
+        // SNI carries host names only (RFC 6066); an address is still checked against the certificate.
+        ...(isIP(u.host!) ? {} : { servername: u.host! }),
       }), 'secureConnect', opts, tlsConfirmation);
     }
     case 'ssh':
@@ -119,12 +121,26 @@ async function openSsh(u: LibvirtUri, opts: ConnectOptions): Promise<Duplex> {
   if (u.user) argv.push('-l', u.user);
   if (u.query.get('keyfile')) argv.push('-i', u.query.get('keyfile')!);
   argv.push('--', u.host!, `virt-ssh-helper '${u.openName}'`);
-  const child = spawn(u.query.get('command') ?? 'ssh', argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const command = u.query.get('command') ?? 'ssh';
+  const child = spawn(command, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-2000); });
-  const duplex = Duplex.from({ readable: child.stdout, writable: child.stdin });
-  child.once('exit', (code) => duplex.destroy(code ? new Error(`ssh exited with status ${code}: ${stderr.trim()}`) : undefined));
-  duplex.once('close', () => { if (child.exitCode === null) child.kill(); });
+  // The stream ends with what ssh said: its exit status and stderr, not the EPIPE our next write
+  // gets once it is gone (that is why ssh's stdin errors are swallowed and the exit waited for).
+  child.stdin.on('error', () => undefined);
+  const duplex = new Duplex({
+    read: () => { child.stdout.resume(); },
+    write: (chunk: Buffer, _enc, cb) => { if (child.stdin.writable) child.stdin.write(chunk); cb(); },
+    final: (cb) => { child.stdin.end(); cb(); },
+    destroy: (err, cb) => { if (child.exitCode === null && child.signalCode === null) child.kill(); cb(err); },
+  });
+  child.stdout.on('data', (d: Buffer) => { if (!duplex.push(d)) child.stdout.pause(); });
+  child.once('error', (e) => duplex.destroy(new Error(`cannot run '${command}': ${e.message}`)));
+  child.once('close', (code, sig) => {
+    const why = code ? `ssh exited with status ${code}` : sig ? `ssh was killed by ${sig}` : null;
+    if (why) duplex.destroy(new Error(`${why}${stderr.trim() ? `: ${stderr.trim()}` : ''}`));
+    else { duplex.push(null); duplex.destroy(); }
+  });
   // ssh has no "connected" moment we can see; the first RPC (AUTH_LIST) bounds the rest.
   if (opts.signal?.aborted) { duplex.destroy(); throw new LibvirtError('aborted', 'connecting over ssh was aborted'); }
   return duplex;

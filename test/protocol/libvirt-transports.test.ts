@@ -159,6 +159,9 @@ test('ssh: ssh failing (refused key, unknown host) is a typed error carrying wha
   try {
     await bounded(assert.rejects(LibvirtClient.connect(`qemu+ssh://far.example/system?command=${fake}`, { keepaliveIntervalMs: 0, timeoutMs: 20_000 }),
       (e: unknown) => e instanceof LibvirtError && ['closed', 'connect'].includes(e.kind) && /Permission denied \(publickey\)/.test(e.message)), 30_000, 'ssh failure');
+    // No ssh at all: a typed error, not an unhandled 'error' event taking the process down.
+    await bounded(assert.rejects(LibvirtClient.connect(`qemu+ssh://far.example/system?command=${join(dir, 'nosuch')}`, { keepaliveIntervalMs: 0, timeoutMs: 20_000 }),
+      (e: unknown) => e instanceof LibvirtError && /cannot run '.*nosuch': spawn .* ENOENT/.test(e.message)), 30_000, 'no ssh');
     await assert.rejects(LibvirtClient.connect(`qemu+ssh://far.example/system?x=$(touch%20/tmp/pwned)&command=${fake}`, { keepaliveIntervalMs: 0 }),
       isLv('connect', /refusing to pass the URI/));
   } finally {
