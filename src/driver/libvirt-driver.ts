@@ -136,6 +136,36 @@ export class LibvirtDriver implements HypervisorDriver {
     return rows.sort((a, b) => (a.id === null ? (b.id === null ? byName(a.name, b.name) : 1) : b.id === null ? -1 : a.id - b.id));
   }
 
+  /**
+   * Statistics of every domain in one call (virConnectGetAllDomainStats): `groups` is a mask of
+   * StatsType (default state + balloon: what a daemon watching a host polls). Values keep
+   * libvirt's field names ("balloon.current", KiB as libvirt reports them).
+   */
+  async allDomainStats(groups: number = StatsType.STATE | StatsType.BALLOON, signal?: AbortSignal): Promise<Array<{ name: string; uuid: string; id: number | null; stats: Record<string, number | string | boolean> }>> {
+    const c = await this.connection(signal);
+    const r = new XdrReader(await c.call(Proc.CONNECT_GET_ALL_DOMAIN_STATS, (w) => w.array([], () => undefined).uint(groups).uint(0), { signal }));
+    return r.array((x) => ({ dom: readDomain(x), params: x.array(readTypedParam) })).map(({ dom, params }) => ({
+      name: dom.name, uuid: uuidText(dom.uuid), id: dom.id >= 0 ? dom.id : null,
+      stats: Object.fromEntries(params.map((p) => [p.field, p.value.type === 'string' || p.value.type === 'boolean' ? p.value.value : paramNumber(p.value)!])),
+    }));
+  }
+
+  /**
+   * A domain's memory tunables (virsh memtune): hard_limit, soft_limit, swap_hard_limit in KiB;
+   * libvirt's "unlimited" (VIR_DOMAIN_MEMORY_PARAM_UNLIMITED) comes back as null.
+   */
+  async memoryParameters(ref: string, flags: AffectFlags & { signal?: AbortSignal } = {}): Promise<Record<string, number | null>> {
+    const d = await this.lookup(ref, flags.signal);
+    // libvirt's two-step: ask how many, then ask for them.
+    const count = (await this.domCall(d, Proc.DOMAIN_GET_MEMORY_PARAMETERS, (w) => w.int(0).uint(affectBits(flags)), flags.signal));
+    count.array(readTypedParam, 16);
+    const n = count.int();
+    const r = await this.domCall(d, Proc.DOMAIN_GET_MEMORY_PARAMETERS, (w) => w.int(n).uint(affectBits(flags)), flags.signal);
+    const params = r.array(readTypedParam, 16);
+    const UNLIMITED = 9007199254740991;
+    return Object.fromEntries(params.map((p) => { const v = paramNumber(p.value); return [p.field, v === null || v >= UNLIMITED ? null : v]; }));
+  }
+
   async state(ref: string): Promise<{ state: DomainState; reason: StateReason }> {
     const r = await this.domCall(ref, Proc.DOMAIN_GET_STATE, (w) => w.uint(0));
     const st = r.int();

@@ -219,3 +219,20 @@ test('qemu:///system: a shut-off guest — successes and errors read exactly as 
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('test:///default: all-domain statistics in one call and memory tunables agree with virsh domstats / memtune', { skip }, async () => {
+  const d = new LibvirtDriver('test:///default');
+  try {
+    const all = await d.allDomainStats();
+    const text = all.map((r) => [`Domain: '${r.name}'`, ...Object.entries(r.stats).map(([k, v]) => `  ${k}=${v}`)].join('\n') + '\n\n').join('');
+    assert.equal(text, virsh('test:///default', 'domstats', '--state', '--balloon').stdout);
+    const tune = await d.memoryParameters('test');
+    const memtune = virsh('test:///default', 'memtune', 'test').stdout;
+    for (const [k, v] of Object.entries(tune)) {
+      assert.match(memtune, new RegExp(`^${k} *: ${v === null ? 'unlimited' : String(v)}$`, 'm'), k);
+    }
+    assert.deepEqual(Object.keys(tune).sort(), ['hard_limit', 'soft_limit', 'swap_hard_limit']);
+  } finally {
+    await d.close();
+  }
+});
