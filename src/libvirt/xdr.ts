@@ -55,22 +55,24 @@ export class XdrWriter {
   }
 
   hyper(v: number | bigint): this {
-    const b = BigInt(v);
+    // Checked before BigInt(), which throws a bare RangeError for 1.5 or NaN.
     if (typeof v === 'number' && !Number.isSafeInteger(v)) throw new XdrError(`hyper not a safe integer: ${v}`);
+    const b = BigInt(v);
     if (b < I64_MIN || b > I64_MAX) throw new XdrError(`hyper out of range: ${v}`);
     this.room(8); this.buf.writeBigInt64BE(b, this.len); this.len += 8;
     return this;
   }
 
   uhyper(v: number | bigint): this {
-    const b = BigInt(v);
     if (typeof v === 'number' && !Number.isSafeInteger(v)) throw new XdrError(`unsigned hyper not a safe integer: ${v}`);
+    const b = BigInt(v);
     if (b < 0n || b > U64_MAX) throw new XdrError(`unsigned hyper out of range: ${v}`);
     this.room(8); this.buf.writeBigUInt64BE(b, this.len); this.len += 8;
     return this;
   }
 
   double(v: number): this {
+    if (typeof v !== 'number') throw new XdrError(`double must be a number, got ${typeof v}`);
     this.room(8); this.buf.writeDoubleBE(v, this.len); this.len += 8;
     return this;
   }

@@ -42,6 +42,10 @@ test('out-of-range values are refused when encoding', () => {
   assert.throws(() => w.uint(-1), XdrError);
   assert.throws(() => w.uhyper(-1), XdrError);
   assert.throws(() => w.hyper(2 ** 63), XdrError);
+  // Fractions and NaN are XdrErrors too (BigInt() alone would throw a bare RangeError).
+  assert.throws(() => w.hyper(1.5), XdrError);
+  assert.throws(() => w.uhyper(Number.NaN), XdrError);
+  assert.throws(() => w.double('1' as unknown as number), XdrError);
   assert.throws(() => w.string('toolong', 3), XdrError);
   assert.throws(() => w.fixedOpaque(Buffer.alloc(3), 4), XdrError);
 });
