@@ -28,7 +28,7 @@ function packet(prog: number, proc: number, type: number, serial: number, status
 const reply = (c: Call, payload: Uint8Array = Buffer.alloc(0)): Buffer => packet(c.prog, c.proc, 1, c.serial, 0, payload);
 
 /** A fake daemon: answers the connect handshake, then hands calls to `handler`. */
-async function fakeDaemon(handler: Handler): Promise<{ uri: string; calls: Call[]; sockets: net.Socket[]; close(): Promise<void> }> {
+async function fakeDaemon(handler: Handler, authTypes: number[] = [0]): Promise<{ uri: string; calls: Call[]; sockets: net.Socket[]; close(): Promise<void> }> {
   const dir = await mkdtemp(path.join(tmpdir(), 'vm-fakelv-'));
   const sockPath = path.join(dir, 'sock');
   const calls: Call[] = [];
@@ -44,7 +44,7 @@ async function fakeDaemon(handler: Handler): Promise<{ uri: string; calls: Call[
         const c: Call = { prog: buf.readUInt32BE(4), proc: buf.readInt32BE(12), type: buf.readInt32BE(16), serial: buf.readUInt32BE(20), payload: buf.subarray(28, len) };
         buf = buf.subarray(len);
         calls.push(c);
-        if (c.prog === 0x20008086 && c.proc === Proc.AUTH_LIST) sock.write(reply(c, new XdrWriter().array([0], (w, v) => w.int(v)).finish()));
+        if (c.prog === 0x20008086 && c.proc === Proc.AUTH_LIST) sock.write(reply(c, new XdrWriter().array(authTypes, (w, v) => w.int(v)).finish()));
         else if (c.prog === 0x20008086 && (c.proc === Proc.CONNECT_OPEN || c.proc === Proc.CONNECT_CLOSE)) sock.write(reply(c));
         else if (c.prog === 0x20008086 && c.proc === Proc.CONNECT_SUPPORTS_FEATURE) sock.write(reply(c, new XdrWriter().int(1).finish()));
         else handler(c, sock);
@@ -201,4 +201,19 @@ test('events on the same connection reach listeners; unknown event procedures ar
 
 test('connecting to a socket nobody listens on is a typed connect error', async () => {
   await assert.rejects(LibvirtClient.connect('qemu:///system?socket=/nonexistent/sock', { timeoutMs: 5_000 }), isLv('connect'));
+});
+
+test('auth: polkit is asked for when the daemon lists only polkit; SASL-only daemons are a typed connect error naming SASL', async () => {
+  const polkit = await fakeDaemon((c, s) => { if (c.proc === Proc.AUTH_POLKIT) s.write(reply(c, new XdrWriter().int(1).finish())); }, [2]);
+  const sasl = await fakeDaemon(() => undefined, [1]);
+  try {
+    const cl = await LibvirtClient.connect(polkit.uri, { keepaliveIntervalMs: 0 });
+    assert.deepEqual(polkit.calls.map((c) => c.proc), [Proc.AUTH_LIST, Proc.AUTH_POLKIT, Proc.CONNECT_OPEN, Proc.CONNECT_SUPPORTS_FEATURE]);
+    await cl.close();
+    await bounded(assert.rejects(LibvirtClient.connect(sasl.uri, { keepaliveIntervalMs: 0 }), (e: unknown) => isLv('connect')(e) && /SASL/.test((e as Error).message)), 10_000, 'sasl');
+    assert.deepEqual(sasl.calls.map((c) => c.proc), [Proc.AUTH_LIST], 'nothing opened without authentication');
+  } finally {
+    await polkit.close();
+    await sasl.close();
+  }
 });
