@@ -12,8 +12,12 @@ export const MessageStatus = { OK: 0, ERROR: 1, CONTINUE: 2 } as const;
 
 export const LEN_BYTES = 4;
 export const HEADER_BYTES = 24;
-/** VIR_NET_MESSAGE_MAX: the largest packet libvirt sends or accepts (length word excluded). */
-export const MESSAGE_MAX_BYTES = 16 * 1024 * 1024;
+/**
+ * VIR_NET_MESSAGE_MAX (virnetprotocol.x): the largest packet libvirt sends or accepts, length
+ * word excluded. 32 MiB: a smaller bound would refuse large replies libvirt legitimately sends
+ * (all-domain statistics of a big host) as protocol errors.
+ */
+export const MESSAGE_MAX_BYTES = 32 * 1024 * 1024;
 
 export interface PacketHeader {
   prog: number;

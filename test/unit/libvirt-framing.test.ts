@@ -42,4 +42,8 @@ test('a length word shorter than a header or beyond libvirt\'s maximum is a prot
   assert.throws(() => encodePacket(h(1), Buffer.alloc(MESSAGE_MAX_BYTES)), XdrError);
   // Incomplete is not an error: it waits.
   assert.deepEqual(new FrameDecoder().push(Buffer.from('000000', 'hex')), []);
+  // ... also for a big packet within VIR_NET_MESSAGE_MAX (32 MiB, virnetprotocol.x).
+  const large = Buffer.alloc(4);
+  large.writeUInt32BE(4 + 33554432);
+  assert.deepEqual(new FrameDecoder().push(large), []);
 });
