@@ -217,6 +217,8 @@ export class LibvirtDriver implements HypervisorDriver {
 
   async start(ref: string, opts: { paused?: boolean; signal?: AbortSignal } = {}): Promise<StartResult> {
     const d = await this.lookup(ref, opts.signal);
+    // virsh checks this itself before asking libvirt, and says it in these words.
+    if (d.id >= 0) throw new VirtError('DOMAIN_ACTIVE', 'Domain is already active');
     if (opts.paused) {
       const r = await this.domCall(d, Proc.DOMAIN_CREATE_WITH_FLAGS, (w) => w.uint(1 /* START_PAUSED */), opts.signal, 120_000);
       const nd = readDomain(r);
@@ -306,6 +308,7 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   async setMaxMemory(ref: string, kib: number, flags: AffectFlags & { signal?: AbortSignal } = {}): Promise<{ live: boolean; config: boolean }> {
+    if (kib <= 0) throw invalidArg('memory in virDomainSetMemoryFlags must not be zero');
     await this.domCall(ref, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(kib).uint(AffectFlag.MEM_MAXIMUM | affectBits(flags)), flags.signal);
     return { live: !!flags.live, config: !!flags.config };
   }
@@ -358,7 +361,8 @@ export class LibvirtDriver implements HypervisorDriver {
     if (opts.current) flags = running ? { live: true } : { config: true };
     else if (!opts.live && !opts.config) flags = { live: true };
     else flags = { live: !!opts.live, config: !!opts.config };
-    if (kib <= 0) throw invalidArg('invalid argument: memory size must be greater than zero');
+    // libvirt's client library refuses 0 before sending anything; so do we, in its words.
+    if (kib <= 0) throw invalidArg('memory in virDomainSetMemoryFlags must not be zero');
     if (opts.wait && !flags.live) throw invalidArg('--wait needs a live change: the domain is not running or --config was given alone');
     if (flags.live && !running) throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: domain is not running');
 
