@@ -35,7 +35,7 @@ const virshLines = (text: string): string => text.replace(/^(Boot memory|DIMMs|H
 test('test:///default: virsh commands print exactly what virsh prints', { skip }, async () => {
   const U = 'test:///default';
   for (const args of [['list', '--all'], ['list', '--name'], ['dominfo', 'test'], ['dominfo', '1'], ['domstate', 'test', '--reason'],
-    ['dumpxml', 'test'], ['dumpxml', 'test', '--inactive'], ['dommemstat', 'test'], ['dominfo', 'nosuch'], ['setmaxmem', 'test', '8G', '--config']]) {
+    ['dumpxml', 'test'], ['dumpxml', 'test', '--inactive'], ['dommemstat', 'test'], ['dominfo', 'nosuch'], ['setmaxmem', 'test', '8G', '--config'], ['start', 'test']]) {
     const ours = await runCli(['-c', U, ...args]);
     const theirs = virsh(U, ...args);
     assert.deepEqual([ours.code, steady(ours.stdout), ours.stderr], [theirs.code, steady(theirs.stdout), theirs.stderr], args.join(' '));
