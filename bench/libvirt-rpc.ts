@@ -116,7 +116,7 @@ async function main(): Promise<void> {
   ];
   const text = lines.join('\n');
   process.stdout.write(text);
-  writeFileSync(join(process.cwd(), 'bench', 'results', 'libvirt-rpc.md'), text);
+  writeFileSync(join(process.cwd(), 'bench', 'results', 'latest-libvirt-rpc.md'), text);
 }
 
 main().catch((e: unknown) => { console.error(e); process.exit(1); });
