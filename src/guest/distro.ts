@@ -340,7 +340,28 @@ export async function buildDistroGuest(distro: DistroName, opts: BuildDistroGues
     log(`${distro} guest built in ${dir} in ${manifest.buildS} s`);
     return toDistroGuest(dir, manifest);
   } finally {
+    // A debootstrap killed half way leaves /proc and /sys mounted in the chroot: unmount
+    // before removing, so the removal never walks into a live file system.
+    await unmountUnder(work);
     await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** Mount points strictly under `dir` in /proc/self/mounts, deepest first. Pure. */
+export function mountsUnder(procMounts: string, dir: string): string[] {
+  const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+  return procMounts
+    .split('\n')
+    .map((l) => (l.split(' ')[1] ?? '').replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
+    .filter((m) => m.startsWith(prefix))
+    .sort((x, y) => y.length - x.length);
+}
+
+async function unmountUnder(dir: string): Promise<void> {
+  const mounts = mountsUnder(await readFile('/proc/self/mounts', 'utf8').catch(() => ''), dir);
+  for (const m of mounts) {
+    // Lazy: detaches even if something still has a file open there.
+    await runTool('umount', ['-l', m], { timeoutMs: 30_000, failCode: 'GUEST_BUILD_FAILED', packageName: 'mount' }).catch(() => {});
   }
 }
 

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { pickDebianMirror, parseDistroManifest, parseDistroName } from '../../src/guest/distro.js';
+import { mountsUnder, pickDebianMirror, parseDistroManifest, parseDistroName } from '../../src/guest/distro.js';
 
 const DEB822 = `Types: deb
 # http://snapshot.debian.org/archive/debian/20250520T000000Z
@@ -72,4 +72,20 @@ test('manifest: a complete one parses, anything else is not trusted', () => {
 test('distro names', () => {
   assert.equal(parseDistroName('debian12'), 'debian12');
   assert.throws(() => parseDistroName('debian11'), { code: 'GUEST_BUILD_FAILED', message: /unknown distro 'debian11'; known: debian12/ });
+});
+
+test('mount points left under a build folder are found, deepest first, octal escapes decoded', () => {
+  const mounts = [
+    'proc /proc proc rw 0 0',
+    'proc /var/cache/g/.b-1/root/proc proc rw 0 0',
+    'sysfs /var/cache/g/.b-1/root/sys sysfs rw 0 0',
+    'x /var/cache/g/.b-1/root/sys/fs/a\\040b tmpfs rw 0 0',
+    'y /var/cache/g/.b-10/root/proc proc rw 0 0',
+  ].join('\n');
+  assert.deepEqual(mountsUnder(mounts, '/var/cache/g/.b-1'), [
+    '/var/cache/g/.b-1/root/sys/fs/a b',
+    '/var/cache/g/.b-1/root/proc',
+    '/var/cache/g/.b-1/root/sys',
+  ]);
+  assert.deepEqual(mountsUnder(mounts, '/nothing'), []);
 });
