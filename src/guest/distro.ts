@@ -61,7 +61,9 @@ export interface BuildDistroGuestOptions {
 
 const SUITE = 'bookworm';
 /** Packages on top of debootstrap's minbase. dbus: systemd-logind (power button) needs it. */
-const INCLUDE = ['systemd-sysv', 'udev', 'dbus', 'kmod', 'linux-image-cloud-amd64', 'initramfs-tools'];
+/** The kernel metapackage: its version is the cache key. */
+const KERNEL_PACKAGE = 'linux-image-cloud-amd64';
+const INCLUDE = ['systemd-sysv', 'udev', 'dbus', 'kmod', KERNEL_PACKAGE, 'initramfs-tools'];
 /** Not needed in a test guest and slow to start under TCG. */
 const MASKED_UNITS = ['apt-daily.timer', 'apt-daily-upgrade.timer', 'e2scrub_all.timer', 'fstrim.timer', 'getty@tty1.service'];
 
@@ -257,8 +259,18 @@ export async function buildDistroGuest(distro: DistroName, opts: BuildDistroGues
   if (!opts.force) {
     const cached = await findDistroGuest(distro, dir);
     if (cached) {
-      log(`${distro} guest already built in ${dir} (kernel package ${cached.kernelPackageVersion}); use --force to rebuild`);
-      return cached;
+      // Keyed on the kernel package: rebuild when apt knows a newer one in the suite and mirror
+      // debootstrap would install from (not -security: debootstrap never sees that one).
+      const newer = await newerKernelInApt(cached, signal);
+      if (newer === null) {
+        log(`${distro} guest already built in ${dir} (kernel package ${cached.kernelPackageVersion}); use --force to rebuild`);
+        return cached;
+      }
+      if (process.getuid?.() !== 0) {
+        log(`${distro} guest in ${dir} has kernel package ${cached.kernelPackageVersion}, apt has ${newer}: using it; rebuild as root to update`);
+        return cached;
+      }
+      log(`${distro} guest in ${dir} has kernel package ${cached.kernelPackageVersion}, apt has ${newer}: rebuilding`);
     }
   }
   if (process.getuid?.() !== 0) {
@@ -347,6 +359,41 @@ export async function buildDistroGuest(distro: DistroName, opts: BuildDistroGues
   }
 }
 
+/**
+ * The version of `pkg` that `apt-cache madison` lists for `suite`/main on `mirror`, or null.
+ * Pure. Lines look like `pkg |  6.1.176-1 | http://deb.debian.org/debian bookworm/main amd64 Packages`.
+ */
+export function madisonVersion(madison: string, pkg: string, mirror: string, suite: string = SUITE): string | null {
+  const base = mirror.replace(/\/+$/, '');
+  for (const line of madison.split('\n')) {
+    const cols = line.split('|').map((c) => c.trim());
+    if (cols.length < 3 || cols[0] !== pkg || !cols[1]) continue;
+    const [uri, dist] = cols[2]!.split(/\s+/);
+    if (uri?.replace(/\/+$/, '') === base && dist === `${suite}/main`) return cols[1];
+  }
+  return null;
+}
+
+/**
+ * The kernel package version apt knows for the cached guest's mirror and suite if it is newer
+ * than the cached one, else null. Null too when apt or dpkg cannot say (a usable cached guest
+ * is never thrown away over a failed look-up).
+ */
+async function newerKernelInApt(cached: DistroGuest, signal: AbortSignal | undefined): Promise<string | null> {
+  try {
+    const m = parseDistroManifest(await readFile(join(cached.dir, MANIFEST_FILE), 'utf8'));
+    if (!m) return null;
+    const r = await runTool('apt-cache', ['madison', KERNEL_PACKAGE], { timeoutMs: 60_000, signal, failCode: 'GUEST_APT_FAILED', packageName: 'apt' });
+    const avail = madisonVersion(r.stdout.toString('utf8'), KERNEL_PACKAGE, m.mirror);
+    if (!avail || avail === cached.kernelPackageVersion) return null;
+    // Exit 0 when avail > cached, 1 when not.
+    await runTool('dpkg', ['--compare-versions', avail, 'gt', cached.kernelPackageVersion], { timeoutMs: 30_000, signal, failCode: 'GUEST_BUILD_FAILED', packageName: 'dpkg' });
+    return avail;
+  } catch {
+    return null;
+  }
+}
+
 /** Mount points strictly under `dir` in /proc/self/mounts, deepest first. Pure. */
 export function mountsUnder(procMounts: string, dir: string): string[] {
   const prefix = dir.endsWith('/') ? dir : `${dir}/`;
@@ -379,7 +426,7 @@ export async function createDistroOverlay(guest: DistroGuest, overlayPath: strin
 }
 
 async function kernelVersionInRoot(root: string, signal: AbortSignal | undefined): Promise<string> {
-  const r = await runTool('dpkg-query', ['--admindir', join(root, 'var', 'lib', 'dpkg'), '-W', '-f', '${Version}', 'linux-image-cloud-amd64'], {
+  const r = await runTool('dpkg-query', ['--admindir', join(root, 'var', 'lib', 'dpkg'), '-W', '-f', '${Version}', KERNEL_PACKAGE], {
     timeoutMs: 60_000,
     signal,
     failCode: 'GUEST_BUILD_FAILED',

@@ -63,6 +63,7 @@ describe('a Debian 12 guest (systemd, udev, distro kernel)', () => {
     // Let systemd finish starting (bounded) so that logind is there for the power button.
     const r = await a.run('systemctl is-system-running --wait', { timeoutMs: 240_000 });
     assert.match(r.output, /running|degraded/, r.output);
+    if (/degraded/.test(r.output)) console.log(`# degraded: ${(await a.run('systemctl --failed --no-legend')).output.trim()}`);
     console.log(`# guest's own boot times: ${(await a.run('systemd-analyze time')).output.trim().replace(/\s+/g, ' ')}`);
     assert.equal((await a.run('systemctl is-active systemd-logind')).output.trim(), 'active');
   });

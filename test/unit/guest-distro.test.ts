@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mountsUnder, pickDebianMirror, parseDistroManifest, parseDistroName } from '../../src/guest/distro.js';
+import { madisonVersion, mountsUnder, pickDebianMirror, parseDistroManifest, parseDistroName } from '../../src/guest/distro.js';
 
 const DEB822 = `Types: deb
 # http://snapshot.debian.org/archive/debian/20250520T000000Z
@@ -88,4 +88,18 @@ test('mount points left under a build folder are found, deepest first, octal esc
     '/var/cache/g/.b-1/root/sys',
   ]);
   assert.deepEqual(mountsUnder(mounts, '/nothing'), []);
+});
+
+test('cache key: the kernel version apt lists for the mirror and suite debootstrap uses, not -security', () => {
+  const madison = [
+    'linux-image-cloud-amd64 |  6.1.192-3 | http://deb.debian.org/debian-security bookworm-security/main amd64 Packages',
+    'linux-image-cloud-amd64 |  6.1.176-1 | http://deb.debian.org/debian bookworm/main amd64 Packages',
+  ].join('\n');
+  const pkg = 'linux-image-cloud-amd64';
+  assert.equal(madisonVersion(madison, pkg, 'http://deb.debian.org/debian'), '6.1.176-1');
+  assert.equal(madisonVersion(madison, pkg, 'http://deb.debian.org/debian/'), '6.1.176-1');
+  assert.equal(madisonVersion(madison, pkg, 'http://other.example/debian'), null);
+  assert.equal(madisonVersion(madison, 'linux-image-amd64', 'http://deb.debian.org/debian'), null);
+  assert.equal(madisonVersion(madison, pkg, 'http://deb.debian.org/debian', 'trixie'), null);
+  assert.equal(madisonVersion('', pkg, 'http://deb.debian.org/debian'), null);
 });
