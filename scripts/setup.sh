@@ -6,7 +6,8 @@
 #   bash scripts/setup.sh            install everything and run the demo
 #   bash scripts/setup.sh --no-demo  install everything, no demo (CI)
 #   bash scripts/setup.sh --dev      also the packages the test suite and benchmarks compare
-#                                    against (libvirt: virsh, virt-xml-validate, libvirtd)
+#                                    against (libvirt: virsh, virt-xml-validate, libvirtd), and
+#                                    the Debian 12 test guest (debootstrap, needs root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,8 @@ packages=(qemu-system-x86 qemu-utils busybox-static cpio kmod gcc libc6-dev)
 # libvirt is the reference the tests record against and the benchmarks compare with;
 # virt-xml-validate (libvirt-clients) runs xmllint, which libvirt only recommends.
 [ "$dev" -eq 1 ] && packages+=(libvirt-daemon-system libvirt-clients libxml2-utils)
+# The Debian 12 test guest (test/integration/distro-guest.test.ts): debootstrap, mke2fs -d.
+[ "$dev" -eq 1 ] && packages+=(debootstrap e2fsprogs)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -60,6 +63,10 @@ case ":$PATH:" in *":$bindir:"*) ;; *) echo "setup: add $bindir to PATH to run v
 
 echo "setup: building the built-in guest (Debian cloud kernel + busybox initramfs)"
 bin/virtmem guest-build
+if [ "$dev" -eq 1 ]; then
+  echo "setup: building the Debian 12 test guest (debootstrap from apt's mirror; about a minute or two, cached)"
+  as_root bin/virtmem guest-build --distro debian12
+fi
 
 # Whether KVM really runs guests here (a /dev/kvm that opens is not proof); cached per boot.
 bin/virtmem capabilities

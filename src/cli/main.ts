@@ -4,6 +4,7 @@
  */
 import { Driver } from '../driver/driver.js';
 import { VirtError } from '../driver/errors.js';
+import { GuestError } from '../guest/errors.js';
 import { parseArgs, UsageError } from './args.js';
 import { COMMANDS, type Command } from './commands.js';
 import type { HypervisorDriver } from '../driver/hypervisor.js';
@@ -31,6 +32,7 @@ function usage(): string {
 function describeError(err: unknown): { message: string; code: string } {
   if (err instanceof VirtError) return { message: err.message, code: err.code };
   if (err instanceof UsageError) return { message: err.message, code: err.code };
+  if (err instanceof GuestError) return { message: err.message, code: err.code };
   const e = err as NodeJS.ErrnoException;
   return { message: `internal error: ${e?.message ?? String(err)}`, code: 'INTERNAL' };
 }
