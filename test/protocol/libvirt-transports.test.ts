@@ -19,6 +19,7 @@ import { Proc } from '../../src/libvirt/protocol.js';
 import { LibvirtDriver } from '../../src/driver/libvirt-driver.js';
 import { XdrWriter } from '../../src/libvirt/xdr.js';
 import { bounded } from './fake-qmp.js';
+import { startRemoteLibvirtd } from '../helpers/remote-libvirtd.js';
 
 const isLv = (kind: string, re?: RegExp) => (e: unknown): boolean =>
   e instanceof LibvirtError && e.kind === kind && (re === undefined || re.test(e.message));
@@ -166,5 +167,35 @@ test('ssh: ssh failing (refused key, unknown host) is a typed error carrying wha
       isLv('connect', /refusing to pass the URI/));
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+const realTlsSkip = haveOpenssl || (process.getuid?.() !== 0 ? 'needs root (a second libvirtd in its own mount namespace)' : !existsSync('/usr/sbin/libvirtd') ? 'libvirtd not installed' : false);
+
+test('tls against a real libvirtd: GnuTLS on the far side accepts our handshake and verdict handling; a certificate from another CA is refused', { skip: realTlsSkip, timeout: 180_000 }, async () => {
+  const pki = await mkdtemp(join(tmpdir(), 'vm-lvtls-'));
+  const other = await mkdtemp(join(tmpdir(), 'vm-lvtls-'));
+  await makePki(pki);
+  await makePki(other, 'some other CA');
+  // A client holding the right CA (so it trusts the daemon) but a certificate the daemon's CA never signed.
+  await writeFile(join(other, 'cacert.pem'), await readFile(join(pki, 'cacert.pem')));
+  const remote = await startRemoteLibvirtd({ tlsPki: pki });
+  try {
+    const d = new LibvirtDriver(remote.tlsUri!, { keepaliveIntervalMs: 0 });
+    const def = await bounded(d.defineXml(`<domain type='qemu'><name>tls-guest</name><memory unit='KiB'>131072</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os></domain>`), 60_000, 'define over TLS');
+    assert.equal(def.def.name, 'tls-guest');
+    const ours = await bounded(d.list(), 60_000, 'list over TLS');
+    await d.close();
+    const r = spawnSync('virsh', ['-c', remote.uri, 'list', '--all', '--name'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(ours.map((x) => x.name), r.stdout.split('\n').filter(Boolean));
+    assert.deepEqual(ours.map((x) => x.name), ['tls-guest'], 'the guest defined over TLS, seen over TCP by virsh');
+    const bad = remote.tlsUri!.replace(pki, other);
+    await bounded(assert.rejects(LibvirtClient.connect(bad, { keepaliveIntervalMs: 0, timeoutMs: 20_000 }),
+      isLv('connect', /refused our client certificate/)), 30_000, 'foreign client certificate');
+  } finally {
+    await remote.stop();
+    await rm(pki, { recursive: true, force: true });
+    await rm(other, { recursive: true, force: true });
   }
 });
