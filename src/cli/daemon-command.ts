@@ -54,7 +54,8 @@ export const DAEMON_COMMANDS: Command[] = [
         : tcp ? await loadToken(join(daemon.driver.paths.root, 'virtmemd.token'), true) : null;
       const staticFiles = await dashboardFiles(ctx.err);
       await daemon.start();
-      const servers = [new ApiServer({ daemon, token, listen: { kind: 'unix', path: daemonSocketPath(daemon.driver.paths.root), mode: Number.parseInt(modeText, 8) }, ...(staticFiles ? { staticFiles } : {}) })];
+      // On the unix socket the file's mode is the access control (as for libvirt's socket).
+      const servers = [new ApiServer({ daemon, token: null, listen: { kind: 'unix', path: daemonSocketPath(daemon.driver.paths.root), mode: Number.parseInt(modeText, 8) }, ...(staticFiles ? { staticFiles } : {}) })];
       if (tcp) servers.push(new ApiServer({ daemon, token, listen: { kind: 'tcp', ...tcp }, ...(staticFiles ? { staticFiles } : {}) }));
       try {
         for (const s of servers) await s.start();
