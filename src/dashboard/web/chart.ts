@@ -1,0 +1,160 @@
+/**
+ * A guest's memory over time as a stacked uPlot chart: the boot RAM the guest has, the
+ * virtio-mem memory plugged and the boot RAM the balloon holds back are stacked (their sum is
+ * all the RAM QEMU has given the guest), with what the guest uses and QEMU's resident size on
+ * the host drawn as lines over them. uPlot does not stack by itself: the stacked series are
+ * given cumulative values and filled between with bands, and the legend shows the raw values.
+ */
+import type UPlot from 'uplot';
+import { formatBytes, formatBytesShort, formatClock } from './format.js';
+
+/** One point of a guest's memory, all in bytes; null where not known at that time. */
+export interface GuestSample {
+  tS: number;
+  bootInGuestBytes: number | null;
+  virtioMemBytes: number | null;
+  balloonHeldBytes: number | null;
+  guestUsedBytes: number | null;
+  guestAvailableBytes: number | null;
+  hostRssBytes: number | null;
+}
+
+export type SeriesKey = 'boot' | 'virtio-mem' | 'balloon-held' | 'guest-used' | 'host-rss';
+
+interface SeriesSpec {
+  key: SeriesKey;
+  label: string;
+  color: string;
+  fill?: string;
+  stacked: boolean;
+  dash?: number[];
+  value: (s: GuestSample) => number | null;
+}
+
+const SERIES: readonly SeriesSpec[] = [
+  { key: 'boot', label: 'Boot RAM (in guest)', color: '#2f6db5', fill: 'rgba(47,109,181,0.35)', stacked: true, value: (s) => s.bootInGuestBytes },
+  { key: 'virtio-mem', label: 'virtio-mem plugged', color: '#2a9d6f', fill: 'rgba(42,157,111,0.35)', stacked: true, value: (s) => s.virtioMemBytes },
+  { key: 'balloon-held', label: 'Balloon-held', color: '#a8a8a8', fill: 'rgba(150,150,150,0.25)', stacked: true, value: (s) => s.balloonHeldBytes },
+  { key: 'guest-used', label: 'Guest used', color: '#d08a16', stacked: false, value: (s) => s.guestUsedBytes },
+  { key: 'host-rss', label: 'Host RSS (QEMU)', color: '#c0392b', stacked: false, dash: [6, 4], value: (s) => s.hostRssBytes },
+];
+
+/** How many samples a chart keeps (10 minutes at one sample every 2 s). */
+const MAX_POINTS = 300;
+
+/** Rows of raw values, one array per series, plus the time axis. Pure. */
+export function toColumns(samples: readonly GuestSample[]): { t: number[]; raw: Array<Array<number | null>>; stacked: Array<Array<number | null>> } {
+  const t = samples.map((s) => s.tS);
+  const raw = SERIES.map((spec) => samples.map(spec.value));
+  const stacked = raw.map((col) => col.slice());
+  // Cumulate stacked series bottom-up; an unknown layer counts as 0 so the ones above still draw.
+  for (let i = 0; i < samples.length; i++) {
+    let acc = 0;
+    SERIES.forEach((spec, si) => {
+      if (!spec.stacked) return;
+      acc += raw[si]![i] ?? 0;
+      stacked[si]![i] = acc;
+    });
+  }
+  return { t, raw, stacked };
+}
+
+export class GuestChart {
+  private readonly samples: GuestSample[] = [];
+  private readonly plot: UPlot;
+  private readonly legend: HTMLElement;
+  private cursorIdx: number | null = null;
+
+  /** Builds the chart in `host` (which must be in the document) with the legend below it. */
+  constructor(host: HTMLElement, private readonly testId: string) {
+    const plotBox = document.createElement('div');
+    plotBox.className = 'plot';
+    this.legend = document.createElement('table');
+    this.legend.className = 'legend';
+    this.legend.dataset.testid = `${testId}-legend`;
+    host.append(plotBox, this.legend);
+    this.buildLegend();
+    const opts: UPlot.Options = {
+      width: Math.max(320, plotBox.clientWidth || 600),
+      height: 220,
+      legend: { show: false },
+      cursor: { drag: { x: false, y: false } },
+      scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(max, 64 * 1024 ** 2) * 1.08] } },
+      axes: [
+        { stroke: '#5b6470', grid: { stroke: '#eceff3' }, values: (_u, ticks) => ticks.map((v) => formatClock(v)) },
+        { stroke: '#5b6470', grid: { stroke: '#eceff3' }, size: 70, values: (_u, ticks) => ticks.map((v) => formatBytesShort(v)) },
+      ],
+      series: [
+        {},
+        ...SERIES.map((s): UPlot.Series => ({
+          label: s.label, stroke: s.color, width: s.stacked ? 1 : 2, ...(s.fill ? { fill: s.fill } : {}), ...(s.dash ? { dash: s.dash } : {}),
+          points: { show: false },
+        })),
+      ],
+      // Each stacked band is filled down to the one below it, not to the axis.
+      bands: SERIES.flatMap((s, i) => (s.stacked && i > 0 ? [{ series: [i + 1, i] as [number, number], fill: s.fill! }] : [])),
+      hooks: {
+        setCursor: [(u) => { this.cursorIdx = u.cursor.idx ?? null; this.updateLegend(); }],
+      },
+    };
+    // With bands, a stacked series' own fill would cover the ones below; only the bottom one fills to 0.
+    SERIES.forEach((s, i) => { if (s.stacked && i > 0) delete (opts.series[i + 1] as { fill?: unknown }).fill; });
+    this.plot = new uPlot(opts, [[], ...SERIES.map(() => [])] as unknown as UPlot.AlignedData, plotBox);
+    new ResizeObserver(() => {
+      const w = plotBox.clientWidth;
+      if (w > 0 && Math.abs(w - this.plot.width) > 2) this.plot.setSize({ width: w, height: 220 });
+    }).observe(plotBox);
+  }
+
+  /** Adds a sample (samples arrive in time order; one at the same second replaces the last). */
+  push(sample: GuestSample): void {
+    const last = this.samples[this.samples.length - 1];
+    if (last && Math.floor(last.tS) === Math.floor(sample.tS)) this.samples[this.samples.length - 1] = sample;
+    else this.samples.push(sample);
+    if (this.samples.length > MAX_POINTS) this.samples.splice(0, this.samples.length - MAX_POINTS);
+    const { t, stacked } = toColumns(this.samples);
+    this.plot.setData([t, ...stacked] as unknown as UPlot.AlignedData);
+    this.updateLegend();
+  }
+
+  /** The latest sample, if any. */
+  latest(): GuestSample | undefined {
+    return this.samples[this.samples.length - 1];
+  }
+
+  private buildLegend(): void {
+    const body = document.createElement('tbody');
+    for (const s of SERIES) {
+      const tr = document.createElement('tr');
+      tr.dataset.testid = `${this.testId}-legend-${s.key}`;
+      const sw = document.createElement('td');
+      const swatch = document.createElement('span');
+      swatch.className = `swatch${s.stacked ? '' : ' line'}${s.dash ? ' dashed' : ''}`;
+      swatch.style.setProperty('--c', s.color);
+      sw.append(swatch);
+      const name = document.createElement('td');
+      name.textContent = s.label;
+      const val = document.createElement('td');
+      val.className = 'num';
+      val.textContent = '—';
+      tr.append(sw, name, val);
+      body.append(tr);
+    }
+    this.legend.append(body);
+  }
+
+  /** Legend values at the cursor, or the latest ones when the cursor is off the chart. */
+  private updateLegend(): void {
+    const idx = this.cursorIdx ?? this.samples.length - 1;
+    const sample = this.samples[idx];
+    const rows = this.legend.querySelectorAll('tr');
+    SERIES.forEach((s, i) => {
+      const row = rows[i];
+      if (!row) return;
+      const v = sample ? s.value(sample) : null;
+      row.dataset.bytes = v === null ? '' : String(v);
+      row.lastElementChild!.textContent = formatBytes(v);
+    });
+    this.legend.dataset.at = sample ? formatClock(sample.tS) : '';
+  }
+}
