@@ -39,6 +39,9 @@ const SERIES: readonly SeriesSpec[] = [
   { key: 'host-rss', label: 'Host RSS (QEMU)', color: '#c0392b', stacked: false, dash: [6, 4], value: (s) => s.hostRssBytes },
 ];
 
+/** Y-axis steps: powers of two from 16 MiB, so ticks read 256 MiB, 512 MiB, 1 GiB. */
+const BYTE_INCRS = Array.from({ length: 14 }, (_, i) => 16 * 1024 ** 2 * 2 ** i);
+
 /** How many samples a chart keeps (10 minutes at one sample every 2 s). */
 const MAX_POINTS = 300;
 
@@ -82,7 +85,7 @@ export class GuestChart {
       scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(max, 64 * 1024 ** 2) * 1.08] } },
       axes: [
         { stroke: '#5b6470', grid: { stroke: '#eceff3' }, values: (_u, ticks) => ticks.map((v) => formatClock(v)) },
-        { stroke: '#5b6470', grid: { stroke: '#eceff3' }, size: 70, values: (_u, ticks) => ticks.map((v) => formatBytesShort(v)) },
+        { stroke: '#5b6470', grid: { stroke: '#eceff3' }, size: 70, incrs: BYTE_INCRS, values: (_u, ticks) => ticks.map((v) => formatBytesShort(v)) },
       ],
       series: [
         {},
