@@ -3,7 +3,7 @@
  * once into memory and served by whichever HTTP server mounts them (the daemon, at `/` and
  * `/dashboard/*`). Knows nothing of domains: the page talks to the daemon's JSON API itself.
  */
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,9 +39,6 @@ const HTML = 'text/html; charset=utf-8';
 const CSS = 'text/css; charset=utf-8';
 const JS = 'text/javascript; charset=utf-8';
 
-/** Scripts compiled by `tsc -p src/dashboard/web/tsconfig.json`, as served under /dashboard/. */
-const SCRIPTS = ['app.js', 'api.js', 'chart.js', 'format.js', 'translate-view.js', 'progress.js'];
-
 /**
  * Reads every file of the dashboard.
  * @throws DashboardAssetsError naming the first file that cannot be read.
@@ -49,12 +46,18 @@ const SCRIPTS = ['app.js', 'api.js', 'chart.js', 'format.js', 'translate-view.js
 export async function loadDashboardAssets(): Promise<DashboardAssets> {
   const require = createRequire(import.meta.url);
   const uplotDir = dirname(require.resolve('uplot/dist/uPlot.iife.min.js'));
+  // The scripts compiled by `tsc -p src/dashboard/web/tsconfig.json`, served under /dashboard/.
+  const webDir = join(HERE, 'web');
+  const scripts = (await readdir(webDir).catch((err: unknown) => {
+    throw new DashboardAssetsError(`dashboard scripts missing in ${webDir} (run \`npm run build\`): ${(err as Error).message}`, { cause: err });
+  })).filter((f) => f.endsWith('.js')).sort();
+  if (!scripts.includes('app.js')) throw new DashboardAssetsError(`dashboard script ${join(webDir, 'app.js')} missing (run \`npm run build\`)`);
   const files: Array<[urlPath: string, file: string, contentType: string]> = [
     [DASHBOARD_PREFIX + 'index.html', join(ROOT, 'src', 'dashboard', 'web', 'index.html'), HTML],
     [DASHBOARD_PREFIX + 'style.css', join(ROOT, 'src', 'dashboard', 'web', 'style.css'), CSS],
     [DASHBOARD_PREFIX + 'vendor/uPlot.iife.min.js', join(uplotDir, 'uPlot.iife.min.js'), JS],
     [DASHBOARD_PREFIX + 'vendor/uPlot.min.css', join(uplotDir, 'uPlot.min.css'), CSS],
-    ...SCRIPTS.map((s): [string, string, string] => [DASHBOARD_PREFIX + s, join(HERE, 'web', s), JS]),
+    ...scripts.map((s): [string, string, string] => [DASHBOARD_PREFIX + s, join(webDir, s), JS]),
   ];
   const out = new Map<string, DashboardAsset>();
   for (const [urlPath, file, contentType] of files) {

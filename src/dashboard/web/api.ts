@@ -4,39 +4,10 @@
  * integer bytes with the unit in the field name.
  * PROVISIONAL: written before the daemon's contract existed; to be aligned with it.
  */
-import type { GuestSample } from './chart.js';
 import { isTranslationDoc, type TranslationDoc } from './translate-view.js';
+import { obj, num, str, type GuestView, type HostView, type Json, type OperationView, type Snapshot } from './model.js';
 
-export interface HostView {
-  memTotalBytes: number | null;
-  memAvailableBytes: number | null;
-  psiSomeAvg10: number | null;
-  psiFullAvg10: number | null;
-}
-
-export interface GuestView {
-  name: string;
-  state: string;
-  maxBytes: number | null;
-  /** All the RAM the guest has now: boot RAM left by the balloon + virtio-mem plugged. */
-  totalBytes: number | null;
-  sample: GuestSample;
-}
-
-export interface Snapshot {
-  tS: number;
-  host: HostView;
-  guests: GuestView[];
-}
-
-export interface OperationView {
-  id: string;
-  state: 'running' | 'succeeded' | 'failed';
-  startBytes: number | null;
-  targetBytes: number;
-  actualBytes: number | null;
-  message: string | null;
-}
+export type { GuestView, OperationView, Snapshot };
 
 const BASE = '/api/v1';
 
@@ -47,11 +18,6 @@ export class ApiError extends Error {
     this.name = 'ApiError';
   }
 }
-
-type Json = Record<string, unknown>;
-const obj = (v: unknown): Json => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Json) : {});
-const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
-const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
 
 async function call(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<unknown> {
   const ctl = new AbortController();

@@ -7,17 +7,9 @@
  */
 import type UPlot from 'uplot';
 import { formatBytes, formatBytesShort, formatClock } from './format.js';
+import { chartColumns, type GuestSample } from './model.js';
 
-/** One point of a guest's memory, all in bytes; null where not known at that time. */
-export interface GuestSample {
-  tS: number;
-  bootInGuestBytes: number | null;
-  virtioMemBytes: number | null;
-  balloonHeldBytes: number | null;
-  guestUsedBytes: number | null;
-  guestAvailableBytes: number | null;
-  hostRssBytes: number | null;
-}
+export type { GuestSample };
 
 export type SeriesKey = 'boot' | 'virtio-mem' | 'balloon-held' | 'guest-used' | 'host-rss';
 
@@ -28,15 +20,15 @@ interface SeriesSpec {
   fill?: string;
   stacked: boolean;
   dash?: number[];
-  value: (s: GuestSample) => number | null;
+  field: keyof GuestSample;
 }
 
 const SERIES: readonly SeriesSpec[] = [
-  { key: 'boot', label: 'Boot RAM (in guest)', color: '#2f6db5', fill: 'rgba(47,109,181,0.35)', stacked: true, value: (s) => s.bootInGuestBytes },
-  { key: 'virtio-mem', label: 'virtio-mem plugged', color: '#2a9d6f', fill: 'rgba(42,157,111,0.35)', stacked: true, value: (s) => s.virtioMemBytes },
-  { key: 'balloon-held', label: 'Balloon-held', color: '#a8a8a8', fill: 'rgba(150,150,150,0.25)', stacked: true, value: (s) => s.balloonHeldBytes },
-  { key: 'guest-used', label: 'Guest used', color: '#d08a16', stacked: false, value: (s) => s.guestUsedBytes },
-  { key: 'host-rss', label: 'Host RSS (QEMU)', color: '#c0392b', stacked: false, dash: [6, 4], value: (s) => s.hostRssBytes },
+  { key: 'boot', label: 'Boot RAM (in guest)', color: '#2f6db5', fill: 'rgba(47,109,181,0.35)', stacked: true, field: 'bootInGuestBytes' },
+  { key: 'virtio-mem', label: 'virtio-mem plugged', color: '#2a9d6f', fill: 'rgba(42,157,111,0.35)', stacked: true, field: 'virtioMemBytes' },
+  { key: 'balloon-held', label: 'Balloon-held', color: '#a8a8a8', fill: 'rgba(150,150,150,0.25)', stacked: true, field: 'balloonHeldBytes' },
+  { key: 'guest-used', label: 'Guest used', color: '#d08a16', stacked: false, field: 'guestUsedBytes' },
+  { key: 'host-rss', label: 'Host RSS (QEMU)', color: '#c0392b', stacked: false, dash: [6, 4], field: 'hostRssBytes' },
 ];
 
 /** Y-axis steps: powers of two from 16 MiB, so ticks read 256 MiB, 512 MiB, 1 GiB. */
@@ -44,23 +36,6 @@ const BYTE_INCRS = Array.from({ length: 14 }, (_, i) => 16 * 1024 ** 2 * 2 ** i)
 
 /** How many samples a chart keeps (10 minutes at one sample every 2 s). */
 const MAX_POINTS = 300;
-
-/** Rows of raw values, one array per series, plus the time axis. Pure. */
-export function toColumns(samples: readonly GuestSample[]): { t: number[]; raw: Array<Array<number | null>>; stacked: Array<Array<number | null>> } {
-  const t = samples.map((s) => s.tS);
-  const raw = SERIES.map((spec) => samples.map(spec.value));
-  const stacked = raw.map((col) => col.slice());
-  // Cumulate stacked series bottom-up; an unknown layer counts as 0 so the ones above still draw.
-  for (let i = 0; i < samples.length; i++) {
-    let acc = 0;
-    SERIES.forEach((spec, si) => {
-      if (!spec.stacked) return;
-      acc += raw[si]![i] ?? 0;
-      stacked[si]![i] = acc;
-    });
-  }
-  return { t, raw, stacked };
-}
 
 export class GuestChart {
   private readonly samples: GuestSample[] = [];
@@ -115,8 +90,8 @@ export class GuestChart {
     if (last && Math.floor(last.tS) === Math.floor(sample.tS)) this.samples[this.samples.length - 1] = sample;
     else this.samples.push(sample);
     if (this.samples.length > MAX_POINTS) this.samples.splice(0, this.samples.length - MAX_POINTS);
-    const { t, stacked } = toColumns(this.samples);
-    this.plot.setData([t, ...stacked] as unknown as UPlot.AlignedData);
+    const columns = chartColumns(this.samples, SERIES.map((x) => x.field));
+    this.plot.setData([this.samples.map((x) => x.tS), ...columns] as unknown as UPlot.AlignedData);
     this.updateLegend();
   }
 
@@ -154,7 +129,7 @@ export class GuestChart {
     SERIES.forEach((s, i) => {
       const row = rows[i];
       if (!row) return;
-      const v = sample ? s.value(sample) : null;
+      const v = sample ? sample[s.field] : null;
       row.dataset.bytes = v === null ? '' : String(v);
       row.lastElementChild!.textContent = formatBytes(v);
     });

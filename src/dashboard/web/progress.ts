@@ -3,7 +3,8 @@
  * to poll), then poll the operation until it ends, reporting how far the guest has got between
  * where it started and the target. Every poll is bounded, and so is the whole wait.
  */
-import { api, type OperationView } from './api.js';
+import { api } from './api.js';
+import { fractionDone, type OperationView } from './model.js';
 import { formatBytes } from './format.js';
 
 export interface ProgressUpdate {
@@ -18,15 +19,6 @@ export interface ProgressUpdate {
 const POLL_MS = 500;
 /** Longest the page follows one operation (the daemon has its own, shorter, bound). */
 const GIVE_UP_MS = 15 * 60_000;
-
-/** How far `op` has got, 0..1. Pure. */
-export function fractionDone(op: OperationView): number {
-  if (op.state === 'succeeded') return 1;
-  if (op.actualBytes === null || op.startBytes === null) return 0;
-  const span = op.targetBytes - op.startBytes;
-  if (span === 0) return 1;
-  return Math.min(1, Math.max(0, (op.actualBytes - op.startBytes) / span));
-}
 
 function describe(op: OperationView): string {
   const where = `${formatBytes(op.actualBytes)} of ${formatBytes(op.targetBytes)}`;

@@ -1,0 +1,82 @@
+/**
+ * The dashboard's view model and the mapping from the daemon's documents to it. Pure (no DOM,
+ * no I/O), so unit tests run it under Node. Sizes are bytes; a value the daemon did not send
+ * becomes null, never a guess.
+ */
+
+/** One point of a guest's memory, all in bytes; null where not known at that time. */
+export interface GuestSample {
+  tS: number;
+  /** Boot RAM the guest has: the balloon's "actual". */
+  bootInGuestBytes: number | null;
+  virtioMemBytes: number | null;
+  /** Boot RAM the balloon holds back from the guest. */
+  balloonHeldBytes: number | null;
+  guestUsedBytes: number | null;
+  guestAvailableBytes: number | null;
+  hostRssBytes: number | null;
+}
+
+export interface HostView {
+  memTotalBytes: number | null;
+  memAvailableBytes: number | null;
+  psiSomeAvg10: number | null;
+  psiFullAvg10: number | null;
+}
+
+export interface GuestView {
+  name: string;
+  state: string;
+  maxBytes: number | null;
+  /** All the RAM the guest has now: boot RAM left by the balloon + virtio-mem plugged. */
+  totalBytes: number | null;
+  sample: GuestSample;
+}
+
+export interface Snapshot {
+  tS: number;
+  host: HostView;
+  guests: GuestView[];
+}
+
+export type OperationState = 'running' | 'succeeded' | 'failed';
+
+export interface OperationView {
+  id: string;
+  state: OperationState;
+  startBytes: number | null;
+  targetBytes: number;
+  actualBytes: number | null;
+  message: string | null;
+}
+
+export type Json = Record<string, unknown>;
+export const obj = (v: unknown): Json => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Json) : {});
+export const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+export const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+
+/** How far `op` has got from its starting size to its target, 0..1. */
+export function fractionDone(op: OperationView): number {
+  if (op.state === 'succeeded') return 1;
+  if (op.actualBytes === null || op.startBytes === null) return 0;
+  const span = op.targetBytes - op.startBytes;
+  if (span === 0) return 1;
+  return Math.min(1, Math.max(0, (op.actualBytes - op.startBytes) / span));
+}
+
+/** Which sample fields are stacked (bottom first); the others are drawn as lines. */
+export const STACKED: ReadonlyArray<keyof GuestSample> = ['bootInGuestBytes', 'virtioMemBytes', 'balloonHeldBytes'];
+
+/**
+ * Columns for the chart: for each field in `fields`, its values over time; stacked fields get
+ * cumulative values (an unknown layer counts as 0 so the layers above it still draw).
+ */
+export function chartColumns(samples: readonly GuestSample[], fields: ReadonlyArray<keyof GuestSample>): Array<Array<number | null>> {
+  const raw = fields.map((f) => samples.map((s) => s[f]));
+  return raw.map((col, fi) => {
+    const field = fields[fi]!;
+    const k = STACKED.indexOf(field);
+    if (k < 0) return col;
+    return samples.map((s) => STACKED.slice(0, k + 1).reduce((acc, f) => acc + (s[f] ?? 0), 0));
+  });
+}
