@@ -49,8 +49,16 @@ node -e 'const [maj]=process.versions.node.split(".").map(Number); if (maj < 20)
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
 npm run --silent build
 
+# `virtmem` on PATH: a link to bin/virtmem (which finds the checkout through the link).
+if [ "$(id -u)" -eq 0 ]; then bindir=/usr/local/bin; else bindir="$HOME/.local/bin"; mkdir -p "$bindir"; fi
+ln -sfn "$PWD/bin/virtmem" "$bindir/virtmem"
+case ":$PATH:" in *":$bindir:"*) ;; *) echo "setup: add $bindir to PATH to run virtmem by name" ;; esac
+
 echo "setup: building the built-in guest (Debian cloud kernel + busybox initramfs)"
 bin/virtmem guest-build
+
+# Whether KVM really runs guests here (a /dev/kvm that opens is not proof); cached per boot.
+bin/virtmem capabilities
 
 if [ "$demo" -eq 1 ]; then
   bin/virtmem demo

@@ -94,7 +94,8 @@ export const COMMANDS: Command[] = [
     failPrefix: (a, code) => (code === 'DOMAIN_ACTIVE' ? null : `Failed to start domain '${dom(a)}'`),
     async run(ctx) {
       const rec = await ctx.driver.start(dom(ctx.args), { paused: ctx.args.flags.has('paused') });
-      if (ctx.json) return json(ctx, { name: rec.live.name, id: rec.id, pid: rec.pid, accel: rec.accel });
+      if (rec.accelNote) ctx.err(`warning: ${rec.accelNote}\n`);
+      if (ctx.json) return json(ctx, { name: rec.live.name, id: rec.id, pid: rec.pid, accel: rec.accel, cpuModel: rec.cpuModel ?? null });
       ctx.out(`Domain '${rec.live.name}' started\n\n`);
     },
   },

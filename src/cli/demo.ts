@@ -6,6 +6,9 @@
 import { buildDefaultGuest, findDefaultGuest } from '../guest/build.js';
 import { GuestAgent, readGuestMeminfo } from '../guest/agent.js';
 import { main } from './main.js';
+import { readFile } from 'node:fs/promises';
+import { bootDiagnosis } from '../driver/accel.js';
+import { VirtError } from '../driver/errors.js';
 import type { CommandContext } from './commands.js';
 
 export const DEMO_DOMAIN = 'virtmem-demo';
@@ -27,7 +30,13 @@ export async function runDemo(ctx: CommandContext): Promise<void> {
     if (code !== 0) throw new Error(`demo step failed: virtmem ${args.join(' ')} exited ${code}`);
   };
   const guestView = async (name = DEMO_DOMAIN): Promise<void> => {
-    const agent = await GuestAgent.connect(driver.paths.run(name).agent, { timeoutMs: 60_000 });
+    const agent = await GuestAgent.connect(driver.paths.run(name).agent, { timeoutMs: 60_000 }).catch(async (err: unknown) => {
+      // Say what the guest showed, not just that it did not answer (a KVM that runs nothing
+      // leaves an empty console; a kernel that fails says so on it).
+      const consoleText = await readFile(driver.paths.run(name).consoleLog, 'utf8').catch(() => '');
+      const accel = (await driver.info(name).catch(() => null))?.accel ?? null;
+      throw new VirtError('OPERATION_FAILED', `guest '${name}' did not come up: ${bootDiagnosis(consoleText, accel)} (${(err as Error).message})`, { cause: err });
+    });
     try {
       const m = await readGuestMeminfo(agent);
       say(`guest /proc/meminfo: MemTotal ${m.memTotalKiB} KiB, MemAvailable ${m.memAvailableKiB} KiB`);

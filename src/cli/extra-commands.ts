@@ -2,7 +2,8 @@
  * Commands virsh does not have: creating a domain without writing XML, building the built-in
  * guest, and the demo.
  */
-import type { DomainDef, DiskDef } from '../driver/definition.js';
+import type { DomainDef, DiskDef, CpuDef } from '../driver/definition.js';
+import { parseAccelRequest } from '../driver/accel.js';
 import { DEF_SCHEMA_VERSION } from '../driver/definition.js';
 import { parseScaledKiB } from '../driver/size.js';
 import { newUuid, validateDomainName } from '../driver/name.js';
@@ -38,6 +39,9 @@ export function definitionFromOptions(a: ParsedArgs): DomainDef {
   if (diskPath !== undefined) {
     disks.push({ path: isAbsolute(diskPath) ? diskPath : resolve(diskPath), format: diskPath.endsWith('.qcow2') ? 'qcow2' : 'raw', target: 'vda', bus: 'virtio', readonly: false });
   }
+  const accelText = opt('accel');
+  const accel = accelText === undefined ? 'auto' : parseAccelRequest(accelText, '--accel');
+  const cpu = opt('cpu') === undefined ? undefined : cpuFromOption(opt('cpu')!);
   const balloon = defaultBalloon();
   if (a.flags.has('no-balloon')) balloon.model = 'none';
   if (a.flags.has('no-autodeflate')) balloon.autodeflate = false;
@@ -47,6 +51,8 @@ export function definitionFromOptions(a: ParsedArgs): DomainDef {
     name,
     uuid: newUuid(),
     vcpus: Number(vcpusText),
+    ...(accel !== 'auto' ? { accel } : {}),
+    ...(cpu ? { cpu } : {}),
     memory: { maxKiB, currentKiB, ...(hotplug ? { hotplug: { ceilingKiB, slots: 8 } } : {}) },
     memoryDevices,
     os: { ...(kernel ? { kernel } : {}), ...(initrd ? { initrd } : {}), ...(opt('cmdline') !== undefined ? { cmdline: opt('cmdline')! } : {}) },
@@ -55,19 +61,41 @@ export function definitionFromOptions(a: ParsedArgs): DomainDef {
   };
 }
 
+/**
+ * `--cpu`: a libvirt CPU mode (host-passthrough, host-model, maximum) or a QEMU model name
+ * (custom mode). Pure.
+ */
+export function cpuFromOption(text: string): CpuDef {
+  if (text === 'host-passthrough' || text === 'host-model' || text === 'maximum') return { mode: text };
+  if (text === 'host') return { mode: 'host-passthrough' };
+  if (text === 'max') return { mode: 'maximum' };
+  return { mode: 'custom', model: text }; // the definition's validation checks the name
+}
+
 export const EXTRA_COMMANDS: Command[] = [
   {
     name: 'new', summary: 'define a domain without XML (defaults: 1G, 1 vCPU, the built-in guest; --max-memory: grow without reboot)',
     positionals: ['name'], required: 1,
     flags: ['no-balloon', 'no-autodeflate', 'no-free-page-reporting', 'start'],
-    options: ['memory', 'current-memory', 'max-memory', 'hotplug-ceiling', 'vcpus', 'kernel', 'initrd', 'cmdline', 'disk'],
+    options: ['memory', 'current-memory', 'max-memory', 'hotplug-ceiling', 'vcpus', 'kernel', 'initrd', 'cmdline', 'disk', 'accel', 'cpu'],
     failPrefix: (a) => `Failed to define domain '${a.positional.name}'`,
     async run(ctx) {
       const def = definitionFromOptions(ctx.args);
       await ctx.driver.define(def);
       const started = ctx.args.flags.has('start') ? await ctx.driver.start(def.name) : null;
+      if (started?.accelNote) ctx.err(`warning: ${started.accelNote}\n`);
       if (ctx.json) return void ctx.out(JSON.stringify({ name: def.name, uuid: def.uuid, id: started?.id ?? null }, null, 2) + '\n');
       ctx.out(`Domain '${def.name}' defined\n${started ? `Domain '${def.name}' started\n` : ''}\n`);
+    },
+  },
+  {
+    name: 'capabilities', summary: 'what this host offers: QEMU, KVM (proven by a probe guest), CPU models, memory',
+    positionals: [], required: 0, flags: ['probe'],
+    async run(ctx) {
+      const caps = await ctx.driver.capabilities({ refresh: ctx.args.flags.has('probe') });
+      if (ctx.json) return void ctx.out(JSON.stringify(caps, null, 2) + '\n');
+      const { formatCapabilities } = await import('./format.js');
+      ctx.out(formatCapabilities(caps));
     },
   },
   {

@@ -2,7 +2,7 @@
  * virsh-compatible text output, as pure functions. Layouts were recorded from real virsh 9.0
  * (test/fixtures/virsh/) and are asserted against those recordings.
  */
-import type { DomainInfo, DomainSummary } from '../driver/driver.js';
+import type { DomainInfo, DomainSummary, HostCapabilities } from '../driver/driver.js';
 import type { MemoryStats } from '../driver/memory-stats.js';
 import type { DomainState, StateReason } from '../driver/run-status.js';
 
@@ -71,4 +71,26 @@ export function formatDominfo(info: DomainInfo): string {
 /** `virsh dommemstat` output: `name value` lines. */
 export function formatMemStats(ms: MemoryStats): string {
   return ms.stats.map((s) => `${s.name} ${s.value}`).join('\n') + '\n\n';
+}
+
+/** `virtmem capabilities`: `%-15s %s` lines like dominfo's. */
+export function formatCapabilities(c: HostCapabilities): string {
+  const row = (k: string, v: string): string => `${(k + ':').padEnd(15)} ${v}`;
+  const kib = (v: number | null): string => (v === null ? 'unknown' : `${v} KiB`);
+  const lines = [
+    row('QEMU', c.emulator.path === null ? `not usable: ${c.emulator.error}` : `${c.emulator.path} (${c.emulator.version ?? 'version unknown'})`),
+    row('KVM device', c.kvm === null ? 'not checked (no QEMU)' : c.kvm.devicePresent ? `${c.kvm.device} opens` : `none (${c.kvm.reason})`),
+  ];
+  if (c.kvm?.devicePresent) {
+    lines.push(row('KVM works', `${c.kvm.usable ? 'yes' : 'no'}: ${c.kvm.reason}${c.kvm.probedAt ? ` (probed ${c.kvm.probedAt}${c.kvm.cached ? ', cached' : ''})` : ''}`));
+  }
+  lines.push(
+    row('Auto picks', `${c.accel.autoPicks}${c.accel.envOverride ? ` ($VIRTMEM_ACCEL=${c.accel.envOverride})` : ''}`),
+    row('CPU default', `${c.cpu.defaultUnderKvm} under KVM, ${c.cpu.defaultUnderTcg} under TCG`),
+    row('CPU modes', c.cpu.modes.join(', ')),
+    row('Host memory', `${kib(c.hostMemory.totalKiB)} (available ${kib(c.hostMemory.availableKiB)})`),
+  );
+  if (c.hostMemory.pressure) lines.push(row('Mem pressure', c.hostMemory.pressure));
+  lines.push(row('Built-in guest', c.defaultGuest ? `kernel ${c.defaultGuest.kernelVersion} (${c.defaultGuest.kernel})` : 'not built (virtmem guest-build)'));
+  return lines.join('\n') + '\n\n';
 }

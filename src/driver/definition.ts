@@ -69,6 +69,23 @@ export interface OsDef {
   machine?: string;
 }
 
+/**
+ * The accelerator a domain asks for: libvirt's <domain type='kvm'> is 'kvm' (KVM or a clear
+ * refusal), type='qemu' is 'tcg' (software emulation). Absent means 'auto': KVM when a probe has
+ * proven it runs guests on this host, else TCG.
+ */
+export type AccelChoice = 'kvm' | 'tcg';
+
+/** libvirt's <cpu mode>: how the guest CPU model is chosen. */
+export type CpuMode = 'host-passthrough' | 'host-model' | 'maximum' | 'custom';
+
+/** The guest CPU (libvirt <cpu mode=... ><model>...</model></cpu>). */
+export interface CpuDef {
+  mode: CpuMode;
+  /** QEMU CPU model name; required for (and only for) mode 'custom'. */
+  model?: string;
+}
+
 export interface DomainDef {
   schemaVersion: typeof DEF_SCHEMA_VERSION;
   name: string;
@@ -79,6 +96,13 @@ export interface DomainDef {
   /** QEMU binary; absent means `qemu-system-x86_64` from PATH (or $VIRTMEM_QEMU). */
   emulator?: string;
   vcpus: number;
+  /** Accelerator asked for; absent means auto (see AccelChoice). */
+  accel?: AccelChoice;
+  /**
+   * Guest CPU model; absent means libvirt's default: QEMU's default model under TCG,
+   * host-passthrough under KVM.
+   */
+  cpu?: CpuDef;
   memory: MemoryDef;
   memoryDevices: MemoryDeviceDef[];
   os: OsDef;

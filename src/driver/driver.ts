@@ -16,8 +16,9 @@ import { ensurePrivateDir, writeFileAtomic } from '../util/atomic-file.js';
 import { StatePaths, defaultStateDir, type RunPaths } from './paths.js';
 import { DefinitionStore } from './store.js';
 import { acquireLock, withLock } from './lock.js';
-import { detectAccel, resolveEmulator } from './host.js';
-import { BALLOON_QOM_PATH, buildQemuArgv, virtioMemId, type Accel } from './qemu-argv.js';
+import { resolveEmulator } from './host.js';
+import { accelRequest, chooseAccel, kvmStatus, type KvmStatus } from './accel.js';
+import { BALLOON_QOM_PATH, buildQemuArgv, qemuCpuModel, virtioMemId, type Accel } from './qemu-argv.js';
 import { observe, writeRunRecord, type DomainState, type Observed, type RunningRecord, type StateReason } from './run-status.js';
 import { isProcessAlive, readProcStat, readRssKiB, CLOCK_TICKS_PER_S } from './host-process.js';
 import { withMonitor, monitorError } from './monitor.js';
@@ -62,6 +63,10 @@ export interface DomainInfo extends DomainSummary {
   usedMemoryKiB: number;
   autostart: boolean;
   accel: Accel | null;
+  /** The -cpu model QEMU got (null: QEMU's default, or not running). */
+  cpuModel: string | null;
+  /** Why a running domain asking for auto did not get KVM on a host with a KVM device. */
+  accelNote: string | null;
   /** Where the memory is: boot RAM under the balloon, DIMMs, virtio-mem. */
   memory: MemoryBreakdown;
 }
@@ -255,7 +260,7 @@ export class Driver {
     if (o.state === 'shutoff') {
       return {
         ...base, id: null, state: 'shutoff', reason: o.reason, vcpus: def.vcpus, cpuTimeS: null,
-        maxMemoryKiB: def.memory.maxKiB, usedMemoryKiB: def.memory.currentKiB, accel: null,
+        maxMemoryKiB: def.memory.maxKiB, usedMemoryKiB: def.memory.currentKiB, accel: null, cpuModel: null, accelNote: null,
         memory: breakdown(planned(def)),
       };
     }
@@ -272,6 +277,7 @@ export class Driver {
       ...base, id: o.record.id, state: paused ? 'paused' : 'running', reason: paused ? 'user' : 'booted',
       vcpus: live.vcpus, cpuTimeS: stat ? stat.cpuTicks / CLOCK_TICKS_PER_S : null,
       maxMemoryKiB: live.memory.maxKiB, usedMemoryKiB: used.totalKiB, accel: o.record.accel,
+      cpuModel: o.record.cpuModel ?? null, accelNote: o.record.accelNote ?? null,
       memory: breakdown(used),
     };
   }
@@ -355,12 +361,58 @@ export class Driver {
     const def = await this.lookup(ref);
     const o = await this.observe(def.name);
     const { formatDomainXml } = await import('./xml.js');
-    const accel = await detectAccel();
+    // The accelerator it runs with, or the one it asks for; 'auto' shows what auto picks here.
+    const accel = !opts.inactive && o.state !== 'shutoff' ? o.record.accel : await this.plannedAccel(def);
     const xmlType = accel === 'kvm' ? 'kvm' : 'qemu';
     const withKernel = await this.withGuestKernel(opts.inactive || o.state === 'shutoff' ? def : o.record.live);
     if (opts.inactive || o.state === 'shutoff') return formatDomainXml(withKernel, { accel: xmlType });
     const actualKiB = await this.liveMemoryKiB(def.name, o.record.live, opts.signal);
     return formatDomainXml(withKernel, { accel: xmlType, running: { id: o.record.id, actualKiB } });
+  }
+
+  /**
+   * What this host offers guests: the QEMU binary, whether KVM runs guests (the cached probe, or a
+   * new one with `refresh`), what 'auto' picks, CPU model defaults, host memory, the built-in guest.
+   * Never throws for a missing QEMU or guest: they are reported.
+   */
+  async capabilities(opts: { refresh?: boolean; signal?: AbortSignal } = {}): Promise<HostCapabilities> {
+    const guest = await this.defaultGuest();
+    let emulator: HostCapabilities['emulator'];
+    let kvm: KvmStatus | null = null;
+    try {
+      const path = await resolveEmulator(undefined);
+      const version = await qemuVersion(path);
+      emulator = { path, version };
+      kvm = await this.kvm({ emulator: path, ...(opts.refresh ? { refresh: true } : {}), signal: opts.signal });
+    } catch (err) {
+      emulator = { path: null, version: null, error: (err as Error).message };
+    }
+    let envAccel: string | null = process.env.VIRTMEM_ACCEL ?? null;
+    let autoPicks: Accel = kvm?.usable ? 'kvm' : 'tcg';
+    try {
+      const r = accelRequest(undefined);
+      if (r !== 'auto') autoPicks = r;
+    } catch (err) {
+      envAccel = `${envAccel} (invalid: ${(err as Error).message})`;
+    }
+    const meminfo = await readFile('/proc/meminfo', 'utf8').catch(() => '');
+    const kib = (k: string): number | null => { const m = new RegExp(`^${k}:\\s+(\\d+) kB$`, 'm').exec(meminfo); return m ? Number(m[1]) : null; };
+    const psi = (await readFile('/proc/pressure/memory', 'utf8').catch(() => '')).split('\n')[0] ?? '';
+    return {
+      emulator,
+      kvm,
+      accel: { autoPicks, envOverride: envAccel },
+      cpu: { defaultUnderKvm: 'host-passthrough (-cpu host)', defaultUnderTcg: "QEMU's default model (qemu64)", modes: ['host-passthrough', 'host-model', 'maximum', 'custom'] },
+      hostMemory: { totalKiB: kib('MemTotal'), availableKiB: kib('MemAvailable'), pressure: psi || null },
+      defaultGuest: guest ? { kernel: guest.kernelPath, kernelVersion: guest.kernelVersion, initrd: guest.initrdPath } : null,
+    };
+  }
+
+  /** The accelerator a shut-off domain would get now (auto asks the cached KVM probe). */
+  private async plannedAccel(def: DomainDef): Promise<Accel> {
+    const request = accelRequest(def.accel);
+    if (request !== 'auto') return request;
+    return (await this.kvm()).usable ? 'kvm' : 'tcg';
   }
 
   /** Fill in the built-in guest's kernel for display, so dumpxml output boots under libvirt. */
@@ -386,7 +438,11 @@ export class Driver {
       if (o.state !== 'shutoff') throw new VirtError('DOMAIN_ACTIVE', 'Domain is already active');
       const emulator = await resolveEmulator(def.emulator);
       const boot = await this.bootFiles(def);
-      const accel = await detectAccel();
+      const request = accelRequest(def.accel);
+      const { accel, note } = request === 'tcg'
+        ? { accel: 'tcg' as const, note: null }
+        : chooseAccel(request, await this.kvm({ emulator, signal: opts.signal }), def.name);
+      const cpuModel = qemuCpuModel(def.cpu, accel); // refuses host-passthrough under TCG before anything starts
       const run = this.paths.run(def.name);
       await ensurePrivateDir(this.paths.runDir);
       await mkdir(run.dir, { recursive: true, mode: 0o700 });
@@ -401,6 +457,7 @@ export class Driver {
       const stat = await readProcStat(pid);
       const record: RunningRecord = {
         version: 1, phase: 'running', pid, startTicks: stat?.startTicks ?? 0, id, accel,
+        ...(cpuModel ? { cpuModel } : {}), ...(note ? { accelNote: note } : {}),
         startedAt: new Date().toISOString(), live,
         ...(opts.paused ? { paused: true } : {}),
       };
@@ -435,6 +492,16 @@ export class Driver {
       throw new VirtError('NO_SUPPORT', 'the built-in default guest is not built yet: run `virtmem guest build` (or `npm run setup`) first, or give the domain a kernel');
     }
     return { kernel: guest.kernelPath, initrd: guest.initrdPath, cmdline: def.os.cmdline ?? guest.cmdline };
+  }
+
+  /**
+   * Whether KVM runs guests here (cached probe, see accel.ts), for `emulator` (default: the one
+   * guests get without <emulator>). The probe boots the built-in guest's kernel.
+   */
+  async kvm(opts: { emulator?: string; refresh?: boolean; signal?: AbortSignal | undefined } = {}): Promise<KvmStatus> {
+    const emulator = opts.emulator ?? await resolveEmulator(undefined);
+    const guest = await this.defaultGuest();
+    return kvmStatus({ emulator, kernel: guest?.kernelPath ?? null, ...(opts.refresh ? { refresh: true } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
   }
 
   private async defaultGuest(): Promise<DefaultGuest | null> {
@@ -852,6 +919,29 @@ export class Driver {
       }
     }, opts.signal);
   }
+}
+
+/** `virtmem capabilities`: what the host offers guests. */
+export interface HostCapabilities {
+  emulator: { path: string; version: string | null } | { path: null; version: null; error: string };
+  /** null when there is no QEMU to probe with. */
+  kvm: KvmStatus | null;
+  accel: { autoPicks: Accel; envOverride: string | null };
+  cpu: { defaultUnderKvm: string; defaultUnderTcg: string; modes: string[] };
+  hostMemory: { totalKiB: number | null; availableKiB: number | null; pressure: string | null };
+  defaultGuest: { kernel: string; kernelVersion: string; initrd: string } | null;
+}
+
+/** First line of `qemu-system-x86_64 --version`, bounded; null when it does not answer. */
+function qemuVersion(path: string): Promise<string | null> {
+  return new Promise((resolve) => {
+    let out = '';
+    const child = spawn(path, ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const timer = setTimeout(() => { child.kill('SIGKILL'); }, 5_000);
+    child.stdout.setEncoding('utf8').on('data', (c: string) => { out += c; });
+    child.once('error', () => { clearTimeout(timer); resolve(null); });
+    child.once('close', () => { clearTimeout(timer); resolve(out.split('\n')[0]?.trim() || null); });
+  });
 }
 
 /** What QEMU reported about a running guest's memory. */

@@ -1,28 +1,10 @@
 /**
- * Host facts the driver needs before starting QEMU: which accelerator works and where the QEMU
- * binary is.
+ * Host facts the driver needs before starting QEMU: where the QEMU binary is (which accelerator
+ * works is accel.ts's question).
  */
-import { access, constants, open } from 'node:fs/promises';
+import { access, constants } from 'node:fs/promises';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { VirtError } from './errors.js';
-import type { Accel } from './qemu-argv.js';
-
-let accelCache: Accel | undefined;
-
-/** 'kvm' when /dev/kvm can be opened read-write, else 'tcg' (software emulation). */
-export async function detectAccel(): Promise<Accel> {
-  if (accelCache) return accelCache;
-  const forced = process.env.VIRTMEM_ACCEL;
-  if (forced === 'kvm' || forced === 'tcg') return (accelCache = forced);
-  try {
-    const fh = await open('/dev/kvm', 'r+');
-    await fh.close();
-    accelCache = 'kvm';
-  } catch {
-    accelCache = 'tcg';
-  }
-  return accelCache;
-}
 
 /** The default emulator binary name. */
 export const DEFAULT_EMULATOR = 'qemu-system-x86_64';

@@ -27,6 +27,10 @@ export interface RunningRecord {
   startTicks: number;
   id: number;
   accel: Accel;
+  /** The -cpu model QEMU got; absent: QEMU's default (records before this field: 'max'). */
+  cpuModel?: string;
+  /** Why auto did not pick KVM on a host that has a KVM device. */
+  accelNote?: string;
   startedAt: string;
   /** The live definition: the definition as booted plus live changes (balloon target ...). */
   live: DomainDef;

@@ -10,6 +10,7 @@
 import { DEF_SCHEMA_VERSION } from './definition.js';
 import type {
   BalloonDef,
+  CpuDef,
   DiskDef,
   DomainDef,
   MemoryDef,
@@ -89,7 +90,7 @@ export function defaultBalloon(): BalloonDef {
 export function validateDomainDef(def: unknown): DomainDef {
   const o = record(def, '', [
     ['schemaVersion', 'name', 'uuid', 'vcpus', 'memory', 'memoryDevices', 'os', 'disks', 'balloon'],
-    ['title', 'description', 'emulator'],
+    ['title', 'description', 'emulator', 'accel', 'cpu'],
   ]);
   if (o['schemaVersion'] !== DEF_SCHEMA_VERSION) {
     fail('schemaVersion', `unsupported schema version ${show(o['schemaVersion'])} (expected ${DEF_SCHEMA_VERSION})`);
@@ -112,6 +113,8 @@ export function validateDomainDef(def: unknown): DomainDef {
   if (o['title'] !== undefined) out.title = text(o['title'], 'title', { maxLength: 1024, newlines: false });
   if (o['description'] !== undefined) out.description = text(o['description'], 'description', { newlines: true });
   if (o['emulator'] !== undefined) out.emulator = absolutePath(o['emulator'], 'emulator');
+  if (o['accel'] !== undefined) out.accel = oneOf(o['accel'], 'accel', ['kvm', 'tcg'] as const, true);
+  if (o['cpu'] !== undefined) out.cpu = cpu(o['cpu']);
   return out;
 }
 
@@ -206,6 +209,22 @@ function os(v: unknown): OsDef {
   if (o['cmdline'] !== undefined) out.cmdline = text(o['cmdline'], 'os.cmdline', { newlines: false, maxLength: MAX_PATH_LENGTH });
   if (o['machine'] !== undefined) out.machine = oneOf(o['machine'], 'os.machine', ['pc', 'q35'] as const, true);
   return out;
+}
+
+/** QEMU CPU model names: letters, digits and a few separators (e.g. Skylake-Client-v4, qemu64). */
+const CPU_MODEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+function cpu(v: unknown): CpuDef {
+  const o = record(v, 'cpu', [['mode'], ['model']]);
+  const mode = oneOf(o['mode'], 'cpu.mode', ['host-passthrough', 'host-model', 'maximum', 'custom'] as const, true);
+  if (mode !== 'custom') {
+    if (o['model'] !== undefined) fail('cpu.model', `a model is given only with mode 'custom' (mode is '${mode}')`);
+    return { mode };
+  }
+  if (o['model'] === undefined) fail('cpu.model', "mode 'custom' needs a CPU model name (e.g. qemu64, Skylake-Client)");
+  const model = text(o['model'], 'cpu.model', { newlines: false, maxLength: 64 });
+  if (!CPU_MODEL.test(model)) fail('cpu.model', `'${model}' is not a CPU model name (letters, digits, '.', '_' and '-')`);
+  return { mode, model };
 }
 
 const DISK_TARGET = /^(vd|sd|hd)[a-z]{1,3}$/;

@@ -21,7 +21,7 @@
  * cells are refused.
  */
 
-import type { BalloonDef, DiskDef, DomainDef, MemoryDeviceDef, OsDef } from './definition.js';
+import type { BalloonDef, CpuDef, DiskDef, DomainDef, MemoryDeviceDef, OsDef } from './definition.js';
 import { DEF_SCHEMA_VERSION } from './definition.js';
 import { VirtError, unsupported, xmlError } from './errors.js';
 import { newUuid, normalizeUuid, printable, validateDomainName } from './name.js';
@@ -39,7 +39,10 @@ export interface ParsedDomainXml {
 export interface FormatDomainXmlOptions {
   /** Present for a running domain: adds id='N' and reports the live balloon size, as virsh does. */
   running?: { id: number; actualKiB: number };
-  /** The <domain type>: 'kvm' with hardware acceleration, 'qemu' for TCG. Default 'qemu'. */
+  /**
+   * The <domain type>: 'kvm' with hardware acceleration, 'qemu' for TCG. Default: the
+   * definition's own choice ('kvm' -> kvm, else qemu).
+   */
   accel?: 'kvm' | 'qemu';
 }
 
@@ -100,7 +103,7 @@ export function parseDomainXml(text: string): ParsedDomainXml {
   screenTopLevel(root, warn);
 
   const devices = parseDevices(singleChild(root, 'devices', ''), warn);
-  const cellKiB = parseCpu(singleChild(root, 'cpu', ''), warn);
+  const { cellKiB, cpu } = parseCpu(singleChild(root, 'cpu', ''), warn);
   const def: DomainDef = {
     schemaVersion: DEF_SCHEMA_VERSION,
     ...parseIdentity(root),
@@ -112,6 +115,8 @@ export function parseDomainXml(text: string): ParsedDomainXml {
     balloon: devices.balloon,
   };
   if (devices.emulator !== undefined) def.emulator = devices.emulator;
+  def.accel = root.attrs['type'] === 'kvm' ? 'kvm' : 'tcg';
+  if (cpu !== undefined) def.cpu = cpu;
   checkFeatures(singleChild(root, 'features', ''), warn);
   checkClockLifecyclePm(root, warn);
   return { def: revalidate(def), warnings: warn.list };
@@ -250,17 +255,40 @@ function parseMemory(
   return memory;
 }
 
+/** libvirt's <cpu mode> values. */
+const CPU_MODES = ['host-passthrough', 'host-model', 'maximum', 'custom'] as const;
+/** <cpu> children that shape a model virtmem does not configure beyond its name. */
+const CPU_IGNORED = new Set(['topology', 'feature', 'vendor', 'cache', 'maxphysaddr']);
+
 /**
- * Accepts <cpu> with a warning (virtmem always uses `-cpu max`) and returns the size of its single
- * NUMA cell, if any.
+ * Reads <cpu>: the CPU mode and model (libvirt: a <cpu> without mode is 'custom', and a custom
+ * <cpu> without <model> asks for nothing, the hypervisor default), and the size of its single
+ * NUMA cell, if any. Topology, features and vendor are accepted with a warning.
  */
-function parseCpu(cpu: Element | undefined, warn: Warnings): number | undefined {
-  if (cpu === undefined) return undefined;
-  const mode = cpu.attrs['mode'];
-  if (mode !== undefined || cpu.children.some((c) => c.name !== 'numa')) {
-    const shown = mode === undefined ? '<cpu>' : `<cpu mode='${printable(mode)}'>`;
-    warn.add(`${shown}: virtmem always runs guests with '-cpu max'; CPU model, features and topology are ignored`);
+function parseCpu(cpu: Element | undefined, warn: Warnings): { cellKiB: number | undefined; cpu: CpuDef | undefined } {
+  if (cpu === undefined) return { cellKiB: undefined, cpu: undefined };
+  const mode = cpu.attrs['mode'] ?? 'custom';
+  if (!(CPU_MODES as readonly string[]).includes(mode)) {
+    throw xmlError(`<cpu mode='${printable(mode)}'>: expected one of ${CPU_MODES.join(', ')}`);
   }
+  for (const c of cpu.children) {
+    if (CPU_IGNORED.has(c.name)) warn.add(`<cpu/${c.name}>: virtmem sets the CPU model only; topology, features and vendor are ignored`);
+    else if (c.name !== 'numa' && c.name !== 'model') warn.ignored(`cpu/${c.name}`);
+  }
+  const modelEl = singleChild(cpu, 'model', 'cpu');
+  const model = modelEl?.text.trim();
+  let def: CpuDef | undefined;
+  if (mode === 'custom') {
+    if (model) def = { mode: 'custom', model };
+  } else {
+    if (model) warn.add(`<cpu mode='${mode}'>: <model> is used only with mode='custom'; ignored`);
+    def = { mode: mode as CpuDef['mode'] };
+  }
+  return { cellKiB: parseNumaCell(cpu), cpu: def };
+}
+
+/** The size of <cpu/numa>'s single cell, if any. */
+function parseNumaCell(cpu: Element): number | undefined {
   const numa = singleChild(cpu, 'numa', 'cpu');
   if (numa === undefined) return undefined;
   const cells = childrenNamed(numa, 'cell');
@@ -557,6 +585,10 @@ const ELEMENT_BY_PATH = new Map(Object.entries({
   description: '<description>',
   emulator: '<devices/emulator>',
   vcpus: '<vcpu>',
+  accel: "<domain type='...'>",
+  cpu: '<cpu>',
+  'cpu.mode': "<cpu mode='...'>",
+  'cpu.model': '<cpu/model>',
   'memory.maxKiB': '<memory>',
   'memory.currentKiB': '<currentMemory>',
   'memory.hotplug.ceilingKiB': '<maxMemory>',
@@ -623,13 +655,14 @@ export function formatDomainXml(def: DomainDef, opts: FormatDomainXmlOptions = {
     formatOs(def.os),
     element('features', {}, [element('acpi'), element('apic')]),
   );
-  if (memory.hotplug !== undefined) children.push(formatNumaCell(def));
+  if (memory.hotplug !== undefined || def.cpu !== undefined) children.push(formatCpu(def));
   children.push(
     element('clock', { offset: 'utc' }),
     ...Object.entries(LIFECYCLE_DEFAULTS).map(([name, action]) => text(name, action)),
     formatDevices(def),
   );
-  const root = element('domain', { type: opts.accel ?? 'qemu', id: opts.running?.id }, children);
+  const type = opts.accel ?? (def.accel === 'kvm' ? 'kvm' : 'qemu');
+  const root = element('domain', { type, id: opts.running?.id }, children);
   return formatXmlTree(root);
 }
 
@@ -642,12 +675,26 @@ function formatOs(os: OsDef): Element {
   return element('os', {}, children);
 }
 
-/** The single guest NUMA node libvirt's QEMU driver wants with memory hot-plug: all boot RAM. */
-function formatNumaCell(def: DomainDef): Element {
-  const bootKiB = def.memory.maxKiB - def.memoryDevices.reduce((sum, d) => sum + d.sizeKiB, 0);
-  const cpus = def.vcpus === 1 ? '0' : `0-${def.vcpus - 1}`;
-  const cell = element('cell', { id: 0, cpus, memory: bootKiB, unit: 'KiB' });
-  return element('cpu', {}, [element('numa', {}, [cell])]);
+/**
+ * <cpu>: the CPU mode and model, and the single guest NUMA node libvirt's QEMU driver wants with
+ * memory hot-plug (all boot RAM).
+ */
+function formatCpu(def: DomainDef): Element {
+  const children: Element[] = [];
+  const attrs: Record<string, string> = {};
+  if (def.cpu !== undefined) {
+    attrs['mode'] = def.cpu.mode;
+    if (def.cpu.mode === 'custom') {
+      attrs['match'] = 'exact';
+      children.push(element('model', { fallback: 'forbid' }, [], def.cpu.model));
+    }
+  }
+  if (def.memory.hotplug !== undefined) {
+    const bootKiB = def.memory.maxKiB - def.memoryDevices.reduce((sum, d) => sum + d.sizeKiB, 0);
+    const cpus = def.vcpus === 1 ? '0' : `0-${def.vcpus - 1}`;
+    children.push(element('numa', {}, [element('cell', { id: 0, cpus, memory: bootKiB, unit: 'KiB' })]));
+  }
+  return element('cpu', attrs, children);
 }
 
 function formatDevices(def: DomainDef): Element {

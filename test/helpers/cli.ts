@@ -40,9 +40,9 @@ export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutM
 }
 
 /** A fresh state directory (short path: unix socket paths are limited to 107 bytes). */
-export async function sandbox(): Promise<Sandbox> {
+export async function sandbox(opts: { env?: NodeJS.ProcessEnv } = {}): Promise<Sandbox> {
   const stateDir = await mkdtemp(join(tmpdir(), 'vm-'));
-  const run = (...args: string[]): Promise<RunResult> => runCli(['--state-dir', stateDir, ...args]);
+  const run = (...args: string[]): Promise<RunResult> => runCli(['--state-dir', stateDir, ...args], opts.env ? { env: opts.env } : {});
   return {
     stateDir,
     run,

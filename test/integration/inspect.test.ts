@@ -155,7 +155,7 @@ describe('translate and memmap on the built-in guest', { skip }, () => {
   let qemuPid: number;
 
   before(async () => {
-    await sb.ok('new', 'ins', '--memory', '512M');
+    await sb.ok('new', 'ins', '--memory', '512M', '--cpu', 'maximum'); // LA57: 5-level paging
     await sb.ok('start', 'ins');
     agent = await agentOf('ins');
     // 0x30000000: an unused hole of a 512 MiB guest; 0xfed00000: the HPET.

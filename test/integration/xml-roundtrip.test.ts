@@ -25,7 +25,7 @@ async function libvirtAccepts(xml: string, name: string): Promise<void> {
   assert.match(`${r.stdout}${r.stderr}`, /validates/, `virt-xml-validate rejected ${name}:\n${r.stderr}\n${xml}`);
 }
 
-const input = `<domain type='kvm'>
+const input = `<domain type='qemu'>
   <name>fromxml</name>
   <uuid>0b9d3f5e-1111-4222-8333-944455556666</uuid>
   <memory unit='GiB'>1</memory>
@@ -33,6 +33,7 @@ const input = `<domain type='kvm'>
   <vcpu placement='static'>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
   <features><acpi/><apic/></features>
+  <cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model></cpu>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     <interface type='network'><source network='default'/></interface>
@@ -59,6 +60,8 @@ test('define libvirt XML, warn about what is ignored, dump it back', async () =>
   assert.match(xml, /<memory unit='KiB'>1048576<\/memory>/);
   assert.match(xml, /<currentMemory unit='KiB'>786432<\/currentMemory>/);
   assert.match(xml, /<stats period='3'\/>/);
+  assert.match(xml, /^<domain type='qemu'>/, "type='qemu' is TCG, and stays so");
+  assert.match(xml, /<cpu mode='custom' match='exact'>\n\s*<model fallback='forbid'>qemu64<\/model>/);
   assert.match(xml, /<kernel>/, 'the built-in guest kernel is filled in so libvirt could boot it');
   await libvirtAccepts(xml, 'shutoff.xml');
 
@@ -72,7 +75,9 @@ test('define libvirt XML, warn about what is ignored, dump it back', async () =>
 test('dumpxml of a running domain shows its id and live balloon, and libvirt accepts it', async () => {
   await sb.ok('start', 'fromxml');
   const xml = await sb.ok('dumpxml', 'fromxml');
-  assert.match(xml, /<domain type='(qemu|kvm)' id='\d+'>/);
+  assert.match(xml, /<domain type='qemu' id='\d+'>/);
+  assert.match(xml, /<model fallback='forbid'>qemu64<\/model>/);
+  assert.equal(JSON.parse(await sb.ok('dominfo', 'fromxml', '--json')).cpuModel, 'qemu64');
   await libvirtAccepts(xml, 'running.xml');
   const inactive = await sb.ok('dumpxml', 'fromxml', '--inactive');
   assert.doesNotMatch(inactive, / id='/);

@@ -188,3 +188,26 @@ describe('validateDomainDef rejects', () => {
     it(`${what} (${path})`, () => assertRejected(def, path, reason, limit));
   }
 });
+
+describe('validateDomainDef: accelerator and CPU model', () => {
+  const reject = (edit: (d: any) => void, path: string, reason: RegExp): void => { // eslint-disable-line @typescript-eslint/no-explicit-any
+    assert.throws(() => validateDomainDef(mutate(edit)), (e: unknown) =>
+      e instanceof DefValidationError && e.path === path && reason.test(e.reason));
+  };
+  it('accepts each accelerator and CPU mode', () => {
+    for (const accel of ['kvm', 'tcg'] as const) assert.equal(validateDomainDef({ ...baseDef(), accel }).accel, accel);
+    for (const mode of ['host-passthrough', 'host-model', 'maximum'] as const) {
+      assert.deepEqual(validateDomainDef({ ...baseDef(), cpu: { mode } }).cpu, { mode });
+    }
+    assert.deepEqual(validateDomainDef({ ...baseDef(), cpu: { mode: 'custom', model: 'Skylake-Client-v4' } }).cpu, { mode: 'custom', model: 'Skylake-Client-v4' });
+  });
+  it('rejects unknown accelerators and modes, a custom CPU without a model, a model elsewhere, bad names', () => {
+    reject((d) => { d.accel = 'auto'; }, 'accel', /'auto' is not supported \(expected one of kvm, tcg\)/);
+    reject((d) => { d.cpu = { mode: 'passthrough' }; }, 'cpu.mode', /'passthrough' is not supported/);
+    reject((d) => { d.cpu = { mode: 'custom' }; }, 'cpu.model', /needs a CPU model name/);
+    reject((d) => { d.cpu = { mode: 'maximum', model: 'qemu64' }; }, 'cpu.model', /only with mode 'custom'/);
+    reject((d) => { d.cpu = { mode: 'custom', model: '-cpu' }; }, 'cpu.model', /not a CPU model name/);
+    reject((d) => { d.cpu = { mode: 'custom', model: 'a,b=c' }; }, 'cpu.model', /not a CPU model name/);
+    reject((d) => { d.cpu = { mode: 'maximum', features: [] }; }, 'cpu.features', /unknown field/);
+  });
+});

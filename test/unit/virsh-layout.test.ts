@@ -31,7 +31,7 @@ test('list --name', () => {
 
 const info = (over: Partial<DomainInfo>): DomainInfo => ({
   id: null, name: 'vm1', uuid, state: 'shutoff', reason: 'unknown', persistent: true, osType: 'hvm', vcpus: 1,
-  cpuTimeS: null, maxMemoryKiB: 1048576, usedMemoryKiB: 1048576, autostart: false, accel: null,
+  cpuTimeS: null, maxMemoryKiB: 1048576, usedMemoryKiB: 1048576, autostart: false, accel: null, cpuModel: null, accelNote: null,
   memory: { bootKiB: 1048576, balloonKiB: 1048576, dimmKiB: 0, pluggedKiB: 0, hotplugSizeKiB: 0 }, ...over,
 });
 

@@ -81,11 +81,18 @@ function hotplugOnlyCeilingDef(): DomainDef {
   };
 }
 
+/** A definition's accelerator as XML carries it: <domain type> has no 'auto'. */
+const withAccel = (def: DomainDef, accel: 'kvm' | 'tcg' = 'kvm'): DomainDef => ({ ...def, accel: def.accel ?? accel });
+
 const ROUND_TRIP_DEFS: Array<[string, () => DomainDef]> = [
-  ['minimal (built-in guest, no optional fields)', minimalDef],
-  ['kernel, disks, escaped title/description/paths', kernelDef],
-  ['virtio-mem and dimm hot-plug', hotplugDef],
-  ['hot-plug ceiling without devices, no balloon', hotplugOnlyCeilingDef],
+  ['minimal (built-in guest, no optional fields)', () => withAccel(minimalDef(), 'tcg')],
+  ['kernel, disks, escaped title/description/paths', () => withAccel(kernelDef())],
+  ['virtio-mem and dimm hot-plug', () => withAccel(hotplugDef())],
+  ['hot-plug ceiling without devices, no balloon', () => withAccel(hotplugOnlyCeilingDef(), 'tcg')],
+  ['cpu host-passthrough under KVM', () => ({ ...minimalDef(), accel: 'kvm', cpu: { mode: 'host-passthrough' } })],
+  ['cpu maximum under TCG', () => ({ ...minimalDef(), accel: 'tcg', cpu: { mode: 'maximum' } })],
+  ['cpu host-model', () => ({ ...minimalDef(), accel: 'kvm', cpu: { mode: 'host-model' } })],
+  ['cpu custom model with hot-plug (model and NUMA cell in one <cpu>)', () => ({ ...hotplugDef(), accel: 'tcg', cpu: { mode: 'custom', model: 'qemu64' } })],
 ];
 
 // ---- helpers ---------------------------------------------------------------------------------
@@ -123,7 +130,7 @@ describe('formatDomainXml -> parseDomainXml round trip', () => {
   for (const [what, make] of ROUND_TRIP_DEFS) {
     it(what, () => {
       const def = make();
-      const { def: back, warnings } = parseDomainXml(formatDomainXml(def, { accel: 'kvm' }));
+      const { def: back, warnings } = parseDomainXml(formatDomainXml(def));
       assert.deepEqual(back, def);
       assert.deepEqual(warnings, [], 'virtmem output must parse without warnings');
     });
@@ -181,7 +188,7 @@ describe('formatted XML against libvirt itself', () => {
     const dir = mkdtempSync(join(tmpdir(), 'virtmem-xml-'));
     try {
       const variants = ROUND_TRIP_DEFS.flatMap(([what, make]) => [
-        [what, formatDomainXml(make(), { accel: 'kvm' })],
+        [what, formatDomainXml(make())],
         [`${what} (running)`, formatDomainXml(make(), { accel: 'qemu', running: { id: 3, actualKiB: make().memory.currentKiB } })],
       ]);
       for (const [what, xml] of variants) {
@@ -202,7 +209,7 @@ describe('formatted XML against libvirt itself', () => {
       for (const [what, make] of ROUND_TRIP_DEFS) {
         const def = make();
         const file = join(dir, 'domain.xml');
-        writeFileSync(file, formatDomainXml(def, { accel: 'kvm' }));
+        writeFileSync(file, formatDomainXml(def));
         // One virsh process: the test driver keeps its state in memory only.
         const r = spawnSync('virsh', ['-q', '-c', 'test:///default', `define ${file}; dumpxml ${def.name}`], { encoding: 'utf8' });
         assert.equal(r.status, 0, `${what}: ${r.stderr}`);
@@ -229,6 +236,8 @@ describe('parseDomainXml on real-world documents', () => {
       uuid: '2f4e5c6a-8b1d-4a3e-9c7f-0d1e2f3a4b5c',
       emulator: '/usr/bin/qemu-system-x86_64',
       vcpus: 2,
+      accel: 'kvm',
+      cpu: { mode: 'host-passthrough' },
       memory: { maxKiB: 4 * GiB, currentKiB: 4 * GiB },
       memoryDevices: [],
       os: { machine: 'q35' },
@@ -237,7 +246,6 @@ describe('parseDomainXml on real-world documents', () => {
       balloon: { model: 'virtio', statsPeriodS: 0, autodeflate: false, freePageReporting: false },
     });
     assert.deepEqual([...warnings].sort(), [
-      "<cpu mode='host-passthrough'>: virtmem always runs guests with '-cpu max'; CPU model, features and topology are ignored",
       "<os/type machine='pc-q35-8.2'>: using QEMU's current 'q35' machine",
       'ignored: <devices/audio>',
       'ignored: <devices/channel>',
@@ -265,6 +273,7 @@ describe('parseDomainXml on real-world documents', () => {
       title: 'virtio-mem and dimm',
       emulator: '/usr/bin/qemu-system-x86_64',
       vcpus: 4,
+      accel: 'kvm',
       memory: { maxKiB: 6 * GiB, currentKiB: 3 * GiB, hotplug: { ceilingKiB: 32 * GiB, slots: 16 } },
       memoryDevices: [
         { model: 'virtio-mem', sizeKiB: 2 * GiB, blockKiB: 2 * MiB, requestedKiB: GiB },
@@ -376,8 +385,8 @@ describe('parseDomainXml warnings', () => {
   const cases: Array<[string, Parameters<typeof domainXml>[0], string]> = [
     ['an unknown top-level element', { top: '<iothreads>2</iothreads>' }, 'ignored: <iothreads>'],
     ['cputune', { top: "<cputune><shares>2048</shares></cputune>" }, 'ignored: <cputune>'],
-    ["cpu mode='maximum'", { top: "<cpu mode='maximum'/>" }, "<cpu mode='maximum'>: virtmem always runs guests with '-cpu max'"],
-    ["cpu mode='host-model'", { top: "<cpu mode='host-model'/>" }, "<cpu mode='host-model'>"],
+    ['cpu topology', { top: "<cpu mode='maximum'><topology sockets='1' cores='1' threads='1'/></cpu>" }, '<cpu/topology>: virtmem sets the CPU model only'],
+    ["a model with mode='host-model'", { top: "<cpu mode='host-model'><model>qemu64</model></cpu>" }, "<cpu mode='host-model'>: <model> is used only with mode='custom'"],
     ['a non-default on_reboot', { top: '<on_reboot>destroy</on_reboot>' }, "ignored: <on_reboot>destroy</on_reboot> (virtmem always does 'restart')"],
     ['a non-default on_crash', { top: '<on_crash>coredump-restart</on_crash>' }, 'ignored: <on_crash>coredump-restart</on_crash>'],
     ['clock localtime', { top: "<clock offset='localtime'/>" }, "ignored: <clock offset='localtime'>"],
