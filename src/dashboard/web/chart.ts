@@ -31,6 +31,9 @@ const SERIES: readonly SeriesSpec[] = [
   { key: 'host-rss', label: 'Host RSS (QEMU)', color: '#c0392b', stacked: false, dash: [6, 4], field: 'hostRssBytes' },
 ];
 
+/** Time-axis steps in whole seconds (samples come every ~2 s; sub-second ticks would repeat labels). */
+const TIME_INCRS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600];
+
 /** Y-axis steps: powers of two from 16 MiB, so ticks read 256 MiB, 512 MiB, 1 GiB. */
 const BYTE_INCRS = Array.from({ length: 14 }, (_, i) => 16 * 1024 ** 2 * 2 ** i);
 
@@ -59,7 +62,7 @@ export class GuestChart {
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(max, 64 * 1024 ** 2) * 1.08] } },
       axes: [
-        { stroke: '#5b6470', grid: { stroke: '#eceff3' }, values: (_u, ticks) => ticks.map((v) => formatClock(v)) },
+        { stroke: '#5b6470', grid: { stroke: '#eceff3' }, incrs: TIME_INCRS_S, values: (_u, ticks) => ticks.map((v) => formatClock(v)) },
         { stroke: '#5b6470', grid: { stroke: '#eceff3' }, size: 70, incrs: BYTE_INCRS, values: (_u, ticks) => ticks.map((v) => formatBytesShort(v)) },
       ],
       series: [

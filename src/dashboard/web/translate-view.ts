@@ -57,27 +57,38 @@ function step(testId: string, title: string, main: string, details: string[], ki
   return li;
 }
 
+function rowTitle(text: string): HTMLElement {
+  return el('h4', 'chain-title', text);
+}
+
 /** Renders `doc` into `out`, replacing what was there. */
 export function renderTranslation(out: HTMLElement, doc: TranslationDoc, testPrefix: string): void {
   out.replaceChildren();
-  const chain = el('ol', 'chain');
+  // Two rows: the walk through the guest's page tables, then where the address lands.
+  const chain = el('div', 'chain');
   chain.dataset.testid = `${testPrefix}-chain`;
   chain.setAttribute('aria-label', `translation of ${doc.gva}`);
-  chain.append(step(`${testPrefix}-gva`, 'GVA', doc.gva, [`${doc.walk.mode} paging`, `CR3 ${doc.walk.cr3}`]));
+  const walk = el('ol', 'chain-row');
+  walk.setAttribute('aria-label', 'page-table walk in the guest');
+  walk.append(step(`${testPrefix}-gva`, 'GVA', doc.gva, [`${doc.walk.mode} paging`, `CR3 ${doc.walk.cr3}`]));
   for (const s of doc.walk.steps) {
     const flags = FLAG_LETTERS.filter(([k]) => s.flags[k] === true).map(([, letter]) => letter).join(' ');
     const present = s.flags.present === true;
     const details = [`table ${s.table}`, `entry ${s.entry}`, flags ? `flags ${flags}` : 'not present'];
     if (s.leaf && s.page) details.push(`page ${s.page}`);
-    chain.append(step(`${testPrefix}-level-${s.level}`, `${s.level} [${s.index}]`, `index ${s.index}`, details, present ? (s.leaf ? 'leaf' : '') : 'missing'));
+    walk.append(step(`${testPrefix}-level-${s.level}`, s.level, `index ${s.index}`, details, present ? (s.leaf ? 'leaf' : '') : 'missing'));
   }
+  chain.append(rowTitle('Page-table walk (guest)'), walk);
   if (doc.mapped && doc.gpa) {
+    const lands = el('ol', 'chain-row');
+    lands.setAttribute('aria-label', 'guest-physical to host addresses');
     const region = doc.target?.region;
     const details = region ? [`${region.kind} ${region.name ?? ''}`.trim(), `${region.start}–${region.end}`] : [];
     if (doc.walk.pageSizeBytes) details.push(`${doc.walk.pageSizeBytes / 1024} KiB page`);
-    chain.append(step(`${testPrefix}-gpa`, 'GPA', doc.gpa, details));
-    chain.append(step(`${testPrefix}-hva`, 'HVA (QEMU)', doc.hva ?? '—', doc.hva ? [] : [doc.target?.notMemory ?? 'not guest RAM'], doc.hva ? '' : 'missing'));
-    chain.append(step(`${testPrefix}-hpa`, 'HPA', doc.hpa ?? '—', doc.hpa ? [] : [doc.target?.hpaUnavailable ?? 'unknown'], doc.hpa ? '' : 'missing'));
+    lands.append(step(`${testPrefix}-gpa`, 'GPA', doc.gpa, details));
+    lands.append(step(`${testPrefix}-hva`, 'HVA (in QEMU)', doc.hva ?? '—', doc.hva ? ['host virtual, QEMU process'] : [doc.target?.notMemory ?? 'not guest RAM'], doc.hva ? '' : 'missing'));
+    lands.append(step(`${testPrefix}-hpa`, 'HPA', doc.hpa ?? '—', doc.hpa ? ['host physical (pagemap)'] : [doc.target?.hpaUnavailable ?? 'unknown'], doc.hpa ? '' : 'missing'));
+    chain.append(rowTitle('Where it lands'), lands);
   }
   out.append(chain);
   const messages = [...(doc.walk.message ? [doc.walk.message] : []), ...(doc.notes ?? [])];
