@@ -1,7 +1,7 @@
 /** The dashboard's pure parts: stacking for the chart, operation progress, size input, byte formatting. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chartColumns, fractionDone, type GuestSample, type OperationView } from '../../src/dashboard/web/model.js';
+import { chartColumns, fractionDone, guestUsedBytes, type GuestSample, type OperationView } from '../../src/dashboard/web/model.js';
 import { formatBytes, parseSizeInput } from '../../src/dashboard/web/format.js';
 
 const MiB = 1024 * 1024;
@@ -55,4 +55,13 @@ test('bytes are shown in binary units', () => {
   assert.equal(formatBytes(1536 * MiB), '1.50 GiB');
   assert.equal(formatBytes(24 * 1024 * MiB), '24.0 GiB');
   assert.equal(formatBytes(null), '—');
+});
+
+test('guest used leaves out balloon pages when the guest counts them in MemTotal (deflate-on-OOM)', () => {
+  // 512 MiB boot RAM, 128 MiB in the balloon: MemTotal stays ~490 MiB, MemAvailable ~332 MiB.
+  assert.equal(guestUsedBytes(490 * MiB, 332 * MiB, 384 * MiB, 128 * MiB), 30 * MiB);
+  // Without deflate-on-OOM MemTotal shrinks with the balloon: nothing to take out.
+  assert.equal(guestUsedBytes(362 * MiB, 332 * MiB, 384 * MiB, 128 * MiB), 30 * MiB);
+  assert.equal(guestUsedBytes(490 * MiB, 460 * MiB, 512 * MiB, 0), 30 * MiB);
+  assert.equal(guestUsedBytes(null, 460 * MiB, 512 * MiB, 0), null, 'no statistics yet');
 });

@@ -5,7 +5,7 @@
  * PROVISIONAL: written before the daemon's contract existed; to be aligned with it.
  */
 import { isTranslationDoc, type TranslationDoc } from './translate-view.js';
-import { obj, num, str, type GuestView, type HostView, type Json, type OperationView, type Snapshot } from './model.js';
+import { guestUsedBytes, obj, num, str, type GuestView, type HostView, type Json, type OperationView, type Snapshot } from './model.js';
 
 export type { GuestView, OperationView, Snapshot };
 
@@ -55,6 +55,7 @@ function toGuest(d: Json, tS: number): GuestView {
   const plugged = num(mem.pluggedBytes);
   const total = num(stats.availableBytes);
   const usable = num(stats.usableBytes);
+  const held = boot !== null && balloon !== null ? Math.max(0, boot - balloon) : null;
   return {
     name: str(d.name) ?? '?',
     state: str(d.state) ?? 'unknown',
@@ -64,8 +65,8 @@ function toGuest(d: Json, tS: number): GuestView {
       tS,
       bootInGuestBytes: balloon,
       virtioMemBytes: plugged,
-      balloonHeldBytes: boot !== null && balloon !== null ? Math.max(0, boot - balloon) : null,
-      guestUsedBytes: total !== null && usable !== null ? total - usable : null,
+      balloonHeldBytes: held,
+      guestUsedBytes: guestUsedBytes(total, usable, balloon === null ? null : balloon + (plugged ?? 0), held),
       guestAvailableBytes: usable,
       hostRssBytes: num(stats.rssBytes),
     },

@@ -80,3 +80,17 @@ export function chartColumns(samples: readonly GuestSample[], fields: ReadonlyAr
     return samples.map((s) => STACKED.slice(0, k + 1).reduce((acc, f) => acc + (s[f] ?? 0), 0));
   });
 }
+
+/**
+ * What the guest itself uses: its MemTotal minus its MemAvailable, less the pages the balloon
+ * holds when the guest counts them in MemTotal. With deflate-on-OOM (virtmem's default) the
+ * Linux balloon driver leaves MemTotal alone and inflated pages look "used"; without it,
+ * MemTotal shrinks instead. MemTotal above what the guest has tells which case this is.
+ */
+export function guestUsedBytes(memTotalBytes: number | null, memAvailableBytes: number | null, guestHasBytes: number | null, balloonHeldBytes: number | null): number | null {
+  if (memTotalBytes === null || memAvailableBytes === null) return null;
+  const used = memTotalBytes - memAvailableBytes;
+  const held = balloonHeldBytes ?? 0;
+  const countsBalloon = held > 0 && guestHasBytes !== null && memTotalBytes > guestHasBytes;
+  return Math.max(0, countsBalloon ? used - held : used);
+}
