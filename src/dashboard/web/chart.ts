@@ -50,9 +50,13 @@ export class GuestChart {
   constructor(host: HTMLElement, private readonly testId: string) {
     const plotBox = document.createElement('div');
     plotBox.className = 'plot';
+    // The canvas says nothing to a screen reader; the legend table next to it has the numbers.
+    plotBox.setAttribute('role', 'img');
+    plotBox.setAttribute('aria-label', 'memory over time; the legend lists the values');
     this.legend = document.createElement('table');
     this.legend.className = 'legend';
     this.legend.dataset.testid = `${testId}-legend`;
+    this.legend.setAttribute('aria-label', 'memory now');
     host.append(plotBox, this.legend);
     this.buildLegend();
     const opts: UPlot.Options = {
