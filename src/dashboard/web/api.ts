@@ -1,19 +1,19 @@
 /**
- * The daemon's HTTP API as the page uses it: the only file that knows URLs and the shape of the
- * daemon's documents (docs/openapi.json). Every answer is checked before use; sizes arrive as
- * integer bytes with the unit in the field name.
- * PROVISIONAL: written before the daemon's contract existed; to be aligned with it.
+ * The daemon's HTTP API (docs/openapi.json, served under /api/v1) as the page uses it: the only
+ * file that knows URLs. Documents are mapped to the view model by model.ts; every call is
+ * bounded. Same-origin requests carry the daemon's token cookie (set by GET /?token=...).
  */
 import { isTranslationDoc, type TranslationDoc } from './translate-view.js';
-import { guestUsedBytes, obj, num, str, type GuestView, type HostView, type Json, type OperationView, type Snapshot } from './model.js';
+import { historySamples, num, obj, str, toGuestView, toHostView, toOperationView, type GuestSample, type GuestView, type OperationView, type Snapshot } from './model.js';
 
 export type { GuestView, OperationView, Snapshot };
 
 const BASE = '/api/v1';
+const CALL_BOUND_MS = 30_000;
 
-/** Error for an answer the daemon gave (its message) or one the page could not use. */
+/** Error for an answer the daemon gave (its message and code) or one the page could not use. */
 export class ApiError extends Error {
-  constructor(message: string, readonly status: number | null) {
+  constructor(message: string, readonly status: number | null, readonly code: string | null = null) {
     super(message);
     this.name = 'ApiError';
   }
@@ -21,12 +21,12 @@ export class ApiError extends Error {
 
 async function call(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<unknown> {
   const ctl = new AbortController();
-  const bound = setTimeout(() => ctl.abort(), 30_000);
+  const bound = setTimeout(() => ctl.abort(), CALL_BOUND_MS);
   const onAbort = (): void => ctl.abort();
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
     const res = await fetch(BASE + path, {
-      method, signal: ctl.signal, cache: 'no-store',
+      method, signal: ctl.signal, cache: 'no-store', credentials: 'same-origin',
       ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
     });
     const text = await res.text();
@@ -34,88 +34,65 @@ async function call(method: string, path: string, body?: unknown, signal?: Abort
     try { doc = text ? JSON.parse(text) : null; } catch { /* reported below */ }
     if (!res.ok) {
       const e = obj(obj(doc).error);
-      throw new ApiError(str(e.message) ?? str(obj(doc).message) ?? `${method} ${path}: HTTP ${res.status}`, res.status);
+      const hint = res.status === 401 ? ' (open the dashboard through the URL with ?token=... that the daemon printed)' : '';
+      throw new ApiError((str(e.message) ?? `${method} ${path}: HTTP ${res.status}`) + hint, res.status, str(e.code));
     }
-    if (doc === null && text) throw new ApiError(`${method} ${path}: the daemon's answer is not JSON`, res.status);
+    if (doc === null) throw new ApiError(`${method} ${path}: the daemon's answer is not JSON`, res.status);
     return doc;
   } catch (err) {
     if (err instanceof ApiError) throw err;
-    throw new ApiError(ctl.signal.aborted && !signal?.aborted ? `${method} ${path}: no answer within 30 s` : `${method} ${path}: ${(err as Error).message}`, null);
+    const timedOut = ctl.signal.aborted && !signal?.aborted;
+    throw new ApiError(timedOut ? `${method} ${path}: no answer within ${CALL_BOUND_MS / 1000} s` : `${method} ${path}: ${(err as Error).message}`, null);
   } finally {
     clearTimeout(bound);
     signal?.removeEventListener('abort', onAbort);
   }
 }
 
-function toGuest(d: Json, tS: number): GuestView {
-  const mem = obj(d.memory);
-  const stats = obj(d.stats);
-  const boot = num(mem.bootBytes);
-  const balloon = num(mem.balloonBytes);
-  const plugged = num(mem.pluggedBytes);
-  const total = num(stats.availableBytes);
-  const usable = num(stats.usableBytes);
-  const held = boot !== null && balloon !== null ? Math.max(0, boot - balloon) : null;
-  return {
-    name: str(d.name) ?? '?',
-    state: str(d.state) ?? 'unknown',
-    maxBytes: num(d.maxMemoryBytes),
-    totalBytes: balloon === null ? null : balloon + (plugged ?? 0),
-    sample: {
-      tS,
-      bootInGuestBytes: balloon,
-      virtioMemBytes: plugged,
-      balloonHeldBytes: held,
-      guestUsedBytes: guestUsedBytes(total, usable, balloon === null ? null : balloon + (plugged ?? 0), held),
-      guestAvailableBytes: usable,
-      hostRssBytes: num(stats.rssBytes),
-    },
-  };
-}
+const domainPath = (name: string): string => `/domains/${encodeURIComponent(name)}`;
 
-function toOperation(v: unknown): OperationView {
-  const o = obj(obj(v).operation ?? v);
-  const id = str(o.id);
-  const state = str(o.state);
-  const target = num(o.targetBytes);
-  if (id === null || target === null || (state !== 'running' && state !== 'succeeded' && state !== 'failed')) {
-    throw new ApiError('the daemon answered with an operation the page does not understand', null);
-  }
-  return { id, state, startBytes: num(o.startBytes), targetBytes: target, actualBytes: num(o.actualBytes), message: str(o.message) };
+function operationOf(doc: unknown): OperationView {
+  const op = toOperationView(doc);
+  if (!op) throw new ApiError('the daemon answered with an operation the page does not understand', null);
+  return op;
 }
 
 export const api = {
-  /** Host and every running guest, now. */
+  /** Host and every running or paused guest, now (time: the daemon's host sample). */
   async snapshot(signal?: AbortSignal): Promise<Snapshot> {
-    const tS = Date.now() / 1000;
     const [hostDoc, listDoc] = await Promise.all([call('GET', '/host', undefined, signal), call('GET', '/domains', undefined, signal)]);
-    const h = obj(hostDoc);
-    const psi = obj(h.psi);
-    const host: HostView = {
-      memTotalBytes: num(h.memTotalBytes), memAvailableBytes: num(h.memAvailableBytes),
-      psiSomeAvg10: num(obj(psi.some).avg10), psiFullAvg10: num(obj(psi.full).avg10),
-    };
-    const names = (Array.isArray(obj(listDoc).domains) ? (obj(listDoc).domains as unknown[]) : []).map(obj).filter((d) => d.state === 'running').map((d) => str(d.name)).filter((n): n is string => n !== null);
-    const docs = await Promise.all(names.map((n) => call('GET', `/domains/${encodeURIComponent(n)}`, undefined, signal)));
-    return { tS, host, guests: docs.map((d) => toGuest(obj(d), tS)) };
+    const tS = num(obj(hostDoc).sampledAtS) ?? Date.now() / 1000;
+    const list = obj(listDoc).domains;
+    const names = (Array.isArray(list) ? list : []).map(obj)
+      .filter((d) => d.state === 'running' || d.state === 'paused')
+      .map((d) => str(d.name)).filter((n): n is string => n !== null);
+    const docs = await Promise.all(names.map((n) => call('GET', domainPath(n), undefined, signal)));
+    return { tS, host: toHostView(hostDoc), guests: docs.map((d) => toGuestView(d, tS)) };
   },
-  /** Starts a resize; answers with the operation to follow. */
+  /** The guest's recent samples (the daemon's ring buffer), to fill a new chart. */
+  async history(name: string, bootBytes: number | null, signal?: AbortSignal): Promise<GuestSample[]> {
+    return historySamples(await call('GET', `${domainPath(name)}/history`, undefined, signal), bootBytes);
+  },
+  /** Starts a resize; the operation to follow (already succeeded when the guest was there at once). */
   async startSetMemory(name: string, targetBytes: number): Promise<OperationView> {
-    return toOperation(await call('PUT', `/domains/${encodeURIComponent(name)}/memory`, { targetBytes }));
+    return operationOf(await call('PUT', `${domainPath(name)}/memory`, { targetBytes }));
   },
   async operation(id: string): Promise<OperationView> {
-    return toOperation(await call('GET', `/operations/${encodeURIComponent(id)}`));
+    return operationOf(await call('GET', `/operations/${encodeURIComponent(id)}`));
   },
   async translate(name: string, address: string, cpu: number): Promise<TranslationDoc> {
-    const doc = await call('POST', `/domains/${encodeURIComponent(name)}/translate`, { address, cpu });
+    const doc = await call('POST', `${domainPath(name)}/translate`, { address, cpu });
     if (!isTranslationDoc(doc)) throw new ApiError('the daemon answered the translation with a document the page does not understand', null);
     return doc;
   },
-  /** Calls `onChange` whenever the daemon's event stream reports something; reconnects by itself. */
-  watch(onChange: () => void): void {
-    if (typeof EventSource === 'undefined') return;
+  /**
+   * Calls `onChange` whenever the daemon's event stream reports a change; EventSource
+   * reconnects by itself. Returns a function that closes the stream.
+   */
+  watch(onChange: () => void): () => void {
+    if (typeof EventSource === 'undefined') return () => undefined;
     const es = new EventSource(`${BASE}/events`);
-    es.onmessage = () => onChange();
     for (const type of ['memory', 'state', 'operation']) es.addEventListener(type, () => onChange());
+    return () => es.close();
   },
 };

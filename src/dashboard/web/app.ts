@@ -159,7 +159,14 @@ function renderGuest(g: GuestView): void {
     list.append(card.root);
   }
   const root = card.root;
-  if (!card.chart) card.chart = new GuestChart($(root, '.chart'), `chart-${safeId(g.name)}`);
+  if (!card.chart) {
+    const chart = new GuestChart($(root, '.chart'), `chart-${safeId(g.name)}`);
+    card.chart = chart;
+    // The daemon keeps recent samples: a page opened now shows the last minutes at once.
+    const s = g.sample;
+    const bootBytes = s.bootInGuestBytes !== null && s.balloonHeldBytes !== null ? s.bootInGuestBytes + s.balloonHeldBytes : null;
+    api.history(g.name, bootBytes).then((older) => chart.prefill(older)).catch(() => { /* the live samples still come */ });
+  }
   const state = $<HTMLElement>(root, '.guest-state');
   state.textContent = g.state;
   state.classList.toggle('off', g.state !== 'running');

@@ -97,6 +97,20 @@ export class GuestChart {
     if (last && Math.floor(last.tS) === Math.floor(sample.tS)) this.samples[this.samples.length - 1] = sample;
     else this.samples.push(sample);
     if (this.samples.length > MAX_POINTS) this.samples.splice(0, this.samples.length - MAX_POINTS);
+    this.redraw();
+  }
+
+  /** Adds older samples (the daemon's history) before the ones the chart already has. */
+  prefill(older: readonly GuestSample[]): void {
+    const first = this.samples[0]?.tS ?? Infinity;
+    const add = older.filter((x) => x.tS < first - 0.5).sort((a, b) => a.tS - b.tS);
+    if (add.length === 0) return;
+    this.samples.unshift(...add);
+    if (this.samples.length > MAX_POINTS) this.samples.splice(0, this.samples.length - MAX_POINTS);
+    this.redraw();
+  }
+
+  private redraw(): void {
     const columns = chartColumns(this.samples, SERIES.map((x) => x.field));
     this.plot.setData([this.samples.map((x) => x.tS), ...columns] as unknown as UPlot.AlignedData);
     this.updateLegend();

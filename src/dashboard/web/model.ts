@@ -47,9 +47,15 @@ export interface OperationView {
   startBytes: number | null;
   targetBytes: number;
   actualBytes: number | null;
+  /** Why it failed, or why it is stuck. */
   message: string | null;
+  /** The daemon saw nothing move for its stall bound while still running. */
+  stuck: boolean;
+  /** The daemon's own fractionDone, when it sent one. */
+  serverFraction: number | null;
 }
 
+/** The daemon's document types (docs/openapi.json), as far as the page reads them. */
 export type Json = Record<string, unknown>;
 export const obj = (v: unknown): Json => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Json) : {});
 export const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
@@ -58,6 +64,7 @@ export const str = (v: unknown): string | null => (typeof v === 'string' ? v : n
 /** How far `op` has got from its starting size to its target, 0..1. */
 export function fractionDone(op: OperationView): number {
   if (op.state === 'succeeded') return 1;
+  if (op.serverFraction !== null) return Math.min(1, Math.max(0, op.serverFraction));
   if (op.actualBytes === null || op.startBytes === null) return 0;
   const span = op.targetBytes - op.startBytes;
   if (span === 0) return 1;
@@ -93,4 +100,66 @@ export function guestUsedBytes(memTotalBytes: number | null, memAvailableBytes: 
   const held = balloonHeldBytes ?? 0;
   const countsBalloon = held > 0 && guestHasBytes !== null && memTotalBytes > guestHasBytes;
   return Math.max(0, countsBalloon ? used - held : used);
+}
+
+/** Host document (GET /host) -> view. */
+export function toHostView(doc: unknown): HostView {
+  const h = obj(doc);
+  const psi = obj(h.psi);
+  return {
+    memTotalBytes: num(h.memTotalBytes), memAvailableBytes: num(h.memAvailableBytes),
+    psiSomeAvg10: num(obj(psi.some).avg10), psiFullAvg10: num(obj(psi.full).avg10),
+  };
+}
+
+/** The layers of one moment, from the balloon, virtio-mem and guest statistics numbers. */
+function sampleOf(tS: number, bootBytes: number | null, balloonBytes: number | null, pluggedBytes: number | null, memTotalBytes: number | null, memAvailableBytes: number | null, rssBytes: number | null, totalBytes: number | null): GuestSample {
+  const held = bootBytes !== null && balloonBytes !== null ? Math.max(0, bootBytes - balloonBytes) : null;
+  return {
+    tS,
+    bootInGuestBytes: balloonBytes,
+    virtioMemBytes: pluggedBytes,
+    balloonHeldBytes: held,
+    guestUsedBytes: guestUsedBytes(memTotalBytes, memAvailableBytes, totalBytes, held),
+    guestAvailableBytes: memAvailableBytes,
+    hostRssBytes: rssBytes,
+  };
+}
+
+/** Guest document (GET /domains/{name}, or an SSE `memory` event) at time `tS` -> view. */
+export function toGuestView(doc: unknown, tS: number): GuestView {
+  const d = obj(doc);
+  const mem = obj(d.memory);
+  const stats = obj(d.stats);
+  const total = num(mem.totalBytes);
+  return {
+    name: str(d.name) ?? '?',
+    state: str(d.state) ?? 'unknown',
+    maxBytes: num(d.maxMemoryBytes),
+    totalBytes: total,
+    sample: sampleOf(tS, num(mem.bootBytes), num(mem.balloonBytes), num(mem.pluggedBytes), num(stats.availableBytes), num(stats.usableBytes), num(stats.rssBytes), total),
+  };
+}
+
+/** History document (GET /domains/{name}/history) -> samples; boot RAM comes from the guest document. */
+export function historySamples(doc: unknown, bootBytes: number | null): GuestSample[] {
+  const samples = obj(doc).samples;
+  if (!Array.isArray(samples)) return [];
+  return samples.map(obj).filter((h) => num(h.tS) !== null).map((h) =>
+    sampleOf(num(h.tS)!, bootBytes, num(h.balloonBytes), num(h.pluggedBytes), num(h.availableBytes), num(h.usableBytes), num(h.rssBytes), num(h.totalBytes)));
+}
+
+/**
+ * Operation document ({ operation }) -> view, or null when it is not one the page understands.
+ */
+export function toOperationView(doc: unknown): OperationView | null {
+  const o = obj(obj(doc).operation);
+  const id = str(o.id);
+  const state = str(o.state);
+  const target = num(o.targetBytes);
+  if (id === null || target === null || (state !== 'running' && state !== 'succeeded' && state !== 'failed')) return null;
+  return {
+    id, state, startBytes: num(o.startBytes), targetBytes: target, actualBytes: num(o.actualBytes),
+    message: str(o.message), stuck: o.stuck === true, serverFraction: num(o.fractionDone),
+  };
 }

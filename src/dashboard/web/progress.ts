@@ -24,6 +24,7 @@ function describe(op: OperationView): string {
   const where = `${formatBytes(op.actualBytes)} of ${formatBytes(op.targetBytes)}`;
   if (op.state === 'succeeded') return `Reached ${formatBytes(op.targetBytes)}.`;
   if (op.state === 'failed') return `Failed at ${formatBytes(op.actualBytes)}: ${op.message ?? 'the daemon gave no reason'}`;
+  if (op.stuck) return `Stuck at ${formatBytes(op.actualBytes)} of ${formatBytes(op.targetBytes)}: ${op.message ?? 'nothing moved'}`;
   return `Resizing… ${where}`;
 }
 
