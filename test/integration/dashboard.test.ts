@@ -8,6 +8,8 @@
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sandbox, parseDominfo, BIN, ROOT } from '../helpers/cli.js';
 import { browserMissing, launchBrowser, type Browser } from '../helpers/browser.js';
@@ -31,10 +33,15 @@ after(async () => {
   await sb.cleanup();
 });
 
+/** The daemon's token: TCP listeners need it (the page gets it as a cookie from /?token=...). */
+const TOKEN = randomBytes(24).toString('hex');
+
 /** Starts `virtmem daemon` on a free loopback port; resolves with its base URL once it listens. */
-function startDaemon(): Promise<string> {
+async function startDaemon(): Promise<string> {
+  const tokenFile = join(sb.stateDir, 'token');
+  await writeFile(tokenFile, TOKEN + '\n', { mode: 0o600 });
   return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ['--state-dir', sb.stateDir, 'daemon', '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(BIN, ['--state-dir', sb.stateDir, 'daemon', '--listen', '127.0.0.1:0', '--token-file', tokenFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     daemon = child;
     let out = '';
     const bound = setTimeout(() => { reject(new Error(`the daemon did not say where it listens within 60 s; output: ${out}`)); }, 60_000);
@@ -63,7 +70,8 @@ describe('dashboard', { skip }, () => {
 
   test('the page loads and shows the host and the guest', async () => {
     const page = browser!.page;
-    await page.goto(url + '/', { timeout: 60_000 });
+    await page.goto(`${url}/?token=${TOKEN}`, { timeout: 60_000 });
+    assert.equal(new URL(page.url()).search, '', 'the token does not stay in the address bar');
     await page.getByTestId(`guest-${DOM}`).waitFor({ timeout: 60_000 });
     assert.equal(await page.getByTestId(`guest-${DOM}`).locator('h2').textContent(), DOM);
     assert.equal(await page.getByTestId(`state-${DOM}`).textContent(), 'running');
