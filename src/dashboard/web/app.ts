@@ -181,12 +181,19 @@ function renderGuest(g: GuestView): void {
 }
 
 let timer: ReturnType<typeof setTimeout> | null = null;
+let dueAtMs = 0;
 let inFlight: AbortController | null = null;
 
-/** Fetch and draw now (or after `delayMs`); a refresh in flight is abandoned. */
+/**
+ * Fetch and draw after `delayMs`, or sooner if a refresh is already due sooner (so a burst of
+ * events cannot keep pushing it back); a refresh in flight is abandoned when the next starts.
+ */
 function scheduleRefresh(delayMs: number): void {
+  const due = Date.now() + delayMs;
+  if (timer && dueAtMs <= due) return;
   if (timer) clearTimeout(timer);
-  timer = setTimeout(() => { void refresh(); }, delayMs);
+  dueAtMs = due;
+  timer = setTimeout(() => { timer = null; void refresh(); }, delayMs);
 }
 
 async function refresh(): Promise<void> {
