@@ -7,6 +7,7 @@
 #   bash scripts/setup.sh --no-demo  install everything, no demo (CI)
 #   bash scripts/setup.sh --dev      also the packages the test suite and benchmarks compare
 #                                    against (libvirt: virsh, virt-xml-validate, libvirtd)
+#                                    and Chromium for the dashboard's browser test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,8 @@ packages=(qemu-system-x86 qemu-utils busybox-static cpio kmod gcc libc6-dev)
 # libvirt is the reference the tests record against and the benchmarks compare with;
 # virt-xml-validate (libvirt-clients) runs xmllint, which libvirt only recommends.
 [ "$dev" -eq 1 ] && packages+=(libvirt-daemon-system libvirt-clients libxml2-utils)
+# The dashboard's browser test drives Debian's Chromium through playwright-core (which downloads no browser).
+[ "$dev" -eq 1 ] && packages+=(chromium)
 
 missing=()
 for p in "${packages[@]}"; do
