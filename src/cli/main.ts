@@ -9,6 +9,9 @@ import { COMMANDS, type Command } from './commands.js';
 import { EXTRA_COMMANDS } from './extra-commands.js';
 import { INSPECT_COMMANDS } from './inspect-commands.js';
 import { DAEMON_COMMANDS } from './daemon-command.js';
+import { DaemonBackedDriver } from './daemon-driver.js';
+
+const DAEMON_SERVED = new Set(['dominfo', 'list', 'setmem', 'dommemstat']);
 
 const ALL: Command[] = [...COMMANDS, ...EXTRA_COMMANDS, ...INSPECT_COMMANDS, ...DAEMON_COMMANDS];
 
@@ -78,7 +81,10 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     return 1;
   }
   const json = args.flags.has('json');
-  const driver = new Driver(stateDir ? { stateDir } : {});
+  // dominfo, list, plain setmem and dommemstat go through virtmemd when it runs (same output).
+  const driver = DAEMON_SERVED.has(cmd.name) && process.env.VIRTMEM_DAEMON !== '0'
+    ? new DaemonBackedDriver(stateDir ? { stateDir } : {})
+    : new Driver(stateDir ? { stateDir } : {});
   try {
     await cmd.run({ driver, args, json, out: io.out, err: io.err, isTty: io.isTty });
     return 0;

@@ -202,14 +202,41 @@ export class Daemon {
     };
   }
 
-  /** Every defined domain, running ones from the live model. */
+  /** Every defined domain (the driver's list) with the monitor state of the running ones. */
   async list(): Promise<Record<string, unknown>[]> {
-    const defs = await this.driver.store.all();
-    const rows = defs.map((d) => {
+    return (await this.driver.list()).map((d) => {
       const m = this.model(d.name);
-      return m ? summaryDocument(m) : summaryDocument({ name: d.name, uuid: d.uuid, id: null, state: 'shutoff', monitor: 'down' });
+      const monitor = m && d.state !== 'shutoff' ? m.monitor : d.state === 'shutoff' ? 'down' : 'connecting';
+      return { ...summaryDocument({ name: d.name, uuid: d.uuid, id: d.id, state: d.state, monitor }), reason: d.reason, persistent: d.persistent };
     });
-    return rows.sort((a, b) => ((a.id as number | null) ?? Infinity) - ((b.id as number | null) ?? Infinity) || String(a.name).localeCompare(String(b.name)));
+  }
+
+  /**
+   * dominfo as the driver answers it (on the held monitor: one round trip on an open
+   * connection), sizes in bytes.
+   * @throws VirtError as Driver.info
+   */
+  async info(ref: string): Promise<Record<string, unknown>> {
+    const i = await this.driver.info(ref);
+    const { maxMemoryKiB, usedMemoryKiB, memory, ...rest } = i;
+    return {
+      ...rest, maxMemoryBytes: maxMemoryKiB * 1024, usedMemoryBytes: usedMemoryKiB * 1024,
+      memory: { bootBytes: memory.bootKiB * 1024, balloonBytes: memory.balloonKiB * 1024, dimmBytes: memory.dimmKiB * 1024, pluggedBytes: memory.pluggedKiB * 1024, hotplugSizeBytes: memory.hotplugSizeKiB * 1024 },
+    };
+  }
+
+  /**
+   * dommemstat as the driver answers it, libvirt's names and order; sizes in bytes.
+   * @throws VirtError as Driver.memoryStats
+   */
+  async memoryStats(ref: string): Promise<Record<string, unknown>> {
+    const ms = await this.driver.memoryStats(ref);
+    const COUNTS = new Set(['major_fault', 'minor_fault', 'hugetlb_pgalloc', 'hugetlb_pgfail']);
+    return {
+      periodS: ms.periodS,
+      stats: ms.stats.map((s) => (s.name === 'last_update' ? { name: s.name, value: s.value, unit: 'seconds' }
+        : COUNTS.has(s.name) ? { name: s.name, value: s.value, unit: 'count' } : { name: s.name, value: s.value * 1024, unit: 'bytes' })),
+    };
   }
 
   /**

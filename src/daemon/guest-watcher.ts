@@ -160,7 +160,8 @@ export class GuestWatcher {
     this.#busy = true;
     const call = { timeoutMs: this.opts.boundMs, signal: this.#stop.signal };
     try {
-      const [status, bal, devices, stats] = await Promise.all([
+      const [rssKiB, status, bal, devices, stats] = await Promise.all([
+        readRssKiB(this.rec.pid),
         queryStatus(c, call),
         this.model.hasBalloon ? queryBalloon(c, call) : null,
         this.model.devices.length ? queryMemoryDevices(c, call) : [],
@@ -168,6 +169,7 @@ export class GuestWatcher {
       ]);
       const now = this.#now();
       this.#statsAtMs = Date.now();
+      if (rssKiB !== null) this.model.rssBytes = rssKiB * 1024;
       let mem = false;
       if (bal) mem = applyBalloon(this.model, bal.actualBytes, now) || mem;
       mem = applyDevices(this.model, devices, now) || mem;

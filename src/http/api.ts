@@ -97,6 +97,14 @@ export function apiRouter(): Router<Handler> {
       noQuery(r);
       return { status: 200, body: await naming('name', () => d.guest(domainName(r))) };
     })
+    .add('GET', '/domains/:name/info', async (d, r) => {
+      noQuery(r);
+      return { status: 200, body: await naming('name', () => d.info(domainName(r))) };
+    })
+    .add('GET', '/domains/:name/memory-stats', async (d, r) => {
+      noQuery(r);
+      return { status: 200, body: await naming('name', () => d.memoryStats(domainName(r))) };
+    })
     .add('PUT', '/domains/:name/memory', async (d, r) => {
       noQuery(r);
       const name = domainName(r);

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { sandbox } from '../helpers/cli.js';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { assertConforms } from '../helpers/openapi.js';
+import { GuestAgent } from '../../src/guest/agent.js';
 import { daemonRequest, closeDaemonClients, type DaemonTarget, type DaemonAnswer } from '../../src/http/client.js';
 
 const MiB = 1024 * 1024;
@@ -76,6 +77,13 @@ before(async () => {
   await sb.ok('new', DOM, '--accel', 'tcg', '--memory', '512M', '--max-memory', '1G');
   await sb.ok('start', DOM);
   await sb.ok('dommemstat', DOM, '--period', '1');
+  // Booted far enough for virtio-mem: the guest's driver directory exists (bounded poll).
+  const a = await GuestAgent.connect(join(sb.stateDir, 'run', DOM, 'agent.sock'), { timeoutMs: 180_000 });
+  try {
+    await until('the guest\'s virtio_mem driver', async () => (await a.run('[ -d /sys/bus/virtio/drivers/virtio_mem ] && echo yes || echo no')).output.trim() === 'yes', 180_000);
+  } finally {
+    a.close();
+  }
   d = await startDaemon(sb.stateDir, ['--listen', 'tcp:127.0.0.1:0']);
 });
 
@@ -255,6 +263,38 @@ describe('virtmemd with one running guest', () => {
     await until('the guest at that target', async () => (await guest()).memory.totalBytes === lastOp.targetBytes);
     const rec = JSON.parse(await readFile(join(sb.stateDir, 'run', DOM, 'status.json'), 'utf8')) as { live: { memory: { currentKiB: number } } };
     assert.equal(rec.live.memory.currentKiB * 1024, lastOp.targetBytes, 'the run record agrees');
+  });
+
+  test('the CLI goes through the daemon when it runs, with the same output as without it', async () => {
+    const direct = { VIRTMEM_DAEMON: '0' };
+    const { runCli } = await import('../helpers/cli.js');
+    const both = async (...args: string[]): Promise<[string, string]> => {
+      const via = await runCli(['--state-dir', sb.stateDir, ...args]);
+      const plain = await runCli(['--state-dir', sb.stateDir, ...args], { env: direct });
+      assert.equal(via.code, plain.code, `${args.join(' ')}: ${via.stderr} / ${plain.stderr}`);
+      assert.equal(via.stderr, plain.stderr, args.join(' '));
+      return [via.stdout, plain.stdout];
+    };
+    assertConforms('GET', '/domains/{name}/info', 200, (await daemonRequest(unix(), 'GET', `/api/v1/domains/${DOM}/info`)).body);
+    assertConforms('GET', '/domains/{name}/memory-stats', 200, (await daemonRequest(unix(), 'GET', `/api/v1/domains/${DOM}/memory-stats`)).body);
+    for (const args of [['dominfo', DOM], ['dominfo', DOM, '--json'], ['list', '--all'], ['list', '--all', '--json'], ['dominfo', 'nosuch']]) {
+      const [via, plain] = await both(...args);
+      assert.equal(via.replace(/^CPU time:.*$/m, '').replace(/"cpuTimeS": [0-9.]+/, ''), plain.replace(/^CPU time:.*$/m, '').replace(/"cpuTimeS": [0-9.]+/, ''), args.join(' '));
+    }
+    // dommemstat: the same statistics in the same order (values move with the guest).
+    const [viaStats, plainStats] = await both('dommemstat', DOM);
+    assert.deepEqual(viaStats.split('\n').map((l) => l.split(' ')[0]), plainStats.split('\n').map((l) => l.split(' ')[0]));
+    // A plain setmem through the daemon: the daemon starts the operation, the CLI prints what it always prints.
+    const opsBefore = Number(/^virtmem_daemon_operations_started_total (\d+)$/m.exec((await daemonRequest(unix(), 'GET', '/metrics')).text)![1]);
+    const r = await runCli(['--state-dir', sb.stateDir, 'setmem', DOM, '600M']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '\n');
+    const opsAfter = Number(/^virtmem_daemon_operations_started_total (\d+)$/m.exec((await daemonRequest(unix(), 'GET', '/metrics')).text)![1]);
+    assert.equal(opsAfter, opsBefore + 1, 'the change went through the daemon');
+    await until('the guest at 600 MiB', async () => (await guest()).memory.totalBytes === 600 * MiB);
+    // Refusals keep the driver's words.
+    const [refusedVia, refusedPlain] = await both('setmem', DOM, '8G');
+    assert.equal(refusedVia, refusedPlain);
   });
 
   test('restart: the daemon re-attaches while the guest keeps running', async () => {
