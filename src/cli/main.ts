@@ -8,12 +8,13 @@ import { parseArgs, UsageError } from './args.js';
 import { COMMANDS, type Command } from './commands.js';
 import { EXTRA_COMMANDS } from './extra-commands.js';
 import { INSPECT_COMMANDS } from './inspect-commands.js';
+import { POLICY_COMMANDS } from './policy-commands.js';
 import { DAEMON_COMMANDS } from './daemon-command.js';
 import { DaemonBackedDriver } from './daemon-driver.js';
 
 const DAEMON_SERVED = new Set(['dominfo', 'list', 'setmem', 'dommemstat']);
 
-const ALL: Command[] = [...COMMANDS, ...EXTRA_COMMANDS, ...INSPECT_COMMANDS, ...DAEMON_COMMANDS];
+const ALL: Command[] = [...COMMANDS, ...EXTRA_COMMANDS, ...INSPECT_COMMANDS, ...POLICY_COMMANDS, ...DAEMON_COMMANDS];
 
 function usage(): string {
   const w = Math.max(...ALL.map((c) => c.name.length));

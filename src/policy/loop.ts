@@ -1,0 +1,160 @@
+/**
+ * The policy loop the daemon runs: each period it turns the daemon's live model of every guest
+ * and the host into a policy Snapshot, asks the (pure) policy, applies the actions through the
+ * callbacks it is given (the daemon's own setmem path), and keeps the last decision per guest
+ * with its reason for `policy show`, the API and the dashboard. A failed resize is recorded as
+ * that guest's decision, never thrown: one guest's trouble does not stop the loop.
+ */
+import type { Decision, GuestSignals, GuestSnapshot, Policy, PolicySettings, Snapshot } from './types.js';
+
+/** The fields of the daemon's guest model the loop reads (structurally: src/daemon/guest-model.ts). */
+export interface PolicyGuestInput {
+  name: string;
+  state: string;
+  monitor: string;
+  maxMemoryBytes: number;
+  bootBytes: number;
+  hasBalloon: boolean;
+  balloonBytes: number;
+  dimmBytes: number;
+  devices: ReadonlyArray<{ pluggedBytes: number }>;
+  /** virtio-balloon statistics: usable = the guest's MemAvailable, unused = MemFree. */
+  stats: { usableBytes?: number; unusedBytes?: number; diskCachesBytes?: number; majorFaults?: number; swapInBytes?: number; lastUpdateS?: number };
+}
+
+export interface PolicyHostInput {
+  memTotalBytes: number | null;
+  memAvailableBytes: number | null;
+  /** PSI memory "some" avg10, percent. */
+  stallPct?: number | null;
+}
+
+/** What the loop last did for one guest. */
+export interface LastPolicyDecision {
+  at: string;
+  action: 'resize' | 'hold' | 'failed';
+  fromKiB?: number;
+  targetKiB?: number;
+  reason: string;
+}
+
+export type PolicyMode = 'off' | 'per-guest' | 'all';
+
+export interface PolicyLoopOptions {
+  policy: Policy<unknown>;
+  /** 'all' manages every running guest; 'per-guest' only those whose definition turns it on. */
+  mode: PolicyMode;
+  /** The most all managed guests together may hold; null: keep host MemAvailable above a reserve. */
+  guestBudgetKiB: number | null;
+  /** A guest's settings (from its definition). */
+  settings(name: string): Promise<PolicySettings>;
+  /** Resize one guest (the daemon's setmem: balloon and virtio-mem as the planner splits it). */
+  apply(name: string, targetKiB: number): Promise<void>;
+  /** Persist/publish a guest's last decision. */
+  record(name: string, d: LastPolicyDecision): Promise<void> | void;
+}
+
+/** Counters of a guest between rounds, for rates. */
+interface Previous { majorFaults: number; swapInBytes: number; atS: number }
+
+/** One guest of the snapshot, from the model and the previous statistics sample. Pure. */
+export function guestSnapshot(g: PolicyGuestInput, settings: PolicySettings, prev: Previous | undefined, nowS: number): GuestSnapshot {
+  const plugged = g.devices.reduce((s, d) => s + d.pluggedBytes, 0);
+  const currentKiB = Math.floor(((g.hasBalloon ? g.balloonBytes : g.bootBytes) + g.dimmBytes + plugged) / 1024);
+  const st = g.stats;
+  let signals: GuestSignals | null = null;
+  if (st.usableBytes !== undefined && st.lastUpdateS !== undefined) {
+    const dt = prev && st.lastUpdateS > prev.atS ? st.lastUpdateS - prev.atS : 0;
+    const rate = (now: number | undefined, before: number | undefined): number =>
+      (dt > 0 && now !== undefined && before !== undefined ? Math.max(0, now - before) / dt : 0);
+    signals = {
+      availableKiB: Math.floor(st.usableBytes / 1024),
+      unusedKiB: Math.floor((st.unusedBytes ?? st.usableBytes) / 1024),
+      diskCachesKiB: Math.floor((st.diskCachesBytes ?? 0) / 1024),
+      majorFaultsPerS: rate(st.majorFaults, prev?.majorFaults),
+      swapInKiBPerS: rate(st.swapInBytes, prev?.swapInBytes) / 1024,
+      ageS: Math.max(0, nowS - st.lastUpdateS),
+    };
+  }
+  return { name: g.name, currentKiB, maxKiB: Math.floor(g.maxMemoryBytes / 1024), settings, signals };
+}
+
+export class PolicyLoop {
+  readonly opts: PolicyLoopOptions;
+  readonly last = new Map<string, LastPolicyDecision>();
+  #state: unknown;
+  #prev = new Map<string, Previous>();
+  #nextS = 0;
+  #running = false;
+
+  constructor(opts: PolicyLoopOptions) {
+    this.opts = opts;
+    this.#state = opts.policy.initialState();
+  }
+
+  /**
+   * Run a round if one is due (the daemon calls this from its tick). Guests that are not running
+   * or whose monitor is stale are left out. Never throws.
+   */
+  async tick(guests: readonly PolicyGuestInput[], host: PolicyHostInput, nowS: number): Promise<Decision | null> {
+    if (this.opts.mode === 'off' || this.#running || nowS < this.#nextS) return null;
+    this.#running = true;
+    this.#nextS = nowS + this.opts.policy.periodS;
+    try {
+      const snapshots: GuestSnapshot[] = [];
+      for (const g of guests) {
+        if (g.state !== 'running' || g.monitor !== 'connected') continue;
+        let settings: PolicySettings;
+        try {
+          settings = await this.opts.settings(g.name);
+        } catch {
+          continue; // undefined meanwhile
+        }
+        if (this.opts.mode === 'all') settings = { ...settings, enabled: true };
+        snapshots.push(guestSnapshot(g, settings, this.#prev.get(g.name), nowS));
+        const st = g.stats;
+        if (st.lastUpdateS !== undefined && st.lastUpdateS !== this.#prev.get(g.name)?.atS) {
+          this.#prev.set(g.name, { majorFaults: st.majorFaults ?? 0, swapInBytes: st.swapInBytes ?? 0, atS: st.lastUpdateS });
+        }
+      }
+      const snapshot: Snapshot = {
+        nowS,
+        host: {
+          memTotalKiB: Math.floor((host.memTotalBytes ?? 0) / 1024),
+          memAvailableKiB: Math.floor((host.memAvailableBytes ?? 0) / 1024),
+          ...(host.stallPct != null ? { stallPct: host.stallPct } : {}),
+          guestBudgetKiB: this.opts.guestBudgetKiB,
+        },
+        guests: snapshots,
+      };
+      const decision = this.opts.policy.decide(snapshot, this.#state);
+      const at = new Date(nowS * 1000).toISOString();
+      await Promise.all(decision.actions.map(async (a) => {
+        let d: LastPolicyDecision = { at, action: 'resize', fromKiB: a.fromKiB, targetKiB: a.targetKiB, reason: a.reason };
+        try {
+          await this.opts.apply(a.name, a.targetKiB);
+        } catch (err) {
+          d = { ...d, action: 'failed', reason: `${a.reason}; the resize failed: ${(err as Error).message}` };
+        }
+        await this.#record(a.name, d);
+      }));
+      for (const h of decision.holds) {
+        const prev = this.last.get(h.name);
+        // A hold only replaces an older hold with another reason: the last resize stays visible.
+        if (!prev || (prev.action === 'hold' && prev.reason !== h.reason)) await this.#record(h.name, { at, action: 'hold', reason: h.reason });
+      }
+      return decision;
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  async #record(name: string, d: LastPolicyDecision): Promise<void> {
+    this.last.set(name, d);
+    try {
+      await this.opts.record(name, d);
+    } catch {
+      /* publishing is best effort; the decision itself stands */
+    }
+  }
+}
