@@ -269,8 +269,9 @@ export class Daemon {
   async setMemory(name: string, targetBytes: number, opts: { force: boolean; waitMs: number }): Promise<SetMemoryAnswer> {
     validateDomainName(name);
     if (targetBytes % 1024 !== 0) throw invalidArg(`targetBytes ${targetBytes} is not a multiple of 1024`);
-    const def = await this.driver.lookup(name);
-    const m = this.model(def.name);
+    // A watched guest is known by its name; anything else (uuid, id, shut off) is looked up.
+    const m = this.model(name);
+    const def = m ? { name } : await this.driver.lookup(name);
     if (!m) {
       const st = await this.driver.state(def.name);
       if (st.state === 'shutoff') throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: domain is not running');
