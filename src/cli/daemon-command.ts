@@ -13,8 +13,8 @@ import type { Command } from './commands.js';
 /** Parsed --listen. Pure. @throws UsageError */
 export function parseListen(text: string | undefined): { host: string; port: number } | null {
   if (text === undefined || text === 'unix') return null;
-  const m = /^tcp:(127\.0\.0\.1|localhost|\[::1\]):([0-9]{1,5})$/.exec(text);
-  if (!m || Number(m[2]) > 65535) throw new UsageError(`invalid --listen '${text}': expected unix or tcp:127.0.0.1:PORT (loopback only)`);
+  const m = /^(?:tcp:)?(127\.0\.0\.1|localhost|\[::1\]):([0-9]{1,5})$/.exec(text);
+  if (!m || Number(m[2]) > 65535) throw new UsageError(`invalid --listen '${text}': expected unix or [tcp:]127.0.0.1:PORT (loopback only)`);
   return { host: m[1] === '[::1]' ? '::1' : m[1]!, port: Number(m[2]) };
 }
 

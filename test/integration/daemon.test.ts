@@ -163,6 +163,17 @@ describe('virtmemd with one running guest', () => {
     assert.match((refused.body as any).error.message, /hot-plug/);
   });
 
+  test('memmap and translate through the API', async () => {
+    const map = await call('GET', `/domains/${DOM}/memmap`, '/domains/{name}/memmap');
+    assert.equal(map.status, 200);
+    assert.ok((map.body as any).regions.some((r: any) => r.kind === 'ram'), 'the map has RAM');
+    const info = await daemonRequest(unix(), 'POST', `/api/v1/domains/${DOM}/translate`, { body: { address: '0x0', cpu: 0 } });
+    assertConforms('POST', '/domains/{name}/translate', info.status, info.body);
+    assert.equal(info.status, 200, info.text);
+    assert.equal((info.body as any).gva, '0x0');
+    assert.equal(typeof (info.body as any).mapped, 'boolean');
+  });
+
   test('bad input: each a 4xx naming the problem, nothing changed', async () => {
     const before = await guest();
     const put = (body: string, headers: Record<string, string> = {}, path = `/api/v1/domains/${DOM}/memory`): Promise<DaemonAnswer> =>

@@ -151,3 +151,17 @@ describe('metrics text', () => {
     assert.equal(escapeLabel('a\\b"c\nd'), 'a\\\\b\\"c\\nd');
   });
 });
+
+describe('daemon --listen', async () => {
+  const { parseListen } = await import('../../src/cli/daemon-command.js');
+  test('loopback only, with or without tcp:', () => {
+    assert.equal(parseListen(undefined), null);
+    assert.equal(parseListen('unix'), null);
+    assert.deepEqual(parseListen('tcp:127.0.0.1:8430'), { host: '127.0.0.1', port: 8430 });
+    assert.deepEqual(parseListen('127.0.0.1:0'), { host: '127.0.0.1', port: 0 });
+    assert.deepEqual(parseListen('tcp:[::1]:9'), { host: '::1', port: 9 });
+    for (const bad of ['tcp:0.0.0.0:80', '192.168.1.5:80', 'tcp:127.0.0.1:70000', 'tcp:127.0.0.1', 'http://127.0.0.1:1']) {
+      assert.throws(() => parseListen(bad), /invalid --listen/, bad);
+    }
+  });
+});
