@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { parseScaledKiB } from '../driver/size.js';
 import { UsageError } from './args.js';
 import type { Command } from './commands.js';
 
@@ -38,7 +39,7 @@ export const DAEMON_COMMANDS: Command[] = [
   {
     name: 'daemon',
     summary: 'run virtmemd in the foreground: HTTP API, dashboard, /metrics, live model of every running guest',
-    positionals: [], required: 0, options: ['listen', 'token-file', 'socket-mode'],
+    positionals: [], required: 0, options: ['listen', 'token-file', 'socket-mode', 'policy', 'policy-budget'],
     async run(ctx) {
       const a = ctx.args;
       const tcp = parseListen(a.options.get('listen'));
@@ -47,7 +48,11 @@ export const DAEMON_COMMANDS: Command[] = [
       const [{ Daemon }, { ApiServer }, { ensurePrivateDir }] = await Promise.all([
         import('../daemon/daemon.js'), import('../http/server.js'), import('../util/atomic-file.js'),
       ]);
-      const daemon = new Daemon({ stateDir: ctx.driver.paths.root });
+      const mode = a.options.get('policy') ?? 'per-guest';
+      if (mode !== 'off' && mode !== 'per-guest' && mode !== 'all') throw new UsageError(`invalid --policy '${mode}': expected off, per-guest or all`);
+      const budgetText = a.options.get('policy-budget');
+      const guestBudgetBytes = budgetText === undefined ? null : parseScaledKiB(budgetText, 'policy budget') * 1024;
+      const daemon = new Daemon({ stateDir: ctx.driver.paths.root, policy: { mode, guestBudgetBytes } });
       await ensurePrivateDir(daemon.driver.paths.root);
       const tokenFile = a.options.get('token-file');
       const token = tokenFile ? await loadToken(tokenFile, false)
@@ -68,7 +73,7 @@ export const DAEMON_COMMANDS: Command[] = [
         const l = s.address;
         ctx.err(`virtmemd: listening on ${l.kind === 'unix' ? l.path : `http://${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}/`}\n`);
       }
-      ctx.err(`virtmemd: watching ${daemon.models().length} running guest(s)\n`);
+      ctx.err(`virtmemd: watching ${daemon.models().length} running guest(s); memory policy ${mode}${guestBudgetBytes !== null ? `, guests' budget ${budgetText}` : ''}\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGTERM', resolve);
         process.once('SIGINT', resolve);

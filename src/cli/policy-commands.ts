@@ -3,20 +3,12 @@
  * ceiling, shares, on/off) and what it last did. The policy itself runs in the daemon.
  */
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import type { LastPolicyDecision } from '../policy/loop.js';
 import { parseScaledKiB } from '../driver/size.js';
 import { effectivePolicy } from '../policy/settings.js';
 import { UsageError } from './args.js';
 import type { Command } from './commands.js';
 
-/** The last decision the daemon's policy loop recorded for a domain, if any. */
-export interface LastPolicyDecision {
-  at: string;
-  action: 'resize' | 'hold';
-  fromKiB?: number;
-  targetKiB?: number;
-  reason: string;
-}
 
 const sizeOpt = (text: string | undefined, what: string): number | null | undefined => {
   if (text === undefined) return undefined;
@@ -36,7 +28,7 @@ export const POLICY_COMMANDS: Command[] = [
         for (const f of ['enable', 'disable', 'floor', 'ceiling', 'shares']) if (has(f)) throw new UsageError(`--${f} goes with 'policy set', not 'policy show'`);
         const def = await ctx.driver.lookup(domain);
         const s = effectivePolicy(def);
-        const last = await readFile(join(ctx.driver.paths.run(def.name).dir, 'policy-last.json'), 'utf8')
+        const last = await readFile(ctx.driver.paths.run(def.name).policyLast, 'utf8')
           .then((t) => JSON.parse(t) as LastPolicyDecision).catch(() => null);
         if (ctx.json) return void ctx.out(JSON.stringify({ name: def.name, ...s, configured: def.policy ?? null, last }, null, 2) + '\n');
         const row = (k: string, v: string): string => `${(k + ':').padEnd(15)} ${v}\n`;
@@ -44,7 +36,7 @@ export const POLICY_COMMANDS: Command[] = [
         ctx.out(row('Policy', s.enabled ? 'on' : 'off') + row('Floor', `${s.floorKiB} KiB${dflt('floorKiB')}`)
           + row('Ceiling', `${s.ceilingKiB} KiB${dflt('ceilingKiB')}`) + row('Shares', `${s.shares}${dflt('shares')}`)
           + row('Last decision', last
-            ? `${last.at}: ${last.action === 'resize' ? `${last.fromKiB} KiB -> ${last.targetKiB} KiB` : 'held'}; ${last.reason}`
+            ? `${last.at}: ${last.action === 'hold' ? 'held' : `${last.fromKiB} KiB -> ${last.targetKiB} KiB${last.action === 'failed' ? ' (failed)' : ''}`}; ${last.reason}`
             : 'none yet (the policy runs in `virtmem daemon`)') + '\n');
         return;
       }

@@ -15,6 +15,10 @@ import { guestDocument, summaryDocument, totalBytes, pluggedBytes, type GuestMod
 import { sampleHostMemory, type HostMemory } from './host-memory.js';
 import { HistoryRing, type HistorySample } from './history.js';
 import { OperationRegistry, operationDocument, type Operation } from './operations.js';
+import { PolicyLoop, type PolicyMode } from '../policy/loop.js';
+import { virtmemPolicy } from '../policy/virtmem-policy.js';
+import { effectivePolicy } from '../policy/settings.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
 
 export interface DaemonOptions {
   stateDir?: string;
@@ -25,6 +29,12 @@ export interface DaemonOptions {
   /** History sample interval (default 2 s) and length (default 300 samples). */
   historyIntervalMs?: number;
   historyLength?: number;
+  /**
+   * The automatic memory policy: 'per-guest' (default) manages the guests whose definition turns
+   * it on, 'all' every running guest, 'off' none. With a budget, the managed guests together stay
+   * within it; without, host MemAvailable stays above a reserve.
+   */
+  policy?: { mode: PolicyMode; guestBudgetBytes: number | null };
 }
 
 /** A change the event stream (SSE) forwards. */
@@ -32,7 +42,8 @@ export type DaemonEvent =
   | { type: 'memory'; name: string; data: Record<string, unknown> }
   | { type: 'state'; name: string; data: Record<string, unknown> }
   | { type: 'operation'; data: Record<string, unknown> }
-  | { type: 'host'; data: Record<string, unknown> };
+  | { type: 'host'; data: Record<string, unknown> }
+  | { type: 'policy'; name: string; data: Record<string, unknown> };
 
 export type DaemonListener = (ev: DaemonEvent) => void;
 
@@ -55,7 +66,9 @@ export class Daemon {
   #lastHostEventMs = 0;
   #pendingMemory = new Map<string, NodeJS.Timeout>();
   readonly counters = { sseClients: 0, httpRequests: 0, operationsStarted: 0 };
-  readonly opts: Required<DaemonOptions>;
+  readonly opts: Required<Omit<DaemonOptions, 'policy'>>;
+  /** null when the policy is off. */
+  readonly policy: PolicyLoop | null;
 
   constructor(opts: DaemonOptions = {}) {
     const driverOpts: DriverOptions = { heldMonitors: { held: (name: string): QmpClient | null => this.#watchers.get(name)?.held() ?? null } };
@@ -66,6 +79,41 @@ export class Daemon {
       historyIntervalMs: opts.historyIntervalMs ?? 2_000, historyLength: opts.historyLength ?? 300,
     };
     this.ops.onChange((op) => this.#emit({ type: 'operation', data: operationDocument(op) }));
+    const p = opts.policy ?? { mode: 'per-guest', guestBudgetBytes: null };
+    this.policy = p.mode === 'off' ? null : new PolicyLoop({
+      policy: virtmemPolicy(),
+      mode: p.mode,
+      guestBudgetKiB: p.guestBudgetBytes === null ? null : Math.floor(p.guestBudgetBytes / 1024),
+      settings: async (name) => effectivePolicy(await this.driver.lookup(name)),
+      apply: async (name, targetKiB) => {
+        const a = await this.setMemory(name, targetKiB * 1024, { force: false, waitMs: 0 });
+        if (a.operation.state === 'failed') throw new Error(a.operation.message ?? 'the resize failed');
+      },
+      record: async (name, d) => {
+        this.#emit({ type: 'policy', name, data: { name, ...d } });
+        await writeFileAtomic(this.driver.paths.run(name).policyLast, JSON.stringify(d) + '\n');
+      },
+    });
+  }
+
+  /**
+   * A guest's policy settings (defaults filled in) and what the policy last did, for the API
+   * (sizes in bytes, as everywhere in the API).
+   */
+  async policyDocument(name: string): Promise<Record<string, unknown>> {
+    const def = await this.driver.lookup(name);
+    const s = effectivePolicy(def);
+    const mode: PolicyMode = this.policy?.opts.mode ?? 'off';
+    const last = this.policy?.last.get(def.name) ?? null;
+    return {
+      name: def.name, mode,
+      settings: { enabled: mode === 'all' || s.enabled, floorBytes: s.floorKiB * 1024, ceilingBytes: s.ceilingKiB * 1024, shares: s.shares },
+      last: last && {
+        at: last.at, action: last.action, reason: last.reason,
+        ...(last.fromKiB !== undefined ? { fromBytes: last.fromKiB * 1024 } : {}),
+        ...(last.targetKiB !== undefined ? { targetBytes: last.targetKiB * 1024 } : {}),
+      },
+    };
   }
 
   // ------------------------------------------------------------------ life
@@ -156,6 +204,8 @@ export class Daemon {
         for (const w of this.#watchers.values()) this.#history.get(w.name)?.push(historySample(w.model, nowMs / 1000));
       }
       this.ops.checkStuck((op) => this.#stuckReason(op));
+      const host = this.#host;
+      await this.policy?.tick(this.models(), { memTotalBytes: host.memTotalBytes, memAvailableBytes: host.memAvailableBytes, stallPct: host.psi?.some.avg10 ?? null }, nowMs / 1000);
     } finally {
       this.#ticking = false;
     }

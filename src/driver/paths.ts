@@ -34,6 +34,8 @@ export interface RunPaths {
   agent: string;
   qemuLog: string;
   pidfile: string;
+  /** The daemon's policy loop: its last decision for this guest (read by `policy show`). */
+  policyLast: string;
 }
 
 /** Layout of a state directory. */
@@ -63,6 +65,7 @@ export class StatePaths {
       agent: join(dir, 'agent.sock'),
       qemuLog: join(dir, 'qemu.log'),
       pidfile: join(dir, 'qemu.pid'),
+      policyLast: join(dir, 'policy-last.json'),
     };
     if (Buffer.byteLength(paths.qmpWatch) > MAX_SOCKET_PATH) {
       throw new VirtError(

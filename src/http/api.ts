@@ -150,6 +150,11 @@ export function apiRouter(): Router<Handler> {
       const t = await naming('address', () => translate(d.driver, name, gva, { ...(b.cpu !== undefined ? { cpu: b.cpu } : {}), ...(cr3 !== undefined ? { cr3 } : {}), signal: r.signal }));
       return { status: 200, body: translationJson(t) };
     })
+    .add('GET', '/domains/:name/policy', async (d, r) => {
+      noQuery(r);
+      const name = domainName(r);
+      return { status: 200, body: await naming('name', () => d.policyDocument(name)) };
+    })
     .add('GET', '/operations/:id', async (d, r) => {
       noQuery(r);
       const id = r.params.id!;

@@ -1,0 +1,107 @@
+/**
+ * The automatic memory policy on a real guest, run by the daemon: an idle guest is taken down
+ * to its floor and never below it, a guest that starts to need memory gets it back (no OOM
+ * kill), every decision is explained by `policy show` and the API, and a guest whose policy
+ * is off is left alone.
+ */
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { sandbox, parseDominfo } from '../helpers/cli.js';
+import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { GuestAgent } from '../../src/guest/agent.js';
+import { findDefaultGuest } from '../../src/guest/build.js';
+
+const MiB = 1024;
+const FLOOR_KIB = 300 * MiB;
+const sb = await sandbox();
+const guest = await findDefaultGuest();
+let daemon: RunningDaemon | null = null;
+let agent: GuestAgent | null = null;
+after(async () => {
+  agent?.close();
+  await daemon?.stop();
+  await sb.cleanup();
+});
+
+/** Used memory as the CLI shows it (through the daemon, which the CLI uses when it runs). */
+const usedKiB = async (name: string): Promise<number> => Number(parseDominfo(await sb.ok('dominfo', name)).get('Used memory')!.split(' ')[0]);
+
+/** Poll (bounded) until `ok`; every sample goes through `each` first. */
+async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, each: (v: T) => void, timeoutMs = 120_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let v = await read();
+  for (;;) {
+    each(v);
+    if (ok(v)) return v;
+    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs / 1000} s (last ${JSON.stringify(v)})`);
+    await delay(500);
+    v = await read();
+  }
+}
+
+function apiGet(path: string): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: join(sb.stateDir, 'virtmemd.sock'), path, headers: { host: 'localhost' } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (c: string) => { body += c; }).on('end', () => {
+        try { resolve(JSON.parse(body)); } catch (err) { reject(err); }
+      });
+    });
+    req.setTimeout(10_000, () => req.destroy(new Error('API request timed out')));
+    req.once('error', reject);
+    req.end();
+  });
+}
+
+describe('the daemon runs the policy on real guests', { skip: !guest?.hasVmhelper && 'the built-in guest has no vmhelper' }, () => {
+  before(async () => {
+    await sb.ok('new', 'pg', '--memory', '512M', '--max-memory', '1G', '--accel', 'tcg');
+    await sb.ok('policy', 'set', 'pg', '--enable', '--floor', '300M');
+    await sb.ok('new', 'still', '--memory', '384M', '--accel', 'tcg');
+    await sb.ok('start', 'pg');
+    await sb.ok('start', 'still');
+    await sb.ok('dommemstat', 'pg', '--period', '1');
+    await sb.ok('dommemstat', 'still', '--period', '1');
+    agent = await GuestAgent.connect(join(sb.stateDir, 'run', 'pg', 'agent.sock'), { timeoutMs: 120_000 });
+    daemon = await startDaemon(sb.stateDir, ['--policy', 'per-guest']);
+  });
+
+  test('an idle guest is taken down to its floor, never below; the reason is shown', async () => {
+    let lowest = Infinity;
+    await until('pg at its floor', () => usedKiB('pg'), (v) => v === FLOOR_KIB, (v) => { lowest = Math.min(lowest, v); });
+    // Stays there: the policy keeps asking for the floor, never less.
+    for (let i = 0; i < 6; i++) { lowest = Math.min(lowest, await usedKiB('pg')); await delay(500); }
+    assert.equal(lowest, FLOOR_KIB, 'never below the floor');
+    const show = await sb.ok('policy', 'show', 'pg');
+    assert.match(show, /^Policy: +on\nFloor: +307200 KiB\n/);
+    assert.match(show, /^Last decision: .*(reclaim toward use|within band)/m);
+    const doc = await apiGet('/api/v1/domains/pg/policy') as { mode: string; settings: { floorBytes: number }; last: { action: string; reason: string } | null };
+    assert.equal(doc.mode, 'per-guest');
+    assert.equal(doc.settings.floorBytes, FLOOR_KIB * 1024);
+    assert.ok(doc.last && doc.last.reason.length > 10);
+  });
+
+  test('a guest whose policy is off keeps its memory', async () => {
+    assert.equal(await usedKiB('still'), 384 * MiB);
+    const doc = await apiGet('/api/v1/domains/still/policy') as { settings: { enabled: boolean }; last: { reason: string } | null };
+    assert.equal(doc.settings.enabled, false);
+    assert.match(doc.last?.reason ?? '', /policy off/);
+  });
+
+  test('a guest that starts to use memory gets it in time: every allocation lives', async () => {
+    // Six 64 MiB allocations, two seconds apart: 384 MiB more than the guest has at its floor.
+    await agent!.run('for i in 1 2 3 4 5 6; do (vmhelper alloc 64 >/dev/null 2>&1 &); sleep 2; done; echo started');
+    const grown = await until('pg grown for its work', () => usedKiB('pg'), (v) => v >= FLOOR_KIB + 300 * MiB, (v) => assert.ok(v >= FLOOR_KIB, `below the floor: ${v}`));
+    assert.ok(grown <= 1024 * MiB, 'within its maximum');
+    await delay(3_000);
+    const alive = (await agent!.run('ps | grep -c "[v]mhelper alloc"')).output.trim();
+    assert.equal(alive, '6', 'no allocation was OOM-killed');
+    const oom = (await agent!.run('dmesg | grep -c "Out of memory" || true')).output.trim();
+    assert.equal(oom, '0', 'no OOM kill in the guest');
+    const last = (await apiGet('/api/v1/domains/pg/policy') as { last: { reason: string } }).last;
+    assert.ok(last.reason.length > 10);
+  });
+});
