@@ -49,6 +49,10 @@ test('test:///default: what libvirt lacks says so; native-only commands are refu
   const qmc = await runCli(['-c', 'test:///default', 'qemu-monitor-command', 'test', '--hmp', 'info', 'balloon']);
   assert.equal(qmc.code, 1);
   assert.equal(qmc.stderr, virsh('test:///default', 'qemu-monitor-command', 'test', '--hmp', 'info', 'balloon').stderr);
+  // --json keeps libvirt's own error number and domain (VIR_ERR_NO_SUPPORT = 3) for scripts.
+  const qmcJson = await runCli(['-c', 'test:///default', 'qemu-monitor-command', 'test', '--hmp', 'info', '--json']);
+  assert.equal(qmcJson.code, 1);
+  assert.deepEqual((JSON.parse(qmcJson.stdout) as { error: { code: string; libvirt: { code: number } } }).error.libvirt.code, 3);
   const caps = await runCli(['-c', 'test:///default', 'capabilities']);
   assert.equal(caps.code, 1);
   assert.match(caps.stderr, /not supported by the connection driver: 'capabilities' works on virtmem's own guests only/);
