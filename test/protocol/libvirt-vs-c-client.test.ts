@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { LibvirtClient } from '../../src/libvirt/client.js';
 import { LibvirtError } from '../../src/libvirt/errors.js';
+import { LibvirtDriver } from '../../src/driver/libvirt-driver.js';
 import { Proc, STRING_MAX, uuidBytes } from '../../src/libvirt/protocol.js';
 
 const SOCK = '/var/run/libvirt/libvirt-sock';
@@ -58,5 +59,37 @@ test('error records decode field for field as libvirt\'s C client decodes them',
     await c.close();
     assert.ok(theirs.every((t) => t !== null), 'every call fails for libvirt\'s own client too');
     assert.deepEqual(ours, theirs, uri);
+  }
+});
+
+const PY_DOMAIN = `
+import json, libvirt, sys
+c = libvirt.open(sys.argv[1]); d = c.lookupByName(sys.argv[2])
+st, reason = d.state()
+print(json.dumps({'info': d.info(), 'state': [st, reason], 'persistent': d.isPersistent(), 'autostart': d.autostart(), 'os': d.OSType(),
+  'managedSave': d.hasManagedSaveImage(0), 'xml': d.XMLDesc(0), 'inactiveXml': d.XMLDesc(2), 'secmodel': c.getSecurityModel(), 'uuid': d.UUIDString()}))
+`;
+
+test('a domain\'s info, state, flags, XML and the host security model decode as libvirt\'s C client decodes them', { skip, timeout: 60_000 }, async () => {
+  const name = `vmcc-${randomUUID().slice(0, 8)}`;
+  const drv = new LibvirtDriver('qemu:///system', { keepaliveIntervalMs: 0 });
+  try {
+    await drv.defineXml(`<domain type='qemu'><name>${name}</name><memory unit='KiB'>393216</memory><currentMemory unit='KiB'>262144</currentMemory><vcpu>2</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os></domain>`);
+    const py = spawnSync(PY, ['-c', PY_DOMAIN, 'qemu:///system', name], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(py.status, 0, py.stderr);
+    const t = JSON.parse(py.stdout) as { info: number[]; state: number[]; persistent: number; autostart: number; os: string; managedSave: number; xml: string; inactiveXml: string; secmodel: string[]; uuid: string };
+    const info = await drv.info(name);
+    assert.deepEqual(
+      [info.uuid, info.maxMemoryKiB, info.usedMemoryKiB, info.vcpus, info.persistent, info.autostart, info.osType, info.managedSave, info.security?.model ?? '', info.security?.doi ?? ''],
+      [t.uuid, t.info[1], t.info[2], t.info[3], t.persistent === 1, t.autostart === 1, t.os, t.managedSave === 1, t.secmodel[0], t.secmodel[1]]);
+    // virDomainShutoffReason in virsh's words.
+    const SHUTOFF = ['unknown', 'shutdown', 'destroyed', 'crashed', 'migrated', 'saved', 'failed', 'from snapshot', 'daemon'];
+    assert.equal(t.state[0], 5, 'libvirt says shut off too');
+    assert.deepEqual(await drv.state(name), { state: 'shutoff', reason: SHUTOFF[t.state[1]!] });
+    assert.equal(await drv.dumpXml(name), t.xml);
+    assert.equal(await drv.dumpXml(name, { inactive: true }), t.inactiveXml);
+  } finally {
+    await drv.undefine(name).catch(() => undefined);
+    await drv.close();
   }
 });
