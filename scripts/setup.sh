@@ -6,8 +6,9 @@
 #   bash scripts/setup.sh            install everything and run the demo
 #   bash scripts/setup.sh --no-demo  install everything, no demo (CI)
 #   bash scripts/setup.sh --dev      also the packages the test suite and benchmarks compare
-#                                    against (libvirt: virsh, virt-xml-validate, libvirtd), and
-#                                    the Debian 12 test guest (debootstrap, needs root)
+#                                    against (libvirt: virsh, virt-xml-validate, libvirtd), the
+#                                    Debian 12 test guest (debootstrap, needs root) and Chromium
+#                                    and Prometheus for the dashboard and metrics tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,10 @@ packages=(qemu-system-x86 qemu-utils busybox-static cpio kmod gcc libc6-dev)
 [ "$dev" -eq 1 ] && packages+=(libvirt-daemon-system libvirt-clients libxml2-utils python3-libvirt)
 # The Debian 12 test guest (test/integration/distro-guest.test.ts): debootstrap, mke2fs -d.
 [ "$dev" -eq 1 ] && packages+=(debootstrap e2fsprogs)
+# The dashboard's browser test drives Debian's Chromium through playwright-core (which downloads no browser).
+[ "$dev" -eq 1 ] && packages+=(chromium)
+# The metrics test runs Debian's real Prometheus server against the daemon's /metrics.
+[ "$dev" -eq 1 ] && packages+=(prometheus)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -67,6 +72,16 @@ bin/virtmem guest-build
 if [ "$dev" -eq 1 ]; then
   echo "setup: building the Debian 12 test guest (debootstrap from apt's mirror; about a minute or two, cached)"
   as_root bin/virtmem guest-build --distro debian12
+fi
+
+# The daemon as a systemd service, only where systemd runs (elsewhere: `virtmem daemon` in the foreground).
+if [ "$(id -u)" -eq 0 ] && [ -d /run/systemd/system ]; then
+  sed "s|@VIRTMEM@|$PWD/bin/virtmem|" scripts/virtmemd.service > /etc/systemd/system/virtmemd.service
+  systemctl daemon-reload
+  systemctl enable --now virtmemd.service
+  echo "setup: virtmemd runs as a systemd service (API on /var/lib/virtmem/virtmemd.sock)"
+else
+  echo "setup: no systemd here: run \`virtmem daemon\` in the foreground for the API, dashboard and metrics"
 fi
 
 # Whether KVM really runs guests here (a /dev/kvm that opens is not proof); cached per boot.

@@ -14,8 +14,12 @@ import { chooseUri, isNativeUri } from '../libvirt/uri.js';
 import { EXTRA_COMMANDS } from './extra-commands.js';
 import { INSPECT_COMMANDS } from './inspect-commands.js';
 import { POLICY_COMMANDS } from './policy-commands.js';
+import { DAEMON_COMMANDS } from './daemon-command.js';
+import { DaemonBackedDriver } from './daemon-driver.js';
 
-const ALL: Command[] = [...COMMANDS, ...EXTRA_COMMANDS, ...INSPECT_COMMANDS, ...POLICY_COMMANDS];
+const DAEMON_SERVED = new Set(['dominfo', 'list', 'setmem', 'dommemstat']);
+
+const ALL: Command[] = [...COMMANDS, ...EXTRA_COMMANDS, ...INSPECT_COMMANDS, ...POLICY_COMMANDS, ...DAEMON_COMMANDS];
 
 function usage(): string {
   const w = Math.max(...ALL.map((c) => c.name.length));
@@ -83,7 +87,10 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     return 1;
   }
   const json = args.flags.has('json');
-  const driver = new Driver(stateDir ? { stateDir } : {});
+  // dominfo, list, plain setmem and dommemstat go through virtmemd when it runs (same output).
+  const driver = DAEMON_SERVED.has(cmd.name) && process.env.VIRTMEM_DAEMON !== '0'
+    ? new DaemonBackedDriver(stateDir ? { stateDir } : {})
+    : new Driver(stateDir ? { stateDir } : {});
   // -c, else $LIBVIRT_DEFAULT_URI as virsh; none or virtmem:///... is virtmem's own driver.
   const uri = chooseUri(uriGiven);
   let hv: HypervisorDriver = driver;

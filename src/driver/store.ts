@@ -2,7 +2,7 @@
  * Persistent domain definitions: one JSON file per domain under `<state>/domains/`, validated
  * on the way in and on the way out, written atomically, readable only by the owner.
  */
-import { readdir, readFile, unlink } from 'node:fs/promises';
+import { readdir, readFile, stat, unlink } from 'node:fs/promises';
 import type { DomainDef } from './definition.js';
 import { VirtError } from './errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../util/atomic-file.js';
@@ -10,6 +10,14 @@ import type { StatePaths } from './paths.js';
 import { validateDomainDef } from './validate-def.js';
 
 export class DefinitionStore {
+  /**
+   * Validated definitions by name, with the identity of the file they came from. Every write
+   * is an atomic rename (a new inode), so inode + mtime + size identify a version; a
+   * long-lived process (the daemon, the warm CLI) then pays one stat instead of read + parse +
+   * validate per lookup.
+   */
+  readonly #cache = new Map<string, { key: string; def: DomainDef }>();
+
   constructor(private readonly paths: StatePaths) {}
 
   /** Names of all defined domains, sorted. */
@@ -29,15 +37,23 @@ export class DefinitionStore {
    * @throws VirtError INTERNAL when the stored file is corrupt (it is never silently ignored).
    */
   async get(name: string): Promise<DomainDef | null> {
+    const file = this.paths.definition(name);
     let text: string;
+    let key: string;
     try {
-      text = await readFile(this.paths.definition(name), 'utf8');
+      const st = await stat(file, { bigint: true });
+      key = `${st.ino}:${st.mtimeNs}:${st.size}`;
+      const hit = this.#cache.get(name);
+      if (hit && hit.key === key) return structuredClone(hit.def);
+      text = await readFile(file, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') { this.#cache.delete(name); return null; }
       throw err;
     }
     try {
-      return validateDomainDef(JSON.parse(text));
+      const def = validateDomainDef(JSON.parse(text));
+      this.#cache.set(name, { key, def: structuredClone(def) });
+      return def;
     } catch (err) {
       throw new VirtError('INTERNAL', `stored definition of '${name}' is corrupt (${this.paths.definition(name)}): ${(err as Error).message}`, { cause: err });
     }

@@ -13,24 +13,27 @@ export async function ensurePrivateDir(path: string): Promise<void> {
 }
 
 /**
- * Replace `path` with `data` atomically, with file mode `mode` (default owner-only).
+ * Replace `path` with `data` atomically, with file mode `mode` (default owner-only). With
+ * `durable: false` the fsyncs are left out: still all-or-nothing for readers and across a crash
+ * of the writer, but not across a crash of the host (for state that does not outlive one).
  * @throws the underlying fs error; the target is untouched in that case.
  */
-export async function writeFileAtomic(path: string, data: Uint8Array | string, mode = 0o600): Promise<void> {
+export async function writeFileAtomic(path: string, data: Uint8Array | string, mode = 0o600, opts: { durable?: boolean } = {}): Promise<void> {
+  const durable = opts.durable ?? true;
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   let renamed = false;
   try {
     const fh = await open(tmp, 'wx', mode);
     try {
       await fh.writeFile(data);
-      await fh.sync();
+      if (durable) await fh.sync();
     } finally {
       await fh.close();
     }
     await chmod(tmp, mode); // open()'s mode is filtered by the umask
     await rename(tmp, path);
     renamed = true;
-    await syncDir(dirname(path));
+    if (durable) await syncDir(dirname(path));
   } finally {
     if (!renamed) await rm(tmp, { force: true });
   }

@@ -1,0 +1,98 @@
+/**
+ * The daemon's HTTP API (docs/openapi.json, served under /api/v1) as the page uses it: the only
+ * file that knows URLs. Documents are mapped to the view model by model.ts; every call is
+ * bounded. Same-origin requests carry the daemon's token cookie (set by GET /?token=...).
+ */
+import { isTranslationDoc, type TranslationDoc } from './translate-view.js';
+import { historySamples, num, obj, str, toGuestView, toHostView, toOperationView, type GuestSample, type GuestView, type OperationView, type Snapshot } from './model.js';
+
+export type { GuestView, OperationView, Snapshot };
+
+const BASE = '/api/v1';
+const CALL_BOUND_MS = 30_000;
+
+/** Error for an answer the daemon gave (its message and code) or one the page could not use. */
+export class ApiError extends Error {
+  constructor(message: string, readonly status: number | null, readonly code: string | null = null) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+async function call(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<unknown> {
+  const ctl = new AbortController();
+  const bound = setTimeout(() => ctl.abort(), CALL_BOUND_MS);
+  const onAbort = (): void => ctl.abort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    const res = await fetch(BASE + path, {
+      method, signal: ctl.signal, cache: 'no-store', credentials: 'same-origin',
+      ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+    });
+    const text = await res.text();
+    let doc: unknown = null;
+    try { doc = text ? JSON.parse(text) : null; } catch { /* reported below */ }
+    if (!res.ok) {
+      const e = obj(obj(doc).error);
+      const hint = res.status === 401 ? ' (open the dashboard through the URL with ?token=... that the daemon printed)' : '';
+      throw new ApiError((str(e.message) ?? `${method} ${path}: HTTP ${res.status}`) + hint, res.status, str(e.code));
+    }
+    if (doc === null) throw new ApiError(`${method} ${path}: the daemon's answer is not JSON`, res.status);
+    return doc;
+  } catch (err) {
+    if (err instanceof ApiError) throw err;
+    const timedOut = ctl.signal.aborted && !signal?.aborted;
+    throw new ApiError(timedOut ? `${method} ${path}: no answer within ${CALL_BOUND_MS / 1000} s` : `${method} ${path}: ${(err as Error).message}`, null);
+  } finally {
+    clearTimeout(bound);
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+const domainPath = (name: string): string => `/domains/${encodeURIComponent(name)}`;
+
+function operationOf(doc: unknown): OperationView {
+  const op = toOperationView(doc);
+  if (!op) throw new ApiError('the daemon answered with an operation the page does not understand', null);
+  return op;
+}
+
+export const api = {
+  /** Host and every running or paused guest, now (time: the daemon's host sample). */
+  async snapshot(signal?: AbortSignal): Promise<Snapshot> {
+    const [hostDoc, listDoc] = await Promise.all([call('GET', '/host', undefined, signal), call('GET', '/domains', undefined, signal)]);
+    const tS = num(obj(hostDoc).sampledAtS) ?? Date.now() / 1000;
+    const list = obj(listDoc).domains;
+    const names = (Array.isArray(list) ? list : []).map(obj)
+      .filter((d) => d.state === 'running' || d.state === 'paused')
+      .map((d) => str(d.name)).filter((n): n is string => n !== null);
+    const docs = await Promise.all(names.map((n) => call('GET', domainPath(n), undefined, signal)));
+    return { tS, host: toHostView(hostDoc), guests: docs.map((d) => toGuestView(d, tS)) };
+  },
+  /** The guest's recent samples (the daemon's ring buffer), to fill a new chart. */
+  async history(name: string, bootBytes: number | null, signal?: AbortSignal): Promise<GuestSample[]> {
+    return historySamples(await call('GET', `${domainPath(name)}/history`, undefined, signal), bootBytes);
+  },
+  /** Starts a resize; the operation to follow (already succeeded when the guest was there at once). */
+  async startSetMemory(name: string, targetBytes: number): Promise<OperationView> {
+    return operationOf(await call('PUT', `${domainPath(name)}/memory`, { targetBytes }));
+  },
+  async operation(id: string): Promise<OperationView> {
+    return operationOf(await call('GET', `/operations/${encodeURIComponent(id)}`));
+  },
+  async translate(name: string, address: string, cpu: number): Promise<TranslationDoc> {
+    const doc = await call('POST', `${domainPath(name)}/translate`, { address, cpu });
+    if (!isTranslationDoc(doc)) throw new ApiError('the daemon answered the translation with a document the page does not understand', null);
+    return doc;
+  },
+  /**
+   * Calls `onChange` whenever the daemon's event stream reports a change; EventSource
+   * reconnects by itself. Returns a function that closes the stream.
+   */
+  watch(onChange: () => void): () => void {
+    if (typeof EventSource === 'undefined') return () => undefined;
+    const es = new EventSource(`${BASE}/events`);
+    for (const type of ['memory', 'state', 'operation']) es.addEventListener(type, () => onChange());
+    return () => es.close();
+  },
+};

@@ -1,0 +1,165 @@
+/**
+ * The dashboard's view model and the mapping from the daemon's documents to it. Pure (no DOM,
+ * no I/O), so unit tests run it under Node. Sizes are bytes; a value the daemon did not send
+ * becomes null, never a guess.
+ */
+
+/** One point of a guest's memory, all in bytes; null where not known at that time. */
+export interface GuestSample {
+  tS: number;
+  /** Boot RAM the guest has: the balloon's "actual". */
+  bootInGuestBytes: number | null;
+  virtioMemBytes: number | null;
+  /** Boot RAM the balloon holds back from the guest. */
+  balloonHeldBytes: number | null;
+  guestUsedBytes: number | null;
+  guestAvailableBytes: number | null;
+  hostRssBytes: number | null;
+}
+
+export interface HostView {
+  memTotalBytes: number | null;
+  memAvailableBytes: number | null;
+  psiSomeAvg10: number | null;
+  psiFullAvg10: number | null;
+}
+
+export interface GuestView {
+  name: string;
+  state: string;
+  maxBytes: number | null;
+  /** All the RAM the guest has now: boot RAM left by the balloon + virtio-mem plugged. */
+  totalBytes: number | null;
+  sample: GuestSample;
+}
+
+export interface Snapshot {
+  tS: number;
+  host: HostView;
+  guests: GuestView[];
+}
+
+export type OperationState = 'running' | 'succeeded' | 'failed';
+
+export interface OperationView {
+  id: string;
+  state: OperationState;
+  startBytes: number | null;
+  targetBytes: number;
+  actualBytes: number | null;
+  /** Why it failed, or why it is stuck. */
+  message: string | null;
+  /** The daemon saw nothing move for its stall bound while still running. */
+  stuck: boolean;
+  /** The daemon's own fractionDone, when it sent one. */
+  serverFraction: number | null;
+}
+
+/** The daemon's document types (docs/openapi.json), as far as the page reads them. */
+export type Json = Record<string, unknown>;
+export const obj = (v: unknown): Json => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Json) : {});
+export const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+export const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+
+/** How far `op` has got from its starting size to its target, 0..1. */
+export function fractionDone(op: OperationView): number {
+  if (op.state === 'succeeded') return 1;
+  if (op.serverFraction !== null) return Math.min(1, Math.max(0, op.serverFraction));
+  if (op.actualBytes === null || op.startBytes === null) return 0;
+  const span = op.targetBytes - op.startBytes;
+  if (span === 0) return 1;
+  return Math.min(1, Math.max(0, (op.actualBytes - op.startBytes) / span));
+}
+
+/** Which sample fields are stacked (bottom first); the others are drawn as lines. */
+export const STACKED: ReadonlyArray<keyof GuestSample> = ['bootInGuestBytes', 'virtioMemBytes', 'balloonHeldBytes'];
+
+/**
+ * Columns for the chart: for each field in `fields`, its values over time; stacked fields get
+ * cumulative values (an unknown layer counts as 0 so the layers above it still draw).
+ */
+export function chartColumns(samples: readonly GuestSample[], fields: ReadonlyArray<keyof GuestSample>): Array<Array<number | null>> {
+  const raw = fields.map((f) => samples.map((s) => s[f]));
+  return raw.map((col, fi) => {
+    const field = fields[fi]!;
+    const k = STACKED.indexOf(field);
+    if (k < 0) return col;
+    return samples.map((s) => STACKED.slice(0, k + 1).reduce((acc, f) => acc + (s[f] ?? 0), 0));
+  });
+}
+
+/**
+ * What the guest itself uses: its MemTotal minus its MemAvailable, less the pages the balloon
+ * holds when the guest counts them in MemTotal. With deflate-on-OOM (virtmem's default) the
+ * Linux balloon driver leaves MemTotal alone and inflated pages look "used"; without it,
+ * MemTotal shrinks instead. MemTotal above what the guest has tells which case this is.
+ */
+export function guestUsedBytes(memTotalBytes: number | null, memAvailableBytes: number | null, guestHasBytes: number | null, balloonHeldBytes: number | null): number | null {
+  if (memTotalBytes === null || memAvailableBytes === null) return null;
+  const used = memTotalBytes - memAvailableBytes;
+  const held = balloonHeldBytes ?? 0;
+  const countsBalloon = held > 0 && guestHasBytes !== null && memTotalBytes > guestHasBytes;
+  return Math.max(0, countsBalloon ? used - held : used);
+}
+
+/** Host document (GET /host) -> view. */
+export function toHostView(doc: unknown): HostView {
+  const h = obj(doc);
+  const psi = obj(h.psi);
+  return {
+    memTotalBytes: num(h.memTotalBytes), memAvailableBytes: num(h.memAvailableBytes),
+    psiSomeAvg10: num(obj(psi.some).avg10), psiFullAvg10: num(obj(psi.full).avg10),
+  };
+}
+
+/** The layers of one moment, from the balloon, virtio-mem and guest statistics numbers. */
+function sampleOf(tS: number, bootBytes: number | null, balloonBytes: number | null, pluggedBytes: number | null, memTotalBytes: number | null, memAvailableBytes: number | null, rssBytes: number | null, totalBytes: number | null): GuestSample {
+  const held = bootBytes !== null && balloonBytes !== null ? Math.max(0, bootBytes - balloonBytes) : null;
+  return {
+    tS,
+    bootInGuestBytes: balloonBytes,
+    virtioMemBytes: pluggedBytes,
+    balloonHeldBytes: held,
+    guestUsedBytes: guestUsedBytes(memTotalBytes, memAvailableBytes, totalBytes, held),
+    guestAvailableBytes: memAvailableBytes,
+    hostRssBytes: rssBytes,
+  };
+}
+
+/** Guest document (GET /domains/{name}, or an SSE `memory` event) at time `tS` -> view. */
+export function toGuestView(doc: unknown, tS: number): GuestView {
+  const d = obj(doc);
+  const mem = obj(d.memory);
+  const stats = obj(d.stats);
+  const total = num(mem.totalBytes);
+  return {
+    name: str(d.name) ?? '?',
+    state: str(d.state) ?? 'unknown',
+    maxBytes: num(d.maxMemoryBytes),
+    totalBytes: total,
+    sample: sampleOf(tS, num(mem.bootBytes), num(mem.balloonBytes), num(mem.pluggedBytes), num(stats.availableBytes), num(stats.usableBytes), num(stats.rssBytes), total),
+  };
+}
+
+/** History document (GET /domains/{name}/history) -> samples; boot RAM comes from the guest document. */
+export function historySamples(doc: unknown, bootBytes: number | null): GuestSample[] {
+  const samples = obj(doc).samples;
+  if (!Array.isArray(samples)) return [];
+  return samples.map(obj).filter((h) => num(h.tS) !== null).map((h) =>
+    sampleOf(num(h.tS)!, bootBytes, num(h.balloonBytes), num(h.pluggedBytes), num(h.availableBytes), num(h.usableBytes), num(h.rssBytes), num(h.totalBytes)));
+}
+
+/**
+ * Operation document ({ operation }) -> view, or null when it is not one the page understands.
+ */
+export function toOperationView(doc: unknown): OperationView | null {
+  const o = obj(obj(doc).operation);
+  const id = str(o.id);
+  const state = str(o.state);
+  const target = num(o.targetBytes);
+  if (id === null || target === null || (state !== 'running' && state !== 'succeeded' && state !== 'failed')) return null;
+  return {
+    id, state, startBytes: num(o.startBytes), targetBytes: target, actualBytes: num(o.actualBytes),
+    message: str(o.message), stuck: o.stuck === true, serverFraction: num(o.fractionDone),
+  };
+}
