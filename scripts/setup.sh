@@ -27,8 +27,9 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # QEMU and the tools that build the guest's initramfs (busybox, cpio, gcc for the test helper).
 packages=(qemu-system-x86 qemu-utils busybox-static cpio kmod gcc libc6-dev)
 # libvirt is the reference the tests record against and the benchmarks compare with;
-# virt-xml-validate (libvirt-clients) runs xmllint, which libvirt only recommends.
-[ "$dev" -eq 1 ] && packages+=(libvirt-daemon-system libvirt-clients libxml2-utils)
+# virt-xml-validate (libvirt-clients) runs xmllint, which libvirt only recommends; python3-libvirt
+# is libvirt's own C client, which the libvirt RPC tests and benchmark check ours against.
+[ "$dev" -eq 1 ] && packages+=(libvirt-daemon-system libvirt-clients libxml2-utils python3-libvirt)
 # The Debian 12 test guest (test/integration/distro-guest.test.ts): debootstrap, mke2fs -d.
 [ "$dev" -eq 1 ] && packages+=(debootstrap e2fsprogs)
 # The dashboard's browser test drives Debian's Chromium through playwright-core (which downloads no browser).

@@ -33,7 +33,9 @@ function usage(): string {
 }
 
 /** Exit code for an error; virsh uses 1 for every failure. */
-function describeError(err: unknown): { message: string; code: string } {
+function describeError(err: unknown): { message: string; code: string; libvirt?: { code: number; domain: number | null } } {
+  // --json keeps libvirt's own error number and domain (virErrorNumber, virErrorDomain) for scripts.
+  if (err instanceof LibvirtError && err.libvirtCode !== null) return { message: err.message, code: err.code, libvirt: { code: err.libvirtCode, domain: err.libvirtDomain } };
   if (err instanceof VirtError) return { message: err.message, code: err.code };
   if (err instanceof UsageError) return { message: err.message, code: err.code };
   if (err instanceof GuestError) return { message: err.message, code: err.code };

@@ -43,9 +43,10 @@ const accepts = (port: number): Promise<boolean> => new Promise((resolve) => {
 /**
  * Start the second libvirtd; resolves when its TCP port accepts (bounded: 30 s). With `tlsPki`
  * (a folder holding cacert.pem, servercert.pem and serverkey.pem) it also listens for TLS on
- * 127.0.0.1, requiring a client certificate signed by that CA (libvirt's default).
+ * 127.0.0.1, requiring a client certificate signed by that CA (libvirt's default). `extraConf`:
+ * more libvirtd.conf lines (e.g. a short keepalive_interval).
  */
-export async function startRemoteLibvirtd(opts: { tlsPki?: string } = {}): Promise<RemoteLibvirtd> {
+export async function startRemoteLibvirtd(opts: { tlsPki?: string; extraConf?: string[] } = {}): Promise<RemoteLibvirtd> {
   const dir = await mkdtemp(join(tmpdir(), 'vm-rlibvirtd-'));
   const port = await freePort();
   const tlsPort = opts.tlsPki ? await freePort() : null;
@@ -55,6 +56,7 @@ export async function startRemoteLibvirtd(opts: { tlsPki?: string } = {}): Promi
     'listen_tcp = 1', `tcp_port = "${port}"`, 'listen_addr = "127.0.0.1"', 'auth_tcp = "none"',
     ...(pki ? ['listen_tls = 1', `tls_port = "${tlsPort}"`, 'auth_tls = "none"', `ca_file = "${pki}/cacert.pem"`,
       `cert_file = "${pki}/servercert.pem"`, `key_file = "${pki}/serverkey.pem"`] : ['listen_tls = 0']),
+    ...(opts.extraConf ?? []),
     // 'unix_sock_dir' stays the default: it is inside the private /run/libvirt.
   ].join('\n') + '\n');
   const logPid = join(dir, 'virtlogd.pid');

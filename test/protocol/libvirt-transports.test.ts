@@ -1,15 +1,17 @@
 /**
- * The libvirt client's TLS and ssh transports. TLS: an in-process TLS server with certificates
- * made by openssl for the run, speaking just enough of the protocol (libvirt's one-byte
- * certificate verdict, AUTH_LIST, CONNECT_OPEN, the keepalive feature) to open a connection.
- * ssh: a stand-in `ssh` (the URI's `command=`) that runs the remote command on this machine,
- * so `virt-ssh-helper` carries the session to the real libvirtd as it would on a remote host.
+ * The libvirt client's TLS and ssh transports, and keepalive with a real daemon. TLS: an
+ * in-process TLS server with certificates made by openssl for the run (libvirt's one-byte
+ * certificate verdict, AUTH_LIST, CONNECT_OPEN, the keepalive feature), then a real libvirtd
+ * listening for TLS. ssh: a stand-in `ssh` (the URI's `command=`) that runs the remote command
+ * inside the second libvirtd's mount namespace, so `virt-ssh-helper` carries the session to that
+ * "remote host" as sshd would. The second libvirtd is test/helpers/remote-libvirtd.ts.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -128,26 +130,33 @@ test('tls: a daemon that refuses our certificate, or one signed by another CA, i
   }
 });
 
-const SOCK = '/var/run/libvirt/libvirt-sock';
 const sshSkip = !existsSync('/usr/bin/virt-ssh-helper') ? 'virt-ssh-helper not installed'
-  : !existsSync(SOCK) ? `libvirtd is not running (${SOCK} missing)` : process.getuid?.() !== 0 ? 'needs root' : false;
+  : !existsSync('/usr/sbin/libvirtd') ? 'libvirtd not installed' : process.getuid?.() !== 0 ? 'needs root (a second libvirtd in its own mount namespace)' : false;
 
-test('ssh: runs virt-ssh-helper with the URI on the far side and speaks the protocol over its stdio', { skip: sshSkip, timeout: 120_000 }, async () => {
+test('ssh: runs virt-ssh-helper with the URI on the far side and speaks the protocol over its stdio', { skip: sshSkip, timeout: 180_000 }, async () => {
+  // The far side is the second libvirtd (its own mount namespace, so its own sockets): the
+  // stand-in ssh enters that namespace and runs the remote command there, as sshd would.
+  const remote = await startRemoteLibvirtd();
   const dir = await mkdtemp(join(tmpdir(), 'vm-lvssh-'));
   const fake = join(dir, 'ssh');
   const argvLog = join(dir, 'argv');
-  // Stands in for ssh: records its argv, then runs the remote command here, as sshd would there.
-  await writeFile(fake, `#!/bin/sh\nprintf '%s\\n' "$@" > '${argvLog}'\nfor last; do :; done\nexec sh -c "$last"\n`);
+  await writeFile(fake, `#!/bin/sh\nprintf '%s\\n' "$@" > '${argvLog}'\nfor last; do :; done\nexec nsenter --mount --target ${remote.pid} sh -c "$last"\n`);
   await chmod(fake, 0o700);
+  const viaTcp = new LibvirtDriver(remote.uri, { keepaliveIntervalMs: 0 });
   const d = new LibvirtDriver(`qemu+ssh://root@far.example:2222/system?command=${fake}&keyfile=/nonexistent/id`, { keepaliveIntervalMs: 0 });
   try {
-    const ours = (await bounded(d.list(), 60_000, 'list over ssh')).map((r) => r.name).sort();
-    const r = spawnSync('virsh', ['-c', 'qemu:///system', 'list', '--all', '--name'], { encoding: 'utf8' });
-    assert.deepEqual(ours, r.stdout.split('\n').filter(Boolean).sort());
+    await viaTcp.defineXml(`<domain type='qemu'><name>ssh-guest</name><memory unit='KiB'>131072</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os></domain>`);
+    const ours = (await bounded(d.list(), 60_000, 'list over ssh')).map((r) => r.name);
+    assert.deepEqual(ours, ['ssh-guest']);
+    const r = spawnSync('virsh', ['-c', remote.uri, 'list', '--all', '--name'], { encoding: 'utf8' });
+    assert.deepEqual(ours, r.stdout.split('\n').filter(Boolean));
+    assert.match((await d.dumpXml('ssh-guest')), /<name>ssh-guest<\/name>/);
     const argv = (await readFile(argvLog, 'utf8')).trimEnd().split('\n');
     assert.deepEqual(argv, ['-T', '-e', 'none', '-o', 'BatchMode=yes', '-p', '2222', '-l', 'root', '-i', '/nonexistent/id', '--', 'far.example', "virt-ssh-helper 'qemu:///system'"]);
   } finally {
     await d.close();
+    await viaTcp.close();
+    await remote.stop();
     await rm(dir, { recursive: true, force: true });
   }
 });
@@ -197,5 +206,44 @@ test('tls against a real libvirtd: GnuTLS on the far side accepts our handshake 
     await remote.stop();
     await rm(pki, { recursive: true, force: true });
     await rm(other, { recursive: true, force: true });
+  }
+});
+
+/** A bare client: connects, authenticates, opens, asks for keepalive — and never answers a ping. */
+async function mute(port: number): Promise<net.Socket> {
+  const sock = net.createConnection({ host: '127.0.0.1', port });
+  await new Promise<void>((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+  sock.on('error', () => undefined);
+  sock.on('data', () => undefined);
+  let serial = 0;
+  const call = (proc: number, payload: Buffer): void => {
+    const b = Buffer.alloc(28 + payload.length);
+    b.writeUInt32BE(b.length, 0); b.writeUInt32BE(0x20008086, 4); b.writeUInt32BE(1, 8); b.writeInt32BE(proc, 12);
+    b.writeInt32BE(0, 16); b.writeUInt32BE(++serial, 20); b.writeInt32BE(0, 24); payload.copy(b, 28);
+    sock.write(b);
+  };
+  call(Proc.AUTH_LIST, Buffer.alloc(0));
+  call(Proc.CONNECT_OPEN, new XdrWriter().int(1).string('qemu:///system').uint(0).finish());
+  call(Proc.CONNECT_SUPPORTS_FEATURE, new XdrWriter().int(10).finish());
+  return sock;
+}
+
+test('keepalive with a real libvirtd: we answer its pings, so it keeps us while it drops a client that does not', { skip: process.getuid?.() !== 0 ? 'needs root' : !existsSync('/usr/sbin/libvirtd') ? 'libvirtd not installed' : false, timeout: 120_000 }, async () => {
+  // The daemon pings every second and gives up after 2 unanswered pings.
+  const remote = await startRemoteLibvirtd({ extraConf: ['keepalive_interval = 1', 'keepalive_count = 2'] });
+  try {
+    const ours = new LibvirtDriver(remote.uri, { keepaliveIntervalMs: 0 }); // our own pings off: only answers
+    await ours.list();
+    const c = await ours.connection(); // this connection: the driver would silently open a new one
+    const quiet = await mute(remote.port);
+    // Wait (bounded) until the daemon drops the client that never answers ...
+    await bounded(new Promise((resolve) => quiet.once('close', resolve)), 30_000, 'libvirtd dropping a client that ignores its pings');
+    // ... by then it has pinged us as often, and we are still connected.
+    assert.equal(c.connectionState, 'open');
+    assert.equal(await ours.connection(), c);
+    assert.deepEqual(await ours.list(), []);
+    await ours.close();
+  } finally {
+    await remote.stop();
   }
 });

@@ -1,0 +1,94 @@
+/**
+ * The classic virsh memory workflow (the one `virtmem demo` walks through) on a balloon-only
+ * TCG guest that libvirt runs, every step through `virtmem -c qemu:///system`: shrink with
+ * `setmem --wait`, shutdown (waits for libvirt's lifecycle event), `setmaxmem` on the shut-off
+ * guest, start, grow with `setmem --wait`. After each step virtmem and virsh (run in the test)
+ * print the same thing for the same guest. Needs root, a running libvirtd and the built-in guest.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runCli } from '../helpers/cli.js';
+
+const U = 'qemu:///system';
+const SOCK = '/var/run/libvirt/libvirt-sock';
+const GUEST = '/var/cache/virtmem/guest';
+const skip = !existsSync(SOCK) ? `libvirtd is not running (${SOCK} missing)` : process.getuid?.() !== 0 ? 'needs root'
+  : !existsSync(`${GUEST}/vmlinuz`) ? 'built-in guest not built' : false;
+
+function virsh(...args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync('virsh', ['-c', U, ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, LC_ALL: 'C' } });
+  return { code: r.status ?? 99, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** dominfo without the line that moves by itself. */
+const steady = (text: string): string => text.replace(/^CPU time:.*\n/m, '');
+
+async function sameAsVirsh(name: string, what: string): Promise<string> {
+  const ours = await runCli(['-c', U, 'dominfo', name]);
+  assert.equal(ours.code, 0, ours.stderr);
+  assert.equal(steady(ours.stdout), steady(virsh('dominfo', name).stdout), `dominfo ${what}`);
+  return ours.stdout;
+}
+
+test('the virsh workflow on a libvirt guest: setmem --wait, shutdown, setmaxmem, start, setmem --wait — as virsh prints it', { skip, timeout: 600_000 }, async () => {
+  const name = `vmlw-${randomBytes(3).toString('hex')}`;
+  const dir = await mkdtemp(join(tmpdir(), 'vm-lvw-'));
+  const file = join(dir, 'guest.xml');
+  await writeFile(file, `<domain type='qemu'>
+  <name>${name}</name>
+  <memory unit='KiB'>262144</memory>
+  <currentMemory unit='KiB'>262144</currentMemory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>${GUEST}/vmlinuz</kernel>
+    <initrd>${GUEST}/initrd.gz</initrd>
+    <cmdline>console=ttyS0 panic=-1 loglevel=4</cmdline>
+  </os>
+  <features><acpi/><apic/></features>
+  <devices>
+    <serial type='pty'/>
+    <console type='pty'/>
+    <memballoon model='virtio'><stats period='1'/></memballoon>
+  </devices>
+</domain>
+`);
+  try {
+    assert.equal((await runCli(['-c', U, 'define', file])).code, 0);
+    assert.deepEqual((await runCli(['-c', U, 'start', name])).stdout, `Domain '${name}' started\n\n`);
+    // Shrink through the balloon; --wait returns once libvirt reports the guest there.
+    const shrink = await runCli(['-c', U, 'setmem', name, '200M', '--wait', '--timeout', '240']);
+    assert.deepEqual([shrink.code, shrink.stdout, shrink.stderr], [0, `Domain '${name}' reached 204800 KiB\n\n`, '']);
+    assert.match(await sameAsVirsh(name, 'after shrinking'), /^Used memory: +204800 KiB$/m);
+    // Growing past the boot memory is what libvirt cannot do live without memory devices.
+    const over = await runCli(['-c', U, 'setmem', name, '384M']);
+    const vover = virsh('setmem', name, '384M');
+    assert.deepEqual([over.code, over.stderr], [vover.code, vover.stderr], 'setmem above max memory');
+    // The classic way: shut down (waits for the guest to be off), raise the maximum, start.
+    const down = await runCli(['-c', U, 'shutdown', name, '--timeout', '180']);
+    assert.deepEqual([down.code, down.stdout, down.stderr], [0, `Domain '${name}' is being shutdown\n\n`, '']);
+    assert.equal(virsh('domstate', name).stdout, 'shut off\n\n');
+    const max = await runCli(['-c', U, 'setmaxmem', name, '384M']);
+    assert.deepEqual([max.code, max.stderr], [0, '']);
+    await sameAsVirsh(name, 'shut off, after setmaxmem');
+    assert.match(virsh('dumpxml', name, '--inactive').stdout, /<memory unit='KiB'>393216<\/memory>/);
+    assert.equal((await runCli(['-c', U, 'start', name])).code, 0);
+    const grow = await runCli(['-c', U, 'setmem', name, '384M', '--wait', '--timeout', '240']);
+    assert.deepEqual([grow.code, grow.stdout, grow.stderr], [0, `Domain '${name}' reached 393216 KiB\n\n`, '']);
+    const info = await sameAsVirsh(name, 'after growing');
+    assert.match(info, /^Max memory: +393216 KiB$/m);
+    assert.match(info, /^Used memory: +393216 KiB$/m);
+    const stats = await runCli(['-c', U, 'dommemstat', name]);
+    assert.match(stats.stdout, /^actual 393216$/m);
+  } finally {
+    virsh('destroy', name);
+    virsh('undefine', name);
+    await rm(dir, { recursive: true, force: true });
+  }
+});
