@@ -59,6 +59,8 @@ interface GuestSim {
   name: string;
   w: Workload;
   memKiB: number;
+  /** What the host backs (free page reporting returns the guest's free pages). */
+  heldKiB: number;
   targetKiB: number;
   cacheKiB: number;
   /** The workload was OOM-killed and stays dead until its next phase. */
@@ -89,7 +91,7 @@ export function simulate(policy: Policy<unknown> | null): PolicyRow {
   // Every row starts with the budget split evenly (currentMemory 1.25 GiB of a 2 GiB maximum).
   const startKiB = Math.floor(BUDGET_KIB / 3 / 1024) * 1024;
   const guests: GuestSim[] = Object.entries(WORKLOADS).map(([name, w]) => ({
-    name, w, memKiB: startKiB, targetKiB: startKiB, cacheKiB: 0, killedUntilPhaseEnd: false, stalledS: 0,
+    name, w, memKiB: startKiB, heldKiB: startKiB, targetKiB: startKiB, cacheKiB: 0, killedUntilPhaseEnd: false, stalledS: 0,
     majorFaults: 0, lastMajorFaults: 0, oomKills: 0, workDemandedS: 0, workDoneS: 0, stats: null,
   }));
   const state = policy?.initialState();
@@ -131,9 +133,12 @@ export function simulate(policy: Policy<unknown> | null): PolicyRow {
         g.stats = { availableKiB, unusedKiB: Math.max(0, availableKiB - g.cacheKiB), diskCachesKiB: g.cacheKiB, majorFaultsPerS: g.majorFaults - g.lastMajorFaults, atS: t };
         g.lastMajorFaults = g.majorFaults;
       }
-      givenBack += (MAX_KIB - g.memKiB) * DT;
+      // Free page reporting is on for every row: the host holds only what the guest really uses
+      // (kernel, anonymous memory, page cache), never more than the guest's size.
+      g.heldKiB = Math.min(g.memKiB, KERNEL_KIB + anon + g.cacheKiB);
+      givenBack += (MAX_KIB - g.heldKiB) * DT;
     }
-    const total = guests.reduce((s, g) => s + g.memKiB, 0);
+    const total = guests.reduce((s, g) => s + g.heldKiB, 0);
     if (total > BUDGET_KIB + MiB) overBudget += DT;
     if (policy && t >= nextPolicyS - 1e-9) {
       nextPolicyS += policy.periodS;

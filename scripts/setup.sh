@@ -6,8 +6,9 @@
 #   bash scripts/setup.sh            install everything and run the demo
 #   bash scripts/setup.sh --no-demo  install everything, no demo (CI)
 #   bash scripts/setup.sh --dev      also the packages the test suite and benchmarks compare
-#                                    against (libvirt: virsh, virt-xml-validate, libvirtd)
-#                                    and Chromium for the dashboard's browser test
+#                                    against (libvirt: virsh, virt-xml-validate, libvirtd), the
+#                                    Debian 12 test guest (debootstrap, needs root) and Chromium
+#                                    and Prometheus for the dashboard and metrics tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,8 @@ packages=(qemu-system-x86 qemu-utils busybox-static cpio kmod gcc libc6-dev)
 # libvirt is the reference the tests record against and the benchmarks compare with;
 # virt-xml-validate (libvirt-clients) runs xmllint, which libvirt only recommends.
 [ "$dev" -eq 1 ] && packages+=(libvirt-daemon-system libvirt-clients libxml2-utils)
+# The Debian 12 test guest (test/integration/distro-guest.test.ts): debootstrap, mke2fs -d.
+[ "$dev" -eq 1 ] && packages+=(debootstrap e2fsprogs)
 # The dashboard's browser test drives Debian's Chromium through playwright-core (which downloads no browser).
 [ "$dev" -eq 1 ] && packages+=(chromium)
 # The metrics test runs Debian's real Prometheus server against the daemon's /metrics.
@@ -46,6 +49,13 @@ else
   [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ] || as_root apt-get update -qq
 fi
 
+# The libvirt driver's tests and the benchmarks talk to the machine's libvirtd; without systemd
+# (containers, CI) start it and its log daemon here. Idempotent: a running one is left alone.
+if [ "$dev" -eq 1 ] && [ ! -S /var/run/libvirt/libvirt-sock -o -z "$(pgrep -x libvirtd || true)" ]; then
+  pgrep -x virtlogd >/dev/null || as_root virtlogd -d
+  pgrep -x libvirtd >/dev/null || as_root libvirtd -d
+fi
+
 node -e 'const [maj]=process.versions.node.split(".").map(Number); if (maj < 20) { console.error(`setup: Node ${process.version} is too old; virtmem needs Node 20 or later`); process.exit(1); }'
 
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
@@ -58,6 +68,10 @@ case ":$PATH:" in *":$bindir:"*) ;; *) echo "setup: add $bindir to PATH to run v
 
 echo "setup: building the built-in guest (Debian cloud kernel + busybox initramfs)"
 bin/virtmem guest-build
+if [ "$dev" -eq 1 ]; then
+  echo "setup: building the Debian 12 test guest (debootstrap from apt's mirror; about a minute or two, cached)"
+  as_root bin/virtmem guest-build --distro debian12
+fi
 
 # The daemon as a systemd service, only where systemd runs (elsewhere: `virtmem daemon` in the foreground).
 if [ "$(id -u)" -eq 0 ] && [ -d /run/systemd/system ]; then

@@ -99,9 +99,14 @@ export const EXTRA_COMMANDS: Command[] = [
     },
   },
   {
-    name: 'guest-build', summary: 'build (or show) the built-in default guest from Debian packages',
-    positionals: [], required: 0, flags: ['force'],
+    name: 'guest-build', summary: 'build (or show) the built-in default guest from Debian packages (--distro debian12: a Debian 12 disk image)',
+    positionals: [], required: 0, flags: ['force'], options: ['distro'],
     async run(ctx) {
+      const distro = ctx.args.options.get('distro');
+      if (distro !== undefined) {
+        const { runDistroBuild } = await import('./distro-build.js');
+        return runDistroBuild(ctx, distro);
+      }
       const { buildDefaultGuest } = await import('../guest/build.js');
       const g = await buildDefaultGuest({ force: ctx.args.flags.has('force'), log: (l) => ctx.err(l.endsWith('\n') ? l : l + '\n') });
       if (ctx.json) return void ctx.out(JSON.stringify(g, null, 2) + '\n');

@@ -53,10 +53,16 @@ export function formatDominfo(info: DomainInfo): string {
     row('Used memory', `${info.usedMemoryKiB} KiB`),
     row('Persistent', info.persistent ? 'yes' : 'no'),
     row('Autostart', info.autostart ? 'enable' : 'disable'),
-    row('Managed save', 'no'),
-    row('Security model', 'none'),
-    row('Security DOI', '0'),
+    row('Managed save', info.managedSave ? 'yes' : 'no'),
   );
+  if (info.security === undefined) lines.push(row('Security model', 'none'), row('Security DOI', '0'));
+  else if (info.security) {
+    // virsh: model and DOI when the host has a security driver; the label when the domain has one.
+    lines.push(row('Security model', info.security.model), row('Security DOI', info.security.doi));
+    if (info.security.label) lines.push(row('Security label', `${info.security.label} (${info.security.enforcing ? 'enforcing' : 'permissive'})`));
+  }
+  // virsh (>= 7.1): the first message on a "Messages:" line, the rest under it.
+  (info.messages ?? []).forEach((msg, i) => lines.push(i === 0 ? row('Messages', msg) : `${''.padEnd(15)} ${msg}`));
   // virsh's lines stay as they are; a guest with memory devices also says where its memory is
   // (libvirt's "Used memory" ignores virtio-mem, ours counts it and shows the parts).
   const m = info.memory;

@@ -4,8 +4,13 @@
  */
 import { Driver } from '../driver/driver.js';
 import { VirtError } from '../driver/errors.js';
+import { GuestError } from '../guest/errors.js';
 import { parseArgs, UsageError } from './args.js';
 import { COMMANDS, type Command } from './commands.js';
+import type { HypervisorDriver } from '../driver/hypervisor.js';
+import { LibvirtDriver } from '../driver/libvirt-driver.js';
+import { LibvirtError } from '../libvirt/errors.js';
+import { chooseUri, isNativeUri } from '../libvirt/uri.js';
 import { EXTRA_COMMANDS } from './extra-commands.js';
 import { INSPECT_COMMANDS } from './inspect-commands.js';
 import { POLICY_COMMANDS } from './policy-commands.js';
@@ -31,6 +36,7 @@ function usage(): string {
 function describeError(err: unknown): { message: string; code: string } {
   if (err instanceof VirtError) return { message: err.message, code: err.code };
   if (err instanceof UsageError) return { message: err.message, code: err.code };
+  if (err instanceof GuestError) return { message: err.message, code: err.code };
   const e = err as NodeJS.ErrnoException;
   return { message: `internal error: ${e?.message ?? String(err)}`, code: 'INTERNAL' };
 }
@@ -53,16 +59,13 @@ const processIo: CliIo = {
 
 export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
   let stateDir: string | undefined;
+  let uriGiven: string | undefined;
   let i = 0;
   for (; i < argv.length; i++) {
     const w = argv[i]!;
     if (w === '--state-dir') { stateDir = argv[++i]; continue; }
     if (w === '-c' || w === '--connect') {
-      const uri = argv[++i] ?? '';
-      if (!/^qemu:\/\/\/(system|session)$/.test(uri)) {
-        io.err(`error: failed to connect to the hypervisor\nerror: virtmem drives QEMU directly; unsupported connection URI '${uri}'\n`);
-        return 1;
-      }
+      uriGiven = argv[++i] ?? '';
       continue;
     }
     if (w === '-h' || w === '--help') { io.out(usage()); return 0; }
@@ -86,10 +89,30 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
   const driver = DAEMON_SERVED.has(cmd.name) && process.env.VIRTMEM_DAEMON !== '0'
     ? new DaemonBackedDriver(stateDir ? { stateDir } : {})
     : new Driver(stateDir ? { stateDir } : {});
+  // -c, else $LIBVIRT_DEFAULT_URI as virsh; none or virtmem:///... is virtmem's own driver.
+  const uri = chooseUri(uriGiven);
+  let hv: HypervisorDriver = driver;
   try {
-    await cmd.run({ driver, args, json, out: io.out, err: io.err, isTty: io.isTty });
+    if (!isNativeUri(uri)) {
+      if (!COMMANDS.includes(cmd)) {
+        io.err(`error: this function is not supported by the connection driver: '${cmd.name}' works on virtmem's own guests only (virtmem:///system), not on '${uri}'\n`);
+        return 1;
+      }
+      hv = new LibvirtDriver(uri!);
+    }
+  } catch (err) {
+    io.err(`error: failed to connect to the hypervisor\nerror: ${describeError(err).message}\n`);
+    return 1;
+  }
+  try {
+    await cmd.run({ driver, hv, args, json, out: io.out, err: io.err, isTty: io.isTty });
     return 0;
   } catch (err) {
+    if (err instanceof LibvirtError && err.kind === 'connect') {
+      // virsh: two lines, nothing on stdout.
+      io.err(`error: failed to connect to the hypervisor\nerror: ${err.message}\n`);
+      return 1;
+    }
     const d = describeError(err);
     const first = cmd.failPrefix && !(err instanceof UsageError) && d.code !== 'NO_DOMAIN' ? cmd.failPrefix(args, d.code) : null;
     const prefix = first ? `error: ${first}\n` : '';
@@ -97,5 +120,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     // virsh ends every command that ran, failed or not, with an empty line on stdout.
     io.out(json ? JSON.stringify({ error: d }, null, 2) + '\n' : '\n');
     return 1;
+  } finally {
+    if (hv !== driver) await hv.close?.();
   }
 }

@@ -36,7 +36,8 @@
 /* Must match src/cli/warm-protocol.ts. */
 #define MAGIC "virtmem-warm 1"
 static const char *const ENV_KEYS[] = {"VIRTMEM_STATE_DIR", "XDG_STATE_HOME", "HOME", "VIRTMEM_GUEST_DIR", "XDG_CACHE_HOME",
-                                       "VIRTMEM_ACCEL", "VIRTMEM_QEMU", "VIRTMEM_KVM_DEVICE", "VIRTMEM_PROBE_CACHE", "VIRTMEM_DAEMON"};
+                                       "VIRTMEM_ACCEL", "VIRTMEM_QEMU", "VIRTMEM_KVM_DEVICE", "VIRTMEM_PROBE_CACHE",
+                                       "LIBVIRT_DEFAULT_URI", "VIRTMEM_DAEMON"};
 #define N_ENV_KEYS (sizeof ENV_KEYS / sizeof ENV_KEYS[0])
 
 static char root[PATH_MAX];

@@ -13,7 +13,7 @@ export const WARM_MAGIC = 'virtmem-warm 1';
 
 /** Environment variables the CLI reads; the client sends them and hashes them into the socket name. */
 export const WARM_ENV_KEYS = ['VIRTMEM_STATE_DIR', 'XDG_STATE_HOME', 'HOME', 'VIRTMEM_GUEST_DIR', 'XDG_CACHE_HOME',
-  'VIRTMEM_ACCEL', 'VIRTMEM_QEMU', 'VIRTMEM_KVM_DEVICE', 'VIRTMEM_PROBE_CACHE', 'VIRTMEM_DAEMON'] as const;
+  'VIRTMEM_ACCEL', 'VIRTMEM_QEMU', 'VIRTMEM_KVM_DEVICE', 'VIRTMEM_PROBE_CACHE', 'LIBVIRT_DEFAULT_URI', 'VIRTMEM_DAEMON'] as const;
 
 /** Bound on a request's size: argv plus a few variables never come near it. */
 export const MAX_REQUEST_BYTES = 1 << 20;

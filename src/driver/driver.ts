@@ -67,7 +67,14 @@ export interface DomainSummary {
 }
 
 export interface DomainInfo extends DomainSummary {
-  osType: 'hvm';
+  /** 'hvm' for QEMU guests; other libvirt drivers say otherwise (test:///default: 'linux'). */
+  osType: string;
+  /** The host's security driver and the domain's label, when the driver reports them (libvirt). */
+  security?: { model: string; doi: string; label: string | null; enforcing: boolean } | null;
+  /** Whether a managed save image exists, when the driver knows (libvirt). */
+  managedSave?: boolean;
+  /** libvirt's messages about the domain (taints, deprecations), printed by virsh dominfo. */
+  messages?: string[];
   vcpus: number;
   cpuTimeS: number | null;
   maxMemoryKiB: number;
@@ -1069,3 +1076,9 @@ function acceptsConnections(path: string): Promise<boolean> {
     sock.once('error', () => done(false));
   });
 }
+
+// The native driver is one implementation of the neutral API; this fails to compile if its
+// public methods drift from it.
+import type { HypervisorDriver } from './hypervisor.js';
+const _nativeIsHypervisorDriver = (d: Driver): HypervisorDriver => d;
+void _nativeIsHypervisorDriver;

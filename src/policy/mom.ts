@@ -23,8 +23,9 @@ export const momPolicy: Policy<null> = {
   decide(s: Snapshot): Decision {
     const managed = s.guests.filter((g) => g.settings.enabled);
     // With a budget, "host free" is what is left of it; else the host's own MemAvailable.
+    const usedKiB = s.host.memTotalKiB - s.host.memAvailableKiB;
     const hostFreePct = s.host.guestBudgetKiB !== null
-      ? Math.max(0, s.host.guestBudgetKiB - managed.reduce((sum, g) => sum + g.currentKiB, 0)) / s.host.guestBudgetKiB
+      ? Math.max(0, s.host.guestBudgetKiB - usedKiB) / s.host.guestBudgetKiB
       : s.host.memAvailableKiB / s.host.memTotalKiB;
     const shrink = hostFreePct < MOM.pressureThreshold;
     const decision: Decision = { actions: [], holds: [] };

@@ -126,7 +126,7 @@ const toPve = (g: GuestSnapshot): PveVmStatus => ({
 /**
  * pvestatd's auto_ballooning as a Policy. Host goal: MemTotal * 80 % - used, used being
  * MemTotal - MemAvailable. With a guest budget (the benchmark's fixed host), the host is taken
- * to be one whose 80 % is exactly that budget, so goal = budget - what the guests hold.
+ * to be one whose 80 % is exactly that budget, so goal = budget - used.
  */
 export const proxmoxPolicy: Policy<null> = {
   name: 'proxmox',
@@ -134,9 +134,12 @@ export const proxmoxPolicy: Policy<null> = {
   initialState: () => null,
   decide(s: Snapshot): Decision {
     const managed = s.guests.filter((g) => g.settings.enabled);
+    // pvestatd reads host memory in use (MemTotal - MemAvailable); with a budget, the host is
+    // one whose 80 % mark is that budget, and what counts as used is what the guests really hold.
+    const usedKiB = s.host.memTotalKiB - s.host.memAvailableKiB;
     const goalBytes = s.host.guestBudgetKiB !== null
-      ? (s.host.guestBudgetKiB - managed.reduce((sum, g) => sum + g.currentKiB, 0)) * 1024
-      : Math.trunc(s.host.memTotalKiB * 1024 * PVE_TARGET_PCT / 100 - (s.host.memTotalKiB - s.host.memAvailableKiB) * 1024);
+      ? (s.host.guestBudgetKiB - usedKiB) * 1024
+      : Math.trunc(s.host.memTotalKiB * 1024 * PVE_TARGET_PCT / 100 - usedKiB * 1024);
     const status = new Map(managed.map((g) => [g.name, toPve(g)]));
     const res = computeAlg1(status, goalBytes, PVE_MAXCHANGE_BYTES);
     const decision: Decision = { actions: [], holds: [] };

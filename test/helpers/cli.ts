@@ -30,9 +30,9 @@ export interface Sandbox {
 }
 
 /** Run the CLI with a bound (default 3 min) so a hang fails the test instead of stalling CI. */
-export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
   return new Promise((resolve) => {
-    execFile(BIN, args, { env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs ?? 180_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+    execFile(BIN, args, { env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs ?? 180_000, maxBuffer: 16 << 20, ...(opts.cwd ? { cwd: opts.cwd } : {}) }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 99) : 0;
       resolve({ code, stdout, stderr });
     });

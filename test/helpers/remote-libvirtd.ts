@@ -15,6 +15,8 @@ import { ROOT } from './cli.js';
 export interface RemoteLibvirtd {
   uri: string;
   port: number;
+  /** `qemu+tls://127.0.0.1:PORT/system?pkipath=...` when started with `tlsPki`, else null. */
+  tlsUri: string | null;
   /** The libvirtd process: kill it to make the "remote" daemon die mid-call. */
   pid: number;
   /** Stop libvirtd and its virtlogd (guests it still runs are killed with it by the caller). */
@@ -38,13 +40,21 @@ const accepts = (port: number): Promise<boolean> => new Promise((resolve) => {
   s.once('error', () => resolve(false));
 });
 
-/** Start the second libvirtd; resolves when its TCP port accepts (bounded: 30 s). */
-export async function startRemoteLibvirtd(): Promise<RemoteLibvirtd> {
+/**
+ * Start the second libvirtd; resolves when its TCP port accepts (bounded: 30 s). With `tlsPki`
+ * (a folder holding cacert.pem, servercert.pem and serverkey.pem) it also listens for TLS on
+ * 127.0.0.1, requiring a client certificate signed by that CA (libvirt's default).
+ */
+export async function startRemoteLibvirtd(opts: { tlsPki?: string } = {}): Promise<RemoteLibvirtd> {
   const dir = await mkdtemp(join(tmpdir(), 'vm-rlibvirtd-'));
   const port = await freePort();
+  const tlsPort = opts.tlsPki ? await freePort() : null;
   const conf = join(dir, 'libvirtd.conf');
+  const pki = opts.tlsPki;
   await writeFile(conf, [
-    'listen_tls = 0', 'listen_tcp = 1', `tcp_port = "${port}"`, 'listen_addr = "127.0.0.1"', 'auth_tcp = "none"',
+    'listen_tcp = 1', `tcp_port = "${port}"`, 'listen_addr = "127.0.0.1"', 'auth_tcp = "none"',
+    ...(pki ? ['listen_tls = 1', `tls_port = "${tlsPort}"`, 'auth_tls = "none"', `ca_file = "${pki}/cacert.pem"`,
+      `cert_file = "${pki}/servercert.pem"`, `key_file = "${pki}/serverkey.pem"`] : ['listen_tls = 0']),
     // 'unix_sock_dir' stays the default: it is inside the private /run/libvirt.
   ].join('\n') + '\n');
   const logPid = join(dir, 'virtlogd.pid');
@@ -56,7 +66,7 @@ export async function startRemoteLibvirtd(): Promise<RemoteLibvirtd> {
   let exited = false;
   child.once('exit', () => { exited = true; });
   const deadline = Date.now() + 30_000;
-  while (!(await accepts(port))) {
+  while (!(await accepts(port)) || (tlsPort !== null && !(await accepts(tlsPort)))) {
     if (exited || Date.now() > deadline) {
       const text = await readFile(log, 'utf8').catch(() => '');
       try { process.kill(child.pid!, 'SIGKILL'); } catch { /* gone */ }
@@ -68,6 +78,7 @@ export async function startRemoteLibvirtd(): Promise<RemoteLibvirtd> {
   return {
     uri: `qemu+tcp://127.0.0.1:${port}/system`,
     port,
+    tlsUri: tlsPort === null ? null : `qemu+tls://127.0.0.1:${tlsPort}/system?pkipath=${pki}`,
     pid,
     async stop() {
       const kill = (p: number, sig: NodeJS.Signals): void => { try { process.kill(p, sig); } catch { /* gone */ } };

@@ -100,7 +100,7 @@ test('as a policy: the host budget is the 80 % mark; at most 100 MiB per VM per 
     settings: { enabled: true, floorKiB: 384 * MiB, ceilingKiB: 2048 * MiB, shares: 1000 },
     signals: { availableKiB: 1024 * MiB, unusedKiB: 1024 * MiB, diskCachesKiB: 0, majorFaultsPerS: 0, swapInKiBPerS: 0, ageS: 0 },
   });
-  const d = proxmoxPolicy.decide({ nowS: 0, host: { memTotalKiB: 0, memAvailableKiB: 0, guestBudgetKiB: 3072 * MiB }, guests: [guest('a', 2048 * MiB), guest('b', 2048 * MiB)] }, null);
+  const d = proxmoxPolicy.decide({ nowS: 0, host: { memTotalKiB: 24 * 1024 * MiB, memAvailableKiB: 20 * 1024 * MiB, guestBudgetKiB: 3072 * MiB }, guests: [guest('a', 2048 * MiB), guest('b', 2048 * MiB)] }, null);
   assert.equal(proxmoxPolicy.periodS, 10);
   assert.deepEqual(d.actions.map((a) => [a.name, a.fromKiB - a.targetKiB]), [['a', 100 * MiB], ['b', 100 * MiB]]);
 });

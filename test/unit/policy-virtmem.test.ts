@@ -14,7 +14,7 @@ const guest = (name: string, currentKiB: number, signals: GuestSignals | null = 
   settings: { enabled: true, floorKiB: 384 * MiB, ceilingKiB: 2048 * MiB, shares: 1000, ...over },
 });
 const snap = (guests: GuestSnapshot[], budgetKiB: number | null = null, nowS = 100): Snapshot => ({
-  nowS, guests, host: { memTotalKiB: 24 * 1024 * MiB, memAvailableKiB: 20 * 1024 * MiB, guestBudgetKiB: budgetKiB },
+  nowS, guests, host: { memTotalKiB: 24 * 1024 * MiB, memAvailableKiB: 24 * 1024 * MiB - guests.reduce((s, g) => s + g.currentKiB, 0), guestBudgetKiB: budgetKiB },
 });
 
 /** A small seeded PRNG (mulberry32): the same snapshots every run. */
