@@ -41,7 +41,7 @@ async function startDaemon(): Promise<string> {
   const tokenFile = join(sb.stateDir, 'token');
   await writeFile(tokenFile, TOKEN + '\n', { mode: 0o600 });
   return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ['--state-dir', sb.stateDir, 'daemon', '--listen', '127.0.0.1:0', '--token-file', tokenFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(BIN, ['--state-dir', sb.stateDir, 'daemon', '--listen', 'tcp:127.0.0.1:0', '--token-file', tokenFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     daemon = child;
     let out = '';
     const bound = setTimeout(() => { reject(new Error(`the daemon did not say where it listens within 60 s; output: ${out}`)); }, 60_000);
