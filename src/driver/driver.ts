@@ -21,7 +21,7 @@ import { accelRequest, chooseAccel, kvmStatus, type KvmStatus } from './accel.js
 import { BALLOON_QOM_PATH, buildQemuArgv, qemuCpuModel, virtioMemId, type Accel } from './qemu-argv.js';
 import { observe, writeRunRecord, type DomainState, type Observed, type RunningRecord, type StateReason } from './run-status.js';
 import { isProcessAlive, readProcStat, readRssKiB, CLOCK_TICKS_PER_S } from './host-process.js';
-import { withMonitor, monitorError } from './monitor.js';
+import { withMonitor, onHeldMonitor, monitorError } from './monitor.js';
 import { validateDomainName, isUuid } from './name.js';
 import { MIN_MEMORY_KIB } from './validate-def.js';
 import { toMemoryStats, type MemoryStats } from './memory-stats.js';
@@ -38,6 +38,17 @@ export interface DriverOptions {
   monitorTimeoutMs?: number;
   /** Built-in guest directory override. */
   guestDir?: string;
+  /**
+   * Monitor connections a long-lived process (the daemon) holds open; when it has one for a
+   * domain, short calls run on it instead of opening a new connection each time.
+   */
+  heldMonitors?: HeldMonitors;
+}
+
+/** Open monitor connections by domain name (see DriverOptions.heldMonitors). */
+export interface HeldMonitors {
+  /** A connected client for `name`, or null to fall back to a new connection. */
+  held(name: string): QmpClient | null;
 }
 
 /** Which side of a domain an operation affects; neither flag means "current" (libvirt). */
@@ -195,6 +206,8 @@ export class Driver {
   }
 
   private monitor<T>(name: string, fn: (c: QmpClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const held = this.opts.heldMonitors?.held(name);
+    if (held) return onHeldMonitor(name, held, fn);
     return withMonitor(name, this.paths.run(name).qmp, fn, {
       connectTimeoutMs: this.opts.monitorTimeoutMs ?? 10_000,
       ...(signal ? { signal } : {}),

@@ -65,3 +65,16 @@ export async function withMonitor<T>(
     await client.close().catch(() => client.destroy());
   }
 }
+
+/**
+ * Run `fn` on a connection someone else holds open (the daemon's watch monitor); it stays open.
+ * Errors come out as VirtError.
+ * @throws VirtError (see monitorError)
+ */
+export async function onHeldMonitor<T>(name: string, client: QmpClient, fn: (client: QmpClient) => Promise<T>): Promise<T> {
+  try {
+    return await fn(client);
+  } catch (err) {
+    throw monitorError(name, err);
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * `virtmem daemon`: runs virtmemd in the foreground (systemd runs it the same way) until
+ * SIGTERM or SIGINT. It always listens on <state>/virtmemd.sock (0600, or 0660 with
+ * --socket-mode); `--listen tcp:127.0.0.1:PORT` adds a loopback TCP listener, which always
+ * needs a token (--token-file, or <state>/virtmemd.token created owner-only).
+ */
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { UsageError } from './args.js';
+import type { Command } from './commands.js';
+
+/** Parsed --listen. Pure. @throws UsageError */
+export function parseListen(text: string | undefined): { host: string; port: number } | null {
+  if (text === undefined || text === 'unix') return null;
+  const m = /^tcp:(127\.0\.0\.1|localhost|\[::1\]):([0-9]{1,5})$/.exec(text);
+  if (!m || Number(m[2]) > 65535) throw new UsageError(`invalid --listen '${text}': expected unix or tcp:127.0.0.1:PORT (loopback only)`);
+  return { host: m[1] === '[::1]' ? '::1' : m[1]!, port: Number(m[2]) };
+}
+
+async function loadToken(file: string, create: boolean): Promise<string> {
+  try {
+    const t = (await readFile(file, 'utf8')).trim();
+    if (!/^[\x21-\x7e]{16,512}$/.test(t)) throw new UsageError(`token file ${file} must hold one token of 16 to 512 printable characters`);
+    return t;
+  } catch (err) {
+    if (err instanceof UsageError || !create || (err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      if (err instanceof UsageError) throw err;
+      throw new UsageError(`cannot read token file ${file}: ${(err as Error).message}`);
+    }
+    const t = randomBytes(24).toString('base64url');
+    await writeFile(file, t + '\n', { mode: 0o600, flag: 'wx' });
+    return t;
+  }
+}
+
+export const DAEMON_COMMANDS: Command[] = [
+  {
+    name: 'daemon',
+    summary: 'run virtmemd in the foreground: HTTP API, dashboard, /metrics, live model of every running guest',
+    positionals: [], required: 0, options: ['listen', 'token-file', 'socket-mode'],
+    async run(ctx) {
+      const a = ctx.args;
+      const tcp = parseListen(a.options.get('listen'));
+      const modeText = a.options.get('socket-mode') ?? '0600';
+      if (modeText !== '0600' && modeText !== '0660') throw new UsageError(`invalid --socket-mode '${modeText}': expected 0600 or 0660`);
+      const [{ Daemon }, { ApiServer }, { ensurePrivateDir }] = await Promise.all([
+        import('../daemon/daemon.js'), import('../http/server.js'), import('../util/atomic-file.js'),
+      ]);
+      const daemon = new Daemon({ stateDir: ctx.driver.paths.root });
+      await ensurePrivateDir(daemon.driver.paths.root);
+      const tokenFile = a.options.get('token-file');
+      const token = tokenFile ? await loadToken(tokenFile, false)
+        : tcp ? await loadToken(join(daemon.driver.paths.root, 'virtmemd.token'), true) : null;
+      const staticFiles = await dashboardFiles(ctx.err);
+      await daemon.start();
+      // On the unix socket the file's mode is the access control (as for libvirt's socket).
+      const servers = [new ApiServer({ daemon, token: null, listen: { kind: 'unix', path: daemonSocketPath(daemon.driver.paths.root), mode: Number.parseInt(modeText, 8) }, ...(staticFiles ? { staticFiles } : {}) })];
+      if (tcp) servers.push(new ApiServer({ daemon, token, listen: { kind: 'tcp', ...tcp }, ...(staticFiles ? { staticFiles } : {}) }));
+      try {
+        for (const s of servers) await s.start();
+      } catch (err) {
+        await Promise.all(servers.map((s) => s.close().catch(() => {})));
+        await daemon.stop();
+        throw err;
+      }
+      for (const s of servers) {
+        const l = s.address;
+        ctx.err(`virtmemd: listening on ${l.kind === 'unix' ? l.path : `http://${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}/`}\n`);
+      }
+      ctx.err(`virtmemd: watching ${daemon.models().length} running guest(s)\n`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGTERM', resolve);
+        process.once('SIGINT', resolve);
+      });
+      ctx.err('virtmemd: stopping (guests keep running)\n');
+      await Promise.all(servers.map((s) => s.close()));
+      await daemon.stop();
+    },
+  },
+];
+
+/** <state>/virtmemd.sock */
+export function daemonSocketPath(stateDir: string): string {
+  return join(stateDir, 'virtmemd.sock');
+}
+
+/** The dashboard's files, when this build has them. */
+async function dashboardFiles(err: (s: string) => void): Promise<import('../http/server.js').StaticFiles | null> {
+  void err;
+  return null;
+}

@@ -1,0 +1,225 @@
+/**
+ * One guest's watcher: holds the guest's watch monitor (qmp-watch.sock, reserved for a
+ * long-lived watcher so CLI calls on qmp.sock are never blocked), follows QEMU's events, and
+ * keeps the guest's live model current. Every question to QEMU has a per-guest bound; a guest
+ * whose monitor does not answer in time is marked stale and stalls nothing else. The watcher
+ * reconnects by itself while QEMU lives and ends when QEMU is gone.
+ */
+import { stat } from 'node:fs/promises';
+import { setTimeout as delay } from 'node:timers/promises';
+import { QmpClient, queryBalloon, queryMemoryDevices, queryBalloonGuestStats, queryStatus, type QmpEventStream } from '../qmp/index.js';
+import { BALLOON_QOM_PATH } from '../driver/qemu-argv.js';
+import type { RunPaths } from '../driver/paths.js';
+import { isProcessAlive, readRssKiB } from '../driver/host-process.js';
+import { readRunRecord, type RunningRecord } from '../driver/run-status.js';
+import {
+  applyBalloon, applyDefinition, applyDevices, applyEvent, applyGuestStats, modelFromDefinition, setMonitor, setState,
+  type GuestModel,
+} from './guest-model.js';
+
+/** Events that change the model. */
+const EVENTS = ['BALLOON_CHANGE', 'MEMORY_DEVICE_SIZE_CHANGE', 'SHUTDOWN', 'STOP', 'RESUME', 'RESET', 'POWERDOWN'] as const;
+
+export interface WatcherOptions {
+  /** Bound on every question to this guest's monitor (and on connecting). */
+  boundMs: number;
+  /** Wait between reconnection attempts while QEMU lives. */
+  reconnectMs: number;
+}
+
+/** What changed: the memory numbers, the state/monitor, or the guest went away. */
+export type WatchChange = 'memory' | 'state' | 'gone';
+
+export class GuestWatcher {
+  readonly model: GuestModel;
+  #client: QmpClient | null = null;
+  #stream: QmpEventStream | null = null;
+  #stop = new AbortController();
+  #loop: Promise<void> | null = null;
+  /** A question to QEMU is in flight: the next tick does not queue another behind it. */
+  #busy = false;
+  #statsAtMs = 0;
+  #recordMtimeMs = 0;
+  #gone = false;
+
+  constructor(
+    private readonly paths: RunPaths,
+    private readonly rec: RunningRecord,
+    private readonly onChange: (w: GuestWatcher, what: WatchChange) => void,
+    private readonly opts: WatcherOptions,
+  ) {
+    this.model = modelFromDefinition(rec.live, { id: rec.id, state: rec.paused ? 'paused' : 'running', pid: rec.pid }, Date.now() / 1000);
+  }
+
+  get name(): string {
+    return this.model.name;
+  }
+
+  get gone(): boolean {
+    return this.#gone;
+  }
+
+  /** The held connection, when it is connected and current (not stale). */
+  held(): QmpClient | null {
+    return this.model.monitor === 'connected' && this.#client?.state === 'running' ? this.#client : null;
+  }
+
+  start(): void {
+    this.#loop ??= this.#run().catch(() => { /* every failure is handled inside; never leaves a rejection */ });
+  }
+
+  /** Stops watching: the guest keeps running. Resolves when the connection is closed. */
+  async stop(): Promise<void> {
+    this.#stop.abort();
+    this.#stream?.close();
+    this.#client?.destroy();
+    await this.#loop;
+  }
+
+  #now(): number {
+    return Date.now() / 1000;
+  }
+
+  #changed(what: WatchChange): void {
+    this.onChange(this, what);
+  }
+
+  async #alive(): Promise<boolean> {
+    return isProcessAlive(this.rec.pid, this.rec.startTicks);
+  }
+
+  async #run(): Promise<void> {
+    let first = true;
+    while (!this.#stop.signal.aborted) {
+      if (!(await this.#alive())) return this.#markGone();
+      if (setMonitor(this.model, 'connecting', this.#now())) this.#changed('state');
+      let client: QmpClient;
+      try {
+        client = await QmpClient.connect(this.paths.qmpWatch, { timeoutMs: this.opts.boundMs, signal: this.#stop.signal });
+      } catch {
+        if (this.#stop.signal.aborted) return;
+        if (setMonitor(this.model, 'down', this.#now())) this.#changed('state');
+        await delay(this.opts.reconnectMs, undefined, { signal: this.#stop.signal }).catch(() => {});
+        continue;
+      }
+      this.#client = client;
+      // Subscribed before the first question, so no change between answer and event is missed.
+      const stream = client.events({ names: EVENTS, maxQueue: 4096 });
+      this.#stream = stream;
+      if (!first) this.model.counters.reconnects++;
+      first = false;
+      await this.refresh();
+      for await (const ev of stream) {
+        const changed = applyEvent(this.model, ev.event, ev.data ?? {}, this.#now());
+        if (ev.event === 'SHUTDOWN' || ev.event === 'STOP' || ev.event === 'RESUME') { if (changed) this.#changed('state'); } else if (changed) this.#changed('memory');
+      }
+      this.#client = null;
+      this.#stream = null;
+      client.destroy();
+      if (this.#stop.signal.aborted) return;
+      // The monitor went away: QEMU exited, or only the connection broke.
+      if (!(await this.#alive())) return this.#markGone();
+      if (setMonitor(this.model, 'down', this.#now())) this.#changed('state');
+      await delay(this.opts.reconnectMs, undefined, { signal: this.#stop.signal }).catch(() => {});
+    }
+  }
+
+  #markGone(): void {
+    if (this.#gone) return;
+    this.#gone = true;
+    setState(this.model, 'shutoff', this.#now());
+    setMonitor(this.model, 'down', this.#now());
+    this.#changed('gone');
+  }
+
+  /**
+   * Asks QEMU for everything the model holds (balloon, memory devices, status, guest
+   * statistics), each question bounded. On a timeout the guest is marked stale; the next
+   * answer makes it current again.
+   */
+  async refresh(): Promise<void> {
+    const c = this.#client;
+    if (!c || this.#busy) return;
+    this.#busy = true;
+    const call = { timeoutMs: this.opts.boundMs, signal: this.#stop.signal };
+    try {
+      const [status, bal, devices, stats] = await Promise.all([
+        queryStatus(c, call),
+        this.model.hasBalloon ? queryBalloon(c, call) : null,
+        this.model.devices.length ? queryMemoryDevices(c, call) : [],
+        this.model.hasBalloon ? queryBalloonGuestStats(c, BALLOON_QOM_PATH, call) : null,
+      ]);
+      const now = this.#now();
+      this.#statsAtMs = Date.now();
+      let mem = false;
+      if (bal) mem = applyBalloon(this.model, bal.actualBytes, now) || mem;
+      mem = applyDevices(this.model, devices, now) || mem;
+      if (stats) mem = applyGuestStats(this.model, stats, now) || mem;
+      const st = setState(this.model, status.running ? 'running' : 'paused', now);
+      const mon = setMonitor(this.model, 'connected', now);
+      if (st || mon) this.#changed('state');
+      if (mem) this.#changed('memory');
+    } catch (err) {
+      this.#onQuestionFailed(err);
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  #onQuestionFailed(err: unknown): void {
+    if (this.#stop.signal.aborted) return;
+    const code = (err as { code?: string }).code;
+    if (code === 'QMP_TIMEOUT') {
+      this.model.counters.monitorTimeouts++;
+      if (setMonitor(this.model, 'stale', this.#now())) this.#changed('state');
+    }
+    // Disconnects end the event loop in #run, which reconnects or marks the guest gone.
+  }
+
+  /**
+   * Periodic work (the daemon calls it about once a second for every guest): QEMU's resident
+   * size, the run record when another process changed it, guest statistics when their period
+   * came round, and a retry when stale. Never waits on a hung monitor.
+   */
+  async tick(): Promise<void> {
+    if (this.#gone || this.#stop.signal.aborted) return;
+    const rssKiB = await readRssKiB(this.rec.pid);
+    if (rssKiB === null) {
+      if (!(await this.#alive())) { this.#stream?.close(); this.#client?.destroy(); return this.#markGone(); }
+    } else {
+      this.model.rssBytes = rssKiB * 1024;
+    }
+    await this.#rereadRecord();
+    const c = this.#client;
+    if (!c || this.#busy) return;
+    if (this.model.monitor === 'stale') return this.refresh();
+    const periodMs = this.model.statsPeriodS * 1000;
+    if (this.model.hasBalloon && periodMs > 0 && Date.now() - this.#statsAtMs >= periodMs) {
+      this.#busy = true;
+      try {
+        const stats = await queryBalloonGuestStats(c, BALLOON_QOM_PATH, { timeoutMs: this.opts.boundMs, signal: this.#stop.signal });
+        this.#statsAtMs = Date.now();
+        if (applyGuestStats(this.model, stats, this.#now())) this.#changed('memory');
+      } catch (err) {
+        this.#onQuestionFailed(err);
+      } finally {
+        this.#busy = false;
+      }
+    }
+  }
+
+  /** The run record changes when a target is set (by the daemon or a CLI without it). */
+  async #rereadRecord(): Promise<void> {
+    const st = await stat(this.paths.status).catch(() => null);
+    if (!st || st.mtimeMs === this.#recordMtimeMs) return;
+    this.#recordMtimeMs = st.mtimeMs;
+    const rec = await readRunRecord(this.paths);
+    if (!rec || rec.phase !== 'running' || rec.pid !== this.rec.pid) return;
+    if (applyDefinition(this.model, rec.live, this.#now())) this.#changed('memory');
+  }
+
+  /** Take a live definition the daemon itself just wrote. */
+  takeDefinition(rec: RunningRecord): void {
+    if (applyDefinition(this.model, rec.live, this.#now())) this.#changed('memory');
+  }
+}

@@ -1,0 +1,161 @@
+/**
+ * The routes of /api/v1 (docs/openapi.json): each parses its input strictly, calls the daemon
+ * and says which status to answer with. No business logic here.
+ */
+import { HttpError, toHttpError } from './errors.js';
+import { Router } from './router.js';
+import { parseJsonBody, checkQuery, type BodySpec } from './validate.js';
+import type { Daemon } from '../daemon/daemon.js';
+import { validateDomainName } from '../driver/name.js';
+
+export const API_PREFIX = '/api/v1';
+
+/** What a handler gets. */
+export interface ApiRequest {
+  params: Record<string, string>;
+  query: URLSearchParams;
+  /** The body text (PUT/POST only; already size-checked). */
+  body: string;
+  signal: AbortSignal;
+}
+
+export interface ApiAnswer {
+  status: number;
+  body: unknown;
+  headers?: Record<string, string>;
+}
+
+export type Handler = (d: Daemon, r: ApiRequest) => Promise<ApiAnswer>;
+
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+const HEX = /^(0[xX])?[0-9a-fA-F_`]{1,32}$/;
+
+const SET_MEMORY: BodySpec = {
+  targetBytes: { type: 'integer', min: 1, max: MAX_SAFE, required: true, unit: 'bytes' },
+  force: { type: 'boolean' },
+  waitMs: { type: 'integer', min: 0, max: 300_000, unit: 'ms' },
+};
+const SET_MAX: BodySpec = {
+  maxBytes: { type: 'integer', min: 1, max: MAX_SAFE, required: true, unit: 'bytes' },
+  live: { type: 'boolean' },
+  config: { type: 'boolean' },
+};
+const STATS_PERIOD: BodySpec = {
+  periodS: { type: 'integer', min: 0, max: 2 ** 31 - 1, required: true, unit: 's' },
+  live: { type: 'boolean' },
+  config: { type: 'boolean' },
+};
+const TRANSLATE: BodySpec = {
+  address: { type: 'string', pattern: HEX, maxLength: 40, required: true, expected: 'a hexadecimal guest-virtual address (0x optional)' },
+  cpu: { type: 'integer', min: 0, max: 9999 },
+  cr3: { type: 'string', pattern: HEX, maxLength: 40, expected: 'a hexadecimal CR3 value' },
+};
+
+/** The domain name of the path, checked. @throws HttpError INVALID_FIELD naming 'name' */
+function domainName(r: ApiRequest): string {
+  const name = r.params.name!;
+  try {
+    return validateDomainName(name);
+  } catch (err) {
+    throw new HttpError(400, 'INVALID_FIELD', (err as Error).message, 'name');
+  }
+}
+
+function noQuery(r: ApiRequest): void {
+  checkQuery(r.query, {});
+}
+
+/** A hex address to a bigint. @throws HttpError INVALID_FIELD */
+function hexValue(text: string, field: string): bigint {
+  const digits = text.replace(/^0x/i, '').replace(/[_`]/g, '');
+  if (!/^[0-9a-fA-F]{1,16}$/.test(digits)) throw new HttpError(400, 'INVALID_FIELD', `field '${field}': expected at most 64 bits of hexadecimal, got '${text}'`, field);
+  return BigInt(`0x${digits}`);
+}
+
+/** Runs `fn`, turning driver refusals into HttpErrors naming `field`. */
+async function naming<T>(field: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw toHttpError(err, field);
+  }
+}
+
+export function apiRouter(): Router<Handler> {
+  return new Router<Handler>()
+    .add('GET', '/domains', async (d, r) => {
+      noQuery(r);
+      return { status: 200, body: { domains: await d.list() } };
+    })
+    .add('GET', '/stats', async (d, r) => {
+      noQuery(r);
+      const nowS = Date.now() / 1000;
+      const { guestDocument } = await import('../daemon/guest-model.js');
+      return { status: 200, body: { guests: d.models().map((m) => guestDocument(m, nowS)) } };
+    })
+    .add('GET', '/domains/:name', async (d, r) => {
+      noQuery(r);
+      return { status: 200, body: await naming('name', () => d.guest(domainName(r))) };
+    })
+    .add('PUT', '/domains/:name/memory', async (d, r) => {
+      noQuery(r);
+      const name = domainName(r);
+      const b = parseJsonBody<{ targetBytes: number; force?: boolean; waitMs?: number }>(r.body, SET_MEMORY);
+      const a = await naming('targetBytes', () => d.setMemory(name, b.targetBytes, { force: b.force ?? false, waitMs: b.waitMs ?? 0 }));
+      const running = a.operation.state === 'running';
+      return {
+        status: running ? 202 : 200,
+        body: { operation: d.operationDocument(a.operation) },
+        ...(running ? { headers: { location: `${API_PREFIX}/operations/${a.operation.id}` } } : {}),
+      };
+    })
+    .add('PUT', '/domains/:name/max-memory', async (d, r) => {
+      noQuery(r);
+      const name = domainName(r);
+      const b = parseJsonBody<{ maxBytes: number; live?: boolean; config?: boolean }>(r.body, SET_MAX);
+      return { status: 200, body: await naming('maxBytes', () => d.setMaxMemory(name, b.maxBytes, flags(b))) };
+    })
+    .add('PUT', '/domains/:name/stats-period', async (d, r) => {
+      noQuery(r);
+      const name = domainName(r);
+      const b = parseJsonBody<{ periodS: number; live?: boolean; config?: boolean }>(r.body, STATS_PERIOD);
+      return { status: 200, body: await naming('periodS', () => d.setStatsPeriod(name, b.periodS, flags(b))) };
+    })
+    .add('GET', '/domains/:name/history', async (d, r) => {
+      const q = checkQuery(r.query, { sinceS: { min: 0, max: 1e12 } });
+      const name = domainName(r);
+      return { status: 200, body: await naming('name', () => d.history(name, q.sinceS ?? 0)) };
+    })
+    .add('GET', '/domains/:name/memmap', async (d, r) => {
+      noQuery(r);
+      const name = domainName(r);
+      const [{ memoryMap }, { memoryMapJson }] = await Promise.all([import('../inspect/inspector.js'), import('../cli/inspect-format.js')]);
+      return { status: 200, body: memoryMapJson(await naming('name', () => memoryMap(d.driver, name, { signal: r.signal }))) };
+    })
+    .add('POST', '/domains/:name/translate', async (d, r) => {
+      noQuery(r);
+      const name = domainName(r);
+      const b = parseJsonBody<{ address: string; cpu?: number; cr3?: string }>(r.body, TRANSLATE);
+      const gva = hexValue(b.address, 'address');
+      const cr3 = b.cr3 === undefined ? undefined : hexValue(b.cr3, 'cr3');
+      const [{ translate }, { translationJson }] = await Promise.all([import('../inspect/inspector.js'), import('../cli/inspect-format.js')]);
+      const t = await naming('address', () => translate(d.driver, name, gva, { ...(b.cpu !== undefined ? { cpu: b.cpu } : {}), ...(cr3 !== undefined ? { cr3 } : {}), signal: r.signal }));
+      return { status: 200, body: translationJson(t) };
+    })
+    .add('GET', '/operations/:id', async (d, r) => {
+      noQuery(r);
+      const id = r.params.id!;
+      if (!/^op-[0-9]{1,12}$/.test(id)) throw new HttpError(400, 'INVALID_FIELD', `operation id '${id.slice(0, 40)}' is not of the form op-N`, 'id');
+      const op = d.ops.get(id);
+      if (!op) throw new HttpError(404, 'NOT_FOUND', `no operation '${id}' (ended operations are kept for 10 minutes)`);
+      return { status: 200, body: { operation: d.operationDocument(op) } };
+    })
+    .add('GET', '/host', async (d, r) => {
+      noQuery(r);
+      return { status: 200, body: d.hostDocument() };
+    });
+}
+
+function flags(b: { live?: boolean; config?: boolean }): { live?: boolean; config?: boolean } {
+  return { ...(b.live !== undefined ? { live: b.live } : {}), ...(b.config !== undefined ? { config: b.config } : {}) };
+}

@@ -1,0 +1,100 @@
+/**
+ * Prometheus text exposition format 0.0.4 from the daemon's live model. Names start with
+ * virtmem_, sizes are bytes, counters end in _total, guests carry the label `domain`. A
+ * statistic a guest never reported is absent, never 0. Pure: scrapes never ask a guest.
+ */
+import type { GuestModel } from '../daemon/guest-model.js';
+import { pluggedBytes, totalBytes } from '../daemon/guest-model.js';
+import type { HostMemory } from '../daemon/host-memory.js';
+
+export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
+export interface MetricsInput {
+  guests: readonly GuestModel[];
+  host: HostMemory;
+  daemon: { startedAtS: number; operationsStarted: number; sseClients: number; httpRequests: number };
+  nowS: number;
+}
+
+type Kind = 'gauge' | 'counter';
+type Value = (m: GuestModel, nowS: number) => number | undefined;
+
+/** Per-guest metrics: name, type, help, value (undefined: absent). */
+const GUEST: ReadonlyArray<[string, Kind, string, Value]> = [
+  ['virtmem_guest_up', 'gauge', '1 when the daemon holds a current monitor connection to the guest, 0 when it is stale or down.', (m) => (m.monitor === 'connected' ? 1 : 0)],
+  ['virtmem_guest_running', 'gauge', '1 when the guest runs, 0 when paused.', (m) => (m.state === 'running' ? 1 : 0)],
+  ['virtmem_guest_memory_bytes', 'gauge', 'Memory the guest has now: balloon actual plus DIMMs plus plugged virtio-mem.', (m) => totalBytes(m)],
+  ['virtmem_guest_memory_target_bytes', 'gauge', 'The memory target last set.', (m) => m.targetBytes],
+  ['virtmem_guest_memory_max_bytes', 'gauge', 'The maximum memory.', (m) => m.maxMemoryBytes],
+  ['virtmem_guest_boot_memory_bytes', 'gauge', 'Boot RAM.', (m) => m.bootBytes],
+  ['virtmem_guest_balloon_actual_bytes', 'gauge', 'Balloon actual: how much of boot RAM the guest has.', (m) => (m.hasBalloon ? m.balloonBytes : undefined)],
+  ['virtmem_guest_balloon_target_bytes', 'gauge', 'Where the balloon is heading.', (m) => m.balloonTargetBytes ?? undefined],
+  ['virtmem_guest_dimm_bytes', 'gauge', 'Memory in DIMMs.', (m) => m.dimmBytes],
+  ['virtmem_guest_virtio_mem_plugged_bytes', 'gauge', 'virtio-mem memory plugged.', (m) => (m.devices.length ? pluggedBytes(m) : undefined)],
+  ['virtmem_guest_virtio_mem_requested_bytes', 'gauge', 'virtio-mem memory requested.', (m) => (m.devices.length ? m.devices.reduce((s, d) => s + d.requestedBytes, 0) : undefined)],
+  ['virtmem_guest_qemu_rss_bytes', 'gauge', 'Resident set of the QEMU process on the host.', (m) => m.rssBytes ?? undefined],
+  ['virtmem_guest_stats_period_seconds', 'gauge', 'Guest statistics polling period (0: off).', (m) => (m.hasBalloon ? m.statsPeriodS : undefined)],
+  ['virtmem_guest_stats_age_seconds', 'gauge', 'Seconds since the guest last reported statistics.', (m, now) => (m.stats.lastUpdateS === undefined ? undefined : Math.max(0, now - m.stats.lastUpdateS))],
+  ['virtmem_guest_mem_total_bytes', 'gauge', 'Guest MemTotal as the guest reported it.', (m) => m.stats.availableBytes],
+  ['virtmem_guest_mem_available_bytes', 'gauge', 'Guest MemAvailable as the guest reported it.', (m) => m.stats.usableBytes],
+  ['virtmem_guest_mem_free_bytes', 'gauge', 'Guest MemFree as the guest reported it.', (m) => m.stats.unusedBytes],
+  ['virtmem_guest_disk_caches_bytes', 'gauge', 'Guest page cache as the guest reported it.', (m) => m.stats.diskCachesBytes],
+  ['virtmem_guest_swap_in_bytes_total', 'counter', 'Bytes the guest swapped in.', (m) => m.stats.swapInBytes],
+  ['virtmem_guest_swap_out_bytes_total', 'counter', 'Bytes the guest swapped out.', (m) => m.stats.swapOutBytes],
+  ['virtmem_guest_major_faults_total', 'counter', 'Major page faults in the guest.', (m) => m.stats.majorFaults],
+  ['virtmem_guest_minor_faults_total', 'counter', 'Minor page faults in the guest.', (m) => m.stats.minorFaults],
+  ['virtmem_guest_balloon_change_events_total', 'counter', 'BALLOON_CHANGE events seen since the daemon attached.', (m) => m.counters.balloonChanges],
+  ['virtmem_guest_memory_device_size_change_events_total', 'counter', 'MEMORY_DEVICE_SIZE_CHANGE events seen since the daemon attached.', (m) => m.counters.deviceSizeChanges],
+  ['virtmem_guest_monitor_timeouts_total', 'counter', 'Monitor questions that got no answer within the per-guest bound.', (m) => m.counters.monitorTimeouts],
+];
+
+/** A label value escaped as the format asks (backslash, double quote, newline). */
+export function escapeLabel(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+/** A sample value: integers as integers, others with up to 6 decimals. */
+export function formatValue(v: number): string {
+  if (Number.isNaN(v)) return 'NaN';
+  if (v === Infinity) return '+Inf';
+  if (v === -Infinity) return '-Inf';
+  return Number.isInteger(v) ? String(v) : String(Math.round(v * 1e6) / 1e6);
+}
+
+/** The whole /metrics page. */
+export function formatMetrics(input: MetricsInput): string {
+  const out: string[] = [];
+  const family = (name: string, kind: Kind, help: string, samples: Array<[labels: string, v: number]>): void => {
+    if (!samples.length) return;
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${kind}`);
+    for (const [labels, v] of samples) out.push(`${name}${labels} ${formatValue(v)}`);
+  };
+  for (const [name, kind, help, value] of GUEST) {
+    const samples: Array<[string, number]> = [];
+    for (const m of input.guests) {
+      const v = value(m, input.nowS);
+      if (v !== undefined) samples.push([`{domain="${escapeLabel(m.name)}"}`, v]);
+    }
+    family(name, kind, help, samples);
+  }
+  const h = input.host;
+  const one = (v: number | null | undefined): Array<[string, number]> => (v === null || v === undefined ? [] : [['', v]]);
+  family('virtmem_host_memory_total_bytes', 'gauge', 'Host MemTotal.', one(h.memTotalBytes));
+  family('virtmem_host_memory_available_bytes', 'gauge', 'Host MemAvailable.', one(h.memAvailableBytes));
+  family('virtmem_host_swap_total_bytes', 'gauge', 'Host SwapTotal.', one(h.swapTotalBytes));
+  family('virtmem_host_swap_free_bytes', 'gauge', 'Host SwapFree.', one(h.swapFreeBytes));
+  if (h.psi) {
+    for (const kind of ['some', 'full'] as const) {
+      const p = h.psi[kind];
+      family(`virtmem_host_memory_pressure_${kind}_avg10_ratio`, 'gauge', `Share of the last 10 s in which ${kind === 'some' ? 'some' : 'all'} tasks stalled on memory (PSI).`, [['', p.avg10 / 100]]);
+      family(`virtmem_host_memory_pressure_${kind}_seconds_total`, 'counter', `Time ${kind === 'some' ? 'some' : 'all'} tasks stalled on memory (PSI total).`, [['', p.totalUs / 1e6]]);
+    }
+  }
+  const d = input.daemon;
+  family('virtmem_daemon_guests', 'gauge', 'Running guests the daemon watches.', [['', input.guests.length]]);
+  family('virtmem_daemon_start_time_seconds', 'gauge', 'When the daemon started (seconds since the epoch).', [['', d.startedAtS]]);
+  family('virtmem_daemon_operations_started_total', 'counter', 'Memory changes started through the API.', [['', d.operationsStarted]]);
+  family('virtmem_daemon_http_requests_total', 'counter', 'HTTP requests answered.', [['', d.httpRequests]]);
+  family('virtmem_daemon_event_stream_clients', 'gauge', 'Open event streams.', [['', d.sseClients]]);
+  return out.join('\n') + '\n';
+}
