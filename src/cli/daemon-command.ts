@@ -87,6 +87,13 @@ export function daemonSocketPath(stateDir: string): string {
 
 /** The dashboard's files, when this build has them. */
 async function dashboardFiles(err: (s: string) => void): Promise<import('../http/server.js').StaticFiles | null> {
-  void err;
-  return null;
+  const { loadDashboardAssets, isDashboardPath, serveDashboard } = await import('../dashboard/assets.js');
+  try {
+    const assets = await loadDashboardAssets();
+    return (req, res, pathname) => isDashboardPath(pathname) && serveDashboard(assets, req, res, pathname);
+  } catch (e) {
+    // The API and /metrics work without the page; say why it is missing.
+    err(`virtmemd: dashboard not served: ${(e as Error).message}\n`);
+    return null;
+  }
 }
