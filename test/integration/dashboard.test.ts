@@ -115,6 +115,7 @@ describe('dashboard', { skip }, () => {
     await page.getByTestId(`setmem-size-${DOM}`).fill('lots');
     await page.getByTestId(`setmem-submit-${DOM}`).click();
     assert.match((await page.getByTestId(`setmem-status-${DOM}`).textContent()) ?? '', /'lots' is not a size/);
+    assert.equal(await page.getByTestId(`setmem-progress-${DOM}`).isVisible(), false, 'no progress bar for a refused input');
     assert.equal(await usedKiB(), 1536 * 1024);
   });
 

@@ -93,7 +93,10 @@ function wireSetMem(card: GuestCard, name: string, id: string): void {
     if (card.busy) return;
     const parsed = parseSizeInput(size.value, unit.value);
     box.hidden = false;
+    // A refused input shows only why; the bar of an earlier resize would read as this one's.
+    bar.hidden = 'error' in parsed;
     if ('error' in parsed) {
+      delete status.dataset.state;
       status.className = 'setmem-status failed';
       status.textContent = parsed.error;
       return;
