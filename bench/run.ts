@@ -3,6 +3,7 @@
  * and initramfs, one domain XML defined in both systems).
  *
  *   npm run bench [-- --quick] [-- --docs] [-- --scales 10,50,200]
+ *   npm run bench -- policy     the memory policies side by side (simulated, bench/policy-sim.ts)
  *
  * --quick   fewer runs and only 10 guests at scale: a few minutes.
  * --docs    also write the table into docs/benchmarks.md.
@@ -519,6 +520,12 @@ async function writeDocs(block: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  if (process.argv[2] === 'policy') {
+    // The policy comparison: a deterministic simulation for now (see bench/policy-sim.ts).
+    const { runPolicySim, formatPolicyTable } = await import('./policy-sim.js');
+    process.stdout.write(formatPolicyTable(runPolicySim()));
+    return;
+  }
   const { plan: p, docs } = plan(process.argv.slice(2));
   if (process.getuid?.() !== 0) log('not root: libvirt qemu:///system and its install need root; this will likely fail');
   log(`mode ${p.mode}: scales ${p.scales.join(', ')}`);

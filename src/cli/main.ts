@@ -9,8 +9,9 @@ import { COMMANDS, type Command } from './commands.js';
 import { EXTRA_COMMANDS } from './extra-commands.js';
 import { INSPECT_COMMANDS } from './inspect-commands.js';
 import { DAEMON_COMMANDS } from './daemon-command.js';
+import { POLICY_COMMANDS } from './policy-commands.js';
 
-const ALL: Command[] = [...COMMANDS, ...EXTRA_COMMANDS, ...INSPECT_COMMANDS, ...DAEMON_COMMANDS];
+const ALL: Command[] = [...COMMANDS, ...EXTRA_COMMANDS, ...INSPECT_COMMANDS, ...DAEMON_COMMANDS, ...POLICY_COMMANDS];
 
 function usage(): string {
   const w = Math.max(...ALL.map((c) => c.name.length));

@@ -86,6 +86,18 @@ export interface CpuDef {
   model?: string;
 }
 
+/**
+ * Automatic memory policy settings (libvirt has no fields for these; in XML they live under
+ * <metadata> in virtmem's namespace). Absent floor/ceiling/shares take the defaults of
+ * `effectivePolicy` in src/policy/settings.ts.
+ */
+export interface PolicyDef {
+  enabled: boolean;
+  floorKiB?: number;
+  ceilingKiB?: number;
+  shares?: number;
+}
+
 export interface DomainDef {
   schemaVersion: typeof DEF_SCHEMA_VERSION;
   name: string;
@@ -103,6 +115,8 @@ export interface DomainDef {
    * host-passthrough under KVM.
    */
   cpu?: CpuDef;
+  /** Automatic memory policy; absent means off. */
+  policy?: PolicyDef;
   memory: MemoryDef;
   memoryDevices: MemoryDeviceDef[];
   os: OsDef;

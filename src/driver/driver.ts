@@ -23,7 +23,7 @@ import { observe, writeRunRecord, type DomainState, type Observed, type RunningR
 import { isProcessAlive, readProcStat, readRssKiB, CLOCK_TICKS_PER_S } from './host-process.js';
 import { withMonitor, onHeldMonitor, monitorError } from './monitor.js';
 import { validateDomainName, isUuid } from './name.js';
-import { MIN_MEMORY_KIB } from './validate-def.js';
+import { MIN_MEMORY_KIB, validateDomainDef } from './validate-def.js';
 import { toMemoryStats, type MemoryStats } from './memory-stats.js';
 import { defLayout, withRequested, bootMemoryKiB } from './memory-layout.js';
 import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout, type MemoryPlan } from './memory-plan.js';
@@ -895,6 +895,28 @@ export class Driver {
       }
       return target;
     }, flags.signal);
+  }
+
+  // ---------------------------------------------------------------- policy settings
+
+  /**
+   * Change a domain's automatic memory policy settings (persistent; the daemon's policy loop
+   * reads them). Fields not given keep their value; `null` resets one to its default.
+   * @throws VirtError NO_DOMAIN, INVALID_ARG (naming the setting; nothing is written)
+   */
+  async setPolicy(ref: string, change: { enabled?: boolean; floorKiB?: number | null; ceilingKiB?: number | null; shares?: number | null }, signal?: AbortSignal): Promise<DomainDef> {
+    const def = await this.lookup(ref);
+    return this.withDomainLock(def.name, async () => {
+      const current = (await this.store.get(def.name)) ?? def;
+      const next: Record<string, unknown> = { ...(current.policy ?? { enabled: false }) };
+      for (const [k, v] of Object.entries(change)) {
+        if (v === null) delete next[k];
+        else if (v !== undefined) next[k] = v;
+      }
+      const updated = validateDomainDef({ ...current, policy: next }); // throws before anything is written
+      await this.store.save(updated);
+      return updated;
+    }, signal);
   }
 
   // ---------------------------------------------------------------- monitor passthrough

@@ -11,6 +11,7 @@ import { DEF_SCHEMA_VERSION } from './definition.js';
 import type {
   BalloonDef,
   CpuDef,
+  PolicyDef,
   DiskDef,
   DomainDef,
   MemoryDef,
@@ -90,7 +91,7 @@ export function defaultBalloon(): BalloonDef {
 export function validateDomainDef(def: unknown): DomainDef {
   const o = record(def, '', [
     ['schemaVersion', 'name', 'uuid', 'vcpus', 'memory', 'memoryDevices', 'os', 'disks', 'balloon'],
-    ['title', 'description', 'emulator', 'accel', 'cpu'],
+    ['title', 'description', 'emulator', 'accel', 'cpu', 'policy'],
   ]);
   if (o['schemaVersion'] !== DEF_SCHEMA_VERSION) {
     fail('schemaVersion', `unsupported schema version ${show(o['schemaVersion'])} (expected ${DEF_SCHEMA_VERSION})`);
@@ -115,6 +116,14 @@ export function validateDomainDef(def: unknown): DomainDef {
   if (o['emulator'] !== undefined) out.emulator = absolutePath(o['emulator'], 'emulator');
   if (o['accel'] !== undefined) out.accel = oneOf(o['accel'], 'accel', ['kvm', 'tcg'] as const, true);
   if (o['cpu'] !== undefined) out.cpu = cpu(o['cpu']);
+  if (o['policy'] !== undefined) {
+    out.policy = policy(o['policy']);
+    const most = out.memory.hotplug?.ceilingKiB ?? out.memory.maxKiB;
+    for (const k of ['floorKiB', 'ceilingKiB'] as const) {
+      const v = out.policy[k];
+      if (v !== undefined && v > most) fail(`policy.${k}`, `${formatKiB(v)} is above the most this guest can have (${formatKiB(most)})`);
+    }
+  }
   return out;
 }
 
@@ -208,6 +217,21 @@ function os(v: unknown): OsDef {
   }
   if (o['cmdline'] !== undefined) out.cmdline = text(o['cmdline'], 'os.cmdline', { newlines: false, maxLength: MAX_PATH_LENGTH });
   if (o['machine'] !== undefined) out.machine = oneOf(o['machine'], 'os.machine', ['pc', 'q35'] as const, true);
+  return out;
+}
+
+/** Most policy shares (Proxmox allows 0..50000; 0 is "off" there, here it is `enabled: false`). */
+export const MAX_POLICY_SHARES = 50_000;
+
+function policy(v: unknown): PolicyDef {
+  const o = record(v, 'policy', [['enabled'], ['floorKiB', 'ceilingKiB', 'shares']]);
+  const out: PolicyDef = { enabled: bool(o['enabled'], 'policy.enabled') };
+  if (o['floorKiB'] !== undefined) out.floorKiB = int(o['floorKiB'], 'policy.floorKiB', MIN_MEMORY_KIB, MAX_KIB);
+  if (o['ceilingKiB'] !== undefined) out.ceilingKiB = int(o['ceilingKiB'], 'policy.ceilingKiB', MIN_MEMORY_KIB, MAX_KIB);
+  if (out.floorKiB !== undefined && out.ceilingKiB !== undefined && out.floorKiB > out.ceilingKiB) {
+    fail('policy.floorKiB', `the floor ${formatKiB(out.floorKiB)} is above the ceiling ${formatKiB(out.ceilingKiB)}`);
+  }
+  if (o['shares'] !== undefined) out.shares = int(o['shares'], 'policy.shares', 1, MAX_POLICY_SHARES);
   return out;
 }
 

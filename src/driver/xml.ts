@@ -21,7 +21,7 @@
  * cells are refused.
  */
 
-import type { BalloonDef, CpuDef, DiskDef, DomainDef, MemoryDeviceDef, OsDef } from './definition.js';
+import type { BalloonDef, CpuDef, DiskDef, DomainDef, MemoryDeviceDef, OsDef, PolicyDef } from './definition.js';
 import { DEF_SCHEMA_VERSION } from './definition.js';
 import { VirtError, unsupported, xmlError } from './errors.js';
 import { newUuid, normalizeUuid, printable, validateDomainName } from './name.js';
@@ -117,6 +117,8 @@ export function parseDomainXml(text: string): ParsedDomainXml {
   if (devices.emulator !== undefined) def.emulator = devices.emulator;
   def.accel = root.attrs['type'] === 'kvm' ? 'kvm' : 'tcg';
   if (cpu !== undefined) def.cpu = cpu;
+  const policy = parsePolicy(singleChild(root, 'metadata', ''));
+  if (policy !== undefined) def.policy = policy;
   checkFeatures(singleChild(root, 'features', ''), warn);
   checkClockLifecyclePm(root, warn);
   return { def: revalidate(def), warnings: warn.list };
@@ -253,6 +255,43 @@ function parseMemory(
     throw xmlError('<devices/memory> needs memory hot-plug: add <maxMemory slots=...> to the domain');
   }
   return memory;
+}
+
+/**
+ * virtmem's automatic memory policy lives in <metadata> under its own namespace: libvirt has no
+ * such fields, and keeps foreign-namespace metadata as it is.
+ */
+export const POLICY_XML_NS = 'https://virtmem.dev/xmlns/policy/1';
+
+/** <metadata><virtmem:policy xmlns:virtmem='...' enabled='yes' floor='...' unit='KiB'/>, if present. */
+function parsePolicy(metadata: Element | undefined): PolicyDef | undefined {
+  if (metadata === undefined) return undefined;
+  const el = metadata.children.find((c) => {
+    const [prefix, local] = c.name.includes(':') ? c.name.split(':', 2) as [string, string] : [undefined, c.name];
+    const ns = prefix === undefined ? c.attrs['xmlns'] : c.attrs[`xmlns:${prefix}`];
+    return local === 'policy' && ns === POLICY_XML_NS;
+  });
+  if (el === undefined) return undefined;
+  const where = '<metadata/policy>';
+  const enabled = el.attrs['enabled'];
+  if (enabled !== 'yes' && enabled !== 'no') throw xmlError(`${where}: enabled='${printable(enabled ?? '')}' must be 'yes' or 'no'`);
+  const out: PolicyDef = { enabled: enabled === 'yes' };
+  const unit = el.attrs['unit'];
+  const floor = el.attrs['floor'];
+  if (floor !== undefined) out.floorKiB = parseXmlMemoryKiB(floor, unit, `${where} floor`);
+  const ceiling = el.attrs['ceiling'];
+  if (ceiling !== undefined) out.ceilingKiB = parseXmlMemoryKiB(ceiling, unit, `${where} ceiling`);
+  const shares = el.attrs['shares'];
+  if (shares !== undefined) out.shares = parseCount(shares, `${where} shares`);
+  return out;
+}
+
+function formatPolicy(p: PolicyDef): Element {
+  return element('metadata', {}, [element('virtmem:policy', {
+    'xmlns:virtmem': POLICY_XML_NS, enabled: p.enabled ? 'yes' : 'no',
+    floor: p.floorKiB, ceiling: p.ceilingKiB, shares: p.shares,
+    unit: p.floorKiB !== undefined || p.ceilingKiB !== undefined ? 'KiB' : undefined,
+  })]);
 }
 
 /** libvirt's <cpu mode> values. */
@@ -589,6 +628,11 @@ const ELEMENT_BY_PATH = new Map(Object.entries({
   cpu: '<cpu>',
   'cpu.mode': "<cpu mode='...'>",
   'cpu.model': '<cpu/model>',
+  policy: '<metadata/policy>',
+  'policy.enabled': "<metadata/policy enabled='...'>",
+  'policy.floorKiB': "<metadata/policy floor='...'>",
+  'policy.ceilingKiB': "<metadata/policy ceiling='...'>",
+  'policy.shares': "<metadata/policy shares='...'>",
   'memory.maxKiB': '<memory>',
   'memory.currentKiB': '<currentMemory>',
   'memory.hotplug.ceilingKiB': '<maxMemory>',
@@ -645,6 +689,7 @@ export function formatDomainXml(def: DomainDef, opts: FormatDomainXmlOptions = {
   const children: Element[] = [text('name', def.name), text('uuid', def.uuid)];
   if (def.title !== undefined) children.push(text('title', def.title));
   if (def.description !== undefined) children.push(text('description', def.description));
+  if (def.policy !== undefined) children.push(formatPolicy(def.policy));
   if (memory.hotplug !== undefined) {
     children.push(kib('maxMemory', memory.hotplug.ceilingKiB, { slots: memory.hotplug.slots }));
   }

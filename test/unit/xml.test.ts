@@ -92,6 +92,8 @@ const ROUND_TRIP_DEFS: Array<[string, () => DomainDef]> = [
   ['cpu host-passthrough under KVM', () => ({ ...minimalDef(), accel: 'kvm', cpu: { mode: 'host-passthrough' } })],
   ['cpu maximum under TCG', () => ({ ...minimalDef(), accel: 'tcg', cpu: { mode: 'maximum' } })],
   ['cpu host-model', () => ({ ...minimalDef(), accel: 'kvm', cpu: { mode: 'host-model' } })],
+  ['policy settings in <metadata> (all of them)', () => ({ ...withAccel(hotplugDef()), policy: { enabled: true, floorKiB: 384 * MiB, ceilingKiB: 3 * 1024 * MiB, shares: 2000 } })],
+  ['policy settings in <metadata> (defaults)', () => ({ ...withAccel(minimalDef()), policy: { enabled: false } })],
   ['cpu custom model with hot-plug (model and NUMA cell in one <cpu>)', () => ({ ...hotplugDef(), accel: 'tcg', cpu: { mode: 'custom', model: 'qemu64' } })],
 ];
 

@@ -1,0 +1,100 @@
+/**
+ * What an automatic memory policy sees and decides. A policy is a pure function from a snapshot
+ * of every guest and the host to actions (new memory targets) with the reason for each, so it
+ * is unit-tested without QEMU and the daemon's loop only gathers snapshots and applies actions.
+ * Sizes are KiB (the driver's unit); rates are per second.
+ */
+
+/** Per-guest policy settings, stored in the definition (see validate-def.ts). */
+export interface PolicySettings {
+  /** The policy may resize this guest. Off by default. */
+  enabled: boolean;
+  /** Never below this (libvirt has no field; Proxmox calls it balloon_min). */
+  floorKiB: number;
+  /** Never above this; at most the guest's maximum memory. */
+  ceilingKiB: number;
+  /** Weight when memory is scarce (Proxmox's default is 1000; 0 is not allowed: disable instead). */
+  shares: number;
+}
+
+/** What the guest itself reported (virtio-balloon statistics), and derived rates. */
+export interface GuestSignals {
+  /** Guest MemAvailable (free + reclaimable cache). */
+  availableKiB: number;
+  /** Guest free memory (MemFree). */
+  unusedKiB: number;
+  /** Page cache the guest could drop. */
+  diskCachesKiB: number;
+  /** Major page faults per second since the last snapshot (refaults: the working set does not fit). */
+  majorFaultsPerS: number;
+  /** Swap-in per second. */
+  swapInKiBPerS: number;
+  /** The guest's own memory stall (PSI "some" avg10, percent), where it reports one. */
+  stallPct?: number;
+  /** Age of these statistics. */
+  ageS: number;
+}
+
+export interface GuestSnapshot {
+  name: string;
+  settings: PolicySettings;
+  /** Memory the guest has now (balloon over boot RAM + DIMMs + plugged virtio-mem). */
+  currentKiB: number;
+  /** The guest's maximum (what setmem may go up to). */
+  maxKiB: number;
+  /** null when the guest has not reported statistics (no balloon driver, or none yet). */
+  signals: GuestSignals | null;
+}
+
+export interface HostSnapshot {
+  memTotalKiB: number;
+  memAvailableKiB: number;
+  /** Host memory stall (PSI some avg10, percent), if known. */
+  stallPct?: number;
+  /**
+   * The most all policy-managed guests together should hold; null: no budget, the policy keeps
+   * host MemAvailable above its reserve instead.
+   */
+  guestBudgetKiB: number | null;
+}
+
+export interface Snapshot {
+  /** Seconds since an arbitrary origin, for rate limits and cool-downs. */
+  nowS: number;
+  host: HostSnapshot;
+  guests: GuestSnapshot[];
+}
+
+/** One resize to apply: `setmem name targetKiB`. */
+export interface PolicyAction {
+  name: string;
+  fromKiB: number;
+  targetKiB: number;
+  /** Why, in one sentence a person can check against the numbers. */
+  reason: string;
+}
+
+/** A guest the policy looked at and left alone, with why (for `policy show`). */
+export interface PolicyHold {
+  name: string;
+  reason: string;
+}
+
+export interface Decision {
+  actions: PolicyAction[];
+  holds: PolicyHold[];
+}
+
+/**
+ * A policy: `decide` is pure given its own state object, which it may update (cool-downs,
+ * pressure memory). `periodS` is how often it wants to run.
+ */
+export interface Policy<State = unknown> {
+  readonly name: string;
+  readonly periodS: number;
+  initialState(): State;
+  decide(snapshot: Snapshot, state: State): Decision;
+}
+
+export const MiB = 1024;
+export const GiB = 1024 * 1024;
