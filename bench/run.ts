@@ -23,6 +23,7 @@ import { Driver } from '../src/index.js';
 import { findDefaultGuest, buildDefaultGuest, type DefaultGuest } from '../src/guest/build.js';
 import { ensureLibvirt, processMemory, virsh, VirshSession, URI, type LibvirtHandle } from './libvirt.js';
 import { formatTable, ratio, summarize, timed, type Row, type Summary } from './stats.js';
+import { startBenchDaemon, apiThroughDaemon, sweepThroughDaemon, waitWatching } from './daemon.js';
 
 /** Repository root (dist/bench -> ../..). */
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -308,6 +309,20 @@ class Bench {
       { section: 'API, per call (one process)', what: 'raw QMP `query-balloon`: `QmpClient` on the monitor socket (the floor) vs `qemu-monitor-command` through libvirtd', unit: 'ms', virtmem: summarize(vmSamples.qmp!), libvirt: summarize(lvSamples.qmp!) },
     );
 
+    log(`API through virtmemd (unix socket, one client process), ${p.apiCalls} calls each`);
+    const daemon = await startBenchDaemon(this.stateDir);
+    try {
+      await waitWatching(daemon.target, 1);
+      const d = await apiThroughDaemon(daemon.target, name, p.apiCalls, sizesKiB);
+      this.raw.daemonApi = d;
+      this.rows.push(
+        { section: 'API through virtmemd, per call', what: 'domain info: `GET /api/v1/domains/NAME` (live model) vs `dominfo` in one virsh', unit: 'ms', virtmem: summarize(d.info), libvirt: summarize(lvSamples.info!), goal: 0.3 },
+        { section: 'API through virtmemd, per call', what: 'live setmem: `PUT /api/v1/domains/NAME/memory` (held monitor) vs `setmem --live` in one virsh', unit: 'ms', virtmem: summarize(d.setmem), libvirt: summarize(lvSamples.setmem!), goal: 0.3 },
+      );
+    } finally {
+      await daemon.stop();
+    }
+
     await this.driver.destroy(name);
     await this.driver.undefine(name);
     this.libvirtRemove(name);
@@ -414,6 +429,17 @@ class Bench {
     if (w.domains !== n) throw new Error(`virtmem sweep saw ${String(w.domains)} running domains, expected ${n}`);
     const warmPid = await warmProcessPid();
     const warmMem = warmPid === null ? null : await processMemory(warmPid);
+    log(`${n} guests in virtmem: virtmemd sweep and /metrics`);
+    const daemon = await startBenchDaemon(this.stateDir);
+    let dSweep: { sweep: number[]; metrics: number[] };
+    let daemonMem: Awaited<ReturnType<typeof processMemory>>;
+    try {
+      await waitWatching(daemon.target, n);
+      dSweep = await sweepThroughDaemon(daemon.target, Math.max(p.scaleReps, 10));
+      daemonMem = await processMemory(daemon.pid);
+    } finally {
+      await daemon.stop();
+    }
     log(`${n} guests in virtmem: destroy`);
     for (const name of names) await this.driver.destroy(name);
 
@@ -442,7 +468,7 @@ class Bench {
     }
     for (const name of names) await this.driver.undefine(name);
 
-    raw.virtmem = { startAllMs: vmStartMs, list: vmList, memlist: w.memlist, sweep: w.sweep, workerHwmMiB: w.hwmMiB, warmProcess: warmMem };
+    raw.virtmem = { startAllMs: vmStartMs, list: vmList, memlist: w.memlist, sweep: w.sweep, workerHwmMiB: w.hwmMiB, warmProcess: warmMem, daemonSweep: dSweep.sweep, daemonMetrics: dSweep.metrics, daemon: daemonMem };
     raw.libvirt = { startAllMs: lvStartMs, list: lvList, memlist: lvMemlist, sweepBulk: lvSweepBulk, sweepEach: lvSweepEach, libvirtd: libvirtdMem, virtlogd: virtlogdMem };
     (this.raw.scale ??= {} as Record<string, unknown>);
     (this.raw.scale as Record<string, unknown>)[n] = raw;
@@ -455,6 +481,9 @@ class Bench {
       { section: sec, what: 'memory-stats sweep vs virsh `dommemstat` each, one virsh process', unit: 'ms', virtmem: summarize(w.sweep as number[]), libvirt: summarize(lvSweepEach) },
       { section: sec, what: 'control-plane resident memory: warm CLI process vs `libvirtd`', unit: 'MiB', virtmem: warmMem ? one(warmMem.rssMiB) : null, libvirt: lvdRss, goal: 1.0 },
       { section: sec, what: 'peak resident memory of the virtmem API process doing the sweeps vs `libvirtd`', unit: 'MiB', virtmem: one(w.hwmMiB as number), libvirt: lvdRss, goal: 1.0 },
+      { section: sec, what: 'stats sweep through virtmemd: `GET /api/v1/stats` (live model) vs libvirt\'s bulk `domstats --balloon`', unit: 'ms', virtmem: summarize(dSweep.sweep), libvirt: summarize(lvSweepBulk), goal: 0.5 },
+      { section: sec, what: '`GET /metrics` through virtmemd (goal < 50 ms at 200 guests)', unit: 'ms', virtmem: summarize(dSweep.metrics), libvirt: null },
+      { section: sec, what: 'resident memory: virtmemd watching every guest vs `libvirtd`', unit: 'MiB', virtmem: daemonMem ? one(daemonMem.rssMiB) : null, libvirt: lvdRss, goal: 1.0 },
       { section: sec, what: `define + start --paused all ${n}, one after another (once)`, unit: 'ms', virtmem: one(vmStartMs), libvirt: one(lvStartMs) },
     );
   }

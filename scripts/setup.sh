@@ -30,6 +30,8 @@ packages=(qemu-system-x86 qemu-utils busybox-static cpio kmod gcc libc6-dev)
 [ "$dev" -eq 1 ] && packages+=(libvirt-daemon-system libvirt-clients libxml2-utils)
 # The dashboard's browser test drives Debian's Chromium through playwright-core (which downloads no browser).
 [ "$dev" -eq 1 ] && packages+=(chromium)
+# The metrics test runs Debian's real Prometheus server against the daemon's /metrics.
+[ "$dev" -eq 1 ] && packages+=(prometheus)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -56,6 +58,16 @@ case ":$PATH:" in *":$bindir:"*) ;; *) echo "setup: add $bindir to PATH to run v
 
 echo "setup: building the built-in guest (Debian cloud kernel + busybox initramfs)"
 bin/virtmem guest-build
+
+# The daemon as a systemd service, only where systemd runs (elsewhere: `virtmem daemon` in the foreground).
+if [ "$(id -u)" -eq 0 ] && [ -d /run/systemd/system ]; then
+  sed "s|@VIRTMEM@|$PWD/bin/virtmem|" scripts/virtmemd.service > /etc/systemd/system/virtmemd.service
+  systemctl daemon-reload
+  systemctl enable --now virtmemd.service
+  echo "setup: virtmemd runs as a systemd service (API on /var/lib/virtmem/virtmemd.sock)"
+else
+  echo "setup: no systemd here: run \`virtmem daemon\` in the foreground for the API, dashboard and metrics"
+fi
 
 # Whether KVM really runs guests here (a /dev/kvm that opens is not proof); cached per boot.
 bin/virtmem capabilities

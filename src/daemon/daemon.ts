@@ -248,41 +248,63 @@ export class Daemon {
       const st = await this.driver.state(def.name);
       if (st.state === 'shutoff') throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: domain is not running');
     }
-    const op = this.ops.start(def.name, targetBytes, m ? totalBytes(m) : null);
-    this.counters.operationsStarted++;
-    // The driver reports progress first right after it sent the change to QEMU; a failure
-    // before that is a refusal (guard rail, above maximum ...): nothing changed, and the caller
-    // gets it as an error, not as an operation.
-    let started = false;
+    // The driver reports progress first right after it sent the change to QEMU (under the
+    // domain's job lock, so concurrent changes are ordered). Only then is there an operation,
+    // superseding an older one for the guest; a failure before that is a refusal (guard rail,
+    // above maximum ...): nothing changed, and the caller gets it as an error.
+    const abort = new AbortController();
+    let op: Operation | null = null;
+    let atTarget = false;
     let refusal: unknown = null;
     let accepted!: () => void;
     const acceptedP = new Promise<void>((r) => { accepted = r; });
+    let settled!: () => void;
+    const settledP = new Promise<void>((r) => { settled = r; });
     const run = this.driver.setMemory(def.name, targetBytes / 1024, {
-      live: true, wait: true, force: opts.force, signal: op.abort.signal, stallMs: 30_000,
-      onProgress: (p) => { started = true; accepted(); this.ops.progress(op, p.actualKiB * 1024); },
-    }).then((r) => {
-      this.ops.succeed(op, r.actualKiB === null ? null : r.actualKiB * 1024);
-    }, (err: unknown) => {
-      if (!started) refusal = err;
-      this.ops.fail(op, err instanceof Error ? err.message : String(err));
+      live: true, wait: true, force: opts.force, signal: abort.signal, stallMs: 30_000,
+      onProgress: (p) => {
+        if (!op) {
+          atTarget = p.actualKiB === p.targetKiB;
+          op = this.ops.start(def.name, targetBytes, p.startKiB * 1024, Date.now() / 1000, abort);
+          this.counters.operationsStarted++;
+          accepted();
+        }
+        this.ops.progress(op, p.actualKiB * 1024);
+      },
+    }).then(async (r) => {
+      settled();
+      // The model first, so whoever sees the success also sees the guest there.
+      await this.#refreshAfterChange(def.name).catch(() => {});
+      if (op) this.ops.succeed(op, r.actualKiB === null ? null : r.actualKiB * 1024);
+    }, async (err: unknown) => {
+      settled();
+      await this.#refreshAfterChange(def.name).catch(() => {});
+      if (op) this.ops.fail(op, err instanceof Error ? err.message : String(err));
+      else refusal = err;
     }).finally(() => {
       accepted();
-      void this.#refreshAfterChange(def.name);
     });
     await acceptedP;
-    if (refusal) throw refusal;
-    // A guest already at the target settles within a turn; otherwise wait as long as asked.
-    await Promise.race([run, new Promise<void>((r) => {
-      if (opts.waitMs > 0) setTimeout(r, opts.waitMs).unref(); else setImmediate(r);
-    })]);
-    return { done: op.state === 'succeeded', operation: op };
+    if (!op) throw refusal ?? new VirtError('INTERNAL', 'internal error: the memory change ended without a result');
+    const started: Operation = op;
+    // Answer when the driver ended (the model refresh after it is bounded), or after waitMs;
+    // a guest already at the target ends within moments, so that is waited for too.
+    const graceMs = opts.waitMs > 0 ? opts.waitMs : atTarget ? 5_000 : 0;
+    const ended = await Promise.race([
+      settledP.then(() => true),
+      new Promise<boolean>((r) => { if (graceMs > 0) setTimeout(() => r(false), graceMs).unref(); else setImmediate(() => r(false)); }),
+    ]);
+    if (ended) await run;
+    return { done: started.state === 'succeeded', operation: started };
   }
 
+  /** Re-reads what a change left behind: the run record's targets and QEMU's numbers. */
   async #refreshAfterChange(name: string): Promise<void> {
     const w = this.#watchers.get(name);
     if (!w) return;
     const rec = await readRunRecord(this.driver.paths.run(name));
     if (rec && rec.phase === 'running') w.takeDefinition(rec);
+    await w.refresh();
   }
 
   /** @throws VirtError as Driver.setMaxMemory */

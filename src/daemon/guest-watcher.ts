@@ -20,6 +20,9 @@ import {
 /** Events that change the model. */
 const EVENTS = ['BALLOON_CHANGE', 'MEMORY_DEVICE_SIZE_CHANGE', 'SHUTDOWN', 'STOP', 'RESUME', 'RESET', 'POWERDOWN'] as const;
 
+/** Ask a quiet guest's monitor at least this often. */
+const LIVENESS_MS = 10_000;
+
 export interface WatcherOptions {
   /** Bound on every question to this guest's monitor (and on connecting). */
   boundMs: number;
@@ -38,6 +41,7 @@ export class GuestWatcher {
   #loop: Promise<void> | null = null;
   /** A question to QEMU is in flight: the next tick does not queue another behind it. */
   #busy = false;
+  #inflight: Promise<void> | null = null;
   #statsAtMs = 0;
   #recordMtimeMs = 0;
   #gone = false;
@@ -138,8 +142,21 @@ export class GuestWatcher {
    * answer makes it current again.
    */
   async refresh(): Promise<void> {
+    // One question round at a time; a caller that needs fresh numbers waits for the round in
+    // flight and then asks again (each round is bounded).
+    while (this.#inflight) await this.#inflight;
     const c = this.#client;
-    if (!c || this.#busy) return;
+    if (!c) return;
+    const round = this.#refreshRound(c);
+    this.#inflight = round;
+    try {
+      await round;
+    } finally {
+      this.#inflight = null;
+    }
+  }
+
+  async #refreshRound(c: QmpClient): Promise<void> {
     this.#busy = true;
     const call = { timeoutMs: this.opts.boundMs, signal: this.#stop.signal };
     try {
@@ -192,9 +209,16 @@ export class GuestWatcher {
     await this.#rereadRecord();
     const c = this.#client;
     if (!c || this.#busy) return;
-    if (this.model.monitor === 'stale') return this.refresh();
+    // Questions to QEMU are not awaited here: a hung monitor holds up only its own guest.
+    if (this.model.monitor === 'stale') { if (!this.#inflight) void this.refresh(); return; }
     const periodMs = this.model.statsPeriodS * 1000;
-    if (this.model.hasBalloon && periodMs > 0 && Date.now() - this.#statsAtMs >= periodMs) {
+    if (this.model.hasBalloon && periodMs > 0 && Date.now() - this.#statsAtMs >= periodMs) void this.#pollStats(c);
+    // A guest nobody asked anything for a while is asked, so a hung monitor is noticed.
+    else if (Date.now() - this.#statsAtMs >= LIVENESS_MS && !this.#inflight) void this.refresh();
+  }
+
+  async #pollStats(c: QmpClient): Promise<void> {
+    {
       this.#busy = true;
       try {
         const stats = await queryBalloonGuestStats(c, BALLOON_QOM_PATH, { timeoutMs: this.opts.boundMs, signal: this.#stop.signal });

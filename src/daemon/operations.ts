@@ -43,7 +43,7 @@ export class OperationRegistry {
   }
 
   /** Starts a set-memory operation for `domain`; a running one for the same domain is superseded. */
-  start(domain: string, targetBytes: number, startBytes: number | null, nowS = Date.now() / 1000): Operation {
+  start(domain: string, targetBytes: number, startBytes: number | null, nowS = Date.now() / 1000, abort = new AbortController()): Operation {
     this.#prune(nowS);
     const id = `op-${this.#next++}`;
     for (const other of this.#ops.values()) {
@@ -54,7 +54,7 @@ export class OperationRegistry {
     }
     const op: Operation = {
       id, kind: 'set-memory', domain, state: 'running', startBytes, targetBytes, actualBytes: startBytes, message: null,
-      stuck: false, createdAtS: nowS, updatedAtS: nowS, movedAtS: nowS, abort: new AbortController(),
+      stuck: false, createdAtS: nowS, updatedAtS: nowS, movedAtS: nowS, abort,
     };
     this.#ops.set(id, op);
     this.#emit(op);

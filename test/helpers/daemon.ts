@@ -1,0 +1,41 @@
+/**
+ * Starts `virtmem daemon` (bin/virtmem, as users run it) on a sandbox's state directory and
+ * stops it; every wait bounded.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { BIN } from './cli.js';
+
+export interface RunningDaemon {
+  proc: ChildProcess;
+  socketPath: string;
+  /** The TCP port when started with one. */
+  port: number | null;
+  stderr(): string;
+  /** SIGTERM, then SIGKILL after 15 s; resolves with the exit code. */
+  stop(): Promise<number | null>;
+}
+
+export async function startDaemon(stateDir: string, extra: string[] = [], timeoutMs = 60_000): Promise<RunningDaemon> {
+  const proc = spawn(BIN, ['--state-dir', stateDir, 'daemon', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr!.setEncoding('utf8').on('data', (c: string) => { err += c; });
+  proc.stdout!.resume();
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`daemon did not start within ${timeoutMs} ms: ${err}`)); }, timeoutMs);
+    const check = (): void => { if (/watching \d+ running guest/.test(err)) { clearTimeout(t); proc.stderr!.off('data', check); resolve(); } };
+    proc.stderr!.on('data', check);
+    proc.once('exit', (code) => { clearTimeout(t); reject(new Error(`daemon exited ${code}: ${err}`)); });
+  });
+  const m = /listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(err);
+  return {
+    proc, socketPath: join(stateDir, 'virtmemd.sock'), port: m ? Number(m[1]) : null,
+    stderr: () => err,
+    stop: () => new Promise((resolve) => {
+      if (proc.exitCode !== null) { resolve(proc.exitCode); return; }
+      const t = setTimeout(() => proc.kill('SIGKILL'), 15_000);
+      proc.once('exit', (code) => { clearTimeout(t); resolve(code); });
+      proc.kill('SIGTERM');
+    }),
+  };
+}
