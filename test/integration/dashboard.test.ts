@@ -43,7 +43,7 @@ async function startDaemon(): Promise<string> {
   const tokenFile = join(sb.stateDir, 'token');
   await writeFile(tokenFile, TOKEN + '\n', { mode: 0o600 });
   return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ['--state-dir', sb.stateDir, 'daemon', '--listen', '127.0.0.1:0', '--token-file', tokenFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(BIN, ['--state-dir', sb.stateDir, 'daemon', '--listen', 'tcp:127.0.0.1:0', '--token-file', tokenFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     daemon = child;
     let out = '';
     const bound = setTimeout(() => { reject(new Error(`the daemon did not say where it listens within 60 s; output: ${out}`)); }, 60_000);
@@ -117,6 +117,7 @@ describe('dashboard', { skip }, () => {
     await page.getByTestId(`setmem-size-${DOM}`).fill('lots');
     await page.getByTestId(`setmem-submit-${DOM}`).click();
     assert.match((await page.getByTestId(`setmem-status-${DOM}`).textContent()) ?? '', /'lots' is not a size/);
+    assert.equal(await page.getByTestId(`setmem-progress-${DOM}`).isVisible(), false, 'no progress bar for a refused input');
     assert.equal(await usedKiB(), 1536 * 1024);
   });
 
@@ -139,6 +140,35 @@ describe('dashboard', { skip }, () => {
     assert.match((await page.getByTestId(`translate-${DOM}-hva`).locator('.step-main').textContent()) ?? '', /^0x[0-9a-f]+$/);
     assert.match((await page.getByTestId(`translate-${DOM}-hpa`).locator('.step-main').textContent()) ?? '', /^0x[0-9a-f]+$/);
     await page.getByTestId(`guest-${DOM}`).screenshot({ path: join(ROOT, 'docs', 'dashboard-translate.png') });
+    assert.deepEqual(browser!.problems, []);
+  });
+  test('a shrink below boot RAM from the page shows the balloon holding memory back', async () => {
+    const page = browser!.page;
+    await page.getByTestId(`setmem-size-${DOM}`).fill('384');
+    await page.getByTestId(`setmem-unit-${DOM}`).selectOption('MiB');
+    await page.getByTestId(`setmem-submit-${DOM}`).click();
+    await page.waitForFunction((dom) => {
+      const s = document.querySelector(`[data-testid="setmem-status-${dom}"]`)?.getAttribute('data-state');
+      return s === 'succeeded' || s === 'failed';
+    }, DOM, { timeout: 300_000 });
+    const status = page.getByTestId(`setmem-status-${DOM}`);
+    assert.equal(await status.getAttribute('data-state'), 'succeeded', (await status.textContent()) ?? '');
+    assert.equal(await usedKiB(), 384 * 1024, 'dominfo agrees');
+    // virtio-mem is unplugged first, then the balloon takes 128 MiB of the 512 MiB boot RAM. The
+    // daemon's model follows QEMU's events (virtio-mem's are rate-limited to ~1/s), so wait
+    // (bounded) for all three layers to show the end state.
+    const layers = (): Promise<string> => page.evaluate((dom) => ['boot', 'virtio-mem', 'balloon-held']
+      .map((k) => document.querySelector(`[data-testid="chart-${dom}-legend-${k}"]`)?.getAttribute('data-bytes')).join(' '), DOM);
+    const want = `${384 * MiB} 0 ${128 * MiB}`;
+    await page.waitForFunction(([dom, w]) => ['boot', 'virtio-mem', 'balloon-held']
+      .map((k) => document.querySelector(`[data-testid="chart-${dom}-legend-${k}"]`)?.getAttribute('data-bytes')).join(' ') === w, [DOM, want] as const, { timeout: 60_000 })
+      .catch(async (err: unknown) => { throw new Error(`chart layers (boot, virtio-mem, balloon-held): ${await layers()}, expected ${want}`, { cause: err }); });
+    // The guest's own report catches up (bounded): what it has available fits in what it has.
+    await page.waitForFunction((dom) => {
+      const avail = Number(document.querySelector(`[data-testid="available-${dom}"]`)?.getAttribute('data-bytes'));
+      return avail > 0 && avail <= 384 * 1024 * 1024;
+    }, DOM, { timeout: 60_000 });
+    await page.screenshot({ path: join(ROOT, 'docs', 'dashboard-shrink.png'), fullPage: true });
     assert.deepEqual(browser!.problems, []);
   });
 });

@@ -79,6 +79,7 @@ test('guest document -> layers', () => {
   assert.equal(g.name, 'web1');
   assert.equal(g.totalBytes, 768 * MiB);
   assert.equal(g.maxBytes, 1024 * MiB);
+  assert.equal(g.statsAgeS, 1.2);
   assert.deepEqual(g.sample, {
     tS: 1796280002, bootInGuestBytes: 384 * MiB, virtioMemBytes: 384 * MiB, balloonHeldBytes: 128 * MiB,
     guestUsedBytes: 200 * MiB - 128 * MiB, guestAvailableBytes: 700 * MiB, hostRssBytes: 120000000,

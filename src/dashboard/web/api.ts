@@ -58,16 +58,12 @@ function operationOf(doc: unknown): OperationView {
 }
 
 export const api = {
-  /** Host and every running or paused guest, now (time: the daemon's host sample). */
+  /** Host and every running guest, now (time: the daemon's host sample), in two calls. */
   async snapshot(signal?: AbortSignal): Promise<Snapshot> {
-    const [hostDoc, listDoc] = await Promise.all([call('GET', '/host', undefined, signal), call('GET', '/domains', undefined, signal)]);
+    const [hostDoc, statsDoc] = await Promise.all([call('GET', '/host', undefined, signal), call('GET', '/stats', undefined, signal)]);
     const tS = num(obj(hostDoc).sampledAtS) ?? Date.now() / 1000;
-    const list = obj(listDoc).domains;
-    const names = (Array.isArray(list) ? list : []).map(obj)
-      .filter((d) => d.state === 'running' || d.state === 'paused')
-      .map((d) => str(d.name)).filter((n): n is string => n !== null);
-    const docs = await Promise.all(names.map((n) => call('GET', domainPath(n), undefined, signal)));
-    return { tS, host: toHostView(hostDoc), guests: docs.map((d) => toGuestView(d, tS)) };
+    const guests = obj(statsDoc).guests;
+    return { tS, host: toHostView(hostDoc), guests: (Array.isArray(guests) ? guests : []).map((d) => toGuestView(d, tS)) };
   },
   /** The guest's recent samples (the daemon's ring buffer), to fill a new chart. */
   async history(name: string, bootBytes: number | null, signal?: AbortSignal): Promise<GuestSample[]> {

@@ -63,7 +63,7 @@ function makeCard(g: GuestView): GuestCard {
   title.textContent = g.name;
   // Test hooks and unique ids for every control (labels wrap their inputs, so ids are for tests).
   const hooks: Array<[string, string]> = [
-    ['.guest-state', 'state'], ['.g-total', 'total'], ['.g-max', 'max'], ['.g-used', 'used'], ['.g-avail', 'available'], ['.g-rss', 'rss'],
+    ['.guest-state', 'state'], ['.g-total', 'total'], ['.g-max', 'max'], ['.g-used', 'used'], ['.g-avail', 'available'], ['.g-rss', 'rss'], ['.g-age', 'stats-age'],
     ['.chart', 'chart'], ['.setmem', 'setmem-form'], ['.setmem-size', 'setmem-size'], ['.setmem-unit', 'setmem-unit'], ['.setmem-go', 'setmem-submit'],
     ['.setmem-progress', 'setmem-progress'], ['.setmem-status', 'setmem-status'], ['.translate', 'translate-form'],
     ['.translate-address', 'translate-address'], ['.translate-cpu', 'translate-cpu'], ['.translate-go', 'translate-submit'],
@@ -93,7 +93,10 @@ function wireSetMem(card: GuestCard, name: string, id: string): void {
     if (card.busy) return;
     const parsed = parseSizeInput(size.value, unit.value);
     box.hidden = false;
+    // A refused input shows only why; the bar of an earlier resize would read as this one's.
+    bar.hidden = 'error' in parsed;
     if ('error' in parsed) {
+      delete status.dataset.state;
       status.className = 'setmem-status failed';
       status.textContent = parsed.error;
       return;
@@ -170,13 +173,18 @@ function renderGuest(g: GuestView): void {
   const state = $<HTMLElement>(root, '.guest-state');
   state.textContent = g.state;
   state.classList.toggle('off', g.state !== 'running');
-  const total = $<HTMLElement>(root, '.g-total');
-  total.textContent = formatBytes(g.totalBytes);
-  total.dataset.bytes = g.totalBytes === null ? '' : String(g.totalBytes);
-  $(root, '.g-max').textContent = formatBytes(g.maxBytes);
-  $(root, '.g-used').textContent = formatBytes(g.sample.guestUsedBytes);
-  $(root, '.g-avail').textContent = formatBytes(g.sample.guestAvailableBytes);
-  $(root, '.g-rss').textContent = formatBytes(g.sample.hostRssBytes);
+  const figure = (sel: string, bytes: number | null): void => {
+    const e = $<HTMLElement>(root, sel);
+    e.textContent = formatBytes(bytes);
+    e.dataset.bytes = bytes === null ? '' : String(bytes);
+  };
+  figure('.g-total', g.totalBytes);
+  figure('.g-max', g.maxBytes);
+  figure('.g-used', g.sample.guestUsedBytes);
+  figure('.g-avail', g.sample.guestAvailableBytes);
+  figure('.g-rss', g.sample.hostRssBytes);
+  // Used/available come from the guest's own report, which can trail the balloon by a period.
+  $(root, '.g-age').textContent = g.statsAgeS === null ? 'none yet' : `${g.statsAgeS.toFixed(1)} s ago`;
   card.chart.push(g.sample);
 }
 

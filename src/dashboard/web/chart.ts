@@ -66,7 +66,7 @@ export class GuestChart {
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(max, 64 * 1024 ** 2) * 1.08] } },
       axes: [
-        { stroke: '#5b6470', grid: { stroke: '#eceff3' }, incrs: TIME_INCRS_S, values: (_u, ticks) => ticks.map((v) => formatClock(v)) },
+        { stroke: '#5b6470', grid: { stroke: '#eceff3' }, space: 90, incrs: TIME_INCRS_S, values: (_u, ticks) => ticks.map((v) => formatClock(v)) },
         { stroke: '#5b6470', grid: { stroke: '#eceff3' }, size: 70, incrs: BYTE_INCRS, values: (_u, ticks) => ticks.map((v) => formatBytesShort(v)) },
       ],
       series: [

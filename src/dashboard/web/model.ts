@@ -30,6 +30,8 @@ export interface GuestView {
   maxBytes: number | null;
   /** All the RAM the guest has now: boot RAM left by the balloon + virtio-mem plugged. */
   totalBytes: number | null;
+  /** Age of the guest's own statistics (used, available) when the daemon answered; null: never reported. */
+  statsAgeS: number | null;
   sample: GuestSample;
 }
 
@@ -137,6 +139,7 @@ export function toGuestView(doc: unknown, tS: number): GuestView {
     state: str(d.state) ?? 'unknown',
     maxBytes: num(d.maxMemoryBytes),
     totalBytes: total,
+    statsAgeS: num(stats.ageS),
     sample: sampleOf(tS, num(mem.bootBytes), num(mem.balloonBytes), num(mem.pluggedBytes), num(stats.availableBytes), num(stats.usableBytes), num(stats.rssBytes), total),
   };
 }
