@@ -3,17 +3,21 @@
  * the real daemon and a real guest: the page shows the guest; a `setmem` done from the CLI shows
  * up in the chart; a resize started from the page's form reaches its target (checked with the
  * CLI's dominfo too); the translation chain of a kernel address (the vCPU's RIP) renders.
- * Screenshots go to docs/ (issue 9, part 3).
+ * Screenshots go to $VIRTMEM_SCREENSHOTS (docs/ holds the committed ones), or to a temporary
+ * folder, so a test run never rewrites tracked files.
  */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sandbox, parseDominfo, BIN, ROOT } from '../helpers/cli.js';
+import { sandbox, parseDominfo, BIN } from '../helpers/cli.js';
 import { browserMissing, launchBrowser, type Browser } from '../helpers/browser.js';
 
+const SHOTS = process.env.VIRTMEM_SCREENSHOTS ?? mkdtempSync(join(tmpdir(), 'vm-shots-'));
 const MiB = 1024 * 1024;
 const DOM = 'dash';
 const skip = await browserMissing();
@@ -90,7 +94,7 @@ describe('dashboard', { skip }, () => {
     await page.waitForFunction((dom) => document.querySelector(`[data-testid="chart-${dom}-legend-virtio-mem"]`)?.getAttribute('data-bytes') === String(512 * 1024 * 1024), DOM, { timeout: 60_000 });
     assert.equal(await page.getByTestId(`total-${DOM}`).getAttribute('data-bytes'), String(1024 * MiB));
     assert.equal(await page.getByTestId(`total-${DOM}`).textContent(), '1.00 GiB');
-    await page.screenshot({ path: join(ROOT, 'docs', 'dashboard.png'), fullPage: true });
+    await page.screenshot({ path: join(SHOTS, 'dashboard.png'), fullPage: true });
   });
 
   test('a resize started from the page reaches its target', async () => {
@@ -109,7 +113,7 @@ describe('dashboard', { skip }, () => {
     assert.equal(await bar.getAttribute('data-actual-bytes'), String(1536 * MiB));
     assert.equal(await usedKiB(), 1536 * 1024, 'dominfo agrees');
     await page.waitForFunction((dom) => document.querySelector(`[data-testid="total-${dom}"]`)?.getAttribute('data-bytes') === String(1536 * 1024 * 1024), DOM, { timeout: 60_000 });
-    await page.screenshot({ path: join(ROOT, 'docs', 'dashboard-setmem.png'), fullPage: true });
+    await page.screenshot({ path: join(SHOTS, 'dashboard-setmem.png'), fullPage: true });
   });
 
   test('the page refuses a size that is not a number, and nothing changes', async () => {
@@ -139,7 +143,7 @@ describe('dashboard', { skip }, () => {
     assert.equal(await page.getByTestId(`translate-${DOM}-gpa`).locator('.step-main').textContent(), cli.gpa, 'the page shows the GPA the CLI finds');
     assert.match((await page.getByTestId(`translate-${DOM}-hva`).locator('.step-main').textContent()) ?? '', /^0x[0-9a-f]+$/);
     assert.match((await page.getByTestId(`translate-${DOM}-hpa`).locator('.step-main').textContent()) ?? '', /^0x[0-9a-f]+$/);
-    await page.getByTestId(`guest-${DOM}`).screenshot({ path: join(ROOT, 'docs', 'dashboard-translate.png') });
+    await page.getByTestId(`guest-${DOM}`).screenshot({ path: join(SHOTS, 'dashboard-translate.png') });
     assert.deepEqual(browser!.problems, []);
   });
   test('a shrink below boot RAM from the page shows the balloon holding memory back', async () => {
@@ -168,7 +172,7 @@ describe('dashboard', { skip }, () => {
       const avail = Number(document.querySelector(`[data-testid="available-${dom}"]`)?.getAttribute('data-bytes'));
       return avail > 0 && avail <= 384 * 1024 * 1024;
     }, DOM, { timeout: 60_000 });
-    await page.screenshot({ path: join(ROOT, 'docs', 'dashboard-shrink.png'), fullPage: true });
+    await page.screenshot({ path: join(SHOTS, 'dashboard-shrink.png'), fullPage: true });
     assert.deepEqual(browser!.problems, []);
   });
 });
