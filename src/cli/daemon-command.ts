@@ -39,7 +39,7 @@ export const DAEMON_COMMANDS: Command[] = [
   {
     name: 'daemon',
     summary: 'run virtmemd in the foreground: HTTP API, dashboard, /metrics, live model of every running guest',
-    positionals: [], required: 0, options: ['listen', 'token-file', 'socket-mode', 'policy', 'policy-budget'],
+    positionals: [], required: 0, options: ['listen', 'token-file', 'socket-mode', 'policy', 'policy-budget', 'hosts'],
     async run(ctx) {
       const a = ctx.args;
       const tcp = parseListen(a.options.get('listen'));
@@ -52,6 +52,8 @@ export const DAEMON_COMMANDS: Command[] = [
       if (mode !== 'off' && mode !== 'per-guest' && mode !== 'all') throw new UsageError(`invalid --policy '${mode}': expected off, per-guest or all`);
       const budgetText = a.options.get('policy-budget');
       const guestBudgetBytes = budgetText === undefined ? null : parseScaledKiB(budgetText, 'policy budget') * 1024;
+      const hostsFile = a.options.get('hosts');
+      const hostUris = hostsFile === undefined ? null : await readHostsFile(hostsFile);
       const daemon = new Daemon({ stateDir: ctx.driver.paths.root, policy: { mode, guestBudgetBytes } });
       await ensurePrivateDir(daemon.driver.paths.root);
       const tokenFile = a.options.get('token-file');
@@ -59,6 +61,11 @@ export const DAEMON_COMMANDS: Command[] = [
         : tcp ? await loadToken(join(daemon.driver.paths.root, 'virtmemd.token'), true) : null;
       const staticFiles = await dashboardFiles(ctx.err);
       await daemon.start();
+      if (hostUris) {
+        const { RemoteHosts } = await import('../daemon/remote-hosts.js');
+        daemon.remoteHosts = new RemoteHosts(hostUris);
+        daemon.remoteHosts.start();
+      }
       // On the unix socket the file's mode is the access control (as for libvirt's socket).
       const servers = [new ApiServer({ daemon, token: null, listen: { kind: 'unix', path: daemonSocketPath(daemon.driver.paths.root), mode: Number.parseInt(modeText, 8) }, ...(staticFiles ? { staticFiles } : {}) })];
       if (tcp) servers.push(new ApiServer({ daemon, token, listen: { kind: 'tcp', ...tcp }, ...(staticFiles ? { staticFiles } : {}) }));
@@ -66,6 +73,7 @@ export const DAEMON_COMMANDS: Command[] = [
         for (const s of servers) await s.start();
       } catch (err) {
         await Promise.all(servers.map((s) => s.close().catch(() => {})));
+        await daemon.remoteHosts?.stop();
         await daemon.stop();
         throw err;
       }
@@ -73,6 +81,7 @@ export const DAEMON_COMMANDS: Command[] = [
         const l = s.address;
         ctx.err(`virtmemd: listening on ${l.kind === 'unix' ? l.path : `http://${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}/`}\n`);
       }
+      if (hostUris) ctx.err(`virtmemd: watching ${hostUris.length} libvirt host(s): ${hostUris.join(', ')}\n`);
       ctx.err(`virtmemd: watching ${daemon.models().length} running guest(s); memory policy ${mode}${guestBudgetBytes !== null ? `, guests' budget ${budgetText}` : ''}\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGTERM', resolve);
@@ -80,10 +89,27 @@ export const DAEMON_COMMANDS: Command[] = [
       });
       ctx.err('virtmemd: stopping (guests keep running)\n');
       await Promise.all(servers.map((s) => s.close()));
+      await daemon.remoteHosts?.stop();
       await daemon.stop();
     },
   },
 ];
+
+/** The URIs of a --hosts file. @throws UsageError naming the file and line. */
+async function readHostsFile(file: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read hosts file ${file}: ${(err as Error).message}`);
+  }
+  const { parseHostsFile } = await import('../daemon/remote-hosts.js');
+  try {
+    return parseHostsFile(text, file);
+  } catch (err) {
+    throw new UsageError(`invalid hosts file: ${(err as Error).message}`);
+  }
+}
 
 /** <state>/virtmemd.sock */
 export function daemonSocketPath(stateDir: string): string {

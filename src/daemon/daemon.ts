@@ -66,6 +66,8 @@ export class Daemon {
   #lastHostEventMs = 0;
   #pendingMemory = new Map<string, NodeJS.Timeout>();
   readonly counters = { sseClients: 0, httpRequests: 0, operationsStarted: 0 };
+  /** libvirt hosts watched side by side (`--hosts FILE`), or null. */
+  remoteHosts: import('./remote-hosts.js').RemoteHosts | null = null;
   readonly opts: Required<Omit<DaemonOptions, 'policy'>>;
   /** null when the policy is off. */
   readonly policy: PolicyLoop | null;

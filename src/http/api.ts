@@ -163,6 +163,10 @@ export function apiRouter(): Router<Handler> {
       if (!op) throw new HttpError(404, 'NOT_FOUND', `no operation '${id}' (ended operations are kept for 10 minutes)`);
       return { status: 200, body: { operation: d.operationDocument(op) } };
     })
+    .add('GET', '/hosts', async (d, r) => {
+      noQuery(r);
+      return { status: 200, body: { hosts: d.remoteHosts?.documents() ?? [] } };
+    })
     .add('GET', '/host', async (d, r) => {
       noQuery(r);
       return { status: 200, body: d.hostDocument() };

@@ -6,6 +6,7 @@
 import type { GuestModel } from '../daemon/guest-model.js';
 import { pluggedBytes, totalBytes } from '../daemon/guest-model.js';
 import type { HostMemory } from '../daemon/host-memory.js';
+import type { HostDocument } from '../daemon/remote-hosts.js';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -14,6 +15,8 @@ export interface MetricsInput {
   host: HostMemory;
   daemon: { startedAtS: number; operationsStarted: number; sseClients: number; httpRequests: number };
   nowS: number;
+  /** libvirt hosts watched with --hosts (absent: none). */
+  remoteHosts?: readonly HostDocument[];
 }
 
 type Kind = 'gauge' | 'counter';
@@ -90,6 +93,23 @@ export function formatMetrics(input: MetricsInput): string {
       family(`virtmem_host_memory_pressure_${kind}_seconds_total`, 'counter', `Time ${kind === 'some' ? 'some' : 'all'} tasks stalled on memory (PSI total).`, [['', p.totalUs / 1e6]]);
     }
   }
+  const hosts = input.remoteHosts ?? [];
+  family('virtmem_host_up', 'gauge', '1 when the daemon reads the libvirt host (--hosts), 0 when it is down.', hosts.map((h) => [`{host="${escapeLabel(h.uri)}"}`, h.state === 'up' ? 1 : 0]));
+  const KINDS: ReadonlyArray<[string, (x: HostDocument['domains'][number]) => number | null | undefined]> = [
+    ['current', (x) => x.currentMemoryBytes], ['max', (x) => x.maxMemoryBytes], ['balloon_actual', (x) => x.balloonActualBytes],
+    ['available', (x) => x.stats.availableBytes], ['usable', (x) => x.stats.usableBytes], ['unused', (x) => x.stats.unusedBytes],
+    ['disk_caches', (x) => x.stats.diskCachesBytes], ['rss', (x) => x.stats.rssBytes],
+  ];
+  const hostSamples: Array<[string, number]> = [];
+  for (const h of hosts) {
+    for (const x of h.domains) {
+      for (const [kind, get] of KINDS) {
+        const v = get(x);
+        if (typeof v === 'number') hostSamples.push([`{host="${escapeLabel(h.uri)}",domain="${escapeLabel(x.name)}",kind="${kind}"}`, v]);
+      }
+    }
+  }
+  family('virtmem_host_domain_memory_bytes', 'gauge', 'Memory of the domains of the libvirt hosts (--hosts), by kind: current, max, balloon_actual and the guest statistics libvirt reports.', hostSamples);
   const d = input.daemon;
   family('virtmem_daemon_guests', 'gauge', 'Running guests the daemon watches.', [['', input.guests.length]]);
   family('virtmem_daemon_start_time_seconds', 'gauge', 'When the daemon started (seconds since the epoch).', [['', d.startedAtS]]);

@@ -141,6 +141,7 @@ export class ApiServer {
         if (method !== 'GET' && method !== 'HEAD') throw Object.assign(new HttpError(405, 'METHOD_NOT_ALLOWED', `method ${method} is not allowed on /metrics (allowed: GET)`), { allow: 'GET' });
         const text = formatMetrics({
           guests: d.models(), host: d.host, nowS: Date.now() / 1000,
+          ...(d.remoteHosts ? { remoteHosts: d.remoteHosts.documents() } : {}),
           daemon: { startedAtS: d.startedAtS, operationsStarted: d.counters.operationsStarted, sseClients: this.#sse.size, httpRequests: d.counters.httpRequests },
         });
         res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE, 'cache-control': 'no-store' });
