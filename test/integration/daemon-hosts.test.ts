@@ -1,0 +1,181 @@
+/**
+ * `virtmem daemon --hosts FILE` (issue 11): a second libvirtd on 127.0.0.1 TCP (its own mount
+ * namespace) with a paused TCG domain, and this machine's test:///default, watched side by side:
+ * GET /api/v1/hosts (checked against docs/openapi.json), /metrics with the host label, a bad
+ * hosts file refused naming the line, and a remote libvirtd that stops answering, comes back,
+ * and goes away, while the daemon keeps answering.
+ * Needs root and a running libvirtd (CI: scripts/setup.sh --dev starts one).
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runCli, sandbox } from '../helpers/cli.js';
+import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { startRemoteLibvirtd, type RemoteLibvirtd } from '../helpers/remote-libvirtd.js';
+import { assertConforms } from '../helpers/openapi.js';
+import { daemonRequest, closeDaemonClients } from '../../src/http/client.js';
+
+const SOCK = '/var/run/libvirt/libvirt-sock';
+const GUEST = '/var/cache/virtmem/guest';
+const skip = !existsSync(SOCK) ? `libvirtd is not running (${SOCK} missing)` : process.getuid?.() !== 0 ? 'needs root'
+  : !existsSync(`${GUEST}/vmlinuz`) ? 'built-in guest not built' : false;
+// CI installs and starts everything these tests need: a skip there would hide a broken setup.
+if (skip && process.env.CI) throw new Error(`CI must run this test, but: ${String(skip)}`);
+
+const NAME = 'hosts-remote-guest';
+
+function virsh(uri: string, ...args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync('virsh', ['-c', uri, ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, LC_ALL: 'C' } });
+  return { code: r.status ?? 99, stdout: r.stdout, stderr: r.stderr };
+}
+
+function guestXml(name: string): string {
+  return `<domain type='qemu'>
+  <name>${name}</name>
+  <memory unit='KiB'>262144</memory>
+  <currentMemory unit='KiB'>196608</currentMemory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>${GUEST}/vmlinuz</kernel>
+    <initrd>${GUEST}/initrd.gz</initrd>
+    <cmdline>console=ttyS0 panic=-1 loglevel=4</cmdline>
+  </os>
+  <devices>
+    <serial type='pty'/>
+    <console type='pty'/>
+    <memballoon model='virtio'><stats period='1'/></memballoon>
+  </devices>
+</domain>
+`;
+}
+
+/** Polls `fn` until it returns true; bounded. */
+async function until(what: string, fn: () => Promise<boolean>, timeoutMs = 120_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await fn())) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+interface HostDoc { uri: string; state: string; reason: string | null; lastUpdateS: number | null; domains: Array<Record<string, any>> }
+
+const sb = await sandbox();
+let d: RunningDaemon | null = null;
+let remote: RemoteLibvirtd | null = null;
+after(async () => {
+  closeDaemonClients();
+  await d?.stop();
+  if (remote) {
+    virsh(remote.uri, 'destroy', NAME);
+    virsh(remote.uri, 'undefine', NAME);
+    try { process.kill(remote.pid, 'SIGCONT'); } catch { /* gone */ }
+    await remote.stop();
+  }
+  await sb.cleanup();
+});
+
+test('a bad hosts file is refused naming the line, and nothing starts', { skip, timeout: 60_000 }, async () => {
+  const file = join(sb.stateDir, 'bad-hosts');
+  await writeFile(file, '# hosts\ntest:///default\n\nqemu+bogus://10.0.0.1/system\n');
+  const r = await runCli(['--state-dir', sb.stateDir, 'daemon', '--hosts', file], { timeoutMs: 30_000 });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /invalid hosts file: .*bad-hosts line 4: unsupported transport 'bogus'/);
+  assert.ok(!existsSync(join(sb.stateDir, 'virtmemd.sock')), 'no socket: the daemon did not start');
+  await writeFile(file, 'test:///default\nvirtmem:///system\n');
+  const native = await runCli(['--state-dir', sb.stateDir, 'daemon', '--hosts', file], { timeoutMs: 30_000 });
+  assert.equal(native.code, 1);
+  assert.match(native.stderr, /line 2: 'virtmem:\/\/\/system' is virtmem's own driver/);
+});
+
+test('daemon --hosts: a remote libvirtd and test:///default side by side in /api/v1/hosts and /metrics; a host going away turns down', { skip, timeout: 600_000 }, async () => {
+  remote = await startRemoteLibvirtd();
+  const xml = join(sb.stateDir, 'guest.xml');
+  await writeFile(xml, guestXml(NAME));
+  const def = virsh(remote.uri, 'define', xml);
+  assert.equal(def.code, 0, def.stderr);
+  const started = virsh(remote.uri, 'start', '--paused', NAME);
+  assert.equal(started.code, 0, started.stderr);
+
+  const hostsFile = join(sb.stateDir, 'hosts');
+  await writeFile(hostsFile, `# two hosts\n${remote.uri}\n  test:///default  # this machine's test driver\n`);
+  d = await startDaemon(sb.stateDir, ['--hosts', hostsFile]);
+  assert.match(d.stderr(), /watching 2 libvirt host\(s\)/);
+  const target = { socketPath: d.socketPath };
+  const hosts = async (): Promise<HostDoc[]> => {
+    const r = await daemonRequest(target, 'GET', '/api/v1/hosts');
+    assertConforms('GET', '/hosts', r.status, r.body);
+    assert.equal(r.status, 200);
+    return (r.body as { hosts: HostDoc[] }).hosts;
+  };
+
+  await until('both hosts up', async () => (await hosts()).every((h) => h.state === 'up'));
+  const [rh, th] = await hosts();
+  assert.equal(rh!.uri, remote.uri);
+  assert.equal(th!.uri, 'test:///default');
+  assert.equal(rh!.reason, null);
+  assert.ok(typeof rh!.lastUpdateS === 'number' && rh!.lastUpdateS > 0);
+  const rd = rh!.domains.find((x) => x.name === NAME);
+  assert.ok(rd, `the remote domain is listed: ${JSON.stringify(rh!.domains)}`);
+  assert.equal(rd.state, 'paused');
+  assert.equal(rd.maxMemoryBytes, 262144 * 1024);
+  // A paused guest has not driven its balloon yet: whatever it is, it is what virsh reports.
+  const used = Number(/^Used memory: +([0-9]+) KiB$/m.exec(virsh(remote.uri, 'dominfo', NAME).stdout)?.[1]);
+  assert.ok(used > 0, 'virsh dominfo has Used memory');
+  assert.equal(rd.currentMemoryBytes, used * 1024);
+  assert.equal(rd.balloonActualBytes, used * 1024);
+  // The remote domain is not on this machine's libvirt, and test:///default's 'test' is not remote.
+  assert.ok(!th!.domains.some((x) => x.name === NAME));
+  const td = th!.domains.find((x) => x.name === 'test');
+  assert.ok(td, 'test:///default lists its domain');
+  assert.ok(typeof td.currentMemoryBytes === 'number' && td.currentMemoryBytes > 0, 'memory from dominfo where bulk stats have none');
+
+  const metrics = async (): Promise<string> => {
+    const r = await daemonRequest(target, 'GET', '/metrics');
+    assert.equal(r.status, 200);
+    return String(r.body);
+  };
+  const text = await metrics();
+  const esc = remote.uri.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+  assert.match(text, new RegExp(`^virtmem_host_up\\{host="${esc}"\\} 1$`, 'm'));
+  assert.match(text, /^virtmem_host_up\{host="test:\/\/\/default"\} 1$/m);
+  assert.match(text, new RegExp(`^virtmem_host_domain_memory_bytes\\{host="${esc}",domain="${NAME}",kind="balloon_actual"\\} ${used * 1024}$`, 'm'));
+  assert.match(text, new RegExp(`^virtmem_host_domain_memory_bytes\\{host="${esc}",domain="${NAME}",kind="max"\\} ${262144 * 1024}$`, 'm'));
+  assert.match(text, /^# TYPE virtmem_host_domain_memory_bytes gauge$/m);
+
+  // The remote libvirtd stops answering: its host turns down with a reason, the other stays up,
+  // and the daemon keeps answering meanwhile.
+  process.kill(remote.pid, 'SIGSTOP');
+  try {
+    await until('the remote host down', async () => (await hosts())[0]!.state === 'down');
+    const [down, other] = await hosts();
+    assert.ok(down!.reason && down!.reason.length > 0, 'a reason');
+    assert.equal(other!.state, 'up');
+    assert.equal((await daemonRequest(target, 'GET', '/api/v1/host')).status, 200);
+    assert.match(await metrics(), new RegExp(`^virtmem_host_up\\{host="${esc}"\\} 0$`, 'm'));
+  } finally {
+    process.kill(remote.pid, 'SIGCONT');
+  }
+  // It answers again: reconnected, up, with its domain.
+  await until('the remote host up again', async () => {
+    const h = (await hosts())[0]!;
+    return h.state === 'up' && h.domains.some((x) => x.name === NAME);
+  });
+
+  // The remote libvirtd goes away for good (its guest first: it would outlive libvirtd).
+  assert.equal(virsh(remote.uri, 'destroy', NAME).code, 0);
+  assert.equal(virsh(remote.uri, 'undefine', NAME).code, 0);
+  const r = remote;
+  remote = null;
+  await r.stop();
+  await until('the remote host down after libvirtd stopped', async () => (await hosts())[0]!.state === 'down');
+  const [gone] = await hosts();
+  assert.match(gone!.reason!, /./);
+  assert.equal((await daemonRequest(target, 'GET', '/api/v1/stats')).status, 200, 'the daemon keeps answering');
+  assert.equal(await d.stop(), 0);
+  d = null;
+});
