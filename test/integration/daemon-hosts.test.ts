@@ -11,11 +11,13 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { runCli, sandbox } from '../helpers/cli.js';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { startRemoteLibvirtd, type RemoteLibvirtd } from '../helpers/remote-libvirtd.js';
 import { assertConforms } from '../helpers/openapi.js';
+import { browserMissing, launchBrowser } from '../helpers/browser.js';
 import { daemonRequest, closeDaemonClients } from '../../src/http/client.js';
 
 const SOCK = '/var/run/libvirt/libvirt-sock';
@@ -103,7 +105,10 @@ test('daemon --hosts: a remote libvirtd and test:///default side by side in /api
 
   const hostsFile = join(sb.stateDir, 'hosts');
   await writeFile(hostsFile, `# two hosts\n${remote.uri}\n  test:///default  # this machine's test driver\n`);
-  d = await startDaemon(sb.stateDir, ['--hosts', hostsFile]);
+  const token = randomBytes(24).toString('hex');
+  const tokenFile = join(sb.stateDir, 'token');
+  await writeFile(tokenFile, token + '\n', { mode: 0o600 });
+  d = await startDaemon(sb.stateDir, ['--hosts', hostsFile, '--listen', 'tcp:127.0.0.1:0', '--token-file', tokenFile]);
   assert.match(d.stderr(), /watching 2 libvirt host\(s\)/);
   const target = { socketPath: d.socketPath };
   const hosts = async (): Promise<HostDoc[]> => {
@@ -146,6 +151,28 @@ test('daemon --hosts: a remote libvirtd and test:///default side by side in /api
   assert.match(text, new RegExp(`^virtmem_host_domain_memory_bytes\\{host="${esc}",domain="${NAME}",kind="balloon_actual"\\} ${used * 1024}$`, 'm'));
   assert.match(text, new RegExp(`^virtmem_host_domain_memory_bytes\\{host="${esc}",domain="${NAME}",kind="max"\\} ${262144 * 1024}$`, 'm'));
   assert.match(text, /^# TYPE virtmem_host_domain_memory_bytes gauge$/m);
+
+  // The dashboard's "libvirt hosts" section shows the remote domain (same refresh loop).
+  const noBrowser = await browserMissing();
+  if (noBrowser && process.env.CI) throw new Error(`CI must run the dashboard check, but: ${noBrowser}`);
+  if (!noBrowser) {
+    assert.ok(d.port, 'the daemon listens on TCP');
+    const browser = await launchBrowser();
+    try {
+      const page = browser.page;
+      await page.goto(`http://127.0.0.1:${d.port}/?token=${token}`, { timeout: 60_000 });
+      const row = page.getByTestId(`libvirt-domain-0-${NAME}`);
+      await row.waitFor({ timeout: 60_000 });
+      assert.equal(await page.getByTestId('libvirt-host-0').getAttribute('data-uri'), remote.uri);
+      assert.equal(await page.getByTestId('libvirt-host-state-0').textContent(), 'up');
+      assert.equal(await row.getAttribute('data-bytes'), String(used * 1024));
+      assert.match((await row.textContent()) ?? '', /paused/);
+      assert.ok(await page.getByTestId('libvirt-host-1').getByText('test', { exact: true }).isVisible(), 'test:///default with its domain beside it');
+      assert.deepEqual(browser.problems, []);
+    } finally {
+      await browser.close();
+    }
+  }
 
   // The remote libvirtd stops answering: its host turns down with a reason, the other stays up,
   // and the daemon keeps answering meanwhile.

@@ -4,9 +4,9 @@
  * bounded. Same-origin requests carry the daemon's token cookie (set by GET /?token=...).
  */
 import { isTranslationDoc, type TranslationDoc } from './translate-view.js';
-import { historySamples, num, obj, str, toGuestView, toHostView, toOperationView, type GuestSample, type GuestView, type OperationView, type Snapshot } from './model.js';
+import { historySamples, num, obj, str, toGuestView, toHostView, toLibvirtHostsView, toOperationView, type GuestSample, type GuestView, type LibvirtHostView, type OperationView, type Snapshot } from './model.js';
 
-export type { GuestView, OperationView, Snapshot };
+export type { GuestView, LibvirtHostView, OperationView, Snapshot };
 
 const BASE = '/api/v1';
 const CALL_BOUND_MS = 30_000;
@@ -64,6 +64,10 @@ export const api = {
     const tS = num(obj(hostDoc).sampledAtS) ?? Date.now() / 1000;
     const guests = obj(statsDoc).guests;
     return { tS, host: toHostView(hostDoc), guests: (Array.isArray(guests) ? guests : []).map((d) => toGuestView(d, tS)) };
+  },
+  /** The libvirt hosts the daemon watches (`daemon --hosts`; empty without). */
+  async libvirtHosts(signal?: AbortSignal): Promise<LibvirtHostView[]> {
+    return toLibvirtHostsView(await call('GET', '/hosts', undefined, signal));
   },
   /** The guest's recent samples (the daemon's ring buffer), to fill a new chart. */
   async history(name: string, bootBytes: number | null, signal?: AbortSignal): Promise<GuestSample[]> {

@@ -6,7 +6,7 @@
  */
 import { GuestChart } from './chart.js';
 import { formatBytes, formatPercent, parseSizeInput } from './format.js';
-import { api, type GuestView, type Snapshot } from './api.js';
+import { api, type GuestView, type LibvirtHostView, type Snapshot } from './api.js';
 import { followOperation } from './progress.js';
 import { renderTranslation } from './translate-view.js';
 
@@ -188,6 +188,44 @@ function renderGuest(g: GuestView): void {
   card.chart.push(g.sample);
 }
 
+/** The "libvirt hosts" section: one table per host, its domains' memory; hidden without hosts. */
+function renderLibvirtHosts(hosts: readonly LibvirtHostView[]): void {
+  const section = $<HTMLElement>(document, '[data-testid="libvirt-hosts"]');
+  section.hidden = hosts.length === 0;
+  const list = $<HTMLElement>(document, '[data-testid="libvirt-hosts-list"]');
+  const el = <K extends keyof HTMLElementTagNameMap>(tag: K, text?: string, testid?: string): HTMLElementTagNameMap[K] => {
+    const e = document.createElement(tag);
+    if (text !== undefined) e.textContent = text;
+    if (testid) e.dataset.testid = testid;
+    return e;
+  };
+  const tables = hosts.map((h, i) => {
+    const box = el('div', undefined, `libvirt-host-${i}`);
+    box.dataset.uri = h.uri;
+    box.dataset.state = h.up ? 'up' : 'down';
+    const head = el('h3', `${h.uri} `);
+    const badge = el('span', h.up ? 'up' : 'down', `libvirt-host-state-${i}`);
+    badge.className = `badge${h.up ? '' : ' off'}`;
+    head.append(badge);
+    box.append(head);
+    if (!h.up && h.reason) box.append(el('p', h.reason, `libvirt-host-reason-${i}`));
+    const table = el('table');
+    const hr = el('tr');
+    for (const t of ['Domain', 'State', 'Memory', 'Max']) hr.append(el('th', t));
+    table.append(hr);
+    for (const d of h.domains) {
+      const tr = el('tr', undefined, `libvirt-domain-${i}-${safeId(d.name)}`);
+      tr.dataset.domain = d.name;
+      tr.dataset.bytes = d.currentBytes === null ? '' : String(d.currentBytes);
+      tr.append(el('td', d.name), el('td', d.state), el('td', formatBytes(d.currentBytes)), el('td', formatBytes(d.maxBytes)));
+      table.append(tr);
+    }
+    box.append(table);
+    return box;
+  });
+  list.replaceChildren(...tables);
+}
+
 let timer: ReturnType<typeof setTimeout> | null = null;
 let dueAtMs = 0;
 let inFlight: AbortController | null = null;
@@ -210,8 +248,9 @@ async function refresh(): Promise<void> {
   inFlight = ctl;
   const bound = setTimeout(() => ctl.abort(), 10_000);
   try {
-    const snap = await api.snapshot(ctl.signal);
+    const [snap, hosts] = await Promise.all([api.snapshot(ctl.signal), api.libvirtHosts(ctl.signal)]);
     renderHost(snap);
+    renderLibvirtHosts(hosts);
     for (const g of snap.guests) renderGuest(g);
     for (const [name, card] of cards) {
       if (!snap.guests.some((g) => g.name === name)) { card.root.remove(); cards.delete(name); }

@@ -166,3 +166,38 @@ export function toOperationView(doc: unknown): OperationView | null {
     message: str(o.message), stuck: o.stuck === true, serverFraction: num(o.fractionDone),
   };
 }
+
+/** One domain of a libvirt host watched with `daemon --hosts`. */
+export interface LibvirtDomainView {
+  name: string;
+  state: string;
+  currentBytes: number | null;
+  maxBytes: number | null;
+}
+
+/** One libvirt host (GET /api/v1/hosts). */
+export interface LibvirtHostView {
+  uri: string;
+  up: boolean;
+  reason: string | null;
+  domains: LibvirtDomainView[];
+}
+
+/** GET /api/v1/hosts to views; what the page cannot use is left out. Pure. */
+export function toLibvirtHostsView(doc: unknown): LibvirtHostView[] {
+  const hosts = obj(doc).hosts;
+  return (Array.isArray(hosts) ? hosts : []).flatMap((h): LibvirtHostView[] => {
+    const o = obj(h);
+    const uri = str(o.uri);
+    if (uri === null) return [];
+    const domains = Array.isArray(o.domains) ? o.domains : [];
+    return [{
+      uri, up: o.state === 'up', reason: str(o.reason),
+      domains: domains.flatMap((d): LibvirtDomainView[] => {
+        const x = obj(d);
+        const name = str(x.name);
+        return name === null ? [] : [{ name, state: str(x.state) ?? 'unknown', currentBytes: num(x.currentMemoryBytes), maxBytes: num(x.maxMemoryBytes) }];
+      }),
+    }];
+  });
+}
