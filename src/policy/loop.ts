@@ -99,7 +99,9 @@ export class PolicyLoop {
   async tick(guests: readonly PolicyGuestInput[], host: PolicyHostInput, nowS: number): Promise<Decision | null> {
     if (this.opts.mode === 'off' || this.#running || nowS < this.#nextS) return null;
     this.#running = true;
-    this.#nextS = nowS + this.opts.policy.periodS;
+    // A little early is fine: the daemon's ticks jitter, and a round due at 1001.0 must not wait
+    // for the tick after the one at 1000.998.
+    this.#nextS = nowS + this.opts.policy.periodS * 0.9;
     try {
       const snapshots: GuestSnapshot[] = [];
       for (const g of guests) {
