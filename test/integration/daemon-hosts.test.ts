@@ -6,6 +6,7 @@
  * and goes away, while the daemon keeps answering.
  * Needs root and a running libvirtd (CI: scripts/setup.sh --dev starts one).
  */
+import { libvirtGuestXml } from '../helpers/libvirt-guest.js';
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -34,26 +35,6 @@ function virsh(uri: string, ...args: string[]): { code: number; stdout: string; 
   return { code: r.status ?? 99, stdout: r.stdout, stderr: r.stderr };
 }
 
-function guestXml(name: string): string {
-  return `<domain type='qemu'>
-  <name>${name}</name>
-  <memory unit='KiB'>262144</memory>
-  <currentMemory unit='KiB'>196608</currentMemory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>${GUEST}/vmlinuz</kernel>
-    <initrd>${GUEST}/initrd.gz</initrd>
-    <cmdline>console=ttyS0 panic=-1 loglevel=4</cmdline>
-  </os>
-  <devices>
-    <serial type='pty'/>
-    <console type='pty'/>
-    <memballoon model='virtio'><stats period='1'/></memballoon>
-  </devices>
-</domain>
-`;
-}
 
 /** Polls `fn` until it returns true; bounded. */
 async function until(what: string, fn: () => Promise<boolean>, timeoutMs = 120_000): Promise<void> {
@@ -97,7 +78,7 @@ test('a bad hosts file is refused naming the line, and nothing starts', { skip, 
 test('daemon --hosts: a remote libvirtd and test:///default side by side in /api/v1/hosts and /metrics; a host going away turns down', { skip, timeout: 600_000 }, async () => {
   remote = await startRemoteLibvirtd();
   const xml = join(sb.stateDir, 'guest.xml');
-  await writeFile(xml, guestXml(NAME));
+  await writeFile(xml, libvirtGuestXml(NAME, { memoryKiB: 262144, currentKiB: 196608 }));
   const def = virsh(remote.uri, 'define', xml);
   assert.equal(def.code, 0, def.stderr);
   const started = virsh(remote.uri, 'start', '--paused', NAME);

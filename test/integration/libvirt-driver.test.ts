@@ -5,6 +5,7 @@
  * errors, and a second libvirtd in its own namespace on 127.0.0.1 TCP as a "remote host".
  * Needs root and a running libvirtd (CI: scripts/setup.sh --dev starts one).
  */
+import { libvirtGuestXml } from '../helpers/libvirt-guest.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -83,39 +84,13 @@ async function bracketed(uri: string, args: string[]): Promise<{ ours: Awaited<R
   }
 }
 
-function guestXml(name: string): string {
-  return `<domain type='qemu'>
-  <name>${name}</name>
-  <maxMemory slots='1' unit='KiB'>786432</maxMemory>
-  <memory unit='KiB'>786432</memory>
-  <currentMemory unit='KiB'>262144</currentMemory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>${GUEST}/vmlinuz</kernel>
-    <initrd>${GUEST}/initrd.gz</initrd>
-    <cmdline>console=ttyS0 memhp_default_state=online_movable panic=-1 loglevel=4</cmdline>
-  </os>
-  <features><acpi/><apic/></features>
-  <cpu><numa><cell id='0' cpus='0' memory='262144' unit='KiB'/></numa></cpu>
-  <devices>
-    <serial type='pty'/>
-    <console type='pty'/>
-    <memballoon model='virtio'><stats period='1'/></memballoon>
-    <memory model='virtio-mem'>
-      <target><size unit='KiB'>524288</size><node>0</node><block unit='KiB'>2048</block><requested unit='KiB'>0</requested></target>
-    </memory>
-  </devices>
-</domain>
-`;
-}
 
 test('qemu:///system: a TCG guest with virtio-mem, driven through libvirt like virsh, resized by setmem --wait', { skip: skip || (!existsSync(`${GUEST}/vmlinuz`) && 'built-in guest not built'), timeout: 600_000 }, async () => {
   const U = 'qemu:///system';
   const name = `vmlv-${randomBytes(3).toString('hex')}`;
   const dir = await mkdtemp(join(tmpdir(), 'vm-lvt-'));
   const file = join(dir, 'guest.xml');
-  await writeFile(file, guestXml(name));
+  await writeFile(file, libvirtGuestXml(name, { memoryKiB: 262144, currentKiB: 262144, virtioMemKiB: 524288, cmdline: 'memhp_default_state=online_movable' }));
   try {
     const def = await runCli(['-c', U, 'define', file]);
     assert.deepEqual([def.code, def.stdout, def.stderr], [0, `Domain '${name}' defined from ${file}\n\n`, '']);
@@ -185,7 +160,7 @@ test('a second libvirtd on 127.0.0.1 TCP as a remote host: list, define, and the
   try {
     const name = 'remote-guest';
     const file = join(dir, 'g.xml');
-    await writeFile(file, guestXml(name));
+    await writeFile(file, libvirtGuestXml(name, { memoryKiB: 262144, currentKiB: 262144, virtioMemKiB: 524288, cmdline: 'memhp_default_state=online_movable' }));
     const def = await runCli(['-c', remote.uri, 'define', file]);
     assert.equal(def.code, 0, def.stderr);
     const ours = await runCli(['-c', remote.uri, 'list', '--all']);

@@ -5,6 +5,7 @@
  * guest, start, grow with `setmem --wait`. After each step virtmem and virsh (run in the test)
  * print the same thing for the same guest. Needs root, a running libvirtd and the built-in guest.
  */
+import { libvirtGuestXml } from '../helpers/libvirt-guest.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -40,25 +41,7 @@ test('the virsh workflow on a libvirt guest: setmem --wait, shutdown, setmaxmem,
   const name = `vmlw-${randomBytes(3).toString('hex')}`;
   const dir = await mkdtemp(join(tmpdir(), 'vm-lvw-'));
   const file = join(dir, 'guest.xml');
-  await writeFile(file, `<domain type='qemu'>
-  <name>${name}</name>
-  <memory unit='KiB'>262144</memory>
-  <currentMemory unit='KiB'>262144</currentMemory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>${GUEST}/vmlinuz</kernel>
-    <initrd>${GUEST}/initrd.gz</initrd>
-    <cmdline>console=ttyS0 panic=-1 loglevel=4</cmdline>
-  </os>
-  <features><acpi/><apic/></features>
-  <devices>
-    <serial type='pty'/>
-    <console type='pty'/>
-    <memballoon model='virtio'><stats period='1'/></memballoon>
-  </devices>
-</domain>
-`);
+  await writeFile(file, libvirtGuestXml(name, { memoryKiB: 262144 }));
   try {
     assert.equal((await runCli(['-c', U, 'define', file])).code, 0);
     assert.deepEqual((await runCli(['-c', U, 'start', name])).stdout, `Domain '${name}' started\n\n`);

@@ -1,0 +1,44 @@
+/**
+ * Domain XML for libvirt test guests: the built-in guest's kernel and initramfs under TCG, with
+ * a statistics-reporting balloon; optionally a virtio-mem region (with the <maxMemory> and NUMA
+ * cell libvirt requires for it).
+ */
+const GUEST = '/var/cache/virtmem/guest';
+
+export interface LibvirtGuestOptions {
+  /** <memory>: boot RAM (plus the virtio-mem region, when given). */
+  memoryKiB: number;
+  currentKiB?: number;
+  /** A virtio-mem region of this size, nothing plugged. */
+  virtioMemKiB?: number;
+  /** Extra kernel parameters. */
+  cmdline?: string;
+}
+
+export function libvirtGuestXml(name: string, o: LibvirtGuestOptions): string {
+  const vmem = o.virtioMemKiB ?? 0;
+  const total = o.memoryKiB + vmem;
+  const hotplug = vmem > 0
+    ? { max: `  <maxMemory slots='1' unit='KiB'>${total}</maxMemory>\n`, cpu: `  <cpu><numa><cell id='0' cpus='0' memory='${o.memoryKiB}' unit='KiB'/></numa></cpu>\n`,
+      dev: `    <memory model='virtio-mem'>\n      <target><size unit='KiB'>${vmem}</size><node>0</node><block unit='KiB'>2048</block><requested unit='KiB'>0</requested></target>\n    </memory>\n` }
+    : { max: '', cpu: '', dev: '' };
+  return `<domain type='qemu'>
+  <name>${name}</name>
+${hotplug.max}  <memory unit='KiB'>${total}</memory>
+  <currentMemory unit='KiB'>${o.currentKiB ?? total}</currentMemory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>${GUEST}/vmlinuz</kernel>
+    <initrd>${GUEST}/initrd.gz</initrd>
+    <cmdline>console=ttyS0 ${o.cmdline ? `${o.cmdline} ` : ''}panic=-1 loglevel=4</cmdline>
+  </os>
+  <features><acpi/><apic/></features>
+${hotplug.cpu}  <devices>
+    <serial type='pty'/>
+    <console type='pty'/>
+    <memballoon model='virtio'><stats period='1'/></memballoon>
+${hotplug.dev}  </devices>
+</domain>
+`;
+}
