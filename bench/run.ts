@@ -549,6 +549,7 @@ async function writeDocs(block: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  if (process.argv[2] === 'policy' && process.argv.includes('--real')) return (await import('./policy-real.js')).runPolicyReal(process.argv.slice(3));
   if (process.argv[2] === 'policy') {
     // The policy comparison: a deterministic simulation for now (see bench/policy-sim.ts).
     const { runPolicySim, formatPolicyTable } = await import('./policy-sim.js');

@@ -1,0 +1,339 @@
+/**
+ * The policy benchmark's scenario on REAL guests: three TCG guests of the built-in guest
+ * (boot RAM 512 MiB + a virtio-mem region up to 2 GiB, floor 384 MiB), the same scripted demand
+ * (driven from the host through the guest agent with /bin/vmhelper) and the same host budget for
+ * every row. Each policy (none, Proxmox's AutoBalloon port, the MoM port, virtmem's) is the pure
+ * `Policy` object, driven by a loop in this process at the policy's own period; its actions are
+ * applied with `Driver.setMemory(name, kib, {force: true})` (no wait), exactly one call per action.
+ *
+ *   npm run bench -- policy --real [--seconds N]
+ *
+ * Sampled every second per guest: current memory (Driver.info: balloon + plugged virtio-mem),
+ * QEMU RSS (dommemstat rss), OOM kills (guest `dmesg | grep -c 'Out of memory'`), how many
+ * vmhelper processes are alive against how many the scenario started. Guests are fresh for each
+ * row (destroyed and started again), all in a temporary --state-dir that is removed at the end.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir, loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Driver } from '../src/index.js';
+import { GuestAgent } from '../src/guest/agent.js';
+import { StatePaths } from '../src/driver/paths.js';
+import { proxmoxPolicy } from '../src/policy/proxmox.js';
+import { momPolicy } from '../src/policy/mom.js';
+import { virtmemPolicy } from '../src/policy/virtmem-policy.js';
+import { GiB, MiB, type GuestSnapshot, type Policy, type Snapshot } from '../src/policy/types.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BIN = join(ROOT, 'bin', 'virtmem');
+
+/** The simulator's timeline is 300 s; this one is scaled by SCALE (default 1/3: 100 s). */
+const SIM_END_S = 300;
+const MAX_KIB = 2 * GiB;
+const FLOOR_KIB = 384 * MiB;
+const BUDGET_KIB = 3.75 * GiB;
+const START_KIB = Math.floor(BUDGET_KIB / 3 / 1024) * 1024; // 1.25 GiB each, as in the simulator
+const HELPER_MIB = 100;
+const NAMES = ['alloc', 'cache', 'ramp'] as const;
+type GName = (typeof NAMES)[number];
+
+const log = (s: string): void => { process.stderr.write(`[policy-real] ${s}\n`); };
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** One scripted step: at time atS (scaled), start `start` helpers of 100 MiB in guest g, or kill all of g's phase helpers. */
+interface Step { atS: number; g: GName; start?: number; killPhase?: boolean }
+
+/**
+ * The scenario, from the simulator's (times scaled by k): base loads held the whole run (alloc
+ * 100 MiB, cache 100 MiB, ramp 200 MiB); alloc ramps +1.2 GiB from 20 s at ~100 MiB/s-equivalent,
+ * frees at 60 s; ramp grows +1.4 GiB between 60 s and 150 s; alloc spikes +900 MiB at 170 s; all
+ * phase memory freed at 200 s (quiet).
+ */
+function scenario(k: number): { steps: Step[]; endS: number; quietS: number; spikeS: number } {
+  const steps: Step[] = [
+    { atS: 0, g: 'alloc', start: 1 }, { atS: 0, g: 'cache', start: 1 }, { atS: 0, g: 'ramp', start: 2 },
+  ];
+  // alloc: 12 x 100 MiB over 10 simulated seconds from 20 s
+  for (let i = 0; i < 12; i++) steps.push({ atS: (20 + (i * 10) / 12) * k, g: 'alloc', start: 1 });
+  steps.push({ atS: 60 * k, g: 'alloc', killPhase: true });
+  // ramp: 14 x 100 MiB evenly from 60 s to 150 s
+  for (let i = 0; i < 14; i++) steps.push({ atS: (60 + (i * 90) / 13) * k, g: 'ramp', start: 1 });
+  // spike: 9 x 100 MiB within 2 simulated seconds (as fast as the agent starts them)
+  steps.push({ atS: 170 * k, g: 'alloc', start: 9 });
+  steps.push({ atS: 200 * k, g: 'alloc', killPhase: true }, { atS: 200 * k, g: 'ramp', killPhase: true });
+  steps.sort((a, b) => a.atS - b.atS);
+  return { steps, endS: SIM_END_S * k, quietS: 200 * k, spikeS: 170 * k };
+}
+
+interface Latest { currentKiB: number; rssKiB: number; usableKiB?: number; unusedKiB?: number; cachesKiB?: number; majorFaults?: number; lastUpdateS?: number; mfRate: number; atS: number }
+
+export interface RealRow {
+  policy: string;
+  givenBackGiBs: number;
+  meanCurrentGiB: number;
+  meanRssGiB: number;
+  peakRssGiB: number;
+  overBudgetS: number;
+  rssOverBudgetS: number;
+  oomKills: number;
+  helperSLost: number;
+  helperSDemanded: number;
+  spikeServedS: number | null;
+  settledAfterQuietS: number | null;
+  resizeCommands: number;
+  resizeFailures: number;
+  samples: number;
+  skippedSamples: number;
+  cacheKiBMax: number;
+}
+
+function vm(stateDir: string, ...args: string[]): string {
+  const r = spawnSync(BIN, ['--state-dir', stateDir, ...args], { encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`virtmem ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr}`);
+  return r.stdout;
+}
+
+async function hostMem(): Promise<{ total: number; avail: number }> {
+  const t = await readFile('/proc/meminfo', 'utf8');
+  const g = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(t)?.[1] ?? 0);
+  return { total: g('MemTotal'), avail: g('MemAvailable') };
+}
+
+const stat = (s: { name: string; value: number }[], n: string): number | undefined => s.find((x) => x.name === n)?.value;
+
+async function runRow(stateDir: string, driver: Driver, policy: Policy<unknown> | null, k: number): Promise<RealRow> {
+  const name = (g: GName): string => `pr-${g}`;
+  const paths = new StatePaths(stateDir);
+  const agents = new Map<GName, GuestAgent>();
+  const pname = policy?.name ?? 'none';
+  try {
+    for (const g of NAMES) {
+      vm(stateDir, 'start', name(g));
+      agents.set(g, await GuestAgent.connect(paths.run(name(g)).agent, { timeoutMs: 180_000 }));
+    }
+    for (const g of NAMES) {
+      await driver.setStatsPeriod(name(g), 1, { live: true });
+      await driver.setMemory(name(g), START_KIB, { force: true, wait: true, timeoutMs: 120_000 });
+    }
+    log(`${pname}: 3 guests up at ${START_KIB / MiB} MiB each`);
+    const sc = scenario(k);
+    const expected = new Map<GName, number>(NAMES.map((g) => [g, 0]));
+    const base: Record<GName, number> = { alloc: 1, cache: 1, ramp: 2 };
+    const latest = new Map<GName, Latest>();
+    const alive = new Map<GName, number>();
+    const ooms = new Map<GName, number>();
+    let resizeCommands = 0;
+    let resizeFailures = 0;
+    let lastCommandAfterQuiet: number | null = null;
+    let spikeServed: number | null = null;
+    const t0 = Date.now();
+    const now = (): number => (Date.now() - t0) / 1000;
+    const acc = { givenBack: 0, current: 0, rss: 0, peakRss: 0, over: 0, rssOver: 0, lost: 0, demanded: 0, samples: 0, skipped: 0, cacheMax: 0 };
+    let done = false;
+
+    // The scenario driver: starts/kills helpers through the agent at the scripted times.
+    const script = (async () => {
+      for (const s of sc.steps) {
+        const wait = s.atS * 1000 - (Date.now() - t0);
+        if (wait > 0) await sleep(wait);
+        const a = agents.get(s.g)!;
+        if (s.killPhase) {
+          // Kill the newest helpers down to the base load (pids ascend; keep the oldest).
+          const keep = base[s.g];
+          await a.run(`for p in $(pidof vmhelper | tr ' ' '\\n' | sort -n | tail -n +${keep + 1}); do kill $p; done`, { timeoutMs: 30_000 }).catch((e: Error) => log(`${s.g}: kill failed: ${e.message}`));
+          expected.set(s.g, keep);
+        } else {
+          const n = s.start!;
+          expected.set(s.g, expected.get(s.g)! + n);
+          const cmd = Array.from({ length: n }, () => `vmhelper alloc ${HELPER_MIB} >/dev/null 2>&1 &`).join(' ');
+          await a.run(cmd, { timeoutMs: 30_000 }).catch((e: Error) => log(`${s.g}: start failed: ${e.message}`));
+        }
+      }
+    })();
+
+    // The sampler: every second, per guest, current memory, RSS, statistics, helpers, OOM kills.
+    let sampling = false;
+    const sampleOnce = async (): Promise<void> => {
+      const t = now();
+      await Promise.all(NAMES.map(async (g) => {
+        const [info, ms, reply] = await Promise.all([
+          driver.info(name(g)),
+          driver.memoryStats(name(g)),
+          agents.get(g)!.run("pidof vmhelper | wc -w; dmesg | grep -c 'Out of memory'", { timeoutMs: 10_000 }).catch(() => null),
+        ]);
+        const s = ms.stats;
+        const prev = latest.get(g);
+        const mf = stat(s, 'major_fault');
+        const lu = stat(s, 'last_update');
+        const mfRate = prev?.majorFaults !== undefined && mf !== undefined && lu !== undefined && prev.lastUpdateS !== undefined && lu > prev.lastUpdateS
+          ? Math.max(0, mf - prev.majorFaults) / (lu - prev.lastUpdateS) : (prev?.mfRate ?? 0);
+        const l: Latest = { currentKiB: info.usedMemoryKiB, rssKiB: stat(s, 'rss') ?? 0, mfRate, atS: t };
+        const usable = stat(s, 'usable'); if (usable !== undefined) l.usableKiB = usable;
+        const unused = stat(s, 'unused'); if (unused !== undefined) l.unusedKiB = unused;
+        const caches = stat(s, 'disk_caches'); if (caches !== undefined) { l.cachesKiB = caches; acc.cacheMax = Math.max(acc.cacheMax, caches); }
+        if (mf !== undefined) l.majorFaults = mf;
+        if (lu !== undefined) l.lastUpdateS = lu;
+        latest.set(g, l);
+        if (reply) {
+          const [a, o] = reply.output.trim().split(/\s+/).map(Number);
+          if (Number.isFinite(a)) alive.set(g, a!);
+          if (Number.isFinite(o)) ooms.set(g, o!);
+        }
+      }));
+      acc.samples++;
+      let cur = 0;
+      let rss = 0;
+      for (const g of NAMES) {
+        const l = latest.get(g)!;
+        cur += l.currentKiB;
+        rss += l.rssKiB;
+        acc.givenBack += (MAX_KIB - l.currentKiB);
+        const exp = expected.get(g)!;
+        acc.demanded += exp;
+        acc.lost += Math.max(0, exp - (alive.get(g) ?? 0));
+      }
+      acc.current += cur;
+      acc.rss += rss;
+      acc.peakRss = Math.max(acc.peakRss, rss);
+      if (cur > BUDGET_KIB + MiB) acc.over++;
+      if (rss > BUDGET_KIB + MiB) acc.rssOver++;
+      if (spikeServed === null && t >= sc.spikeS && expected.get('alloc')! >= 10 && (alive.get('alloc') ?? 0) >= 10) spikeServed = t - sc.spikeS;
+    };
+    const sampler = (async () => {
+      while (!done) {
+        const tick = Date.now();
+        if (!sampling) {
+          sampling = true;
+          await sampleOnce().catch((e: Error) => log(`sample failed: ${e.message}`)).finally(() => { sampling = false; });
+        } else acc.skipped++;
+        const wait = 1000 - (Date.now() - tick);
+        if (wait > 0) await sleep(wait); else acc.skipped += Math.floor(-wait / 1000);
+      }
+    })();
+
+    // The policy loop: at the policy's period, a snapshot from the latest samples, decide, apply.
+    const pending = new Set<Promise<void>>();
+    const policyLoop = (async () => {
+      if (!policy) return;
+      const state = policy.initialState();
+      while (!done) {
+        await sleep(policy.periodS * 1000);
+        if (done || latest.size < NAMES.length) continue;
+        const t = now();
+        const h = await hostMem();
+        const snapshot: Snapshot = {
+          nowS: t,
+          host: { memTotalKiB: h.total, memAvailableKiB: h.avail, guestBudgetKiB: BUDGET_KIB },
+          guests: NAMES.map((g): GuestSnapshot => {
+            const l = latest.get(g)!;
+            return {
+              name: name(g), currentKiB: l.currentKiB, maxKiB: MAX_KIB,
+              settings: { enabled: true, floorKiB: FLOOR_KIB, ceilingKiB: MAX_KIB, shares: 1000 },
+              signals: l.usableKiB === undefined ? null : {
+                availableKiB: l.usableKiB, unusedKiB: l.unusedKiB ?? l.usableKiB, diskCachesKiB: l.cachesKiB ?? 0,
+                majorFaultsPerS: l.mfRate, swapInKiBPerS: 0, ageS: Math.max(0, t - l.atS),
+              },
+            };
+          }),
+        };
+        const d = policy.decide(snapshot, state);
+        for (const a of d.actions) {
+          resizeCommands++;
+          if (t >= sc.quietS) lastCommandAfterQuiet = t;
+          const p = driver.setMemory(a.name, a.targetKiB, { force: true }).then(() => undefined, (e: Error) => {
+            resizeFailures++;
+            log(`${pname}: resize ${a.name} -> ${a.targetKiB / MiB} MiB failed: ${e.message}`);
+          });
+          pending.add(p);
+          void p.finally(() => pending.delete(p));
+        }
+      }
+    })();
+
+    await script;
+    const rest = sc.endS * 1000 - (Date.now() - t0);
+    if (rest > 0) await sleep(rest);
+    done = true;
+    await Promise.all([sampler, policyLoop, ...pending]);
+    const n = Math.max(1, acc.samples);
+    const row: RealRow = {
+      policy: pname,
+      givenBackGiBs: acc.givenBack / GiB, // one sample per second: KiB·s
+      meanCurrentGiB: acc.current / n / GiB,
+      meanRssGiB: acc.rss / n / GiB,
+      peakRssGiB: acc.peakRss / GiB,
+      overBudgetS: acc.over,
+      rssOverBudgetS: acc.rssOver,
+      oomKills: NAMES.reduce((s, g) => s + (ooms.get(g) ?? 0), 0),
+      helperSLost: acc.lost,
+      helperSDemanded: acc.demanded,
+      spikeServedS: spikeServed,
+      settledAfterQuietS: policy ? (lastCommandAfterQuiet === null ? 0 : lastCommandAfterQuiet - sc.quietS) : null,
+      resizeCommands,
+      resizeFailures,
+      samples: acc.samples,
+      skippedSamples: acc.skipped,
+      cacheKiBMax: acc.cacheMax,
+    };
+    log(`${pname}: ${JSON.stringify(row)}`);
+    return row;
+  } finally {
+    for (const a of agents.values()) a.close();
+    for (const g of NAMES) spawnSync(BIN, ['--state-dir', stateDir, 'destroy', name(g)], { stdio: 'ignore', timeout: 60_000 });
+  }
+}
+
+export function formatRealTable(rows: RealRow[], k: number, minutes: number): string {
+  const f = (x: number | null, d = 1): string => (x === null ? '—' : x.toFixed(d));
+  const best = Math.max(...rows.filter((r) => r.policy === 'proxmox' || r.policy === 'mom').map((r) => r.givenBackGiBs));
+  const end = SIM_END_S * k;
+  return [
+    `REAL GUESTS (TCG): 3 guests of the built-in guest, boot RAM 512 MiB + virtio-mem to 2 GiB, floor 384 MiB, each starting at ${START_KIB / MiB} MiB (a third of the budget of ${BUDGET_KIB / GiB} GiB); `
+      + `timeline shortened to ${f(k, 3)}x the simulator's (${end.toFixed(0)} s instead of ${SIM_END_S} s): quiet from ${(200 * k).toFixed(0)} s, spike +900 MiB at ${(170 * k).toFixed(0)} s; total run ${minutes.toFixed(1)} min`,
+    '',
+    '| policy | given back (GiB·s, max − current) | vs best of Proxmox/MoM | mean current (GiB, 3 guests) | mean / peak QEMU RSS (GiB) | over budget (s, current / RSS) | OOM kills | helper·s lost (of demanded) | spike served (s) | settled after quiet (s) | resize commands (failed) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...rows.map((r) => `| ${r.policy} | ${f(r.givenBackGiBs)} | ${best > 0 ? `${(r.givenBackGiBs / best).toFixed(2)}x` : '—'} | ${f(r.meanCurrentGiB, 2)} | ${f(r.meanRssGiB, 2)} / ${f(r.peakRssGiB, 2)} | ${r.overBudgetS} / ${r.rssOverBudgetS} | ${r.oomKills} | ${r.helperSLost} (of ${r.helperSDemanded}) | ${f(r.spikeServedS)} | ${f(r.settledAfterQuietS)} | ${r.resizeCommands} (${r.resizeFailures}) |`),
+    '',
+    `Samples per row: ${rows.map((r) => `${r.policy} ${r.samples} (${r.skippedSamples} skipped: previous sample still running)`).join(', ')}. `
+      + `Largest disk_caches seen in any guest: ${Math.max(...rows.map((r) => r.cacheKiBMax / MiB)).toFixed(0)} MiB.`,
+  ].join('\n') + '\n';
+}
+
+/** Entry point for `npm run bench -- policy --real [--seconds N]`. */
+export async function runPolicyReal(argv: string[]): Promise<void> {
+  const i = argv.indexOf('--seconds');
+  const endS = i >= 0 ? Number(argv[i + 1]) : 100;
+  if (!Number.isFinite(endS) || endS < 30) throw new Error('--seconds takes a number >= 30');
+  const k = endS / SIM_END_S;
+  const started = Date.now();
+  const stateDir = await mkdtemp(join(tmpdir(), 'vmpr-'));
+  const driver = new Driver({ stateDir });
+  const onSignal = (): void => {
+    for (const g of NAMES) spawnSync(BIN, ['--state-dir', stateDir, 'destroy', `pr-${g}`], { stdio: 'ignore', timeout: 60_000 });
+    void rm(stateDir, { recursive: true, force: true }).finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    for (const g of NAMES) {
+      vm(stateDir, 'new', `pr-${g}`, '--accel', 'tcg', '--memory', '512M', '--max-memory', '2G');
+      vm(stateDir, 'policy', 'set', `pr-${g}`, '--enable', '--floor', '384M');
+    }
+    log(`state dir ${stateDir}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+    const rows: RealRow[] = [];
+    for (const p of [null, proxmoxPolicy, momPolicy, virtmemPolicy()] as Array<Policy<unknown> | null>) {
+      rows.push(await runRow(stateDir, driver, p, k));
+    }
+    process.stdout.write(formatRealTable(rows, k, (Date.now() - started) / 60_000));
+    process.stdout.write(`JSON ${JSON.stringify(rows)}\n`);
+  } finally {
+    for (const g of NAMES) {
+      spawnSync(BIN, ['--state-dir', stateDir, 'destroy', `pr-${g}`], { stdio: 'ignore', timeout: 60_000 });
+      spawnSync(BIN, ['--state-dir', stateDir, 'undefine', `pr-${g}`], { stdio: 'ignore', timeout: 60_000 });
+    }
+    await rm(stateDir, { recursive: true, force: true });
+  }
+}
