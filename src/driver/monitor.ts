@@ -29,8 +29,15 @@ export function monitorError(name: string, err: unknown): VirtError {
         return new VirtError('TIMEOUT', `Timed out during operation: the monitor of domain '${name}' did not answer in time (${err.message})`, { cause: err });
       case 'QMP_ABORTED':
         return new VirtError('ABORTED', `operation on domain '${name}' aborted`, { cause: err });
-      case 'QMP_CONNECT_FAILED':
+      case 'QMP_CONNECT_FAILED': {
+        // Only a missing or refusing socket means QEMU is gone; EAGAIN is a monitor whose listen
+        // queue is full of clients waiting their turn (a QMP monitor serves one at a time).
+        const errno = (err.cause as NodeJS.ErrnoException | undefined)?.code;
+        if (errno === 'EAGAIN') {
+          return new VirtError('TIMEOUT', `Timed out during operation: the monitor of domain '${name}' is busy with other clients (${err.message})`, { cause: err });
+        }
         return new VirtError('OPERATION_INVALID', `Requested operation is not valid: domain is not running (cannot connect to the monitor of '${name}')`, { cause: err });
+      }
       default:
         return new VirtError('MONITOR_FAILED', `internal error: monitor of domain '${name}': ${err.message}`, { cause: err });
     }
