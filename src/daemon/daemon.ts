@@ -12,7 +12,7 @@ import { observe, readRunRecord } from '../driver/run-status.js';
 import type { QmpClient } from '../qmp/index.js';
 import { GuestWatcher, type WatchChange } from './guest-watcher.js';
 import { guestDocument, summaryDocument, totalBytes, pluggedBytes, type GuestModel } from './guest-model.js';
-import { sampleHostMemory, type HostMemory } from './host-memory.js';
+import { sampleHostMemory, type HostMemory } from '../driver/host-memory.js';
 import { HistoryRing, type HistorySample } from './history.js';
 import { OperationRegistry, operationDocument, type Operation } from './operations.js';
 import { PolicyLoop, type PolicyMode } from '../policy/loop.js';

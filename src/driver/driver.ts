@@ -28,6 +28,7 @@ import { toMemoryStats, type MemoryStats } from './memory-stats.js';
 import { defLayout, withRequested, bootMemoryKiB } from './memory-layout.js';
 import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout, type MemoryPlan } from './memory-plan.js';
 import { shrinkRefusal, growthRefusal, hostMemAvailableKiB } from './memory-guards.js';
+import { sampleHostMemory } from './host-memory.js';
 
 export interface DriverOptions {
   /** State directory; default from $VIRTMEM_STATE_DIR or the per-user location. */
@@ -415,15 +416,16 @@ export class Driver {
     } catch (err) {
       envAccel = `${envAccel} (invalid: ${(err as Error).message})`;
     }
-    const meminfo = await readFile('/proc/meminfo', 'utf8').catch(() => '');
-    const kib = (k: string): number | null => { const m = new RegExp(`^${k}:\\s+(\\d+) kB$`, 'm').exec(meminfo); return m ? Number(m[1]) : null; };
-    const psi = (await readFile('/proc/pressure/memory', 'utf8').catch(() => '')).split('\n')[0] ?? '';
+    const host = await sampleHostMemory();
+    const kib = (bytes: number | null): number | null => (bytes === null ? null : bytes / 1024);
+    const some = host.psi?.some;
+    const psi = some ? `some avg10=${some.avg10.toFixed(2)} avg60=${some.avg60.toFixed(2)} avg300=${some.avg300.toFixed(2)} total=${some.totalUs}` : '';
     return {
       emulator,
       kvm,
       accel: { autoPicks, envOverride: envAccel },
       cpu: { defaultUnderKvm: 'host-passthrough (-cpu host)', defaultUnderTcg: "QEMU's default model (qemu64)", modes: ['host-passthrough', 'host-model', 'maximum', 'custom'] },
-      hostMemory: { totalKiB: kib('MemTotal'), availableKiB: kib('MemAvailable'), pressure: psi || null },
+      hostMemory: { totalKiB: kib(host.memTotalBytes), availableKiB: kib(host.memAvailableBytes), pressure: psi || null },
       defaultGuest: guest ? { kernel: guest.kernelPath, kernelVersion: guest.kernelVersion, initrd: guest.initrdPath } : null,
     };
   }

@@ -3,6 +3,7 @@
  * using, do not promise memory the host cannot back. Decisions are pure; `--force` skips them.
  */
 import { readFile } from 'node:fs/promises';
+import { parseMeminfo } from './host-memory.js';
 import type { BalloonGuestStats } from '../qmp/index.js';
 
 /**
@@ -27,10 +28,6 @@ export function growthRefusal(growKiB: number, hostAvailableKiB: number | null):
 
 /** The host's MemAvailable in KiB, or null when /proc/meminfo cannot be read. */
 export async function hostMemAvailableKiB(): Promise<number | null> {
-  try {
-    const m = /^MemAvailable:\s+(\d+) kB$/m.exec(await readFile('/proc/meminfo', 'utf8'));
-    return m ? Number(m[1]) : null;
-  } catch {
-    return null;
-  }
+  const bytes = parseMeminfo(await readFile('/proc/meminfo', 'utf8').catch(() => '')).get('MemAvailable');
+  return bytes === undefined ? null : bytes / 1024;
 }

@@ -1,5 +1,5 @@
 /**
- * Host memory as the daemon samples it: /proc/meminfo (MemTotal, MemAvailable, swap) and
+ * Host memory as the driver (guard rails, capabilities) and the daemon sample it: /proc/meminfo (MemTotal, MemAvailable, swap) and
  * /proc/pressure/memory (PSI). Parsers are pure; the reader is a thin shell.
  */
 import { readFile } from 'node:fs/promises';
