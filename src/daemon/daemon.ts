@@ -61,7 +61,9 @@ export class Daemon {
   #listeners = new Set<DaemonListener>();
   #host: HostMemory = { memTotalBytes: null, memAvailableBytes: null, swapTotalBytes: null, swapFreeBytes: null, psi: null, sampledAtS: 0 };
   #timer: NodeJS.Timeout | null = null;
-  #ticking = false;
+  /** The round in progress, if any: stop() waits for it, so no watcher is attached after stop. */
+  #tickRun: Promise<void> | null = null;
+  #stopped = false;
   #lastHistoryMs = 0;
   #lastHostEventMs = 0;
   #pendingMemory = new Map<string, NodeJS.Timeout>();
@@ -124,14 +126,20 @@ export class Daemon {
   async start(): Promise<void> {
     this.#host = await sampleHostMemory();
     await this.#discover();
-    this.#timer = setInterval(() => { void this.#tick(); }, this.opts.tickMs);
+    this.#timer = setInterval(() => {
+      // The previous round is still going: never pile up.
+      if (this.#tickRun || this.#stopped) return;
+      this.#tickRun = this.#tick().finally(() => { this.#tickRun = null; });
+    }, this.opts.tickMs);
     this.#timer.unref();
   }
 
   /** Detaches from every guest (they keep running) and ends running operations' waits. */
   async stop(): Promise<void> {
+    this.#stopped = true;
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
+    await this.#tickRun?.catch(() => {});
     for (const op of this.ops.running()) { this.ops.fail(op, 'the daemon stopped while waiting'); op.abort.abort(); }
     for (const t of this.#pendingMemory.values()) clearTimeout(t);
     await Promise.all([...this.#watchers.values()].map((w) => w.stop()));
@@ -157,7 +165,7 @@ export class Daemon {
       let paths;
       try { paths = this.driver.paths.run(validateDomainName(name)); } catch { return; }
       const o = await observe(paths);
-      if (o.state === 'shutoff' || this.#watchers.has(name)) return;
+      if (o.state === 'shutoff' || this.#watchers.has(name) || this.#stopped) return;
       const w = new GuestWatcher(paths, o.record, (w2, what) => this.#onWatch(w2, what), { boundMs: this.opts.guestBoundMs, reconnectMs: 1_000 });
       this.#watchers.set(name, w);
       if (!this.#history.has(name)) this.#history.set(name, new HistoryRing(this.opts.historyLength));
@@ -188,29 +196,25 @@ export class Daemon {
     }, 100));
   }
 
+  /** One round: host sample, new guests, each guest's bounded tick, history, the policy. */
   async #tick(): Promise<void> {
-    if (this.#ticking) return; // the previous round is still going: never pile up
-    this.#ticking = true;
-    try {
-      const nowMs = Date.now();
-      this.#host = await sampleHostMemory();
-      if (nowMs - this.#lastHostEventMs >= 5_000) {
-        this.#lastHostEventMs = nowMs;
-        this.#emit({ type: 'host', data: this.hostDocument() });
-      }
-      await this.#discover();
-      // Each guest's tick is bounded by its own monitor bound; one hung guest holds up no other.
-      await Promise.all([...this.#watchers.values()].map((w) => w.tick()));
-      if (nowMs - this.#lastHistoryMs >= this.opts.historyIntervalMs) {
-        this.#lastHistoryMs = nowMs;
-        for (const w of this.#watchers.values()) this.#history.get(w.name)?.push(historySample(w.model, nowMs / 1000));
-      }
-      this.ops.checkStuck((op) => this.#stuckReason(op));
-      const host = this.#host;
-      await this.policy?.tick(this.models(), { memTotalBytes: host.memTotalBytes, memAvailableBytes: host.memAvailableBytes, stallPct: host.psi?.some.avg10 ?? null }, nowMs / 1000);
-    } finally {
-      this.#ticking = false;
+    const nowMs = Date.now();
+    this.#host = await sampleHostMemory();
+    if (nowMs - this.#lastHostEventMs >= 5_000) {
+      this.#lastHostEventMs = nowMs;
+      this.#emit({ type: 'host', data: this.hostDocument() });
     }
+    await this.#discover();
+    // Each guest's tick is bounded by its own monitor bound; one hung guest holds up no other.
+    await Promise.all([...this.#watchers.values()].map((w) => w.tick()));
+    if (nowMs - this.#lastHistoryMs >= this.opts.historyIntervalMs) {
+      this.#lastHistoryMs = nowMs;
+      for (const w of this.#watchers.values()) this.#history.get(w.name)?.push(historySample(w.model, nowMs / 1000));
+    }
+    this.ops.checkStuck((op) => this.#stuckReason(op));
+    if (this.#stopped) return; // no resize decided after stop() began
+    const host = this.#host;
+    await this.policy?.tick(this.models(), { memTotalBytes: host.memTotalBytes, memAvailableBytes: host.memAvailableBytes, stallPct: host.psi?.some.avg10 ?? null }, nowMs / 1000);
   }
 
   #stuckReason(op: Operation): string {
