@@ -13,7 +13,8 @@
  * vmhelper processes are alive against how many the scenario started. Guests are fresh for each
  * row (destroyed and started again), all in a temporary --state-dir that is removed at the end.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -21,10 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { Driver } from '../src/index.js';
 import { GuestAgent } from '../src/guest/agent.js';
 import { StatePaths } from '../src/driver/paths.js';
-import { proxmoxPolicy } from '../src/policy/proxmox.js';
-import { momPolicy } from '../src/policy/mom.js';
-import { virtmemPolicy } from '../src/policy/virtmem-policy.js';
-import { GiB, MiB, type GuestSnapshot, type Policy, type Snapshot } from '../src/policy/types.js';
+import { GiB, MiB, POLICY_ENGINES, type PolicyEngine } from '../src/policy/types.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(ROOT, 'bin', 'virtmem');
@@ -36,14 +34,18 @@ const FLOOR_KIB = 384 * MiB;
 const BUDGET_KIB = 3.75 * GiB;
 const START_KIB = Math.floor(BUDGET_KIB / 3 / 1024) * 1024; // 1.25 GiB each, as in the simulator
 const HELPER_MIB = 100;
+/** What the cache guest reads from its disk into page cache. */
+const CACHE_MIB = 1200;
 const NAMES = ['alloc', 'cache', 'ramp'] as const;
 type GName = (typeof NAMES)[number];
 
 const log = (s: string): void => { process.stderr.write(`[policy-real] ${s}\n`); };
+/** VIRTMEM_BENCH_TRACE=1: every decision and every second's numbers on stderr. */
+const TRACE = process.env.VIRTMEM_BENCH_TRACE === '1';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** One scripted step: at time atS (scaled), start `start` helpers of 100 MiB in guest g, or kill all of g's phase helpers. */
-interface Step { atS: number; g: GName; start?: number; killPhase?: boolean }
+interface Step { atS: number; g: GName; start?: number; killPhase?: boolean; readCacheMiB?: number }
 
 /**
  * The scenario, from the simulator's (times scaled by k): base loads held the whole run (alloc
@@ -51,10 +53,12 @@ interface Step { atS: number; g: GName; start?: number; killPhase?: boolean }
  * frees at 60 s; ramp grows +1.4 GiB between 60 s and 150 s; alloc spikes +900 MiB at 170 s; all
  * phase memory freed at 200 s (quiet).
  */
-function scenario(k: number): { steps: Step[]; endS: number; quietS: number; spikeS: number } {
+function scenario(k: number, withCache: boolean): { steps: Step[]; endS: number; quietS: number; spikeS: number } {
   const steps: Step[] = [
     { atS: 0, g: 'alloc', start: 1 }, { atS: 0, g: 'cache', start: 1 }, { atS: 0, g: 'ramp', start: 2 },
   ];
+  // cache: reads 1.2 GiB of its disk from 5 s (page cache it never touches again), then idles.
+  if (withCache) steps.push({ atS: 5 * k, g: 'cache', readCacheMiB: CACHE_MIB });
   // alloc: 12 x 100 MiB over 10 simulated seconds from 20 s
   for (let i = 0; i < 12; i++) steps.push({ atS: (20 + (i * 10) / 12) * k, g: 'alloc', start: 1 });
   steps.push({ atS: 60 * k, g: 'alloc', killPhase: true });
@@ -87,6 +91,8 @@ export interface RealRow {
   samples: number;
   skippedSamples: number;
   cacheKiBMax: number;
+  /** Major page faults in all guests over the row (refaults of dropped cache, the guests have no swap). */
+  majorFaults: number;
 }
 
 function vm(stateDir: string, ...args: string[]): string {
@@ -103,11 +109,82 @@ async function hostMem(): Promise<{ total: number; avail: number }> {
 
 const stat = (s: { name: string; value: number }[], n: string): number | undefined => s.find((x) => x.name === n)?.value;
 
-async function runRow(stateDir: string, driver: Driver, policy: Policy<unknown> | null, k: number): Promise<RealRow> {
+type Engine = 'none' | PolicyEngine;
+
+/** GET a daemon API path over its unix socket (bounded). */
+function apiGet(socketPath: string, path: string): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path, headers: { host: 'localhost' } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (c: string) => { body += c; }).on('end', () => {
+        if (res.statusCode !== 200) { reject(new Error(`GET ${path}: ${res.statusCode} ${body}`)); return; }
+        try { resolve(JSON.parse(body)); } catch (err) { reject(err as Error); }
+      });
+    });
+    req.setTimeout(5_000, () => req.destroy(new Error(`GET ${path} timed out`)));
+    req.once('error', reject);
+    req.end();
+  });
+}
+
+/** `virtmem daemon` for one row, as a user runs it; resolves once it watches the guests. */
+async function startDaemon(stateDir: string, engine: Engine): Promise<{ proc: ChildProcess; stop(): Promise<void> }> {
+  const args = ['--state-dir', stateDir, 'daemon', '--policy', engine === 'none' ? 'off' : 'all', '--policy-budget', `${BUDGET_KIB / MiB}M`];
+  if (engine !== 'none') args.push('--policy-engine', engine);
+  const proc = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  proc.stderr!.setEncoding('utf8').on('data', (c: string) => { err += c; });
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`daemon did not start within 60 s: ${err}`)); }, 60_000);
+    const check = (): void => { if (/watching \d+ running guest/.test(err)) { clearTimeout(t); resolve(); } };
+    proc.stderr!.on('data', check);
+    proc.once('exit', (code) => { clearTimeout(t); reject(new Error(`daemon exited ${code}: ${err}`)); });
+  });
+  return {
+    proc,
+    stop: () => new Promise((resolve) => {
+      if (proc.exitCode !== null) { resolve(); return; }
+      const t = setTimeout(() => proc.kill('SIGKILL'), 15_000);
+      proc.once('exit', () => { clearTimeout(t); resolve(); });
+      proc.kill('SIGTERM');
+    }),
+  };
+}
+
+/** The daemon's event stream: every policy decision it publishes (resize, failed, hold). */
+function followPolicyEvents(socketPath: string, onDecision: (d: { name: string; action: string; at: string; reason: string }) => void): () => void {
+  const req = request({ socketPath, path: '/api/v1/events', headers: { host: 'localhost', accept: 'text/event-stream' } }, (res) => {
+    let buf = '';
+    res.setEncoding('utf8').on('data', (c: string) => {
+      buf += c;
+      let i: number;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const frame = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        const ev = /^event: (.*)$/m.exec(frame)?.[1];
+        const data = /^data: (.*)$/m.exec(frame)?.[1];
+        if (ev === 'policy' && data) onDecision(JSON.parse(data) as { name: string; action: string; at: string; reason: string });
+      }
+    });
+  });
+  req.once('error', () => {});
+  req.end();
+  return () => req.destroy();
+}
+
+interface GuestDoc {
+  name: string;
+  memory: { totalBytes: number };
+  stats: { usableBytes?: number; unusedBytes?: number; diskCachesBytes?: number; majorFaults?: number; rssBytes?: number };
+}
+
+async function runRow(stateDir: string, driver: Driver, engine: Engine, k: number, cacheDisk: string | null): Promise<RealRow> {
   const name = (g: GName): string => `pr-${g}`;
   const paths = new StatePaths(stateDir);
   const agents = new Map<GName, GuestAgent>();
-  const pname = policy?.name ?? 'none';
+  const pname = engine;
+  let daemon: { stop(): Promise<void> } | null = null;
+  let unfollow = (): void => {};
   try {
     for (const g of NAMES) {
       vm(stateDir, 'start', name(g));
@@ -117,8 +194,10 @@ async function runRow(stateDir: string, driver: Driver, policy: Policy<unknown> 
       await driver.setStatsPeriod(name(g), 1, { live: true });
       await driver.setMemory(name(g), START_KIB, { force: true, wait: true, timeoutMs: 120_000 });
     }
-    log(`${pname}: 3 guests up at ${START_KIB / MiB} MiB each`);
-    const sc = scenario(k);
+    daemon = await startDaemon(stateDir, engine);
+    const socketPath = join(stateDir, 'virtmemd.sock');
+    log(`${pname}: 3 guests up at ${START_KIB / MiB} MiB each, daemon running`);
+    const sc = scenario(k, cacheDisk !== null);
     const expected = new Map<GName, number>(NAMES.map((g) => [g, 0]));
     const base: Record<GName, number> = { alloc: 1, cache: 1, ramp: 2 };
     const latest = new Map<GName, Latest>();
@@ -130,8 +209,17 @@ async function runRow(stateDir: string, driver: Driver, policy: Policy<unknown> 
     let spikeServed: number | null = null;
     const t0 = Date.now();
     const now = (): number => (Date.now() - t0) / 1000;
-    const acc = { givenBack: 0, current: 0, rss: 0, peakRss: 0, over: 0, rssOver: 0, lost: 0, demanded: 0, samples: 0, skipped: 0, cacheMax: 0 };
+    const acc = { givenBack: 0, current: 0, rss: 0, peakRss: 0, over: 0, rssOver: 0, lost: 0, demanded: 0, samples: 0, skipped: 0, cacheMax: 0, majorFaults: 0 };
+    const firstMajor = new Map<GName, number>();
     let done = false;
+    unfollow = followPolicyEvents(socketPath, (d) => {
+      if (TRACE) log(`${now().toFixed(1)} ${d.name} ${d.action}: ${d.reason}`);
+      if (d.action !== 'resize' && d.action !== 'failed') return;
+      resizeCommands++;
+      if (d.action === 'failed') { resizeFailures++; log(`${pname}: ${d.name}: ${d.reason}`); }
+      const t = now();
+      if (t >= sc.quietS) lastCommandAfterQuiet = t;
+    });
 
     // The scenario driver: starts/kills helpers through the agent at the scripted times.
     const script = (async () => {
@@ -139,7 +227,10 @@ async function runRow(stateDir: string, driver: Driver, policy: Policy<unknown> 
         const wait = s.atS * 1000 - (Date.now() - t0);
         if (wait > 0) await sleep(wait);
         const a = agents.get(s.g)!;
-        if (s.killPhase) {
+        if (s.readCacheMiB) {
+          // Fill the page cache: read the disk once (clean cache the guest can drop at any time).
+          void a.run(`dd if=/dev/vda of=/dev/null bs=1M count=${s.readCacheMiB} 2>/dev/null`, { timeoutMs: 120_000 }).catch((e: Error) => log(`${s.g}: read failed: ${e.message}`));
+        } else if (s.killPhase) {
           // Kill the newest helpers down to the base load (pids ascend; keep the oldest).
           const keep = base[s.g];
           await a.run(`for p in $(pidof vmhelper | tr ' ' '\\n' | sort -n | tail -n +${keep + 1}); do kill $p; done`, { timeoutMs: 30_000 }).catch((e: Error) => log(`${s.g}: kill failed: ${e.message}`));
@@ -153,35 +244,40 @@ async function runRow(stateDir: string, driver: Driver, policy: Policy<unknown> 
       }
     })();
 
-    // The sampler: every second, per guest, current memory, RSS, statistics, helpers, OOM kills.
+    // The sampler: every second, the daemon's live model of every guest (one request, no monitor
+    // of its own), and helpers alive and OOM kills from each guest.
     let sampling = false;
     const sampleOnce = async (): Promise<void> => {
       const t = now();
-      await Promise.all(NAMES.map(async (g) => {
-        const [info, ms, reply] = await Promise.all([
-          driver.info(name(g)),
-          driver.memoryStats(name(g)),
-          agents.get(g)!.run("pidof vmhelper | wc -w; dmesg | grep -c 'Out of memory'", { timeoutMs: 10_000 }).catch(() => null),
-        ]);
-        const s = ms.stats;
-        const prev = latest.get(g);
-        const mf = stat(s, 'major_fault');
-        const lu = stat(s, 'last_update');
-        const mfRate = prev?.majorFaults !== undefined && mf !== undefined && lu !== undefined && prev.lastUpdateS !== undefined && lu > prev.lastUpdateS
-          ? Math.max(0, mf - prev.majorFaults) / (lu - prev.lastUpdateS) : (prev?.mfRate ?? 0);
-        const l: Latest = { currentKiB: info.usedMemoryKiB, rssKiB: stat(s, 'rss') ?? 0, mfRate, atS: t };
-        const usable = stat(s, 'usable'); if (usable !== undefined) l.usableKiB = usable;
-        const unused = stat(s, 'unused'); if (unused !== undefined) l.unusedKiB = unused;
-        const caches = stat(s, 'disk_caches'); if (caches !== undefined) { l.cachesKiB = caches; acc.cacheMax = Math.max(acc.cacheMax, caches); }
-        if (mf !== undefined) l.majorFaults = mf;
-        if (lu !== undefined) l.lastUpdateS = lu;
-        latest.set(g, l);
+      const [doc, replies] = await Promise.all([
+        apiGet(socketPath, '/api/v1/stats') as Promise<{ guests: GuestDoc[] }>,
+        Promise.all(NAMES.map((g) => agents.get(g)!.run("pidof vmhelper | wc -w; dmesg | grep -c 'Out of memory'", { timeoutMs: 10_000 }).catch(() => null))),
+      ]);
+      NAMES.forEach((g, i) => {
+        const d = doc.guests.find((x) => x.name === name(g));
+        if (d) {
+          const l: Latest = { currentKiB: d.memory.totalBytes / 1024, rssKiB: (d.stats.rssBytes ?? 0) / 1024, mfRate: 0, atS: t };
+          if (d.stats.usableBytes !== undefined) l.usableKiB = d.stats.usableBytes / 1024;
+          if (d.stats.unusedBytes !== undefined) l.unusedKiB = d.stats.unusedBytes / 1024;
+          if (d.stats.diskCachesBytes !== undefined) { l.cachesKiB = d.stats.diskCachesBytes / 1024; acc.cacheMax = Math.max(acc.cacheMax, l.cachesKiB); }
+          if (d.stats.majorFaults !== undefined) {
+            l.majorFaults = d.stats.majorFaults;
+            if (!firstMajor.has(g)) firstMajor.set(g, d.stats.majorFaults);
+          }
+          latest.set(g, l);
+        }
+        const reply = replies[i];
         if (reply) {
           const [a, o] = reply.output.trim().split(/\s+/).map(Number);
           if (Number.isFinite(a)) alive.set(g, a!);
-          if (Number.isFinite(o)) ooms.set(g, o!);
+          if (Number.isFinite(o)) {
+            if (o! > (ooms.get(g) ?? 0)) log(`${t.toFixed(1)} ${g}: OOM kill (${o} so far)`);
+            ooms.set(g, o!);
+          }
         }
-      }));
+        if (TRACE && d) log(`${t.toFixed(1)} ${g}: current ${(d.memory.totalBytes / 2 ** 20).toFixed(0)} MiB, available ${((d.stats.usableBytes ?? 0) / 2 ** 20).toFixed(0)}, rss ${((d.stats.rssBytes ?? 0) / 2 ** 20).toFixed(0)}, helpers ${alive.get(g)}/${expected.get(g)}`);
+      });
+      if (latest.size < NAMES.length) return;
       acc.samples++;
       let cur = 0;
       let rss = 0;
@@ -213,51 +309,13 @@ async function runRow(stateDir: string, driver: Driver, policy: Policy<unknown> 
       }
     })();
 
-    // The policy loop: at the policy's period, a snapshot from the latest samples, decide, apply.
-    const pending = new Set<Promise<void>>();
-    const policyLoop = (async () => {
-      if (!policy) return;
-      const state = policy.initialState();
-      while (!done) {
-        await sleep(policy.periodS * 1000);
-        if (done || latest.size < NAMES.length) continue;
-        const t = now();
-        const h = await hostMem();
-        const snapshot: Snapshot = {
-          nowS: t,
-          host: { memTotalKiB: h.total, memAvailableKiB: h.avail, guestBudgetKiB: BUDGET_KIB },
-          guests: NAMES.map((g): GuestSnapshot => {
-            const l = latest.get(g)!;
-            return {
-              name: name(g), currentKiB: l.currentKiB, maxKiB: MAX_KIB,
-              settings: { enabled: true, floorKiB: FLOOR_KIB, ceilingKiB: MAX_KIB, shares: 1000 },
-              signals: l.usableKiB === undefined ? null : {
-                availableKiB: l.usableKiB, unusedKiB: l.unusedKiB ?? l.usableKiB, diskCachesKiB: l.cachesKiB ?? 0,
-                majorFaultsPerS: l.mfRate, swapInKiBPerS: 0, ageS: Math.max(0, t - l.atS),
-              },
-            };
-          }),
-        };
-        const d = policy.decide(snapshot, state);
-        for (const a of d.actions) {
-          resizeCommands++;
-          if (t >= sc.quietS) lastCommandAfterQuiet = t;
-          const p = driver.setMemory(a.name, a.targetKiB, { force: true }).then(() => undefined, (e: Error) => {
-            resizeFailures++;
-            log(`${pname}: resize ${a.name} -> ${a.targetKiB / MiB} MiB failed: ${e.message}`);
-          });
-          pending.add(p);
-          void p.finally(() => pending.delete(p));
-        }
-      }
-    })();
-
     await script;
     const rest = sc.endS * 1000 - (Date.now() - t0);
     if (rest > 0) await sleep(rest);
     done = true;
-    await Promise.all([sampler, policyLoop, ...pending]);
+    await sampler;
     const n = Math.max(1, acc.samples);
+    const majorFaults = NAMES.reduce((s, g) => s + Math.max(0, (latest.get(g)?.majorFaults ?? 0) - (firstMajor.get(g) ?? 0)), 0);
     const row: RealRow = {
       policy: pname,
       givenBackGiBs: acc.givenBack / GiB, // one sample per second: KiB·s
@@ -270,16 +328,19 @@ async function runRow(stateDir: string, driver: Driver, policy: Policy<unknown> 
       helperSLost: acc.lost,
       helperSDemanded: acc.demanded,
       spikeServedS: spikeServed,
-      settledAfterQuietS: policy ? (lastCommandAfterQuiet === null ? 0 : lastCommandAfterQuiet - sc.quietS) : null,
+      settledAfterQuietS: engine !== 'none' ? (lastCommandAfterQuiet === null ? 0 : lastCommandAfterQuiet - sc.quietS) : null,
       resizeCommands,
       resizeFailures,
       samples: acc.samples,
       skippedSamples: acc.skipped,
       cacheKiBMax: acc.cacheMax,
+      majorFaults,
     };
     log(`${pname}: ${JSON.stringify(row)}`);
     return row;
   } finally {
+    unfollow();
+    await daemon?.stop();
     for (const a of agents.values()) a.close();
     for (const g of NAMES) spawnSync(BIN, ['--state-dir', stateDir, 'destroy', name(g)], { stdio: 'ignore', timeout: 60_000 });
   }
@@ -293,20 +354,23 @@ export function formatRealTable(rows: RealRow[], k: number, minutes: number): st
     `REAL GUESTS (TCG): 3 guests of the built-in guest, boot RAM 512 MiB + virtio-mem to 2 GiB, floor 384 MiB, each starting at ${START_KIB / MiB} MiB (a third of the budget of ${BUDGET_KIB / GiB} GiB); `
       + `timeline shortened to ${f(k, 3)}x the simulator's (${end.toFixed(0)} s instead of ${SIM_END_S} s): quiet from ${(200 * k).toFixed(0)} s, spike +900 MiB at ${(170 * k).toFixed(0)} s; total run ${minutes.toFixed(1)} min`,
     '',
-    '| policy | given back (GiB·s, max − current) | vs best of Proxmox/MoM | mean current (GiB, 3 guests) | mean / peak QEMU RSS (GiB) | over budget (s, current / RSS) | OOM kills | helper·s lost (of demanded) | spike served (s) | settled after quiet (s) | resize commands (failed) |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-    ...rows.map((r) => `| ${r.policy} | ${f(r.givenBackGiBs)} | ${best > 0 ? `${(r.givenBackGiBs / best).toFixed(2)}x` : '—'} | ${f(r.meanCurrentGiB, 2)} | ${f(r.meanRssGiB, 2)} / ${f(r.peakRssGiB, 2)} | ${r.overBudgetS} / ${r.rssOverBudgetS} | ${r.oomKills} | ${r.helperSLost} (of ${r.helperSDemanded}) | ${f(r.spikeServedS)} | ${f(r.settledAfterQuietS)} | ${r.resizeCommands} (${r.resizeFailures}) |`),
+    '| policy | given back (GiB·s, max − current) | vs best of Proxmox/MoM | mean current (GiB, 3 guests) | mean / peak QEMU RSS (GiB) | over budget (s, current / RSS) | OOM kills | helper·s lost (of demanded) | major faults | spike served (s) | settled after quiet (s) | resize commands (failed) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...rows.map((r) => `| ${r.policy} | ${f(r.givenBackGiBs)} | ${best > 0 ? `${(r.givenBackGiBs / best).toFixed(2)}x` : '—'} | ${f(r.meanCurrentGiB, 2)} | ${f(r.meanRssGiB, 2)} / ${f(r.peakRssGiB, 2)} | ${r.overBudgetS} / ${r.rssOverBudgetS} | ${r.oomKills} | ${r.helperSLost} (of ${r.helperSDemanded}, ${(100 * r.helperSLost / Math.max(1, r.helperSDemanded)).toFixed(1)} %) | ${r.majorFaults} | ${f(r.spikeServedS)} | ${f(r.settledAfterQuietS)} | ${r.resizeCommands} (${r.resizeFailures}) |`),
     '',
     `Samples per row: ${rows.map((r) => `${r.policy} ${r.samples} (${r.skippedSamples} skipped: previous sample still running)`).join(', ')}. `
       + `Largest disk_caches seen in any guest: ${Math.max(...rows.map((r) => r.cacheKiBMax / MiB)).toFixed(0)} MiB.`,
   ].join('\n') + '\n';
 }
 
-/** Entry point for `npm run bench -- policy --real [--seconds N]`. */
+/** Entry point for `npm run bench -- policy --real [--seconds N] [--rows none,proxmox,mom,virtmem]`. */
 export async function runPolicyReal(argv: string[]): Promise<void> {
   const i = argv.indexOf('--seconds');
   const endS = i >= 0 ? Number(argv[i + 1]) : 100;
   if (!Number.isFinite(endS) || endS < 30) throw new Error('--seconds takes a number >= 30');
+  const r = argv.indexOf('--rows');
+  const engines = (r >= 0 ? (argv[r + 1] ?? '').split(',') : ['none', ...POLICY_ENGINES.filter((e) => e !== 'virtmem'), 'virtmem']) as Engine[];
+  for (const e of engines) if (e !== 'none' && !POLICY_ENGINES.includes(e)) throw new Error(`--rows: '${e}' is not none or one of ${POLICY_ENGINES.join(', ')}`);
   const k = endS / SIM_END_S;
   const started = Date.now();
   const stateDir = await mkdtemp(join(tmpdir(), 'vmpr-'));
@@ -322,11 +386,10 @@ export async function runPolicyReal(argv: string[]): Promise<void> {
       vm(stateDir, 'new', `pr-${g}`, '--accel', 'tcg', '--memory', '512M', '--max-memory', '2G');
       vm(stateDir, 'policy', 'set', `pr-${g}`, '--enable', '--floor', '384M');
     }
+    const cacheDisk: string | null = null;
     log(`state dir ${stateDir}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
     const rows: RealRow[] = [];
-    for (const p of [null, proxmoxPolicy, momPolicy, virtmemPolicy()] as Array<Policy<unknown> | null>) {
-      rows.push(await runRow(stateDir, driver, p, k));
-    }
+    for (const e of engines) rows.push(await runRow(stateDir, driver, e, k, cacheDisk));
     process.stdout.write(formatRealTable(rows, k, (Date.now() - started) / 60_000));
     process.stdout.write(`JSON ${JSON.stringify(rows)}\n`);
   } finally {

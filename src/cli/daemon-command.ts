@@ -9,6 +9,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseScaledKiB } from '../driver/size.js';
 import { UsageError } from './args.js';
+import { POLICY_ENGINES, type PolicyEngine } from '../policy/types.js';
 import type { Command } from './commands.js';
 
 /** Parsed --listen. Pure. @throws UsageError */
@@ -39,7 +40,7 @@ export const DAEMON_COMMANDS: Command[] = [
   {
     name: 'daemon',
     summary: 'run virtmemd in the foreground: HTTP API, dashboard, /metrics, live model of every running guest',
-    positionals: [], required: 0, options: ['listen', 'token-file', 'socket-mode', 'policy', 'policy-budget', 'hosts'],
+    positionals: [], required: 0, options: ['listen', 'token-file', 'socket-mode', 'policy', 'policy-budget', 'policy-engine', 'hosts'],
     async run(ctx) {
       const a = ctx.args;
       const tcp = parseListen(a.options.get('listen'));
@@ -52,9 +53,11 @@ export const DAEMON_COMMANDS: Command[] = [
       if (mode !== 'off' && mode !== 'per-guest' && mode !== 'all') throw new UsageError(`invalid --policy '${mode}': expected off, per-guest or all`);
       const budgetText = a.options.get('policy-budget');
       const guestBudgetBytes = budgetText === undefined ? null : parseScaledKiB(budgetText, 'policy budget') * 1024;
+      const engine = a.options.get('policy-engine') ?? 'virtmem';
+      if (!(POLICY_ENGINES as readonly string[]).includes(engine)) throw new UsageError(`invalid --policy-engine '${engine}': expected ${POLICY_ENGINES.join(', ')}`);
       const hostsFile = a.options.get('hosts');
       const hostUris = hostsFile === undefined ? null : await readHostsFile(hostsFile);
-      const daemon = new Daemon({ stateDir: ctx.driver.paths.root, policy: { mode, guestBudgetBytes } });
+      const daemon = new Daemon({ stateDir: ctx.driver.paths.root, policy: { mode, guestBudgetBytes, engine: engine as PolicyEngine } });
       await ensurePrivateDir(daemon.driver.paths.root);
       const tokenFile = a.options.get('token-file');
       const token = tokenFile ? await loadToken(tokenFile, false)
@@ -82,7 +85,7 @@ export const DAEMON_COMMANDS: Command[] = [
         ctx.err(`virtmemd: listening on ${l.kind === 'unix' ? l.path : `http://${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}/`}\n`);
       }
       if (hostUris) ctx.err(`virtmemd: watching ${hostUris.length} libvirt host(s): ${hostUris.join(', ')}\n`);
-      ctx.err(`virtmemd: watching ${daemon.models().length} running guest(s); memory policy ${mode}${guestBudgetBytes !== null ? `, guests' budget ${budgetText}` : ''}\n`);
+      ctx.err(`virtmemd: watching ${daemon.models().length} running guest(s); memory policy ${mode}${mode !== 'off' ? ` (${engine})` : ''}${guestBudgetBytes !== null ? `, guests' budget ${budgetText}` : ''}\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGTERM', resolve);
         process.once('SIGINT', resolve);

@@ -17,6 +17,9 @@ import { HistoryRing, type HistorySample } from './history.js';
 import { OperationRegistry, operationDocument, type Operation } from './operations.js';
 import { PolicyLoop, type PolicyMode } from '../policy/loop.js';
 import { virtmemPolicy } from '../policy/virtmem-policy.js';
+import { proxmoxPolicy } from '../policy/proxmox.js';
+import { momPolicy } from '../policy/mom.js';
+import type { Policy, PolicyEngine } from '../policy/types.js';
 import { effectivePolicy } from '../policy/settings.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 
@@ -34,7 +37,15 @@ export interface DaemonOptions {
    * it on, 'all' every running guest, 'off' none. With a budget, the managed guests together stay
    * within it; without, host MemAvailable stays above a reserve.
    */
-  policy?: { mode: PolicyMode; guestBudgetBytes: number | null };
+  policy?: { mode: PolicyMode; guestBudgetBytes: number | null; engine?: PolicyEngine };
+}
+
+function policyFor(engine: PolicyEngine): Policy<unknown> {
+  switch (engine) {
+    case 'proxmox': return proxmoxPolicy as Policy<unknown>;
+    case 'mom': return momPolicy as Policy<unknown>;
+    default: return virtmemPolicy() as Policy<unknown>;
+  }
 }
 
 /** A change the event stream (SSE) forwards. */
@@ -85,7 +96,7 @@ export class Daemon {
     this.ops.onChange((op) => this.#emit({ type: 'operation', data: operationDocument(op) }));
     const p = opts.policy ?? { mode: 'per-guest', guestBudgetBytes: null };
     this.policy = p.mode === 'off' ? null : new PolicyLoop({
-      policy: virtmemPolicy(),
+      policy: policyFor(p.engine ?? 'virtmem'),
       mode: p.mode,
       guestBudgetKiB: p.guestBudgetBytes === null ? null : Math.floor(p.guestBudgetBytes / 1024),
       settings: async (name) => effectivePolicy(await this.driver.lookup(name)),

@@ -45,6 +45,8 @@ export interface GuestModel {
   targetBytes: number;
   bootBytes: number;
   hasBalloon: boolean;
+  /** Deflate on guest OOM: the guest's MemTotal then still counts the balloon's pages. */
+  balloonAutodeflate: boolean;
   balloonBytes: number;
   balloonTargetBytes: number | null;
   dimmBytes: number;
@@ -69,7 +71,7 @@ export function modelFromDefinition(live: DomainDef, info: { id: number | null; 
   return {
     name: live.name, uuid: live.uuid, id: info.id, state: info.state, monitor: 'connecting', staleSinceS: null,
     qemuPid: info.pid, maxMemoryBytes: live.memory.maxKiB * KIB, targetBytes: live.memory.currentKiB * KIB,
-    bootBytes: layout.bootKiB * KIB, hasBalloon, balloonBytes: layout.bootKiB * KIB,
+    bootBytes: layout.bootKiB * KIB, hasBalloon, balloonAutodeflate: hasBalloon && live.balloon.autodeflate, balloonBytes: layout.bootKiB * KIB,
     balloonTargetBytes: hasBalloon ? balloonTargetKiB * KIB : null, dimmBytes: layout.dimmKiB * KIB, devices,
     statsPeriodS: live.balloon.statsPeriodS, stats: {}, rssBytes: null, updatedAtS: nowS,
     counters: { balloonChanges: 0, deviceSizeChanges: 0, monitorTimeouts: 0, reconnects: 0 },

@@ -20,6 +20,9 @@ import {
 /** Events that change the model. */
 const EVENTS = ['BALLOON_CHANGE', 'MEMORY_DEVICE_SIZE_CHANGE', 'SHUTDOWN', 'STOP', 'RESUME', 'RESET', 'POWERDOWN'] as const;
 
+/** Statistics are polled when their period has come round, less this (tick jitter). */
+const STATS_SLACK_MS = 250;
+
 /** Ask a quiet guest's monitor at least this often. */
 const LIVENESS_MS = 10_000;
 
@@ -214,7 +217,9 @@ export class GuestWatcher {
     // Questions to QEMU are not awaited here: a hung monitor holds up only its own guest.
     if (this.model.monitor === 'stale') { if (!this.#inflight) void this.refresh(); return; }
     const periodMs = this.model.statsPeriodS * 1000;
-    if (this.model.hasBalloon && periodMs > 0 && Date.now() - this.#statsAtMs >= periodMs) void this.#pollStats(c);
+    // A quarter second of slack: the last poll ended a little after its tick began, and a period
+    // of one second must mean a poll every tick, not every other one.
+    if (this.model.hasBalloon && periodMs > 0 && Date.now() - this.#statsAtMs >= periodMs - STATS_SLACK_MS) void this.#pollStats(c);
     // A guest nobody asked anything for a while is asked, so a hung monitor is noticed.
     else if (Date.now() - this.#statsAtMs >= LIVENESS_MS && !this.#inflight) void this.refresh();
   }

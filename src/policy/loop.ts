@@ -15,11 +15,17 @@ export interface PolicyGuestInput {
   maxMemoryBytes: number;
   bootBytes: number;
   hasBalloon: boolean;
+  /** Deflate on guest OOM (the guest's MemTotal keeps counting ballooned pages). */
+  balloonAutodeflate?: boolean;
   balloonBytes: number;
   dimmBytes: number;
   devices: ReadonlyArray<{ pluggedBytes: number }>;
-  /** virtio-balloon statistics: usable = the guest's MemAvailable, unused = MemFree. */
-  stats: { usableBytes?: number; unusedBytes?: number; diskCachesBytes?: number; majorFaults?: number; swapInBytes?: number; lastUpdateS?: number };
+  /** QEMU's resident size, read every daemon tick. */
+  rssBytes: number | null;
+  /** The total last asked for (setmem): below the current size while a shrink is under way. */
+  targetBytes: number;
+  /** virtio-balloon statistics: available = the guest's MemTotal, usable = MemAvailable, unused = MemFree. */
+  stats: { availableBytes?: number; usableBytes?: number; unusedBytes?: number; diskCachesBytes?: number; majorFaults?: number; swapInBytes?: number; lastUpdateS?: number };
 }
 
 export interface PolicyHostInput {
@@ -75,8 +81,13 @@ export function guestSnapshot(g: PolicyGuestInput, settings: PolicySettings, pre
       swapInKiBPerS: rate(st.swapInBytes, prev?.swapInBytes) / 1024,
       ageS: Math.max(0, nowS - st.lastUpdateS),
     };
+    if (st.availableBytes !== undefined) signals.totalKiB = Math.floor(st.availableBytes / 1024);
   }
-  return { name: g.name, currentKiB, maxKiB: Math.floor(g.maxMemoryBytes / 1024), settings, signals };
+  const snap: GuestSnapshot = { name: g.name, currentKiB, maxKiB: Math.floor(g.maxMemoryBytes / 1024), settings, signals };
+  if (g.rssBytes !== null) snap.rssKiB = Math.floor(g.rssBytes / 1024);
+  snap.targetKiB = Math.floor(g.targetBytes / 1024);
+  if (g.hasBalloon && g.balloonAutodeflate) snap.inflatedInTotalKiB = Math.max(0, Math.floor((g.bootBytes - g.balloonBytes) / 1024));
+  return snap;
 }
 
 export class PolicyLoop {

@@ -21,6 +21,11 @@ export interface PolicySettings {
 export interface GuestSignals {
   /** Guest MemAvailable (free + reclaimable cache). */
   availableKiB: number;
+  /**
+   * Guest MemTotal, from the same sample: what the guest could see when it was taken (blocks
+   * still being onlined or offlined are not in it, unlike in the host's count of its size).
+   */
+  totalKiB?: number;
   /** Guest free memory (MemFree). */
   unusedKiB: number;
   /** Page cache the guest could drop. */
@@ -44,6 +49,15 @@ export interface GuestSnapshot {
   maxKiB: number;
   /** null when the guest has not reported statistics (no balloon driver, or none yet). */
   signals: GuestSignals | null;
+  /**
+   * QEMU's resident memory, read by the host at `nowS` (fresher than the guest's statistics;
+   * with free page reporting it follows what the guest has touched).
+   */
+  rssKiB?: number;
+  /** What the guest was last asked to go to; below `currentKiB` while a shrink is under way. */
+  targetKiB?: number;
+  /** Balloon pages the guest's MemTotal still counts (with deflate-on-oom the guest keeps them in MemTotal). */
+  inflatedInTotalKiB?: number;
 }
 
 export interface HostSnapshot {
@@ -98,3 +112,11 @@ export interface Policy<State = unknown> {
 
 export const MiB = 1024;
 export const GiB = 1024 * 1024;
+
+/**
+ * Which decision function the daemon's loop runs: virtmem's own (default), or the ports of
+ * Proxmox's AutoBalloon and oVirt MoM's balloon rules (for comparison on the same guests, and
+ * for people who want the behaviour they know).
+ */
+export type PolicyEngine = 'virtmem' | 'proxmox' | 'mom';
+export const POLICY_ENGINES: readonly PolicyEngine[] = ['virtmem', 'proxmox', 'mom'];

@@ -5,13 +5,27 @@
  * - **Grow fast on pressure.** A guest whose available memory falls under half its headroom, or
  *   that refaults (major faults), swaps in or reports memory stall, gets its use plus three
  *   headrooms at once (at least +256 MiB), and is not reclaimed from for a cool-down.
+ * - **Grow ahead of a rising guest.** The guest's statistics are up to a period old; QEMU's
+ *   resident size, read by the host every round, is not. A guest whose use rises (statistics) or
+ *   whose host-backed memory rises (RSS) faster than `risingKiBPerS`, and that would run out
+ *   within `horizonS` at that rate, is grown to its use + headroom + `growAheadS` of that rate
+ *   before it runs out, not after. Between statistics samples, RSS growth since the last sample
+ *   counts as use ("nowcast"), so a burst is seen one round after it starts, not two.
+ * - **Remember bursts.** After a guest's use rose by a burst, reclaim leaves room for
+ *   `burstReserveFraction` of that burst for `burstMemoryS`: a guest that just allocated a lot
+ *   in a hurry is likely to do so again, and growth cannot outrun an allocation that lands at once.
+ * - **Distrust statistics during a shrink.** While a guest is being shrunk, its own numbers lag
+ *   the memory it is giving up (offlined blocks and balloon pages leave MemAvailable before they
+ *   leave the guest's size), which reads as use rising. Then only host-backed growth (RSS)
+ *   counts as a rise, and pressure stops the shrink where it is instead of growing.
  * - **Reclaim steadily.** A guest with more than two headrooms available (idle memory and page
  *   cache: the guest's MemAvailable counts reclaimable cache) gives back down to its use plus
  *   1.5 headrooms, at most `reclaimStepKiB` per round, so a guest that starts to need memory
  *   again shows pressure long before it runs out.
  * - **Fit the budget.** When the targets together exceed the host's budget (or would push host
  *   MemAvailable under its reserve), idle guests are cut to their safe minimum first, then growth
- *   is shared by shares.
+ *   is shared by shares. Burst reserves give way to the budget (idle guests are cut to their
+ *   safe minimum, which holds no reserve).
  * - **Guard rails.** Never below the floor, never above the ceiling or the guest's maximum, never
  *   below use + half a headroom (no OOM by the policy's hand); no statistics or stale ones: hold.
  *
@@ -39,6 +53,16 @@ export interface VirtmemPolicyOptions {
   stallPctPressure: number;
   /** Without a budget: keep this much host MemAvailable (fraction of MemTotal, at least 256 MiB). */
   hostReserveFraction: number;
+  /** Use (or host-backed memory) rising faster than this is an allocation burst. */
+  risingKiBPerS: number;
+  /** How long growth takes to reach the guest (decide, plug, online): a rising guest that would run out sooner is grown now. */
+  horizonS: number;
+  /** A rising guest is grown to use + headroom + this many seconds of its rise. */
+  growAheadS: number;
+  /** Share of the last burst reclaim leaves in place after it ... */
+  burstReserveFraction: number;
+  /** ... for this long (then all of it goes at once: a reserve that fades bit by bit would cost a resize every few seconds). */
+  burstMemoryS: number;
 }
 
 export const DEFAULT_POLICY_OPTIONS: VirtmemPolicyOptions = {
@@ -47,12 +71,17 @@ export const DEFAULT_POLICY_OPTIONS: VirtmemPolicyOptions = {
   headroomFraction: 0.125,
   reclaimStepKiB: 256 * MiB,
   minGrowKiB: 256 * MiB,
-  coolDownS: 20,
+  coolDownS: 10,
   maxStatsAgeS: 10,
   minChangeKiB: 8 * MiB,
   majorFaultsPerSPressure: 100,
   stallPctPressure: 1,
   hostReserveFraction: 0.05,
+  risingKiBPerS: 16 * MiB,
+  horizonS: 3,
+  growAheadS: 5,
+  burstReserveFraction: 0.5,
+  burstMemoryS: 30,
 };
 
 /** Per-guest memory between rounds. */
@@ -61,6 +90,91 @@ export interface VirtmemPolicyState {
   /** Rounds in a row with pressure: each one doubles the growth step (a guest that keeps
    * running out needs more than its statistics can show: stalled allocations are not "used"). */
   pressureStreak: Map<string, number>;
+  /** What the policy remembers of each guest's use between rounds (rates, bursts). */
+  track: Map<string, GuestTrack>;
+}
+
+/** One guest's memory between rounds. */
+export interface GuestTrack {
+  /** When the statistics sample last seen was taken (nowS - ageS), its use, and RSS then. */
+  statsAtS: number;
+  useKiB: number;
+  rssAtStatsKiB: number | null;
+  /** Use growth between the last two samples (KiB/s; negative when falling). */
+  useRateKiBPerS: number;
+  /** RSS at the previous round, for the host-side rate. */
+  rssKiB: number | null;
+  rssAtS: number;
+  /** The guest's size beyond its MemTotal (kernel, firmware, reserved): the least seen of
+   * current - visible MemTotal; a resize in flight only ever makes that difference larger. */
+  reservedKiB: number | null;
+  /** The burst in progress: use when it began and the highest use since (null: not rising). */
+  burstStartKiB: number | null;
+  burstPeakKiB: number;
+  /** The last finished burst: how much use rose, and when it ended. */
+  burstKiB: number;
+  burstEndS: number;
+}
+
+/** A sample is new when it was taken this much after the last one (statistics arrive per period, ≥ 1 s). */
+const NEW_SAMPLE_S = 0.25;
+
+/**
+ * Update a guest's track with this round's snapshot and return what the guest uses now (its last
+ * sample's use plus any host-backed growth since; `safeUseKiB`: the cautious reading, for
+ * shrinking), how fast use rises, and the burst reserve.
+ */
+function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: VirtmemPolicyOptions, shrinking: boolean): { useKiB: number; safeUseKiB: number; riseKiBPerS: number; reserveKiB: number } {
+  const sig = g.signals!;
+  const statsAtS = nowS - sig.ageS;
+  const rss = g.rssKiB ?? null;
+  let t = state.track.get(g.name);
+  // The size the guest had when the sample was taken: its MemTotal then (less balloon pages it
+  // still counts) plus what lies beyond MemTotal. The host's count of its size runs ahead of
+  // the guest while blocks are being onlined or offlined; MemTotal and MemAvailable agree.
+  const visibleKiB = sig.totalKiB === undefined ? null : Math.max(0, sig.totalKiB - (g.inflatedInTotalKiB ?? 0));
+  const beyond = visibleKiB === null ? null : Math.max(0, g.currentKiB - visibleKiB);
+  const reservedKiB = beyond === null ? null : Math.min(beyond, t?.reservedKiB ?? beyond);
+  const sizeAtSample = visibleKiB === null || reservedKiB === null ? g.currentKiB : Math.min(g.currentKiB, visibleKiB + reservedKiB);
+  const sampleUse = Math.max(0, sizeAtSample - sig.availableKiB);
+  if (!t) {
+    t = {
+      statsAtS, useKiB: sampleUse, rssAtStatsKiB: rss, useRateKiBPerS: 0, rssKiB: rss, rssAtS: nowS,
+      reservedKiB, burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstEndS: -Infinity,
+    };
+    state.track.set(g.name, t);
+  } else if (statsAtS > t.statsAtS + NEW_SAMPLE_S) {
+    t.useRateKiBPerS = (sampleUse - t.useKiB) / (statsAtS - t.statsAtS);
+    t.statsAtS = statsAtS;
+    t.useKiB = sampleUse;
+    t.rssAtStatsKiB = rss;
+  }
+  t.reservedKiB = reservedKiB;
+  // Host-backed growth since the sample is memory the guest has touched since: count it as use.
+  const sinceSample = rss !== null && t.rssAtStatsKiB !== null ? Math.max(0, rss - t.rssAtStatsKiB) : 0;
+  // Never less than this snapshot's own sample says (samples out of order are read cautiously).
+  const useKiB = Math.min(g.currentKiB, Math.max(sampleUse, t.useKiB + sinceSample));
+  const rssRate = rss !== null && t.rssKiB !== null && nowS > t.rssAtS ? Math.max(0, rss - t.rssKiB) / (nowS - t.rssAtS) : 0;
+  t.rssKiB = rss;
+  t.rssAtS = nowS;
+  // A shrink in flight makes the statistics read as rising use: only the host's reading counts.
+  if (shrinking) t.useRateKiBPerS = 0;
+  const riseKiBPerS = Math.max(rssRate, t.useRateKiBPerS);
+  // Bursts: from the first rising round to the first round that is not.
+  if (riseKiBPerS >= o.risingKiBPerS) {
+    t.burstStartKiB ??= Math.max(0, t.useKiB - riseKiBPerS); // about where use was a second ago
+    t.burstPeakKiB = Math.max(t.burstPeakKiB, useKiB);
+  } else if (t.burstStartKiB !== null) {
+    const rose = t.burstPeakKiB - t.burstStartKiB;
+    if (rose > 0) { t.burstKiB = rose; t.burstEndS = nowS; }
+    t.burstStartKiB = null;
+    t.burstPeakKiB = 0;
+  }
+  const fade = nowS - t.burstEndS < o.burstMemoryS ? 1 : 0;
+  // For taking memory away, the cautious reading: the sample against the size the guest has now
+  // (a growth that has not shown in the statistics yet is counted as used).
+  const safeUseKiB = Math.min(g.currentKiB, Math.max(useKiB, g.currentKiB - sig.availableKiB + sinceSample));
+  return { useKiB, safeUseKiB, riseKiBPerS, reserveKiB: Math.round(o.burstReserveFraction * t.burstKiB * fade) };
 }
 
 /** virtio-mem's block (2 MiB): targets are multiples of it. */
@@ -92,47 +206,70 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const sig = g.signals;
     if (!sig) { decision.holds.push({ name: g.name, reason: 'no guest statistics yet (balloon driver not loaded, or stats period 0)' }); continue; }
     if (sig.ageS > o.maxStatsAgeS) { decision.holds.push({ name: g.name, reason: `guest statistics are ${Math.round(sig.ageS)} s old` }); continue; }
-    const useKiB = Math.max(0, g.currentKiB - sig.availableKiB);
+    const shrinking = g.targetKiB !== undefined && g.targetKiB < g.currentKiB - o.minChangeKiB;
+    const { useKiB, safeUseKiB, riseKiBPerS, reserveKiB } = observe(g, s.nowS, state, o, shrinking);
+    const availableKiB = Math.max(0, g.currentKiB - useKiB);
     const headroom = Math.max(o.minHeadroomKiB, Math.round(o.headroomFraction * useKiB));
-    const minKiB = Math.min(maxKiB, Math.max(g.settings.floorKiB, alignUp(useKiB + headroom / 2)));
+    // Lowest target: the floor and use + half a headroom; never shrink below the cautious reading
+    // of use either (but do not grow for it alone: a growth that has not shown yet is not need).
+    const minKiB = Math.min(maxKiB, Math.max(g.settings.floorKiB, alignUp(useKiB + headroom / 2), Math.min(g.currentKiB, alignUp(safeUseKiB + headroom / 2))));
+    const idleKiB = Math.max(0, g.currentKiB - safeUseKiB);
     const why: string[] = [];
-    if (sig.availableKiB < headroom / 2) why.push(`available ${mib(sig.availableKiB)} < ${mib(headroom / 2)}`);
+    if (availableKiB < headroom / 2) why.push(`available ${mib(availableKiB)} < ${mib(headroom / 2)}`);
     if (sig.majorFaultsPerS > o.majorFaultsPerSPressure) why.push(`${Math.round(sig.majorFaultsPerS)} major faults/s`);
     if (sig.swapInKiBPerS > 0) why.push(`swapping in ${mib(sig.swapInKiBPerS)}/s`);
     if (sig.stallPct !== undefined && sig.stallPct > o.stallPctPressure) why.push(`memory stall ${sig.stallPct.toFixed(1)} %`);
     const pressured = why.length > 0;
+    // Rising: at this rate the guest runs out of headroom before growth could reach it.
+    const rising = riseKiBPerS >= o.risingKiBPerS && availableKiB - riseKiBPerS * o.horizonS < headroom;
     const coolingS = s.nowS - (state.lastPressureS.get(g.name) ?? -Infinity);
     const streak = pressured && coolingS <= 2 * o.periodS ? (state.pressureStreak.get(g.name) ?? 0) + 1 : 0;
     state.pressureStreak.set(g.name, streak);
-    if (pressured) state.lastPressureS.set(g.name, s.nowS);
+    if (pressured || rising) state.lastPressureS.set(g.name, s.nowS);
     let targetKiB = g.currentKiB;
     let reason = `use ${mib(useKiB)} + headroom ${mib(headroom)}: within band`;
-    if (pressured) {
+    const aheadKiB = rising ? Math.round(riseKiBPerS * o.growAheadS) : 0;
+    if (shrinking && (pressured || rising) && riseKiBPerS < o.risingKiBPerS) {
+      // The guest's numbers say it is short while it gives memory back, but it touches no new
+      // memory: stop taking, do not give.
+      targetKiB = g.currentKiB;
+      reason = `${pressured ? `pressure (${why.join(', ')})` : `use appears to rise`} while shrinking to ${mib(g.targetKiB!)}: stop the shrink`;
+    } else if (pressured) {
       const stepKiB = o.minGrowKiB * 2 ** Math.min(streak, 4);
-      targetKiB = alignUp(Math.max(useKiB + 3 * headroom, g.currentKiB + stepKiB));
+      targetKiB = alignUp(Math.max(useKiB + 3 * headroom + aheadKiB, g.currentKiB + stepKiB));
       reason = `pressure (${why.join(', ')}): grow by at least ${mib(stepKiB)}${streak ? ` (pressure ${streak + 1} rounds in a row)` : ''}`;
-    } else if (sig.availableKiB < headroom) {
+    } else if (rising) {
+      targetKiB = alignUp(useKiB + headroom + aheadKiB);
+      reason = `use rising ${mib(riseKiBPerS)}/s with ${mib(availableKiB)} available: grow ahead to use ${mib(useKiB)} + headroom + ${o.growAheadS} s of the rise`;
+    } else if (availableKiB < headroom) {
       targetKiB = alignUp(useKiB + 2 * headroom);
-      reason = `available ${mib(sig.availableKiB)} below headroom ${mib(headroom)}: grow`;
-    } else if (sig.availableKiB > 2 * headroom) {
+      reason = `available ${mib(availableKiB)} below headroom ${mib(headroom)}: grow`;
+    } else if (idleKiB > 2 * headroom + reserveKiB) {
       if (coolingS < o.coolDownS) {
-        reason = `idle memory ${mib(sig.availableKiB - headroom)}, but pressure ${Math.round(coolingS)} s ago: cooling down`;
+        reason = `idle memory ${mib(idleKiB - headroom)}, but pressure ${Math.round(coolingS)} s ago: cooling down`;
       } else {
-        const want = useKiB + 1.5 * headroom;
+        const want = safeUseKiB + 1.5 * headroom + reserveKiB;
         targetKiB = alignDown(Math.max(want, g.currentKiB - o.reclaimStepKiB));
-        reason = `${mib(sig.availableKiB)} available (idle or cache) > 2 x headroom: reclaim toward use ${mib(useKiB)} + 1.5 x headroom`;
+        reason = `${mib(idleKiB)} available (idle or cache) > 2 x headroom: reclaim toward use ${mib(safeUseKiB)} + 1.5 x headroom`
+          + (reserveKiB > 0 ? ` + ${mib(reserveKiB)} kept for a burst like the last one` : '');
       }
     }
     targetKiB = Math.min(maxKiB, Math.max(minKiB, targetKiB));
-    plans.push({ g, minKiB, maxKiB, targetKiB, pressured, reason });
+    plans.push({ g, minKiB, maxKiB, targetKiB, pressured: pressured || rising, reason });
   }
 
   fitBudget(s, plans, o);
+  for (const name of state.track.keys()) if (!s.guests.some((g) => g.name === name)) state.track.delete(name);
 
   for (const p of plans) {
     const { g } = p;
-    if (Math.abs(p.targetKiB - g.currentKiB) < o.minChangeKiB) {
-      decision.holds.push({ name: g.name, reason: p.targetKiB === g.currentKiB ? p.reason : `${p.reason} (change under ${mib(o.minChangeKiB)})` });
+    // Measured against what the guest was last asked for: a resize under way is not re-sent, and
+    // stopping a shrink where the guest is now is a change even though the size stays.
+    const asked = g.targetKiB ?? g.currentKiB;
+    if (Math.abs(p.targetKiB - asked) < o.minChangeKiB) {
+      const why = p.targetKiB === g.currentKiB ? p.reason
+        : asked !== g.currentKiB ? `${p.reason} (already heading to ${mib(asked)})` : `${p.reason} (change under ${mib(o.minChangeKiB)})`;
+      decision.holds.push({ name: g.name, reason: why });
       continue;
     }
     const action: PolicyAction = { name: g.name, fromKiB: g.currentKiB, targetKiB: p.targetKiB, reason: p.reason };
@@ -189,7 +326,7 @@ export function virtmemPolicy(o: VirtmemPolicyOptions = DEFAULT_POLICY_OPTIONS):
   return {
     name: 'virtmem',
     periodS: o.periodS,
-    initialState: () => ({ lastPressureS: new Map(), pressureStreak: new Map() }),
+    initialState: () => ({ lastPressureS: new Map(), pressureStreak: new Map(), track: new Map() }),
     decide: (s, state) => decideVirtmem(s, state, o),
   };
 }

@@ -104,4 +104,27 @@ describe('the daemon runs the policy on real guests', { skip: !guest?.hasVmhelpe
     const last = (await apiGet('/api/v1/domains/pg/policy') as { last: { reason: string } }).last;
     assert.ok(last.reason.length > 10);
   });
+
+  test('--policy-engine runs the Proxmox port instead (same guests, same loop), and says so', async () => {
+    await daemon!.stop();
+    daemon = await startDaemon(sb.stateDir, ['--policy', 'all', '--policy-engine', 'proxmox', '--policy-budget', '1G']);
+    assert.match(daemon.stderr(), /memory policy all \(proxmox\), guests' budget 1G/);
+    // 'all' manages 'still' too; Proxmox's first round comes at once, then every 10 s.
+    const doc = await until('a Proxmox decision for still', () => apiGet('/api/v1/domains/still/policy') as Promise<{ mode: string; last: { reason: string } | null }>,
+      (d) => /Proxmox compute_alg1|host goal/.test(d.last?.reason ?? ''), () => {}, 30_000);
+    assert.equal(doc.mode, 'all');
+  });
+});
+
+test('bad daemon policy flags are refused by name before anything starts', async () => {
+  for (const [args, msg] of [
+    [['--policy-engine', 'senpai'], /invalid --policy-engine 'senpai': expected virtmem, proxmox, mom/],
+    [['--policy', 'some'], /invalid --policy 'some': expected off, per-guest or all/],
+    [['--policy-budget', '12Q'], /policy budget/],
+  ] as const) {
+    const r = await sb.run('daemon', ...args);
+    assert.notEqual(r.code, 0, args.join(' '));
+    assert.match(r.stderr, msg);
+    assert.doesNotMatch(r.stderr, /listening/);
+  }
 });

@@ -8,7 +8,7 @@ import { MiB } from '../../src/policy/types.js';
 const B = 1024 * 1024; // bytes per MiB
 const model = (over: Partial<PolicyGuestInput> = {}): PolicyGuestInput => ({
   name: 'g', state: 'running', monitor: 'connected', maxMemoryBytes: 2048 * B, bootBytes: 512 * B, hasBalloon: true,
-  balloonBytes: 512 * B, dimmBytes: 0, devices: [{ pluggedBytes: 512 * B }],
+  balloonBytes: 512 * B, dimmBytes: 0, devices: [{ pluggedBytes: 512 * B }], rssBytes: null, targetBytes: 1024 * B,
   stats: { usableBytes: 900 * B, unusedBytes: 800 * B, diskCachesBytes: 50 * B, majorFaults: 100, swapInBytes: 0, lastUpdateS: 1000 },
   ...over,
 });

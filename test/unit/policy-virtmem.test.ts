@@ -5,7 +5,7 @@ import { decideVirtmem, DEFAULT_POLICY_OPTIONS, virtmemPolicy, type VirtmemPolic
 import { momPolicy } from '../../src/policy/mom.js';
 import { MiB, type GuestSnapshot, type GuestSignals, type Snapshot } from '../../src/policy/types.js';
 
-const fresh = (): VirtmemPolicyState => ({ lastPressureS: new Map(), pressureStreak: new Map() });
+const fresh = (): VirtmemPolicyState => virtmemPolicy().initialState();
 const sig = (over: Partial<GuestSignals> = {}): GuestSignals => ({
   availableKiB: 300 * MiB, unusedKiB: 200 * MiB, diskCachesKiB: 50 * MiB, majorFaultsPerS: 0, swapInKiBPerS: 0, ageS: 1, ...over,
 });
@@ -86,9 +86,9 @@ describe('pressure', () => {
     const state = fresh();
     decideVirtmem(snap([guest('b', 1024 * MiB, sig({ majorFaultsPerS: 1000 }))], null, 100), state);
     const idle = sig({ availableKiB: 900 * MiB });
-    const during = decideVirtmem(snap([guest('b', 1536 * MiB, idle)], null, 110), state);
+    const during = decideVirtmem(snap([guest('b', 1536 * MiB, idle)], null, 105), state);
     assert.equal(during.actions.length, 0);
-    assert.match(during.holds[0]!.reason, /pressure 10 s ago: cooling down/);
+    assert.match(during.holds[0]!.reason, /pressure 5 s ago: cooling down/);
     const after = decideVirtmem(snap([guest('b', 1536 * MiB, idle)], null, 100 + DEFAULT_POLICY_OPTIONS.coolDownS + 1), state);
     assert.equal(after.actions.length, 1);
     assert.ok(after.actions[0]!.targetKiB < 1536 * MiB);
@@ -116,6 +116,85 @@ describe('reclaim', () => {
     assert.match(d.holds[1]!.reason, /no guest statistics/);
     assert.match(d.holds[2]!.reason, /60 s old/);
     assert.match(d.holds[3]!.reason, /within band/);
+  });
+});
+
+describe('rising guests, fresh host readings, bursts', () => {
+  const withRss = (g: GuestSnapshot, rssKiB: number): GuestSnapshot => ({ ...g, rssKiB });
+  test('QEMU RSS rising between statistics samples is counted as use, and the guest is grown ahead of the rise', () => {
+    const state = fresh();
+    // t=100: 1 GiB guest, 174 MiB available (use 850 MiB, headroom 106 MiB), RSS 900 MiB: within band.
+    const first = decideVirtmem(snap([withRss(guest('r', 1024 * MiB, sig({ availableKiB: 174 * MiB, ageS: 0.2 })), 900 * MiB)], null, 100), state);
+    assert.deepEqual(first.actions, [], JSON.stringify(first));
+    // t=101: the same sample (now 1.2 s old), but RSS rose by 100 MiB in one second: the guest has
+    // touched 100 MiB since, has 74 MiB left and would be out well within the horizon.
+    const d = decideVirtmem(snap([withRss(guest('r', 1024 * MiB, sig({ availableKiB: 174 * MiB, ageS: 1.2 })), 1000 * MiB)], null, 101), state);
+    assert.equal(d.actions.length, 1);
+    const a = d.actions[0]!;
+    assert.match(a.reason, /^use rising 100 MiB\/s with 74 MiB available: grow ahead/);
+    // use 950 MiB + headroom (12.5 %) + 5 s x 100 MiB/s, block-aligned
+    const want = 950 * MiB + Math.round(0.125 * 950 * MiB) + 500 * MiB;
+    assert.equal(a.targetKiB, Math.ceil(want / (2 * MiB)) * 2 * MiB);
+  });
+  test('a slow rise with plenty available is left alone', () => {
+    const state = fresh();
+    decideVirtmem(snap([withRss(guest('s', 2048 * MiB, sig({ availableKiB: 300 * MiB, ageS: 0.2 })), 1500 * MiB)], null, 100), state);
+    const d = decideVirtmem(snap([withRss(guest('s', 2048 * MiB, sig({ availableKiB: 300 * MiB, ageS: 1.2 })), 1510 * MiB)], null, 101), state);
+    assert.deepEqual(d.actions, [], JSON.stringify(d));
+  });
+  test('a sample taken before a growth reached the guest does not make the policy grow again', () => {
+    const state = fresh();
+    // MemTotal 924 MiB of a 1 GiB guest: 100 MiB lie beyond what the guest counts.
+    const grow = decideVirtmem(snap([guest('f', 1024 * MiB, sig({ availableKiB: 10 * MiB, totalKiB: 924 * MiB, ageS: 0.1 }))], null, 100), state);
+    const to = grow.actions[0]!.targetKiB;
+    assert.ok(to > 1024 * MiB);
+    // t=101: QEMU has plugged the new blocks, the guest has not onlined them yet: its sample
+    // still shows MemTotal 924 MiB with 10 MiB available. That is the old size, not new use.
+    const next = decideVirtmem(snap([guest('f', to, sig({ availableKiB: 10 * MiB, totalKiB: 924 * MiB, ageS: 0.2 }))], null, 101), state);
+    assert.deepEqual(next.actions, [], JSON.stringify(next));
+    // Without MemTotal the same numbers read as a guest that used all of its new memory: it grows again.
+    const blind = fresh();
+    decideVirtmem(snap([guest('f', 1024 * MiB, sig({ availableKiB: 10 * MiB, ageS: 0.1 }))], null, 100), blind);
+    const again = decideVirtmem(snap([guest('f', to, sig({ availableKiB: 10 * MiB, ageS: 0.2 }))], null, 101), blind);
+    assert.equal(again.actions.length, 1);
+  });
+  test('balloon pages that MemTotal still counts (deflate-on-oom) are not use', () => {
+    // A 512 MiB boot guest ballooned to 384 MiB: MemTotal stays 405 MiB, 250 MiB available.
+    const g = { ...guest('d', 384 * MiB, sig({ availableKiB: 250 * MiB, totalKiB: 405 * MiB, ageS: 0.1 })), inflatedInTotalKiB: 128 * MiB, targetKiB: 384 * MiB };
+    const d = decideVirtmem(snap([g], null, 100), fresh());
+    // use = 384 - 250 = 134 MiB (MemTotal - inflated = 277 MiB visible, 107 MiB beyond it): at the floor already.
+    assert.deepEqual(d.actions, []);
+    assert.match(d.holds[0]!.reason, /use 134 MiB/);
+  });
+  test('after a burst, reclaim keeps room for half of it for burstMemoryS, then lets it go', () => {
+    const o = DEFAULT_POLICY_OPTIONS;
+    const state = fresh();
+    // Use rises from 200 MiB to 1400 MiB over a few samples (the burst ends at t=105), then is freed.
+    let t = 100;
+    for (const use of [200, 500, 800, 1100, 1400, 1400]) {
+      decideVirtmem(snap([guest('b', 2048 * MiB, sig({ availableKiB: 2048 * MiB - use * MiB, ageS: 0 }))], null, t), state);
+      t += 1;
+    }
+    // After the cool-down, still within the burst memory: reclaim stops at use + 1.5 headrooms + 600 MiB.
+    const d = decideVirtmem(snap([guest('b', 1100 * MiB, sig({ availableKiB: 900 * MiB, ageS: 0 }))], null, 105 + o.coolDownS + 1), state);
+    assert.match(d.actions[0]!.reason, /\+ 600 MiB kept for a burst like the last one$/);
+    assert.equal(d.actions[0]!.targetKiB, 200 * MiB + 144 * MiB + 600 * MiB);
+    // Once the burst memory is over, reclaim goes on toward the floor.
+    const later = decideVirtmem(snap([guest('b', 944 * MiB, sig({ availableKiB: 744 * MiB, ageS: 0 }))], null, 105 + o.burstMemoryS + 1), state);
+    assert.equal(later.actions[0]!.targetKiB, 944 * MiB - o.reclaimStepKiB);
+    assert.doesNotMatch(later.actions[0]!.reason, /kept for a burst/);
+  });
+  test('while a shrink is under way, pressure in the statistics stops it where the guest is (no growth)', () => {
+    const state = fresh();
+    const g = { ...guest('s', 900 * MiB, sig({ availableKiB: 20 * MiB, ageS: 0.2 })), targetKiB: 500 * MiB, rssKiB: 400 * MiB };
+    const d = decideVirtmem(snap([g], null, 100), state);
+    assert.equal(d.actions.length, 1);
+    // Where it is, or up to use + half a headroom (the guard rail), not the +256 MiB of pressure.
+    assert.ok(d.actions[0]!.targetKiB >= 900 * MiB && d.actions[0]!.targetKiB <= 900 * MiB + 64 * MiB, String(d.actions[0]!.targetKiB / MiB));
+    assert.match(d.actions[0]!.reason, /while shrinking to 500 MiB: stop the shrink$/);
+    // A resize already heading where the policy wants is not sent again.
+    const again = decideVirtmem(snap([{ ...guest('s', 900 * MiB, sig({ availableKiB: 20 * MiB, ageS: 0.2 })), targetKiB: 900 * MiB }], null, 101), state);
+    assert.ok(again.actions.every((a) => a.targetKiB !== 900 * MiB));
   });
 });
 
