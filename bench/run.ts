@@ -3,7 +3,10 @@
  * and initramfs, one domain XML defined in both systems).
  *
  *   npm run bench [-- --quick] [-- --docs] [-- --scales 10,50,200]
- *   npm run bench -- policy     the memory policies side by side (simulated, bench/policy-sim.ts)
+ *   npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem]
+ *                               the memory policies side by side on three real guests, each
+ *                               through virtmem's daemon (bench/policy-real.ts)
+ *   npm run bench -- policy --sim   the same scenario in a deterministic model (bench/policy-sim.ts)
  *
  * --quick   fewer runs and only 10 guests at scale: a few minutes.
  * --docs    also write the table into docs/benchmarks.md.
@@ -549,13 +552,14 @@ async function writeDocs(block: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  if (process.argv[2] === 'policy' && process.argv.includes('--real')) return (await import('./policy-real.js')).runPolicyReal(process.argv.slice(3));
-  if (process.argv[2] === 'policy') {
-    // The policy comparison: a deterministic simulation for now (see bench/policy-sim.ts).
+  if (process.argv[2] === 'policy' && process.argv.includes('--sim')) {
+    // The same scenario in a deterministic model of guests (bench/policy-sim.ts): seconds, no QEMU.
     const { runPolicySim, formatPolicyTable } = await import('./policy-sim.js');
     process.stdout.write(formatPolicyTable(runPolicySim()));
     return;
   }
+  // The policy comparison on real guests, each row through virtmem's daemon (bench/policy-real.ts).
+  if (process.argv[2] === 'policy') return (await import('./policy-real.js')).runPolicyReal(process.argv.slice(3).filter((a) => a !== '--real'));
   const { plan: p, docs } = plan(process.argv.slice(2));
   if (process.getuid?.() !== 0) log('not root: libvirt qemu:///system and its install need root; this will likely fail');
   log(`mode ${p.mode}: scales ${p.scales.join(', ')}`);

@@ -81,7 +81,7 @@ export const DEFAULT_POLICY_OPTIONS: VirtmemPolicyOptions = {
   horizonS: 3,
   growAheadS: 5,
   burstReserveFraction: 0.5,
-  burstMemoryS: 30,
+  burstMemoryS: 20,
 };
 
 /** Per-guest memory between rounds. */
@@ -105,9 +105,12 @@ export interface GuestTrack {
   /** RSS at the previous round, for the host-side rate. */
   rssKiB: number | null;
   rssAtS: number;
-  /** The guest's size beyond its MemTotal (kernel, firmware, reserved): the least seen of
-   * current - visible MemTotal; a resize in flight only ever makes that difference larger. */
+  /** The guest's size beyond its MemTotal (kernel, firmware, reserved): current - visible
+   * MemTotal, learnt from samples taken while the size held still. */
   reservedKiB: number | null;
+  /** The size last seen, and since when (rounds' time): a sample from before that is of another size. */
+  sizeKiB: number;
+  sizeSinceS: number;
   /** The burst in progress: use when it began and the highest use since (null: not rising). */
   burstStartKiB: number | null;
   burstPeakKiB: number;
@@ -132,15 +135,19 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   // The size the guest had when the sample was taken: its MemTotal then (less balloon pages it
   // still counts) plus what lies beyond MemTotal. The host's count of its size runs ahead of
   // the guest while blocks are being onlined or offlined; MemTotal and MemAvailable agree.
+  // The part beyond MemTotal is learnt from a sample taken a second or more after the size last
+  // changed (QEMU stamps samples in whole seconds): then both describe the same guest.
   const visibleKiB = sig.totalKiB === undefined ? null : Math.max(0, sig.totalKiB - (g.inflatedInTotalKiB ?? 0));
-  const beyond = visibleKiB === null ? null : Math.max(0, g.currentKiB - visibleKiB);
-  const reservedKiB = beyond === null ? null : Math.min(beyond, t?.reservedKiB ?? beyond);
-  const sizeAtSample = visibleKiB === null || reservedKiB === null ? g.currentKiB : Math.min(g.currentKiB, visibleKiB + reservedKiB);
+  if (t && g.currentKiB !== t.sizeKiB) { t.sizeKiB = g.currentKiB; t.sizeSinceS = nowS; }
+  const settled = !t || statsAtS >= t.sizeSinceS + 1;
+  let reservedKiB = t?.reservedKiB ?? null;
+  if (visibleKiB !== null && settled) reservedKiB = Math.max(0, g.currentKiB - visibleKiB);
+  const sizeAtSample = visibleKiB === null || reservedKiB === null ? g.currentKiB : visibleKiB + reservedKiB;
   const sampleUse = Math.max(0, sizeAtSample - sig.availableKiB);
   if (!t) {
     t = {
       statsAtS, useKiB: sampleUse, rssAtStatsKiB: rss, useRateKiBPerS: 0, rssKiB: rss, rssAtS: nowS,
-      reservedKiB, burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstEndS: -Infinity,
+      reservedKiB, sizeKiB: g.currentKiB, sizeSinceS: -Infinity, burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstEndS: -Infinity,
     };
     state.track.set(g.name, t);
   } else if (statsAtS > t.statsAtS + NEW_SAMPLE_S) {
