@@ -6,6 +6,7 @@ import type { DomainDef } from '../driver/definition.js';
 import type { DomainState } from '../driver/run-status.js';
 import { defLayout } from '../driver/memory-layout.js';
 import type { BalloonGuestStats, MemoryDeviceInfo } from '../qmp/index.js';
+import type { GuestPressure } from './guest-pressure.js';
 
 /** The daemon's connection to the guest's watch monitor. */
 export type MonitorState = 'connecting' | 'connected' | 'stale' | 'down';
@@ -53,6 +54,8 @@ export interface GuestModel {
   devices: DeviceModel[];
   statsPeriodS: number;
   stats: GuestStatsModel;
+  /** The guest's own memory stall, where it reports one (src/daemon/guest-pressure.ts). */
+  pressure: GuestPressure | null;
   rssBytes: number | null;
   updatedAtS: number;
   /** Counters since the daemon started watching. */
@@ -73,7 +76,7 @@ export function modelFromDefinition(live: DomainDef, info: { id: number | null; 
     qemuPid: info.pid, maxMemoryBytes: live.memory.maxKiB * KIB, targetBytes: live.memory.currentKiB * KIB,
     bootBytes: layout.bootKiB * KIB, hasBalloon, balloonAutodeflate: hasBalloon && live.balloon.autodeflate, balloonBytes: layout.bootKiB * KIB,
     balloonTargetBytes: hasBalloon ? balloonTargetKiB * KIB : null, dimmBytes: layout.dimmKiB * KIB, devices,
-    statsPeriodS: live.balloon.statsPeriodS, stats: {}, rssBytes: null, updatedAtS: nowS,
+    statsPeriodS: live.balloon.statsPeriodS, stats: {}, pressure: null, rssBytes: null, updatedAtS: nowS,
     counters: { balloonChanges: 0, deviceSizeChanges: 0, monitorTimeouts: 0, reconnects: 0 },
   };
 }
@@ -206,6 +209,7 @@ export function guestDocument(m: GuestModel, nowS: number): Record<string, unkno
     ...m.stats,
   };
   if (m.rssBytes !== null) stats.rssBytes = m.rssBytes;
+  if (m.pressure && nowS - m.pressure.atS <= 3) stats.stallPct = Math.round(m.pressure.somePct * 100) / 100;
   return {
     name: m.name, uuid: m.uuid, id: m.id, state: m.state, monitor: m.monitor, stale: m.monitor !== 'connected',
     staleSinceS: m.staleSinceS, maxMemoryBytes: m.maxMemoryBytes,

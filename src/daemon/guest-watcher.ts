@@ -12,6 +12,7 @@ import { BALLOON_QOM_PATH } from '../driver/qemu-argv.js';
 import type { RunPaths } from '../driver/paths.js';
 import { isProcessAlive, readRssKiB } from '../driver/host-process.js';
 import { readRunRecord, type RunningRecord } from '../driver/run-status.js';
+import { GuestPressureFeed } from './guest-pressure.js';
 import {
   applyBalloon, applyDefinition, applyDevices, applyEvent, applyGuestStats, modelFromDefinition, setMonitor, setState,
   type GuestModel,
@@ -48,6 +49,7 @@ export class GuestWatcher {
   #statsAtMs = 0;
   #recordMtimeMs = 0;
   #gone = false;
+  #pressure: GuestPressureFeed;
 
   constructor(
     private readonly paths: RunPaths,
@@ -56,6 +58,7 @@ export class GuestWatcher {
     private readonly opts: WatcherOptions,
   ) {
     this.model = modelFromDefinition(rec.live, { id: rec.id, state: rec.paused ? 'paused' : 'running', pid: rec.pid }, Date.now() / 1000);
+    this.#pressure = new GuestPressureFeed(paths.pressure, (p) => { this.model.pressure = p; });
   }
 
   get name(): string {
@@ -73,6 +76,7 @@ export class GuestWatcher {
 
   start(): void {
     this.#loop ??= this.#run().catch(() => { /* every failure is handled inside; never leaves a rejection */ });
+    this.#pressure.start();
   }
 
   /** Stops watching: the guest keeps running. Resolves when the connection is closed. */
@@ -80,7 +84,7 @@ export class GuestWatcher {
     this.#stop.abort();
     this.#stream?.close();
     this.#client?.destroy();
-    await this.#loop;
+    await Promise.all([this.#loop, this.#pressure.stop()]);
   }
 
   #now(): number {
@@ -134,6 +138,7 @@ export class GuestWatcher {
   #markGone(): void {
     if (this.#gone) return;
     this.#gone = true;
+    void this.#pressure.stop();
     setState(this.model, 'shutoff', this.#now());
     setMonitor(this.model, 'down', this.#now());
     this.#changed('gone');

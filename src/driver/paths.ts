@@ -32,6 +32,8 @@ export interface RunPaths {
   console: string;
   consoleLog: string;
   agent: string;
+  /** The guest's memory-pressure feed (third serial port; see src/daemon/guest-pressure.ts). */
+  pressure: string;
   qemuLog: string;
   pidfile: string;
   /** The daemon's policy loop: its last decision for this guest (read by `policy show`). */
@@ -63,6 +65,7 @@ export class StatePaths {
       console: join(dir, 'console.sock'),
       consoleLog: join(dir, 'console.log'),
       agent: join(dir, 'agent.sock'),
+      pressure: join(dir, 'pressure.sock'),
       qemuLog: join(dir, 'qemu.log'),
       pidfile: join(dir, 'qemu.pid'),
       policyLast: join(dir, 'policy-last.json'),

@@ -94,6 +94,9 @@ export function buildQemuArgv(inp: LaunchInputs): string[] {
   push('-serial', 'chardev:con0');
   push('-chardev', `socket,id=agent0,path=${optValue(paths.agent)},server=on,wait=off`);
   push('-serial', 'chardev:agent0');
+  // The built-in guest writes its memory stall (PSI) here once a second, for the daemon's policy.
+  push('-chardev', `socket,id=pressure0,path=${optValue(paths.pressure)},server=on,wait=off`);
+  push('-serial', 'chardev:pressure0');
 
   if (def.balloon.model === 'virtio') {
     push('-device', `virtio-balloon-pci,id=${BALLOON_ID},deflate-on-oom=${onOff(def.balloon.autodeflate)},free-page-reporting=${onOff(def.balloon.freePageReporting)}`);

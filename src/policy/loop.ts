@@ -20,6 +20,8 @@ export interface PolicyGuestInput {
   balloonBytes: number;
   dimmBytes: number;
   devices: ReadonlyArray<{ pluggedBytes: number }>;
+  /** The guest's own memory stall (PSI), where it reports one; `atS` on the host clock. */
+  pressure?: { somePct: number; atS: number } | null;
   /** QEMU's resident size, read every daemon tick. */
   rssBytes: number | null;
   /** The total last asked for (setmem): below the current size while a shrink is under way. */
@@ -60,6 +62,9 @@ export interface PolicyLoopOptions {
   record(name: string, d: LastPolicyDecision): Promise<void> | void;
 }
 
+/** A stall report older than this (the guest reports every second) is not used. */
+const PRESSURE_FRESH_S = 3;
+
 /** Counters of a guest between rounds, for rates. */
 interface Previous { majorFaults: number; swapInBytes: number; atS: number }
 
@@ -82,6 +87,7 @@ export function guestSnapshot(g: PolicyGuestInput, settings: PolicySettings, pre
       ageS: Math.max(0, nowS - st.lastUpdateS),
     };
     if (st.availableBytes !== undefined) signals.totalKiB = Math.floor(st.availableBytes / 1024);
+    if (g.pressure && nowS - g.pressure.atS <= PRESSURE_FRESH_S) signals.stallPct = g.pressure.somePct;
   }
   const snap: GuestSnapshot = { name: g.name, currentKiB, maxKiB: Math.floor(g.maxMemoryBytes / 1024), settings, signals };
   if (g.rssBytes !== null) snap.rssKiB = Math.floor(g.rssBytes / 1024);
