@@ -8,6 +8,7 @@
  * Also a CLI: `node dist/src/guest/build.js [--force] [--dir DIR]`.
  */
 
+import { createHash } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import { access, chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { homedir, tmpdir } from 'node:os';
@@ -42,6 +43,8 @@ export interface DefaultGuest {
   builtAt: string;
   /** Whether the initramfs has /bin/vmhelper (needs gcc on the building host). */
   hasVmhelper: boolean;
+  /** What it was built from (see GuestManifest.sourcesDigest); null: not recorded. */
+  sourcesDigest: string | null;
 }
 
 export interface BuildDefaultGuestOptions {
@@ -120,6 +123,7 @@ function toDefaultGuest(dir: string, m: GuestManifest): DefaultGuest {
     kernelVersion: m.kernelVersion,
     builtAt: m.builtAt,
     hasVmhelper: m.hasVmhelper,
+    sourcesDigest: m.sourcesDigest ?? null,
   };
 }
 
@@ -134,15 +138,17 @@ export async function buildDefaultGuest(opts: BuildDefaultGuestOptions = {}): Pr
   const dir = opts.dir ?? defaultGuestDir();
   const log = opts.log ?? (() => {});
   const signal = opts.signal;
+  const sources = await findGuestSources();
+  const digest = await guestSourcesDigest(sources);
   if (!opts.force) {
     const cached = await findDefaultGuest(dir);
-    if (cached) {
+    if (cached && cached.sourcesDigest === digest) {
       log(`default guest already built in ${dir} (kernel ${cached.kernelVersion}); use --force to rebuild`);
       return cached;
     }
+    if (cached) log(`default guest in ${dir} was built from other sources (guest/init, guest/vmhelper.c or the module list changed): rebuilding`);
   }
   const started = Date.now();
-  const sources = await findGuestSources();
   const work = await mkdtemp(join(tmpdir(), 'virtmem-guest-'));
   try {
     const kernelPackage = await resolveKernelPackage(signal);
@@ -181,6 +187,7 @@ export async function buildDefaultGuest(opts: BuildDefaultGuestOptions = {}): Pr
       builtinModules: plan.builtin,
       hasVmhelper: vmhelper !== null,
       builtAt: new Date().toISOString(),
+      sourcesDigest: digest,
     };
     try {
       await writeFileAtomic(join(dir, KERNEL_FILE), await readFile(vmlinuz), 0o644);
@@ -195,6 +202,20 @@ export async function buildDefaultGuest(opts: BuildDefaultGuestOptions = {}): Pr
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** The digest a default guest built from this checkout records (GuestManifest.sourcesDigest). */
+export async function defaultGuestSourcesDigest(): Promise<string> {
+  return guestSourcesDigest(await findGuestSources());
+}
+
+/** sha256 of what the initramfs is made from: the two sources, the module list, the command line. */
+async function guestSourcesDigest(sources: { init: string; vmhelperC: string }): Promise<string> {
+  const h = createHash('sha256');
+  for (const part of [await readFile(sources.init), await readFile(sources.vmhelperC).catch(() => Buffer.alloc(0)), DEFAULT_GUEST_MODULES.join(','), DEFAULT_GUEST_CMDLINE]) {
+    h.update(part).update('\0');
+  }
+  return h.digest('hex');
 }
 
 /** guest/init and guest/vmhelper.c of this checkout (found from this module's location). */

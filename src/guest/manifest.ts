@@ -27,6 +27,12 @@ export interface GuestManifest {
   hasVmhelper: boolean;
   /** ISO 8601 time of the build. */
   builtAt: string;
+  /**
+   * sha256 of what the initramfs was made from in this checkout (guest/init, guest/vmhelper.c,
+   * the module list, the command line): a guest built from other sources is rebuilt by
+   * `guest-build`. Absent in guests built before it was recorded (those count as out of date).
+   */
+  sourcesDigest?: string;
 }
 
 const isString = (v: unknown): v is string => typeof v === 'string';
@@ -62,6 +68,7 @@ export function parseGuestManifest(text: string): GuestManifest | null {
     builtinModules: m.builtinModules,
     hasVmhelper: m.hasVmhelper,
     builtAt: m.builtAt,
+    ...(isString(m.sourcesDigest) ? { sourcesDigest: m.sourcesDigest } : {}),
   };
 }
 

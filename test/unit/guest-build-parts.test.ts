@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { frameCommand, frameProbe, hasProbeReply, parseCommandReply, parseMeminfo } from '../../src/guest/agent-protocol.js';
-import { buildDefaultGuest, DEFAULT_GUEST_CMDLINE, defaultGuestDir, findDefaultGuest, pickKernelPackage } from '../../src/guest/build.js';
+import { buildDefaultGuest, DEFAULT_GUEST_CMDLINE, defaultGuestDir, defaultGuestSourcesDigest, findDefaultGuest, pickKernelPackage } from '../../src/guest/build.js';
 import { elfIsStatic, elfSection, parseModinfo } from '../../src/guest/elf.js';
 import { GuestBuildError } from '../../src/guest/errors.js';
 import { DEFAULT_GUEST_MODULES, parseDepends, parseModulesBuiltin, planModules, type ModuleFile } from '../../src/guest/kernel-modules.js';
@@ -159,8 +159,11 @@ test('findDefaultGuest: null unless guest.json is valid and names existing files
       builtinModules: [],
       hasVmhelper: true,
       builtAt: '2026-11-27T00:00:00.000Z',
+      sourcesDigest: await defaultGuestSourcesDigest(),
     };
     assert.deepEqual(parseGuestManifest(serialiseGuestManifest(m)), m);
+    const { sourcesDigest: _, ...older } = m;
+    assert.deepEqual(parseGuestManifest(serialiseGuestManifest(older)), older, 'a manifest from before the digest still parses');
     await writeFile(join(dir, 'guest.json'), serialiseGuestManifest(m));
     assert.equal(await findDefaultGuest(dir), null, 'files missing');
     await writeFile(join(dir, 'vmlinuz'), 'k');
@@ -174,8 +177,10 @@ test('findDefaultGuest: null unless guest.json is valid and names existing files
       kernelVersion: '6.1.0-56-cloud-amd64',
       builtAt: '2026-11-27T00:00:00.000Z',
       hasVmhelper: true,
+      sourcesDigest: m.sourcesDigest,
     });
-    // Idempotent: a complete guest is returned as is, no apt, no rebuild.
+    // Idempotent: a complete guest built from these sources is returned as is, no apt, no rebuild.
+    assert.match(m.sourcesDigest!, /^[0-9a-f]{64}$/);
     assert.deepEqual(await buildDefaultGuest({ dir }), g);
 
     await writeFile(join(dir, 'guest.json'), '{"formatVersion":1,');
