@@ -42,18 +42,20 @@ async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => bool
   }
 }
 
-function apiGet(path: string): Promise<unknown> {
+function apiText(path: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const req = request({ socketPath: join(sb.stateDir, 'virtmemd.sock'), path, headers: { host: 'localhost' } }, (res) => {
       let body = '';
-      res.setEncoding('utf8').on('data', (c: string) => { body += c; }).on('end', () => {
-        try { resolve(JSON.parse(body)); } catch (err) { reject(err); }
-      });
+      res.setEncoding('utf8').on('data', (c: string) => { body += c; }).on('end', () => resolve(body));
     });
     req.setTimeout(10_000, () => req.destroy(new Error('API request timed out')));
     req.once('error', reject);
     req.end();
   });
+}
+
+async function apiGet(path: string): Promise<unknown> {
+  return JSON.parse(await apiText(path)) as unknown;
 }
 
 describe('the daemon runs the policy on real guests', { skip: !guest?.hasVmhelper && 'the built-in guest has no vmhelper' }, () => {
@@ -82,6 +84,14 @@ describe('the daemon runs the policy on real guests', { skip: !guest?.hasVmhelpe
     assert.equal(doc.mode, 'per-guest');
     assert.equal(doc.settings.floorBytes, FLOOR_KIB * 1024);
     assert.ok(doc.last && doc.last.reason.length > 10);
+  });
+
+  test("the built-in guest reports its own memory stall, and the daemon shows it (API and /metrics)", async () => {
+    const doc = await until('a stall report from pg', () => apiGet('/api/v1/domains/pg') as Promise<{ stats: { stallPct?: number } }>,
+      (d) => typeof d.stats.stallPct === 'number', () => {}, 30_000);
+    assert.ok(doc.stats.stallPct! >= 0 && doc.stats.stallPct! <= 100);
+    const metrics = await apiText('/metrics');
+    assert.match(metrics, /^virtmem_guest_memory_stall_percent\{domain="pg"\} [\d.e+-]+$/m);
   });
 
   test('a guest whose policy is off keeps its memory', async () => {
