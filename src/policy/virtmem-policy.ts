@@ -197,6 +197,8 @@ interface Plan {
   maxKiB: number;
   targetKiB: number;
   pressured: boolean;
+  /** Pressure during a shrink: the target is where the guest is, and must be sent to stop the shrink. */
+  stopShrink: boolean;
   reason: string;
 }
 
@@ -236,7 +238,8 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     let targetKiB = g.currentKiB;
     let reason = `use ${mib(useKiB)} + headroom ${mib(headroom)}: within band`;
     const aheadKiB = rising ? Math.round(riseKiBPerS * o.growAheadS) : 0;
-    if (shrinking && (pressured || rising) && riseKiBPerS < o.risingKiBPerS) {
+    const stopShrink = shrinking && (pressured || rising) && riseKiBPerS < o.risingKiBPerS;
+    if (stopShrink) {
       // The guest's numbers say it is short while it gives memory back, but it touches no new
       // memory: stop taking, do not give.
       targetKiB = g.currentKiB;
@@ -262,7 +265,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
       }
     }
     targetKiB = Math.min(maxKiB, Math.max(minKiB, targetKiB));
-    plans.push({ g, minKiB, maxKiB, targetKiB, pressured: pressured || rising, reason });
+    plans.push({ g, minKiB, maxKiB, targetKiB, pressured: pressured || rising, stopShrink, reason });
   }
 
   fitBudget(s, plans, o);
@@ -270,10 +273,11 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
 
   for (const p of plans) {
     const { g } = p;
-    // Measured against what the guest was last asked for: a resize under way is not re-sent, and
-    // stopping a shrink where the guest is now is a change even though the size stays.
+    // A resize under way is not sent again; stopping a shrink where the guest is now is a change
+    // even though the size stays, but holding a guest within its band never cancels a shrink.
     const asked = g.targetKiB ?? g.currentKiB;
-    if (Math.abs(p.targetKiB - asked) < o.minChangeKiB) {
+    const small = (a: number, b: number): boolean => Math.abs(a - b) < o.minChangeKiB;
+    if (small(p.targetKiB, asked) || (!p.stopShrink && small(p.targetKiB, g.currentKiB))) {
       const why = p.targetKiB === g.currentKiB ? p.reason
         : asked !== g.currentKiB ? `${p.reason} (already heading to ${mib(asked)})` : `${p.reason} (change under ${mib(o.minChangeKiB)})`;
       decision.holds.push({ name: g.name, reason: why });

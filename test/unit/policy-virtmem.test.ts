@@ -192,6 +192,9 @@ describe('rising guests, fresh host readings, bursts', () => {
     // Where it is, or up to use + half a headroom (the guard rail), not the +256 MiB of pressure.
     assert.ok(d.actions[0]!.targetKiB >= 900 * MiB && d.actions[0]!.targetKiB <= 900 * MiB + 64 * MiB, String(d.actions[0]!.targetKiB / MiB));
     assert.match(d.actions[0]!.reason, /while shrinking to 500 MiB: stop the shrink$/);
+    // A guest within its band is held: that never cancels a shrink under way.
+    const band = decideVirtmem(snap([{ ...guest('w', 600 * MiB, sig({ availableKiB: 150 * MiB, ageS: 0.2 })), targetKiB: 560 * MiB }], null, 100), fresh());
+    assert.deepEqual(band.actions, [], JSON.stringify(band));
     // A resize already heading where the policy wants is not sent again.
     const again = decideVirtmem(snap([{ ...guest('s', 900 * MiB, sig({ availableKiB: 20 * MiB, ageS: 0.2 })), targetKiB: 900 * MiB }], null, 101), state);
     assert.ok(again.actions.every((a) => a.targetKiB !== 900 * MiB));
