@@ -1,21 +1,25 @@
 /**
- * The policy benchmark's scenario on REAL guests: three TCG guests of the built-in guest
- * (boot RAM 512 MiB + a virtio-mem region up to 2 GiB, floor 384 MiB), the same scripted demand
- * (driven from the host through the guest agent with /bin/vmhelper) and the same host budget for
- * every row. Each policy (none, Proxmox's AutoBalloon port, the MoM port, virtmem's) is the pure
- * `Policy` object, driven by a loop in this process at the policy's own period; its actions are
- * applied with `Driver.setMemory(name, kib, {force: true})` (no wait), exactly one call per action.
+ * The policy benchmark on REAL guests: three TCG guests of the built-in guest (boot RAM 512 MiB
+ * + a virtio-mem region up to 2 GiB, floor 384 MiB), the same scripted demand (driven from the
+ * host through the guest agent with /bin/vmhelper, and a read of the cache guest's disk) and the
+ * same host budget for every row. Each row runs `virtmem daemon` as a user would:
+ * `--policy off` (none) or `--policy all --policy-engine virtmem|proxmox|mom`, with
+ * `--policy-budget`; the policy loop, its snapshots and its resizes are the daemon's.
  *
- *   npm run bench -- policy --real [--seconds N]
+ *   npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem] [--no-cache]
  *
- * Sampled every second per guest: current memory (Driver.info: balloon + plugged virtio-mem),
- * QEMU RSS (dommemstat rss), OOM kills (guest `dmesg | grep -c 'Out of memory'`), how many
- * vmhelper processes are alive against how many the scenario started. Guests are fresh for each
- * row (destroyed and started again), all in a temporary --state-dir that is removed at the end.
+ * Sampled every second per guest from the daemon's live model (GET /api/v1/stats: current
+ * memory, QEMU RSS, guest statistics; no monitor connection of the bench's own), plus from each
+ * guest through its agent: OOM kills (`dmesg | grep -c 'Out of memory'`) and how many vmhelper
+ * processes are alive against how many the scenario started. Resize commands are counted from
+ * the daemon's event stream (policy decisions). Guests are fresh for each row (destroyed and
+ * started again), all in a temporary --state-dir that is removed at the end.
+ * VIRTMEM_BENCH_TRACE=1 prints every decision and every sample.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { tmpdir, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -73,7 +77,7 @@ function scenario(k: number, withCache: boolean): { steps: Step[]; endS: number;
   return { steps, endS: SIM_END_S * k, quietS: 200 * k, spikeS: 170 * k };
 }
 
-interface Latest { currentKiB: number; rssKiB: number; usableKiB?: number; unusedKiB?: number; cachesKiB?: number; majorFaults?: number; lastUpdateS?: number; mfRate: number; atS: number }
+interface Latest { currentKiB: number; rssKiB: number; usableKiB?: number; unusedKiB?: number; cachesKiB?: number; majorFaults?: number; atS: number }
 
 export interface RealRow {
   policy: string;
@@ -103,13 +107,6 @@ function vm(stateDir: string, ...args: string[]): string {
   return r.stdout;
 }
 
-async function hostMem(): Promise<{ total: number; avail: number }> {
-  const t = await readFile('/proc/meminfo', 'utf8');
-  const g = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(t)?.[1] ?? 0);
-  return { total: g('MemTotal'), avail: g('MemAvailable') };
-}
-
-const stat = (s: { name: string; value: number }[], n: string): number | undefined => s.find((x) => x.name === n)?.value;
 
 type Engine = 'none' | PolicyEngine;
 
@@ -259,7 +256,7 @@ async function runRow(stateDir: string, driver: Driver, engine: Engine, k: numbe
       NAMES.forEach((g, i) => {
         const d = doc.guests.find((x) => x.name === name(g));
         if (d) {
-          const l: Latest = { currentKiB: d.memory.totalBytes / 1024, rssKiB: (d.stats.rssBytes ?? 0) / 1024, mfRate: 0, atS: t };
+          const l: Latest = { currentKiB: d.memory.totalBytes / 1024, rssKiB: (d.stats.rssBytes ?? 0) / 1024, atS: t };
           if (d.stats.usableBytes !== undefined) l.usableKiB = d.stats.usableBytes / 1024;
           if (d.stats.unusedBytes !== undefined) l.unusedKiB = d.stats.unusedBytes / 1024;
           if (d.stats.diskCachesBytes !== undefined) { l.cachesKiB = d.stats.diskCachesBytes / 1024; acc.cacheMax = Math.max(acc.cacheMax, l.cachesKiB); }
@@ -370,7 +367,18 @@ export function formatRealTable(rows: RealRow[], k: number, minutes: number): st
   ].join('\n') + '\n';
 }
 
-/** Entry point for `npm run bench -- policy --real [--seconds N] [--rows none,proxmox,mom,virtmem]`. */
+/** A raw disk of `mib` MiB of incompressible data (not a hole: reads must bring real pages). */
+async function writeCacheDisk(path: string, mib: number): Promise<void> {
+  const chunk = randomBytes(MiB * 1024); // 1 MiB, written again and again
+  const fh = await open(path, 'wx', 0o600);
+  try {
+    for (let i = 0; i < mib; i++) await fh.write(chunk);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Entry point for `npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem] [--no-cache]`. */
 export async function runPolicyReal(argv: string[]): Promise<void> {
   const i = argv.indexOf('--seconds');
   const endS = i >= 0 ? Number(argv[i + 1]) : 100;
@@ -389,11 +397,14 @@ export async function runPolicyReal(argv: string[]): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
+    // The cache guest's disk: data it reads once into page cache (clean, droppable), read-only.
+    const cacheDisk = argv.includes('--no-cache') ? null : join(stateDir, 'cache.raw');
+    if (cacheDisk) await writeCacheDisk(cacheDisk, CACHE_MIB + 64);
     for (const g of NAMES) {
-      vm(stateDir, 'new', `pr-${g}`, '--accel', 'tcg', '--memory', '512M', '--max-memory', '2G');
+      const disk = g === 'cache' && cacheDisk ? ['--disk', `${cacheDisk},format=raw,readonly`] : [];
+      vm(stateDir, 'new', `pr-${g}`, '--accel', 'tcg', '--memory', '512M', '--max-memory', '2G', ...disk);
       vm(stateDir, 'policy', 'set', `pr-${g}`, '--enable', '--floor', '384M');
     }
-    const cacheDisk: string | null = null;
     log(`state dir ${stateDir}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
     const rows: RealRow[] = [];
     for (const e of engines) rows.push(await runRow(stateDir, driver, e, k, cacheDisk));
