@@ -189,6 +189,10 @@ async function runRow(stateDir: string, driver: Driver, engine: Engine, k: numbe
       vm(stateDir, 'start', name(g));
       agents.set(g, await GuestAgent.connect(paths.run(name(g)).agent, { timeoutMs: 180_000 }));
     }
+    if (cacheDisk) {
+      const m = await agents.get('cache')!.run('mkdir -p /mnt && mount -o ro /dev/vda /mnt', { timeoutMs: 30_000 });
+      if (m.exitCode !== 0) throw new Error(`cache guest: mounting its disk failed: ${m.output}`);
+    }
     for (const g of NAMES) {
       await driver.setStatsPeriod(name(g), 1, { live: true });
       await driver.setMemory(name(g), START_KIB, { force: true, wait: true, timeoutMs: 120_000 });
@@ -228,8 +232,8 @@ async function runRow(stateDir: string, driver: Driver, engine: Engine, k: numbe
         if (wait > 0) await sleep(wait);
         const a = agents.get(s.g)!;
         if (s.readCacheMiB) {
-          // Fill the page cache: read the disk once (clean cache the guest can drop at any time).
-          void a.run(`dd if=/dev/vda of=/dev/null bs=1M count=${s.readCacheMiB} 2>/dev/null`, { timeoutMs: 120_000 }).catch((e: Error) => log(`${s.g}: read failed: ${e.message}`));
+          // Fill the page cache: read the file once (clean cache the guest can drop at any time).
+          void a.run(`dd if=/mnt/data of=/dev/null bs=1M count=${s.readCacheMiB} 2>/dev/null`, { timeoutMs: 120_000 }).catch((e: Error) => log(`${s.g}: read failed: ${e.message}`));
         } else if (s.killPhase) {
           // Kill the newest helpers down to the base load (pids ascend; keep the oldest).
           const keep = base[s.g];
@@ -367,14 +371,25 @@ export function formatRealTable(rows: RealRow[], k: number, minutes: number): st
   ].join('\n') + '\n';
 }
 
-/** A raw disk of `mib` MiB of incompressible data (not a hole: reads must bring real pages). */
-async function writeCacheDisk(path: string, mib: number): Promise<void> {
-  const chunk = randomBytes(MiB * 1024); // 1 MiB, written again and again
-  const fh = await open(path, 'wx', 0o600);
+/**
+ * An ext2 image holding one file of `mib` MiB of incompressible data. The guest reads the file
+ * from the mounted file system: file page cache is movable (it can live in hot-plugged memory)
+ * and stays after the read, unlike a block device's own cache, which is dropped at last close.
+ */
+async function writeCacheDisk(image: string, mib: number): Promise<void> {
+  const src = await mkdtemp(join(tmpdir(), 'vmpr-fs-'));
   try {
-    for (let i = 0; i < mib; i++) await fh.write(chunk);
+    const chunk = randomBytes(MiB * 1024); // 1 MiB, written again and again
+    const fh = await open(join(src, 'data'), 'wx', 0o600);
+    try {
+      for (let i = 0; i < mib; i++) await fh.write(chunk);
+    } finally {
+      await fh.close();
+    }
+    const r = spawnSync('mke2fs', ['-q', '-F', '-t', 'ext2', '-m', '0', '-d', src, image, `${mib + 64}M`], { encoding: 'utf8', timeout: 120_000 });
+    if (r.status !== 0) throw new Error(`mke2fs failed (${r.status ?? r.signal}): ${r.stderr}`);
   } finally {
-    await fh.close();
+    await rm(src, { recursive: true, force: true });
   }
 }
 
@@ -398,8 +413,8 @@ export async function runPolicyReal(argv: string[]): Promise<void> {
   process.once('SIGTERM', onSignal);
   try {
     // The cache guest's disk: data it reads once into page cache (clean, droppable), read-only.
-    const cacheDisk = argv.includes('--no-cache') ? null : join(stateDir, 'cache.raw');
-    if (cacheDisk) await writeCacheDisk(cacheDisk, CACHE_MIB + 64);
+    const cacheDisk = argv.includes('--no-cache') ? null : join(stateDir, 'cache.img');
+    if (cacheDisk) await writeCacheDisk(cacheDisk, CACHE_MIB);
     for (const g of NAMES) {
       const disk = g === 'cache' && cacheDisk ? ['--disk', `${cacheDisk},format=raw,readonly`] : [];
       vm(stateDir, 'new', `pr-${g}`, '--accel', 'tcg', '--memory', '512M', '--max-memory', '2G', ...disk);
