@@ -353,7 +353,7 @@ async function planKernelModules(modDir: string): Promise<ReturnType<typeof plan
   if (plan.missing.length > 0) {
     throw new GuestBuildError(
       'GUEST_BUILD_FAILED',
-      `kernel in ${modDir} has neither built in nor as modules: ${plan.missing.join(' ')}; the default guest needs virtio, virtio-balloon, virtio-mem and the ACPI button`,
+      `kernel in ${modDir} has neither built in nor as modules: ${plan.missing.join(' ')}; the default guest needs virtio, virtio-balloon, virtio-mem, virtio-blk and the ACPI button`,
     );
   }
   return plan;

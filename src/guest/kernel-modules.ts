@@ -6,8 +6,9 @@
 
 /**
  * What the default guest needs, in the order the facts sheet gives (dependencies first):
- * virtio transport + balloon + virtio-mem, and evdev + button so busybox acpid sees the ACPI
- * power button.
+ * virtio transport + balloon + virtio-mem, virtio-blk so a guest given a disk can hold page cache
+ * (its own rootfs is ramfs, whose pages are never reclaimable), and evdev + button so busybox
+ * acpid sees the ACPI power button.
  */
 export const DEFAULT_GUEST_MODULES: readonly string[] = [
   'virtio_ring',
@@ -17,6 +18,7 @@ export const DEFAULT_GUEST_MODULES: readonly string[] = [
   'virtio_pci',
   'virtio_balloon',
   'virtio_mem',
+  'virtio_blk',
   'evdev',
   'button',
 ];

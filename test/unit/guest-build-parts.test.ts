@@ -34,6 +34,8 @@ test('planModules orders dependencies first, skips built-ins, reports missing', 
     ['virtio_pci', f(['virtio_ring', 'virtio_pci_modern_dev', 'virtio_pci_legacy_dev', 'virtio'])],
     ['virtio_balloon', f(['virtio', 'virtio_ring'])],
     ['virtio_mem', f(['virtio', 'virtio_ring'])],
+    // As `modinfo -F depends` shows in linux-image-6.1.0-57-cloud-amd64 (CONFIG_VIRTIO_BLK=m).
+    ['virtio_blk', f(['virtio', 'virtio_ring'])],
     ['evdev', f([])],
   ]);
   // Asked for in reverse: dependencies must still come first.
