@@ -101,3 +101,21 @@ export function parseDepends(values: readonly string[] | undefined): string[] {
     .map((s) => normaliseModuleName(s.trim()))
     .filter((s) => s.length > 0);
 }
+
+/**
+ * Why the default guest cannot see one of `disks`, or null when it sees them all. `guestModules`
+ * are the modules it loads or has built in (GuestManifest.modules + builtinModules). It drives
+ * virtio disks only (the cloud kernel has ahci, ata_piix and virtio_scsi as modules, which the
+ * initramfs does not carry), and only when built with virtio_blk: a guest cached before that
+ * module was added boots fine but shows no /dev/vda. Pure, never throws.
+ */
+export function defaultGuestDiskProblem(
+  guestModules: readonly string[],
+  disks: ReadonlyArray<{ target: string; bus: string }>,
+): { target: string; reason: 'bus' | 'module' } | null {
+  for (const d of disks) {
+    if (d.bus !== 'virtio') return { target: d.target, reason: 'bus' };
+    if (!guestModules.includes('virtio_blk')) return { target: d.target, reason: 'module' };
+  }
+  return null;
+}
