@@ -69,6 +69,18 @@ describe('names', () => {
   test('a path in a lookup is just an unknown domain', async () => { await refused(['dominfo', '../domains/vm'], /failed to get domain '\.\.\/domains\/vm'/); });
 });
 
+describe('new --disk', () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--disk', '/tmp/d.img,format=vmdk'], /^error: --disk: format 'vmdk' is not supported: use format=raw or format=qcow2$/m],
+    [['--disk', '/tmp/d.img,readonly=maybe'], /^error: --disk: readonly='maybe' is not on\/off$/m],
+    [['--disk', '/tmp/d.img,target=sda'], /^error: --disk: target 'sda' is not a virtio disk name/m],
+    [['--disk', '/tmp/d.img,cache=none'], /^error: --disk: unknown setting 'cache=none'/m],
+    [['--disk', ',readonly'], /^error: --disk ',readonly': the image path comes first/m],
+    [['--disk', '/tmp/a.img', '--disk', '/tmp/b.img'], /^error: option --disk already seen$/m],
+  ];
+  for (const [args, msg] of cases) test(`new ${args.join(' ')} defines nothing`, async () => { await refused(['new', 'dk', ...args], msg); });
+});
+
 describe('states and limits on a shut-off domain', () => {
   test('setmem above the maximum', async () => { await refused(['setmem', 'vm', '2G', '--config'], /cannot set memory higher than max memory/); });
   test('setmem --live on a shut-off domain', async () => { await refused(['setmem', 'vm', '512M', '--live'], /domain is not running/); });
