@@ -33,7 +33,8 @@ export class UsageError extends Error {
 
 /**
  * Parse `words` (after the command name) against `syntax`.
- * @throws UsageError for unknown options, missing values or arguments, extra arguments.
+ * @throws UsageError for unknown options, an option given twice, missing values or arguments,
+ *   extra arguments.
  */
 export function parseArgs(words: string[], syntax: CommandSyntax, commandName: string): ParsedArgs {
   const flags = new Set<string>();
@@ -71,6 +72,8 @@ export function parseArgs(words: string[], syntax: CommandSyntax, commandName: s
     }
     const takesValue = optSet.has(name) || (posNames.includes(name) && name !== restName);
     if (!takesValue) throw new UsageError(`command '${commandName}' doesn't support option --${name}`);
+    // As virsh: a second value would silently replace the first (e.g. a second --disk).
+    if (options.has(name) || positional[name] !== undefined) throw new UsageError(`option --${name} already seen`);
     const value = inline ?? words[++i];
     if (value === undefined) throw new UsageError(`expected syntax: --${name} <string>`);
     if (optSet.has(name)) options.set(name, value);

@@ -34,11 +34,7 @@ export function definitionFromOptions(a: ParsedArgs): DomainDef {
   const kernel = file('kernel');
   const initrd = file('initrd');
   if (!kernel && (initrd || opt('cmdline') !== undefined)) throw new UsageError('--initrd and --cmdline need --kernel');
-  const disks: DiskDef[] = [];
-  const diskPath = opt('disk');
-  if (diskPath !== undefined) {
-    disks.push({ path: isAbsolute(diskPath) ? diskPath : resolve(diskPath), format: diskPath.endsWith('.qcow2') ? 'qcow2' : 'raw', target: 'vda', bus: 'virtio', readonly: false });
-  }
+  const disks: DiskDef[] = opt('disk') === undefined ? [] : [diskFromOption(opt('disk')!)];
   const accelText = opt('accel');
   const accel = accelText === undefined ? 'auto' : parseAccelRequest(accelText, '--accel');
   const cpu = opt('cpu') === undefined ? undefined : cpuFromOption(opt('cpu')!);
@@ -59,6 +55,55 @@ export function definitionFromOptions(a: ParsedArgs): DomainDef {
     disks,
     balloon,
   };
+}
+
+/**
+ * `--disk PATH[,format=raw|qcow2][,readonly][,target=vdX]`, virt-install's spelling cut to what a
+ * virtio disk needs (`path=PATH` is also accepted; `,,` is a comma inside the path, as in QEMU
+ * and virt-install). Without format=, a `.qcow2` name means qcow2, anything else raw. Pure.
+ * @throws UsageError naming --disk for an empty path or an unknown or bad setting
+ */
+export function diskFromOption(text: string): DiskDef {
+  const fields = splitCommaList(text);
+  const first = fields.shift() ?? '';
+  const pathText = first.startsWith('path=') ? first.slice('path='.length) : first;
+  if (pathText === '' || /^(format|readonly|target)(=|$)/.test(first)) {
+    throw new UsageError(`--disk '${text}': the image path comes first (--disk PATH[,format=raw|qcow2][,readonly][,target=vdX])`);
+  }
+  const disk: DiskDef = {
+    path: isAbsolute(pathText) ? pathText : resolve(pathText),
+    format: pathText.endsWith('.qcow2') ? 'qcow2' : 'raw',
+    target: 'vda',
+    bus: 'virtio',
+    readonly: false,
+  };
+  for (const field of fields) {
+    const eq = field.indexOf('=');
+    const key = eq < 0 ? field : field.slice(0, eq);
+    const value = eq < 0 ? undefined : field.slice(eq + 1);
+    if (key === 'format' && (value === 'raw' || value === 'qcow2')) disk.format = value;
+    else if (key === 'format') throw new UsageError(`--disk: format '${value ?? ''}' is not supported: use format=raw or format=qcow2`);
+    else if (key === 'readonly' && (value === undefined || value === 'on' || value === 'yes')) disk.readonly = true;
+    else if (key === 'readonly' && (value === 'off' || value === 'no')) disk.readonly = false;
+    else if (key === 'readonly') throw new UsageError(`--disk: readonly='${value}' is not on/off`);
+    else if (key === 'target' && value !== undefined && /^vd[a-z]{1,3}$/.test(value)) disk.target = value;
+    else if (key === 'target') throw new UsageError(`--disk: target '${value ?? ''}' is not a virtio disk name like vda or vdb`);
+    else throw new UsageError(`--disk: unknown setting '${field}' (known: format=raw|qcow2, readonly, target=vdX)`);
+  }
+  return disk;
+}
+
+/** "a,,b,c" -> ["a,b", "c"]: commas split, a doubled comma is a literal one (QEMU's rule). Pure. */
+function splitCommaList(text: string): string[] {
+  const fields: string[] = [];
+  let field = '';
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] !== ',') field += text[i];
+    else if (text[i + 1] === ',') { field += ','; i++; }
+    else { fields.push(field); field = ''; }
+  }
+  fields.push(field);
+  return fields;
 }
 
 /**

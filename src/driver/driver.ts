@@ -511,7 +511,16 @@ export class Driver {
     }
     const guest = await this.defaultGuest();
     if (!guest) {
-      throw new VirtError('NO_SUPPORT', 'the built-in default guest is not built yet: run `virtmem guest build` (or `npm run setup`) first, or give the domain a kernel');
+      throw new VirtError('NO_SUPPORT', 'the built-in default guest is not built yet: run `virtmem guest-build` (or `npm run setup`) first, or give the domain a kernel');
+    }
+    // Refused here rather than booted: a disk the guest has no driver for is silently absent.
+    const { defaultGuestDiskProblem } = await import('../guest/kernel-modules.js');
+    const problem = defaultGuestDiskProblem(guest.modules, def.disks);
+    if (problem?.reason === 'bus') {
+      throw new VirtError('CONFIG_UNSUPPORTED', `disk ${problem.target}: the built-in guest drives virtio disks only; use bus 'virtio' (target vda, vdb, ...) or give the domain a kernel`);
+    }
+    if (problem?.reason === 'module') {
+      throw new VirtError('NO_SUPPORT', `disk ${problem.target}: the built-in guest in ${guest.dir} was built without virtio_blk and would not see it; run \`virtmem guest-build\` to rebuild it`);
     }
     return { kernel: guest.kernelPath, initrd: guest.initrdPath, cmdline: def.os.cmdline ?? guest.cmdline };
   }

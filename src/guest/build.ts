@@ -45,6 +45,8 @@ export interface DefaultGuest {
   hasVmhelper: boolean;
   /** What it was built from (see GuestManifest.sourcesDigest); null: not recorded. */
   sourcesDigest: string | null;
+  /** Kernel modules it has: loaded by /init, then built into the kernel. */
+  modules: string[];
 }
 
 export interface BuildDefaultGuestOptions {
@@ -124,6 +126,7 @@ function toDefaultGuest(dir: string, m: GuestManifest): DefaultGuest {
     builtAt: m.builtAt,
     hasVmhelper: m.hasVmhelper,
     sourcesDigest: m.sourcesDigest ?? null,
+    modules: [...m.modules, ...m.builtinModules],
   };
 }
 
@@ -204,15 +207,22 @@ export async function buildDefaultGuest(opts: BuildDefaultGuestOptions = {}): Pr
   }
 }
 
-/** The digest a default guest built from this checkout records (GuestManifest.sourcesDigest). */
-export async function defaultGuestSourcesDigest(): Promise<string> {
-  return guestSourcesDigest(await findGuestSources());
+/**
+ * The digest a default guest built from this checkout records (GuestManifest.sourcesDigest);
+ * `modules` other than DEFAULT_GUEST_MODULES gives the digest of a build with another module list.
+ */
+export async function defaultGuestSourcesDigest(modules: readonly string[] = DEFAULT_GUEST_MODULES): Promise<string> {
+  return guestSourcesDigest(await findGuestSources(), modules);
 }
 
-/** sha256 of what the initramfs is made from: the two sources, the module list, the command line. */
-async function guestSourcesDigest(sources: { init: string; vmhelperC: string }): Promise<string> {
+/**
+ * sha256 of what the initramfs is made from: the two sources, the module list, the command line.
+ * A cached guest whose digest differs is rebuilt, so adding a module to DEFAULT_GUEST_MODULES is
+ * enough to have every cached guest rebuilt by `guest-build` (and setup).
+ */
+async function guestSourcesDigest(sources: { init: string; vmhelperC: string }, modules: readonly string[] = DEFAULT_GUEST_MODULES): Promise<string> {
   const h = createHash('sha256');
-  for (const part of [await readFile(sources.init), await readFile(sources.vmhelperC).catch(() => Buffer.alloc(0)), DEFAULT_GUEST_MODULES.join(','), DEFAULT_GUEST_CMDLINE]) {
+  for (const part of [await readFile(sources.init), await readFile(sources.vmhelperC).catch(() => Buffer.alloc(0)), modules.join(','), DEFAULT_GUEST_CMDLINE]) {
     h.update(part).update('\0');
   }
   return h.digest('hex');
@@ -353,7 +363,7 @@ async function planKernelModules(modDir: string): Promise<ReturnType<typeof plan
   if (plan.missing.length > 0) {
     throw new GuestBuildError(
       'GUEST_BUILD_FAILED',
-      `kernel in ${modDir} has neither built in nor as modules: ${plan.missing.join(' ')}; the default guest needs virtio, virtio-balloon, virtio-mem and the ACPI button`,
+      `kernel in ${modDir} has neither built in nor as modules: ${plan.missing.join(' ')}; the default guest needs virtio, virtio-balloon, virtio-mem, virtio-blk and the ACPI button`,
     );
   }
   return plan;

@@ -6,8 +6,9 @@
 
 /**
  * What the default guest needs, in the order the facts sheet gives (dependencies first):
- * virtio transport + balloon + virtio-mem, and evdev + button so busybox acpid sees the ACPI
- * power button.
+ * virtio transport + balloon + virtio-mem, virtio-blk so a guest given a disk can hold page cache
+ * (its own rootfs is ramfs, whose pages are never reclaimable), and evdev + button so busybox
+ * acpid sees the ACPI power button.
  */
 export const DEFAULT_GUEST_MODULES: readonly string[] = [
   'virtio_ring',
@@ -17,6 +18,7 @@ export const DEFAULT_GUEST_MODULES: readonly string[] = [
   'virtio_pci',
   'virtio_balloon',
   'virtio_mem',
+  'virtio_blk',
   'evdev',
   'button',
 ];
@@ -98,4 +100,22 @@ export function parseDepends(values: readonly string[] | undefined): string[] {
     .flatMap((v) => v.split(','))
     .map((s) => normaliseModuleName(s.trim()))
     .filter((s) => s.length > 0);
+}
+
+/**
+ * Why the default guest cannot see one of `disks`, or null when it sees them all. `guestModules`
+ * are the modules it loads or has built in (GuestManifest.modules + builtinModules). It drives
+ * virtio disks only (the cloud kernel has ahci, ata_piix and virtio_scsi as modules, which the
+ * initramfs does not carry), and only when built with virtio_blk: a guest cached before that
+ * module was added boots fine but shows no /dev/vda. Pure, never throws.
+ */
+export function defaultGuestDiskProblem(
+  guestModules: readonly string[],
+  disks: ReadonlyArray<{ target: string; bus: string }>,
+): { target: string; reason: 'bus' | 'module' } | null {
+  for (const d of disks) {
+    if (d.bus !== 'virtio') return { target: d.target, reason: 'bus' };
+    if (!guestModules.includes('virtio_blk')) return { target: d.target, reason: 'module' };
+  }
+  return null;
 }

@@ -4,7 +4,7 @@
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile, writeFile, mkdtemp } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile, mkdtemp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { sandbox, parseDominfo, type RunResult } from '../helpers/cli.js';
@@ -69,6 +69,18 @@ describe('names', () => {
   test('a path in a lookup is just an unknown domain', async () => { await refused(['dominfo', '../domains/vm'], /failed to get domain '\.\.\/domains\/vm'/); });
 });
 
+describe('new --disk', () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--disk', '/tmp/d.img,format=vmdk'], /^error: --disk: format 'vmdk' is not supported: use format=raw or format=qcow2$/m],
+    [['--disk', '/tmp/d.img,readonly=maybe'], /^error: --disk: readonly='maybe' is not on\/off$/m],
+    [['--disk', '/tmp/d.img,target=sda'], /^error: --disk: target 'sda' is not a virtio disk name/m],
+    [['--disk', '/tmp/d.img,cache=none'], /^error: --disk: unknown setting 'cache=none'/m],
+    [['--disk', ',readonly'], /^error: --disk ',readonly': the image path comes first/m],
+    [['--disk', '/tmp/a.img', '--disk', '/tmp/b.img'], /^error: option --disk already seen$/m],
+  ];
+  for (const [args, msg] of cases) test(`new ${args.join(' ')} defines nothing`, async () => { await refused(['new', 'dk', ...args], msg); });
+});
+
 describe('states and limits on a shut-off domain', () => {
   test('setmem above the maximum', async () => { await refused(['setmem', 'vm', '2G', '--config'], /cannot set memory higher than max memory/); });
   test('setmem --live on a shut-off domain', async () => { await refused(['setmem', 'vm', '512M', '--live'], /domain is not running/); });
@@ -126,6 +138,36 @@ describe('XML', () => {
 });
 
 describe('host problems', () => {
+  test('a disk the built-in guest cannot see: start refuses it, naming the disk and the fix', async () => {
+    // A guest cached before virtio_blk was added (the refusal comes before QEMU would read the files).
+    const dir = join(files, 'old-guest');
+    await mkdir(dir);
+    await writeFile(join(dir, 'vmlinuz'), 'k');
+    await writeFile(join(dir, 'initrd.gz'), 'i');
+    await writeFile(join(dir, 'guest.json'), JSON.stringify({
+      formatVersion: 1, kernelFile: 'vmlinuz', initrdFile: 'initrd.gz', cmdline: 'console=ttyS0',
+      kernelVersion: '6.1.0-57-cloud-amd64', kernelPackage: 'linux-image-6.1.0-57-cloud-amd64', kernelPackageVersion: '6.1.192-3',
+      modules: ['virtio_ring', 'virtio', 'virtio_pci', 'virtio_balloon', 'virtio_mem'], builtinModules: [], hasVmhelper: false, builtAt: '2026-12-03T09:10:21.334Z',
+    }));
+    const old = await sandbox({ env: { VIRTMEM_GUEST_DIR: dir } });
+    try {
+      await old.ok('new', 'vd', '--accel', 'tcg', '--disk', join(files, 'd.img'));
+      let r = await old.run('start', 'vd');
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^error: disk vda: the built-in guest in \S+old-guest was built without virtio_blk and would not see it; run `virtmem guest-build` to rebuild it$/m);
+      const xml = join(files, 'sata.xml');
+      await writeFile(xml, `<domain type='qemu'><name>sd</name><memory unit='MiB'>256</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'><source file='${join(files, 'd.img')}'/><target dev='sda' bus='sata'/></disk></devices></domain>`);
+      await old.ok('define', xml);
+      r = await old.run('start', 'sd');
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^error: disk sda: the built-in guest drives virtio disks only; use bus 'virtio'/m);
+      assert.equal((await old.ok('domstate', 'vd')).trim(), 'shut off');
+      assert.equal((await old.ok('domstate', 'sd')).trim(), 'shut off');
+    } finally {
+      await old.cleanup();
+    }
+  });
+
   test('QEMU binary missing: start fails clearly, the domain stays shut off', async () => {
     const f = join(files, 'noqemu.xml');
     await writeFile(f, `<domain type='qemu'><name>noqemu</name><memory unit='MiB'>256</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os><devices><emulator>/nonexistent/qemu-system-x86_64</emulator></devices></domain>`);

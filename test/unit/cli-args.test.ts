@@ -22,6 +22,11 @@ test('value options and --json', () => {
   assert.ok(a.flags.has('json'));
 });
 
+test('a value option given twice is refused as virsh does, not silently replaced', () => {
+  assert.throws(() => parseArgs(['vm1', '1G', '--timeout', '30', '--timeout=60'], setmem, 'setmem'), /^UsageError: option --timeout already seen$/);
+  assert.throws(() => parseArgs(['--domain', 'vm1', '--domain', 'vm2', '1G'], setmem, 'setmem'), /option --domain already seen/);
+});
+
 test('virsh spelling: qemu-monitor-command DOM --hmp --cmd info balloon', () => {
   const a = parseArgs(['vm1', '--hmp', '--cmd', 'info', 'balloon'], qmc, 'qemu-monitor-command');
   assert.equal(a.positional.domain, 'vm1');

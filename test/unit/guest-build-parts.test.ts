@@ -12,7 +12,7 @@ import { frameCommand, frameProbe, hasProbeReply, parseCommandReply, parseMeminf
 import { buildDefaultGuest, DEFAULT_GUEST_CMDLINE, defaultGuestDir, defaultGuestSourcesDigest, findDefaultGuest, pickKernelPackage } from '../../src/guest/build.js';
 import { elfIsStatic, elfSection, parseModinfo } from '../../src/guest/elf.js';
 import { GuestBuildError } from '../../src/guest/errors.js';
-import { DEFAULT_GUEST_MODULES, parseDepends, parseModulesBuiltin, planModules, type ModuleFile } from '../../src/guest/kernel-modules.js';
+import { DEFAULT_GUEST_MODULES, defaultGuestDiskProblem, parseDepends, parseModulesBuiltin, planModules, type ModuleFile } from '../../src/guest/kernel-modules.js';
 import { parseGuestManifest, serialiseGuestManifest, type GuestManifest } from '../../src/guest/manifest.js';
 
 test('pickKernelPackage takes the versioned cloud kernel from apt-cache depends output', () => {
@@ -34,6 +34,8 @@ test('planModules orders dependencies first, skips built-ins, reports missing', 
     ['virtio_pci', f(['virtio_ring', 'virtio_pci_modern_dev', 'virtio_pci_legacy_dev', 'virtio'])],
     ['virtio_balloon', f(['virtio', 'virtio_ring'])],
     ['virtio_mem', f(['virtio', 'virtio_ring'])],
+    // As `modinfo -F depends` shows in linux-image-6.1.0-57-cloud-amd64 (CONFIG_VIRTIO_BLK=m).
+    ['virtio_blk', f(['virtio', 'virtio_ring'])],
     ['evdev', f([])],
   ]);
   // Asked for in reverse: dependencies must still come first.
@@ -45,6 +47,16 @@ test('planModules orders dependencies first, skips built-ins, reports missing', 
   // The default list as the facts give it is already in dependency order.
   const all = planModules(DEFAULT_GUEST_MODULES, new Set(['button']), files);
   assert.deepEqual(all.load.map((m) => m.name), DEFAULT_GUEST_MODULES.filter((m) => m !== 'button'));
+});
+
+test('defaultGuestDiskProblem: the default guest sees virtio disks, and only with virtio_blk', () => {
+  const vda = { target: 'vda', bus: 'virtio' };
+  assert.equal(defaultGuestDiskProblem(DEFAULT_GUEST_MODULES, []), null);
+  assert.equal(defaultGuestDiskProblem(DEFAULT_GUEST_MODULES, [vda, { target: 'vdb', bus: 'virtio' }]), null);
+  assert.equal(defaultGuestDiskProblem(['virtio', 'virtio_blk'], [vda]), null, 'built in counts as well as loaded');
+  assert.deepEqual(defaultGuestDiskProblem(['virtio', 'virtio_mem'], [vda]), { target: 'vda', reason: 'module' });
+  assert.deepEqual(defaultGuestDiskProblem(DEFAULT_GUEST_MODULES, [vda, { target: 'sda', bus: 'sata' }]), { target: 'sda', reason: 'bus' });
+  assert.equal(defaultGuestDiskProblem(['virtio'], []), null, 'a guest without virtio_blk is fine without disks');
 });
 
 test('parseModulesBuiltin and parseDepends normalise names', () => {
@@ -178,6 +190,7 @@ test('findDefaultGuest: null unless guest.json is valid and names existing files
       builtAt: '2026-11-27T00:00:00.000Z',
       hasVmhelper: true,
       sourcesDigest: m.sourcesDigest,
+      modules: ['virtio'],
     });
     // Idempotent: a complete guest built from these sources is returned as is, no apt, no rebuild.
     assert.match(m.sourcesDigest!, /^[0-9a-f]{64}$/);
@@ -190,6 +203,43 @@ test('findDefaultGuest: null unless guest.json is valid and names existing files
     await writeFile(join(dir, 'guest.json'), JSON.stringify({ ...m, formatVersion: 2 }));
     assert.equal(await findDefaultGuest(dir), null, 'unknown format');
   } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a cached guest built with an older module list (no virtio_blk) is rebuilt, not reused', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'virtmem-guest-stale-'));
+  const savedPath = process.env.PATH;
+  try {
+    const olderModules = DEFAULT_GUEST_MODULES.filter((m) => m !== 'virtio_blk');
+    assert.notDeepEqual(olderModules, DEFAULT_GUEST_MODULES);
+    const stale: GuestManifest = {
+      formatVersion: 1,
+      kernelFile: 'vmlinuz',
+      initrdFile: 'initrd.gz',
+      cmdline: DEFAULT_GUEST_CMDLINE,
+      kernelVersion: '6.1.0-57-cloud-amd64',
+      kernelPackage: 'linux-image-6.1.0-57-cloud-amd64',
+      kernelPackageVersion: '6.1.192-3',
+      modules: olderModules,
+      builtinModules: [],
+      hasVmhelper: true,
+      builtAt: '2026-12-03T09:10:21.334Z',
+      sourcesDigest: await defaultGuestSourcesDigest(olderModules),
+    };
+    assert.notEqual(stale.sourcesDigest, await defaultGuestSourcesDigest());
+    await writeFile(join(dir, 'guest.json'), serialiseGuestManifest(stale));
+    await writeFile(join(dir, 'vmlinuz'), 'k');
+    await writeFile(join(dir, 'initrd.gz'), 'i');
+    // Still a guest (domains defined on it keep starting) ...
+    assert.deepEqual((await findDefaultGuest(dir))?.modules, olderModules);
+    // ... but guest-build goes to rebuild it: with no apt on PATH that is the failure we see.
+    process.env.PATH = join(dir, 'empty');
+    const log: string[] = [];
+    await assert.rejects(buildDefaultGuest({ dir, log: (l) => log.push(l) }), (e: unknown) => e instanceof GuestBuildError && e.code === 'GUEST_TOOL_MISSING');
+    assert.match(log.join('\n'), /built from other sources .*: rebuilding/);
+  } finally {
+    process.env.PATH = savedPath;
     await rm(dir, { recursive: true, force: true });
   }
 });
