@@ -233,7 +233,8 @@ async function runRow(stateDir: string, driver: Driver, engine: Engine, k: numbe
         const a = agents.get(s.g)!;
         if (s.readCacheMiB) {
           // Fill the page cache: read the file once (clean cache the guest can drop at any time).
-          void a.run(`dd if=/mnt/data of=/dev/null bs=1M count=${s.readCacheMiB} 2>/dev/null`, { timeoutMs: 120_000 }).catch((e: Error) => log(`${s.g}: read failed: ${e.message}`));
+          // In the background: the agent runs one command at a time, and the sampler's must not wait.
+          await a.run(`(dd if=/mnt/data of=/dev/null bs=1M count=${s.readCacheMiB} 2>/dev/null &)`, { timeoutMs: 30_000 }).catch((e: Error) => log(`${s.g}: read failed: ${e.message}`));
         } else if (s.killPhase) {
           // Kill the newest helpers down to the base load (pids ascend; keep the oldest).
           const keep = base[s.g];
