@@ -18,9 +18,9 @@ export interface BenchDaemon {
   stop(): Promise<void>;
 }
 
-/** Starts `virtmem daemon` (Node directly, so its pid is the daemon's) and waits until it answers. */
-export async function startBenchDaemon(stateDir: string): Promise<BenchDaemon> {
-  const proc: ChildProcess = spawn(process.execPath, [CLI, '--state-dir', stateDir, 'daemon'], { stdio: ['ignore', 'ignore', 'pipe'] });
+/** Starts `virtmem daemon [extra...]` (Node directly, so its pid is the daemon's) and waits until it answers. */
+export async function startBenchDaemon(stateDir: string, extra: readonly string[] = []): Promise<BenchDaemon> {
+  const proc: ChildProcess = spawn(process.execPath, [CLI, '--state-dir', stateDir, 'daemon', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   proc.stderr!.setEncoding('utf8').on('data', (c: string) => { err += c; });
   await new Promise<void>((resolve, reject) => {

@@ -16,7 +16,8 @@
  * started again), all in a temporary --state-dir that is removed at the end.
  * VIRTMEM_BENCH_TRACE=1 prints every decision and every sample.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
+import { startBenchDaemon, type BenchDaemon } from './daemon.js';
 import { request } from 'node:http';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
@@ -127,27 +128,10 @@ function apiGet(socketPath: string, path: string): Promise<unknown> {
 }
 
 /** `virtmem daemon` for one row, as a user runs it; resolves once it watches the guests. */
-async function startDaemon(stateDir: string, engine: Engine): Promise<{ proc: ChildProcess; stop(): Promise<void> }> {
-  const args = ['--state-dir', stateDir, 'daemon', '--policy', engine === 'none' ? 'off' : 'all', '--policy-budget', `${BUDGET_KIB / MiB}M`];
+function startDaemon(stateDir: string, engine: Engine): Promise<BenchDaemon> {
+  const args = ['--policy', engine === 'none' ? 'off' : 'all', '--policy-budget', `${BUDGET_KIB / MiB}M`];
   if (engine !== 'none') args.push('--policy-engine', engine);
-  const proc = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  proc.stderr!.setEncoding('utf8').on('data', (c: string) => { err += c; });
-  await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`daemon did not start within 60 s: ${err}`)); }, 60_000);
-    const check = (): void => { if (/watching \d+ running guest/.test(err)) { clearTimeout(t); resolve(); } };
-    proc.stderr!.on('data', check);
-    proc.once('exit', (code) => { clearTimeout(t); reject(new Error(`daemon exited ${code}: ${err}`)); });
-  });
-  return {
-    proc,
-    stop: () => new Promise((resolve) => {
-      if (proc.exitCode !== null) { resolve(); return; }
-      const t = setTimeout(() => proc.kill('SIGKILL'), 15_000);
-      proc.once('exit', () => { clearTimeout(t); resolve(); });
-      proc.kill('SIGTERM');
-    }),
-  };
+  return startBenchDaemon(stateDir, args);
 }
 
 /** The daemon's event stream: every policy decision it publishes (resize, failed, hold). */
