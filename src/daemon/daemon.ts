@@ -121,7 +121,7 @@ export class Daemon {
     const mode: PolicyMode = this.policy?.opts.mode ?? 'off';
     const last = this.policy?.last.get(def.name) ?? null;
     return {
-      name: def.name, mode,
+      name: def.name, mode, ...(this.policy ? { engine: this.policy.opts.policy.name } : {}),
       settings: { enabled: mode === 'all' || s.enabled, floorBytes: s.floorKiB * 1024, ceilingBytes: s.ceilingKiB * 1024, shares: s.shares },
       last: last && {
         at: last.at, action: last.action, reason: last.reason,

@@ -120,9 +120,10 @@ describe('the daemon runs the policy on real guests', { skip: !guest?.hasVmhelpe
     daemon = await startDaemon(sb.stateDir, ['--policy', 'all', '--policy-engine', 'proxmox', '--policy-budget', '1G']);
     assert.match(daemon.stderr(), /memory policy all \(proxmox\), guests' budget 1G/);
     // 'all' manages 'still' too; Proxmox's first round comes at once, then every 10 s.
-    const doc = await until('a Proxmox decision for still', () => apiGet('/api/v1/domains/still/policy') as Promise<{ mode: string; last: { reason: string } | null }>,
+    const doc = await until('a Proxmox decision for still', () => apiGet('/api/v1/domains/still/policy') as Promise<{ mode: string; engine?: string; last: { reason: string } | null }>,
       (d) => /Proxmox compute_alg1|host goal/.test(d.last?.reason ?? ''), () => {}, 30_000);
     assert.equal(doc.mode, 'all');
+    assert.equal(doc.engine, 'proxmox');
   });
 });
 
