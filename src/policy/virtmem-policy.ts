@@ -111,6 +111,8 @@ export interface GuestTrack {
   /** The size last seen, and since when (rounds' time): a sample from before that is of another size. */
   sizeKiB: number;
   sizeSinceS: number;
+  /** When the size last went down: statistics from before that still show the memory being given up. */
+  shrunkAtS: number;
   /** The burst in progress: use when it began and the highest use since (null: not rising). */
   burstStartKiB: number | null;
   burstPeakKiB: number;
@@ -127,7 +129,7 @@ const NEW_SAMPLE_S = 0.25;
  * sample's use plus any host-backed growth since; `safeUseKiB`: the cautious reading, for
  * shrinking), how fast use rises, and the burst reserve.
  */
-function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: VirtmemPolicyOptions, shrinking: boolean): { useKiB: number; safeUseKiB: number; riseKiBPerS: number; reserveKiB: number } {
+function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: VirtmemPolicyOptions, shrinkAsked: boolean): { useKiB: number; safeUseKiB: number; riseKiBPerS: number; reserveKiB: number; shrinking: boolean } {
   const sig = g.signals!;
   const statsAtS = nowS - sig.ageS;
   const rss = g.rssKiB ?? null;
@@ -138,7 +140,13 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   // The part beyond MemTotal is learnt from a sample taken a second or more after the size last
   // changed (QEMU stamps samples in whole seconds): then both describe the same guest.
   const visibleKiB = sig.totalKiB === undefined ? null : Math.max(0, sig.totalKiB - (g.inflatedInTotalKiB ?? 0));
-  if (t && g.currentKiB !== t.sizeKiB) { t.sizeKiB = g.currentKiB; t.sizeSinceS = nowS; }
+  if (t && g.currentKiB !== t.sizeKiB) {
+    if (g.currentKiB < t.sizeKiB) t.shrunkAtS = nowS;
+    t.sizeKiB = g.currentKiB;
+    t.sizeSinceS = nowS;
+  }
+  // A shrink is "under way" for the statistics until a sample taken after it ended (whole seconds).
+  const shrinking = shrinkAsked || (t !== undefined && statsAtS < t.shrunkAtS + 1);
   const settled = !t || statsAtS >= t.sizeSinceS + 1;
   let reservedKiB = t?.reservedKiB ?? null;
   if (visibleKiB !== null && settled) reservedKiB = Math.max(0, g.currentKiB - visibleKiB);
@@ -147,7 +155,7 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   if (!t) {
     t = {
       statsAtS, useKiB: sampleUse, rssAtStatsKiB: rss, useRateKiBPerS: 0, rssKiB: rss, rssAtS: nowS,
-      reservedKiB, sizeKiB: g.currentKiB, sizeSinceS: -Infinity, burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstEndS: -Infinity,
+      reservedKiB, sizeKiB: g.currentKiB, sizeSinceS: -Infinity, shrunkAtS: -Infinity, burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstEndS: -Infinity,
     };
     state.track.set(g.name, t);
   } else if (statsAtS > t.statsAtS + NEW_SAMPLE_S) {
@@ -181,7 +189,7 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   // For taking memory away, the cautious reading: the sample against the size the guest has now
   // (a growth that has not shown in the statistics yet is counted as used).
   const safeUseKiB = Math.min(g.currentKiB, Math.max(useKiB, g.currentKiB - sig.availableKiB + sinceSample));
-  return { useKiB, safeUseKiB, riseKiBPerS, reserveKiB: Math.round(o.burstReserveFraction * t.burstKiB * fade) };
+  return { useKiB, safeUseKiB, riseKiBPerS, reserveKiB: Math.round(o.burstReserveFraction * t.burstKiB * fade), shrinking };
 }
 
 /** virtio-mem's block (2 MiB): targets are multiples of it. */
@@ -215,13 +223,15 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const sig = g.signals;
     if (!sig) { decision.holds.push({ name: g.name, reason: 'no guest statistics yet (balloon driver not loaded, or stats period 0)' }); continue; }
     if (sig.ageS > o.maxStatsAgeS) { decision.holds.push({ name: g.name, reason: `guest statistics are ${Math.round(sig.ageS)} s old` }); continue; }
-    const shrinking = g.targetKiB !== undefined && g.targetKiB < g.currentKiB - o.minChangeKiB;
-    const { useKiB, safeUseKiB, riseKiBPerS, reserveKiB } = observe(g, s.nowS, state, o, shrinking);
+    const shrinkAsked = g.targetKiB !== undefined && g.targetKiB < g.currentKiB - o.minChangeKiB;
+    const { useKiB, safeUseKiB, riseKiBPerS, reserveKiB, shrinking } = observe(g, s.nowS, state, o, shrinkAsked);
     const availableKiB = Math.max(0, g.currentKiB - useKiB);
     const headroom = Math.max(o.minHeadroomKiB, Math.round(o.headroomFraction * useKiB));
     // Lowest target: the floor and use + half a headroom; never shrink below the cautious reading
     // of use either (but do not grow for it alone: a growth that has not shown yet is not need).
-    const minKiB = Math.min(maxKiB, Math.max(g.settings.floorKiB, alignUp(useKiB + headroom / 2), Math.min(g.currentKiB, alignUp(safeUseKiB + headroom / 2))));
+    // While the statistics lag a shrink, their use is not a reason to grow either.
+    const useMin = alignUp(useKiB + headroom / 2);
+    const minKiB = Math.min(maxKiB, Math.max(g.settings.floorKiB, shrinking ? Math.min(g.currentKiB, useMin) : useMin, Math.min(g.currentKiB, alignUp(safeUseKiB + headroom / 2))));
     const idleKiB = Math.max(0, g.currentKiB - safeUseKiB);
     const why: string[] = [];
     if (availableKiB < headroom / 2) why.push(`available ${mib(availableKiB)} < ${mib(headroom / 2)}`);
@@ -231,19 +241,20 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const pressured = why.length > 0;
     // Rising: at this rate the guest runs out of headroom before growth could reach it.
     const rising = riseKiBPerS >= o.risingKiBPerS && availableKiB - riseKiBPerS * o.horizonS < headroom;
+    // Pressure read in statistics that lag a shrink, with no host-backed growth behind it.
+    const stopShrink = shrinking && (pressured || rising) && riseKiBPerS < o.risingKiBPerS;
     const coolingS = s.nowS - (state.lastPressureS.get(g.name) ?? -Infinity);
-    const streak = pressured && coolingS <= 2 * o.periodS ? (state.pressureStreak.get(g.name) ?? 0) + 1 : 0;
+    const streak = pressured && !stopShrink && coolingS <= 2 * o.periodS ? (state.pressureStreak.get(g.name) ?? 0) + 1 : 0;
     state.pressureStreak.set(g.name, streak);
-    if (pressured || rising) state.lastPressureS.set(g.name, s.nowS);
+    if ((pressured || rising) && !stopShrink) state.lastPressureS.set(g.name, s.nowS);
     let targetKiB = g.currentKiB;
     let reason = `use ${mib(useKiB)} + headroom ${mib(headroom)}: within band`;
     const aheadKiB = rising ? Math.round(riseKiBPerS * o.growAheadS) : 0;
-    const stopShrink = shrinking && (pressured || rising) && riseKiBPerS < o.risingKiBPerS;
     if (stopShrink) {
       // The guest's numbers say it is short while it gives memory back, but it touches no new
       // memory: stop taking, do not give.
       targetKiB = g.currentKiB;
-      reason = `${pressured ? `pressure (${why.join(', ')})` : `use appears to rise`} while shrinking to ${mib(g.targetKiB!)}: stop the shrink`;
+      reason = `${pressured ? `pressure (${why.join(', ')})` : `use appears to rise`} ${shrinkAsked ? `while shrinking to ${mib(g.targetKiB!)}: stop the shrink` : 'in statistics from before the last shrink: wait for a newer sample'}`;
     } else if (pressured) {
       const stepKiB = o.minGrowKiB * 2 ** Math.min(streak, 4);
       targetKiB = alignUp(Math.max(useKiB + 3 * headroom + aheadKiB, g.currentKiB + stepKiB));

@@ -192,6 +192,13 @@ describe('rising guests, fresh host readings, bursts', () => {
     // Where it is, or up to use + half a headroom (the guard rail), not the +256 MiB of pressure.
     assert.ok(d.actions[0]!.targetKiB >= 900 * MiB && d.actions[0]!.targetKiB <= 900 * MiB + 64 * MiB, String(d.actions[0]!.targetKiB / MiB));
     assert.match(d.actions[0]!.reason, /while shrinking to 500 MiB: stop the shrink$/);
+    // Just after a shrink ended, a sample taken while the guest was still offlining (MemAvailable
+    // already down, MemTotal not yet) reads as pressure: the policy waits for a newer sample.
+    const st = fresh();
+    decideVirtmem(snap([{ ...guest('o', 1000 * MiB, sig({ availableKiB: 700 * MiB, totalKiB: 900 * MiB, ageS: 0.1 })), targetKiB: 1000 * MiB }], null, 100), st);
+    const after = decideVirtmem(snap([{ ...guest('o', 744 * MiB, sig({ availableKiB: 20 * MiB, totalKiB: 900 * MiB, ageS: 0.5 })), targetKiB: 744 * MiB }], null, 101), st);
+    assert.deepEqual(after.actions, [], JSON.stringify(after));
+    assert.match(after.holds[0]!.reason, /in statistics from before the last shrink: wait for a newer sample/);
     // A guest within its band is held: that never cancels a shrink under way.
     const band = decideVirtmem(snap([{ ...guest('w', 600 * MiB, sig({ availableKiB: 150 * MiB, ageS: 0.2 })), targetKiB: 560 * MiB }], null, 100), fresh());
     assert.deepEqual(band.actions, [], JSON.stringify(band));
