@@ -39,6 +39,7 @@ const skip = !guest ? 'the built-in guest is not built (virtmem guest-build)'
   : !guest.modules.includes('virtio_blk') ? `the built-in guest in ${guest.dir} predates virtio_blk: run virtmem guest-build`
   : !mke2fs ? 'mke2fs (e2fsprogs) is not installed'
   : false;
+if (skip && process.env.CI) throw new Error(`CI must run this test, but: ${String(skip)}`);
 
 /** A 1 GiB raw image: ext2 holding /fill, FILL_MIB MiB of a non-zero pattern. */
 async function makeImage(): Promise<string> {
