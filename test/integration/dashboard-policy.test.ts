@@ -4,26 +4,22 @@
  * says the policy manages it and shows its floor, then the last decision with the reason the
  * API gives, and a later decision arrives on the open page through the event stream.
  * Screenshots go to $VIRTMEM_SCREENSHOTS (docs/ holds the committed ones), or to a temporary
- * folder, so a test run never rewrites tracked files.
+ * folder (see screenshotDir).
  */
-import { mkdtempSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { sandbox } from '../helpers/cli.js';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
-import { browserMissing, launchBrowser, type Browser } from '../helpers/browser.js';
+import { browserSkip, launchBrowser, screenshotDir, type Browser } from '../helpers/browser.js';
 import { until } from '../helpers/poll.js';
 
-const SHOTS = process.env.VIRTMEM_SCREENSHOTS ?? mkdtempSync(join(tmpdir(), 'vm-shots-'));
+const SHOTS = screenshotDir();
 const MiB = 1024 * 1024;
 const DOM = 'dashpol';
-const skip = await browserMissing();
-// CI installs and starts everything these tests need: a skip there would hide a broken setup.
-if (skip && process.env.CI) throw new Error(`CI must run this test, but: ${String(skip)}`);
+const skip = await browserSkip();
 
 const sb = await sandbox();
 /** The daemon's token: TCP listeners need it (the page gets it as a cookie from /?token=...). */
