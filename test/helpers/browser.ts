@@ -3,6 +3,7 @@
  * browser). A fresh profile per launch, nothing that reaches the network on its own, and the
  * page's errors collected so a test can assert there were none.
  */
+import { mkdtempSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +27,24 @@ export async function browserMissing(): Promise<string | false> {
   } catch {
     return `${CHROMIUM} not found (install Debian's chromium: bash scripts/setup.sh --dev)`;
   }
+}
+
+/**
+ * Why a browser test must skip here (no Chromium), or false.
+ * @throws Error under CI, which installs everything these tests need: a skip there would hide a broken setup.
+ */
+export async function browserSkip(): Promise<string | false> {
+  const skip = await browserMissing();
+  if (skip && process.env.CI) throw new Error(`CI must run this test, but: ${skip}`);
+  return skip;
+}
+
+/**
+ * Where a test's screenshots go: $VIRTMEM_SCREENSHOTS (docs/ holds the committed ones), or a
+ * new temporary folder, so a test run never rewrites tracked files.
+ */
+export function screenshotDir(): string {
+  return process.env.VIRTMEM_SCREENSHOTS ?? mkdtempSync(join(tmpdir(), 'vm-shots-'));
 }
 
 /** Launches Chromium with a new profile and opens one page of `width`x`height`. */

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { sandbox, parseDominfo } from '../helpers/cli.js';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { until } from '../helpers/poll.js';
 import { GuestAgent } from '../../src/guest/agent.js';
 import { findDefaultGuest } from '../../src/guest/build.js';
 
@@ -28,19 +29,6 @@ after(async () => {
 
 /** Used memory as the CLI shows it (through the daemon, which the CLI uses when it runs). */
 const usedKiB = async (name: string): Promise<number> => Number(parseDominfo(await sb.ok('dominfo', name)).get('Used memory')!.split(' ')[0]);
-
-/** Poll (bounded) until `ok`; every sample goes through `each` first. */
-async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, each: (v: T) => void, timeoutMs = 120_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let v = await read();
-  for (;;) {
-    each(v);
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs / 1000} s (last ${JSON.stringify(v)})`);
-    await delay(500);
-    v = await read();
-  }
-}
 
 function apiText(path: string): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -4,6 +4,7 @@
  * bounded. Same-origin requests carry the daemon's token cookie (set by GET /?token=...).
  */
 import { isTranslationDoc, type TranslationDoc } from './translate-view.js';
+import { toPolicyView, type PolicyView } from './policy-model.js';
 import { historySamples, num, obj, str, toGuestView, toHostView, toLibvirtHostsView, toOperationView, type GuestSample, type GuestView, type LibvirtHostView, type OperationView, type Snapshot } from './model.js';
 
 export type { GuestView, LibvirtHostView, OperationView, Snapshot };
@@ -73,6 +74,12 @@ export const api = {
   async history(name: string, bootBytes: number | null, signal?: AbortSignal): Promise<GuestSample[]> {
     return historySamples(await call('GET', `${domainPath(name)}/history`, undefined, signal), bootBytes);
   },
+  /** The guest's automatic memory policy: settings and what it did last, and why. */
+  async policy(name: string, signal?: AbortSignal): Promise<PolicyView> {
+    const view = toPolicyView(await call('GET', `${domainPath(name)}/policy`, undefined, signal));
+    if (!view) throw new ApiError('the daemon answered with a policy document the page does not understand', null);
+    return view;
+  },
   /** Starts a resize; the operation to follow (already succeeded when the guest was there at once). */
   async startSetMemory(name: string, targetBytes: number): Promise<OperationView> {
     return operationOf(await call('PUT', `${domainPath(name)}/memory`, { targetBytes }));
@@ -86,13 +93,19 @@ export const api = {
     return doc;
   },
   /**
-   * Calls `onChange` whenever the daemon's event stream reports a change; EventSource
+   * Calls `onChange` whenever the daemon's event stream reports a change, and `onPolicy` with
+   * the data of each `policy` event (the decision itself: nothing to fetch); EventSource
    * reconnects by itself. Returns a function that closes the stream.
    */
-  watch(onChange: () => void): () => void {
+  watch(onChange: () => void, onPolicy: (data: unknown) => void): () => void {
     if (typeof EventSource === 'undefined') return () => undefined;
     const es = new EventSource(`${BASE}/events`);
     for (const type of ['memory', 'state', 'operation']) es.addEventListener(type, () => onChange());
+    es.addEventListener('policy', (ev) => {
+      let data: unknown;
+      try { data = JSON.parse(String(ev.data)); } catch { return; /* not JSON: nothing the page can show */ }
+      onPolicy(data);
+    });
     return () => es.close();
   },
 };

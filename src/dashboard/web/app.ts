@@ -1,12 +1,15 @@
 /**
  * The dashboard page: a host card and one card per guest, refreshed from the daemon's API every
  * couple of seconds (and at once when the daemon's event stream says something changed); the
- * set-memory form follows its operation to the end; the translate form draws the chain.
+ * set-memory form follows its operation to the end; the translate form draws the chain; the
+ * policy section says what the automatic policy did last and why (loaded when the card appears,
+ * then kept current by the stream's `policy` events).
  * All knowledge of the API's URLs and documents is in api.ts.
  */
 import { GuestChart } from './chart.js';
 import { formatBytes, formatPercent, parseSizeInput } from './format.js';
 import { api, type GuestView, type LibvirtHostView, type Snapshot } from './api.js';
+import { emptyPolicyView, mergePolicyView, policyLines, withPolicyEvent, type PolicyView } from './policy-model.js';
 import { followOperation } from './progress.js';
 import { renderTranslation } from './translate-view.js';
 
@@ -16,6 +19,11 @@ interface GuestCard {
   root: HTMLElement;
   chart: GuestChart | null;
   busy: boolean;
+  policy: PolicyView;
+  /** The policy document is being fetched; until it has come the card retries on each refresh. */
+  policyLoading: boolean;
+  /** Why the last fetch of the policy document failed, or null. */
+  policyError: string | null;
 }
 
 const cards = new Map<string, GuestCard>();
@@ -68,13 +76,15 @@ function makeCard(g: GuestView): GuestCard {
     ['.setmem-progress', 'setmem-progress'], ['.setmem-status', 'setmem-status'], ['.translate', 'translate-form'],
     ['.translate-address', 'translate-address'], ['.translate-cpu', 'translate-cpu'], ['.translate-go', 'translate-submit'],
     ['.translate-error', 'translate-error'], ['.translate-out', 'translate-out'],
+    ['.policy', 'policy'], ['.policy-state', 'policy-state'], ['.policy-bounds', 'policy-bounds'], ['.policy-decision', 'policy-decision'],
+    ['.policy-ago', 'policy-ago'], ['.policy-reason', 'policy-reason'],
   ];
   for (const [sel, hook] of hooks) {
     const e = $<HTMLElement>(root, sel);
     e.dataset.testid = `${hook}-${id}`;
     e.id = `${hook}-${id}`;
   }
-  const card: GuestCard = { root, chart: null, busy: false };
+  const card: GuestCard = { root, chart: null, busy: false, policy: emptyPolicyView(g.name), policyLoading: false, policyError: null };
   wireSetMem(card, g.name, id);
   wireTranslate(card, g.name, id);
   return card;
@@ -153,6 +163,49 @@ function wireTranslate(card: GuestCard, name: string, id: string): void {
   });
 }
 
+/** Daemon clock minus the browser's, from the last snapshot: "ago" is measured on the daemon's clock. */
+let clockOffsetMs = 0;
+
+/** Fetches the guest's policy document (settings and last decision) into its card. */
+function loadPolicy(card: GuestCard): void {
+  card.policyLoading = true;
+  api.policy(card.policy.name)
+    .then((loaded) => { card.policy = mergePolicyView(card.policy, loaded); card.policyError = null; })
+    .catch((err: unknown) => { card.policyError = err instanceof Error ? err.message : String(err); })
+    .finally(() => { card.policyLoading = false; renderPolicy(card); });
+}
+
+/** The card's policy section; every text goes in with textContent (the reason is arbitrary text). */
+function renderPolicy(card: GuestCard): void {
+  const l = policyLines(card.policy, Date.now() + clockOffsetMs);
+  const state = $<HTMLElement>(card.root, '.policy-state');
+  const failed = l.state === 'loading' && card.policyError !== null;
+  state.textContent = failed ? `unknown: ${card.policyError}` : l.status;
+  state.dataset.state = failed ? 'unknown' : l.state;
+  state.classList.toggle('off', l.state !== 'on');
+  const bounds = $<HTMLElement>(card.root, '.policy-bounds');
+  bounds.textContent = l.bounds;
+  const settings = card.policy.settings;
+  bounds.dataset.floorBytes = settings?.floorBytes == null ? '' : String(settings.floorBytes);
+  bounds.dataset.ceilingBytes = settings?.ceilingBytes == null ? '' : String(settings.ceilingBytes);
+  const decision = $<HTMLElement>(card.root, '.policy-decision');
+  decision.textContent = l.decision;
+  decision.dataset.action = card.policy.last?.action ?? '';
+  decision.dataset.at = card.policy.last?.at ?? '';
+  $(card.root, '.policy-ago').textContent = l.ago;
+  $(card.root, '.policy-reason').textContent = l.reason;
+}
+
+/** A `policy` event from the stream: the decision goes straight into its guest's card. */
+function onPolicyEvent(data: unknown): void {
+  const views = new Map([...cards].map(([name, c]) => [name, c.policy]));
+  const view = withPolicyEvent(views, data);
+  const card = view && cards.get(view.name);
+  if (!view || !card) return;
+  card.policy = view;
+  renderPolicy(card);
+}
+
 function renderGuest(g: GuestView): void {
   let card = cards.get(g.name);
   const list = $(document, '#guests');
@@ -186,6 +239,8 @@ function renderGuest(g: GuestView): void {
   // Used/available come from the guest's own report, which can trail the balloon by a period.
   $(root, '.g-age').textContent = g.statsAgeS === null ? 'none yet' : `${g.statsAgeS.toFixed(1)} s ago`;
   card.chart.push(g.sample);
+  if (card.policy.settings === null && !card.policyLoading) loadPolicy(card);
+  renderPolicy(card);
 }
 
 /** The "libvirt hosts" section: one table per host, its domains' memory; hidden without hosts. */
@@ -249,6 +304,7 @@ async function refresh(): Promise<void> {
   const bound = setTimeout(() => ctl.abort(), 10_000);
   try {
     const [snap, hosts] = await Promise.all([api.snapshot(ctl.signal), api.libvirtHosts(ctl.signal)]);
+    clockOffsetMs = snap.tS * 1000 - Date.now();
     renderHost(snap);
     renderLibvirtHosts(hosts);
     for (const g of snap.guests) renderGuest(g);
@@ -273,7 +329,7 @@ async function refresh(): Promise<void> {
 
 function start(): void {
   // The event stream only makes the page react sooner; polling keeps it right without it.
-  api.watch(() => scheduleRefresh(150));
+  api.watch(() => scheduleRefresh(150), onPolicyEvent);
   void refresh();
 }
 

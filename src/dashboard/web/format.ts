@@ -39,3 +39,12 @@ export function formatClock(tS: number): string {
   const d = new Date(tS * 1000);
   return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
 }
+
+/** How long ago, from an age in seconds: "just now", "4 s ago", "3 min ago", "2 h ago", "5 d ago". */
+export function formatAgo(ageS: number): string {
+  if (!Number.isFinite(ageS) || ageS < 1) return 'just now';
+  if (ageS < 60) return `${Math.floor(ageS)} s ago`;
+  if (ageS < 3600) return `${Math.floor(ageS / 60)} min ago`;
+  if (ageS < 86_400) return `${Math.floor(ageS / 3600)} h ago`;
+  return `${Math.floor(ageS / 86_400)} d ago`;
+}
