@@ -6,7 +6,7 @@ import type { DomainDef } from '../driver/definition.js';
 import type { DomainState } from '../driver/run-status.js';
 import { defLayout } from '../driver/memory-layout.js';
 import type { BalloonGuestStats, MemoryDeviceInfo } from '../qmp/index.js';
-import type { GuestPressure } from './guest-pressure.js';
+import { freshStallPct, type GuestPressure } from './guest-pressure.js';
 
 /** The daemon's connection to the guest's watch monitor. */
 export type MonitorState = 'connecting' | 'connected' | 'stale' | 'down';
@@ -209,7 +209,8 @@ export function guestDocument(m: GuestModel, nowS: number): Record<string, unkno
     ...m.stats,
   };
   if (m.rssBytes !== null) stats.rssBytes = m.rssBytes;
-  if (m.pressure && nowS - m.pressure.atS <= 3) stats.stallPct = Math.round(m.pressure.somePct * 100) / 100;
+  const stall = freshStallPct(m.pressure, nowS);
+  if (stall !== undefined) stats.stallPct = Math.round(stall * 100) / 100;
   return {
     name: m.name, uuid: m.uuid, id: m.id, state: m.state, monitor: m.monitor, stale: m.monitor !== 'connected',
     staleSinceS: m.staleSinceS, maxMemoryBytes: m.maxMemoryBytes,

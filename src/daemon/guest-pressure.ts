@@ -48,6 +48,14 @@ export function stallPct(prev: { totalUs: number; atS: number }, now: { totalUs:
   return Math.min(100, ((now.totalUs - prev.totalUs) / 1e6 / dt) * 100);
 }
 
+/** A report older than this (the guest sends one a second) is not shown or acted on. */
+export const PRESSURE_FRESH_S = 3;
+
+/** The stall share of a report that is still fresh at `nowS`, else undefined. Pure. */
+export function freshStallPct(p: { somePct: number; atS: number } | null | undefined, nowS: number): number | undefined {
+  return p && nowS - p.atS <= PRESSURE_FRESH_S ? p.somePct : undefined;
+}
+
 /** Reads a guest's pressure feed while started; reconnects while the socket is there. Never throws. */
 export class GuestPressureFeed {
   #stop = new AbortController();

@@ -5,6 +5,7 @@
  */
 import type { GuestModel } from '../daemon/guest-model.js';
 import { pluggedBytes, totalBytes } from '../daemon/guest-model.js';
+import { freshStallPct } from '../daemon/guest-pressure.js';
 import type { HostMemory } from '../driver/host-memory.js';
 import type { HostDocument } from '../daemon/remote-hosts.js';
 
@@ -46,7 +47,7 @@ const GUEST: ReadonlyArray<[string, Kind, string, Value]> = [
   ['virtmem_guest_swap_out_bytes_total', 'counter', 'Bytes the guest swapped out.', (m) => m.stats.swapOutBytes],
   ['virtmem_guest_major_faults_total', 'counter', 'Major page faults in the guest.', (m) => m.stats.majorFaults],
   ['virtmem_guest_minor_faults_total', 'counter', 'Minor page faults in the guest.', (m) => m.stats.minorFaults],
-  ['virtmem_guest_memory_stall_percent', 'gauge', "The guest's own memory stall (PSI some) over its last report interval, where it reports one.", (m, now) => (m.pressure && now - m.pressure.atS <= 3 ? m.pressure.somePct : undefined)],
+  ['virtmem_guest_memory_stall_percent', 'gauge', "The guest's own memory stall (PSI some) over its last report interval, where it reports one.", (m, now) => freshStallPct(m.pressure, now)],
   ['virtmem_guest_balloon_change_events_total', 'counter', 'BALLOON_CHANGE events seen since the daemon attached.', (m) => m.counters.balloonChanges],
   ['virtmem_guest_memory_device_size_change_events_total', 'counter', 'MEMORY_DEVICE_SIZE_CHANGE events seen since the daemon attached.', (m) => m.counters.deviceSizeChanges],
   ['virtmem_guest_monitor_timeouts_total', 'counter', 'Monitor questions that got no answer within the per-guest bound.', (m) => m.counters.monitorTimeouts],

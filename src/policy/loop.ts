@@ -6,6 +6,7 @@
  * that guest's decision, never thrown: one guest's trouble does not stop the loop.
  */
 import type { Decision, GuestSignals, GuestSnapshot, Policy, PolicySettings, Snapshot } from './types.js';
+import { freshStallPct } from '../daemon/guest-pressure.js';
 
 /** The fields of the daemon's guest model the loop reads (structurally: src/daemon/guest-model.ts). */
 export interface PolicyGuestInput {
@@ -62,9 +63,6 @@ export interface PolicyLoopOptions {
   record(name: string, d: LastPolicyDecision): Promise<void> | void;
 }
 
-/** A stall report older than this (the guest reports every second) is not used. */
-const PRESSURE_FRESH_S = 3;
-
 /** Counters of a guest between rounds, for rates. */
 interface Previous { majorFaults: number; swapInBytes: number; atS: number }
 
@@ -87,7 +85,8 @@ export function guestSnapshot(g: PolicyGuestInput, settings: PolicySettings, pre
       ageS: Math.max(0, nowS - st.lastUpdateS),
     };
     if (st.availableBytes !== undefined) signals.totalKiB = Math.floor(st.availableBytes / 1024);
-    if (g.pressure && nowS - g.pressure.atS <= PRESSURE_FRESH_S) signals.stallPct = g.pressure.somePct;
+    const stall = freshStallPct(g.pressure, nowS);
+    if (stall !== undefined) signals.stallPct = stall;
   }
   const snap: GuestSnapshot = { name: g.name, currentKiB, maxKiB: Math.floor(g.maxMemoryBytes / 1024), settings, signals };
   if (g.rssBytes !== null) snap.rssKiB = Math.floor(g.rssBytes / 1024);

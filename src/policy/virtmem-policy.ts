@@ -185,11 +185,11 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
     t.burstStartKiB = null;
     t.burstPeakKiB = 0;
   }
-  const fade = nowS - t.burstEndS < o.burstMemoryS ? 1 : 0;
+  const reserveHeld = nowS - t.burstEndS < o.burstMemoryS;
   // For taking memory away, the cautious reading: the sample against the size the guest has now
   // (a growth that has not shown in the statistics yet is counted as used).
   const safeUseKiB = Math.min(g.currentKiB, Math.max(useKiB, g.currentKiB - sig.availableKiB + sinceSample));
-  return { useKiB, safeUseKiB, riseKiBPerS, reserveKiB: Math.round(o.burstReserveFraction * t.burstKiB * fade), shrinking };
+  return { useKiB, safeUseKiB, riseKiBPerS, reserveKiB: reserveHeld ? Math.round(o.burstReserveFraction * t.burstKiB) : 0, shrinking };
 }
 
 /** virtio-mem's block (2 MiB): targets are multiples of it. */
