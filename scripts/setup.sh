@@ -50,11 +50,41 @@ else
   [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ] || as_root apt-get update -qq
 fi
 
+# /dev/kvm as udev would leave it (root:kvm 0660), where no udev ran (containers, microVM
+# hosts: the device comes 0600 root:root). libvirt probes QEMU's capabilities with
+# CAP_DAC_OVERRIDE but checks its cache as libvirt-qemu without it; while the two disagree about
+# KVM it throws the cache away and probes again (~4 s) on every lookup: ~40 s per define. Only
+# the group and mode udev's own rule sets; a device udev already handled is left as it is.
+if [ "$dev" -eq 1 ] && [ -c /dev/kvm ] && [ "$(stat -c '%G %a' /dev/kvm)" = "root 600" ]; then
+  getent group kvm >/dev/null || as_root groupadd --system kvm
+  as_root chgrp kvm /dev/kvm
+  as_root chmod 0660 /dev/kvm
+  echo "setup: /dev/kvm had no udev rule applied: gave it udev's group and mode (root:kvm 0660)"
+fi
+
 # The libvirt driver's tests and the benchmarks talk to the machine's libvirtd; without systemd
 # (containers, CI) start it and its log daemon here. Idempotent: a running one is left alone.
 if [ "$dev" -eq 1 ] && [ ! -S /var/run/libvirt/libvirt-sock -o -z "$(pgrep -x libvirtd || true)" ]; then
   pgrep -x virtlogd >/dev/null || as_root virtlogd -d
   pgrep -x libvirtd >/dev/null || as_root libvirtd -d
+fi
+
+# libvirt must keep its QEMU capability cache: the first domcapabilities probes QEMU, a second
+# one must come from the cache. When it does not, every define takes tens of seconds and the
+# tests time out far from the cause: say what is wrong here instead.
+if [ "$dev" -eq 1 ]; then
+  for _ in $(seq 1 100); do [ -S /var/run/libvirt/libvirt-sock ] && break; sleep 0.1; done
+  as_root timeout 120 virsh -c qemu:///system domcapabilities >/dev/null
+  t0=$(date +%s%N)
+  as_root timeout 120 virsh -c qemu:///system domcapabilities >/dev/null
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  if [ "$ms" -gt 1000 ]; then
+    echo "setup: libvirt re-probes QEMU on every capability lookup (a second domcapabilities took ${ms} ms; it should answer from its cache in well under a second)." >&2
+    echo "setup: every virsh define would take tens of seconds. /dev/kvm is $(stat -c '%U:%G %a' /dev/kvm 2>/dev/null || echo absent); libvirt-qemu is $(id libvirt-qemu 2>/dev/null || echo 'not a user')." >&2
+    echo "setup: look for 'but it is not available now' in libvirtd's log (log_filters=\"1:qemu\" in /etc/libvirt/libvirtd.conf) to see which check disagrees." >&2
+    exit 1
+  fi
+  echo "setup: libvirt answers capability lookups from its cache (${ms} ms)"
 fi
 
 node -e 'const [maj]=process.versions.node.split(".").map(Number); if (maj < 20) { console.error(`setup: Node ${process.version} is too old; virtmem needs Node 20 or later`); process.exit(1); }'

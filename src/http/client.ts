@@ -22,18 +22,29 @@ export interface DaemonAnswer {
 /** Error for "no answer": the daemon is not there, or did not answer within the bound. */
 export class DaemonUnreachableError extends Error {
   readonly code = 'DAEMON_UNREACHABLE';
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** The request went out on a kept-alive connection an earlier request had opened. */
+  readonly reusedConnection: boolean;
+  constructor(message: string, options?: { cause?: unknown; reusedConnection?: boolean }) {
     super(message, options);
     this.name = 'DaemonUnreachableError';
+    this.reusedConnection = options?.reusedConnection ?? false;
   }
 }
+
+/**
+ * How long a kept-alive connection may sit idle in the pool. The daemon closes idle connections
+ * after 5 s (its keepAliveTimeout); the client lets go of them sooner, so it rarely writes into
+ * a connection the server is closing. Rarely is not never (the close can cross a request on
+ * the wire): see `retryable`.
+ */
+const IDLE_SOCKET_MS = 4_000;
 
 const agents = new Map<string, Agent>();
 
 function agentFor(t: DaemonTarget): Agent {
   const key = t.socketPath ?? `${t.host}:${t.port}`;
   let a = agents.get(key);
-  if (!a) { a = new Agent({ keepAlive: true, maxSockets: 64 }); agents.set(key, a); }
+  if (!a) { a = new Agent({ keepAlive: true, maxSockets: 64, timeout: IDLE_SOCKET_MS }); agents.set(key, a); }
   return a;
 }
 
@@ -43,14 +54,42 @@ export function closeDaemonClients(): void {
   agents.clear();
 }
 
+/** Methods that may be sent twice (RFC 9110 §9.2.2): a retry cannot do a change twice. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS']);
+
 /**
- * One request. `body` is sent as JSON; `rawBody` as it is.
+ * Whether a failed request may be sent again: it went out on a reused keep-alive connection
+ * that the server had already closed (the server's idle timeout crossed our request), so the
+ * server never read it. That is Node's documented answer to this race (`request.reusedSocket`).
+ */
+function retryable(method: string, reusedConnection: boolean, err: NodeJS.ErrnoException | undefined): boolean {
+  return reusedConnection && IDEMPOTENT.has(method) && (err?.code === 'ECONNRESET' || err?.code === 'EPIPE');
+}
+
+interface RequestOptions {
+  body?: unknown;
+  rawBody?: string | Buffer;
+  headers?: Record<string, string>;
+  /** Bound on the whole request, retry included (default 30 s). */
+  timeoutMs?: number;
+}
+
+/**
+ * One request. `body` is sent as JSON; `rawBody` as it is. An idempotent request that meets a
+ * kept-alive connection the daemon has just closed is sent once more on a new connection.
  * @throws DaemonUnreachableError when the daemon cannot be reached or does not answer in time
  */
-export function daemonRequest(
-  t: DaemonTarget, method: string, path: string,
-  opts: { body?: unknown; rawBody?: string | Buffer; headers?: Record<string, string>; timeoutMs?: number } = {},
-): Promise<DaemonAnswer> {
+export async function daemonRequest(t: DaemonTarget, method: string, path: string, opts: RequestOptions = {}): Promise<DaemonAnswer> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  try {
+    return await attempt(t, method, path, opts, deadline);
+  } catch (err) {
+    if (!(err instanceof DaemonUnreachableError) || !retryable(method, err.reusedConnection, err.cause as NodeJS.ErrnoException)) throw err;
+    return attempt(t, method, path, opts, deadline);
+  }
+}
+
+function attempt(t: DaemonTarget, method: string, path: string, opts: RequestOptions, deadline: number): Promise<DaemonAnswer> {
   return new Promise((resolve, reject) => {
     const payload = opts.rawBody ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body));
     const headers: Record<string, string> = {
@@ -76,9 +115,12 @@ export function daemonRequest(
       });
       res.once('error', (err) => { clearTimeout(timer); reject(new DaemonUnreachableError(`virtmemd answer broke off: ${err.message}`, { cause: err })); });
     });
-    const timeoutMs = opts.timeoutMs ?? 30_000;
+    const timeoutMs = Math.max(0, deadline - Date.now());
     const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-    req.once('error', (err) => { clearTimeout(timer); reject(new DaemonUnreachableError(`virtmemd not reachable: ${err.message}`, { cause: err })); });
+    req.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new DaemonUnreachableError(`virtmemd not reachable: ${err.message}`, { cause: err, reusedConnection: req.reusedSocket }));
+    });
     if (payload !== undefined) req.write(payload);
     req.end();
   });

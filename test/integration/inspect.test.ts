@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { sandbox } from '../helpers/cli.js';
 import { findDefaultGuest } from '../../src/guest/build.js';
 import { GuestAgent } from '../../src/guest/agent.js';
+import { skipUnlessCi } from '../helpers/skip.js';
 
 const sb = await sandbox();
 const agents: GuestAgent[] = [];
@@ -23,7 +24,7 @@ after(async () => {
 });
 
 const guest = await findDefaultGuest();
-const skip = !guest?.hasVmhelper ? 'the built-in guest has no /bin/vmhelper (needs gcc when building it)' : false;
+const skip = skipUnlessCi(!guest?.hasVmhelper && 'the built-in guest has no /bin/vmhelper (needs gcc when building it)');
 
 const MiB = 1024 * 1024;
 const PATTERN = 'VIRTMEM!VIRTMEM!';

@@ -8,24 +8,22 @@
 import { libvirtGuestXml } from '../helpers/libvirt-guest.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
+import { skipUnlessCi, notRoot } from '../helpers/skip.js';
+import { virsh as virshAt, type VirshResult } from '../helpers/virsh.js';
 
 const U = 'qemu:///system';
 const SOCK = '/var/run/libvirt/libvirt-sock';
 const GUEST = '/var/cache/virtmem/guest';
-const skip = !existsSync(SOCK) ? `libvirtd is not running (${SOCK} missing)` : process.getuid?.() !== 0 ? 'needs root'
-  : !existsSync(`${GUEST}/vmlinuz`) ? 'built-in guest not built' : false;
+const skip = skipUnlessCi(!existsSync(SOCK) && `libvirtd is not running (${SOCK} missing)`, notRoot(),
+  !existsSync(`${GUEST}/vmlinuz`) && 'built-in guest not built');
 
-function virsh(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync('virsh', ['-c', U, ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, LC_ALL: 'C' } });
-  return { code: r.status ?? 99, stdout: r.stdout, stderr: r.stderr };
-}
+const virsh = (...args: string[]): Promise<VirshResult> => virshAt(U, ...args);
 
 /** dominfo without the line that moves by itself. */
 const steady = (text: string): string => text.replace(/^CPU time:.*\n/m, '');
@@ -33,7 +31,7 @@ const steady = (text: string): string => text.replace(/^CPU time:.*\n/m, '');
 async function sameAsVirsh(name: string, what: string): Promise<string> {
   const ours = await runCli(['-c', U, 'dominfo', name]);
   assert.equal(ours.code, 0, ours.stderr);
-  assert.equal(steady(ours.stdout), steady(virsh('dominfo', name).stdout), `dominfo ${what}`);
+  assert.equal(steady(ours.stdout), steady((await virsh('dominfo', name)).stdout), `dominfo ${what}`);
   return ours.stdout;
 }
 
@@ -51,16 +49,16 @@ test('the virsh workflow on a libvirt guest: setmem --wait, shutdown, setmaxmem,
     assert.match(await sameAsVirsh(name, 'after shrinking'), /^Used memory: +204800 KiB$/m);
     // Growing past the boot memory is what libvirt cannot do live without memory devices.
     const over = await runCli(['-c', U, 'setmem', name, '384M']);
-    const vover = virsh('setmem', name, '384M');
+    const vover = await virsh('setmem', name, '384M');
     assert.deepEqual([over.code, over.stderr], [vover.code, vover.stderr], 'setmem above max memory');
     // The classic way: shut down (waits for the guest to be off), raise the maximum, start.
     const down = await runCli(['-c', U, 'shutdown', name, '--timeout', '180']);
     assert.deepEqual([down.code, down.stdout, down.stderr], [0, `Domain '${name}' is being shutdown\n\n`, '']);
-    assert.equal(virsh('domstate', name).stdout, 'shut off\n\n');
+    assert.equal((await virsh('domstate', name)).stdout, 'shut off\n\n');
     const max = await runCli(['-c', U, 'setmaxmem', name, '384M']);
     assert.deepEqual([max.code, max.stderr], [0, '']);
     await sameAsVirsh(name, 'shut off, after setmaxmem');
-    assert.match(virsh('dumpxml', name, '--inactive').stdout, /<memory unit='KiB'>393216<\/memory>/);
+    assert.match((await virsh('dumpxml', name, '--inactive')).stdout, /<memory unit='KiB'>393216<\/memory>/);
     assert.equal((await runCli(['-c', U, 'start', name])).code, 0);
     const grow = await runCli(['-c', U, 'setmem', name, '384M', '--wait', '--timeout', '240']);
     assert.deepEqual([grow.code, grow.stdout, grow.stderr], [0, `Domain '${name}' reached 393216 KiB\n\n`, '']);
@@ -70,8 +68,8 @@ test('the virsh workflow on a libvirt guest: setmem --wait, shutdown, setmaxmem,
     const stats = await runCli(['-c', U, 'dommemstat', name]);
     assert.match(stats.stdout, /^actual 393216$/m);
   } finally {
-    virsh('destroy', name);
-    virsh('undefine', name);
+    await virsh('destroy', name);
+    await virsh('undefine', name);
     await rm(dir, { recursive: true, force: true });
   }
 });

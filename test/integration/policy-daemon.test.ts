@@ -14,6 +14,7 @@ import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { until } from '../helpers/poll.js';
 import { GuestAgent } from '../../src/guest/agent.js';
 import { findDefaultGuest } from '../../src/guest/build.js';
+import { skipUnlessCi } from '../helpers/skip.js';
 
 const MiB = 1024;
 const FLOOR_KIB = 300 * MiB;
@@ -46,7 +47,7 @@ async function apiGet(path: string): Promise<unknown> {
   return JSON.parse(await apiText(path)) as unknown;
 }
 
-describe('the daemon runs the policy on real guests', { skip: !guest?.hasVmhelper && 'the built-in guest has no vmhelper' }, () => {
+describe('the daemon runs the policy on real guests', { skip: skipUnlessCi(!guest?.hasVmhelper && 'the built-in guest has no vmhelper') }, () => {
   before(async () => {
     await sb.ok('new', 'pg', '--memory', '512M', '--max-memory', '1G', '--accel', 'tcg');
     await sb.ok('policy', 'set', 'pg', '--enable', '--floor', '300M');

@@ -22,6 +22,8 @@ import { LibvirtDriver } from '../../src/driver/libvirt-driver.js';
 import { XdrWriter } from '../../src/libvirt/xdr.js';
 import { bounded } from './fake-qmp.js';
 import { startRemoteLibvirtd } from '../helpers/remote-libvirtd.js';
+import { skipUnlessCi, notRoot } from '../helpers/skip.js';
+import { virsh } from '../helpers/virsh.js';
 
 const isLv = (kind: string, re?: RegExp) => (e: unknown): boolean =>
   e instanceof LibvirtError && e.kind === kind && (re === undefined || re.test(e.message));
@@ -82,7 +84,7 @@ async function tlsDaemon(pki: string, verdict: number): Promise<{ port: number; 
   };
 }
 
-const haveOpenssl = spawnSync('openssl', ['version']).status === 0 ? false : 'openssl not installed';
+const haveOpenssl = skipUnlessCi(spawnSync('openssl', ['version']).status !== 0 && 'openssl not installed');
 
 test('tls: verifies the daemon against the CA in pkipath, presents the client certificate, waits for libvirt\'s verdict byte', { skip: haveOpenssl, timeout: 120_000 }, async () => {
   const pki = await mkdtemp(join(tmpdir(), 'vm-lvtls-'));
@@ -130,8 +132,8 @@ test('tls: a daemon that refuses our certificate, or one signed by another CA, i
   }
 });
 
-const sshSkip = !existsSync('/usr/bin/virt-ssh-helper') ? 'virt-ssh-helper not installed'
-  : !existsSync('/usr/sbin/libvirtd') ? 'libvirtd not installed' : process.getuid?.() !== 0 ? 'needs root (a second libvirtd in its own mount namespace)' : false;
+const sshSkip = skipUnlessCi(!existsSync('/usr/bin/virt-ssh-helper') && 'virt-ssh-helper not installed',
+  !existsSync('/usr/sbin/libvirtd') && 'libvirtd not installed', notRoot() && 'needs root (a second libvirtd in its own mount namespace)');
 
 test('ssh: runs virt-ssh-helper with the URI on the far side and speaks the protocol over its stdio', { skip: sshSkip, timeout: 180_000 }, async () => {
   // The far side is the second libvirtd (its own mount namespace, so its own sockets): the
@@ -148,7 +150,7 @@ test('ssh: runs virt-ssh-helper with the URI on the far side and speaks the prot
     await viaTcp.defineXml(`<domain type='qemu'><name>ssh-guest</name><memory unit='KiB'>131072</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os></domain>`);
     const ours = (await bounded(d.list(), 60_000, 'list over ssh')).map((r) => r.name);
     assert.deepEqual(ours, ['ssh-guest']);
-    const r = spawnSync('virsh', ['-c', remote.uri, 'list', '--all', '--name'], { encoding: 'utf8' });
+    const r = await virsh(remote.uri, 'list', '--all', '--name');
     assert.deepEqual(ours, r.stdout.split('\n').filter(Boolean));
     assert.match((await d.dumpXml('ssh-guest')), /<name>ssh-guest<\/name>/);
     const argv = (await readFile(argvLog, 'utf8')).trimEnd().split('\n');
@@ -179,7 +181,7 @@ test('ssh: ssh failing (refused key, unknown host) is a typed error carrying wha
   }
 });
 
-const realTlsSkip = haveOpenssl || (process.getuid?.() !== 0 ? 'needs root (a second libvirtd in its own mount namespace)' : !existsSync('/usr/sbin/libvirtd') ? 'libvirtd not installed' : false);
+const realTlsSkip = skipUnlessCi(haveOpenssl, notRoot() && 'needs root (a second libvirtd in its own mount namespace)', !existsSync('/usr/sbin/libvirtd') && 'libvirtd not installed');
 
 test('tls against a real libvirtd: GnuTLS on the far side accepts our handshake and verdict handling; a certificate from another CA is refused', { skip: realTlsSkip, timeout: 180_000 }, async () => {
   const pki = await mkdtemp(join(tmpdir(), 'vm-lvtls-'));
@@ -195,8 +197,8 @@ test('tls against a real libvirtd: GnuTLS on the far side accepts our handshake 
     assert.equal(def.def.name, 'tls-guest');
     const ours = await bounded(d.list(), 60_000, 'list over TLS');
     await d.close();
-    const r = spawnSync('virsh', ['-c', remote.uri, 'list', '--all', '--name'], { encoding: 'utf8' });
-    assert.equal(r.status, 0, r.stderr);
+    const r = await virsh(remote.uri, 'list', '--all', '--name');
+    assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(ours.map((x) => x.name), r.stdout.split('\n').filter(Boolean));
     assert.deepEqual(ours.map((x) => x.name), ['tls-guest'], 'the guest defined over TLS, seen over TCP by virsh');
     const bad = remote.tlsUri!.replace(pki, other);
@@ -228,7 +230,7 @@ async function mute(port: number): Promise<net.Socket> {
   return sock;
 }
 
-test('keepalive with a real libvirtd: we answer its pings, so it keeps us while it drops a client that does not', { skip: process.getuid?.() !== 0 ? 'needs root' : !existsSync('/usr/sbin/libvirtd') ? 'libvirtd not installed' : false, timeout: 120_000 }, async () => {
+test('keepalive with a real libvirtd: we answer its pings, so it keeps us while it drops a client that does not', { skip: skipUnlessCi(notRoot(), !existsSync('/usr/sbin/libvirtd') && 'libvirtd not installed'), timeout: 120_000 }, async () => {
   // The daemon pings every second and gives up after 2 unanswered pings.
   const remote = await startRemoteLibvirtd({ extraConf: ['keepalive_interval = 1', 'keepalive_count = 2'] });
   try {

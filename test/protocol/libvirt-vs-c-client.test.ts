@@ -6,18 +6,28 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { LibvirtClient } from '../../src/libvirt/client.js';
 import { LibvirtError } from '../../src/libvirt/errors.js';
 import { LibvirtDriver } from '../../src/driver/libvirt-driver.js';
 import { Proc, STRING_MAX, uuidBytes } from '../../src/libvirt/protocol.js';
+import { skipUnlessCi, notRoot } from '../helpers/skip.js';
 
 const SOCK = '/var/run/libvirt/libvirt-sock';
 const PY = '/usr/bin/python3';
 const hasBinding = existsSync(PY) && spawnSync(PY, ['-c', 'import libvirt'], { stdio: 'ignore' }).status === 0;
-const skip = !hasBinding ? 'python3-libvirt not installed' : !existsSync(SOCK) ? `libvirtd is not running (${SOCK} missing)` : process.getuid?.() !== 0 ? 'needs root' : false;
+const skip = skipUnlessCi(!hasBinding && 'python3-libvirt not installed', !existsSync(SOCK) && `libvirtd is not running (${SOCK} missing)`, notRoot());
+
+/** libvirt's Python binding running `script`, asynchronously (the test holds connections meanwhile). */
+function python(script: string, ...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(PY, ['-c', script, ...args], { encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ status: err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 99) : 0, stdout, stderr });
+    });
+  });
+}
 
 const PY_ERRORS = `
 import json, libvirt, sys
@@ -38,7 +48,7 @@ test('error records decode field for field as libvirt\'s C client decodes them',
   const name = `nosuch-${randomUUID().slice(0, 8)}`;
   const uuid = randomUUID();
   for (const uri of ['qemu:///system']) {
-    const py = spawnSync(PY, ['-c', PY_ERRORS, uri, name, uuid], { encoding: 'utf8', timeout: 30_000 });
+    const py = await python(PY_ERRORS, uri, name, uuid);
     assert.equal(py.status, 0, py.stderr);
     const theirs = JSON.parse(py.stdout) as Array<Record<string, unknown> | null>;
     const c = await LibvirtClient.connect(uri, { keepaliveIntervalMs: 0 });
@@ -75,7 +85,7 @@ test('a domain\'s info, state, flags, XML and the host security model decode as 
   const drv = new LibvirtDriver('qemu:///system', { keepaliveIntervalMs: 0 });
   try {
     await drv.defineXml(`<domain type='qemu'><name>${name}</name><memory unit='KiB'>393216</memory><currentMemory unit='KiB'>262144</currentMemory><vcpu>2</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os></domain>`);
-    const py = spawnSync(PY, ['-c', PY_DOMAIN, 'qemu:///system', name], { encoding: 'utf8', timeout: 30_000 });
+    const py = await python(PY_DOMAIN, 'qemu:///system', name);
     assert.equal(py.status, 0, py.stderr);
     const t = JSON.parse(py.stdout) as { info: number[]; state: number[]; persistent: number; autostart: number; os: string; managedSave: number; xml: string; inactiveXml: string; secmodel: string[]; uuid: string };
     const info = await drv.info(name);

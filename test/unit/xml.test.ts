@@ -9,6 +9,7 @@ import { VirtError } from '../../src/driver/errors.js';
 import { defaultBalloon } from '../../src/driver/validate-def.js';
 import { formatDomainXml, parseDomainXml } from '../../src/driver/xml.js';
 import { MAX_XML_BYTES, MAX_XML_DEPTH, formatXmlTree, element, parseXmlTree } from '../../src/driver/xml-tree.js';
+import { skipUnlessCi } from '../helpers/skip.js';
 
 // Tests run from dist/test/unit; fixtures stay in the source tree.
 const FIXTURES = new URL('../../../test/fixtures/xml/', import.meta.url);
@@ -186,7 +187,7 @@ describe('formatDomainXml output', () => {
 
 describe('formatted XML against libvirt itself', () => {
   const hasValidator = hasCommand('virt-xml-validate');
-  it('validates against libvirt RNG schema (skipped when virt-xml-validate is absent)', { skip: !hasValidator && 'virt-xml-validate not installed' }, () => {
+  it('validates against libvirt RNG schema (skipped when virt-xml-validate is absent)', { skip: skipUnlessCi(!hasValidator && 'virt-xml-validate not installed') }, () => {
     const dir = mkdtempSync(join(tmpdir(), 'virtmem-xml-'));
     try {
       const variants = ROUND_TRIP_DEFS.flatMap(([what, make]) => [
@@ -205,7 +206,7 @@ describe('formatted XML against libvirt itself', () => {
   });
 
   const hasVirsh = hasCommand('virsh');
-  it("survives libvirt's define + dumpxml (test:///default driver; skipped when virsh is absent)", { skip: !hasVirsh && 'virsh not installed' }, () => {
+  it("survives libvirt's define + dumpxml (test:///default driver; skipped when virsh is absent)", { skip: skipUnlessCi(!hasVirsh && 'virsh not installed') }, () => {
     const dir = mkdtempSync(join(tmpdir(), 'virtmem-xml-'));
     try {
       for (const [what, make] of ROUND_TRIP_DEFS) {
