@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { daemonRequest, closeDaemonClients, type DaemonTarget } from '../src/http/client.js';
+import { daemonRequest, closeDaemonClients, type DaemonTarget } from '../src/driver/remote/http-client.js';
 import { timed } from './stats.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LibvirtDriver } from '../src/driver/libvirt-driver.js';
+import { LibvirtDriver } from '../src/driver/libvirt/driver.js';
 import { Proc, readDomain, writeDomain } from '../src/libvirt/protocol.js';
 import { XdrReader } from '../src/libvirt/xdr.js';
 import { summarize, type Summary } from './stats.js';

@@ -26,7 +26,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Driver } from '../src/index.js';
 import { GuestAgent } from '../src/guest/agent.js';
-import { StatePaths } from '../src/driver/paths.js';
+import { StatePaths } from '../src/driver/native/paths.js';
 import { GiB, MiB, POLICY_ENGINES, type PolicyEngine } from '../src/policy/types.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

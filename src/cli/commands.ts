@@ -3,9 +3,9 @@
  * only parse, call the driver API and format; every decision lives in the driver.
  */
 import { readFile } from 'node:fs/promises';
-import type { Driver, AffectFlags } from '../driver/driver.js';
-import type { HypervisorDriver } from '../driver/hypervisor.js';
-import { parseScaledKiB } from '../driver/size.js';
+import type { Driver, AffectFlags } from '../driver/native/driver.js';
+import type { HypervisorDriver } from '../driver/api.js';
+import { parseScaledKiB } from '../domain/size.js';
 import { UsageError, type CommandSyntax, type ParsedArgs } from './args.js';
 import { formatDominfo, formatList, formatMemStats, stateText, stateWithReason } from './format.js';
 

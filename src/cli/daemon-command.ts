@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseScaledKiB } from '../driver/size.js';
+import { parseScaledKiB } from '../domain/size.js';
 import { UsageError } from './args.js';
 import { POLICY_ENGINES, type PolicyEngine } from '../policy/types.js';
 import type { Command } from './commands.js';
@@ -70,7 +70,7 @@ export const DAEMON_COMMANDS: Command[] = [
         daemon.remoteHosts.start();
       }
       // On the unix socket the file's mode is the access control (as for libvirt's socket).
-      const servers = [new ApiServer({ daemon, token: null, listen: { kind: 'unix', path: daemonSocketPath(daemon.driver.paths.root), mode: Number.parseInt(modeText, 8) }, ...(staticFiles ? { staticFiles } : {}) })];
+      const servers = [new ApiServer({ daemon, token: null, listen: { kind: 'unix', path: daemon.driver.paths.daemonSocket, mode: Number.parseInt(modeText, 8) }, ...(staticFiles ? { staticFiles } : {}) })];
       if (tcp) servers.push(new ApiServer({ daemon, token, listen: { kind: 'tcp', ...tcp }, ...(staticFiles ? { staticFiles } : {}) }));
       try {
         for (const s of servers) await s.start();
@@ -112,11 +112,6 @@ async function readHostsFile(file: string): Promise<string[]> {
   } catch (err) {
     throw new UsageError(`invalid hosts file: ${(err as Error).message}`);
   }
-}
-
-/** <state>/virtmemd.sock */
-export function daemonSocketPath(stateDir: string): string {
-  return join(stateDir, 'virtmemd.sock');
 }
 
 /** The dashboard's files, when this build has them. */

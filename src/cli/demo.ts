@@ -7,8 +7,8 @@ import { buildDefaultGuest, findDefaultGuest } from '../guest/build.js';
 import { GuestAgent, readGuestMeminfo } from '../guest/agent.js';
 import { main } from './main.js';
 import { readFile } from 'node:fs/promises';
-import { bootDiagnosis } from '../driver/accel.js';
-import { VirtError } from '../driver/errors.js';
+import { bootDiagnosis } from '../driver/native/accel.js';
+import { VirtError } from '../domain/errors.js';
 import type { CommandContext } from './commands.js';
 
 export const DEMO_DOMAIN = 'virtmem-demo';

@@ -2,12 +2,12 @@
  * Commands virsh does not have: creating a domain without writing XML, building the built-in
  * guest, and the demo.
  */
-import type { DomainDef, DiskDef, CpuDef } from '../driver/definition.js';
-import { parseAccelRequest } from '../driver/accel.js';
-import { DEF_SCHEMA_VERSION } from '../driver/definition.js';
-import { parseScaledKiB } from '../driver/size.js';
-import { newUuid, validateDomainName } from '../driver/name.js';
-import { defaultBalloon } from '../driver/validate-def.js';
+import type { DomainDef, DiskDef, CpuDef } from '../domain/definition.js';
+import { parseAccelRequest } from '../driver/native/accel.js';
+import { DEF_SCHEMA_VERSION } from '../domain/definition.js';
+import { parseScaledKiB } from '../domain/size.js';
+import { newUuid, validateDomainName } from '../domain/name.js';
+import { defaultBalloon } from '../domain/validate-def.js';
 import { isAbsolute, resolve } from 'node:path';
 import { UsageError, type ParsedArgs } from './args.js';
 import type { Command } from './commands.js';

@@ -2,20 +2,20 @@
  * The `virtmem` command line: global options, dispatch, and the one place where errors become
  * virsh-style `error: ...` lines and exit codes.
  */
-import { Driver } from '../driver/driver.js';
-import { VirtError } from '../driver/errors.js';
+import { Driver } from '../driver/native/driver.js';
+import { VirtError } from '../domain/errors.js';
 import { GuestError } from '../guest/errors.js';
 import { parseArgs, UsageError } from './args.js';
 import { COMMANDS, type Command } from './commands.js';
-import type { HypervisorDriver } from '../driver/hypervisor.js';
-import { LibvirtDriver } from '../driver/libvirt-driver.js';
+import type { HypervisorDriver } from '../driver/api.js';
+import { LibvirtDriver } from '../driver/libvirt/driver.js';
 import { LibvirtError } from '../libvirt/errors.js';
 import { chooseUri, isNativeUri } from '../libvirt/uri.js';
 import { EXTRA_COMMANDS } from './extra-commands.js';
 import { INSPECT_COMMANDS } from './inspect-commands.js';
 import { POLICY_COMMANDS } from './policy-commands.js';
 import { DAEMON_COMMANDS } from './daemon-command.js';
-import { DaemonBackedDriver } from './daemon-driver.js';
+import { DaemonBackedDriver } from '../driver/remote/daemon-driver.js';
 
 const DAEMON_SERVED = new Set(['dominfo', 'list', 'setmem', 'dommemstat']);
 

@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { LastPolicyDecision } from '../policy/loop.js';
-import { parseScaledKiB } from '../driver/size.js';
+import { parseScaledKiB } from '../domain/size.js';
 import { effectivePolicy } from '../policy/settings.js';
 import { UsageError } from './args.js';
 import type { Command } from './commands.js';

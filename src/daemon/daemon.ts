@@ -5,14 +5,14 @@
  * nothing of HTTP.
  */
 import { readdir } from 'node:fs/promises';
-import { Driver, type DriverOptions } from '../driver/driver.js';
-import { VirtError, invalidArg } from '../driver/errors.js';
-import { validateDomainName } from '../driver/name.js';
-import { observe, readRunRecord } from '../driver/run-status.js';
+import { Driver, type DriverOptions } from '../driver/native/driver.js';
+import { VirtError, invalidArg } from '../domain/errors.js';
+import { validateDomainName } from '../domain/name.js';
+import { observe, readRunRecord } from '../driver/native/run-status.js';
 import type { QmpClient } from '../qmp/index.js';
 import { GuestWatcher, type WatchChange } from './guest-watcher.js';
 import { guestDocument, summaryDocument, totalBytes, pluggedBytes, type GuestModel } from './guest-model.js';
-import { sampleHostMemory, type HostMemory } from '../driver/host-memory.js';
+import { sampleHostMemory, type HostMemory } from '../driver/native/host-memory.js';
 import { HistoryRing, type HistorySample } from './history.js';
 import { OperationRegistry, operationDocument, type Operation } from './operations.js';
 import { PolicyLoop, type PolicyMode } from '../policy/loop.js';

@@ -2,9 +2,9 @@
  * The daemon's live model of one guest's memory and how QEMU events change it. Pure: the
  * watcher (guest-watcher.ts) feeds it answers and events; the HTTP layer and /metrics read it.
  */
-import type { DomainDef } from '../driver/definition.js';
-import type { DomainState } from '../driver/run-status.js';
-import { defLayout } from '../driver/memory-layout.js';
+import type { DomainDef } from '../domain/definition.js';
+import type { DomainState } from '../driver/native/run-status.js';
+import { defLayout } from '../driver/memory/layout.js';
 import type { BalloonGuestStats, MemoryDeviceInfo } from '../qmp/index.js';
 import { freshStallPct, type GuestPressure } from './guest-pressure.js';
 

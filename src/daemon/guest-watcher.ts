@@ -8,10 +8,10 @@
 import { stat } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { QmpClient, queryBalloon, queryMemoryDevices, queryBalloonGuestStats, queryStatus, type QmpEventStream } from '../qmp/index.js';
-import { BALLOON_QOM_PATH } from '../driver/qemu-argv.js';
-import type { RunPaths } from '../driver/paths.js';
-import { isProcessAlive, readRssKiB } from '../driver/host-process.js';
-import { readRunRecord, type RunningRecord } from '../driver/run-status.js';
+import { BALLOON_QOM_PATH } from '../driver/native/qemu-argv.js';
+import type { RunPaths } from '../driver/native/paths.js';
+import { isProcessAlive, readRssKiB } from '../driver/native/host-process.js';
+import { readRunRecord, type RunningRecord } from '../driver/native/run-status.js';
 import { GuestPressureFeed } from './guest-pressure.js';
 import {
   applyBalloon, applyDefinition, applyDevices, applyEvent, applyGuestStats, modelFromDefinition, setMonitor, setState,

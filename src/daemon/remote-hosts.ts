@@ -5,8 +5,8 @@
  * down with the reason and reconnected with backoff; every call is bounded, and the watchers
  * run on their own timers, so a dead host never holds up the daemon's tick or the API.
  */
-import { LibvirtDriver } from '../driver/libvirt-driver.js';
-import { invalidArg } from '../driver/errors.js';
+import { LibvirtDriver } from '../driver/libvirt/driver.js';
+import { invalidArg } from '../domain/errors.js';
 import { StatsType } from '../libvirt/protocol.js';
 import { parseLibvirtUri, isNativeUri } from '../libvirt/uri.js';
 

@@ -6,7 +6,7 @@ import { HttpError, toHttpError } from './errors.js';
 import { Router } from './router.js';
 import { parseJsonBody, checkQuery, type BodySpec } from './validate.js';
 import type { Daemon } from '../daemon/daemon.js';
-import { validateDomainName } from '../driver/name.js';
+import { validateDomainName } from '../domain/name.js';
 
 export const API_PREFIX = '/api/v1';
 

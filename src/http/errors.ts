@@ -2,7 +2,7 @@
  * Errors of the HTTP layer and the one place where driver errors become status codes. Every
  * error body is `{"error": {"code", "message", "field"?}}` (docs/openapi.json#/components/schemas/Error).
  */
-import { VirtError, type VirtErrorCode } from '../driver/errors.js';
+import { VirtError, type VirtErrorCode } from '../domain/errors.js';
 
 export type HttpErrorCode =
   | 'BAD_JSON' | 'UNKNOWN_FIELD' | 'INVALID_FIELD' | 'MISSING_FIELD' | 'BODY_TOO_LARGE' | 'BAD_CONTENT_TYPE'

@@ -6,7 +6,7 @@
 import type { GuestModel } from '../daemon/guest-model.js';
 import { pluggedBytes, totalBytes } from '../daemon/guest-model.js';
 import { freshStallPct } from '../daemon/guest-pressure.js';
-import type { HostMemory } from '../driver/host-memory.js';
+import type { HostMemory } from '../driver/native/host-memory.js';
 import type { HostDocument } from '../daemon/remote-hosts.js';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';

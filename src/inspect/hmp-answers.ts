@@ -2,7 +2,7 @@
  * Parsers for the one-line answers of HMP address commands (QEMU monitor/misc.c and
  * target/i386/monitor.c): `gpa2hva`, `gpa2hpa`, `gva2gpa`, and the dump of `xp`. Pure.
  */
-import { VirtError } from '../driver/errors.js';
+import { VirtError } from '../domain/errors.js';
 
 /** An address QEMU reported, or its reason for not reporting one ("Unmapped", "... is not RAM"). */
 export type HmpAddress = { address: bigint; region?: string } | { reason: string };

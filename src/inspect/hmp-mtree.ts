@@ -7,7 +7,7 @@
  * with the end inclusive, the type one of ram / rom / romd / ramd / i/o (optionally prefixed
  * `nv-`), and `@offset` the offset into the named memory region. Pure.
  */
-import { VirtError } from '../driver/errors.js';
+import { VirtError } from '../domain/errors.js';
 
 /** QEMU's memory region types as `info mtree` prints them. */
 export type MtreeType = 'ram' | 'rom' | 'romd' | 'ramd' | 'i/o';

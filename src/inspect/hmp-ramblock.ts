@@ -4,7 +4,7 @@
  * ram_addr space (not a guest-physical address); `used` is its current length, `total` its
  * maximum. Pure.
  */
-import { VirtError } from '../driver/errors.js';
+import { VirtError } from '../domain/errors.js';
 
 export interface RamBlock {
   /** QEMU's idstr, e.g. "pc.ram" or "0000:00:03.0/mem-vmem0" (device path + region name). */

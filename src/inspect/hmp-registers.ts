@@ -3,7 +3,7 @@
  * block per vCPU, headed `CPU#N`, with `NAME=hexvalue` fields. Pure; tested against recorded
  * output in test/fixtures/inspect/.
  */
-import { VirtError } from '../driver/errors.js';
+import { VirtError } from '../domain/errors.js';
 import type { ControlRegisters } from './paging.js';
 
 /** What an address translation needs to know about one vCPU. */

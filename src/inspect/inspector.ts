@@ -8,8 +8,8 @@
  * the QEMU process are closed when it ends. The guest is not paused: a walk reads tables the
  * guest may be changing, as a debugger attached to a live system does.
  */
-import type { Driver } from '../driver/driver.js';
-import { VirtError } from '../driver/errors.js';
+import type { Driver } from '../driver/native/driver.js';
+import { VirtError } from '../domain/errors.js';
 import { queryMemoryDevices, type QmpClient } from '../qmp/index.js';
 import { parseHostAddress } from './hmp-answers.js';
 import { parseFlatView } from './hmp-mtree.js';

@@ -6,7 +6,7 @@
  *
  * Reference: Intel SDM vol. 3A, 4.5 (4-level and 5-level paging) and 4.6 (access rights).
  */
-import { VirtError } from '../driver/errors.js';
+import { VirtError } from '../domain/errors.js';
 import {
   cr3TableAddress,
   decodeEntry,

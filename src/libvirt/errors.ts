@@ -3,7 +3,7 @@
  * `VirtError` root so front ends present it like any driver error; `kind` says which of the
  * failure families it is, and errors the daemon sent keep libvirt's own code and domain.
  */
-import { VirtError, type VirtErrorCode } from '../driver/errors.js';
+import { VirtError, type VirtErrorCode } from '../domain/errors.js';
 import type { WireError } from './protocol.js';
 
 export type LibvirtErrorKind =

@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { invalidArg } from '../driver/errors.js';
+import { invalidArg } from '../domain/errors.js';
 
 export type LibvirtTransport = 'unix' | 'tcp' | 'tls' | 'ssh';
 

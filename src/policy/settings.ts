@@ -1,8 +1,8 @@
 /**
  * A domain's policy settings with their defaults filled in. (The XML form, under <metadata> in
- * virtmem's namespace, is in src/driver/xml.ts.)
+ * virtmem's namespace, is in src/domain/xml.ts.)
  */
-import type { DomainDef, PolicyDef } from '../driver/definition.js';
+import type { DomainDef, PolicyDef } from '../domain/definition.js';
 import type { PolicySettings } from './types.js';
 import { MiB } from './types.js';
 

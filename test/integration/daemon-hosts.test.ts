@@ -18,7 +18,7 @@ import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { startRemoteLibvirtd, type RemoteLibvirtd } from '../helpers/remote-libvirtd.js';
 import { assertConforms } from '../helpers/openapi.js';
 import { browserMissing, launchBrowser } from '../helpers/browser.js';
-import { daemonRequest, closeDaemonClients } from '../../src/http/client.js';
+import { daemonRequest, closeDaemonClients } from '../../src/driver/remote/http-client.js';
 import { skipUnlessCi, notRoot } from '../helpers/skip.js';
 import { virsh } from '../helpers/virsh.js';
 import { until as pollUntil } from '../helpers/poll.js';

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sandbox } from '../helpers/cli.js';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
-import { daemonRequest, closeDaemonClients } from '../../src/http/client.js';
+import { daemonRequest, closeDaemonClients } from '../../src/driver/remote/http-client.js';
 
 const MiB = 1024 * 1024;
 const sb = await sandbox();

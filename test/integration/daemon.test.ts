@@ -13,7 +13,7 @@ import { sandbox } from '../helpers/cli.js';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { assertConforms } from '../helpers/openapi.js';
 import { GuestAgent } from '../../src/guest/agent.js';
-import { daemonRequest, closeDaemonClients, type DaemonTarget, type DaemonAnswer } from '../../src/http/client.js';
+import { daemonRequest, closeDaemonClients, type DaemonTarget, type DaemonAnswer } from '../../src/driver/remote/http-client.js';
 
 const MiB = 1024 * 1024;
 const DOM = 'dm';

@@ -8,8 +8,8 @@
  * the project's QMP layer is developed separately and this test must not depend on it.
  */
 
-import { kvmStatus } from '../../src/driver/accel.js';
-import { resolveEmulator } from '../../src/driver/host.js';
+import { kvmStatus } from '../../src/driver/native/accel.js';
+import { resolveEmulator } from '../../src/driver/native/emulator.js';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as fsc } from 'node:fs';

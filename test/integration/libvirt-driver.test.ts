@@ -17,7 +17,7 @@ import { runCli } from '../helpers/cli.js';
 import { skipUnlessCi, notRoot } from '../helpers/skip.js';
 import { virsh, type VirshResult } from '../helpers/virsh.js';
 import { startRemoteLibvirtd } from '../helpers/remote-libvirtd.js';
-import { LibvirtDriver } from '../../src/driver/libvirt-driver.js';
+import { LibvirtDriver } from '../../src/driver/libvirt/driver.js';
 import { LibvirtError } from '../../src/libvirt/errors.js';
 
 const SOCK = '/var/run/libvirt/libvirt-sock';

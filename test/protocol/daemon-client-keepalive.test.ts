@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { sandbox } from '../helpers/cli.js';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
-import { daemonRequest, closeDaemonClients, DaemonUnreachableError } from '../../src/http/client.js';
+import { daemonRequest, closeDaemonClients, DaemonUnreachableError } from '../../src/driver/remote/http-client.js';
 
 /** Blocks this thread, as spawnSync or a long synchronous computation would. */
 function blockEventLoop(ms: number): void {

@@ -15,9 +15,9 @@ import { join } from 'node:path';
 import { FakePeer, bounded } from './fake-qmp.js';
 import { Daemon } from '../../src/daemon/daemon.js';
 import { ApiServer } from '../../src/http/server.js';
-import { parseProcStat } from '../../src/driver/host-process.js';
-import { daemonRequest, closeDaemonClients } from '../../src/http/client.js';
-import type { DomainDef } from '../../src/driver/definition.js';
+import { parseProcStat } from '../../src/driver/native/host-process.js';
+import { daemonRequest, closeDaemonClients } from '../../src/driver/remote/http-client.js';
+import type { DomainDef } from '../../src/domain/definition.js';
 
 const MiB = 1024 * 1024;
 const dir = await mkdtemp(join(tmpdir(), 'vds-'));

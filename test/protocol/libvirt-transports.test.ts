@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { LibvirtClient } from '../../src/libvirt/client.js';
 import { LibvirtError } from '../../src/libvirt/errors.js';
 import { Proc } from '../../src/libvirt/protocol.js';
-import { LibvirtDriver } from '../../src/driver/libvirt-driver.js';
+import { LibvirtDriver } from '../../src/driver/libvirt/driver.js';
 import { XdrWriter } from '../../src/libvirt/xdr.js';
 import { bounded } from './fake-qmp.js';
 import { startRemoteLibvirtd } from '../helpers/remote-libvirtd.js';

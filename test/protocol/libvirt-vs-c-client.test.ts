@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { LibvirtClient } from '../../src/libvirt/client.js';
 import { LibvirtError } from '../../src/libvirt/errors.js';
-import { LibvirtDriver } from '../../src/driver/libvirt-driver.js';
+import { LibvirtDriver } from '../../src/driver/libvirt/driver.js';
 import { Proc, STRING_MAX, uuidBytes } from '../../src/libvirt/protocol.js';
 import { skipUnlessCi, notRoot } from '../helpers/skip.js';
 

@@ -1,8 +1,8 @@
 /** The accelerator decision and CPU model mapping: pure parts of accel.ts and qemu-argv.ts. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { accelRequest, bootDiagnosis, chooseAccel, consoleSummary, parseAccelRequest, type KvmStatus } from '../../src/driver/accel.js';
-import { qemuCpuModel } from '../../src/driver/qemu-argv.js';
+import { accelRequest, bootDiagnosis, chooseAccel, consoleSummary, parseAccelRequest, type KvmStatus } from '../../src/driver/native/accel.js';
+import { qemuCpuModel } from '../../src/driver/native/qemu-argv.js';
 import { cpuFromOption } from '../../src/cli/extra-commands.js';
 
 const status = (over: Partial<KvmStatus>): KvmStatus => ({

@@ -4,9 +4,9 @@ import assert from 'node:assert/strict';
 import { modelFromDefinition, applyEvent, applyDevices, applyGuestStats, guestDocument, setMonitor, totalBytes } from '../../src/daemon/guest-model.js';
 import { HistoryRing } from '../../src/daemon/history.js';
 import { OperationRegistry, operationDocument } from '../../src/daemon/operations.js';
-import { parseMeminfo, parsePressure } from '../../src/driver/host-memory.js';
+import { parseMeminfo, parsePressure } from '../../src/driver/native/host-memory.js';
 import { validate, assertConforms } from '../helpers/openapi.js';
-import type { DomainDef } from '../../src/driver/definition.js';
+import type { DomainDef } from '../../src/domain/definition.js';
 
 const MiB = 1024 * 1024;
 const DEF = {

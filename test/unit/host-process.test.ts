@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseProcStat, isProcessAlive, readProcStat } from '../../src/driver/host-process.js';
+import { parseProcStat, isProcessAlive, readProcStat } from '../../src/driver/native/host-process.js';
 
 test('parseProcStat copes with spaces and parentheses in the command name', () => {
   const line = '1234 (qemu (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 98765 100000 200 18446744073709551615';

@@ -5,10 +5,10 @@ import { parseJsonBody, checkQuery, type BodySpec } from '../../src/http/validat
 import { Router } from '../../src/http/router.js';
 import { checkRequest, cookieToken, allowedHosts } from '../../src/http/guard.js';
 import { HttpError, toHttpError } from '../../src/http/errors.js';
-import { VirtError } from '../../src/driver/errors.js';
+import { VirtError } from '../../src/domain/errors.js';
 import { formatMetrics, escapeLabel } from '../../src/http/metrics.js';
 import { modelFromDefinition, applyGuestStats } from '../../src/daemon/guest-model.js';
-import type { DomainDef } from '../../src/driver/definition.js';
+import type { DomainDef } from '../../src/domain/definition.js';
 
 const SPEC: BodySpec = {
   targetBytes: { type: 'integer', min: 1, max: Number.MAX_SAFE_INTEGER, required: true, unit: 'bytes' },

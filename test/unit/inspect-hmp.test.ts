@@ -5,7 +5,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { VirtError } from '../../src/driver/errors.js';
+import { VirtError } from '../../src/domain/errors.js';
 import { parseRegisters } from '../../src/inspect/hmp-registers.js';
 import { parseFlatView } from '../../src/inspect/hmp-mtree.js';
 import { parseRamBlocks, ramBlockOfRegion } from '../../src/inspect/hmp-ramblock.js';

@@ -1,9 +1,9 @@
 /** What the libvirt driver reads from libvirt's domain XML, and the virtio-mem update document. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { memoryLayoutFromXml, sizeKiB, virtioMemUpdateXml } from '../../src/libvirt/domain-xml.js';
-import { element, parseXmlTree } from '../../src/driver/xml-tree.js';
-import { VirtError } from '../../src/driver/errors.js';
+import { memoryLayoutFromXml, sizeKiB, virtioMemUpdateXml } from '../../src/driver/libvirt/domain-xml.js';
+import { element, parseXmlTree } from '../../src/domain/xml-tree.js';
+import { VirtError } from '../../src/domain/errors.js';
 
 const LIVE = `<domain type='qemu' id='3'>
   <name>web</name>

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chooseUri, isNativeUri, parseLibvirtUri, unixSocketPath } from '../../src/libvirt/uri.js';
-import { VirtError } from '../../src/driver/errors.js';
+import { VirtError } from '../../src/domain/errors.js';
 
 test('transports, hosts, ports and the name sent to the daemon', () => {
   const cases: Array<[string, string, string | null, number | null, string]> = [

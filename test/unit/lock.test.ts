@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { mkdtemp, writeFile, readFile, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { acquireLock, withLock } from '../../src/driver/lock.js';
+import { acquireLock, withLock } from '../../src/driver/native/lock.js';
 import { writeFileAtomic } from '../../src/util/atomic-file.js';
-import { VirtError } from '../../src/driver/errors.js';
+import { VirtError } from '../../src/domain/errors.js';
 
 test('a held lock makes the next taker wait, then it gets it', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'lk-'));

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../../src/driver/memory-plan.js';
+import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../../src/driver/memory/plan.js';
 
 const M = 1024;
 const G = 1024 * M;

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { toMemoryStats } from '../../src/driver/memory-stats.js';
-import type { DomainDef } from '../../src/driver/definition.js';
+import { toMemoryStats } from '../../src/driver/memory/stats.js';
+import type { DomainDef } from '../../src/domain/definition.js';
 
 const live = { balloon: { model: 'virtio', statsPeriodS: 5, autodeflate: true, freePageReporting: true } } as DomainDef;
 

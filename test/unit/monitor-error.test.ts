@@ -1,7 +1,7 @@
 /** QMP failures become driver errors that say what happened: gone, busy, slow. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { monitorError } from '../../src/driver/monitor.js';
+import { monitorError } from '../../src/driver/native/monitor.js';
 import { QmpConnectError, QmpTimeoutError } from '../../src/qmp/index.js';
 
 const errno = (code: string): NodeJS.ErrnoException => Object.assign(new Error(code), { code });

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { VirtError } from '../../src/driver/errors.js';
-import { MAX_DOMAIN_NAME_LENGTH, isUuid, newUuid, normalizeUuid, printable, validateDomainName } from '../../src/driver/name.js';
+import { VirtError } from '../../src/domain/errors.js';
+import { MAX_DOMAIN_NAME_LENGTH, isUuid, newUuid, normalizeUuid, printable, validateDomainName } from '../../src/domain/name.js';
 
 function assertInvalid(fn: () => unknown, ...parts: string[]): void {
   assert.throws(fn, (err: unknown) => {

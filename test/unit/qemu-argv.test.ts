@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildQemuArgv } from '../../src/driver/qemu-argv.js';
-import { StatePaths } from '../../src/driver/paths.js';
-import type { DomainDef } from '../../src/driver/definition.js';
+import { buildQemuArgv } from '../../src/driver/native/qemu-argv.js';
+import { StatePaths } from '../../src/driver/native/paths.js';
+import type { DomainDef } from '../../src/domain/definition.js';
 
 const base: DomainDef = {
   schemaVersion: 1, name: 'vm1', uuid: '6b0b2a3e-6d2c-4c39-9b1c-1f0e5e6f7a80', vcpus: 2,

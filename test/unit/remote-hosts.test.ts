@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { parseHostsFile, remoteDomain, type HostDocument } from '../../src/daemon/remote-hosts.js';
 import { formatMetrics } from '../../src/http/metrics.js';
 import { toLibvirtHostsView } from '../../src/dashboard/web/model.js';
-import { VirtError } from '../../src/driver/errors.js';
+import { VirtError } from '../../src/domain/errors.js';
 
 test('hosts file: URIs one per line, comments and blank lines skipped', () => {
   assert.deepEqual(parseHostsFile('# hosts\n\nqemu+tcp://10.0.0.2/system   # rack 1\n  test:///default\nqemu+ssh://root@h:22/system?keyfile=/k\n', 'f'),

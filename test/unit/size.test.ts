@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { VirtError } from '../../src/driver/errors.js';
-import { MAX_KIB, formatKiB, parseScaledKiB, parseXmlMemoryKiB, unitBytes } from '../../src/driver/size.js';
+import { VirtError } from '../../src/domain/errors.js';
+import { MAX_KIB, formatKiB, parseScaledKiB, parseXmlMemoryKiB, unitBytes } from '../../src/domain/size.js';
 
 const KiB = 1;
 const MiB = 1024;

@@ -1,14 +1,14 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { DomainDef } from '../../src/driver/definition.js';
-import { VirtError } from '../../src/driver/errors.js';
+import type { DomainDef } from '../../src/domain/definition.js';
+import { VirtError } from '../../src/domain/errors.js';
 import {
   DefValidationError,
   MAX_VCPUS,
   MIN_MEMORY_KIB,
   defaultBalloon,
   validateDomainDef,
-} from '../../src/driver/validate-def.js';
+} from '../../src/domain/validate-def.js';
 
 const GiB = 1024 * 1024;
 

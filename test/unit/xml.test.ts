@@ -4,11 +4,11 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { DomainDef } from '../../src/driver/definition.js';
-import { VirtError } from '../../src/driver/errors.js';
-import { defaultBalloon } from '../../src/driver/validate-def.js';
-import { formatDomainXml, parseDomainXml } from '../../src/driver/xml.js';
-import { MAX_XML_BYTES, MAX_XML_DEPTH, formatXmlTree, element, parseXmlTree } from '../../src/driver/xml-tree.js';
+import type { DomainDef } from '../../src/domain/definition.js';
+import { VirtError } from '../../src/domain/errors.js';
+import { defaultBalloon } from '../../src/domain/validate-def.js';
+import { formatDomainXml, parseDomainXml } from '../../src/domain/xml.js';
+import { MAX_XML_BYTES, MAX_XML_DEPTH, formatXmlTree, element, parseXmlTree } from '../../src/domain/xml-tree.js';
 import { skipUnlessCi } from '../helpers/skip.js';
 
 // Tests run from dist/test/unit; fixtures stay in the source tree.

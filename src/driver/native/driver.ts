@@ -7,27 +7,27 @@ import { spawn } from 'node:child_process';
 import { mkdir, open, readFile, rm, unlink } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { QmpClient, QmpEventStream } from '../qmp/index.js';
-import type { DefaultGuest } from '../guest/build.js';
-import { QmpCommandError, queryBalloon, queryStatus, setBalloon, queryBalloonGuestStats, queryMemoryDevices, qomSet, systemPowerdown, cont } from '../qmp/index.js';
-import type { DomainDef, VirtioMemDef } from './definition.js';
-import { VirtError, invalidArg } from './errors.js';
-import { ensurePrivateDir, writeFileAtomic } from '../util/atomic-file.js';
+import type { QmpClient, QmpEventStream } from '../../qmp/index.js';
+import type { DefaultGuest } from '../../guest/build.js';
+import { QmpCommandError, queryBalloon, queryStatus, setBalloon, queryBalloonGuestStats, queryMemoryDevices, qomSet, systemPowerdown, cont } from '../../qmp/index.js';
+import type { DomainDef, VirtioMemDef } from '../../domain/definition.js';
+import { VirtError, invalidArg } from '../../domain/errors.js';
+import { ensurePrivateDir, writeFileAtomic } from '../../util/atomic-file.js';
 import { StatePaths, defaultStateDir, type RunPaths } from './paths.js';
-import { DefinitionStore } from './store.js';
+import { DefinitionStore } from '../../domain/store.js';
 import { acquireLock, withLock } from './lock.js';
-import { resolveEmulator } from './host.js';
+import { resolveEmulator } from './emulator.js';
 import { accelRequest, chooseAccel, kvmStatus, type KvmStatus } from './accel.js';
 import { BALLOON_QOM_PATH, buildQemuArgv, qemuCpuModel, virtioMemId, type Accel } from './qemu-argv.js';
 import { observe, writeRunRecord, type DomainState, type Observed, type RunningRecord, type StateReason } from './run-status.js';
 import { isProcessAlive, readProcStat, readRssKiB, CLOCK_TICKS_PER_S } from './host-process.js';
 import { withMonitor, onHeldMonitor, monitorError } from './monitor.js';
-import { validateDomainName, isUuid } from './name.js';
-import { MIN_MEMORY_KIB, validateDomainDef } from './validate-def.js';
-import { toMemoryStats, type MemoryStats } from './memory-stats.js';
-import { defLayout, withRequested, bootMemoryKiB } from './memory-layout.js';
-import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout, type MemoryPlan } from './memory-plan.js';
-import { shrinkRefusal, growthRefusal, hostMemAvailableKiB } from './memory-guards.js';
+import { validateDomainName, isUuid } from '../../domain/name.js';
+import { MIN_MEMORY_KIB, validateDomainDef } from '../../domain/validate-def.js';
+import { toMemoryStats, type MemoryStats } from '../memory/stats.js';
+import { defLayout, withRequested, bootMemoryKiB } from '../memory/layout.js';
+import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout, type MemoryPlan } from '../memory/plan.js';
+import { shrinkRefusal, growthRefusal, hostMemAvailableKiB } from '../memory/guards.js';
 import { sampleHostMemory } from './host-memory.js';
 
 export interface DriverOptions {
@@ -352,7 +352,7 @@ export class Driver {
 
   /** Define from libvirt domain XML; warnings name what was ignored. */
   async defineXml(xml: string): Promise<{ def: DomainDef; redefined: boolean; warnings: string[] }> {
-    const { parseDomainXml } = await import('./xml.js'); // loaded on demand: keeps CLI start-up lean
+    const { parseDomainXml } = await import('../../domain/xml.js'); // loaded on demand: keeps CLI start-up lean
     const { def, warnings } = parseDomainXml(xml);
     const r = await this.define(def);
     return { ...r, warnings };
@@ -381,7 +381,7 @@ export class Driver {
   async dumpXml(ref: string, opts: { inactive?: boolean; signal?: AbortSignal } = {}): Promise<string> {
     const def = await this.lookup(ref);
     const o = await this.observe(def.name);
-    const { formatDomainXml } = await import('./xml.js');
+    const { formatDomainXml } = await import('../../domain/xml.js');
     // The accelerator it runs with, or the one it asks for; 'auto' shows what auto picks here.
     const accel = !opts.inactive && o.state !== 'shutoff' ? o.record.accel : await this.plannedAccel(def);
     const xmlType = accel === 'kvm' ? 'kvm' : 'qemu';
@@ -514,7 +514,7 @@ export class Driver {
       throw new VirtError('NO_SUPPORT', 'the built-in default guest is not built yet: run `virtmem guest-build` (or `npm run setup`) first, or give the domain a kernel');
     }
     // Refused here rather than booted: a disk the guest has no driver for is silently absent.
-    const { defaultGuestDiskProblem } = await import('../guest/kernel-modules.js');
+    const { defaultGuestDiskProblem } = await import('../../guest/kernel-modules.js');
     const problem = defaultGuestDiskProblem(guest.modules, def.disks);
     if (problem?.reason === 'bus') {
       throw new VirtError('CONFIG_UNSUPPORTED', `disk ${problem.target}: the built-in guest drives virtio disks only; use bus 'virtio' (target vda, vdb, ...) or give the domain a kernel`);
@@ -536,7 +536,7 @@ export class Driver {
   }
 
   private async defaultGuest(): Promise<DefaultGuest | null> {
-    const { findDefaultGuest } = await import('../guest/build.js'); // on demand, see defineXml
+    const { findDefaultGuest } = await import('../../guest/build.js'); // on demand, see defineXml
     return findDefaultGuest(this.opts.guestDir);
   }
 
@@ -1090,6 +1090,6 @@ function acceptsConnections(path: string): Promise<boolean> {
 
 // The native driver is one implementation of the neutral API; this fails to compile if its
 // public methods drift from it.
-import type { HypervisorDriver } from './hypervisor.js';
+import type { HypervisorDriver } from '../api.js';
 const _nativeIsHypervisorDriver = (d: Driver): HypervisorDriver => d;
 void _nativeIsHypervisorDriver;

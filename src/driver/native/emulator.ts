@@ -4,7 +4,7 @@
  */
 import { access, constants } from 'node:fs/promises';
 import { delimiter, isAbsolute, join } from 'node:path';
-import { VirtError } from './errors.js';
+import { VirtError } from '../../domain/errors.js';
 
 /** The default emulator binary name. */
 export const DEFAULT_EMULATOR = 'qemu-system-x86_64';

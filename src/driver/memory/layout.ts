@@ -1,28 +1,15 @@
 /**
- * How a definition's memory numbers relate. libvirt's <memory> includes the memory devices
- * ("the memory allocation includes possible additional memory devices specified at start"):
- * initial RAM is <memory> minus the full size of every device (see validate-def.ts, which
- * enforces the same rule).
+ * A definition's memory as the parts a running guest has: boot RAM under the balloon, DIMMs,
+ * virtio-mem devices (domain/memory.ts has the arithmetic).
  */
-import type { DomainDef } from './definition.js';
-import type { MemoryLayout, VirtioMemState } from './memory-plan.js';
+import type { DomainDef } from '../../domain/definition.js';
+import { bootMemoryKiB } from '../../domain/memory.js';
+import type { MemoryLayout, VirtioMemState } from './plan.js';
 
+export { bootMemoryKiB };
 
 /** QOM id of the i-th virtio-mem device; the monitor addresses devices by it. */
 export const virtioMemId = (i: number): string => `vmem${i}`;
-
-/** KiB of memory devices counted in <memory>. */
-export function deviceMemoryKiB(def: Pick<DomainDef, 'memoryDevices'>): number {
-  return def.memoryDevices.reduce(
-    (sum, d) => sum + d.sizeKiB,
-    0,
-  );
-}
-
-/** Initial RAM: what QEMU's -m size gets. */
-export function bootMemoryKiB(def: Pick<DomainDef, 'memory' | 'memoryDevices'>): number {
-  return def.memory.maxKiB - deviceMemoryKiB(def);
-}
 
 /** The layout a definition describes, with each virtio-mem device at its requested size. */
 export function defLayout(def: Pick<DomainDef, 'memory' | 'memoryDevices'>): MemoryLayout {

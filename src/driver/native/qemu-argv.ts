@@ -3,10 +3,10 @@
  * it is unit-tested without starting anything. Sizes are converted from KiB to QEMU's units here
  * and nowhere else.
  */
-import type { CpuDef, DomainDef } from './definition.js';
-import { VirtError } from './errors.js';
+import type { CpuDef, DomainDef } from '../../domain/definition.js';
+import { VirtError } from '../../domain/errors.js';
 import type { RunPaths } from './paths.js';
-import { bootMemoryKiB, virtioMemId } from './memory-layout.js';
+import { bootMemoryKiB, virtioMemId } from '../memory/layout.js';
 
 export { virtioMemId };
 

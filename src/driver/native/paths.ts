@@ -8,7 +8,7 @@
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { VirtError } from './errors.js';
+import { VirtError } from '../../domain/errors.js';
 
 /** Default state directory for the current user. */
 export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -47,6 +47,8 @@ export class StatePaths {
   get runDir(): string { return join(this.root, 'run'); }
   get locksDir(): string { return join(this.root, 'locks'); }
   get idCounter(): string { return join(this.root, 'next-id'); }
+  /** virtmemd's API socket. */
+  get daemonSocket(): string { return join(this.root, 'virtmemd.sock'); }
   definition(name: string): string { return join(this.domainsDir, `${name}.json`); }
   lock(name: string): string { return join(this.locksDir, `${name}.lock`); }
 

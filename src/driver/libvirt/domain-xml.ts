@@ -3,8 +3,8 @@
  * DIMMs, virtio-mem devices with their live sizes) and the balloon statistics period, and the
  * device XML that asks libvirt to resize one virtio-mem device.
  */
-import { childrenNamed, formatXmlTree, parseXmlTree, type Element } from '../driver/xml-tree.js';
-import { xmlError } from '../driver/errors.js';
+import { childrenNamed, formatXmlTree, parseXmlTree, type Element } from '../../domain/xml-tree.js';
+import { xmlError } from '../../domain/errors.js';
 
 export interface LibvirtVirtioMem {
   alias: string | null;

@@ -16,9 +16,9 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
 import { homedir, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { writeFileAtomic, ensurePrivateDir } from '../util/atomic-file.js';
-import type { AccelChoice } from './definition.js';
-import { VirtError, invalidArg } from './errors.js';
+import { writeFileAtomic, ensurePrivateDir } from '../../util/atomic-file.js';
+import type { AccelChoice } from '../../domain/definition.js';
+import { VirtError, invalidArg } from '../../domain/errors.js';
 import type { Accel } from './qemu-argv.js';
 
 /** What a domain or the user asks for. */

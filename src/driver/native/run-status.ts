@@ -5,9 +5,9 @@
  * an orderly exit, so a dead process with its pidfile still present crashed or was killed).
  */
 import { readFile, access } from 'node:fs/promises';
-import type { DomainDef } from './definition.js';
+import type { DomainDef } from '../../domain/definition.js';
 import type { RunPaths } from './paths.js';
-import { writeFileAtomic } from '../util/atomic-file.js';
+import { writeFileAtomic } from '../../util/atomic-file.js';
 import { isProcessAlive } from './host-process.js';
 import type { Accel } from './qemu-argv.js';
 

@@ -2,8 +2,8 @@
  * dommemstat's numbers: QEMU's balloon statistics mapped to libvirt's names and order, plus the
  * host's resident size of the QEMU process. Pure.
  */
-import type { DomainDef } from './definition.js';
-import type { BalloonGuestStats } from '../qmp/index.js';
+import type { DomainDef } from '../../domain/definition.js';
+import type { BalloonGuestStats } from '../../qmp/index.js';
 
 /** One statistic in KiB (or seconds for last_update), in libvirt's naming. */
 export interface MemoryStat {

@@ -6,8 +6,8 @@
  * The domain's second monitor (qmp-watch.sock) is left for a long-lived watcher, so a daemon
  * holding it never blocks CLI calls.
  */
-import { QmpClient, QmpError, QmpCommandError } from '../qmp/index.js';
-import { VirtError } from './errors.js';
+import { QmpClient, QmpError, QmpCommandError } from '../../qmp/index.js';
+import { VirtError } from '../../domain/errors.js';
 
 export interface MonitorOptions {
   signal?: AbortSignal;

@@ -4,11 +4,10 @@
  * to the driver itself when it does not. Results have the driver's own types, so the CLI's
  * output is the same either way; the daemon's errors come back as the driver's VirtError.
  */
-import { Driver, type DomainInfo, type DomainSummary, type SetMemoryOptions, type SetMemoryResult, type DriverOptions } from '../driver/driver.js';
-import { VirtError, type VirtErrorCode } from '../driver/errors.js';
-import type { MemoryStats } from '../driver/memory-stats.js';
-import { daemonRequest, DaemonUnreachableError } from '../http/client.js';
-import { daemonSocketPath } from './daemon-command.js';
+import { Driver, type DomainInfo, type DomainSummary, type SetMemoryOptions, type SetMemoryResult, type DriverOptions } from '../native/driver.js';
+import { VirtError, type VirtErrorCode } from '../../domain/errors.js';
+import type { MemoryStats } from '../memory/stats.js';
+import { daemonRequest, DaemonUnreachableError } from './http-client.js';
 
 const KIB = 1024;
 
@@ -17,7 +16,7 @@ export class DaemonBackedDriver extends Driver {
 
   constructor(opts: DriverOptions = {}) {
     super(opts);
-    this.#socketPath = daemonSocketPath(this.paths.root);
+    this.#socketPath = this.paths.daemonSocket;
   }
 
   /** The daemon's answer, or null when no daemon answers (then the driver does the work). */

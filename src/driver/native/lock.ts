@@ -8,7 +8,7 @@
  */
 import { open, readFile, unlink } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
-import { VirtError } from './errors.js';
+import { VirtError } from '../../domain/errors.js';
 import { isProcessAlive, readProcStat } from './host-process.js';
 
 export interface LockOptions {

@@ -5,9 +5,9 @@
  * lacks throws VirtError NO_SUPPORT saying so. Result types are the fields front ends use, so
  * each driver can return more.
  */
-import type { AffectFlags, DomainInfo, DomainSummary, SetMemoryOptions, SetMemoryResult } from './driver.js';
-import type { MemoryStats } from './memory-stats.js';
-import type { DomainState, StateReason } from './run-status.js';
+import type { AffectFlags, DomainInfo, DomainSummary, SetMemoryOptions, SetMemoryResult } from './native/driver.js';
+import type { MemoryStats } from './memory/stats.js';
+import type { DomainState, StateReason } from './native/run-status.js';
 
 export interface StartResult {
   live: { name: string };

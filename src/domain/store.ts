@@ -6,8 +6,14 @@ import { readdir, readFile, stat, unlink } from 'node:fs/promises';
 import type { DomainDef } from './definition.js';
 import { VirtError } from './errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../util/atomic-file.js';
-import type { StatePaths } from './paths.js';
 import { validateDomainDef } from './validate-def.js';
+
+/** Where the store keeps its files. */
+export interface StoreLayout {
+  readonly domainsDir: string;
+  /** The file of one definition (the name is already validated). */
+  definition(name: string): string;
+}
 
 export class DefinitionStore {
   /**
@@ -18,7 +24,7 @@ export class DefinitionStore {
    */
   readonly #cache = new Map<string, { key: string; def: DomainDef }>();
 
-  constructor(private readonly paths: StatePaths) {}
+  constructor(private readonly paths: StoreLayout) {}
 
   /** Names of all defined domains, sorted. */
   async names(): Promise<string[]> {

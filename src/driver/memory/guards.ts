@@ -3,8 +3,8 @@
  * using, do not promise memory the host cannot back. Decisions are pure; `--force` skips them.
  */
 import { readFile } from 'node:fs/promises';
-import { parseMeminfo } from './host-memory.js';
-import type { BalloonGuestStats } from '../qmp/index.js';
+import { parseMeminfo } from '../native/host-memory.js';
+import type { BalloonGuestStats } from '../../qmp/index.js';
 
 /**
  * Why shrinking to `targetKiB` would hurt the guest, or null when it is fine or unknown.

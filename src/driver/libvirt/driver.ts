@@ -5,24 +5,24 @@
  * virtio-mem events with progress and bounds, one memory target split between balloon and
  * virtio-mem (update-device), guard rails, and dominfo that counts virtio-mem.
  */
-import { LibvirtClient, type ClientOptions } from '../libvirt/client.js';
-import { LibvirtError } from '../libvirt/errors.js';
+import { LibvirtClient, type ClientOptions } from '../../libvirt/client.js';
+import { LibvirtError } from '../../libvirt/errors.js';
 import {
   AffectFlag, DOMAIN_MESSAGES_MAX, EventId, ListFlag, MEMORY_STATS_MAX, MEMORY_STAT_NAMES, Proc, QEMU_PROGRAM, QEMU_VERSION, QemuProc,
   STRING_MAX, StatsType, readCharArray, XmlFlag, paramNumber, readDomain, readDomainInfo, readTypedParam, uuidBytes, uuidText, writeDomain,
   type DomainEvent, type WireDomain,
-} from '../libvirt/protocol.js';
-import { memoryLayoutFromXml, virtioMemUpdateXml, type LibvirtMemoryLayout } from '../libvirt/domain-xml.js';
-import { XdrReader } from '../libvirt/xdr.js';
-import { parseLibvirtUri, type LibvirtUri } from '../libvirt/uri.js';
-import { planMemory, orderSteps, type MemoryLayout } from './memory-plan.js';
-import { growthRefusal, hostMemAvailableKiB } from './memory-guards.js';
-import { VirtError, invalidArg } from './errors.js';
-import type { AffectFlags, DomainInfo, DomainSummary, SetMemoryOptions, SetMemoryResult } from './driver.js';
-import type { DefineResult, HypervisorDriver, StartResult } from './hypervisor.js';
-import type { MemoryStats } from './memory-stats.js';
-import type { DomainState, StateReason } from './run-status.js';
-import { parseXmlTree, childrenNamed } from './xml-tree.js';
+} from '../../libvirt/protocol.js';
+import { memoryLayoutFromXml, virtioMemUpdateXml, type LibvirtMemoryLayout } from './domain-xml.js';
+import { XdrReader } from '../../libvirt/xdr.js';
+import { parseLibvirtUri, type LibvirtUri } from '../../libvirt/uri.js';
+import { planMemory, orderSteps, type MemoryLayout } from '../memory/plan.js';
+import { growthRefusal, hostMemAvailableKiB } from '../memory/guards.js';
+import { VirtError, invalidArg } from '../../domain/errors.js';
+import type { AffectFlags, DomainInfo, DomainSummary, SetMemoryOptions, SetMemoryResult } from '../native/driver.js';
+import type { DefineResult, HypervisorDriver, StartResult } from '../api.js';
+import type { MemoryStats } from '../memory/stats.js';
+import type { DomainState, StateReason } from '../native/run-status.js';
+import { parseXmlTree, childrenNamed } from '../../domain/xml-tree.js';
 
 /** virDomainState -> virsh's words. virtmem's native states are a subset of these. */
 const STATE_TEXT = ['no state', 'running', 'idle', 'paused', 'in shutdown', 'shutoff', 'crashed', 'pmsuspended'];

@@ -19,7 +19,7 @@ import type {
   OsDef,
 } from './definition.js';
 import { VirtError } from './errors.js';
-import { deviceMemoryKiB } from './memory-layout.js';
+import { deviceMemoryKiB } from './memory.js';
 import { isUuid, normalizeUuid, validateDomainName } from './name.js';
 import { MAX_KIB, formatKiB } from './size.js';
 import { isXmlSafe } from './xml-chars.js';

@@ -1,0 +1,16 @@
+/**
+ * Memory arithmetic of a definition. libvirt's <memory> includes the memory devices ("the
+ * memory allocation includes possible additional memory devices specified at start"): initial
+ * RAM is <memory> minus the full size of every device. validate-def.ts enforces the same rule.
+ */
+import type { DomainDef } from './definition.js';
+
+/** KiB of memory devices counted in <memory>. */
+export function deviceMemoryKiB(def: Pick<DomainDef, 'memoryDevices'>): number {
+  return def.memoryDevices.reduce((sum, d) => sum + d.sizeKiB, 0);
+}
+
+/** Initial RAM: what QEMU's -m size gets. */
+export function bootMemoryKiB(def: Pick<DomainDef, 'memory' | 'memoryDevices'>): number {
+  return def.memory.maxKiB - deviceMemoryKiB(def);
+}
