@@ -24,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Driver } from '../src/index.js';
+import { NativeDriver as Driver } from '../src/index.js';
 import { GuestAgent } from '../src/guest/agent.js';
 import { StatePaths } from '../src/driver/native/paths.js';
 import { GiB, MiB, POLICY_ENGINES, type PolicyEngine } from '../src/policy/types.js';

@@ -22,7 +22,7 @@ import { cpus, totalmem, loadavg, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { Driver } from '../src/index.js';
+import { NativeDriver as Driver } from '../src/index.js';
 import { findDefaultGuest, buildDefaultGuest, type DefaultGuest } from '../src/guest/build.js';
 import { ensureLibvirt, processMemory, virsh, VirshSession, URI, type LibvirtHandle } from './libvirt.js';
 import { formatTable, ratio, summarize, timed, type Row, type Summary } from './stats.js';

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { Driver } from '../src/driver/native/driver.js';
+import { NativeDriver as Driver } from '../src/driver/native/driver.js';
 import { GuestAgent } from '../src/guest/agent.js';
 import { findDefaultGuest } from '../src/guest/build.js';
 import { Inspector, type TranslatorOptions } from '../src/inspect/inspector.js';

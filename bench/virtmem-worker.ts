@@ -13,7 +13,7 @@
 import { readFile } from 'node:fs/promises';
 import { timed } from './stats.js';
 import { performance } from 'node:perf_hooks';
-import { Driver } from '../src/index.js';
+import { NativeDriver as Driver } from '../src/index.js';
 import { QmpClient, queryBalloon } from '../src/qmp/index.js';
 
 type Job =

@@ -3,17 +3,18 @@
  * only parse, call the driver API and format; every decision lives in the driver.
  */
 import { readFile } from 'node:fs/promises';
-import type { Driver, AffectFlags } from '../driver/native/driver.js';
-import type { HypervisorDriver } from '../driver/api.js';
+import type { AffectFlags, HypervisorDriver } from '../driver/api.js';
 import { parseScaledKiB } from '../domain/size.js';
 import { UsageError, type CommandSyntax, type ParsedArgs } from './args.js';
 import { formatDominfo, formatList, formatMemStats, stateText, stateWithReason } from './format.js';
 
 export interface CommandContext {
-  /** virtmem's own driver (commands that exist only there use it). */
-  driver: Driver;
-  /** The driver the connection URI selected: virtmem's own or libvirt (the virsh commands). */
-  hv: HypervisorDriver;
+  /** The driver the connection URI selected: virtmem's own, or libvirt (api.ts). */
+  driver: HypervisorDriver;
+  /** Whether it is virtmem's own driver (no -c, or virtmem:///...). */
+  native: boolean;
+  /** --state-dir as given (virtmem's own driver and its daemon). */
+  stateDir: string | undefined;
   args: ParsedArgs;
   json: boolean;
   out: (text: string) => void;
@@ -71,7 +72,7 @@ export const COMMANDS: Command[] = [
     flags: ['all', 'inactive', 'name'],
     async run(ctx) {
       const { all, inactive, name } = { all: ctx.args.flags.has('all'), inactive: ctx.args.flags.has('inactive'), name: ctx.args.flags.has('name') };
-      const rows = (await ctx.hv.list()).filter((r) => (all ? true : inactive ? r.state === 'shutoff' : r.state !== 'shutoff'));
+      const rows = (await ctx.driver.list()).filter((r) => (all ? true : inactive ? r.state === 'shutoff' : r.state !== 'shutoff'));
       if (ctx.json) return json(ctx, rows);
       ctx.out(formatList(rows, { name }));
     },
@@ -79,7 +80,7 @@ export const COMMANDS: Command[] = [
   {
     name: 'dominfo', summary: 'domain information', positionals: ['domain'], required: 1,
     async run(ctx) {
-      const info = await ctx.hv.info(dom(ctx.args));
+      const info = await ctx.driver.info(dom(ctx.args));
       if (ctx.json) return json(ctx, info);
       ctx.out(formatDominfo(info));
     },
@@ -87,7 +88,7 @@ export const COMMANDS: Command[] = [
   {
     name: 'domstate', summary: 'domain state', positionals: ['domain'], required: 1, flags: ['reason'],
     async run(ctx) {
-      const s = await ctx.hv.state(dom(ctx.args));
+      const s = await ctx.driver.state(dom(ctx.args));
       if (ctx.json) return json(ctx, s);
       ctx.out((ctx.args.flags.has('reason') ? stateWithReason(s.state, s.reason) : stateText(s.state)) + '\n\n');
     },
@@ -97,7 +98,7 @@ export const COMMANDS: Command[] = [
     flags: ['paused'],
     failPrefix: (a, code) => (code === 'DOMAIN_ACTIVE' ? null : `Failed to start domain '${dom(a)}'`),
     async run(ctx) {
-      const rec = await ctx.hv.start(dom(ctx.args), { paused: ctx.args.flags.has('paused') });
+      const rec = await ctx.driver.start(dom(ctx.args), { paused: ctx.args.flags.has('paused') });
       if (rec.accelNote) ctx.err(`warning: ${rec.accelNote}\n`);
       if (ctx.json) return json(ctx, { name: rec.live.name, id: rec.id, pid: rec.pid, accel: rec.accel, cpuModel: rec.cpuModel ?? null });
       ctx.out(`Domain '${rec.live.name}' started\n\n`);
@@ -111,7 +112,7 @@ export const COMMANDS: Command[] = [
       const noWait = ctx.args.flags.has('no-wait');
       const timeoutS = seconds(ctx.args.options.get('timeout'), 'timeout', 1) ?? 60;
       const name = dom(ctx.args);
-      const r = await ctx.hv.shutdown(name, { timeoutMs: noWait ? null : timeoutS * 1000 });
+      const r = await ctx.driver.shutdown(name, { timeoutMs: noWait ? null : timeoutS * 1000 });
       if (ctx.json) return json(ctx, { name, stopped: r.stopped });
       ctx.out(`Domain '${name}' is being shutdown\n\n`);
     },
@@ -120,7 +121,7 @@ export const COMMANDS: Command[] = [
     name: 'destroy', summary: 'destroy (stop) a domain', positionals: ['domain'], required: 1,
     failPrefix: (a) => `Failed to destroy domain '${dom(a)}'`,
     async run(ctx) {
-      await ctx.hv.destroy(dom(ctx.args));
+      await ctx.driver.destroy(dom(ctx.args));
       if (ctx.json) return json(ctx, { name: dom(ctx.args), destroyed: true });
       ctx.out(`Domain '${dom(ctx.args)}' destroyed\n\n`);
     },
@@ -138,7 +139,7 @@ export const COMMANDS: Command[] = [
         const why = code === 'ENOENT' ? 'No such file or directory' : code === 'EACCES' ? 'Permission denied' : code === 'EISDIR' ? 'Is a directory' : (e as Error).message;
         throw new UsageError(`Failed to open file '${file}': ${why}`);
       }
-      const r = await ctx.hv.defineXml(xml);
+      const r = await ctx.driver.defineXml(xml);
       for (const w of r.warnings) ctx.err(`warning: ${w}\n`);
       if (ctx.json) return json(ctx, { name: r.def.name, uuid: r.def.uuid, redefined: r.redefined, warnings: r.warnings });
       ctx.out(`Domain '${r.def.name}' defined from ${file}\n\n`);
@@ -148,7 +149,7 @@ export const COMMANDS: Command[] = [
     name: 'undefine', summary: 'undefine a domain', positionals: ['domain'], required: 1,
     failPrefix: (a) => `Failed to undefine domain '${dom(a)}'`,
     async run(ctx) {
-      const def = await ctx.hv.undefine(dom(ctx.args));
+      const def = await ctx.driver.undefine(dom(ctx.args));
       if (ctx.json) return json(ctx, { name: def.name, undefined: true });
       ctx.out(`Domain '${def.name}' has been undefined\n\n`);
     },
@@ -156,11 +157,11 @@ export const COMMANDS: Command[] = [
   {
     name: 'dumpxml', summary: 'domain information in XML', positionals: ['domain'], required: 1, flags: ['inactive'],
     async run(ctx) {
-      const xml = await ctx.hv.dumpXml(dom(ctx.args), { inactive: ctx.args.flags.has('inactive') });
+      const xml = await ctx.driver.dumpXml(dom(ctx.args), { inactive: ctx.args.flags.has('inactive') });
       if (ctx.json) return json(ctx, { xml });
       // virsh prints libvirt's document (ending in a newline) and one more newline. The native
       // driver's output keeps its own shape (its tests pin it).
-      const virshTail = ctx.hv !== (ctx.driver as unknown) ? '\n' : '';
+      const virshTail = ctx.native ? '' : '\n';
       ctx.out(xml.endsWith('\n') ? xml + virshTail : xml + '\n');
     },
   },
@@ -174,7 +175,7 @@ export const COMMANDS: Command[] = [
       const timeoutS = seconds(ctx.args.options.get('timeout'), 'timeout', 1);
       if (timeoutS !== undefined && !wait) throw new UsageError('--timeout requires --wait');
       const progress = wait && ctx.isTty && !ctx.json ? progressPrinter(ctx) : undefined;
-      const r = await ctx.hv.setMemory(dom(ctx.args), kib, {
+      const r = await ctx.driver.setMemory(dom(ctx.args), kib, {
         ...flags, current: ctx.args.flags.has('current'), wait, force: ctx.args.flags.has('force'),
         ...(timeoutS !== undefined ? { timeoutMs: timeoutS * 1000 } : {}),
         ...(progress ? { onProgress: progress } : {}),
@@ -191,7 +192,7 @@ export const COMMANDS: Command[] = [
     async run(ctx) {
       const flags = affectFlags(ctx.args);
       const kib = sizeArg(ctx.args);
-      const r = await ctx.hv.setMaxMemory(dom(ctx.args), kib, flags);
+      const r = await ctx.driver.setMaxMemory(dom(ctx.args), kib, flags);
       if (ctx.json) return json(ctx, { maxMemoryKiB: kib, ...r });
       ctx.out('\n');
     },
@@ -207,12 +208,12 @@ export const COMMANDS: Command[] = [
         // virsh: --period only changes the period (live/config/current) and prints nothing.
         if (/^-[0-9]+$/.test(period)) throw new UsageError(`Invalid collection period value '${period}'`);
         if (!/^[0-9]+$/.test(period)) throw new UsageError(`Numeric value '${period}' for <period> option is malformed or out of range`);
-        const r = await ctx.hv.setStatsPeriod(dom(ctx.args), Number(period), flags);
+        const r = await ctx.driver.setStatsPeriod(dom(ctx.args), Number(period), flags);
         if (ctx.json) return json(ctx, { periodS: Number(period), ...r });
         ctx.out('\n');
         return;
       }
-      const ms = await ctx.hv.memoryStats(dom(ctx.args));
+      const ms = await ctx.driver.memoryStats(dom(ctx.args));
       if (ctx.json) return json(ctx, ms);
       ctx.out(formatMemStats(ms));
     },
@@ -222,7 +223,7 @@ export const COMMANDS: Command[] = [
     flags: ['hmp', 'pretty'], restMarkers: ['cmd'],
     async run(ctx) {
       const hmp = ctx.args.flags.has('hmp');
-      const r = await ctx.hv.monitorCommand(dom(ctx.args), ctx.args.rest.join(' '), { hmp });
+      const r = await ctx.driver.monitorCommand(dom(ctx.args), ctx.args.rest.join(' '), { hmp });
       if (typeof r === 'string') {
         if (ctx.json) return json(ctx, { output: r });
         ctx.out(r + '\n\n'); // HMP text as QEMU sent it (CRLF included), then virsh's two newlines

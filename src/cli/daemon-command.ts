@@ -6,11 +6,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { parseScaledKiB } from '../domain/size.js';
 import { UsageError } from './args.js';
 import { POLICY_ENGINES, type PolicyEngine } from '../policy/types.js';
 import type { Command } from './commands.js';
+import { daemonFiles, stateDirectory } from '../driver/connect.js';
+import type { HostSpec } from '../daemon/daemon.js';
 
 /** Parsed --listen. Pure. @throws UsageError */
 export function parseListen(text: string | undefined): { host: string; port: number } | null {
@@ -56,27 +57,23 @@ export const DAEMON_COMMANDS: Command[] = [
       const engine = a.options.get('policy-engine') ?? 'virtmem';
       if (!(POLICY_ENGINES as readonly string[]).includes(engine)) throw new UsageError(`invalid --policy-engine '${engine}': expected ${POLICY_ENGINES.join(', ')}`);
       const hostsFile = a.options.get('hosts');
-      const hostUris = hostsFile === undefined ? null : await readHostsFile(hostsFile);
-      const daemon = new Daemon({ stateDir: ctx.driver.paths.root, policy: { mode, guestBudgetBytes, engine: engine as PolicyEngine } });
-      await ensurePrivateDir(daemon.driver.paths.root);
+      const hosts = hostsFile === undefined ? null : await readHostsFile(hostsFile);
+      const stateDir = stateDirectory(ctx.stateDir);
+      const files = daemonFiles(stateDir);
+      const daemon = new Daemon({ stateDir, policy: { mode, guestBudgetBytes, engine: engine as PolicyEngine }, hosts: hosts ?? [] });
+      await ensurePrivateDir(stateDir);
       const tokenFile = a.options.get('token-file');
       const token = tokenFile ? await loadToken(tokenFile, false)
-        : tcp ? await loadToken(join(daemon.driver.paths.root, 'virtmemd.token'), true) : null;
+        : tcp ? await loadToken(files.token, true) : null;
       const staticFiles = await dashboardFiles(ctx.err);
       await daemon.start();
-      if (hostUris) {
-        const { RemoteHosts } = await import('../daemon/remote-hosts.js');
-        daemon.remoteHosts = new RemoteHosts(hostUris);
-        daemon.remoteHosts.start();
-      }
       // On the unix socket the file's mode is the access control (as for libvirt's socket).
-      const servers = [new ApiServer({ daemon, token: null, listen: { kind: 'unix', path: daemon.driver.paths.daemonSocket, mode: Number.parseInt(modeText, 8) }, ...(staticFiles ? { staticFiles } : {}) })];
+      const servers = [new ApiServer({ daemon, token: null, listen: { kind: 'unix', path: files.socket, mode: Number.parseInt(modeText, 8) }, ...(staticFiles ? { staticFiles } : {}) })];
       if (tcp) servers.push(new ApiServer({ daemon, token, listen: { kind: 'tcp', ...tcp }, ...(staticFiles ? { staticFiles } : {}) }));
       try {
         for (const s of servers) await s.start();
       } catch (err) {
         await Promise.all(servers.map((s) => s.close().catch(() => {})));
-        await daemon.remoteHosts?.stop();
         await daemon.stop();
         throw err;
       }
@@ -84,7 +81,7 @@ export const DAEMON_COMMANDS: Command[] = [
         const l = s.address;
         ctx.err(`virtmemd: listening on ${l.kind === 'unix' ? l.path : `http://${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}/`}\n`);
       }
-      if (hostUris) ctx.err(`virtmemd: watching ${hostUris.length} libvirt host(s): ${hostUris.join(', ')}\n`);
+      if (hosts) ctx.err(`virtmemd: watching ${hosts.length} libvirt host(s): ${hosts.map((h) => h.uri).join(', ')}\n`);
       ctx.err(`virtmemd: watching ${daemon.models().length} running guest(s); memory policy ${mode}${mode !== 'off' ? ` (${engine})` : ''}${guestBudgetBytes !== null ? `, guests' budget ${budgetText}` : ''}\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGTERM', resolve);
@@ -92,21 +89,20 @@ export const DAEMON_COMMANDS: Command[] = [
       });
       ctx.err('virtmemd: stopping (guests keep running)\n');
       await Promise.all(servers.map((s) => s.close()));
-      await daemon.remoteHosts?.stop();
       await daemon.stop();
     },
   },
 ];
 
-/** The URIs of a --hosts file. @throws UsageError naming the file and line. */
-async function readHostsFile(file: string): Promise<string[]> {
+/** The hosts of a --hosts file. @throws UsageError naming the file and line. */
+async function readHostsFile(file: string): Promise<HostSpec[]> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
     throw new UsageError(`cannot read hosts file ${file}: ${(err as Error).message}`);
   }
-  const { parseHostsFile } = await import('../daemon/remote-hosts.js');
+  const { parseHostsFile } = await import('../daemon/hosts-file.js');
   try {
     return parseHostsFile(text, file);
   } catch (err) {

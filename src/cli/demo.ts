@@ -7,8 +7,7 @@ import { buildDefaultGuest, findDefaultGuest } from '../guest/build.js';
 import { GuestAgent, readGuestMeminfo } from '../guest/agent.js';
 import { main } from './main.js';
 import { readFile } from 'node:fs/promises';
-import { bootDiagnosis } from '../driver/native/accel.js';
-import { VirtError } from '../domain/errors.js';
+import { VirtError, bootDiagnosis } from '../driver/api.js';
 import type { CommandContext } from './commands.js';
 
 export const DEMO_DOMAIN = 'virtmem-demo';
@@ -16,8 +15,10 @@ export const DEMO_HOTPLUG = 'virtmem-demo-hotplug';
 
 export async function runDemo(ctx: CommandContext): Promise<void> {
   const { driver } = ctx;
+  if (!driver.guestChannels) throw new VirtError('NO_SUPPORT', 'this function is not supported by the connection driver: demo');
+  const channels = driver.guestChannels.bind(driver);
   const say = (s: string): void => ctx.out(s + '\n');
-  const stateArgs = ['--state-dir', driver.paths.root];
+  const stateArgs = ctx.stateDir ? ['--state-dir', ctx.stateDir] : [];
   let step = 0;
   const heading = (s: string): void => say(`\n== ${++step}. ${s}`);
   /** Run a virtmem command exactly as a user would, echoing it. Returns the exit code. */
@@ -30,10 +31,11 @@ export async function runDemo(ctx: CommandContext): Promise<void> {
     if (code !== 0) throw new Error(`demo step failed: virtmem ${args.join(' ')} exited ${code}`);
   };
   const guestView = async (name = DEMO_DOMAIN): Promise<void> => {
-    const agent = await GuestAgent.connect(driver.paths.run(name).agent, { timeoutMs: 60_000 }).catch(async (err: unknown) => {
+    const ch = await channels(name);
+    const agent = await GuestAgent.connect(ch.agentSocket, { timeoutMs: 60_000 }).catch(async (err: unknown) => {
       // Say what the guest showed, not just that it did not answer (a KVM that runs nothing
       // leaves an empty console; a kernel that fails says so on it).
-      const consoleText = await readFile(driver.paths.run(name).consoleLog, 'utf8').catch(() => '');
+      const consoleText = await readFile(ch.consoleLog, 'utf8').catch(() => '');
       const accel = (await driver.info(name).catch(() => null))?.accel ?? null;
       throw new VirtError('OPERATION_FAILED', `guest '${name}' did not come up: ${bootDiagnosis(consoleText, accel)} (${(err as Error).message})`, { cause: err });
     });

@@ -3,13 +3,15 @@
  * guest, and the demo.
  */
 import type { DomainDef, DiskDef, CpuDef } from '../domain/definition.js';
-import { parseAccelRequest } from '../driver/native/accel.js';
+import { parseAccelRequest } from '../domain/accel.js';
+import { VIRTIO_MEM_BLOCK_KIB } from '../domain/memory.js';
 import { DEF_SCHEMA_VERSION } from '../domain/definition.js';
 import { parseScaledKiB } from '../domain/size.js';
 import { newUuid, validateDomainName } from '../domain/name.js';
 import { defaultBalloon } from '../domain/validate-def.js';
 import { isAbsolute, resolve } from 'node:path';
 import { UsageError, type ParsedArgs } from './args.js';
+import { VirtError } from '../driver/api.js';
 import type { Command } from './commands.js';
 
 /** Build a definition from `new`'s options. Pure apart from the uuid. */
@@ -26,7 +28,7 @@ export function definitionFromOptions(a: ParsedArgs): DomainDef {
   if (ceilingKiB < maxKiB) throw new UsageError('--hotplug-ceiling is below --max-memory');
   const hotplug = ceilingKiB > bootKiB;
   const memoryDevices: DomainDef['memoryDevices'] = maxKiB > bootKiB
-    ? [{ model: 'virtio-mem', sizeKiB: maxKiB - bootKiB, blockKiB: 2048, requestedKiB: 0 }]
+    ? [{ model: 'virtio-mem', sizeKiB: maxKiB - bootKiB, blockKiB: VIRTIO_MEM_BLOCK_KIB, requestedKiB: 0 }]
     : [];
   const vcpusText = opt('vcpus') ?? '1';
   if (!/^[0-9]+$/.test(vcpusText)) throw new UsageError(`invalid vcpus '${vcpusText}': expected a whole number`);
@@ -126,6 +128,7 @@ export const EXTRA_COMMANDS: Command[] = [
     failPrefix: (a) => `Failed to define domain '${a.positional.name}'`,
     async run(ctx) {
       const def = definitionFromOptions(ctx.args);
+      if (!ctx.driver.define) throw new VirtError('NO_SUPPORT', 'this function is not supported by the connection driver: new');
       await ctx.driver.define(def);
       const started = ctx.args.flags.has('start') ? await ctx.driver.start(def.name) : null;
       if (started?.accelNote) ctx.err(`warning: ${started.accelNote}\n`);
@@ -137,6 +140,7 @@ export const EXTRA_COMMANDS: Command[] = [
     name: 'capabilities', summary: 'what this host offers: QEMU, KVM (proven by a probe guest), CPU models, memory',
     positionals: [], required: 0, flags: ['probe'],
     async run(ctx) {
+      if (!ctx.driver.capabilities) throw new VirtError('NO_SUPPORT', 'this function is not supported by the connection driver: capabilities');
       const caps = await ctx.driver.capabilities({ refresh: ctx.args.flags.has('probe') });
       if (ctx.json) return void ctx.out(JSON.stringify(caps, null, 2) + '\n');
       const { formatCapabilities } = await import('./format.js');

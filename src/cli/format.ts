@@ -2,9 +2,7 @@
  * virsh-compatible text output, as pure functions. Layouts were recorded from real virsh 9.0
  * (test/fixtures/virsh/) and are asserted against those recordings.
  */
-import type { DomainInfo, DomainSummary, HostCapabilities } from '../driver/native/driver.js';
-import type { MemoryStats } from '../driver/memory/stats.js';
-import type { DomainState, StateReason } from '../driver/native/run-status.js';
+import type { DomainInfo, DomainState, DomainSummary, HostCapabilities, MemoryStats, StateReason } from '../driver/api.js';
 
 /** virsh's words for states. */
 export function stateText(state: DomainState): string {

@@ -1,14 +1,13 @@
 /**
  * Commands that look inside a running guest's memory: `translate` (GVA -> GPA -> HVA -> HPA)
  * and `memmap` (the guest-physical map with host addresses and residency). Handlers parse,
- * call src/inspect and format.
+ * call the driver and format.
  */
-import type { ReadPreference } from '../inspect/inspector.js';
+import { VirtError, memoryMapJson, translationJson, type ReadPreference } from '../driver/api.js';
 import { UsageError } from './args.js';
 import type { Command, CommandContext } from './commands.js';
 
-// The inspect modules load on demand, so other commands do not pay for them at start-up.
-const inspector = (): Promise<typeof import('../inspect/inspector.js')> => import('../inspect/inspector.js');
+// The formatting loads on demand, so other commands do not pay for it at start-up.
 const formats = (): Promise<typeof import('./inspect-format.js')> => import('./inspect-format.js');
 
 const json = (ctx: CommandContext, value: unknown): void => ctx.out(JSON.stringify(value, null, 2) + '\n');
@@ -43,8 +42,9 @@ export const INSPECT_COMMANDS: Command[] = [
       const cr3Text = a.options.get('cr3');
       const cpuText = a.options.get('cpu');
       if (cpuText !== undefined && !/^[0-9]{1,4}$/.test(cpuText)) throw new UsageError(`invalid --cpu '${cpuText}': expected a vCPU number`);
-      const [{ translate }, { formatTranslation, translationJson }] = await Promise.all([inspector(), formats()]);
-      const t = await translate(ctx.driver, a.positional.domain!, gva, {
+      const { formatTranslation } = await formats();
+      if (!ctx.driver.translate) throw new VirtError('NO_SUPPORT', 'this function is not supported by the connection driver: translate');
+      const t = await ctx.driver.translate(a.positional.domain!, gva, {
         ...(cr3Text !== undefined ? { cr3: parseAddress(cr3Text, 'CR3 value') } : {}),
         ...(cpuText !== undefined ? { cpu: Number(cpuText) } : {}),
         via: viaOption(a.options.get('via')),
@@ -58,8 +58,9 @@ export const INSPECT_COMMANDS: Command[] = [
     summary: 'guest-physical memory map: RAM, holes, devices, virtio-mem, host addresses and residency',
     positionals: ['domain'], required: 1,
     async run(ctx) {
-      const [{ memoryMap }, { formatMemoryMap, memoryMapJson }] = await Promise.all([inspector(), formats()]);
-      const m = await memoryMap(ctx.driver, ctx.args.positional.domain!);
+      const { formatMemoryMap } = await formats();
+      if (!ctx.driver.memoryMap) throw new VirtError('NO_SUPPORT', 'this function is not supported by the connection driver: memmap');
+      const m = await ctx.driver.memoryMap(ctx.args.positional.domain!);
       if (ctx.json) return json(ctx, memoryMapJson(m));
       ctx.out(formatMemoryMap(m));
     },

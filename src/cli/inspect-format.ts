@@ -3,10 +3,7 @@
  * bottom like the chain it describes; JSON spells every 64-bit value as a "0x..." string
  * (JSON numbers lose precision above 2^53) and every size as a number of bytes.
  */
-import type { MemoryMapReport, Translation } from '../inspect/inspector.js';
-import type { MapRegion, MemoryDeviceSummary } from '../inspect/guest-phys-map.js';
-import { flagWords, type PagingMode } from '../inspect/paging.js';
-import type { WalkOutcome } from '../inspect/walk.js';
+import { flagWords, walkFailure, type MapRegion, type MemoryMapReport, type PagingMode, type Translation } from '../driver/api.js';
 import { formatTable } from './format.js';
 
 const hex = (v: bigint): string => `0x${v.toString(16)}`;
@@ -54,29 +51,6 @@ function regionText(r: MapRegion, ramBlockOffset: bigint | null): string {
   return `region ${r.name} (${r.qemuType}) ${range}${dev}${block}`;
 }
 
-/** Why a walk ended without a guest-physical address, in a sentence. */
-function walkFailure(w: WalkOutcome): string {
-  const gva = hex(w.gva);
-  switch (w.kind) {
-    case 'mapped': return '';
-    case 'not-present': {
-      const s = w.steps[w.steps.length - 1]!;
-      return `${gva} is not mapped: the ${w.level} entry (index ${s.index}) is not present, so the walk stopped at the ${w.level} level.`;
-    }
-    case 'non-canonical': {
-      const n = w.vaBits;
-      return `${gva} is not a canonical address under ${w.mode} paging: bits 63..${n - 1} must all be equal (${n}-bit virtual addresses). ` +
-        'The CPU faults on it before any page table is read.';
-    }
-    case 'reserved-bit':
-      return `${gva} cannot be translated: the ${w.level} entry has a reserved bit set (${w.reason}); the CPU raises a page fault there.`;
-    case 'table-unreadable':
-      return `${gva} cannot be translated: the ${w.level} table at guest-physical ${hex(w.tableGpa)} cannot be read: ${w.reason}.`;
-    case 'unsupported-mode':
-      return `${gva} cannot be translated: ${w.reason}.`;
-  }
-}
-
 /** `virtmem translate` text output. */
 export function formatTranslation(t: Translation): string {
   const w = t.walk;
@@ -122,77 +96,6 @@ export function formatTranslation(t: Translation): string {
   if (target.bytes) out.push('', `Bytes at ${hex(t.gva)}: ${bytesHex(target.bytes)}  ${printable(target.bytes)}`);
   else if (target.bytesUnread) out.push('', `Bytes at ${hex(t.gva)} not read: ${target.bytesUnread}.`);
   return out.join('\n') + '\n\n';
-}
-
-/** `virtmem translate --json` output. */
-export function translationJson(t: Translation): unknown {
-  const w = t.walk;
-  const walk: Record<string, unknown> = {
-    outcome: w.kind,
-    mode: w.mode,
-    cr3: hex(w.cr3),
-    rootTable: w.rootGpa === null ? null : hex(w.rootGpa),
-    steps: w.steps.map((s) => ({
-      level: s.level, table: hex(s.tableGpa), index: s.index, entryAddress: hex(s.entryGpa), entry: hex(s.entry),
-      flags: s.flags, leaf: s.leaf, ...(s.flags.present ? { [s.leaf ? 'page' : 'nextTable']: hex(s.address) } : {}),
-    })),
-  };
-  if (w.kind === 'mapped') Object.assign(walk, { gpa: hex(w.gpa), pageSizeBytes: w.pageSizeBytes, page: hex(w.pageGpa), access: w.access });
-  if (w.kind === 'not-present' || w.kind === 'reserved-bit' || w.kind === 'table-unreadable') walk.stoppedAt = w.level;
-  if (w.kind === 'non-canonical') walk.virtualAddressBits = w.vaBits;
-  if (w.kind === 'reserved-bit' || w.kind === 'table-unreadable' || w.kind === 'unsupported-mode') walk.reason = w.reason;
-  if (w.kind !== 'mapped') walk.message = walkFailure(w);
-  const target = t.target;
-  return {
-    domain: t.domain,
-    qemuPid: t.qemuPid,
-    gva: hex(t.gva),
-    cpu: t.cpu,
-    cr3Source: t.cr3Source,
-    pcid: t.pcid,
-    readVia: t.readVia,
-    mapped: w.kind === 'mapped',
-    gpa: w.kind === 'mapped' ? hex(w.gpa) : null,
-    hva: target?.hva == null ? null : hex(target.hva),
-    hpa: target?.hpa && 'hpa' in target.hpa ? hex(target.hpa.hpa) : null,
-    walk,
-    target: target && {
-      region: regionJson(target.region),
-      ramBlockOffset: target.ramBlockOffset === null ? null : hex(target.ramBlockOffset),
-      notMemory: target.notMemory,
-      hpaUnavailable: target.hpa && 'reason' in target.hpa ? target.hpa.reason : null,
-      bytes: target.bytes ? Buffer.from(target.bytes).toString('hex') : null,
-      bytesUnread: target.bytesUnread,
-    },
-    notes: t.notes,
-  };
-}
-
-function deviceJson(d: MemoryDeviceSummary): unknown {
-  return { ...d };
-}
-
-function regionJson(r: MapRegion): Record<string, unknown> {
-  return {
-    start: hex(r.start), end: hex(r.end), sizeBytes: r.sizeBytes, kind: r.kind, qemuType: r.qemuType, name: r.name,
-    offset: r.offset === null ? null : hex(r.offset), ramBlock: r.ramBlock, hva: r.hva === null ? null : hex(r.hva),
-    memoryDevice: r.memoryDevice ? deviceJson(r.memoryDevice) : null,
-  };
-}
-
-/** `virtmem memmap --json` output. */
-export function memoryMapJson(m: MemoryMapReport): unknown {
-  return {
-    domain: m.domain,
-    qemuPid: m.qemuPid,
-    regions: m.regions.map((r) => ({ ...regionJson(r), residentBytes: r.residentBytes, swappedBytes: r.swappedBytes })),
-    ramBlocks: m.ramBlocks.map((b) => ({
-      name: b.name, pageSizeBytes: b.pageSizeBytes, ramAddr: hex(b.ramAddr), usedBytes: b.usedBytes, maxBytes: b.maxBytes,
-      hva: b.hva === null ? null : hex(b.hva), mapped: b.mapped, residentBytes: b.residentBytes,
-    })),
-    memoryDevices: m.memoryDevices.map(deviceJson),
-    residencyUnavailable: m.residencyUnavailable,
-  };
 }
 
 /** `virtmem memmap` text output. */

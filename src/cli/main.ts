@@ -2,22 +2,20 @@
  * The `virtmem` command line: global options, dispatch, and the one place where errors become
  * virsh-style `error: ...` lines and exit codes.
  */
-import { Driver } from '../driver/native/driver.js';
-import { VirtError } from '../domain/errors.js';
+import { VirtError, type HypervisorDriver } from '../driver/api.js';
+import { chooseUri, isNativeUri, openDriver } from '../driver/connect.js';
 import { GuestError } from '../guest/errors.js';
 import { parseArgs, UsageError } from './args.js';
 import { COMMANDS, type Command } from './commands.js';
-import type { HypervisorDriver } from '../driver/api.js';
-import { LibvirtDriver } from '../driver/libvirt/driver.js';
-import { LibvirtError } from '../libvirt/errors.js';
-import { chooseUri, isNativeUri } from '../libvirt/uri.js';
 import { EXTRA_COMMANDS } from './extra-commands.js';
 import { INSPECT_COMMANDS } from './inspect-commands.js';
 import { POLICY_COMMANDS } from './policy-commands.js';
 import { DAEMON_COMMANDS } from './daemon-command.js';
-import { DaemonBackedDriver } from '../driver/remote/daemon-driver.js';
 
-const DAEMON_SERVED = new Set(['dominfo', 'list', 'setmem', 'dommemstat']);
+/** Commands a running virtmemd answers for virtmem's own guests (from its held monitors and live model). */
+const DAEMON_SERVED = new Set(['dominfo', 'list', 'setmem', 'dommemstat', 'policy']);
+/** Commands that work on libvirt connections too: virsh's, and the policy settings (kept in the domain's metadata). */
+const ON_LIBVIRT = new Set([...COMMANDS, ...POLICY_COMMANDS]);
 
 const ALL: Command[] = [...COMMANDS, ...EXTRA_COMMANDS, ...INSPECT_COMMANDS, ...POLICY_COMMANDS, ...DAEMON_COMMANDS];
 
@@ -35,7 +33,8 @@ function usage(): string {
 /** Exit code for an error; virsh uses 1 for every failure. */
 function describeError(err: unknown): { message: string; code: string; libvirt?: { code: number; domain: number | null } } {
   // --json keeps libvirt's own error number and domain (virErrorNumber, virErrorDomain) for scripts.
-  if (err instanceof LibvirtError && err.libvirtCode !== null) return { message: err.message, code: err.code, libvirt: { code: err.libvirtCode, domain: err.libvirtDomain } };
+  const lv = err as { libvirtCode?: number | null; libvirtDomain?: number | null };
+  if (err instanceof VirtError && typeof lv.libvirtCode === 'number') return { message: err.message, code: err.code, libvirt: { code: lv.libvirtCode, domain: lv.libvirtDomain ?? null } };
   if (err instanceof VirtError) return { message: err.message, code: err.code };
   if (err instanceof UsageError) return { message: err.message, code: err.code };
   if (err instanceof GuestError) return { message: err.message, code: err.code };
@@ -87,30 +86,27 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     return 1;
   }
   const json = args.flags.has('json');
-  // dominfo, list, plain setmem and dommemstat go through virtmemd when it runs (same output).
-  const driver = DAEMON_SERVED.has(cmd.name) && process.env.VIRTMEM_DAEMON !== '0'
-    ? new DaemonBackedDriver(stateDir ? { stateDir } : {})
-    : new Driver(stateDir ? { stateDir } : {});
   // -c, else $LIBVIRT_DEFAULT_URI as virsh; none or virtmem:///... is virtmem's own driver.
   const uri = chooseUri(uriGiven);
-  let hv: HypervisorDriver = driver;
+  const native = isNativeUri(uri);
+  if (!native && !ON_LIBVIRT.has(cmd)) {
+    io.err(`error: this function is not supported by the connection driver: '${cmd.name}' works on virtmem's own guests only (virtmem:///system), not on '${uri}'\n`);
+    return 1;
+  }
+  let driver: HypervisorDriver;
   try {
-    if (!isNativeUri(uri)) {
-      if (!COMMANDS.includes(cmd)) {
-        io.err(`error: this function is not supported by the connection driver: '${cmd.name}' works on virtmem's own guests only (virtmem:///system), not on '${uri}'\n`);
-        return 1;
-      }
-      hv = new LibvirtDriver(uri!);
-    }
+    // On virtmem's own guests, dominfo, list, plain setmem, dommemstat and policy show go through
+    // virtmemd when it runs (same output).
+    driver = openDriver({ uri, stateDir, viaDaemon: native && DAEMON_SERVED.has(cmd.name) && process.env.VIRTMEM_DAEMON !== '0' });
   } catch (err) {
     io.err(`error: failed to connect to the hypervisor\nerror: ${describeError(err).message}\n`);
     return 1;
   }
   try {
-    await cmd.run({ driver, hv, args, json, out: io.out, err: io.err, isTty: io.isTty });
+    await cmd.run({ driver, native, stateDir, args, json, out: io.out, err: io.err, isTty: io.isTty });
     return 0;
   } catch (err) {
-    if (err instanceof LibvirtError && err.kind === 'connect') {
+    if ((err as { kind?: string }).kind === 'connect' && err instanceof VirtError) {
       // virsh: two lines, nothing on stdout.
       io.err(`error: failed to connect to the hypervisor\nerror: ${err.message}\n`);
       return 1;
@@ -123,6 +119,6 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     io.out(json ? JSON.stringify({ error: d }, null, 2) + '\n' : '\n');
     return 1;
   } finally {
-    if (hv !== driver) await hv.close?.();
+    await driver.close().catch(() => {});
   }
 }

@@ -2,10 +2,7 @@
  * `virtmem policy set|show DOM`: the automatic memory policy's per-guest settings (floor,
  * ceiling, shares, on/off) and what it last did. The policy itself runs in the daemon.
  */
-import { readFile } from 'node:fs/promises';
-import type { LastPolicyDecision } from '../policy/loop.js';
 import { parseScaledKiB } from '../domain/size.js';
-import { effectivePolicy } from '../policy/settings.js';
 import { UsageError } from './args.js';
 import type { Command } from './commands.js';
 
@@ -26,13 +23,12 @@ export const POLICY_COMMANDS: Command[] = [
       const has = (f: string): boolean => ctx.args.flags.has(f) || ctx.args.options.has(f);
       if (action === 'show') {
         for (const f of ['enable', 'disable', 'floor', 'ceiling', 'shares']) if (has(f)) throw new UsageError(`--${f} goes with 'policy set', not 'policy show'`);
-        const def = await ctx.driver.lookup(domain);
-        const s = effectivePolicy(def);
-        const last = await readFile(ctx.driver.paths.run(def.name).policyLast, 'utf8')
-          .then((t) => JSON.parse(t) as LastPolicyDecision).catch(() => null);
-        if (ctx.json) return void ctx.out(JSON.stringify({ name: def.name, ...s, configured: def.policy ?? null, last }, null, 2) + '\n');
+        const doc = await ctx.driver.policy(domain);
+        const s = doc.settings;
+        const last = doc.last ?? null;
+        if (ctx.json) return void ctx.out(JSON.stringify({ name: doc.name, ...s, configured: doc.configured, last }, null, 2) + '\n');
         const row = (k: string, v: string): string => `${(k + ':').padEnd(15)} ${v}\n`;
-        const dflt = (k: 'floorKiB' | 'ceilingKiB' | 'shares'): string => (def.policy?.[k] === undefined ? ' (default)' : '');
+        const dflt = (k: 'floorKiB' | 'ceilingKiB' | 'shares'): string => (doc.configured?.[k] === undefined ? ' (default)' : '');
         ctx.out(row('Policy', s.enabled ? 'on' : 'off') + row('Floor', `${s.floorKiB} KiB${dflt('floorKiB')}`)
           + row('Ceiling', `${s.ceilingKiB} KiB${dflt('ceilingKiB')}`) + row('Shares', `${s.shares}${dflt('shares')}`)
           + row('Last decision', last
@@ -56,10 +52,10 @@ export const POLICY_COMMANDS: Command[] = [
         ...(shares !== undefined ? { shares } : {}),
       };
       if (Object.keys(change).length === 0) throw new UsageError("policy set needs at least one of --enable, --disable, --floor, --ceiling, --shares");
-      const def = await ctx.driver.setPolicy(domain, change);
-      const s = effectivePolicy(def);
-      if (ctx.json) return void ctx.out(JSON.stringify({ name: def.name, ...s }, null, 2) + '\n');
-      ctx.out(`Memory policy of domain '${def.name}' ${s.enabled ? 'on' : 'off'}: floor ${s.floorKiB} KiB, ceiling ${s.ceilingKiB} KiB, shares ${s.shares}\n\n`);
+      const doc = await ctx.driver.setPolicy(domain, change);
+      const s = doc.settings;
+      if (ctx.json) return void ctx.out(JSON.stringify({ name: doc.name, ...s }, null, 2) + '\n');
+      ctx.out(`Memory policy of domain '${doc.name}' ${s.enabled ? 'on' : 'off'}: floor ${s.floorKiB} KiB, ceiling ${s.ceilingKiB} KiB, shares ${s.shares}\n\n`);
     },
   },
 ];

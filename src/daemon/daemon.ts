@@ -1,31 +1,40 @@
 /**
- * virtmemd's core: one watcher per running guest, the host sampler, history rings, the
- * operations registry, and the actions the HTTP API offers. Actions go through the driver API
- * (same rules, same locks as the CLI), on the monitor connections the watchers hold. Knows
- * nothing of HTTP.
+ * virtmemd's core: every host it serves (this machine's own guests, and the libvirt hosts it was
+ * given) through its driver and that driver's watch, with the same history rings, operations,
+ * events and automatic policy for every guest. It speaks only the driver API (driver/api.ts):
+ * actions go through the driver (same rules, same locks as the CLI), on the connections the
+ * watches hold. Knows nothing of HTTP.
+ *
+ * Hosts are named by a key: 'local' for virtmem's own guests (whose API paths carry no host),
+ * the URI for a libvirt host.
  */
-import { readdir } from 'node:fs/promises';
-import { Driver, type DriverOptions } from '../driver/native/driver.js';
 import { VirtError, invalidArg } from '../domain/errors.js';
 import { validateDomainName } from '../domain/name.js';
-import { observe, readRunRecord } from '../driver/native/run-status.js';
-import type { QmpClient } from '../qmp/index.js';
-import { GuestWatcher, type WatchChange } from './guest-watcher.js';
-import { guestDocument, summaryDocument, totalBytes, pluggedBytes, type GuestModel } from './guest-model.js';
-import { sampleHostMemory, type HostMemory } from '../driver/native/host-memory.js';
+import type { HypervisorDriver, DomainInfo, PolicyDocument } from '../driver/api.js';
+import type { DriverWatch, HostMemory, WatchChange } from '../driver/watch.js';
+import { pluggedBytes, totalBytes, type GuestView } from '../driver/view.js';
+import { openDriver } from '../driver/connect.js';
+import { guestDocument, libvirtHostDocument, summaryDocument, type LibvirtHostDocument } from './documents.js';
 import { HistoryRing, type HistorySample } from './history.js';
 import { OperationRegistry, operationDocument, type Operation } from './operations.js';
-import { PolicyLoop, type PolicyMode } from '../policy/loop.js';
+import { PolicyLoop, type LastPolicyDecision, type PolicyMode } from '../policy/loop.js';
 import { virtmemPolicy } from '../policy/virtmem-policy.js';
 import { proxmoxPolicy } from '../policy/proxmox.js';
 import { momPolicy } from '../policy/mom.js';
 import type { Policy, PolicyEngine } from '../policy/types.js';
-import { effectivePolicy } from '../policy/settings.js';
-import { writeFileAtomic } from '../util/atomic-file.js';
+
+/** The key of virtmem's own host. */
+export const LOCAL = 'local';
+
+export interface HostSpec {
+  uri: string;
+  /** The most this host's policy-managed guests together may hold (bytes); null: no budget. */
+  budgetBytes?: number | null;
+}
 
 export interface DaemonOptions {
   stateDir?: string;
-  /** Per-guest bound on every monitor question (default 3 s). */
+  /** Per-guest bound on every question (default 3 s). */
   guestBoundMs?: number;
   /** How often guests are looked for and ticked (default 1 s). */
   tickMs?: number;
@@ -33,11 +42,15 @@ export interface DaemonOptions {
   historyIntervalMs?: number;
   historyLength?: number;
   /**
-   * The automatic memory policy: 'per-guest' (default) manages the guests whose definition turns
-   * it on, 'all' every running guest, 'off' none. With a budget, the managed guests together stay
-   * within it; without, host MemAvailable stays above a reserve.
+   * The automatic memory policy: 'per-guest' (default) manages the guests whose settings turn
+   * it on, 'all' every running guest, 'off' none. With a budget, the managed guests of a host
+   * together stay within it; without, host MemAvailable stays above a reserve.
    */
   policy?: { mode: PolicyMode; guestBudgetBytes: number | null; engine?: PolicyEngine };
+  /** libvirt hosts served beside the local one. */
+  hosts?: HostSpec[];
+  /** Drivers to use instead of opening them (tests); keyed like hosts. */
+  drivers?: Map<string, HypervisorDriver>;
 }
 
 function policyFor(engine: PolicyEngine): Policy<unknown> {
@@ -48,13 +61,13 @@ function policyFor(engine: PolicyEngine): Policy<unknown> {
   }
 }
 
-/** A change the event stream (SSE) forwards. */
+/** A change the event stream (SSE) forwards; `host` is absent for local guests. */
 export type DaemonEvent =
-  | { type: 'memory'; name: string; data: Record<string, unknown> }
-  | { type: 'state'; name: string; data: Record<string, unknown> }
+  | { type: 'memory'; name: string; host?: string; data: Record<string, unknown> }
+  | { type: 'state'; name: string; host?: string; data: Record<string, unknown> }
   | { type: 'operation'; data: Record<string, unknown> }
-  | { type: 'host'; data: Record<string, unknown> }
-  | { type: 'policy'; name: string; data: Record<string, unknown> };
+  | { type: 'host'; host?: string; data: Record<string, unknown> }
+  | { type: 'policy'; name: string; host?: string; data: Record<string, unknown> };
 
 export type DaemonListener = (ev: DaemonEvent) => void;
 
@@ -63,66 +76,125 @@ export interface SetMemoryAnswer {
   operation: Operation;
 }
 
+/** One served host. */
+export interface Host {
+  key: string;
+  uri: string;
+  driver: HypervisorDriver;
+  watch: DriverWatch;
+  policy: PolicyLoop | null;
+  budgetBytes: number | null;
+}
+
+/** A guest's view with the host it lives on. */
+export interface HostedView {
+  host: string;
+  view: GuestView;
+}
+
 export class Daemon {
-  readonly driver: Driver;
   readonly ops = new OperationRegistry();
   readonly startedAtS = Date.now() / 1000;
-  #watchers = new Map<string, GuestWatcher>();
+  readonly hosts: Host[] = [];
   #history = new Map<string, HistoryRing>();
   #listeners = new Set<DaemonListener>();
-  #host: HostMemory = { memTotalBytes: null, memAvailableBytes: null, swapTotalBytes: null, swapFreeBytes: null, psi: null, sampledAtS: 0 };
   #timer: NodeJS.Timeout | null = null;
-  /** The round in progress, if any: stop() waits for it, so no watcher is attached after stop. */
+  /** The round in progress, if any: stop() waits for it, so nothing is attached after stop. */
   #tickRun: Promise<void> | null = null;
   #stopped = false;
   #lastHistoryMs = 0;
   #lastHostEventMs = 0;
   #pendingMemory = new Map<string, NodeJS.Timeout>();
+  #unsubscribe: Array<() => void> = [];
   readonly counters = { sseClients: 0, httpRequests: 0, operationsStarted: 0 };
-  /** libvirt hosts watched side by side (`--hosts FILE`), or null. */
-  remoteHosts: import('./remote-hosts.js').RemoteHosts | null = null;
-  readonly opts: Required<Omit<DaemonOptions, 'policy'>>;
-  /** null when the policy is off. */
-  readonly policy: PolicyLoop | null;
+  readonly opts: Required<Omit<DaemonOptions, 'policy' | 'hosts' | 'drivers' | 'stateDir'>> & { stateDir: string | undefined };
+  readonly policyMode: PolicyMode;
+  readonly policyEngine: PolicyEngine | null;
 
   constructor(opts: DaemonOptions = {}) {
-    const driverOpts: DriverOptions = { heldMonitors: { held: (name: string): QmpClient | null => this.#watchers.get(name)?.held() ?? null } };
-    if (opts.stateDir) driverOpts.stateDir = opts.stateDir;
-    this.driver = new Driver(driverOpts);
     this.opts = {
-      stateDir: this.driver.paths.root, guestBoundMs: opts.guestBoundMs ?? 3_000, tickMs: opts.tickMs ?? 1_000,
+      stateDir: opts.stateDir, guestBoundMs: opts.guestBoundMs ?? 3_000, tickMs: opts.tickMs ?? 1_000,
       historyIntervalMs: opts.historyIntervalMs ?? 2_000, historyLength: opts.historyLength ?? 300,
     };
-    this.ops.onChange((op) => this.#emit({ type: 'operation', data: operationDocument(op) }));
     const p = opts.policy ?? { mode: 'per-guest', guestBudgetBytes: null };
-    this.policy = p.mode === 'off' ? null : new PolicyLoop({
-      policy: policyFor(p.engine ?? 'virtmem'),
-      mode: p.mode,
-      guestBudgetKiB: p.guestBudgetBytes === null ? null : Math.floor(p.guestBudgetBytes / 1024),
-      settings: async (name) => effectivePolicy(await this.driver.lookup(name)),
-      apply: async (name, targetKiB) => {
-        const a = await this.setMemory(name, targetKiB * 1024, { force: false, waitMs: 0 });
-        if (a.operation.state === 'failed') throw new Error(a.operation.message ?? 'the resize failed');
+    this.policyMode = p.mode;
+    this.policyEngine = p.mode === 'off' ? null : p.engine ?? 'virtmem';
+    const specs: HostSpec[] = [{ uri: LOCAL, budgetBytes: p.guestBudgetBytes }, ...(opts.hosts ?? [])];
+    for (const spec of specs) {
+      const key = spec.uri;
+      const driver = opts.drivers?.get(key)
+        ?? openDriver(key === LOCAL ? { stateDir: opts.stateDir } : { uri: key, libvirt: { connectTimeoutMs: 5_000, callTimeoutMs: 5_000, keepaliveIntervalMs: 2_000, keepaliveCount: 3 } });
+      const watch = driver.watch({ boundMs: key === LOCAL ? this.opts.guestBoundMs : 5_000 });
+      const budgetBytes = spec.budgetBytes ?? null;
+      const host: Host = { key, uri: key === LOCAL ? driver.uri : key, driver, watch, policy: null, budgetBytes };
+      host.policy = p.mode === 'off' ? null : this.#policyLoop(host, p.mode, p.engine ?? 'virtmem');
+      this.hosts.push(host);
+    }
+    this.ops.onChange((op) => this.#emit({ type: 'operation', data: operationDocument(op) }));
+  }
+
+  /** The local host (virtmem's own guests). */
+  get local(): Host {
+    return this.hosts[0]!;
+  }
+
+  /** A served host by key. @throws VirtError NO_SUPPORT naming the host when it is not served */
+  host(key: string = LOCAL): Host {
+    const h = this.hosts.find((x) => x.key === key);
+    if (!h) throw new VirtError('NO_DOMAIN', `no host '${key}' is served by this daemon (see GET /api/v1/hosts)`);
+    return h;
+  }
+
+  #policyLoop(host: Host, mode: PolicyMode, engine: PolicyEngine): PolicyLoop {
+    const settings = new Map<string, PolicyDocument['settings']>();
+    return new PolicyLoop({
+      policy: policyFor(engine),
+      mode,
+      guestBudgetKiB: host.budgetBytes === null ? null : Math.floor(host.budgetBytes / 1024),
+      // Read when a guest appears or its settings change (setPolicy through the daemon), not every round.
+      settings: async (name) => {
+        let s = settings.get(name);
+        if (!s) { s = (await host.driver.policy(name)).settings; settings.set(name, s); }
+        return s;
       },
+      forget: (name) => { settings.delete(name); },
+      apply: (name, targetKiB) => this.#policyApply(host, name, targetKiB),
       record: async (name, d) => {
-        this.#emit({ type: 'policy', name, data: { name, ...d } });
-        await writeFileAtomic(this.driver.paths.run(name).policyLast, JSON.stringify(d) + '\n');
+        this.#emit({ type: 'policy', name, ...(host.key === LOCAL ? {} : { host: host.key }), data: { name, ...d } });
+        await host.driver.recordPolicyDecision?.(name, d);
       },
     });
   }
 
   /**
-   * A guest's policy settings (defaults filled in) and what the policy last did, for the API
-   * (sizes in bytes, as everywhere in the API).
+   * The policy's resize, as an operation like any other: it answers when the change is sent,
+   * and the policy learns how it ended (reached, not reached, refused) through `outcome`.
    */
-  async policyDocument(name: string): Promise<Record<string, unknown>> {
-    const def = await this.driver.lookup(name);
-    const s = effectivePolicy(def);
-    const mode: PolicyMode = this.policy?.opts.mode ?? 'off';
-    const last = this.policy?.last.get(def.name) ?? null;
+  async #policyApply(host: Host, name: string, targetKiB: number): Promise<{ outcome: Promise<string | null> }> {
+    const a = await this.setMemory(name, targetKiB * 1024, { force: false, waitMs: 0 }, host.key);
+    const op = a.operation;
+    const outcome = new Promise<string | null>((resolve) => {
+      const check = (): boolean => {
+        if (op.state === 'running') return false;
+        resolve(op.state === 'succeeded' ? null : op.message ?? 'the resize failed');
+        return true;
+      };
+      if (check()) return;
+      const off = this.ops.onChange((o) => { if (o === op && check()) off(); });
+    });
+    return { outcome };
+  }
+
+  /** A guest's policy settings (defaults filled in) and what the policy last did, for the API (bytes). */
+  async policyDocument(name: string, hostKey: string = LOCAL): Promise<Record<string, unknown>> {
+    const host = this.host(hostKey);
+    const doc = await host.driver.policy(name);
+    const last = host.policy?.last.get(doc.name) ?? null;
+    const s = doc.settings;
     return {
-      name: def.name, mode, ...(this.policy ? { engine: this.policy.opts.policy.name } : {}),
-      settings: { enabled: mode === 'all' || s.enabled, floorBytes: s.floorKiB * 1024, ceilingBytes: s.ceilingKiB * 1024, shares: s.shares },
+      name: doc.name, mode: this.policyMode, ...(this.policyEngine ? { engine: this.policyEngine } : {}),
+      ...(host.key === LOCAL ? {} : { host: host.key }),
+      settings: { enabled: this.policyMode === 'all' || s.enabled, floorBytes: s.floorKiB * 1024, ceilingBytes: s.ceilingKiB * 1024, shares: s.shares },
       last: last && {
         at: last.at, action: last.action, reason: last.reason,
         ...(last.fromKiB !== undefined ? { fromBytes: last.fromKiB * 1024 } : {}),
@@ -131,12 +203,24 @@ export class Daemon {
     };
   }
 
+  /**
+   * Change a guest's policy settings through its driver; the policy takes them from the next round.
+   * @throws VirtError as HypervisorDriver.setPolicy
+   */
+  async setPolicy(name: string, change: Parameters<HypervisorDriver['setPolicy']>[1], hostKey: string = LOCAL): Promise<Record<string, unknown>> {
+    const host = this.host(hostKey);
+    const doc = await host.driver.setPolicy(name, change);
+    host.policy?.settingsChanged(doc.name);
+    return this.policyDocument(doc.name, hostKey);
+  }
+
   // ------------------------------------------------------------------ life
 
-  /** Finds running guests, attaches to them, starts the periodic work. */
+  /** Finds running guests on every host, follows them, starts the periodic work. */
   async start(): Promise<void> {
-    this.#host = await sampleHostMemory();
-    await this.#discover();
+    for (const h of this.hosts) this.#unsubscribe.push(h.watch.onChange((c) => this.#onWatch(h, c)));
+    // A libvirt host that is down does not hold up the start: its watch keeps trying.
+    await Promise.all(this.hosts.map((h) => h.watch.start().catch(() => {})));
     this.#timer = setInterval(() => {
       // The previous round is still going: never pile up.
       if (this.#tickRun || this.#stopped) return;
@@ -153,8 +237,8 @@ export class Daemon {
     await this.#tickRun?.catch(() => {});
     for (const op of this.ops.running()) { this.ops.fail(op, 'the daemon stopped while waiting'); op.abort.abort(); }
     for (const t of this.#pendingMemory.values()) clearTimeout(t);
-    await Promise.all([...this.#watchers.values()].map((w) => w.stop()));
-    this.#watchers.clear();
+    for (const f of this.#unsubscribe.splice(0)) f();
+    await Promise.all(this.hosts.map(async (h) => { await h.watch.stop(); await h.driver.close(); }));
   }
 
   onEvent(l: DaemonListener): () => void {
@@ -168,70 +252,75 @@ export class Daemon {
     }
   }
 
-  /** Attach to every running guest not yet watched; forget the ones that went away. */
-  async #discover(): Promise<void> {
-    const names = await readdir(this.driver.paths.runDir).catch(() => [] as string[]);
-    await Promise.all(names.map(async (name) => {
-      if (this.#watchers.has(name)) return;
-      let paths;
-      try { paths = this.driver.paths.run(validateDomainName(name)); } catch { return; }
-      const o = await observe(paths);
-      if (o.state === 'shutoff' || this.#watchers.has(name) || this.#stopped) return;
-      const w = new GuestWatcher(paths, o.record, (w2, what) => this.#onWatch(w2, what), { boundMs: this.opts.guestBoundMs, reconnectMs: 1_000 });
-      this.#watchers.set(name, w);
-      if (!this.#history.has(name)) this.#history.set(name, new HistoryRing(this.opts.historyLength));
-      w.start();
-      this.#emit({ type: 'state', name, data: summaryDocument(w.model) });
-    }));
-  }
-
-  #onWatch(w: GuestWatcher, what: WatchChange): void {
-    if (what === 'gone') {
-      if (this.#watchers.get(w.name) === w) this.#watchers.delete(w.name);
-      for (const op of this.ops.running()) {
-        if (op.domain === w.name) { this.ops.fail(op, `domain '${w.name}' stopped running`); op.abort.abort(); }
+  #onWatch(h: Host, c: WatchChange): void {
+    const hostField = h.key === LOCAL ? {} : { host: h.key };
+    if (c.kind === 'host') {
+      this.#emit({ type: 'host', ...hostField, data: h.key === LOCAL ? this.hostDocument() : { ...this.libvirtHostDocument(h) } });
+      if (h.watch.state === 'down') {
+        for (const op of this.ops.running()) {
+          if (op.host === h.key) { this.ops.fail(op, `host '${h.key}' went away: ${h.watch.reason ?? 'no answer'}`); op.abort.abort(); }
+        }
       }
-      void w.stop();
-      this.#emit({ type: 'state', name: w.name, data: summaryDocument(w.model) });
       return;
     }
-    if (what === 'state') {
-      this.#emit({ type: 'state', name: w.name, data: summaryDocument(w.model) });
+    if (c.kind === 'gone') {
+      for (const op of this.ops.running()) {
+        if (op.domain === c.name && op.host === h.key) { this.ops.fail(op, `domain '${c.name}' stopped running`); op.abort.abort(); }
+      }
+      h.policy?.forgetGuest(c.name);
+      this.#emit({ type: 'state', name: c.name, ...hostField, data: summaryDocument(c.view) });
+      return;
+    }
+    const v = h.watch.guest(c.name);
+    if (!v) return;
+    const key = guestKey(h.key, c.name);
+    if (!this.#history.has(key)) this.#history.set(key, new HistoryRing(this.opts.historyLength));
+    if (c.kind === 'state') {
+      this.#emit({ type: 'state', name: c.name, ...hostField, data: summaryDocument(v) });
       return;
     }
     // Memory changes come in bursts while a balloon moves: one event per guest per 100 ms.
-    if (this.#pendingMemory.has(w.name)) return;
-    this.#pendingMemory.set(w.name, setTimeout(() => {
-      this.#pendingMemory.delete(w.name);
-      this.#emit({ type: 'memory', name: w.name, data: guestDocument(w.model, Date.now() / 1000) });
+    if (this.#pendingMemory.has(key)) return;
+    this.#pendingMemory.set(key, setTimeout(() => {
+      this.#pendingMemory.delete(key);
+      const now = h.watch.guest(c.name);
+      if (now) this.#emit({ type: 'memory', name: c.name, ...hostField, data: guestDocument(now, Date.now() / 1000) });
     }, 100));
   }
 
-  /** One round: host sample, new guests, each guest's bounded tick, history, the policy. */
+  /** One round: each host's bounded tick, history, stuck operations, each host's policy. */
   async #tick(): Promise<void> {
     const nowMs = Date.now();
-    this.#host = await sampleHostMemory();
+    await Promise.all(this.hosts.map((h) => h.watch.tick()));
     if (nowMs - this.#lastHostEventMs >= 5_000) {
       this.#lastHostEventMs = nowMs;
       this.#emit({ type: 'host', data: this.hostDocument() });
     }
-    await this.#discover();
-    // Each guest's tick is bounded by its own monitor bound; one hung guest holds up no other.
-    await Promise.all([...this.#watchers.values()].map((w) => w.tick()));
     if (nowMs - this.#lastHistoryMs >= this.opts.historyIntervalMs) {
       this.#lastHistoryMs = nowMs;
-      for (const w of this.#watchers.values()) this.#history.get(w.name)?.push(historySample(w.model, nowMs / 1000));
+      for (const h of this.hosts) {
+        for (const v of h.watch.guests()) {
+          const key = guestKey(h.key, v.name);
+          let ring = this.#history.get(key);
+          if (!ring) { ring = new HistoryRing(this.opts.historyLength); this.#history.set(key, ring); }
+          ring.push(historySample(v, nowMs / 1000));
+        }
+      }
     }
     this.ops.checkStuck((op) => this.#stuckReason(op));
     if (this.#stopped) return; // no resize decided after stop() began
-    const host = this.#host;
-    await this.policy?.tick(this.models(), { memTotalBytes: host.memTotalBytes, memAvailableBytes: host.memAvailableBytes, stallPct: host.psi?.some.avg10 ?? null }, nowMs / 1000);
+    await Promise.all(this.hosts.map(async (h) => {
+      if (!h.policy || h.watch.state !== 'up') return;
+      const m = h.watch.host();
+      await h.policy.tick(h.watch.guests(), { memTotalBytes: m.memTotalBytes, memAvailableBytes: m.memAvailableBytes, stallPct: m.psi?.some.avg10 ?? null }, nowMs / 1000);
+    }));
   }
 
   #stuckReason(op: Operation): string {
-    const m = this.#watchers.get(op.domain)?.model;
-    if (!m) return `domain '${op.domain}' is not watched`;
-    if (m.monitor !== 'connected') return `the monitor of '${op.domain}' is ${m.monitor}: no news from QEMU`;
+    const h = this.hosts.find((x) => x.key === op.host);
+    const m = h?.watch.guest(op.domain);
+    if (!h || !m) return `domain '${op.domain}' is not watched`;
+    if (m.monitor !== 'connected') return `the ${h.key === LOCAL ? 'monitor' : 'connection to the host'} of '${op.domain}' is ${m.monitor}: no news from the hypervisor`;
     const parts: string[] = [];
     if (m.balloonTargetBytes !== null && m.balloonBytes !== m.balloonTargetBytes) {
       parts.push(`the balloon is at ${m.balloonBytes} bytes of boot memory, heading for ${m.balloonTargetBytes} (is the guest's balloon driver loaded, or has it nothing left to free?)`);
@@ -241,50 +330,67 @@ export class Daemon {
         parts.push(`virtio-mem ${d.id} has ${d.pluggedBytes} bytes plugged of ${d.requestedBytes} requested (is the guest's virtio_mem driver loaded, or is the memory in use?)`);
       }
     }
-    return `nothing moved for ${Math.round((Date.now() / 1000 - op.movedAtS))} s: ${parts.join('; ') || 'waiting for QEMU to report the last change'}`;
+    return `nothing moved for ${Math.round((Date.now() / 1000 - op.movedAtS))} s: ${parts.join('; ') || 'waiting for the hypervisor to report the last change'}`;
   }
 
-  // ------------------------------------------------------------------ reads (live model only)
+  // ------------------------------------------------------------------ reads (live views only)
 
-  /** The watched model of a running guest, or null. */
-  model(name: string): GuestModel | null {
-    return this.#watchers.get(name)?.model ?? null;
+  /** A running guest's view, or null. */
+  model(name: string, hostKey: string = LOCAL): GuestView | null {
+    return this.hosts.find((h) => h.key === hostKey)?.watch.guest(name) ?? null;
   }
 
-  models(): GuestModel[] {
-    return [...this.#watchers.values()].map((w) => w.model).sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity) || a.name.localeCompare(b.name));
+  /** The local host's running guests (the native API's /stats and /metrics without a host label). */
+  models(): GuestView[] {
+    return this.local.watch.guests();
   }
 
-  get host(): HostMemory {
-    return this.#host;
+  /** Every running guest of every host. */
+  allModels(): HostedView[] {
+    return this.hosts.flatMap((h) => h.watch.guests().map((view) => ({ host: h.key, view })));
+  }
+
+  /** The local host's memory. */
+  get hostMemory(): HostMemory {
+    return this.local.watch.host();
   }
 
   hostDocument(): Record<string, unknown> {
-    const h = this.#host;
+    const h = this.local.watch.host();
     return {
       memTotalBytes: h.memTotalBytes, memAvailableBytes: h.memAvailableBytes,
       ...(h.swapTotalBytes !== null ? { swapTotalBytes: h.swapTotalBytes } : {}),
       ...(h.swapFreeBytes !== null ? { swapFreeBytes: h.swapFreeBytes } : {}),
-      psi: h.psi, sampledAtS: h.sampledAtS, guests: this.#watchers.size,
+      psi: h.psi, sampledAtS: h.sampledAtS, guests: this.local.watch.guests().length,
     };
   }
 
-  /** Every defined domain (the driver's list) with the monitor state of the running ones. */
-  async list(): Promise<Record<string, unknown>[]> {
-    return (await this.driver.list()).map((d) => {
-      const m = this.model(d.name);
+  /** The libvirt hosts (GET /api/v1/hosts), in the order they were given. */
+  libvirtHosts(): Host[] {
+    return this.hosts.slice(1);
+  }
+
+  /** One libvirt host's document: up or down with the reason, its running guests. */
+  libvirtHostDocument(h: Host): LibvirtHostDocument {
+    return libvirtHostDocument(h);
+  }
+
+  /** Every defined domain of a host (its driver's list) with the watch's line to the running ones. */
+  async list(hostKey: string = LOCAL): Promise<Record<string, unknown>[]> {
+    const h = this.host(hostKey);
+    return (await h.driver.list()).map((d) => {
+      const m = h.watch.guest(d.name);
       const monitor = m && d.state !== 'shutoff' ? m.monitor : d.state === 'shutoff' ? 'down' : 'connecting';
       return { ...summaryDocument({ name: d.name, uuid: d.uuid, id: d.id, state: d.state, monitor }), reason: d.reason, persistent: d.persistent };
     });
   }
 
   /**
-   * dominfo as the driver answers it (on the held monitor: one round trip on an open
-   * connection), sizes in bytes.
-   * @throws VirtError as Driver.info
+   * dominfo as the driver answers it (on the watch's connection: one round trip), sizes in bytes.
+   * @throws VirtError as HypervisorDriver.info
    */
-  async info(ref: string): Promise<Record<string, unknown>> {
-    const i = await this.driver.info(ref);
+  async info(ref: string, hostKey: string = LOCAL): Promise<Record<string, unknown>> {
+    const i: DomainInfo = await this.host(hostKey).driver.info(ref);
     const { maxMemoryKiB, usedMemoryKiB, memory, ...rest } = i;
     return {
       ...rest, maxMemoryBytes: maxMemoryKiB * 1024, usedMemoryBytes: usedMemoryKiB * 1024,
@@ -294,10 +400,10 @@ export class Daemon {
 
   /**
    * dommemstat as the driver answers it, libvirt's names and order; sizes in bytes.
-   * @throws VirtError as Driver.memoryStats
+   * @throws VirtError as HypervisorDriver.memoryStats
    */
-  async memoryStats(ref: string): Promise<Record<string, unknown>> {
-    const ms = await this.driver.memoryStats(ref);
+  async memoryStats(ref: string, hostKey: string = LOCAL): Promise<Record<string, unknown>> {
+    const ms = await this.host(hostKey).driver.memoryStats(ref);
     const COUNTS = new Set(['major_fault', 'minor_fault', 'hugetlb_pgalloc', 'hugetlb_pgfail']);
     return {
       periodS: ms.periodS,
@@ -307,23 +413,22 @@ export class Daemon {
   }
 
   /**
-   * One guest's document: the live model when running, the definition's plan otherwise.
+   * One guest's document: the live view when running, the definition's plan otherwise (local).
    * @throws VirtError INVALID_ARG (bad name), NO_DOMAIN
    */
-  async guest(name: string): Promise<Record<string, unknown>> {
-    const m = this.model(validateDomainName(name));
+  async guest(name: string, hostKey: string = LOCAL): Promise<Record<string, unknown>> {
+    const h = this.host(hostKey);
+    const m = h.watch.guest(validateDomainName(name));
     if (m) return guestDocument(m, Date.now() / 1000);
-    const def = await this.driver.lookup(name);
-    const { modelFromDefinition } = await import('./guest-model.js');
-    const off = modelFromDefinition(def, { id: null, state: 'shutoff', pid: null }, Date.now() / 1000);
-    off.monitor = 'down';
+    const off = await h.driver.inactiveView(name);
     return { ...guestDocument(off, Date.now() / 1000), stale: false };
   }
 
   /** @throws VirtError INVALID_ARG, NO_DOMAIN */
-  async history(name: string, sinceS: number): Promise<{ domain: string; intervalS: number; samples: HistorySample[] }> {
-    const def = await this.driver.lookup(validateDomainName(name));
-    return { domain: def.name, intervalS: this.opts.historyIntervalMs / 1000, samples: this.#history.get(def.name)?.samples(sinceS) ?? [] };
+  async history(name: string, sinceS: number, hostKey: string = LOCAL): Promise<{ domain: string; intervalS: number; samples: HistorySample[] }> {
+    const h = this.host(hostKey);
+    if (!h.watch.guest(validateDomainName(name))) await h.driver.state(name); // NO_DOMAIN for a guest that does not exist
+    return { domain: name, intervalS: this.opts.historyIntervalMs / 1000, samples: this.#history.get(guestKey(h.key, name))?.samples(sinceS) ?? [] };
   }
 
   // ------------------------------------------------------------------ actions
@@ -331,22 +436,20 @@ export class Daemon {
   /**
    * Sets a running guest's memory target. Answers when the guest is there (done) or after
    * `waitMs` with the running operation to follow.
-   * @throws VirtError as Driver.setMemory for what is refused before anything changes.
+   * @throws VirtError as HypervisorDriver.setMemory for what is refused before anything changes.
    */
-  async setMemory(name: string, targetBytes: number, opts: { force: boolean; waitMs: number }): Promise<SetMemoryAnswer> {
+  async setMemory(name: string, targetBytes: number, opts: { force: boolean; waitMs: number }, hostKey: string = LOCAL): Promise<SetMemoryAnswer> {
     validateDomainName(name);
     if (targetBytes % 1024 !== 0) throw invalidArg(`targetBytes ${targetBytes} is not a multiple of 1024`);
-    // A watched guest is known by its name; anything else (uuid, id, shut off) is looked up.
-    const m = this.model(name);
-    const def = m ? { name } : await this.driver.lookup(name);
-    if (!m) {
-      const st = await this.driver.state(def.name);
+    const h = this.host(hostKey);
+    if (!h.watch.guest(name)) {
+      const st = await h.driver.state(name);
       if (st.state === 'shutoff') throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: domain is not running');
     }
-    // The driver reports progress first right after it sent the change to QEMU (under the
-    // domain's job lock, so concurrent changes are ordered). Only then is there an operation,
-    // superseding an older one for the guest; a failure before that is a refusal (guard rail,
-    // above maximum ...): nothing changed, and the caller gets it as an error.
+    // The driver reports progress first right after it sent the change (under the domain's job
+    // lock, so concurrent changes are ordered). Only then is there an operation, superseding an
+    // older one for the guest; a failure before that is a refusal (guard rail, above maximum
+    // ...): nothing changed, and the caller gets it as an error.
     const abort = new AbortController();
     let op: Operation | null = null;
     let atTarget = false;
@@ -355,12 +458,12 @@ export class Daemon {
     const acceptedP = new Promise<void>((r) => { accepted = r; });
     let settled!: () => void;
     const settledP = new Promise<void>((r) => { settled = r; });
-    const run = this.driver.setMemory(def.name, targetBytes / 1024, {
+    const run = h.driver.setMemory(name, targetBytes / 1024, {
       live: true, wait: true, force: opts.force, signal: abort.signal, stallMs: 30_000,
       onProgress: (p) => {
         if (!op) {
           atTarget = p.actualKiB === p.targetKiB;
-          op = this.ops.start(def.name, targetBytes, p.startKiB * 1024, Date.now() / 1000, abort);
+          op = this.ops.start(name, targetBytes, p.startKiB * 1024, Date.now() / 1000, abort, h.key);
           this.counters.operationsStarted++;
           accepted();
         }
@@ -368,12 +471,12 @@ export class Daemon {
       },
     }).then(async (r) => {
       settled();
-      // The model first, so whoever sees the success also sees the guest there.
-      await this.#refreshAfterChange(def.name).catch(() => {});
+      // The view first, so whoever sees the success also sees the guest there.
+      await h.watch.refresh(name).catch(() => {});
       if (op) this.ops.succeed(op, r.actualKiB === null ? null : r.actualKiB * 1024);
     }, async (err: unknown) => {
       settled();
-      await this.#refreshAfterChange(def.name).catch(() => {});
+      await h.watch.refresh(name).catch(() => {});
       if (op) this.ops.fail(op, err instanceof Error ? err.message : String(err));
       else refusal = err;
     }).finally(() => {
@@ -382,7 +485,7 @@ export class Daemon {
     await acceptedP;
     if (!op) throw refusal ?? new VirtError('INTERNAL', 'internal error: the memory change ended without a result');
     const started: Operation = op;
-    // Answer when the driver ended (the model refresh after it is bounded), or after waitMs;
+    // Answer when the driver ended (the view refresh after it is bounded), or after waitMs;
     // a guest already at the target ends within moments, so that is waited for too.
     const graceMs = opts.waitMs > 0 ? opts.waitMs : atTarget ? 5_000 : 0;
     const ended = await Promise.race([
@@ -393,39 +496,38 @@ export class Daemon {
     return { done: started.state === 'succeeded', operation: started };
   }
 
-  /** Re-reads what a change left behind: the run record's targets and QEMU's numbers. */
-  async #refreshAfterChange(name: string): Promise<void> {
-    const w = this.#watchers.get(name);
-    if (!w) return;
-    const rec = await readRunRecord(this.driver.paths.run(name));
-    if (rec && rec.phase === 'running') w.takeDefinition(rec);
-    await w.refresh();
-  }
-
-  /** @throws VirtError as Driver.setMaxMemory */
-  async setMaxMemory(name: string, maxBytes: number, flags: { live?: boolean; config?: boolean }): Promise<{ maxBytes: number; live: boolean; config: boolean }> {
+  /** @throws VirtError as HypervisorDriver.setMaxMemory */
+  async setMaxMemory(name: string, maxBytes: number, flags: { live?: boolean; config?: boolean }, hostKey: string = LOCAL): Promise<{ maxBytes: number; live: boolean; config: boolean }> {
     validateDomainName(name);
     if (maxBytes % 1024 !== 0) throw invalidArg(`maxBytes ${maxBytes} is not a multiple of 1024`);
-    const r = await this.driver.setMaxMemory(name, maxBytes / 1024, flags);
-    await this.#refreshAfterChange(name);
-    await this.#watchers.get(name)?.refresh();
+    const h = this.host(hostKey);
+    const r = await h.driver.setMaxMemory(name, maxBytes / 1024, flags);
+    await h.watch.refresh(name);
     return { maxBytes, ...r };
   }
 
-  /** @throws VirtError as Driver.setStatsPeriod */
-  async setStatsPeriod(name: string, periodS: number, flags: { live?: boolean; config?: boolean }): Promise<{ periodS: number; live: boolean; config: boolean }> {
+  /** @throws VirtError as HypervisorDriver.setStatsPeriod */
+  async setStatsPeriod(name: string, periodS: number, flags: { live?: boolean; config?: boolean }, hostKey: string = LOCAL): Promise<{ periodS: number; live: boolean; config: boolean }> {
     validateDomainName(name);
-    const r = await this.driver.setStatsPeriod(name, periodS, flags);
-    await this.#refreshAfterChange(name);
+    const h = this.host(hostKey);
+    const r = await h.driver.setStatsPeriod(name, periodS, flags);
+    await h.watch.refresh(name);
     return { periodS, ...r };
   }
 
   operationDocument(op: Operation): Record<string, unknown> {
     return operationDocument(op);
   }
+
+  /** The last decision the policy made for a guest (the CLI's `policy show` through the daemon). */
+  lastDecision(name: string, hostKey: string = LOCAL): LastPolicyDecision | null {
+    return this.host(hostKey).policy?.last.get(name) ?? null;
+  }
 }
 
-function historySample(m: GuestModel, tS: number): HistorySample {
+const guestKey = (host: string, name: string): string => `${host}\u0000${name}`;
+
+function historySample(m: GuestView, tS: number): HistorySample {
   const s: HistorySample = { tS, totalBytes: totalBytes(m), balloonBytes: m.balloonBytes, pluggedBytes: pluggedBytes(m) };
   if (m.stats.usableBytes !== undefined) s.usableBytes = m.stats.usableBytes;
   if (m.stats.availableBytes !== undefined) s.availableBytes = m.stats.availableBytes;

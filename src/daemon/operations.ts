@@ -11,6 +11,8 @@ export interface Operation {
   id: string;
   kind: 'set-memory';
   domain: string;
+  /** The host's key ('local' for virtmem's own guests). */
+  host: string;
   state: OperationState;
   startBytes: number | null;
   targetBytes: number;
@@ -43,17 +45,17 @@ export class OperationRegistry {
   }
 
   /** Starts a set-memory operation for `domain`; a running one for the same domain is superseded. */
-  start(domain: string, targetBytes: number, startBytes: number | null, nowS = Date.now() / 1000, abort = new AbortController()): Operation {
+  start(domain: string, targetBytes: number, startBytes: number | null, nowS = Date.now() / 1000, abort = new AbortController(), host = 'local'): Operation {
     this.#prune(nowS);
     const id = `op-${this.#next++}`;
     for (const other of this.#ops.values()) {
-      if (other.domain === domain && other.state === 'running') {
+      if (other.domain === domain && other.host === host && other.state === 'running') {
         this.fail(other, `superseded by ${id} (new target ${targetBytes} bytes)`, nowS);
         other.abort.abort();
       }
     }
     const op: Operation = {
-      id, kind: 'set-memory', domain, state: 'running', startBytes, targetBytes, actualBytes: startBytes, message: null,
+      id, kind: 'set-memory', domain, host, state: 'running', startBytes, targetBytes, actualBytes: startBytes, message: null,
       stuck: false, createdAtS: nowS, updatedAtS: nowS, movedAtS: nowS, abort,
     };
     this.#ops.set(id, op);
@@ -120,7 +122,7 @@ export function operationDocument(op: Operation, nowS = Date.now() / 1000): Reco
     : span === 0 || op.startBytes === null || op.actualBytes === null ? 0
     : Math.min(1, Math.max(0, (op.actualBytes - op.startBytes) / span));
   return {
-    id: op.id, kind: op.kind, domain: op.domain, state: op.state, startBytes: op.startBytes, targetBytes: op.targetBytes,
+    id: op.id, kind: op.kind, domain: op.domain, ...(op.host === 'local' ? {} : { host: op.host }), state: op.state, startBytes: op.startBytes, targetBytes: op.targetBytes,
     actualBytes: op.actualBytes, fractionDone: Math.round(fraction * 1000) / 1000, message: op.message, stuck: op.stuck,
     createdAtS: op.createdAtS, updatedAtS: op.updatedAtS, elapsedMs: Math.round(((op.state === 'running' ? nowS : op.updatedAtS) - op.createdAtS) * 1000),
   };

@@ -5,6 +5,12 @@
  */
 import type { DomainDef } from './definition.js';
 
+/**
+ * virtio-mem's block on x86 when a definition names none, and the smallest QEMU takes there
+ * (the transparent huge page size): 2 MiB, as libvirt's default too.
+ */
+export const VIRTIO_MEM_BLOCK_KIB = 2048;
+
 /** KiB of memory devices counted in <memory>. */
 export function deviceMemoryKiB(def: Pick<DomainDef, 'memoryDevices'>): number {
   return def.memoryDevices.reduce((sum, d) => sum + d.sizeKiB, 0);

@@ -19,7 +19,7 @@ import type {
   OsDef,
 } from './definition.js';
 import { VirtError } from './errors.js';
-import { deviceMemoryKiB } from './memory.js';
+import { VIRTIO_MEM_BLOCK_KIB, deviceMemoryKiB } from './memory.js';
 import { isUuid, normalizeUuid, validateDomainName } from './name.js';
 import { MAX_KIB, formatKiB } from './size.js';
 import { isXmlSafe } from './xml-chars.js';
@@ -38,7 +38,7 @@ export const MAX_MEMORY_SLOTS = 256;
  * Smallest virtio-mem block: the transparent huge page size on x86_64 (2 MiB), which is also
  * QEMU's default block size there.
  */
-export const VIRTIO_MEM_MIN_BLOCK_KIB = 2048;
+export const VIRTIO_MEM_MIN_BLOCK_KIB = VIRTIO_MEM_BLOCK_KIB;
 /** pc-dimm sizes must be multiples of 2 MiB on x86 (libvirt aligns them to this too). */
 export const DIMM_ALIGN_KIB = 2048;
 /** QEMU refuses a `maxmem` that is not a multiple of the 4 KiB target page. */
@@ -116,15 +116,22 @@ export function validateDomainDef(def: unknown): DomainDef {
   if (o['emulator'] !== undefined) out.emulator = absolutePath(o['emulator'], 'emulator');
   if (o['accel'] !== undefined) out.accel = oneOf(o['accel'], 'accel', ['kvm', 'tcg'] as const, true);
   if (o['cpu'] !== undefined) out.cpu = cpu(o['cpu']);
-  if (o['policy'] !== undefined) {
-    out.policy = policy(o['policy']);
-    const most = out.memory.hotplug?.ceilingKiB ?? out.memory.maxKiB;
-    for (const k of ['floorKiB', 'ceilingKiB'] as const) {
-      const v = out.policy[k];
-      if (v !== undefined && v > most) fail(`policy.${k}`, `${formatKiB(v)} is above the most this guest can have (${formatKiB(most)})`);
-    }
-  }
+  if (o['policy'] !== undefined) out.policy = validatePolicyDef(o['policy'], out.memory.hotplug?.ceilingKiB ?? out.memory.maxKiB);
   return out;
+}
+
+/**
+ * A guest's stored policy settings, for a guest that can have at most `mostKiB` (its hot-plug
+ * ceiling, else its maximum): the same rules for native definitions and libvirt metadata.
+ * @throws DefValidationError naming the setting
+ */
+export function validatePolicyDef(v: unknown, mostKiB: number): PolicyDef {
+  const p = policy(v);
+  for (const k of ['floorKiB', 'ceilingKiB'] as const) {
+    const x = p[k];
+    if (x !== undefined && x > mostKiB) fail(`policy.${k}`, `${formatKiB(x)} is above the most this guest can have (${formatKiB(mostKiB)})`);
+  }
+  return p;
 }
 
 // ---- sections ------------------------------------------------------------------------------

@@ -286,6 +286,24 @@ function parsePolicy(metadata: Element | undefined): PolicyDef | undefined {
   return out;
 }
 
+/**
+ * The policy in the element libvirt returns for virtmem's namespace (virDomainGetMetadata,
+ * VIR_DOMAIN_METADATA_ELEMENT), or null when it is not there.
+ * @throws VirtError XML_ERROR when it is there but unreadable
+ */
+export function parsePolicyMetadata(elementXml: string): PolicyDef | null {
+  const el = parseXmlTree(elementXml);
+  return parsePolicy(element('metadata', {}, [el])) ?? null;
+}
+
+/** The element virDomainSetMetadata stores for a policy (libvirt adds virtmem's namespace and prefix). */
+export function formatPolicyMetadata(p: PolicyDef): string {
+  const el = formatPolicy(p).children[0]!;
+  el.name = 'policy';
+  delete el.attrs['xmlns:virtmem'];
+  return formatXmlTree(el);
+}
+
 function formatPolicy(p: PolicyDef): Element {
   return element('metadata', {}, [element('virtmem:policy', {
     'xmlns:virtmem': POLICY_XML_NS, enabled: p.enabled ? 'yes' : 'no',

@@ -5,7 +5,9 @@
 import { HttpError, toHttpError } from './errors.js';
 import { Router } from './router.js';
 import { parseJsonBody, checkQuery, type BodySpec } from './validate.js';
-import type { Daemon } from '../daemon/daemon.js';
+import { LOCAL, type Daemon } from '../daemon/daemon.js';
+import { guestDocument } from '../daemon/documents.js';
+import { VirtError, memoryMapJson, translationJson } from '../driver/api.js';
 import { validateDomainName } from '../domain/name.js';
 
 export const API_PREFIX = '/api/v1';
@@ -45,6 +47,12 @@ const STATS_PERIOD: BodySpec = {
   live: { type: 'boolean' },
   config: { type: 'boolean' },
 };
+const SET_POLICY: BodySpec = {
+  enabled: { type: 'boolean' },
+  floorBytes: { type: 'integer', min: 1024, max: MAX_SAFE, nullable: true, unit: 'bytes' },
+  ceilingBytes: { type: 'integer', min: 1024, max: MAX_SAFE, nullable: true, unit: 'bytes' },
+  shares: { type: 'integer', min: 1, max: 50_000, nullable: true },
+};
 const TRANSLATE: BodySpec = {
   address: { type: 'string', pattern: HEX, maxLength: 40, required: true, expected: 'a hexadecimal guest-virtual address (0x optional)' },
   cpu: { type: 'integer', min: 0, max: 9999 },
@@ -81,64 +89,109 @@ async function naming<T>(field: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The host a path names: its /hosts/{host} segment, or the local host. @throws HttpError 404 when not served */
+function hostKey(d: Daemon, r: ApiRequest): string {
+  const key = r.params.host ?? LOCAL;
+  if (!d.hosts.some((h) => h.key === key)) throw new HttpError(404, 'NOT_FOUND', `no host '${key.slice(0, 200)}' is served by this daemon (see GET /api/v1/hosts)`, 'host');
+  return key;
+}
+
+/** Routes of one guest, served for virtmem's own guests and, under /hosts/{host}, for every libvirt host's. */
+function guestRoutes(router: Router<Handler>): void {
+  for (const prefix of ['', '/hosts/:host']) {
+    router
+      .add('GET', `${prefix}/domains/:name`, async (d, r) => {
+        noQuery(r);
+        return { status: 200, body: await naming('name', () => d.guest(domainName(r), hostKey(d, r))) };
+      })
+      .add('GET', `${prefix}/domains/:name/info`, async (d, r) => {
+        noQuery(r);
+        return { status: 200, body: await naming('name', () => d.info(domainName(r), hostKey(d, r))) };
+      })
+      .add('GET', `${prefix}/domains/:name/memory-stats`, async (d, r) => {
+        noQuery(r);
+        return { status: 200, body: await naming('name', () => d.memoryStats(domainName(r), hostKey(d, r))) };
+      })
+      .add('PUT', `${prefix}/domains/:name/memory`, async (d, r) => {
+        noQuery(r);
+        const name = domainName(r);
+        const host = hostKey(d, r);
+        const b = parseJsonBody<{ targetBytes: number; force?: boolean; waitMs?: number }>(r.body, SET_MEMORY);
+        const a = await naming('targetBytes', () => d.setMemory(name, b.targetBytes, { force: b.force ?? false, waitMs: b.waitMs ?? 0 }, host));
+        const running = a.operation.state === 'running';
+        return {
+          status: running ? 202 : 200,
+          body: { operation: d.operationDocument(a.operation) },
+          ...(running ? { headers: { location: `${API_PREFIX}/operations/${a.operation.id}` } } : {}),
+        };
+      })
+      .add('PUT', `${prefix}/domains/:name/max-memory`, async (d, r) => {
+        noQuery(r);
+        const name = domainName(r);
+        const host = hostKey(d, r);
+        const b = parseJsonBody<{ maxBytes: number; live?: boolean; config?: boolean }>(r.body, SET_MAX);
+        return { status: 200, body: await naming('maxBytes', () => d.setMaxMemory(name, b.maxBytes, flags(b), host)) };
+      })
+      .add('PUT', `${prefix}/domains/:name/stats-period`, async (d, r) => {
+        noQuery(r);
+        const name = domainName(r);
+        const host = hostKey(d, r);
+        const b = parseJsonBody<{ periodS: number; live?: boolean; config?: boolean }>(r.body, STATS_PERIOD);
+        return { status: 200, body: await naming('periodS', () => d.setStatsPeriod(name, b.periodS, flags(b), host)) };
+      })
+      .add('GET', `${prefix}/domains/:name/history`, async (d, r) => {
+        const q = checkQuery(r.query, { sinceS: { min: 0, max: 1e12 } });
+        const name = domainName(r);
+        return { status: 200, body: await naming('name', () => d.history(name, q.sinceS ?? 0, hostKey(d, r))) };
+      })
+      .add('GET', `${prefix}/domains/:name/policy`, async (d, r) => {
+        noQuery(r);
+        const name = domainName(r);
+        return { status: 200, body: await naming('name', () => d.policyDocument(name, hostKey(d, r))) };
+      })
+      .add('PUT', `${prefix}/domains/:name/policy`, async (d, r) => {
+        noQuery(r);
+        const name = domainName(r);
+        const host = hostKey(d, r);
+        const b = parseJsonBody<{ enabled?: boolean; floorBytes?: number | null; ceilingBytes?: number | null; shares?: number | null }>(r.body, SET_POLICY);
+        const kib = (v: number | null | undefined, field: string): number | null | undefined => {
+          if (v === undefined || v === null) return v;
+          if (v % 1024 !== 0) throw new HttpError(400, 'INVALID_FIELD', `field '${field}': ${v} is not a multiple of 1024 bytes`, field);
+          return v / 1024;
+        };
+        const change = {
+          ...(b.enabled !== undefined ? { enabled: b.enabled } : {}),
+          ...(b.floorBytes !== undefined ? { floorKiB: kib(b.floorBytes, 'floorBytes') } : {}),
+          ...(b.ceilingBytes !== undefined ? { ceilingKiB: kib(b.ceilingBytes, 'ceilingBytes') } : {}),
+          ...(b.shares !== undefined ? { shares: b.shares } : {}),
+        };
+        if (Object.keys(change).length === 0) throw new HttpError(400, 'INVALID_FIELD', 'the body changes nothing: give at least one of enabled, floorBytes, ceilingBytes, shares', 'body');
+        return { status: 200, body: await naming('body', () => d.setPolicy(name, change, host)) };
+      });
+  }
+}
+
 export function apiRouter(): Router<Handler> {
-  return new Router<Handler>()
+  const router = new Router<Handler>()
     .add('GET', '/domains', async (d, r) => {
       noQuery(r);
       return { status: 200, body: { domains: await d.list() } };
     })
+    .add('GET', '/hosts/:host/domains', async (d, r) => {
+      noQuery(r);
+      return { status: 200, body: { domains: await naming('host', () => d.list(hostKey(d, r))) } };
+    })
     .add('GET', '/stats', async (d, r) => {
       noQuery(r);
       const nowS = Date.now() / 1000;
-      const { guestDocument } = await import('../daemon/guest-model.js');
       return { status: 200, body: { guests: d.models().map((m) => guestDocument(m, nowS)) } };
-    })
-    .add('GET', '/domains/:name', async (d, r) => {
-      noQuery(r);
-      return { status: 200, body: await naming('name', () => d.guest(domainName(r))) };
-    })
-    .add('GET', '/domains/:name/info', async (d, r) => {
-      noQuery(r);
-      return { status: 200, body: await naming('name', () => d.info(domainName(r))) };
-    })
-    .add('GET', '/domains/:name/memory-stats', async (d, r) => {
-      noQuery(r);
-      return { status: 200, body: await naming('name', () => d.memoryStats(domainName(r))) };
-    })
-    .add('PUT', '/domains/:name/memory', async (d, r) => {
-      noQuery(r);
-      const name = domainName(r);
-      const b = parseJsonBody<{ targetBytes: number; force?: boolean; waitMs?: number }>(r.body, SET_MEMORY);
-      const a = await naming('targetBytes', () => d.setMemory(name, b.targetBytes, { force: b.force ?? false, waitMs: b.waitMs ?? 0 }));
-      const running = a.operation.state === 'running';
-      return {
-        status: running ? 202 : 200,
-        body: { operation: d.operationDocument(a.operation) },
-        ...(running ? { headers: { location: `${API_PREFIX}/operations/${a.operation.id}` } } : {}),
-      };
-    })
-    .add('PUT', '/domains/:name/max-memory', async (d, r) => {
-      noQuery(r);
-      const name = domainName(r);
-      const b = parseJsonBody<{ maxBytes: number; live?: boolean; config?: boolean }>(r.body, SET_MAX);
-      return { status: 200, body: await naming('maxBytes', () => d.setMaxMemory(name, b.maxBytes, flags(b))) };
-    })
-    .add('PUT', '/domains/:name/stats-period', async (d, r) => {
-      noQuery(r);
-      const name = domainName(r);
-      const b = parseJsonBody<{ periodS: number; live?: boolean; config?: boolean }>(r.body, STATS_PERIOD);
-      return { status: 200, body: await naming('periodS', () => d.setStatsPeriod(name, b.periodS, flags(b))) };
-    })
-    .add('GET', '/domains/:name/history', async (d, r) => {
-      const q = checkQuery(r.query, { sinceS: { min: 0, max: 1e12 } });
-      const name = domainName(r);
-      return { status: 200, body: await naming('name', () => d.history(name, q.sinceS ?? 0)) };
     })
     .add('GET', '/domains/:name/memmap', async (d, r) => {
       noQuery(r);
       const name = domainName(r);
-      const [{ memoryMap }, { memoryMapJson }] = await Promise.all([import('../inspect/inspector.js'), import('../cli/inspect-format.js')]);
-      return { status: 200, body: memoryMapJson(await naming('name', () => memoryMap(d.driver, name, { signal: r.signal }))) };
+      const drv = d.local.driver;
+      if (!drv.memoryMap) throw new VirtError('NO_SUPPORT', 'this driver has no memory map');
+      return { status: 200, body: memoryMapJson(await naming('name', () => drv.memoryMap!(name, { signal: r.signal }))) };
     })
     .add('POST', '/domains/:name/translate', async (d, r) => {
       noQuery(r);
@@ -146,14 +199,10 @@ export function apiRouter(): Router<Handler> {
       const b = parseJsonBody<{ address: string; cpu?: number; cr3?: string }>(r.body, TRANSLATE);
       const gva = hexValue(b.address, 'address');
       const cr3 = b.cr3 === undefined ? undefined : hexValue(b.cr3, 'cr3');
-      const [{ translate }, { translationJson }] = await Promise.all([import('../inspect/inspector.js'), import('../cli/inspect-format.js')]);
-      const t = await naming('address', () => translate(d.driver, name, gva, { ...(b.cpu !== undefined ? { cpu: b.cpu } : {}), ...(cr3 !== undefined ? { cr3 } : {}), signal: r.signal }));
+      const drv = d.local.driver;
+      if (!drv.translate) throw new VirtError('NO_SUPPORT', 'this driver cannot translate addresses');
+      const t = await naming('address', () => drv.translate!(name, gva, { ...(b.cpu !== undefined ? { cpu: b.cpu } : {}), ...(cr3 !== undefined ? { cr3 } : {}), signal: r.signal }));
       return { status: 200, body: translationJson(t) };
-    })
-    .add('GET', '/domains/:name/policy', async (d, r) => {
-      noQuery(r);
-      const name = domainName(r);
-      return { status: 200, body: await naming('name', () => d.policyDocument(name)) };
     })
     .add('GET', '/operations/:id', async (d, r) => {
       noQuery(r);
@@ -165,12 +214,14 @@ export function apiRouter(): Router<Handler> {
     })
     .add('GET', '/hosts', async (d, r) => {
       noQuery(r);
-      return { status: 200, body: { hosts: d.remoteHosts?.documents() ?? [] } };
+      return { status: 200, body: { hosts: d.libvirtHosts().map((h) => d.libvirtHostDocument(h)) } };
     })
     .add('GET', '/host', async (d, r) => {
       noQuery(r);
       return { status: 200, body: d.hostDocument() };
     });
+  guestRoutes(router);
+  return router;
 }
 
 function flags(b: { live?: boolean; config?: boolean }): { live?: boolean; config?: boolean } {

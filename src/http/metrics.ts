@@ -3,16 +3,18 @@
  * virtmem_, sizes are bytes, counters end in _total, guests carry the label `domain`. A
  * statistic a guest never reported is absent, never 0. Pure: scrapes never ask a guest.
  */
-import type { GuestModel } from '../daemon/guest-model.js';
-import { pluggedBytes, totalBytes } from '../daemon/guest-model.js';
-import { freshStallPct } from '../daemon/guest-pressure.js';
-import type { HostMemory } from '../driver/native/host-memory.js';
-import type { HostDocument } from '../daemon/remote-hosts.js';
+import type { GuestView, HostMemory } from '../driver/api.js';
+import { freshStallPct, pluggedBytes, totalBytes } from '../driver/view.js';
+import type { LibvirtHostDocument } from '../daemon/documents.js';
+
+type GuestModel = GuestView;
+type HostDocument = LibvirtHostDocument;
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 export interface MetricsInput {
-  guests: readonly GuestModel[];
+  /** Every running guest; `host` is absent for virtmem's own (no host label, as before hosts existed). */
+  guests: ReadonlyArray<{ host?: string | undefined; view: GuestModel }>;
   host: HostMemory;
   daemon: { startedAtS: number; operationsStarted: number; sseClients: number; httpRequests: number };
   nowS: number;
@@ -76,9 +78,9 @@ export function formatMetrics(input: MetricsInput): string {
   };
   for (const [name, kind, help, value] of GUEST) {
     const samples: Array<[string, number]> = [];
-    for (const m of input.guests) {
+    for (const { host, view: m } of input.guests) {
       const v = value(m, input.nowS);
-      if (v !== undefined) samples.push([`{domain="${escapeLabel(m.name)}"}`, v]);
+      if (v !== undefined) samples.push([host === undefined ? `{domain="${escapeLabel(m.name)}"}` : `{host="${escapeLabel(host)}",domain="${escapeLabel(m.name)}"}`, v]);
     }
     family(name, kind, help, samples);
   }

@@ -29,6 +29,11 @@ function decodeSegment(raw: string): string {
 export class Router<H> {
   readonly #routes: Array<Route<H> & { parts: string[] }> = [];
 
+  /** Every route as method and pattern (the contract test holds them to docs/openapi.json). */
+  routes(): Array<{ method: Route<H>['method']; pattern: string }> {
+    return this.#routes.map((r) => ({ method: r.method, pattern: r.pattern }));
+  }
+
   add(method: Route<H>['method'], pattern: string, handler: H): this {
     this.#routes.push({ method, pattern, handler, parts: pattern.split('/').slice(1) });
     return this;

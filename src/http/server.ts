@@ -6,7 +6,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { chmod, unlink } from 'node:fs/promises';
 import { createConnection } from 'node:net';
-import type { Daemon, DaemonEvent } from '../daemon/daemon.js';
+import { LOCAL, type Daemon, type DaemonEvent } from '../daemon/daemon.js';
 import { API_PREFIX, apiRouter } from './api.js';
 import { HttpError, toHttpError } from './errors.js';
 import { checkRequest, tokenEquals, type Listener } from './guard.js';
@@ -140,8 +140,8 @@ export class ApiServer {
       if (pathname === '/metrics') {
         if (method !== 'GET' && method !== 'HEAD') throw Object.assign(new HttpError(405, 'METHOD_NOT_ALLOWED', `method ${method} is not allowed on /metrics (allowed: GET)`), { allow: 'GET' });
         const text = formatMetrics({
-          guests: d.models(), host: d.host, nowS: Date.now() / 1000,
-          ...(d.remoteHosts ? { remoteHosts: d.remoteHosts.documents() } : {}),
+          guests: d.allModels().map(({ host, view }) => ({ host: host === LOCAL ? undefined : host, view })), host: d.hostMemory, nowS: Date.now() / 1000,
+          remoteHosts: d.libvirtHosts().map((h) => d.libvirtHostDocument(h)),
           daemon: { startedAtS: d.startedAtS, operationsStarted: d.counters.operationsStarted, sseClients: this.#sse.size, httpRequests: d.counters.httpRequests },
         });
         res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE, 'cache-control': 'no-store' });

@@ -6,7 +6,7 @@
 import { HttpError } from './errors.js';
 
 export type FieldSpec =
-  | { type: 'integer'; min: number; max: number; required?: boolean; unit?: string }
+  | { type: 'integer'; min: number; max: number; required?: boolean; unit?: string; nullable?: boolean }
   | { type: 'number'; min: number; max: number; required?: boolean }
   | { type: 'boolean'; required?: boolean }
   | { type: 'string'; pattern: RegExp; maxLength: number; required?: boolean; expected: string };
@@ -24,6 +24,7 @@ function bad(field: string, message: string): HttpError {
 export function checkField(field: string, spec: FieldSpec, v: unknown): unknown {
   switch (spec.type) {
     case 'integer':
+      if (v === null && spec.nullable) return null;
       if (typeof v !== 'number' || !Number.isInteger(v)) throw bad(field, `expected an integer${spec.unit ? ` number of ${spec.unit}` : ''}, got ${describe(v)}`);
       if (v < spec.min || v > spec.max) throw bad(field, `${v} is out of range (${spec.min} to ${spec.max}${spec.unit ? ` ${spec.unit}` : ''})`);
       return v;

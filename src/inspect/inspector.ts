@@ -8,7 +8,6 @@
  * the QEMU process are closed when it ends. The guest is not paused: a walk reads tables the
  * guest may be changing, as a debugger attached to a live system does.
  */
-import type { Driver } from '../driver/native/driver.js';
 import { VirtError } from '../domain/errors.js';
 import { queryMemoryDevices, type QmpClient } from '../qmp/index.js';
 import { parseHostAddress } from './hmp-answers.js';
@@ -121,6 +120,12 @@ type OpenReader = ProcMemReader | MonitorReader;
 /**
  * One inspection session on a running domain. Create it with {@link Inspector.run}.
  */
+/** What an inspector needs of a driver: the running QEMU and a monitor session on it (native driver). */
+export interface InspectTarget {
+  runtime(ref: string): Promise<{ name: string; pid: number }>;
+  withMonitor<T>(ref: string, fn: (client: QmpClient) => Promise<T>, signal?: AbortSignal): Promise<T>;
+}
+
 export class Inspector {
   readonly domain: string;
   readonly qemuPid: number;
@@ -143,7 +148,7 @@ export class Inspector {
    * @throws VirtError NO_DOMAIN, OPERATION_INVALID (not running), MONITOR_FAILED, TIMEOUT,
    *   and whatever `fn` throws
    */
-  static async run<T>(driver: Driver, ref: string, fn: (insp: Inspector) => Promise<T>, opts: { signal?: AbortSignal } = {}): Promise<T> {
+  static async run<T>(driver: InspectTarget, ref: string, fn: (insp: Inspector) => Promise<T>, opts: { signal?: AbortSignal } = {}): Promise<T> {
     const rt = await driver.runtime(ref);
     return driver.withMonitor(ref, async (client) => {
       const insp = new Inspector(rt.name, rt.pid, client, opts.signal);
@@ -317,11 +322,11 @@ export class Inspector {
 }
 
 /** Translate one address of a running domain. @throws as {@link Inspector.translator} */
-export function translate(driver: Driver, ref: string, gva: bigint, opts: TranslateOptions & { signal?: AbortSignal } = {}): Promise<Translation> {
+export function translate(driver: InspectTarget, ref: string, gva: bigint, opts: TranslateOptions & { signal?: AbortSignal } = {}): Promise<Translation> {
   return Inspector.run(driver, ref, (i) => i.translate(gva, opts), opts.signal ? { signal: opts.signal } : {});
 }
 
 /** The memory map of a running domain. @throws as {@link Inspector.memoryMap} */
-export function memoryMap(driver: Driver, ref: string, opts: { signal?: AbortSignal } = {}): Promise<MemoryMapReport> {
+export function memoryMap(driver: InspectTarget, ref: string, opts: { signal?: AbortSignal } = {}): Promise<MemoryMapReport> {
   return Inspector.run(driver, ref, (i) => i.memoryMap(), opts);
 }

@@ -6,7 +6,7 @@
  * that guest's decision, never thrown: one guest's trouble does not stop the loop.
  */
 import type { Decision, GuestSignals, GuestSnapshot, Policy, PolicySettings, Snapshot } from './types.js';
-import { freshStallPct } from '../daemon/guest-pressure.js';
+import { freshStallPct } from '../driver/view.js';
 
 /** The fields of the daemon's guest model the loop reads (structurally: src/daemon/guest-model.ts). */
 export interface PolicyGuestInput {
@@ -45,6 +45,11 @@ export interface LastPolicyDecision {
   fromKiB?: number;
   targetKiB?: number;
   reason: string;
+  /**
+   * How a resize ended: 'pending' while the guest moves, 'reached', 'not reached' (the guest
+   * stopped short; `reason` says where and why), 'refused' (nothing changed).
+   */
+  outcome?: 'pending' | 'reached' | 'not reached' | 'refused';
 }
 
 export type PolicyMode = 'off' | 'per-guest' | 'all';
@@ -55,10 +60,16 @@ export interface PolicyLoopOptions {
   mode: PolicyMode;
   /** The most all managed guests together may hold; null: keep host MemAvailable above a reserve. */
   guestBudgetKiB: number | null;
-  /** A guest's settings (from its definition). */
+  /** A guest's settings (its driver's; the caller may cache them until `forget`). */
   settings(name: string): Promise<PolicySettings>;
-  /** Resize one guest (the daemon's setmem: balloon and virtio-mem as the planner splits it). */
-  apply(name: string, targetKiB: number): Promise<void>;
+  /** Drop what `settings` cached for a guest (its settings changed, or it went away). */
+  forget?(name: string): void;
+  /**
+   * Resize one guest (the daemon's setmem: balloon and virtio-mem as the planner splits it).
+   * Resolves once the change is sent; `outcome` settles when the guest got there (null) or
+   * stopped short (why). Rejects when the change is refused (nothing changed).
+   */
+  apply(name: string, targetKiB: number): Promise<{ outcome: Promise<string | null> }>;
   /** Persist/publish a guest's last decision. */
   record(name: string, d: LastPolicyDecision): Promise<void> | void;
 }
@@ -148,13 +159,23 @@ export class PolicyLoop {
       const decision = this.opts.policy.decide(snapshot, this.#state);
       const at = new Date(nowS * 1000).toISOString();
       await Promise.all(decision.actions.map(async (a) => {
-        let d: LastPolicyDecision = { at, action: 'resize', fromKiB: a.fromKiB, targetKiB: a.targetKiB, reason: a.reason };
+        const d: LastPolicyDecision = { at, action: 'resize', fromKiB: a.fromKiB, targetKiB: a.targetKiB, reason: a.reason, outcome: 'pending' };
+        let sent: { outcome: Promise<string | null> };
         try {
-          await this.opts.apply(a.name, a.targetKiB);
+          sent = await this.opts.apply(a.name, a.targetKiB);
         } catch (err) {
-          d = { ...d, action: 'failed', reason: `${a.reason}; the resize failed: ${(err as Error).message}` };
+          await this.#record(a.name, { ...d, action: 'failed', outcome: 'refused', reason: `${a.reason}; the resize was refused: ${(err as Error).message}` });
+          return;
         }
         await this.#record(a.name, d);
+        // How it ends is recorded when it ends (the loop does not wait for it), unless a newer
+        // decision for the guest came first.
+        void sent.outcome.then(async (why) => {
+          if (this.last.get(a.name) !== d) return;
+          await this.#record(a.name, why === null
+            ? { ...d, outcome: 'reached' }
+            : { ...d, action: 'failed', outcome: 'not reached', reason: `${a.reason}; the guest did not get there: ${why}` });
+        });
       }));
       for (const h of decision.holds) {
         const prev = this.last.get(h.name);
@@ -165,6 +186,17 @@ export class PolicyLoop {
     } finally {
       this.#running = false;
     }
+  }
+
+  /** A guest's settings changed: the next round reads them again. */
+  settingsChanged(name: string): void {
+    this.opts.forget?.(name);
+  }
+
+  /** A guest stopped running: its rates start over and its settings are read again if it comes back. */
+  forgetGuest(name: string): void {
+    this.#prev.delete(name);
+    this.opts.forget?.(name);
   }
 
   async #record(name: string, d: LastPolicyDecision): Promise<void> {

@@ -5,17 +5,9 @@
  * Sizes are KiB (the driver's unit); rates are per second.
  */
 
-/** Per-guest policy settings, stored in the definition (see validate-def.ts). */
-export interface PolicySettings {
-  /** The policy may resize this guest. Off by default. */
-  enabled: boolean;
-  /** Never below this (libvirt has no field; Proxmox calls it balloon_min). */
-  floorKiB: number;
-  /** Never above this; at most the guest's maximum memory. */
-  ceilingKiB: number;
-  /** Weight when memory is scarce (Proxmox's default is 1000; 0 is not allowed: disable instead). */
-  shares: number;
-}
+/** Per-guest policy settings (domain/policy.ts). */
+export type { PolicySettings } from '../domain/policy.js';
+import type { PolicySettings } from '../domain/policy.js';
 
 /** What the guest itself reported (virtio-balloon statistics), and derived rates. */
 export interface GuestSignals {

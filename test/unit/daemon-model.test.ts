@@ -1,10 +1,12 @@
 /** The daemon's pure core: guest model and events, history ring, operations, host parsers, and the OpenAPI checker itself. */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { modelFromDefinition, applyEvent, applyDevices, applyGuestStats, guestDocument, setMonitor, totalBytes } from '../../src/daemon/guest-model.js';
+import { viewFromDefinition as modelFromDefinition, setMonitor, totalBytes } from '../../src/driver/view.js';
+import { applyEvent, applyDevices, applyGuestStats } from '../../src/driver/native/qmp-view.js';
+import { guestDocument } from '../../src/daemon/documents.js';
 import { HistoryRing } from '../../src/daemon/history.js';
 import { OperationRegistry, operationDocument } from '../../src/daemon/operations.js';
-import { parseMeminfo, parsePressure } from '../../src/driver/native/host-memory.js';
+import { parseMeminfo, parsePressure } from '../../src/driver/memory/host-memory.js';
 import { validate, assertConforms } from '../helpers/openapi.js';
 import type { DomainDef } from '../../src/domain/definition.js';
 

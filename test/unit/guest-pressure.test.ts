@@ -5,7 +5,8 @@ import { createServer } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GuestPressureFeed, parsePsiLine, stallPct, type GuestPressure } from '../../src/daemon/guest-pressure.js';
+import { GuestPressureFeed, parsePsiLine, stallPct } from '../../src/driver/native/guest-pressure.js';
+import type { GuestPressure } from '../../src/driver/view.js';
 
 const LINE = 'psi some avg10=1.50 avg60=0.20 avg300=0.05 total=250000 full avg10=0.00 avg60=0.00 avg300=0.00 total=1000';
 

@@ -7,7 +7,8 @@ import { checkRequest, cookieToken, allowedHosts } from '../../src/http/guard.js
 import { HttpError, toHttpError } from '../../src/http/errors.js';
 import { VirtError } from '../../src/domain/errors.js';
 import { formatMetrics, escapeLabel } from '../../src/http/metrics.js';
-import { modelFromDefinition, applyGuestStats } from '../../src/daemon/guest-model.js';
+import { viewFromDefinition as modelFromDefinition } from '../../src/driver/view.js';
+import { applyGuestStats } from '../../src/driver/native/qmp-view.js';
 import type { DomainDef } from '../../src/domain/definition.js';
 
 const SPEC: BodySpec = {
@@ -130,18 +131,20 @@ describe('metrics text', () => {
   test('format 0.0.4: HELP/TYPE per family, escaped labels, counters _total, unreported stats absent', () => {
     const m = modelFromDefinition(DEF, { id: 1, state: 'running', pid: 42 }, 1000);
     m.monitor = 'connected';
-    const text = formatMetrics({ guests: [m], host: { memTotalBytes: 100, memAvailableBytes: 50, swapTotalBytes: null, swapFreeBytes: null, psi: null, sampledAtS: 1 }, daemon: { startedAtS: 1, operationsStarted: 0, sseClients: 0, httpRequests: 3 }, nowS: 1001 });
+    const text = formatMetrics({ guests: [{ view: m }, { host: 'qemu:///system', view: { ...m, name: 'lv' } }], host: { memTotalBytes: 100, memAvailableBytes: 50, swapTotalBytes: null, swapFreeBytes: null, psi: null, sampledAtS: 1 }, daemon: { startedAtS: 1, operationsStarted: 0, sseClients: 0, httpRequests: 3 }, nowS: 1001 });
     assert.match(text, /^# HELP virtmem_guest_memory_bytes .+\n# TYPE virtmem_guest_memory_bytes gauge\nvirtmem_guest_memory_bytes\{domain="g\\"1"\} 536870912$/m);
     assert.match(text, /^virtmem_guest_up\{domain="g\\"1"\} 1$/m);
+    // A libvirt host's guest: the same names, with a host label.
+    assert.match(text, /^virtmem_guest_memory_bytes\{host="qemu:\/\/\/system",domain="lv"\} 536870912$/m);
     assert.doesNotMatch(text, /virtmem_guest_mem_available_bytes/, 'never reported: absent, not 0');
     assert.doesNotMatch(text, /virtmem_host_swap/);
     assert.doesNotMatch(text, /virtmem_guest_qemu_rss_bytes/);
     for (const line of text.trimEnd().split('\n')) {
-      assert.match(line, /^(# (HELP|TYPE) virtmem_[a-z0-9_]+ .+|virtmem_[a-z0-9_]+(\{domain="(?:[^"\\]|\\.)*"\})? -?[0-9.e+]+)$/, line);
+      assert.match(line, /^(# (HELP|TYPE) virtmem_[a-z0-9_]+ .+|virtmem_[a-z0-9_]+(\{(host="(?:[^"\\]|\\.)*",)?domain="(?:[^"\\]|\\.)*"\})? -?[0-9.e+]+)$/, line);
     }
     for (const m2 of text.matchAll(/^# TYPE (\S+) counter$/gm)) assert.match(m2[1]!, /_total$/);
     applyGuestStats(m, { stats: { 'stat-available-memory': 4096, 'stat-total-memory': -1, 'stat-minor-faults': 7 }, lastUpdate: 999 }, 1001);
-    const t2 = formatMetrics({ guests: [m], host: { memTotalBytes: null, memAvailableBytes: null, swapTotalBytes: null, swapFreeBytes: null, psi: null, sampledAtS: 1 }, daemon: { startedAtS: 1, operationsStarted: 0, sseClients: 0, httpRequests: 3 }, nowS: 1001 });
+    const t2 = formatMetrics({ guests: [{ view: m }], host: { memTotalBytes: null, memAvailableBytes: null, swapTotalBytes: null, swapFreeBytes: null, psi: null, sampledAtS: 1 }, daemon: { startedAtS: 1, operationsStarted: 0, sseClients: 0, httpRequests: 3 }, nowS: 1001 });
     assert.match(t2, /^virtmem_guest_mem_available_bytes\{domain="g\\"1"\} 4096$/m);
     assert.match(t2, /^virtmem_guest_minor_faults_total\{domain="g\\"1"\} 7$/m);
     assert.match(t2, /^virtmem_guest_stats_age_seconds\{domain="g\\"1"\} 2$/m);
@@ -164,4 +167,17 @@ describe('daemon --listen', async () => {
       assert.throws(() => parseListen(bad), /invalid --listen/, bad);
     }
   });
+});
+
+test('every route of /api/v1 is in docs/openapi.json, and every documented path and method is served', async () => {
+  const { apiRouter } = await import('../../src/http/api.js');
+  const { readFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { ROOT } = await import('../helpers/cli.js');
+  const doc = JSON.parse(readFileSync(join(ROOT, 'docs', 'openapi.json'), 'utf8')) as { paths: Record<string, Record<string, unknown>> };
+  const served = new Set(apiRouter().routes().map((r) => `${r.method} ${r.pattern.replace(/:([a-z]+)/g, '{$1}')}`));
+  // The event stream is answered beside the router (it is not a request/answer route).
+  const documented = new Set(Object.entries(doc.paths).flatMap(([path, item]) => Object.keys(item).filter((m) => m !== 'parameters').map((m) => `${m.toUpperCase()} ${path}`)).filter((x) => x !== 'GET /events'));
+  assert.deepEqual([...served].filter((x) => !documented.has(x)), [], 'served but not documented');
+  assert.deepEqual([...documented].filter((x) => !served.has(x)), [], 'documented but not served');
 });

@@ -26,10 +26,15 @@ test('the loop applies actions, records reasons, runs at its period, and records
   const applied: Array<[string, number]> = [];
   const recorded: Array<[string, LastPolicyDecision]> = [];
   let fail = false;
+  let ended: (why: string | null) => void = () => {};
   const loop = new PolicyLoop({
     policy: virtmemPolicy(), mode: 'per-guest', guestBudgetKiB: null,
     settings: async (name) => (name === 'off' ? { ...settings, enabled: false } : settings),
-    apply: async (name, kib) => { if (fail) throw new Error('monitor gone'); applied.push([name, kib]); },
+    apply: async (name, kib) => {
+      if (fail) throw new Error('monitor gone');
+      applied.push([name, kib]);
+      return { outcome: new Promise<string | null>((resolve) => { ended = resolve; }) };
+    },
     record: (name, d) => { recorded.push([name, d]); },
   });
   const host = { memTotalBytes: 24 * 1024 * B, memAvailableBytes: 20 * 1024 * B };
@@ -37,12 +42,17 @@ test('the loop applies actions, records reasons, runs at its period, and records
   const d = await loop.tick([idle, model({ name: 'off' }), model({ name: 'stopped', state: 'shutoff' })], host, 1001);
   assert.deepEqual(applied, [['g', 768 * MiB]]);
   assert.equal(d!.holds[0]!.name, 'off');
-  assert.deepEqual(recorded.map(([n, r]) => [n, r.action]), [['g', 'resize'], ['off', 'hold']]);
+  assert.deepEqual(recorded.map(([n, r]) => [n, r.action, r.outcome]), [['g', 'resize', 'pending'], ['off', 'hold', undefined]]);
+  // The resize ends short of its target: the decision says so, with the driver's reason.
+  ended('memory target 786432 KiB not reached: the balloon stopped at 900 MiB');
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual([loop.last.get('g')!.action, loop.last.get('g')!.outcome], ['failed', 'not reached']);
+  assert.match(loop.last.get('g')!.reason, /the guest did not get there: memory target 786432 KiB not reached/);
   assert.equal(await loop.tick([idle], host, 1001.5), null, 'not due yet');
   fail = true;
   await loop.tick([idle], host, 1002);
-  assert.equal(loop.last.get('g')!.action, 'failed');
-  assert.match(loop.last.get('g')!.reason, /the resize failed: monitor gone/);
+  assert.deepEqual([loop.last.get('g')!.action, loop.last.get('g')!.outcome], ['failed', 'refused']);
+  assert.match(loop.last.get('g')!.reason, /the resize was refused: monitor gone/);
 });
 
 test("mode 'all' manages guests whose own setting is off; 'off' does nothing", async () => {
@@ -50,7 +60,7 @@ test("mode 'all' manages guests whose own setting is off; 'off' does nothing", a
   const mk = (mode: 'all' | 'off') => new PolicyLoop({
     policy: virtmemPolicy(), mode, guestBudgetKiB: null,
     settings: async () => ({ ...settings, enabled: false }),
-    apply: async (name) => { applied.push(`${mode}:${name}`); },
+    apply: async (name) => { applied.push(`${mode}:${name}`); return { outcome: Promise.resolve(null) }; },
     record: () => {},
   });
   const host = { memTotalBytes: 24 * 1024 * B, memAvailableBytes: 20 * 1024 * B };

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../helpers/cli.js';
 import { formatDominfo, formatList, formatMemStats, stateText, stateWithReason } from '../../src/cli/format.js';
-import type { DomainInfo, DomainSummary } from '../../src/driver/native/driver.js';
+import type { DomainInfo, DomainSummary } from '../../src/driver/api.js';
 
 const fixture = (name: string): string => readFileSync(join(ROOT, 'test', 'fixtures', 'virsh', 'cases', name), 'utf8');
 const uuid = '6f1c2a9e-5b7d-4c3e-9a10-000000000001';

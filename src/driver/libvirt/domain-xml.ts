@@ -27,6 +27,10 @@ export interface LibvirtMemoryLayout {
   virtioMem: LibvirtVirtioMem[];
   /** <memballoon><stats period>, 0 when absent. */
   statsPeriodS: number;
+  /** <memballoon model>: 'none' when the guest has no balloon. */
+  balloonModel: string;
+  /** <memballoon autodeflate='on'>. */
+  balloonAutodeflate: boolean;
 }
 
 const UNIT_KIB: Record<string, number> = {
@@ -69,7 +73,8 @@ export function memoryLayoutFromXml(xml: string): LibvirtMemoryLayout {
     }
   }
   const memoryKiB = sizeKiB(child(root, 'memory'), 'memory');
-  const period = child(child(devices, 'memballoon'), 'stats')?.attrs.period;
+  const balloon = child(devices, 'memballoon');
+  const period = child(balloon, 'stats')?.attrs.period;
   return {
     name: child(root, 'name')?.text.trim() ?? '',
     memoryKiB,
@@ -78,6 +83,9 @@ export function memoryLayoutFromXml(xml: string): LibvirtMemoryLayout {
     dimmKiB,
     virtioMem,
     statsPeriodS: period !== undefined && /^[0-9]+$/.test(period) ? Number(period) : 0,
+    // libvirt adds a virtio balloon to every QEMU guest that does not say model='none'.
+    balloonModel: balloon?.attrs.model ?? 'virtio',
+    balloonAutodeflate: balloon?.attrs.autodeflate === 'on',
   };
 }
 

@@ -12,17 +12,35 @@ import {
   STRING_MAX, StatsType, readCharArray, XmlFlag, paramNumber, readDomain, readDomainInfo, readTypedParam, uuidBytes, uuidText, writeDomain,
   type DomainEvent, type WireDomain,
 } from '../../libvirt/protocol.js';
-import { memoryLayoutFromXml, virtioMemUpdateXml, type LibvirtMemoryLayout } from './domain-xml.js';
-import { XdrReader } from '../../libvirt/xdr.js';
+import { memoryLayoutFromXml, sizeKiB, virtioMemUpdateXml, type LibvirtMemoryLayout } from './domain-xml.js';
+import { XdrReader, type XdrWriter } from '../../libvirt/xdr.js';
 import { parseLibvirtUri, type LibvirtUri } from '../../libvirt/uri.js';
-import { planMemory, orderSteps, type MemoryLayout } from '../memory/plan.js';
-import { growthRefusal, hostMemAvailableKiB } from '../memory/guards.js';
+import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
+import {
+  checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, resolveSetMemoryAffect, shrinkRefusal,
+  VIRTIO_MEM_BLOCK_KIB, type MemorySizes,
+} from '../memory/rules.js';
+import { hostMemAvailableKiB } from '../memory/host-memory.js';
 import { VirtError, invalidArg } from '../../domain/errors.js';
-import type { AffectFlags, DomainInfo, DomainSummary, SetMemoryOptions, SetMemoryResult } from '../native/driver.js';
-import type { DefineResult, HypervisorDriver, StartResult } from '../api.js';
+import type { PolicyDef } from '../../domain/definition.js';
+import { applyPolicyChange, policySettings, type PolicySettingsChange } from '../../domain/policy.js';
+import { validatePolicyDef } from '../../domain/validate-def.js';
+import { POLICY_XML_NS, formatPolicyMetadata, parsePolicyMetadata } from '../../domain/xml.js';
+import type {
+  AffectFlags, AffectOptions, DefineResult, DomainInfo, DomainState, DomainSummary, HypervisorDriver, PolicyDocument, SetMemoryOptions, SetMemoryResult,
+  StartResult, StateReason,
+} from '../api.js';
 import type { MemoryStats } from '../memory/stats.js';
-import type { DomainState, StateReason } from '../native/run-status.js';
+import type { DriverWatch, WatchOptions } from '../watch.js';
 import { parseXmlTree, childrenNamed } from '../../domain/xml-tree.js';
+import { LibvirtWatch, readBulkStats, viewFromLibvirt, type BulkRecord } from './watch.js';
+import type { GuestView } from '../view.js';
+import type { HostMemory } from '../memory/host-memory.js';
+
+/** virDomainMetadataType VIR_DOMAIN_METADATA_ELEMENT: an element in a namespace of its own. */
+const METADATA_ELEMENT = 2;
+/** virErrorNumber VIR_ERR_NO_DOMAIN_METADATA. */
+const NO_DOMAIN_METADATA = 80;
 
 /** virDomainState -> virsh's words. virtmem's native states are a subset of these. */
 const STATE_TEXT = ['no state', 'running', 'idle', 'paused', 'in shutdown', 'shutoff', 'crashed', 'pmsuspended'];
@@ -58,11 +76,16 @@ export interface LibvirtDriverOptions extends ClientOptions {
 }
 
 export class LibvirtDriver implements HypervisorDriver {
-  readonly uri: LibvirtUri;
+  /** The URI as given. */
+  readonly uri: string;
+  /** The URI as understood. */
+  readonly target: LibvirtUri;
   private client: Promise<LibvirtClient> | null = null;
+  #watch: LibvirtWatch | null = null;
 
   constructor(uri: string, private readonly opts: LibvirtDriverOptions = {}) {
-    this.uri = parseLibvirtUri(uri);
+    this.uri = uri;
+    this.target = parseLibvirtUri(uri);
   }
 
   /** The connection, opened on first use and reopened after it died. */
@@ -71,13 +94,14 @@ export class LibvirtDriver implements HypervisorDriver {
       const c = this.client;
       return c.then((cl) => (cl.connectionState === 'open' ? cl : ((this.client = null), this.connection(signal))));
     }
-    const p = LibvirtClient.connect(this.uri, { ...this.opts, timeoutMs: this.opts.connectTimeoutMs ?? 30_000, ...(signal ? { signal } : {}) });
+    const p = LibvirtClient.connect(this.target, { ...this.opts, timeoutMs: this.opts.connectTimeoutMs ?? 30_000, ...(signal ? { signal } : {}) });
     this.client = p;
     p.catch(() => { if (this.client === p) this.client = null; });
     return p;
   }
 
   async close(): Promise<void> {
+    await this.#watch?.stop();
     const p = this.client;
     this.client = null;
     if (p) await p.then((c) => c.close(), () => undefined);
@@ -138,16 +162,40 @@ export class LibvirtDriver implements HypervisorDriver {
 
   /**
    * Statistics of every domain in one call (virConnectGetAllDomainStats): `groups` is a mask of
-   * StatsType (default state + balloon: what a daemon watching a host polls). Values keep
-   * libvirt's field names ("balloon.current", KiB as libvirt reports them).
+   * StatsType (default state + balloon: what a watch polls). Values keep libvirt's field names
+   * ("balloon.current", KiB as libvirt reports them).
    */
-  async allDomainStats(groups: number = StatsType.STATE | StatsType.BALLOON, signal?: AbortSignal): Promise<Array<{ name: string; uuid: string; id: number | null; stats: Record<string, number | string | boolean> }>> {
+  async allDomainStats(groups: number = StatsType.STATE | StatsType.BALLOON, signal?: AbortSignal): Promise<BulkRecord[]> {
     const c = await this.connection(signal);
-    const r = new XdrReader(await c.call(Proc.CONNECT_GET_ALL_DOMAIN_STATS, (w) => w.array([], () => undefined).uint(groups).uint(0), { signal }));
-    return r.array((x) => ({ dom: readDomain(x), params: x.array(readTypedParam) })).map(({ dom, params }) => ({
-      name: dom.name, uuid: uuidText(dom.uuid), id: dom.id >= 0 ? dom.id : null,
-      stats: Object.fromEntries(params.map((p) => [p.field, p.value.type === 'string' || p.value.type === 'boolean' ? p.value.value : paramNumber(p.value)!])),
-    }));
+    return readBulkStats(await c.call(Proc.CONNECT_GET_ALL_DOMAIN_STATS, (w) => w.array([], () => undefined).uint(groups).uint(0), { signal }));
+  }
+
+  /**
+   * The host's memory as libvirt reports it (virNodeGetMemoryStats: total, free, buffers,
+   * cached); available is free + buffers + cached, as libvirt has no MemAvailable.
+   */
+  async nodeMemory(signal?: AbortSignal): Promise<HostMemory> {
+    const c = await this.connection(signal);
+    const ask = async (n: number): Promise<XdrReader> => new XdrReader(await c.call(Proc.NODE_GET_MEMORY_STATS, (w) => w.int(n).int(-1 /* all cells */).uint(0), { signal }));
+    const first = await ask(0);
+    first.array((x) => ({ field: x.string(STRING_MAX), value: x.uhyper() }), 16);
+    const n = first.int();
+    const r = await ask(n);
+    const stats = new Map(r.array((x) => [x.string(STRING_MAX), x.uhyper()] as const, 16));
+    const kib = (k: string): number | null => { const v = stats.get(k); return v === undefined ? null : v * 1024; };
+    const total = kib('total');
+    const parts = ['free', 'buffers', 'cached'].map(kib);
+    return {
+      memTotalBytes: total, memAvailableBytes: parts.every((p) => p !== null) ? parts.reduce((a, b) => a! + b!, 0) : kib('free'),
+      swapTotalBytes: null, swapFreeBytes: null, psi: null, sampledAtS: Date.now() / 1000,
+    };
+  }
+
+  /** Closes the connection so the next call opens a fresh one (after a failure it may be half dead). */
+  async dropConnection(): Promise<void> {
+    const p = this.client;
+    this.client = null;
+    if (p) await p.then((c) => c.close(), () => undefined).catch(() => undefined);
   }
 
   /**
@@ -307,13 +355,13 @@ export class LibvirtDriver implements HypervisorDriver {
     return r.string(STRING_MAX);
   }
 
-  async setMaxMemory(ref: string, kib: number, flags: AffectFlags & { signal?: AbortSignal } = {}): Promise<{ live: boolean; config: boolean }> {
-    if (kib <= 0) throw invalidArg('memory in virDomainSetMemoryFlags must not be zero');
+  async setMaxMemory(ref: string, kib: number, flags: AffectOptions = {}): Promise<{ live: boolean; config: boolean }> {
+    checkMemorySize(kib, null);
     await this.domCall(ref, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(kib).uint(AffectFlag.MEM_MAXIMUM | affectBits(flags)), flags.signal);
     return { live: !!flags.live, config: !!flags.config };
   }
 
-  async setStatsPeriod(ref: string, periodS: number, flags: AffectFlags & { signal?: AbortSignal } = {}): Promise<{ live: boolean; config: boolean }> {
+  async setStatsPeriod(ref: string, periodS: number, flags: AffectOptions = {}): Promise<{ live: boolean; config: boolean }> {
     if (!Number.isInteger(periodS) || periodS < 0 || periodS > 0x7fff_ffff) throw invalidArg(`invalid statistics period ${periodS}`);
     await this.domCall(ref, Proc.DOMAIN_SET_MEMORY_STATS_PERIOD, (w) => w.int(periodS).uint(affectBits(flags)), flags.signal);
     return { live: !!flags.live, config: !!flags.config };
@@ -350,133 +398,95 @@ export class LibvirtDriver implements HypervisorDriver {
    * Set the guest's memory. With virtio-mem devices one target is split between the balloon
    * and the devices (virtmem's plan); without, it is libvirt's balloon target. `wait` follows
    * libvirt's BALLOON_CHANGE and MEMORY_DEVICE_SIZE_CHANGE events (plus a slow poll, as events
-   * are rate-limited) until the guest has the target, bounded by timeoutMs and stallMs.
+   * are rate-limited) until the guest has the target (memory/rules.ts followMemory).
    */
   async setMemory(ref: string, kib: number, opts: SetMemoryOptions = {}): Promise<SetMemoryResult> {
     const signal = opts.signal;
+    // libvirt's client library refuses 0 before sending anything; so do we, in its words.
+    checkMemorySize(kib, null);
     const c = await this.connection(signal);
     const d = await this.lookup(ref, signal);
     const running = d.id >= 0;
-    let flags: AffectFlags;
-    if (opts.current) flags = running ? { live: true } : { config: true };
-    else if (!opts.live && !opts.config) flags = { live: true };
-    else flags = { live: !!opts.live, config: !!opts.config };
-    // libvirt's client library refuses 0 before sending anything; so do we, in its words.
-    if (kib <= 0) throw invalidArg('memory in virDomainSetMemoryFlags must not be zero');
-    if (opts.wait && !flags.live) throw invalidArg('--wait needs a live change: the domain is not running or --config was given alone');
-    if (flags.live && !running) throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: domain is not running');
-
-    const xml = running ? (await this.domCall(d, Proc.DOMAIN_GET_XML_DESC, (w) => w.uint(0), signal)).string(STRING_MAX) : null;
-    const layout = xml ? memoryLayoutFromXml(xml) : null;
-    const infoNow = running ? readDomainInfo(await this.domCall(d, Proc.DOMAIN_GET_INFO, null, signal)) : null;
-    if (flags.live && infoNow && !opts.force && kib < infoNow.memoryKiB) {
-      const inUse = await this.guestInUseKiB(d, signal);
-      if (inUse !== null && kib < inUse) {
-        throw invalidArg(`refusing to shrink to ${kib} KiB: the guest is using ${inUse} KiB (MemTotal - MemAvailable from its statistics); use --force to shrink anyway`);
+    const flags = resolveSetMemoryAffect(opts, running);
+    const result = (actualKiB: number | null, reached: boolean): SetMemoryResult => ({ targetKiB: kib, actualKiB, reached, live: flags.live, config: flags.config });
+    if (!flags.live) {
+      await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(kib).uint(affectBits(flags)), signal);
+      return result(null, false);
+    }
+    const [xml, infoNow] = await Promise.all([
+      this.domCall(d, Proc.DOMAIN_GET_XML_DESC, (w) => w.uint(0), signal).then((r) => r.string(STRING_MAX)),
+      this.domCall(d, Proc.DOMAIN_GET_INFO, null, signal).then(readDomainInfo),
+    ]);
+    const layout = memoryLayoutFromXml(xml);
+    const ml = libvirtLayout(layout);
+    const vmem = layout.virtioMem.length > 0;
+    if (vmem) {
+      checkBelowMaximum(kib, layoutMaxKiB(ml));
+      checkAboveDimms(kib, ml.dimmKiB);
+    }
+    if (!opts.force) {
+      if (kib < infoNow.memoryKiB) {
+        const why = shrinkRefusal(kib, guestInUseKiB(await this.guestStats(d, signal)));
+        if (why) throw invalidArg(why);
+      } else if (kib > infoNow.memoryKiB) {
+        const why = growthRefusal(kib - infoNow.memoryKiB, this.target.transport === 'unix' ? await hostMemAvailableKiB() : null);
+        if (why) throw invalidArg(why);
       }
     }
-
-    if (!flags.live || !layout || layout.virtioMem.length === 0) {
-      // Balloon only (or config only): libvirt's own semantics and checks.
-      if (flags.live && infoNow && !opts.force && kib > infoNow.memoryKiB) {
-        const refusal = growthRefusal(kib - infoNow.memoryKiB, this.uri.transport === 'unix' ? await hostMemAvailableKiB() : null);
-        if (refusal) throw invalidArg(refusal);
-      }
-      return this.runAndWait(c, d, opts, flags, kib, async () => {
+    // Without virtio-mem the target is libvirt's balloon target (its own checks, its words).
+    const plan = vmem ? planMemory(ml, kib) : { targetKiB: kib, balloonKiB: kib - ml.dimmKiB, requestedKiB: [] };
+    const balloonTargetKiB = layout.currentMemoryKiB - layout.virtioMem.reduce((s, v) => s + v.requestedKiB, 0) - layout.dimmKiB;
+    const act = async (): Promise<void> => {
+      if (!vmem) {
         await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(kib).uint(affectBits(flags)), signal);
-      }, null, layout);
-    }
-
-    // virtio-mem: plan the split, order the steps, run them through libvirt.
-    const ml: MemoryLayout = {
-      bootKiB: layout.bootKiB, dimmKiB: layout.dimmKiB,
-      vmem: layout.virtioMem.map((v, i) => ({ id: v.alias ?? `vmem${i}`, sizeKiB: v.sizeKiB, blockKiB: v.blockKiB || 2048, pluggedKiB: v.requestedKiB })),
-    };
-    const total = layout.bootKiB + layout.dimmKiB + layout.virtioMem.reduce((s, v) => s + v.sizeKiB, 0);
-    if (kib > total) throw invalidArg(`invalid argument: cannot set memory higher than max memory (${kib} KiB > ${total} KiB)`);
-    if (kib <= layout.dimmKiB) throw invalidArg(`invalid argument: ${kib} KiB is not above the guest's DIMM memory`);
-    const plan = planMemory(ml, kib);
-    const nowTotal = infoNow?.memoryKiB ?? 0;
-    if (!opts.force && kib > nowTotal) {
-      const refusal = growthRefusal(kib - nowTotal, this.uri.transport === 'unix' ? await hostMemAvailableKiB() : null);
-      if (refusal) throw invalidArg(refusal);
-    }
-    const steps = orderSteps(ml, layout.currentMemoryKiB - layout.virtioMem.reduce((s, v) => s + v.requestedKiB, 0) - layout.dimmKiB, plan);
-    return this.runAndWait(c, d, opts, flags, kib, async () => {
-      for (const s of steps) {
-        if (s.kind === 'balloon') {
-          await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(s.targetKiB).uint(AffectFlag.LIVE), signal);
+        return;
+      }
+      for (const st of orderSteps(ml, balloonTargetKiB, plan)) {
+        if (st.kind === 'balloon') {
+          await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(st.targetKiB).uint(AffectFlag.LIVE), signal);
         } else {
-          const dev = layout.virtioMem[s.index]!;
-          await this.domCall(d, Proc.DOMAIN_UPDATE_DEVICE_FLAGS, (w) => w.string(virtioMemUpdateXml(dev, s.requestedKiB), STRING_MAX).uint(AffectFlag.LIVE), signal);
+          const dev = layout.virtioMem[st.index]!;
+          await this.domCall(d, Proc.DOMAIN_UPDATE_DEVICE_FLAGS, (w) => w.string(virtioMemUpdateXml(dev, st.requestedKiB), STRING_MAX).uint(AffectFlag.LIVE), signal);
         }
       }
-      if (flags.config) {
-        await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(kib).uint(AffectFlag.CONFIG), signal);
-      }
-    }, plan.requestedKiB, layout);
-  }
-
-  /**
-   * What the guest uses (its MemTotal - MemAvailable: libvirt's "available" - "usable"), or
-   * null when it has not reported statistics (period off, no balloon driver): no refusal then.
-   */
-  private async guestInUseKiB(d: WireDomain, signal: AbortSignal | undefined): Promise<number | null> {
-    const r = await this.domCall(d, Proc.DOMAIN_MEMORY_STATS, (w) => w.uint(MEMORY_STATS_MAX).uint(0), signal);
-    const stats = new Map(r.array((x) => [MEMORY_STAT_NAMES[x.int()] ?? '', x.uhyper()] as const, 1024));
-    const total = stats.get('available');
-    const usable = stats.get('usable');
-    if (!stats.get('last_update') || total === undefined || usable === undefined) return null;
-    return total - usable;
-  }
-
-  private async runAndWait(
-    c: LibvirtClient, d: WireDomain, opts: SetMemoryOptions, flags: AffectFlags, targetKiB: number, act: () => Promise<void>,
-    plannedKiB: number[] | null, layout: LibvirtMemoryLayout | null,
-  ): Promise<SetMemoryResult> {
-    const result = (actualKiB: number | null, ok: boolean): SetMemoryResult => ({ targetKiB, actualKiB, reached: ok, live: !!flags.live, config: !!flags.config });
+      if (flags.config) await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(kib).uint(AffectFlag.CONFIG), signal);
+    };
     if (!opts.wait) {
       await act();
       return result(null, false);
     }
     const key = d.uuid.toString('hex');
-    const startedAt = Date.now();
-    const timeoutMs = opts.timeoutMs ?? 300_000;
-    const stallMs = opts.stallMs ?? 10_000;
     let wake: (() => void) | null = null;
+    let dead: LibvirtError | null = null;
     const poke = (): void => { const w = wake; wake = null; w?.(); };
-    // Events only wake the loop; the sizes are always read back from libvirt, whose "memory"
+    // Events only wake the wait; the sizes are always read back from libvirt, whose "memory"
     // (virDomainGetInfo) is the balloon plus plugged virtio-mem since libvirt 8.
     const off = c.onEvent((e) => {
       if (e.dom.uuid.toString('hex') === key && (e.kind === 'balloon-change' || e.kind === 'memory-device-size-change')) poke();
     });
-    let dead: LibvirtError | null = null;
     const offClose = c.onClose((err) => { dead = err; poke(); });
     const ids: number[] = [];
     try {
-      ids.push(await c.registerEvent(EventId.BALLOON_CHANGE, { signal: opts.signal }));
-      if (layout?.virtioMem.length) ids.push(await c.registerEvent(EventId.MEMORY_DEVICE_SIZE_CHANGE, { signal: opts.signal }));
-      let now = await this.liveSizes(d, layout, opts.signal);
-      const startKiB = now.totalKiB;
-      let lastMoveAt = Date.now();
-      await act();
-      for (;;) {
+      ids.push(await c.registerEvent(EventId.BALLOON_CHANGE, { signal }));
+      if (vmem) ids.push(await c.registerEvent(EventId.MEMORY_DEVICE_SIZE_CHANGE, { signal }));
+      const read = async (): Promise<MemorySizes> => {
         if (dead) throw dead;
-        if (opts.signal?.aborted) throw new VirtError('ABORTED', 'setmem --wait aborted');
-        const next = await this.liveSizes(d, layout, opts.signal);
-        if (next.totalKiB !== now.totalKiB || next.pluggedKiB.some((p, i) => p !== now.pluggedKiB[i])) lastMoveAt = Date.now();
-        now = next;
-        opts.onProgress?.({ actualKiB: now.totalKiB, targetKiB, startKiB, elapsedMs: Date.now() - startedAt });
-        const devicesDone = plannedKiB === null || now.pluggedKiB.every((p, i) => p === plannedKiB[i]);
-        if (now.totalKiB === targetKiB && devicesDone) return result(now.totalKiB, true);
-        if (Date.now() - startedAt > timeoutMs) throw new VirtError('TIMEOUT', `domain '${d.name}' did not reach ${targetKiB} KiB within ${Math.round(timeoutMs / 1000)} s (now ${now.totalKiB} KiB)`);
-        if (Date.now() - lastMoveAt > stallMs) throw new VirtError('NOT_REACHED', `domain '${d.name}' stopped at ${now.totalKiB} KiB of ${targetKiB} KiB (no progress for ${Math.round(stallMs / 1000)} s); the guest may be unable to give up more memory`);
-        // QEMU rate-limits its balloon events: a slow poll backs them up.
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(() => { wake = null; resolve(); }, 1_000);
+        return this.liveSizes(d, ml, vmem, signal);
+      };
+      const start = await read();
+      await act();
+      const reached = await followMemory({
+        name: d.name, plan, layout: ml, start, read,
+        changed: (ms) => new Promise<void>((resolve) => {
+          const t = setTimeout(() => { wake = null; resolve(); }, ms);
           wake = () => { clearTimeout(t); resolve(); };
-        });
-      }
+          if (dead) wake();
+        }),
+        // QEMU rate-limits its balloon events: a slow poll backs them up.
+        pollMs: () => 1_000,
+        timeoutMs: opts.timeoutMs, stallMs: opts.stallMs, onProgress: opts.onProgress, signal,
+      });
+      return result(reached.totalKiB, reached.totalKiB === kib);
     } finally {
       off();
       offClose();
@@ -484,15 +494,117 @@ export class LibvirtDriver implements HypervisorDriver {
     }
   }
 
-  /** libvirt's live total and each virtio-mem device's plugged size (one round trip). */
-  private async liveSizes(d: WireDomain, layout: LibvirtMemoryLayout | null, signal: AbortSignal | undefined): Promise<{ totalKiB: number; pluggedKiB: number[] }> {
+  /** The guest's own statistics as libvirt reports them (KiB), or null before any report. */
+  private async guestStats(d: WireDomain, signal: AbortSignal | undefined): Promise<{ totalKiB?: number; availableKiB?: number; lastUpdateS?: number } | null> {
+    const r = await this.domCall(d, Proc.DOMAIN_MEMORY_STATS, (w) => w.uint(MEMORY_STATS_MAX).uint(0), signal);
+    const stats = new Map(r.array((x) => [MEMORY_STAT_NAMES[x.int()] ?? '', x.uhyper()] as const, 1024));
+    const out: { totalKiB?: number; availableKiB?: number; lastUpdateS?: number } = {};
+    const total = stats.get('available');
+    const avail = stats.get('usable');
+    const at = stats.get('last_update');
+    if (total !== undefined) out.totalKiB = total;
+    if (avail !== undefined) out.availableKiB = avail;
+    if (at !== undefined) out.lastUpdateS = at;
+    return out;
+  }
+
+  /** libvirt's live sizes: the balloon (its "memory" minus plugged virtio-mem) and each device (one round trip). */
+  private async liveSizes(d: WireDomain, ml: MemoryLayout, vmem: boolean, signal: AbortSignal | undefined): Promise<MemorySizes> {
     const [infoR, xmlR] = await Promise.all([
       this.domCall(d, Proc.DOMAIN_GET_INFO, null, signal),
-      layout?.virtioMem.length ? this.domCall(d, Proc.DOMAIN_GET_XML_DESC, (w) => w.uint(0), signal) : Promise.resolve(null),
+      vmem ? this.domCall(d, Proc.DOMAIN_GET_XML_DESC, (w) => w.uint(0), signal) : Promise.resolve(null),
     ]);
     const info = readDomainInfo(infoR);
     const plugged = xmlR ? memoryLayoutFromXml(xmlR.string(STRING_MAX)).virtioMem.map((v) => v.currentKiB) : [];
-    return { totalKiB: info.memoryKiB, pluggedKiB: plugged };
+    const balloon = info.memoryKiB - ml.dimmKiB - plugged.reduce((a, b) => a + b, 0);
+    return { balloonKiB: balloon, pluggedKiB: plugged, totalKiB: info.memoryKiB };
+  }
+
+  // ---------------------------------------------------------------- policy settings
+
+  /**
+   * A guest's policy settings, from its domain XML's <metadata> in virtmem's namespace (libvirt
+   * keeps foreign metadata as it is, on running and persistent definitions alike).
+   */
+  async policy(ref: string, signal?: AbortSignal): Promise<PolicyDocument> {
+    const d = await this.lookup(ref, signal);
+    const { configured, mostKiB } = await this.storedPolicy(d, signal);
+    return { name: d.name, settings: policySettings(configured, mostKiB), configured };
+  }
+
+  /** Change a guest's policy settings in its metadata (persistent, and live when it runs). */
+  async setPolicy(ref: string, change: PolicySettingsChange, signal?: AbortSignal): Promise<PolicyDocument> {
+    const d = await this.lookup(ref, signal);
+    const { configured, mostKiB } = await this.storedPolicy(d, signal);
+    const next = applyPolicyChange(configured, change);
+    checkPolicy(next, mostKiB);
+    const persistent = (await this.domCall(d, Proc.DOMAIN_IS_PERSISTENT, null, signal)).int() !== 0;
+    const flags = (persistent ? AffectFlag.CONFIG : 0) | (d.id >= 0 ? AffectFlag.LIVE : 0);
+    await this.domCall(d, Proc.DOMAIN_SET_METADATA, (w) => {
+      w.int(METADATA_ELEMENT);
+      writeOptionalString(w, formatPolicyMetadata(next));
+      writeOptionalString(w, 'virtmem');
+      writeOptionalString(w, POLICY_XML_NS);
+      w.uint(flags);
+    }, signal);
+    return { name: d.name, settings: policySettings(next, mostKiB), configured: next };
+  }
+
+  /** The stored policy (null: none) and the most the guest can have (its hot-plug ceiling, else its maximum). */
+  private async storedPolicy(d: WireDomain, signal: AbortSignal | undefined): Promise<{ configured: PolicyDef | null; mostKiB: number }> {
+    const [meta, xml] = await Promise.all([
+      this.domCall(d, Proc.DOMAIN_GET_METADATA, (w) => { w.int(METADATA_ELEMENT); writeOptionalString(w, POLICY_XML_NS); w.uint(0); }, signal)
+        .then((r) => r.string(STRING_MAX), (e: unknown) => {
+          // VIR_ERR_NO_DOMAIN_METADATA: nothing stored yet.
+          if (e instanceof LibvirtError && e.libvirtCode === NO_DOMAIN_METADATA) return null;
+          throw e;
+        }),
+      this.domCall(d, Proc.DOMAIN_GET_XML_DESC, (w) => w.uint(XmlFlag.INACTIVE), signal).then((r) => r.string(STRING_MAX)),
+    ]);
+    const root = parseXmlTree(xml);
+    const most = childrenNamed(root, 'maxMemory')[0] ?? childrenNamed(root, 'memory')[0];
+    return { configured: meta === null ? null : parsePolicyMetadata(meta), mostKiB: sizeKiB(most, 'memory') };
+  }
+
+  /** What a shut-off guest will boot with, from its inactive XML. */
+  async inactiveView(ref: string, signal?: AbortSignal): Promise<GuestView> {
+    const d = await this.lookup(ref, signal);
+    const xml = (await this.domCall(d, Proc.DOMAIN_GET_XML_DESC, (w) => w.uint(XmlFlag.INACTIVE), signal)).string(STRING_MAX);
+    const v = viewFromLibvirt({ name: d.name, uuid: uuidText(d.uuid), id: null, stats: {} }, memoryLayoutFromXml(xml), Date.now() / 1000);
+    v.state = 'shutoff';
+    v.monitor = 'down';
+    return v;
+  }
+
+  // ---------------------------------------------------------------- watch
+
+  /** The live watch of this host's guests: libvirt's events plus its bulk statistics (watch.ts). */
+  watch(opts: WatchOptions = {}): DriverWatch {
+    this.#watch ??= new LibvirtWatch(this, opts);
+    return this.#watch;
+  }
+}
+
+/** virtmem's memory layout of a libvirt guest (for the planner), device ids from libvirt's aliases. */
+export function libvirtLayout(layout: LibvirtMemoryLayout): MemoryLayout {
+  return {
+    bootKiB: layout.bootKiB, dimmKiB: layout.dimmKiB,
+    vmem: layout.virtioMem.map((v, i) => ({ id: v.alias ?? `vmem${i}`, sizeKiB: v.sizeKiB, blockKiB: v.blockKiB || VIRTIO_MEM_BLOCK_KIB, pluggedKiB: v.requestedKiB })),
+  };
+}
+
+/** XDR remote_string: an optional string. */
+function writeOptionalString(w: XdrWriter, s: string | null): void {
+  if (s === null) { w.uint(0); return; }
+  w.uint(1).string(s, STRING_MAX);
+}
+
+/** The same checks a native definition's policy gets (domain/validate-def.ts), on a libvirt guest. */
+function checkPolicy(p: PolicyDef, mostKiB: number): void {
+  try {
+    validatePolicyDef(p, mostKiB);
+  } catch (err) {
+    throw invalidArg((err as Error).message, err);
   }
 }
 

@@ -17,14 +17,12 @@ import { mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
 import { homedir, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { writeFileAtomic, ensurePrivateDir } from '../../util/atomic-file.js';
+import { VirtError } from '../../domain/errors.js';
+import { parseAccelRequest, type AccelRequest } from '../../domain/accel.js';
 import type { AccelChoice } from '../../domain/definition.js';
-import { VirtError, invalidArg } from '../../domain/errors.js';
 import type { Accel } from './qemu-argv.js';
 
-/** What a domain or the user asks for. */
-export type AccelRequest = 'auto' | AccelChoice;
-
-export const ACCEL_REQUESTS: readonly AccelRequest[] = ['auto', 'kvm', 'tcg'];
+export { parseAccelRequest, ACCEL_REQUESTS, type AccelRequest } from '../../domain/accel.js';
 
 /** Bound on the probe guest reaching its kernel panic under KVM (it takes < 1 s where KVM works). */
 export const KVM_PROBE_TIMEOUT_MS = 12_000;
@@ -49,14 +47,6 @@ export interface KvmStatus {
   cached: boolean;
 }
 
-/**
- * Parse an accelerator choice from the command line or the environment.
- * @throws VirtError INVALID_ARG naming where the bad value came from.
- */
-export function parseAccelRequest(value: string, where: string): AccelRequest {
-  if ((ACCEL_REQUESTS as readonly string[]).includes(value)) return value as AccelRequest;
-  throw invalidArg(`invalid argument: ${where} '${value}' is not an accelerator (expected auto, kvm or tcg)`);
-}
 
 /**
  * The accelerator a domain asks for: its own choice, else $VIRTMEM_ACCEL, else auto.

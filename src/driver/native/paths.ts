@@ -49,6 +49,8 @@ export class StatePaths {
   get idCounter(): string { return join(this.root, 'next-id'); }
   /** virtmemd's API socket. */
   get daemonSocket(): string { return join(this.root, 'virtmemd.sock'); }
+  /** The token of virtmemd's TCP listener, when it made one. */
+  get daemonToken(): string { return join(this.root, 'virtmemd.token'); }
   definition(name: string): string { return join(this.domainsDir, `${name}.json`); }
   lock(name: string): string { return join(this.locksDir, `${name}.lock`); }
 

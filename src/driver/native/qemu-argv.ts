@@ -10,7 +10,8 @@ import { bootMemoryKiB, virtioMemId } from '../memory/layout.js';
 
 export { virtioMemId };
 
-export type Accel = 'kvm' | 'tcg';
+export type { Accel } from '../api.js';
+import type { Accel } from '../api.js';
 
 /** What the command line needs besides the definition. */
 export interface LaunchInputs {

@@ -9,15 +9,10 @@ import type { DomainDef } from '../../domain/definition.js';
 import type { RunPaths } from './paths.js';
 import { writeFileAtomic } from '../../util/atomic-file.js';
 import { isProcessAlive } from './host-process.js';
-import type { Accel } from './qemu-argv.js';
+import type { Accel, StateReason } from '../api.js';
 
-/** Lifecycle states, as libvirt names them. */
-export type DomainState = 'running' | 'paused' | 'shutoff';
-
-/** Why a domain is in its state (libvirt's state reasons). */
-export type StateReason =
-  | 'booted' | 'unpaused' | 'user' | 'unknown'
-  | 'shutdown' | 'destroyed' | 'crashed' | 'failed';
+/** The states the native driver reports (a subset of api.ts's DomainState). */
+export type NativeState = 'running' | 'paused' | 'shutoff';
 
 export interface RunningRecord {
   version: 1;

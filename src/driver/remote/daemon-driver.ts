@@ -1,29 +1,42 @@
 /**
- * The CLI's way through virtmemd: a Driver whose dominfo, list, plain live setmem and
- * dommemstat go to the daemon's API when its socket answers (held monitors, live model), and
- * to the driver itself when it does not. Results have the driver's own types, so the CLI's
- * output is the same either way; the daemon's errors come back as the driver's VirtError.
+ * The daemon's client as a driver: the same face (api.ts) over virtmemd's HTTP API on its unix
+ * socket, so the CLI's answers come from the daemon's held monitors and live model when a
+ * daemon runs. What the daemon does not serve, and everything when no daemon answers, goes to
+ * the driver it wraps (the native driver on the same state directory). Results have the
+ * driver's own types, so the CLI prints the same either way; the daemon's errors come back as
+ * VirtError with the daemon's code. A wrapper, not a subclass: it forwards, it decides nothing.
  */
-import { Driver, type DomainInfo, type DomainSummary, type SetMemoryOptions, type SetMemoryResult, type DriverOptions } from '../native/driver.js';
 import { VirtError, type VirtErrorCode } from '../../domain/errors.js';
-import type { MemoryStats } from '../memory/stats.js';
+import type { DomainDef } from '../../domain/definition.js';
+import type { PolicySettingsChange } from '../../domain/policy.js';
+import type {
+  AffectOptions, DefineResult, MemoryStats, DomainInfo, DomainState, DomainSummary, HostCapabilities, HypervisorDriver, MemoryMapReport, PolicyDecisionRecord,
+  PolicyDocument, SetMemoryOptions, SetMemoryResult, StartResult, StateReason, Translation, TranslateOptions,
+} from '../api.js';
+import type { DriverWatch, WatchOptions } from '../watch.js';
+import type { GuestView } from '../view.js';
 import { daemonRequest, DaemonUnreachableError } from './http-client.js';
 
 const KIB = 1024;
+/** Bound on one answer from the daemon (its own waits are bounded shorter). */
+const ANSWER_MS = 60_000;
 
-export class DaemonBackedDriver extends Driver {
-  readonly #socketPath: string;
+export class DaemonDriver implements HypervisorDriver {
+  readonly uri: string;
 
-  constructor(opts: DriverOptions = {}) {
-    super(opts);
-    this.#socketPath = this.paths.daemonSocket;
+  /**
+   * @param socketPath the daemon's API socket
+   * @param fallback the driver that does the work when no daemon answers
+   */
+  constructor(private readonly socketPath: string, private readonly fallback: HypervisorDriver) {
+    this.uri = fallback.uri;
   }
 
-  /** The daemon's answer, or null when no daemon answers (then the driver does the work). */
+  /** The daemon's answer, or null when no daemon answers (then the fallback does the work). */
   async #ask(method: string, path: string, body?: unknown): Promise<unknown | null> {
     let r;
     try {
-      r = await daemonRequest({ socketPath: this.#socketPath }, method, `/api/v1${path}`, { ...(body === undefined ? {} : { body }), timeoutMs: 60_000 });
+      r = await daemonRequest({ socketPath: this.socketPath }, method, `/api/v1${path}`, { ...(body === undefined ? {} : { body }), timeoutMs: ANSWER_MS });
     } catch (err) {
       if (err instanceof DaemonUnreachableError) return null;
       throw err;
@@ -35,15 +48,15 @@ export class DaemonBackedDriver extends Driver {
     return r.body;
   }
 
-  override async list(): Promise<DomainSummary[]> {
+  async list(): Promise<DomainSummary[]> {
     const doc = await this.#ask('GET', '/domains') as { domains: Array<DomainSummary & { monitor: string; stale: boolean }> } | null;
-    if (!doc) return super.list();
+    if (!doc) return this.fallback.list();
     return doc.domains.map((d) => ({ id: d.id, name: d.name, uuid: d.uuid, state: d.state, reason: d.reason, persistent: d.persistent }));
   }
 
-  override async info(ref: string, signal?: AbortSignal): Promise<DomainInfo> {
+  async info(ref: string, signal?: AbortSignal): Promise<DomainInfo> {
     const doc = await this.#ask('GET', `/domains/${encodeURIComponent(ref)}/info`) as Record<string, any> | null;
-    if (!doc) return super.info(ref, signal);
+    if (!doc) return this.fallback.info(ref, signal);
     const m = doc.memory;
     // The driver's field order, so --json prints the same text either way.
     return {
@@ -55,18 +68,75 @@ export class DaemonBackedDriver extends Driver {
     } as DomainInfo;
   }
 
-  override async setMemory(ref: string, kib: number, opts: SetMemoryOptions = {}): Promise<SetMemoryResult> {
+  async setMemory(ref: string, kib: number, opts: SetMemoryOptions = {}): Promise<SetMemoryResult> {
     // Only the plain live change goes through the daemon; waiting, config and current stay here.
-    if (opts.config || opts.current || opts.wait || opts.onProgress) return super.setMemory(ref, kib, opts);
+    if (opts.config || opts.current || opts.wait || opts.onProgress) return this.fallback.setMemory(ref, kib, opts);
     const doc = await this.#ask('PUT', `/domains/${encodeURIComponent(ref)}/memory`, { targetBytes: kib * KIB, ...(opts.force ? { force: true } : {}) }) as { operation: { actualBytes: number | null } } | null;
-    if (!doc) return super.setMemory(ref, kib, opts);
+    if (!doc) return this.fallback.setMemory(ref, kib, opts);
     const a = doc.operation.actualBytes;
     return { targetKiB: kib, actualKiB: a === null ? null : a / KIB, reached: false, live: true, config: false };
   }
 
-  override async memoryStats(ref: string, opts: { signal?: AbortSignal } = {}): Promise<MemoryStats> {
+  async memoryStats(ref: string, opts: { signal?: AbortSignal } = {}): Promise<MemoryStats> {
     const doc = await this.#ask('GET', `/domains/${encodeURIComponent(ref)}/memory-stats`) as { periodS: number; stats: Array<{ name: string; value: number; unit: string }> } | null;
-    if (!doc) return super.memoryStats(ref, opts);
+    if (!doc) return this.fallback.memoryStats(ref, opts);
     return { stats: doc.stats.map((s) => ({ name: s.name, value: s.unit === 'bytes' ? s.value / KIB : s.value })), periodS: doc.periodS };
+  }
+
+  /** The settings, with the last decision of the daemon's policy when a daemon runs. */
+  async policy(ref: string, signal?: AbortSignal): Promise<PolicyDocument> {
+    const mine = await this.fallback.policy(ref, signal);
+    const doc = await this.#ask('GET', `/domains/${encodeURIComponent(mine.name)}/policy`) as { last: (Omit<PolicyDecisionRecord, 'fromKiB' | 'targetKiB'> & { fromBytes?: number; targetBytes?: number }) | null } | null;
+    if (!doc) return mine;
+    const l = doc.last;
+    return {
+      ...mine,
+      last: l && {
+        at: l.at, action: l.action, reason: l.reason,
+        ...(l.fromBytes !== undefined ? { fromKiB: l.fromBytes / KIB } : {}), ...(l.targetBytes !== undefined ? { targetKiB: l.targetBytes / KIB } : {}),
+      },
+    };
+  }
+
+  // What the daemon does not serve goes to the wrapped driver as it is.
+
+  state(ref: string): Promise<{ state: DomainState; reason: StateReason }> { return this.fallback.state(ref); }
+  start(ref: string, opts?: { paused?: boolean; signal?: AbortSignal }): Promise<StartResult> { return this.fallback.start(ref, opts); }
+  shutdown(ref: string, opts?: { timeoutMs?: number | null; signal?: AbortSignal }): Promise<{ stopped: boolean }> { return this.fallback.shutdown(ref, opts); }
+  destroy(ref: string, signal?: AbortSignal): Promise<void> { return this.fallback.destroy(ref, signal); }
+  defineXml(xml: string): Promise<DefineResult> { return this.fallback.defineXml(xml); }
+  undefine(ref: string): Promise<{ name: string }> { return this.fallback.undefine(ref); }
+  dumpXml(ref: string, opts?: { inactive?: boolean; signal?: AbortSignal }): Promise<string> { return this.fallback.dumpXml(ref, opts); }
+  setMaxMemory(ref: string, kib: number, flags?: AffectOptions): Promise<{ live: boolean; config: boolean }> { return this.fallback.setMaxMemory(ref, kib, flags); }
+  setStatsPeriod(ref: string, periodS: number, flags?: AffectOptions): Promise<{ live: boolean; config: boolean }> { return this.fallback.setStatsPeriod(ref, periodS, flags); }
+  monitorCommand(ref: string, command: string, opts?: { hmp?: boolean; signal?: AbortSignal }): Promise<string | Record<string, unknown>> { return this.fallback.monitorCommand(ref, command, opts); }
+  setPolicy(ref: string, change: PolicySettingsChange, signal?: AbortSignal): Promise<PolicyDocument> { return this.fallback.setPolicy(ref, change, signal); }
+  watch(opts?: WatchOptions): DriverWatch { return this.fallback.watch(opts); }
+  inactiveView(ref: string, signal?: AbortSignal): Promise<GuestView> { return this.fallback.inactiveView(ref, signal); }
+  close(): Promise<void> { return this.fallback.close(); }
+
+  define(def: DomainDef): Promise<{ def: DomainDef; redefined: boolean }> {
+    if (!this.fallback.define) throw new VirtError('NO_SUPPORT', 'this function is not supported by the connection driver: define');
+    return this.fallback.define(def);
+  }
+
+  capabilities(opts?: { refresh?: boolean; signal?: AbortSignal }): Promise<HostCapabilities> {
+    if (!this.fallback.capabilities) throw new VirtError('NO_SUPPORT', 'this function is not supported by the connection driver: capabilities');
+    return this.fallback.capabilities(opts);
+  }
+
+  translate(ref: string, gva: bigint, opts?: TranslateOptions & { signal?: AbortSignal }): Promise<Translation> {
+    if (!this.fallback.translate) throw new VirtError('NO_SUPPORT', 'this function is not supported by the connection driver: translate');
+    return this.fallback.translate(ref, gva, opts);
+  }
+
+  guestChannels(ref: string): Promise<{ agentSocket: string; consoleLog: string }> {
+    if (!this.fallback.guestChannels) throw new VirtError('NO_SUPPORT', 'this function is not supported by the connection driver: guestChannels');
+    return this.fallback.guestChannels(ref);
+  }
+
+  memoryMap(ref: string, opts?: { signal?: AbortSignal }): Promise<MemoryMapReport> {
+    if (!this.fallback.memoryMap) throw new VirtError('NO_SUPPORT', 'this function is not supported by the connection driver: memoryMap');
+    return this.fallback.memoryMap(ref, opts);
   }
 }

@@ -1,5 +1,5 @@
 /**
- * One guest's watcher: holds the guest's watch monitor (qmp-watch.sock, reserved for a
+ * One guest's watcher (the native watch has one per running guest, watch.ts): holds the guest's watch monitor (qmp-watch.sock, reserved for a
  * long-lived watcher so CLI calls on qmp.sock are never blocked), follows QEMU's events, and
  * keeps the guest's live model current. Every question to QEMU has a per-guest bound; a guest
  * whose monitor does not answer in time is marked stale and stalls nothing else. The watcher
@@ -7,16 +7,14 @@
  */
 import { stat } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
-import { QmpClient, queryBalloon, queryMemoryDevices, queryBalloonGuestStats, queryStatus, type QmpEventStream } from '../qmp/index.js';
-import { BALLOON_QOM_PATH } from '../driver/native/qemu-argv.js';
-import type { RunPaths } from '../driver/native/paths.js';
-import { isProcessAlive, readRssKiB } from '../driver/native/host-process.js';
-import { readRunRecord, type RunningRecord } from '../driver/native/run-status.js';
+import { QmpClient, queryBalloon, queryMemoryDevices, queryBalloonGuestStats, queryStatus, type QmpEventStream } from '../../qmp/index.js';
+import { BALLOON_QOM_PATH } from './qemu-argv.js';
+import type { RunPaths } from './paths.js';
+import { isProcessAlive, readRssKiB } from './host-process.js';
+import { readRunRecord, type RunningRecord } from './run-status.js';
 import { GuestPressureFeed } from './guest-pressure.js';
-import {
-  applyBalloon, applyDefinition, applyDevices, applyEvent, applyGuestStats, modelFromDefinition, setMonitor, setState,
-  type GuestModel,
-} from './guest-model.js';
+import { applyBalloon, applyDefinition, viewFromDefinition, setMonitor, setState, type GuestView } from '../view.js';
+import { applyDevices, applyEvent, applyGuestStats } from './qmp-view.js';
 
 /** Events that change the model. */
 const EVENTS = ['BALLOON_CHANGE', 'MEMORY_DEVICE_SIZE_CHANGE', 'SHUTDOWN', 'STOP', 'RESUME', 'RESET', 'POWERDOWN'] as const;
@@ -38,7 +36,7 @@ export interface WatcherOptions {
 export type WatchChange = 'memory' | 'state' | 'gone';
 
 export class GuestWatcher {
-  readonly model: GuestModel;
+  readonly model: GuestView;
   #client: QmpClient | null = null;
   #stream: QmpEventStream | null = null;
   #stop = new AbortController();
@@ -57,7 +55,7 @@ export class GuestWatcher {
     private readonly onChange: (w: GuestWatcher, what: WatchChange) => void,
     private readonly opts: WatcherOptions,
   ) {
-    this.model = modelFromDefinition(rec.live, { id: rec.id, state: rec.paused ? 'paused' : 'running', pid: rec.pid }, Date.now() / 1000);
+    this.model = viewFromDefinition(rec.live, { id: rec.id, state: rec.paused ? 'paused' : 'running', pid: rec.pid }, Date.now() / 1000);
     this.#pressure = new GuestPressureFeed(paths.pressure, (p) => { this.model.pressure = p; });
   }
 

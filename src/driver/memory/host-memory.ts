@@ -61,3 +61,9 @@ export async function sampleHostMemory(files = { meminfo: '/proc/meminfo', press
     sampledAtS: Date.now() / 1000,
   };
 }
+
+/** This host's MemAvailable in KiB, or null when /proc/meminfo cannot be read. */
+export async function hostMemAvailableKiB(): Promise<number | null> {
+  const bytes = parseMeminfo(await readFile('/proc/meminfo', 'utf8').catch(() => '')).get('MemAvailable');
+  return bytes === undefined ? null : bytes / 1024;
+}

@@ -5,12 +5,13 @@
  *
  *   psi some avg10=0.00 avg60=0.00 avg300=0.00 total=1234 full avg10=0.00 avg60=0.00 avg300=0.00 total=567
  *
- * The feed is read by the daemon only (a QEMU socket chardev serves one client); nobody
+ * The feed is read by the native watch only (a QEMU socket chardev serves one client); nobody
  * listening costs the guest nothing (QEMU drops what it writes). Guests that do not write it
  * (another kernel, another init) simply never report, and the policy goes without.
  */
 import { createConnection, type Socket } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
+import type { GuestPressure } from '../view.js';
 
 /** One report: cumulative stall time (µs) and the kernel's 10 s average (percent). */
 export interface PsiReport {
@@ -19,15 +20,6 @@ export interface PsiReport {
   fullTotalUs: number;
 }
 
-/** The guest's stall as the policy reads it. */
-export interface GuestPressure {
-  /** Share of the time between the last two reports some task stalled on memory (percent). */
-  somePct: number;
-  /** The kernel's own 10 s average (percent). */
-  someAvg10: number;
-  /** When the last report arrived (seconds since the epoch, host clock). */
-  atS: number;
-}
 
 const LINE = /^psi some avg10=([\d.]+) avg60=[\d.]+ avg300=[\d.]+ total=(\d+) full avg10=[\d.]+ avg60=[\d.]+ avg300=[\d.]+ total=(\d+)\s*$/;
 
@@ -46,14 +38,6 @@ export function stallPct(prev: { totalUs: number; atS: number }, now: { totalUs:
   const dt = now.atS - prev.atS;
   if (dt <= 0 || now.totalUs < prev.totalUs) return 0;
   return Math.min(100, ((now.totalUs - prev.totalUs) / 1e6 / dt) * 100);
-}
-
-/** A report older than this (the guest sends one a second) is not shown or acted on. */
-export const PRESSURE_FRESH_S = 3;
-
-/** The stall share of a report that is still fresh at `nowS`, else undefined. Pure. */
-export function freshStallPct(p: { somePct: number; atS: number } | null | undefined, nowS: number): number | undefined {
-  return p && nowS - p.atS <= PRESSURE_FRESH_S ? p.somePct : undefined;
 }
 
 /** Reads a guest's pressure feed while started; reconnects while the socket is there. Never throws. */

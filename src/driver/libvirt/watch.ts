@@ -1,0 +1,320 @@
+/**
+ * The libvirt driver's watch (api.ts `DriverWatch`): every running guest of a libvirt host as
+ * a live view, the same view the native watch keeps. libvirt's events (lifecycle, balloon
+ * change, memory-device size change) arrive on the driver's connection and move the views at
+ * once; every `pollMs` one bulk call (virConnectGetAllDomainStats: state and balloon with the
+ * guest's statistics) reads them all, and a guest's domain XML is read when it appears or its
+ * devices or maximum change. Every call is bounded; a host that does not answer is 'down' with
+ * the reason, its guests' views 'down' too, and it is reconnected with backoff. The watch runs
+ * on its own timer, so a dead host never holds up anyone's tick.
+ */
+import type { LibvirtDriver } from './driver.js';
+import { LibvirtError } from '../../libvirt/errors.js';
+import { EventId, Proc, StatsType, STRING_MAX, readDomain, readTypedParam, paramNumber, uuidText, writeDomain, type DomainEvent } from '../../libvirt/protocol.js';
+import { XdrReader } from '../../libvirt/xdr.js';
+import type { LibvirtClient } from '../../libvirt/client.js';
+import { memoryLayoutFromXml, type LibvirtMemoryLayout } from './domain-xml.js';
+import { sampleHostMemory, type HostMemory } from '../memory/host-memory.js';
+import { applyBalloon, setMonitor, setState, type GuestStatsView, type GuestView } from '../view.js';
+import type { DomainState } from '../api.js';
+import type { DriverWatch, HostWatchState, WatchChange, WatchOptions } from '../watch.js';
+
+const STATE_TEXT: DomainState[] = ['no state', 'running', 'idle', 'paused', 'in shutdown', 'shutoff', 'crashed', 'pmsuspended'];
+/** VIR_DOMAIN_EVENT_STOPPED. */
+const EVENT_STOPPED = 5;
+const KIB = 1024;
+const EMPTY_HOST: HostMemory = { memTotalBytes: null, memAvailableBytes: null, swapTotalBytes: null, swapFreeBytes: null, psi: null, sampledAtS: 0 };
+
+/** libvirt's bulk statistics fields -> the view's guest statistics (KiB, counts, seconds). */
+const STAT_FIELDS: ReadonlyArray<[field: string, key: Exclude<keyof GuestStatsView, 'lastUpdateS'>, kib: boolean]> = [
+  ['balloon.available', 'availableBytes', true], ['balloon.usable', 'usableBytes', true], ['balloon.unused', 'unusedBytes', true],
+  ['balloon.disk_caches', 'diskCachesBytes', true], ['balloon.swap_in', 'swapInBytes', true], ['balloon.swap_out', 'swapOutBytes', true],
+  ['balloon.major_fault', 'majorFaults', false], ['balloon.minor_fault', 'minorFaults', false],
+];
+
+/** One bulk-statistics record. */
+export interface BulkRecord {
+  name: string;
+  uuid: string;
+  id: number | null;
+  stats: Record<string, number | string | boolean>;
+}
+
+const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+/** A fresh view of a libvirt guest from its live XML. Pure. */
+export function viewFromLibvirt(rec: BulkRecord, layout: LibvirtMemoryLayout, nowS: number): GuestView {
+  const requested = layout.virtioMem.reduce((s, v) => s + v.requestedKiB, 0);
+  const balloonTargetKiB = Math.min(layout.bootKiB, Math.max(0, layout.currentMemoryKiB - layout.dimmKiB - requested));
+  return {
+    name: rec.name, uuid: rec.uuid, id: rec.id, state: 'running', monitor: 'connected', staleSinceS: null, qemuPid: null,
+    maxMemoryBytes: layout.memoryKiB * KIB, targetBytes: layout.currentMemoryKiB * KIB, bootBytes: layout.bootKiB * KIB,
+    hasBalloon: layout.balloonModel !== 'none', balloonAutodeflate: layout.balloonAutodeflate,
+    // Until libvirt reports the balloon (drivers without bulk balloon statistics never do), the
+    // guest is taken to be at its target.
+    balloonBytes: (layout.balloonModel !== 'none' ? balloonTargetKiB : layout.bootKiB) * KIB,
+    balloonTargetBytes: layout.balloonModel !== 'none' ? balloonTargetKiB * KIB : null,
+    dimmBytes: layout.dimmKiB * KIB,
+    devices: layout.virtioMem.map((v, i) => ({ id: v.alias ?? `vmem${i}`, model: 'virtio-mem', sizeBytes: v.sizeKiB * KIB, requestedBytes: v.requestedKiB * KIB, pluggedBytes: v.currentKiB * KIB })),
+    statsPeriodS: layout.statsPeriodS, stats: {}, pressure: null, rssBytes: null, updatedAtS: nowS,
+    counters: { balloonChanges: 0, deviceSizeChanges: 0, monitorTimeouts: 0, reconnects: 0 },
+  };
+}
+
+/**
+ * A bulk-statistics record into a view: state, balloon, guest statistics, QEMU's RSS. libvirt's
+ * balloon.current is the guest's whole memory (balloon plus plugged virtio-mem and DIMMs since
+ * libvirt 8); the view's balloon is boot RAM only. Returns whether the view changed. Pure.
+ */
+export function applyBulk(v: GuestView, rec: BulkRecord, nowS: number): boolean {
+  let changed = false;
+  const st = STATE_TEXT[num(rec.stats['state.state']) ?? 0] ?? 'no state';
+  changed = setState(v, st, nowS) || changed;
+  if (v.id !== rec.id) { v.id = rec.id; changed = true; }
+  const cur = num(rec.stats['balloon.current']);
+  if (cur !== null && v.hasBalloon) {
+    const plugged = v.devices.reduce((s, d) => s + d.pluggedBytes, 0);
+    changed = applyBalloon(v, Math.max(0, cur * KIB - plugged - v.dimmBytes), nowS) || changed;
+  }
+  const stats: GuestStatsView = {};
+  for (const [field, key, kib] of STAT_FIELDS) {
+    const x = num(rec.stats[field]);
+    if (x !== null) stats[key] = kib ? x * KIB : x;
+  }
+  const at = num(rec.stats['balloon.last-update']);
+  if (at !== null && at > 0) stats.lastUpdateS = at;
+  if (JSON.stringify(stats) !== JSON.stringify(v.stats)) { v.stats = stats; changed = true; }
+  const rss = num(rec.stats['balloon.rss']);
+  if (rss !== null) v.rssBytes = rss * KIB;
+  if (changed) v.updatedAtS = nowS;
+  return changed;
+}
+
+export class LibvirtWatch implements DriverWatch {
+  #state: HostWatchState = 'down';
+  #reason: string | null = 'not connected yet';
+  #lastUpdateS: number | null = null;
+  #views = new Map<string, GuestView>();
+  /** Guests whose XML must be read again (new, lifecycle event, device or maximum changed). */
+  #dirty = new Set<string>();
+  #listeners = new Set<(c: WatchChange) => void>();
+  #host: HostMemory = EMPTY_HOST;
+  #timer: NodeJS.Timeout | null = null;
+  #stopped = false;
+  #failures = 0;
+  #abort = new AbortController();
+  #client: LibvirtClient | null = null;
+  #unsubscribe: Array<() => void> = [];
+  #polling: Promise<void> | null = null;
+  readonly #o: Required<WatchOptions>;
+
+  constructor(private readonly driver: LibvirtDriver, opts: WatchOptions = {}) {
+    this.#o = { boundMs: opts.boundMs ?? 5_000, pollMs: opts.pollMs ?? 2_000, maxBackoffMs: opts.maxBackoffMs ?? 30_000 };
+  }
+
+  get state(): HostWatchState { return this.#state; }
+  get reason(): string | null { return this.#reason; }
+  get lastUpdateS(): number | null { return this.#lastUpdateS; }
+
+  async start(): Promise<void> {
+    await this.#poll();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#abort.abort();
+    this.#detach();
+    await this.#polling?.catch(() => {});
+  }
+
+  /** libvirt's own events and the watch's timer drive it: nothing to do on the daemon's tick. */
+  async tick(): Promise<void> {}
+
+  guests(): GuestView[] {
+    return [...this.#views.values()].sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity) || a.name.localeCompare(b.name));
+  }
+
+  guest(name: string): GuestView | null {
+    return this.#views.get(name) ?? null;
+  }
+
+  host(): HostMemory {
+    return this.#host;
+  }
+
+  async refresh(name: string): Promise<void> {
+    if (!this.#views.has(name)) return;
+    this.#dirty.add(name);
+    await this.#poll();
+  }
+
+  onChange(listener: (c: WatchChange) => void): () => void {
+    this.#listeners.add(listener);
+    return () => { this.#listeners.delete(listener); };
+  }
+
+  #emit(c: WatchChange): void {
+    for (const l of this.#listeners) {
+      try { l(c); } catch { /* a listener's failure is its own */ }
+    }
+  }
+
+  /** One poll (or the one under way); schedules the next. Never throws. */
+  #poll(): Promise<void> {
+    this.#polling ??= this.#pollOnce().finally(() => { this.#polling = null; this.#schedule(); });
+    return this.#polling;
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    const wait = this.#failures === 0 ? this.#o.pollMs
+      : Math.min(this.#o.maxBackoffMs, this.#o.pollMs * 2 ** Math.min(this.#failures - 1, 10));
+    this.#timer = setTimeout(() => { void this.#poll(); }, wait);
+    this.#timer.unref();
+  }
+
+  async #pollOnce(): Promise<void> {
+    if (this.#stopped) return;
+    const signal = this.#abort.signal;
+    try {
+      const c = await this.driver.connection(signal);
+      if (c !== this.#client) await this.#attach(c);
+      const records = await this.driver.allDomainStats(StatsType.STATE | StatsType.BALLOON, signal);
+      const nowS = Date.now() / 1000;
+      const seen = new Set<string>();
+      for (const rec of records) {
+        const st = STATE_TEXT[num(rec.stats['state.state']) ?? 0] ?? 'no state';
+        if (st === 'shutoff' || st === 'crashed' || st === 'no state') continue;
+        seen.add(rec.name);
+        let v = this.#views.get(rec.name);
+        const max = num(rec.stats['balloon.maximum']);
+        if (v && max !== null && max * KIB !== v.maxMemoryBytes) this.#dirty.add(rec.name);
+        if (!v || this.#dirty.has(rec.name)) {
+          const layout = await this.#layout(c, rec, signal);
+          if (!layout) continue; // gone meanwhile
+          const fresh = viewFromLibvirt(rec, layout, nowS);
+          if (v) {
+            Object.assign(v, { ...fresh, stats: v.stats, rssBytes: v.rssBytes, counters: v.counters, monitor: v.monitor, staleSinceS: v.staleSinceS });
+          } else {
+            v = fresh;
+            this.#views.set(rec.name, v);
+          }
+          this.#dirty.delete(rec.name);
+          applyBulk(v, rec, nowS);
+          this.#emit({ kind: 'state', name: rec.name });
+        } else if (applyBulk(v, rec, nowS)) {
+          this.#emit({ kind: 'memory', name: rec.name });
+        }
+        if (setMonitor(v, 'connected', nowS)) this.#emit({ kind: 'state', name: rec.name });
+      }
+      for (const [name, v] of this.#views) {
+        if (!seen.has(name)) this.#gone(name, v, nowS);
+      }
+      this.#host = this.driver.target.transport === 'unix' ? await sampleHostMemory() : await this.driver.nodeMemory(signal);
+      this.#lastUpdateS = nowS;
+      this.#failures = 0;
+      this.#setHost('up', null);
+    } catch (err) {
+      if (this.#stopped) return;
+      this.#failures++;
+      this.#detach();
+      // A fresh connection next time: the old one may be half dead.
+      await this.driver.dropConnection();
+      this.#setHost('down', (err as Error).message || String(err));
+    }
+  }
+
+  /** The live XML's memory facts of one guest; null when it went away meanwhile. */
+  async #layout(c: LibvirtClient, rec: BulkRecord, signal: AbortSignal): Promise<LibvirtMemoryLayout | null> {
+    try {
+      const d = await this.driver.lookup(rec.uuid, signal);
+      const xml = new XdrReader(await c.call(Proc.DOMAIN_GET_XML_DESC, (w) => { writeDomain(w, d); w.uint(0); }, { signal, timeoutMs: this.#o.boundMs })).string(STRING_MAX);
+      return memoryLayoutFromXml(xml);
+    } catch (err) {
+      if (err instanceof LibvirtError && err.code === 'NO_DOMAIN') return null;
+      if ((err as { code?: string }).code === 'NO_DOMAIN') return null;
+      throw err;
+    }
+  }
+
+  #gone(name: string, v: GuestView, nowS: number): void {
+    this.#views.delete(name);
+    this.#dirty.delete(name);
+    setState(v, 'shutoff', nowS);
+    setMonitor(v, 'down', nowS);
+    this.#emit({ kind: 'gone', name, view: v });
+  }
+
+  #setHost(state: HostWatchState, reason: string | null): void {
+    const changed = this.#state !== state || this.#reason !== reason;
+    this.#state = state;
+    this.#reason = reason;
+    if (state === 'down') {
+      const nowS = Date.now() / 1000;
+      for (const [name, v] of this.#views) if (setMonitor(v, 'down', nowS)) this.#emit({ kind: 'state', name });
+    }
+    if (changed) this.#emit({ kind: 'host' });
+  }
+
+  /** Subscribe to the events that move views, on a new connection. */
+  async #attach(c: LibvirtClient): Promise<void> {
+    this.#detach();
+    this.#client = c;
+    const ids = await Promise.all([EventId.LIFECYCLE, EventId.BALLOON_CHANGE, EventId.MEMORY_DEVICE_SIZE_CHANGE]
+      .map((id) => c.registerEvent(id, { signal: this.#abort.signal, timeoutMs: this.#o.boundMs })));
+    this.#unsubscribe.push(c.onEvent((e) => this.#onEvent(e)));
+    this.#unsubscribe.push(() => { for (const id of ids) void c.deregisterEvent(id).catch(() => undefined); });
+    this.#unsubscribe.push(c.onClose((err) => {
+      if (this.#stopped) return;
+      this.#detach();
+      this.#failures++;
+      this.#setHost('down', err.message);
+      this.#schedule();
+    }));
+  }
+
+  #detach(): void {
+    for (const f of this.#unsubscribe.splice(0)) f();
+    this.#client = null;
+  }
+
+  #onEvent(e: DomainEvent): void {
+    const name = e.dom.name;
+    const v = this.#views.get(name);
+    const nowS = Date.now() / 1000;
+    switch (e.kind) {
+      case 'lifecycle':
+        if (e.event === EVENT_STOPPED && v) this.#gone(name, v, nowS);
+        else { this.#dirty.add(name); void this.#poll(); }
+        return;
+      case 'balloon-change': {
+        if (!v) return;
+        v.counters.balloonChanges++;
+        const plugged = v.devices.reduce((s, d) => s + d.pluggedBytes, 0);
+        if (applyBalloon(v, Math.max(0, e.actualKiB * KIB - plugged - v.dimmBytes), nowS)) this.#emit({ kind: 'memory', name });
+        return;
+      }
+      case 'memory-device-size-change': {
+        if (!v) return;
+        v.counters.deviceSizeChanges++;
+        const d = v.devices.find((x) => x.id === e.alias);
+        if (!d || d.pluggedBytes === e.sizeKiB * KIB) return;
+        d.pluggedBytes = e.sizeKiB * KIB;
+        v.updatedAtS = nowS;
+        this.#emit({ kind: 'memory', name });
+      }
+    }
+  }
+}
+
+/** A bulk-statistics answer to records. */
+export function readBulkStats(payload: Buffer): BulkRecord[] {
+  const r = new XdrReader(payload);
+  return r.array((x) => ({ dom: readDomain(x), params: x.array(readTypedParam) })).map(({ dom, params }) => ({
+    name: dom.name, uuid: uuidText(dom.uuid), id: dom.id >= 0 ? dom.id : null,
+    stats: Object.fromEntries(params.map((p) => [p.field, p.value.type === 'string' || p.value.type === 'boolean' ? p.value.value : paramNumber(p.value)!])),
+  }));
+}

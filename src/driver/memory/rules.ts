@@ -1,0 +1,183 @@
+/**
+ * The memory rules every driver obeys, in one place: which side a change affects (libvirt's
+ * live/config/current), the sizes a target may have, what "the guest's memory now" is, the
+ * guard rails' verdicts, and the wait that follows a change until the guest is there. The
+ * native driver and the libvirt driver both call these; their own code only talks to QEMU or
+ * libvirt. Pure but for `followMemory`, which waits on what its caller gives it.
+ */
+import { VirtError, invalidArg } from '../../domain/errors.js';
+import type { AffectFlags } from '../api.js';
+import type { MemoryLayout, MemoryPlan } from './plan.js';
+
+export { VIRTIO_MEM_BLOCK_KIB } from '../../domain/memory.js';
+
+/** Bound on a whole `setmem --wait` unless the caller gives one. */
+export const WAIT_TIMEOUT_MS = 300_000;
+/** A followed change fails when nothing moves for this long (guest out of memory to give, driver missing). */
+export const WAIT_STALL_MS = 10_000;
+
+/**
+ * The memory a guest has: boot RAM as the balloon leaves it (all of it without a balloon),
+ * DIMMs, and plugged virtio-mem. Any unit, the same for every part.
+ */
+export function memoryTotal(p: { boot: number; balloon: number | null; dimm: number; plugged: readonly number[] }): number {
+  return (p.balloon ?? p.boot) + p.dimm + p.plugged.reduce((s, x) => s + x, 0);
+}
+
+/**
+ * libvirt's live/config/current, resolved against the domain's state. `none` says what no flag
+ * means: 'current' (live when running, else config: libvirt's default) or 'live' (virsh setmem's
+ * legacy API).
+ * @throws VirtError OPERATION_INVALID when the live side is asked of a domain that is not running
+ */
+export function resolveAffect(f: AffectFlags & { current?: boolean }, running: boolean, none: 'current' | 'live' = 'current'): { live: boolean; config: boolean } {
+  const given = !!(f.live || f.config);
+  const flags = f.current || (!given && none === 'current') ? { live: running, config: !running } : given ? { live: !!f.live, config: !!f.config } : { live: true, config: false };
+  if (flags.live && !running) throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: domain is not running');
+  return flags;
+}
+
+/**
+ * setmem's flags: no flag means live (virsh's legacy API), and `wait` needs the live side.
+ * @throws VirtError OPERATION_INVALID (live on a domain that is not running), INVALID_ARG (wait without live)
+ */
+export function resolveSetMemoryAffect(o: AffectFlags & { current?: boolean; wait?: boolean }, running: boolean): { live: boolean; config: boolean } {
+  const flags = resolveAffect(o, running, 'live');
+  if (o.wait && !flags.live) throw invalidArg('--wait needs a live change: the domain is not running or --config was given alone');
+  return flags;
+}
+
+/**
+ * A memory size a caller asks for (setmem, setmaxmem): never zero (libvirt's client library
+ * refuses that before sending anything, in these words), and, where the driver has one, not
+ * below its floor.
+ * @throws VirtError INVALID_ARG
+ */
+export function checkMemorySize(kib: number, floorKiB: number | null): void {
+  if (!Number.isSafeInteger(kib) || kib <= 0) throw invalidArg('memory in virDomainSetMemoryFlags must not be zero');
+  if (floorKiB !== null && kib < floorKiB) {
+    throw invalidArg(`invalid argument: memory size ${kib} KiB is below the minimum of ${floorKiB} KiB a guest needs`);
+  }
+}
+
+/** @throws VirtError INVALID_ARG when `kib` is above the guest's maximum. */
+export function checkBelowMaximum(kib: number, maxKiB: number): void {
+  if (kib > maxKiB) throw invalidArg(`invalid argument: cannot set memory higher than max memory (${kib} KiB > ${maxKiB} KiB)`);
+}
+
+/** @throws VirtError INVALID_ARG when `kib` would leave nothing above the DIMMs (which cannot be taken away). */
+export function checkAboveDimms(kib: number, dimmKiB: number): void {
+  if (kib <= dimmKiB) throw invalidArg(`invalid argument: ${kib} KiB is not more than the ${dimmKiB} KiB of DIMMs, which cannot be taken away`);
+}
+
+/**
+ * What the guest uses by its own account: MemTotal - MemAvailable from its balloon statistics
+ * (libvirt calls them "available" and "usable"). null without a report (statistics off, driver
+ * not loaded): then there is nothing to go by.
+ */
+export function guestInUseKiB(s: { totalKiB?: number | undefined; availableKiB?: number | undefined; lastUpdateS?: number | undefined } | null): number | null {
+  if (!s || !s.lastUpdateS || s.totalKiB === undefined || s.availableKiB === undefined || s.totalKiB < 0 || s.availableKiB < 0) return null;
+  return Math.ceil(s.totalKiB - s.availableKiB);
+}
+
+/** Why shrinking to `targetKiB` would hurt a guest using `inUseKiB`, or null. */
+export function shrinkRefusal(targetKiB: number, inUseKiB: number | null): string | null {
+  if (inUseKiB === null || targetKiB >= inUseKiB) return null;
+  return `refusing to shrink to ${targetKiB} KiB: the guest is using ${inUseKiB} KiB (MemTotal - MemAvailable from its statistics); use --force to shrink anyway`;
+}
+
+/** Why growing by `growKiB` is more than the host can back, or null. */
+export function growthRefusal(growKiB: number, hostAvailableKiB: number | null): string | null {
+  if (hostAvailableKiB === null || growKiB <= hostAvailableKiB) return null;
+  return `refusing to grow by ${growKiB} KiB: the host has only ${hostAvailableKiB} KiB available (MemAvailable); use --force to grow anyway`;
+}
+
+/** A guest's memory parts as the wait reads them (KiB). */
+export interface MemorySizes {
+  /** Balloon actual (boot RAM the guest has); null without a balloon. */
+  balloonKiB: number | null;
+  /** Plugged size per virtio-mem device, in the plan's order. */
+  pluggedKiB: number[];
+  totalKiB: number;
+}
+
+export interface FollowSpec {
+  /** The domain, for messages. */
+  name: string;
+  plan: MemoryPlan;
+  /** Device ids for messages, in the plan's order. */
+  layout: MemoryLayout;
+  start: MemorySizes;
+  /** The sizes now (one round trip to the hypervisor). */
+  read(): Promise<MemorySizes>;
+  /**
+   * Resolves when something may have changed (an event arrived) or after `ms`, whichever is
+   * first; rejects when the connection to the guest is lost.
+   */
+  changed(ms: number): Promise<void>;
+  /** How long to wait for news before reading again (events may be rate-limited). */
+  pollMs(now: MemorySizes): number;
+  timeoutMs?: number | undefined;
+  stallMs?: number | undefined;
+  onProgress?: ((p: { actualKiB: number; targetKiB: number; startKiB: number; elapsedMs: number }) => void) | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+/** Whether `now` is where the plan wants it. */
+export function planReached(plan: MemoryPlan, now: MemorySizes): boolean {
+  return (now.balloonKiB === null || now.balloonKiB === plan.balloonKiB)
+    && plan.requestedKiB.every((r, i) => now.pluggedKiB[i] === r);
+}
+
+/**
+ * Follows a change until the guest has the plan's sizes. The one wait of every driver: it
+ * fails NOT_REACHED (naming the part that stopped and why it may have) when nothing moves for
+ * `stallMs` or the whole wait passes `timeoutMs`, ABORTED on the signal, and with the caller's
+ * error when the guest goes away.
+ * @throws VirtError NOT_REACHED, ABORTED, or what `read`/`changed` throw
+ */
+export async function followMemory(spec: FollowSpec): Promise<MemorySizes> {
+  const timeoutMs = spec.timeoutMs ?? WAIT_TIMEOUT_MS;
+  const stallMs = spec.stallMs ?? WAIT_STALL_MS;
+  const t0 = Date.now();
+  let now = spec.start;
+  let lastMove = t0;
+  const report = (): void => spec.onProgress?.({ actualKiB: now.totalKiB, targetKiB: spec.plan.targetKiB, startKiB: spec.start.totalKiB, elapsedMs: Date.now() - t0 });
+  report();
+  while (!planReached(spec.plan, now)) {
+    if (spec.signal?.aborted) throw new VirtError('ABORTED', `waiting for domain '${spec.name}' to reach ${spec.plan.targetKiB} KiB: aborted`);
+    const left = Math.min(t0 + timeoutMs - Date.now(), lastMove + stallMs - Date.now());
+    if (left <= 0) {
+      const why = Date.now() - t0 >= timeoutMs ? `the wait timed out after ${Math.round(timeoutMs / 1000)} s` : `nothing moved for ${Math.round(stallMs / 1000)} s`;
+      throw new VirtError('NOT_REACHED', notReachedMessage(spec, now, why));
+    }
+    await spec.changed(Math.max(1, Math.min(left, spec.pollMs(now))));
+    const next = await spec.read();
+    if (next.totalKiB !== now.totalKiB || next.balloonKiB !== now.balloonKiB || next.pluggedKiB.some((p, i) => p !== now.pluggedKiB[i])) {
+      lastMove = Date.now();
+      now = next;
+      report();
+    }
+  }
+  return now;
+}
+
+/** What stopped short, part by part. */
+function notReachedMessage(spec: FollowSpec, now: MemorySizes, why: string): string {
+  const parts: string[] = [];
+  spec.layout.vmem.forEach((d, i) => {
+    const want = spec.plan.requestedKiB[i]!;
+    const have = now.pluggedKiB[i] ?? 0;
+    if (have !== want) {
+      parts.push(have > want
+        ? `virtio-mem ${d.id} still has ${have} KiB plugged of the ${want} KiB asked for (the guest could not offline more memory: it is in use or not movable)`
+        : `virtio-mem ${d.id} has ${have} KiB plugged of the ${want} KiB asked for (is the guest's virtio_mem driver loaded?)`);
+    }
+  });
+  if (now.balloonKiB !== null && now.balloonKiB !== spec.plan.balloonKiB) {
+    parts.push(now.balloonKiB > spec.plan.balloonKiB
+      ? `the balloon stopped at ${now.balloonKiB} KiB of boot memory, target ${spec.plan.balloonKiB} KiB (is the guest's balloon driver loaded, or has it nothing left to free?)`
+      : `the balloon holds ${now.balloonKiB} KiB of boot memory, target ${spec.plan.balloonKiB} KiB (is the guest's balloon driver loaded?)`);
+  }
+  return `memory target ${spec.plan.targetKiB} KiB not reached: domain '${spec.name}' stopped at ${now.totalKiB} KiB; ${why}: ${parts.join('; ') || 'the parts are there but the total differs'}`;
+}

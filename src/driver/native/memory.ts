@@ -1,0 +1,307 @@
+/**
+ * The native driver's memory operations: what QEMU says a guest has, setmem (one target split
+ * between the balloon over boot RAM and the virtio-mem devices), setmaxmem (a virtio-mem device
+ * hot-added into the space QEMU reserved at boot), the statistics period, and dommemstat. The
+ * rules (flags, sizes, guard rails, the wait) are memory/rules.ts; this is the QMP side.
+ *
+ * Every persistent change is a read-modify-write of the definition under the domain's job lock
+ * (NativeContext.current): a concurrent change is never lost, and a domain undefined meanwhile
+ * stays undefined.
+ */
+import { queryBalloon, queryBalloonGuestStats, queryMemoryDevices, qomSet, setBalloon, type QmpClient, type QmpEventStream } from '../../qmp/index.js';
+import type { DomainDef, VirtioMemDef } from '../../domain/definition.js';
+import { VirtError, invalidArg } from '../../domain/errors.js';
+import { MIN_MEMORY_KIB } from '../../domain/validate-def.js';
+import type { AffectOptions, MemoryBreakdown, SetMemoryOptions, SetMemoryResult } from '../api.js';
+import { defLayout, withRequested } from '../memory/layout.js';
+import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
+import {
+  checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, memoryTotal, resolveAffect, resolveSetMemoryAffect, shrinkRefusal,
+  VIRTIO_MEM_BLOCK_KIB, type MemorySizes,
+} from '../memory/rules.js';
+import { hostMemAvailableKiB } from '../memory/host-memory.js';
+import { toMemoryStats, type MemoryStats } from '../memory/stats.js';
+import { BALLOON_QOM_PATH, virtioMemId } from './qemu-argv.js';
+import { writeRunRecord, type RunningRecord } from './run-status.js';
+import { readRssKiB } from './host-process.js';
+import type { NativeContext } from './context.js';
+
+/** While a virtio-mem device moves, its size is read this often (QEMU rate-limits its events to 1/s). */
+const VMEM_POLL_MS = 20;
+/** Otherwise the wait reads the sizes again at least this often (balloon events drive it). */
+const QUIET_POLL_MS = 1_000;
+
+/** What QEMU reported about a running guest's memory. */
+export interface LiveMemory {
+  layout: MemoryLayout;
+  /** Balloon "actual": how much of boot RAM the guest has. */
+  balloonKiB: number;
+  totalKiB: number;
+}
+
+/** What QEMU says about every part of a running guest's memory (one round trip). */
+export async function queryLiveMemory(c: QmpClient, live: DomainDef): Promise<LiveMemory> {
+  const layout = defLayout(live);
+  const [bal, devices] = await Promise.all([
+    live.balloon.model === 'none' ? null : queryBalloon(c),
+    layout.vmem.length ? queryMemoryDevices(c) : [],
+  ]);
+  for (const v of layout.vmem) {
+    const d = devices.find((x) => x.type === 'virtio-mem' && x.id === v.id);
+    if (d && d.type === 'virtio-mem') v.pluggedKiB = Math.floor(d.sizeBytes / 1024);
+  }
+  // QEMU's balloon acts on boot RAM only: "actual" never includes memory devices.
+  const balloonKiB = bal ? Math.floor(bal.actualBytes / 1024) : layout.bootKiB;
+  return { layout, balloonKiB, totalKiB: memoryTotal({ boot: layout.bootKiB, balloon: balloonKiB, dimm: layout.dimmKiB, plugged: layout.vmem.map((v) => v.pluggedKiB) }) };
+}
+
+const sizesOf = (m: LiveMemory, hasBalloon: boolean): MemorySizes => ({
+  balloonKiB: hasBalloon ? m.balloonKiB : null, pluggedKiB: m.layout.vmem.map((v) => v.pluggedKiB), totalKiB: m.totalKiB,
+});
+
+/** Where a guest's memory is, from what QEMU said. */
+export function breakdown(m: LiveMemory): MemoryBreakdown {
+  return {
+    bootKiB: m.layout.bootKiB, balloonKiB: m.balloonKiB, dimmKiB: m.layout.dimmKiB,
+    pluggedKiB: m.layout.vmem.reduce((s, d) => s + d.pluggedKiB, 0), hotplugSizeKiB: layoutMaxKiB(m.layout) - m.layout.bootKiB - m.layout.dimmKiB,
+  };
+}
+
+/** The split a shut-off domain's current memory will get at boot. */
+export function planned(def: DomainDef): LiveMemory {
+  const layout = defLayout(def);
+  const plan = planMemory(layout, def.memory.currentKiB);
+  plan.requestedKiB.forEach((r, i) => { layout.vmem[i]!.pluggedKiB = r; });
+  return { layout, balloonKiB: plan.balloonKiB, totalKiB: def.memory.currentKiB };
+}
+
+/** A definition whose current memory is `kib`, its virtio-mem requests as the plan splits it. */
+function withCurrent(def: DomainDef, kib: number): DomainDef {
+  const plan = planMemory(defLayout(def), kib);
+  return withRequested({ ...def, memory: { ...def.memory, currentKiB: kib } }, plan.requestedKiB);
+}
+
+/**
+ * setmem: one memory target, the right mechanism underneath. Live, the total is split between
+ * the balloon over boot RAM and the virtio-mem devices (memory/plan.ts); growing deflates
+ * before it plugs, shrinking unplugs before it inflates. Config changes the memory at next boot.
+ * @throws VirtError INVALID_ARG (above maximum, below floor, a guard rail), OPERATION_INVALID
+ *   (not running, no balloon), NOT_REACHED (waited and the guest stopped short), NO_DOMAIN
+ */
+export async function setMemory(ctx: NativeContext, ref: string, kib: number, opts: SetMemoryOptions = {}): Promise<SetMemoryResult> {
+  const { name } = await ctx.lookup(ref);
+  checkMemorySize(kib, MIN_MEMORY_KIB);
+  const lock = await ctx.lockDomain(name, opts.signal);
+  try {
+    const def = await ctx.current(name, ref);
+    const o = await ctx.observe(name);
+    const running = o.state !== 'shutoff';
+    // virsh setmem without flags uses the legacy API, which means "live" (and fails on a
+    // shut-off domain); --current means live when running, else config.
+    const target = resolveSetMemoryAffect(opts, running);
+    const result: SetMemoryResult = { targetKiB: kib, actualKiB: null, reached: false, live: target.live, config: target.config };
+    if (target.config) checkBelowMaximum(kib, def.memory.maxKiB);
+    if (!target.live || o.state === 'shutoff') {
+      if (target.config) await ctx.store.save(withCurrent(def, kib));
+      return result;
+    }
+    const rec = o.record;
+    const live = rec.live;
+    checkBelowMaximum(kib, live.memory.maxKiB);
+    const hasBalloon = live.balloon.model === 'virtio';
+    const change = await ctx.monitor(name, async (c) => {
+      const now = await queryLiveMemory(c, live);
+      checkAboveDimms(kib, now.layout.dimmKiB);
+      const plan = planMemory(now.layout, kib);
+      if (!hasBalloon && plan.balloonKiB !== now.layout.bootKiB) {
+        throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: Unable to change memory of active domain without the balloon device and guest OS balloon driver');
+      }
+      if (!opts.force) await checkGuards(c, live, now.totalKiB, kib);
+      for (const step of orderSteps(now.layout, now.balloonKiB, plan)) {
+        if (step.kind === 'balloon') await setBalloon(c, step.targetKiB * 1024);
+        else await qomSet(c, `/machine/peripheral/${step.id}`, 'requested-size', step.requestedKiB * 1024);
+      }
+      // Without a wait the answer says where the guest is right after the change.
+      const after = opts.wait ? null : await queryLiveMemory(c, live);
+      return { now, plan, after };
+    }, opts.signal);
+    rec.live = withRequested({ ...live, memory: { ...live.memory, currentKiB: kib } }, change.plan.requestedKiB);
+    await writeRunRecord(ctx.paths.run(name), rec);
+    if (target.config) await ctx.store.save(withCurrent(def, kib));
+    // The wait happens outside the job lock: other calls (dominfo, a new setmem) stay possible.
+    await lock.release();
+    if (!opts.wait) return { ...result, actualKiB: change.after?.totalKiB ?? null };
+    const reached = await followLive(ctx, name, rec, change.now, change.plan, opts);
+    result.actualKiB = reached.totalKiB;
+    result.reached = reached.totalKiB === kib;
+    return result;
+  } finally {
+    await lock.release();
+  }
+}
+
+/**
+ * Follows a change on a running guest until it is there (memory/rules.ts followMemory). On the
+ * watch's held monitor it wakes on QEMU's events; without one it reads the sizes in short
+ * sessions, so the short-call monitor is never held for the whole wait (dominfo and friends
+ * keep working meanwhile).
+ */
+async function followLive(ctx: NativeContext, name: string, rec: RunningRecord, start: LiveMemory, plan: ReturnType<typeof planMemory>, opts: SetMemoryOptions): Promise<MemorySizes> {
+  const live = rec.live;
+  const hasBalloon = live.balloon.model === 'virtio';
+  const held = ctx.held?.held(name) ?? null;
+  const events: QmpEventStream | null = held ? held.events({ names: ['BALLOON_CHANGE', 'MEMORY_DEVICE_SIZE_CHANGE'] }) : null;
+  try {
+    return await followMemory({
+      name, plan, layout: start.layout, start: sizesOf(start, hasBalloon),
+      read: async () => sizesOf(await ctx.monitor(name, (c) => queryLiveMemory(c, live), opts.signal).catch((err: unknown) => {
+        // The guest's monitor is gone in the middle of the wait: QEMU went away.
+        if (err instanceof VirtError && err.code === 'OPERATION_INVALID') {
+          throw new VirtError('OPERATION_FAILED', `operation failed: domain '${name}' is no longer running: QEMU went away while the change was followed`, { cause: err });
+        }
+        throw err;
+      }), hasBalloon),
+      changed: async (ms) => {
+        if (!events) return new Promise((resolve) => { const t = setTimeout(resolve, ms); opts.signal?.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true }); });
+        await events.nextEvent({ timeoutMs: ms, ...(opts.signal ? { signal: opts.signal } : {}) }).catch((err: unknown) => {
+          if ((err as { code?: string }).code === 'QMP_TIMEOUT') return;
+          throw err;
+        });
+      },
+      // A moving virtio-mem device is read often (its events are rate-limited); without events
+      // the balloon is read every 100 ms in short sessions.
+      pollMs: (now) => (plan.requestedKiB.some((r, i) => now.pluggedKiB[i] !== r) ? VMEM_POLL_MS : events ? QUIET_POLL_MS : 100),
+      timeoutMs: opts.timeoutMs, stallMs: opts.stallMs, onProgress: opts.onProgress, signal: opts.signal,
+    });
+  } finally {
+    events?.close();
+  }
+}
+
+/** Guard rails (skipped with --force): the guest's use on the way down, the host's on the way up. */
+async function checkGuards(c: QmpClient, live: DomainDef, currentKiB: number, targetKiB: number): Promise<void> {
+  let why: string | null = null;
+  if (targetKiB < currentKiB && live.balloon.model === 'virtio') {
+    const s = await queryBalloonGuestStats(c, BALLOON_QOM_PATH).catch(() => null);
+    const kib = (k: string): number | undefined => { const v = s?.stats[k]; return v === undefined ? undefined : v / 1024; };
+    why = shrinkRefusal(targetKiB, guestInUseKiB(s && { totalKiB: kib('stat-total-memory'), availableKiB: kib('stat-available-memory'), lastUpdateS: s.lastUpdate }));
+  } else if (targetKiB > currentKiB) {
+    why = growthRefusal(targetKiB - currentKiB, await hostMemAvailableKiB());
+  }
+  if (why) throw invalidArg(why);
+}
+
+/**
+ * setmaxmem. Shut off: the maximum at next boot. Running: only a guest defined with a
+ * hot-plug ceiling can grow its maximum, by hot-adding a virtio-mem device into the address
+ * space QEMU reserved at boot; everything else is refused with the reason.
+ * @throws VirtError INVALID_ARG (below floor / current memory, misaligned), OPERATION_INVALID, NO_DOMAIN
+ */
+export async function setMaxMemory(ctx: NativeContext, ref: string, kib: number, flags: AffectOptions = {}): Promise<{ live: boolean; config: boolean }> {
+  const { name } = await ctx.lookup(ref);
+  checkMemorySize(kib, MIN_MEMORY_KIB);
+  return ctx.withDomainLock(name, async () => {
+    const def = await ctx.current(name, ref);
+    const o = await ctx.observe(name);
+    const target = resolveAffect(flags, o.state !== 'shutoff');
+    // Both sides are checked before either is changed: a refusal changes nothing.
+    const configured = target.config ? withMaxMemory(def, kib) : null;
+    if (target.live && o.state !== 'shutoff') await growMaxLive(ctx, name, o.record, kib, flags.signal);
+    if (configured) await ctx.store.save(configured);
+    return target;
+  }, flags.signal);
+}
+
+/** Raise a running guest's maximum by hot-adding a virtio-mem device. Caller holds the lock. */
+async function growMaxLive(ctx: NativeContext, name: string, rec: RunningRecord, kib: number, signal?: AbortSignal): Promise<void> {
+  const live = rec.live;
+  const hotplug = live.memory.hotplug;
+  const refuse = (why: string): never => { throw new VirtError('OPERATION_INVALID', `Requested operation is not valid: cannot resize the maximum memory on an active domain: ${why}`); };
+  if (!hotplug) return refuse(`'${name}' was started without a hot-plug ceiling (define one with <maxMemory> or \`virtmem new --max-memory\`)`);
+  if (kib < live.memory.maxKiB) refuse('lowering it needs a restart (virtio-mem regions cannot shrink while the guest runs; use setmem to give memory back)');
+  if (kib === live.memory.maxKiB) return;
+  const addKiB = kib - live.memory.maxKiB;
+  const blockKiB = VIRTIO_MEM_BLOCK_KIB;
+  if (addKiB % blockKiB) throw invalidArg(`invalid argument: the maximum can grow live only in steps of ${blockKiB} KiB (virtio-mem block size); ${kib} KiB is ${addKiB} KiB above the current ${live.memory.maxKiB} KiB`);
+  if (kib > hotplug.ceilingKiB) refuse(`QEMU reserved hot-plug space up to ${hotplug.ceilingKiB} KiB at boot (<maxMemory>); raise that with setmaxmem --config ... and a restart`);
+  if (live.memoryDevices.length >= hotplug.slots) refuse(`all ${hotplug.slots} memory slots are in use`);
+  const id = virtioMemId(live.memoryDevices.filter((d) => d.model === 'virtio-mem').length);
+  await ctx.monitor(name, async (c) => {
+    await c.execute('object-add', { 'qom-type': 'memory-backend-ram', id: `mem-${id}`, size: addKiB * 1024 });
+    try {
+      await c.execute('device_add', { driver: 'virtio-mem-pci', id, memdev: `mem-${id}`, 'requested-size': 0, 'block-size': blockKiB * 1024 });
+    } catch (err) {
+      await c.execute('object-del', { id: `mem-${id}` }).catch(() => {});
+      throw err;
+    }
+  }, signal);
+  rec.live = { ...live, memory: { ...live.memory, maxKiB: kib }, memoryDevices: [...live.memoryDevices, { model: 'virtio-mem', sizeKiB: addKiB, blockKiB, requestedKiB: 0 }] };
+  await writeRunRecord(ctx.paths.run(name), rec);
+}
+
+/**
+ * A definition with a new maximum. With virtio-mem, the last device's region takes the change
+ * (boot RAM stays); without, boot RAM does.
+ * @throws VirtError INVALID_ARG when the result would be inconsistent.
+ */
+export function withMaxMemory(def: DomainDef, kib: number): DomainDef {
+  if (kib < def.memory.currentKiB) {
+    throw invalidArg(`invalid argument: new maximum memory ${kib} KiB is below the current memory ${def.memory.currentKiB} KiB; lower it first with setmem --config`);
+  }
+  if (def.memory.hotplug && kib > def.memory.hotplug.ceilingKiB) {
+    throw invalidArg(`invalid argument: new maximum memory ${kib} KiB is above the hot-plug ceiling ${def.memory.hotplug.ceilingKiB} KiB (<maxMemory>)`);
+  }
+  const delta = kib - def.memory.maxKiB;
+  const last = def.memoryDevices.map((d) => d.model).lastIndexOf('virtio-mem');
+  if (last < 0) return { ...def, memory: { ...def.memory, maxKiB: kib } };
+  const dev = def.memoryDevices[last] as VirtioMemDef;
+  const sizeKiB = dev.sizeKiB + delta;
+  if (sizeKiB % dev.blockKiB || sizeKiB < dev.requestedKiB) {
+    throw invalidArg(`invalid argument: with virtio-mem the maximum changes the device region, which must stay a multiple of ${dev.blockKiB} KiB and at least its plugged ${dev.requestedKiB} KiB`);
+  }
+  const memoryDevices = def.memoryDevices.map((d, i) => (i === last ? { ...dev, sizeKiB } : d));
+  return { ...def, memory: { ...def.memory, maxKiB: kib }, memoryDevices };
+}
+
+/**
+ * dommemstat: balloon and guest statistics, QEMU's resident size on the host.
+ * @throws VirtError OPERATION_INVALID (not running)
+ */
+export async function memoryStats(ctx: NativeContext, ref: string, opts: { signal?: AbortSignal } = {}): Promise<MemoryStats> {
+  const { name } = await ctx.lookup(ref);
+  const rec = await ctx.requireRunning(name);
+  const live = rec.live;
+  const raw = live.balloon.model === 'none' ? null : await ctx.monitor(name, async (c) => ({
+    actualBytes: (await queryBalloon(c)).actualBytes,
+    stats: await queryBalloonGuestStats(c, BALLOON_QOM_PATH),
+  }), opts.signal);
+  const rss = await readRssKiB(rec.pid);
+  return toMemoryStats({ live, balloonBytes: raw?.actualBytes ?? null, guestStats: raw?.stats ?? null, rssKiB: rss });
+}
+
+const NO_BALLOON_PERIOD = 'Requested operation is not valid: no memory balloon device configured, can not set the collection period';
+
+/**
+ * dommemstat --period: how often the guest reports statistics (0 turns it off), live and/or
+ * in the definition.
+ * @throws VirtError INVALID_ARG, OPERATION_INVALID (not running with --live; no balloon), NO_DOMAIN
+ */
+export async function setStatsPeriod(ctx: NativeContext, ref: string, periodS: number, flags: AffectOptions = {}): Promise<{ live: boolean; config: boolean }> {
+  if (!Number.isInteger(periodS) || periodS < 0 || periodS > 2 ** 31 - 1) throw invalidArg(`Invalid collection period value '${periodS}'`);
+  const { name } = await ctx.lookup(ref);
+  return ctx.withDomainLock(name, async () => {
+    const def = await ctx.current(name, ref);
+    const o = await ctx.observe(name);
+    const target = resolveAffect(flags, o.state !== 'shutoff');
+    if (target.config && def.balloon.model === 'none') throw new VirtError('OPERATION_INVALID', NO_BALLOON_PERIOD);
+    if (target.live && o.state !== 'shutoff') {
+      const rec = o.record;
+      if (rec.live.balloon.model === 'none') throw new VirtError('OPERATION_INVALID', NO_BALLOON_PERIOD);
+      await ctx.monitor(name, (c) => qomSet(c, BALLOON_QOM_PATH, 'guest-stats-polling-interval', periodS), flags.signal);
+      rec.live.balloon.statsPeriodS = periodS;
+      await writeRunRecord(ctx.paths.run(name), rec);
+    }
+    if (target.config) await ctx.store.save({ ...def, balloon: { ...def.balloon, statsPeriodS: periodS } });
+    return target;
+  }, flags.signal);
+}

@@ -1,0 +1,117 @@
+/**
+ * The native driver's watch (api.ts `DriverWatch`): one GuestWatcher per running guest of the
+ * state directory, each holding the guest's watch monitor (qmp-watch.sock, reserved for a
+ * long-lived watcher so short calls on qmp.sock are never blocked) and following QEMU's events;
+ * the host's memory sampled every tick. While it runs, the driver's short calls go on the held
+ * monitors (one round trip on an open connection instead of a new session).
+ */
+import { readdir } from 'node:fs/promises';
+import { validateDomainName } from '../../domain/name.js';
+import { sampleHostMemory, type HostMemory } from '../memory/host-memory.js';
+import type { GuestView } from '../view.js';
+import type { DriverWatch, HostWatchState, WatchChange, WatchOptions } from '../watch.js';
+import type { QmpClient } from '../../qmp/index.js';
+import type { NativeContext } from './context.js';
+import { GuestWatcher, type WatchChange as GuestChange } from './guest-watcher.js';
+import { observe, readRunRecord } from './run-status.js';
+
+const EMPTY_HOST: HostMemory = { memTotalBytes: null, memAvailableBytes: null, swapTotalBytes: null, swapFreeBytes: null, psi: null, sampledAtS: 0 };
+
+export class NativeWatch implements DriverWatch {
+  readonly state: HostWatchState = 'up';
+  readonly reason = null;
+  #watchers = new Map<string, GuestWatcher>();
+  #listeners = new Set<(c: WatchChange) => void>();
+  #host: HostMemory = EMPTY_HOST;
+  #stopped = false;
+  #lastUpdateS: number | null = null;
+  readonly #boundMs: number;
+
+  constructor(private readonly ctx: NativeContext, opts: WatchOptions = {}) {
+    this.#boundMs = opts.boundMs ?? 3_000;
+  }
+
+  get lastUpdateS(): number | null {
+    return this.#lastUpdateS;
+  }
+
+  async start(): Promise<void> {
+    this.ctx.held = { held: (name: string): QmpClient | null => this.#watchers.get(name)?.held() ?? null };
+    this.#host = await sampleHostMemory();
+    await this.#discover();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.ctx.held) this.ctx.held = null;
+    await Promise.all([...this.#watchers.values()].map((w) => w.stop()));
+    this.#watchers.clear();
+  }
+
+  async tick(): Promise<void> {
+    if (this.#stopped) return;
+    this.#host = await sampleHostMemory();
+    await this.#discover();
+    // Each guest's tick is bounded by its own monitor bound; one hung guest holds up no other.
+    await Promise.all([...this.#watchers.values()].map((w) => w.tick()));
+    this.#lastUpdateS = Date.now() / 1000;
+  }
+
+  guests(): GuestView[] {
+    return [...this.#watchers.values()].map((w) => w.model).sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity) || a.name.localeCompare(b.name));
+  }
+
+  guest(name: string): GuestView | null {
+    return this.#watchers.get(name)?.model ?? null;
+  }
+
+  host(): HostMemory {
+    return this.#host;
+  }
+
+  /** Re-reads what a change left behind: the run record's targets and QEMU's numbers. */
+  async refresh(name: string): Promise<void> {
+    const w = this.#watchers.get(name);
+    if (!w) return;
+    const rec = await readRunRecord(this.ctx.paths.run(name));
+    if (rec && rec.phase === 'running') w.takeDefinition(rec);
+    await w.refresh();
+  }
+
+  onChange(listener: (c: WatchChange) => void): () => void {
+    this.#listeners.add(listener);
+    return () => { this.#listeners.delete(listener); };
+  }
+
+  #emit(c: WatchChange): void {
+    for (const l of this.#listeners) {
+      try { l(c); } catch { /* a listener's failure is its own */ }
+    }
+  }
+
+  /** Attach to every running guest not yet watched. */
+  async #discover(): Promise<void> {
+    const names = await readdir(this.ctx.paths.runDir).catch(() => [] as string[]);
+    await Promise.all(names.map(async (name) => {
+      if (this.#watchers.has(name)) return;
+      let paths;
+      try { paths = this.ctx.paths.run(validateDomainName(name)); } catch { return; }
+      const o = await observe(paths);
+      if (o.state === 'shutoff' || this.#watchers.has(name) || this.#stopped) return;
+      const w = new GuestWatcher(paths, o.record, (w2, what) => this.#onGuest(w2, what), { boundMs: this.#boundMs, reconnectMs: 1_000 });
+      this.#watchers.set(name, w);
+      w.start();
+      this.#emit({ kind: 'state', name });
+    }));
+  }
+
+  #onGuest(w: GuestWatcher, what: GuestChange): void {
+    if (what === 'gone') {
+      if (this.#watchers.get(w.name) === w) this.#watchers.delete(w.name);
+      void w.stop();
+      this.#emit({ kind: 'gone', name: w.name, view: w.model });
+      return;
+    }
+    this.#emit({ kind: what, name: w.name });
+  }
+}
