@@ -8,6 +8,8 @@
 import type { AffectFlags, DomainInfo, DomainSummary, SetMemoryOptions, SetMemoryResult } from './native/driver.js';
 import type { MemoryStats } from './memory/stats.js';
 import type { DomainState, StateReason } from './native/run-status.js';
+import type { NodeMemory } from './node-api.js';
+export * from './node-api.js';
 
 export interface StartResult {
   live: { name: string };
@@ -41,6 +43,8 @@ export interface HypervisorDriver {
   memoryStats(ref: string, opts?: { signal?: AbortSignal }): Promise<MemoryStats>;
   setStatsPeriod(ref: string, periodS: number, flags?: AffectFlags & { signal?: AbortSignal }): Promise<{ live: boolean; config: boolean }>;
   monitorCommand(ref: string, command: string, opts?: { hmp?: boolean; signal?: AbortSignal }): Promise<string | Record<string, unknown>>;
+  /** The host's memory (freecell, freepages, allocpages, node-memory-tune, nodememstats); absent: unsupported. */
+  readonly node?: NodeMemory;
   /** Release connections; the driver is unusable afterwards. */
   close?(): Promise<void>;
 }
