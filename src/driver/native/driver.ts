@@ -29,6 +29,7 @@ import { defLayout, withRequested, bootMemoryKiB } from '../memory/layout.js';
 import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout, type MemoryPlan } from '../memory/plan.js';
 import { shrinkRefusal, growthRefusal, hostMemAvailableKiB } from '../memory/guards.js';
 import { sampleHostMemory } from './host-memory.js';
+import { NativeNodeMemory } from './node.js';
 
 export interface DriverOptions {
   /** State directory; default from $VIRTMEM_STATE_DIR or the per-user location. */
@@ -138,6 +139,8 @@ const POWERDOWN_REPEAT_MS = 2_000;
 const VMEM_POLL_MS = 20;
 
 export class Driver {
+  /** The host's memory: src/driver/native/node.ts. */
+  readonly node = new NativeNodeMemory();
   readonly paths: StatePaths;
   readonly store: DefinitionStore;
   private readonly opts: DriverOptions;
