@@ -23,6 +23,7 @@ import type { DefineResult, HypervisorDriver, StartResult } from '../api.js';
 import type { MemoryStats } from '../memory/stats.js';
 import type { DomainState, StateReason } from '../native/run-status.js';
 import { parseXmlTree, childrenNamed } from '../../domain/xml-tree.js';
+import { LibvirtNodeMemory } from './node.js';
 
 /** virDomainState -> virsh's words. virtmem's native states are a subset of these. */
 const STATE_TEXT = ['no state', 'running', 'idle', 'paused', 'in shutdown', 'shutoff', 'crashed', 'pmsuspended'];
@@ -60,6 +61,8 @@ export interface LibvirtDriverOptions extends ClientOptions {
 export class LibvirtDriver implements HypervisorDriver {
   readonly uri: LibvirtUri;
   private client: Promise<LibvirtClient> | null = null;
+  /** The host's memory: src/driver/libvirt/node.ts, on this driver's connection. */
+  readonly node = new LibvirtNodeMemory(this);
 
   constructor(uri: string, private readonly opts: LibvirtDriverOptions = {}) {
     this.uri = parseLibvirtUri(uri);
