@@ -15,11 +15,12 @@ import { EXTRA_COMMANDS } from './extra-commands.js';
 import { INSPECT_COMMANDS } from './inspect-commands.js';
 import { POLICY_COMMANDS } from './policy-commands.js';
 import { DAEMON_COMMANDS } from './daemon-command.js';
+import { NODE_COMMANDS } from './node-commands.js';
 import { DaemonBackedDriver } from '../driver/remote/daemon-driver.js';
 
 const DAEMON_SERVED = new Set(['dominfo', 'list', 'setmem', 'dommemstat']);
 
-const ALL: Command[] = [...COMMANDS, ...EXTRA_COMMANDS, ...INSPECT_COMMANDS, ...POLICY_COMMANDS, ...DAEMON_COMMANDS];
+const ALL: Command[] = [...COMMANDS, ...NODE_COMMANDS, ...EXTRA_COMMANDS, ...INSPECT_COMMANDS, ...POLICY_COMMANDS, ...DAEMON_COMMANDS];
 
 function usage(): string {
   const w = Math.max(...ALL.map((c) => c.name.length));
@@ -96,7 +97,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
   let hv: HypervisorDriver = driver;
   try {
     if (!isNativeUri(uri)) {
-      if (!COMMANDS.includes(cmd)) {
+      if (!COMMANDS.includes(cmd) && !NODE_COMMANDS.includes(cmd)) {
         io.err(`error: this function is not supported by the connection driver: '${cmd.name}' works on virtmem's own guests only (virtmem:///system), not on '${uri}'\n`);
         return 1;
       }
