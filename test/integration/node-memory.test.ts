@@ -103,7 +103,7 @@ const REFUSED = [
   ['freepages', '--cellno', '0', '--pagesize', '2MB'], ['freepages', '--all', '--pagesize', '3M'],
   ['allocpages'], ['allocpages', '2M'], ['allocpages', '--pagecount', '3'], ['allocpages', '2M', 'x'], ['allocpages', 'x', '1'], ['allocpages', '2M', '-1'],
   ['allocpages', '2M', '1', '--cellno', '0', '--all'], ['allocpages', '4', '10'], ['allocpages', '4K', '10', '--cellno', '0'], ['allocpages', '3M', '1'],
-  ['allocpages', '3M', '1', '--cellno', '0'], ['allocpages', '2M', '1', '--cellno', '1'], ['allocpages', '0', '0'], ['allocpages', '1.5M', '0'], ['allocpages', '5000000000', '0'],
+  ['allocpages', '3M', '1', '--cellno', '0'], ['allocpages', '2M', '1', '--cellno', '1'], ['allocpages', '4', '10', '--cellno', '1'], ['allocpages', '0', '0'], ['allocpages', '1.5M', '0'], ['allocpages', '5000000000', '0'],
   ['nodememstats', '--cell', '1'], ['nodememstats', '--cell', '-2'], ['nodememstats', '--cell', 'x'], ['nodememstats', '0', '1'], ['nodememstats', '--percent'],
   ['node-memory-tune', '--shm-pages-to-scan', 'x'], ['node-memory-tune', '--shm-pages-to-scan', '-1'], ['node-memory-tune', '--shm-sleep-millisecs', '4294967296'],
   ['node-memory-tune', '1', '2', '3', '4'],

@@ -100,12 +100,15 @@ export class NativeNodeMemory implements NodeMemory {
   }
 
   async allocPages(req: AllocPagesRequest): Promise<AllocPagesResult> {
-    if (req.pageSizeKiB === await systemPageSizeKiB(this.proc)) throw systemPagesUnsupported();
+    // libvirt's order: the cell's range, then the page size, then the pool.
     const last = await this.lastCell();
-    const changes: PoolChange[] = [];
     for (const cell of req.cells) {
       const bad = cellOutOfRange(cell, last);
       if (bad) throw bad;
+    }
+    if (req.pageSizeKiB === await systemPageSizeKiB(this.proc)) throw systemPagesUnsupported();
+    const changes: PoolChange[] = [];
+    for (const cell of req.cells) {
       const fromCount = await this.poolCounter(cell, req.pageSizeKiB, 'nr_hugepages');
       const toCount = poolTarget(fromCount, req.pageCount, req.add);
       if (toCount !== null) changes.push({ cell, pageSizeKiB: req.pageSizeKiB, fromCount, toCount });
