@@ -13,6 +13,11 @@ export interface CommandSyntax {
   options?: string[];
   /** Option aliases, e.g. { cmd: 'command' }: `--cmd` is a marker for the rest positional. */
   restMarkers?: string[];
+  /**
+   * Positionals virsh declares as numbers (VSH_OT_INT): its messages name them `--NAME` and
+   * `<number>` ("requires --pagecount option", "expected syntax: --cellno <number>").
+   */
+  numeric?: string[];
 }
 
 export interface ParsedArgs {
@@ -67,6 +72,7 @@ export function parseArgs(words: string[], syntax: CommandSyntax, commandName: s
     }
     if (flagSet.has(name)) {
       if (inline !== undefined) throw new UsageError(`command '${commandName}' option --${name} takes no value`);
+      if (flags.has(name)) throw new UsageError(`option --${name} already seen`);
       flags.add(name);
       continue;
     }
@@ -75,7 +81,7 @@ export function parseArgs(words: string[], syntax: CommandSyntax, commandName: s
     // As virsh: a second value would silently replace the first (e.g. a second --disk).
     if (options.has(name) || positional[name] !== undefined) throw new UsageError(`option --${name} already seen`);
     const value = inline ?? words[++i];
-    if (value === undefined) throw new UsageError(`expected syntax: --${name} <string>`);
+    if (value === undefined) throw new UsageError(`expected syntax: --${name} <${syntax.numeric?.includes(name) ? 'number' : 'string'}>`);
     if (optSet.has(name)) options.set(name, value);
     else positional[name] = value;
   }
@@ -91,10 +97,10 @@ export function parseArgs(words: string[], syntax: CommandSyntax, commandName: s
     positional[name] = v;
   }
   if (queue.length) throw new UsageError(`unexpected data '${queue[0]}'`);
-  for (const name of posNames.slice(0, syntax.required)) {
-    if (name === restName ? rest.length === 0 : positional[name] === undefined) {
-      throw new UsageError(`command '${commandName}' requires <${name}> option`);
-    }
+  // virsh names every missing argument, one line each.
+  const missing = posNames.slice(0, syntax.required).filter((name) => (name === restName ? rest.length === 0 : positional[name] === undefined));
+  if (missing.length) {
+    throw new UsageError(missing.map((name) => `command '${commandName}' requires ${syntax.numeric?.includes(name) ? `--${name}` : `<${name}>`} option`).join('\nerror: '));
   }
   return { positional, rest, flags, options };
 }

@@ -98,3 +98,38 @@ export function formatCapabilities(c: HostCapabilities): string {
   lines.push(row('Built-in guest', c.defaultGuest ? `kernel ${c.defaultGuest.kernelVersion} (${c.defaultGuest.kernel})` : 'not built (virtmem guest-build)'));
   return lines.join('\n') + '\n\n';
 }
+
+/** `virsh freecell` (no cell): the host's free memory, `Total: N KiB`. */
+export function formatFreeTotal(freeBytes: number): string {
+  return `Total: ${Math.floor(freeBytes / 1024)} KiB\n\n`;
+}
+
+/** `virsh freecell --cellno N`. */
+export function formatFreeCell(cell: number, freeBytes: number): string {
+  return `${cell}: ${Math.floor(freeBytes / 1024)} KiB\n\n`;
+}
+
+/** `virsh freecell --all`: `%5lu: %10llu KiB` per cell, a rule, the total of the bytes. */
+export function formatFreeCells(cells: ReadonlyArray<{ cell: number; freeBytes: number }>): string {
+  const line = (label: string, bytes: number): string => `${label.padStart(5)}: ${String(Math.floor(bytes / 1024)).padStart(10)} KiB\n`;
+  const total = cells.reduce((s, c) => s + c.freeBytes, 0);
+  return cells.map((c) => line(String(c.cell), c.freeBytes)).join('') + '-'.repeat(20) + '\n' + line('Total', total) + '\n';
+}
+
+/** `virsh freepages`: `%uKiB: %lld` per page size; with --all under `Node N:`, each cell ending in an empty line. */
+export function formatFreePages(cells: ReadonlyArray<{ cell: number; pages: ReadonlyArray<{ sizeKiB: number; free: number }> }>, opts: { all: boolean }): string {
+  const sizes = (pages: ReadonlyArray<{ sizeKiB: number; free: number }>): string => pages.map((p) => `${p.sizeKiB}KiB: ${p.free}\n`).join('');
+  if (!opts.all) return cells.map((c) => sizes(c.pages)).join('') + '\n';
+  return cells.map((c) => `Node ${c.cell}:\n${sizes(c.pages)}\n`).join('') + '\n';
+}
+
+/** `virsh node-memory-tune`: `Shared memory:` and `\t%-15s %s` per parameter. */
+export function formatNodeMemoryParameters(params: ReadonlyArray<{ field: string; value: number }>): string {
+  if (params.length === 0) return '\n';
+  return 'Shared memory:\n' + params.map((p) => `\t${p.field.padEnd(15)} ${p.value}\n`).join('') + '\n';
+}
+
+/** `virsh nodememstats`: `%-7s: %20llu KiB` per statistic. */
+export function formatNodeMemStats(stats: ReadonlyArray<{ field: string; valueKiB: number }>): string {
+  return stats.map((s) => `${s.field.padEnd(7)}: ${String(s.valueKiB).padStart(20)} KiB\n`).join('') + '\n';
+}

@@ -18,8 +18,10 @@ import type { DriverWatch, WatchOptions } from './watch.js';
 import type { Translation, TranslateOptions, MemoryMapReport } from '../inspect/inspector.js';
 import type { KvmStatus } from './native/accel.js';
 import type { GuestView } from './view.js';
+import type { NodeMemory } from './node-api.js';
 
 export { VirtError, invalidArg, type VirtErrorCode } from '../domain/errors.js';
+export * from './node-api.js';
 export type { MemoryStats, MemoryStat } from './memory/stats.js';
 export type { DriverWatch, WatchChange, WatchOptions, HostMemory, HostWatchState } from './watch.js';
 export type { GuestView, DeviceView, GuestStatsView, MonitorState } from './view.js';
@@ -218,6 +220,8 @@ export interface HypervisorDriver {
   translate?(ref: string, gva: bigint, opts?: TranslateOptions & { signal?: AbortSignal }): Promise<Translation>;
   /** The guest-physical memory map of a running guest. Native driver only. */
   memoryMap?(ref: string, opts?: { signal?: AbortSignal }): Promise<MemoryMapReport>;
+  /** The host's memory (virsh freecell, freepages, allocpages, node-memory-tune, nodememstats). */
+  readonly node?: NodeMemory;
   /** Release connections; the driver is unusable afterwards. */
   close(): Promise<void>;
 }

@@ -18,6 +18,7 @@ export const QemuProc = { MONITOR_COMMAND: 1 } as const;
 export const Proc = {
   CONNECT_OPEN: 1,
   CONNECT_CLOSE: 2,
+  CONNECT_GET_CAPABILITIES: 7,
   DOMAIN_CREATE: 9,
   DOMAIN_DEFINE_XML: 11,
   DOMAIN_DESTROY: 12,
@@ -34,6 +35,8 @@ export const Proc = {
   CONNECT_SUPPORTS_FEATURE: 60,
   AUTH_LIST: 66,
   AUTH_POLKIT: 70,
+  NODE_GET_CELLS_FREE_MEMORY: 101,
+  NODE_GET_FREE_MEMORY: 102,
   DOMAIN_GET_SECURITY_LABEL: 121,
   NODE_GET_SECURITY_MODEL: 122,
   DOMAIN_HAS_MANAGED_SAVE_IMAGE: 183,
@@ -54,12 +57,16 @@ export const Proc = {
   DOMAIN_GET_METADATA: 265,
   CONNECT_LIST_ALL_DOMAINS: 273,
   DOMAIN_EVENT_BALLOON_CHANGE: 276,
+  NODE_SET_MEMORY_PARAMETERS: 288,
+  NODE_GET_MEMORY_PARAMETERS: 289,
   DOMAIN_SET_MEMORY_STATS_PERIOD: 308,
   CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY: 316,
   CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY: 317,
   DOMAIN_EVENT_CALLBACK_LIFECYCLE: 318,
   DOMAIN_EVENT_CALLBACK_BALLOON_CHANGE: 331,
+  NODE_GET_FREE_PAGES: 340,
   CONNECT_GET_ALL_DOMAIN_STATS: 344,
+  NODE_ALLOC_PAGES: 347,
   DOMAIN_GET_MESSAGES: 426,
 } as const;
 
@@ -270,4 +277,35 @@ export function readCharArray(r: XdrReader, max: number): string {
   const codes = r.array((x) => x.int(), max);
   const end = codes.indexOf(0);
   return Buffer.from((end < 0 ? codes : codes.slice(0, end)).map((c) => c & 0xff)).toString('utf8');
+}
+
+/** REMOTE_NODE_MAX_CELLS: the most cells (and page sizes) one node-memory call carries. */
+export const NODE_MAX_CELLS = 1024;
+/** REMOTE_NODE_MEMORY_STATS_MAX. */
+export const NODE_MEMORY_STATS_MAX = 16;
+/** REMOTE_NODE_MEMORY_PARAMETERS_MAX. */
+export const NODE_MEMORY_PARAMETERS_MAX = 64;
+/** virNodeAllocPagesFlags: VIR_NODE_ALLOC_PAGES_ADD is 0 (no bit), SET replaces the pool size. */
+export const AllocPagesFlag = { ADD: 0, SET: 1 } as const;
+
+/** remote_node_get_memory_stats_ret: the statistics (field, value in KiB) and their count. */
+export function readNodeMemoryStats(r: XdrReader): { params: Array<{ field: string; value: number }>; nparams: number } {
+  const params = r.array((x) => ({ field: x.string(STRING_MAX), value: x.uhyper() }), NODE_MEMORY_STATS_MAX);
+  return { params, nparams: r.int() };
+}
+
+/** remote_node_get_memory_parameters_ret: typed parameters and their count. */
+export function readNodeMemoryParameters(r: XdrReader): { params: TypedParam[]; nparams: number } {
+  const params = r.array(readTypedParam, NODE_MEMORY_PARAMETERS_MAX);
+  return { params, nparams: r.int() };
+}
+
+/** remote_node_get_free_pages_args. */
+export function writeFreePagesArgs(w: XdrWriter, pageSizesKiB: readonly number[], startCell: number, cellCount: number): void {
+  w.array(pageSizesKiB, (x, v) => x.uint(v), NODE_MAX_CELLS).int(startCell).uint(cellCount).uint(0);
+}
+
+/** remote_node_alloc_pages_args. */
+export function writeAllocPagesArgs(w: XdrWriter, pageSizesKiB: readonly number[], pageCounts: readonly number[], startCell: number, cellCount: number, flags: number): void {
+  w.array(pageSizesKiB, (x, v) => x.uint(v), NODE_MAX_CELLS).array(pageCounts, (x, v) => x.uhyper(v), NODE_MAX_CELLS).int(startCell).uint(cellCount).uint(flags);
 }

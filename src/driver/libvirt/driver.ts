@@ -36,6 +36,8 @@ import { parseXmlTree, childrenNamed } from '../../domain/xml-tree.js';
 import { LibvirtWatch, readBulkStats, viewFromLibvirt, type BulkRecord } from './watch.js';
 import type { GuestView } from '../view.js';
 import type { HostMemory } from '../memory/host-memory.js';
+import { LibvirtNodeMemory } from './node.js';
+import { ALL_CELLS } from '../node-api.js';
 
 /** virDomainMetadataType VIR_DOMAIN_METADATA_ELEMENT: an element in a namespace of its own. */
 const METADATA_ELEMENT = 2;
@@ -82,6 +84,8 @@ export class LibvirtDriver implements HypervisorDriver {
   readonly target: LibvirtUri;
   private client: Promise<LibvirtClient> | null = null;
   #watch: LibvirtWatch | null = null;
+  /** The host's memory: src/driver/libvirt/node.ts, on this driver's connection. */
+  readonly node = new LibvirtNodeMemory(this);
 
   constructor(uri: string, private readonly opts: LibvirtDriverOptions = {}) {
     this.uri = uri;
@@ -175,18 +179,11 @@ export class LibvirtDriver implements HypervisorDriver {
    * cached); available is free + buffers + cached, as libvirt has no MemAvailable.
    */
   async nodeMemory(signal?: AbortSignal): Promise<HostMemory> {
-    const c = await this.connection(signal);
-    const ask = async (n: number): Promise<XdrReader> => new XdrReader(await c.call(Proc.NODE_GET_MEMORY_STATS, (w) => w.int(n).int(-1 /* all cells */).uint(0), { signal }));
-    const first = await ask(0);
-    first.array((x) => ({ field: x.string(STRING_MAX), value: x.uhyper() }), 16);
-    const n = first.int();
-    const r = await ask(n);
-    const stats = new Map(r.array((x) => [x.string(STRING_MAX), x.uhyper()] as const, 16));
-    const kib = (k: string): number | null => { const v = stats.get(k); return v === undefined ? null : v * 1024; };
-    const total = kib('total');
-    const parts = ['free', 'buffers', 'cached'].map(kib);
+    const stats = await this.node.memoryStats(ALL_CELLS, signal ? { signal } : {});
+    const bytes = (f: string): number | null => { const v = stats.find((x) => x.field === f)?.valueKiB; return v === undefined ? null : v * 1024; };
+    const parts = ['free', 'buffers', 'cached'].map(bytes);
     return {
-      memTotalBytes: total, memAvailableBytes: parts.every((p) => p !== null) ? parts.reduce((a, b) => a! + b!, 0) : kib('free'),
+      memTotalBytes: bytes('total'), memAvailableBytes: parts.every((p) => p !== null) ? parts.reduce((a, b) => a! + b!, 0) : bytes('free'),
       swapTotalBytes: null, swapFreeBytes: null, psi: null, sampledAtS: Date.now() / 1000,
     };
   }

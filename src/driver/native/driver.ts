@@ -30,6 +30,7 @@ import { queryStatus } from '../../qmp/index.js';
 import * as memory from './memory.js';
 import * as lifecycle from './process.js';
 import { NativeWatch } from './watch.js';
+import { NativeNodeMemory } from './node.js';
 import { hostCapabilities, plannedAccel, withGuestKernel } from './capabilities.js';
 import type { KvmStatus } from './accel.js';
 
@@ -39,6 +40,8 @@ export type { StartOptions } from './process.js';
 export class NativeDriver implements HypervisorDriver {
   readonly uri = 'virtmem:///system';
   readonly ctx: NativeContext;
+  /** The host's memory, read from the kernel as libvirt reads it (node.ts). */
+  readonly node = new NativeNodeMemory();
   #watch: DriverWatch | null = null;
 
   constructor(opts: NativeOptions = {}) {

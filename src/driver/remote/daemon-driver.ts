@@ -10,7 +10,7 @@ import { VirtError, type VirtErrorCode } from '../../domain/errors.js';
 import type { DomainDef } from '../../domain/definition.js';
 import type { PolicySettingsChange } from '../../domain/policy.js';
 import type {
-  AffectOptions, DefineResult, MemoryStats, DomainInfo, DomainState, DomainSummary, HostCapabilities, HypervisorDriver, MemoryMapReport, PolicyDecisionRecord,
+  AffectOptions, DefineResult, MemoryStats, NodeMemory, DomainInfo, DomainState, DomainSummary, HostCapabilities, HypervisorDriver, MemoryMapReport, PolicyDecisionRecord,
   PolicyDocument, SetMemoryOptions, SetMemoryResult, StartResult, StateReason, Translation, TranslateOptions,
 } from '../api.js';
 import type { DriverWatch, WatchOptions } from '../watch.js';
@@ -30,7 +30,11 @@ export class DaemonDriver implements HypervisorDriver {
    */
   constructor(private readonly socketPath: string, private readonly fallback: HypervisorDriver) {
     this.uri = fallback.uri;
+    if (fallback.node) this.node = fallback.node;
   }
+
+  /** The host's memory: the wrapped driver's (the daemon does not serve it). */
+  readonly node?: NodeMemory;
 
   /** The daemon's answer, or null when no daemon answers (then the fallback does the work). */
   async #ask(method: string, path: string, body?: unknown): Promise<unknown | null> {
