@@ -35,6 +35,9 @@ export type QmpClientState = 'connecting' | 'running' | 'closing' | 'closed';
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 export const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
+/** Pauses between connects while the monitor's queue of waiting connections is full (doubling, with jitter). */
+const BUSY_FIRST_PAUSE_MS = 2;
+const BUSY_MAX_PAUSE_MS = 50;
 /** How long `close()` waits for QEMU to close its end after ours was half-closed. */
 const SOCKET_END_GRACE_MS = 1_000;
 /** Ids of timed-out/aborted calls remembered so their late replies are dropped quietly. */
@@ -54,6 +57,11 @@ export type QmpDebugEvent =
   | { kind: 'unknown-reply'; reply: QmpReturn | QmpErrorReply };
 
 export interface QmpConnectOptions extends QmpCallOptions {
+  /**
+   * Bound on each answer once connected (greeting, qmp_capabilities), and the default bound of
+   * every command on this connection (a call's own `timeoutMs` wins).
+   */
+  answerTimeoutMs?: number;
   /** Receives dropped replies; must not throw (exceptions are swallowed). */
   onDebug?: (event: QmpDebugEvent) => void;
   /** Longest accepted line from QEMU (default 16 MiB). */
@@ -85,10 +93,12 @@ export class QmpClient {
   #onDebug: ((event: QmpDebugEvent) => void) | undefined;
   #handshake: { connected(): void; greeted(): void; failed(reason: QmpError): void } | undefined;
   #onDrained: (() => void) | undefined;
+  readonly #commandTimeoutMs: number;
 
   private constructor(socketPath: string, opts: QmpConnectOptions) {
     this.socketPath = socketPath;
     this.#onDebug = opts.onDebug;
+    this.#commandTimeoutMs = opts.answerTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     this.closed = new Promise<void>((resolve) => (this.#resolveClosed = resolve));
     this.#transport = new QmpTransport(
       socketPath,
@@ -108,23 +118,54 @@ export class QmpClient {
 
   /**
    * Connects to a QMP unix socket, reads the greeting and negotiates capabilities (spec 4).
-   * `timeoutMs` (default 10 s) bounds all three steps together.
+   * `timeoutMs` (default 10 s) bounds getting in: while QEMU's queue of waiting connections is
+   * full (EAGAIN: other clients wait for the monitor, which serves one at a time) the connect is
+   * tried again until then. `answerTimeoutMs`, when given, bounds each answer once connected
+   * (the greeting, qmp_capabilities) and is the default bound of every command on the connection;
+   * without it the handshake ends within `timeoutMs` and commands default to 30 s.
    * @throws {QmpConnectError} socket missing/refused, or QEMU hung up before the handshake finished.
-   * @throws {QmpTimeoutError} no connection, greeting or negotiation reply in time; a missing
-   *   greeting usually means the monitor is busy serving another client.
+   * @throws {QmpTimeoutError} `stage` says which wait expired: `busy` (the queue stayed full),
+   *   `connect`, `greeting` (connected, but QEMU is stopped or hung, or another client holds the
+   *   monitor), `negotiation`.
    * @throws {QmpProtocolError} the peer's greeting or reply is not QMP.
    * @throws {QmpCommandError} QEMU refused `qmp_capabilities`.
    * @throws {QmpAbortedError} `signal` aborted.
    */
-  static connect(socketPath: string, opts: QmpConnectOptions = {}): Promise<QmpClient> {
+  static async connect(socketPath: string, opts: QmpConnectOptions = {}): Promise<QmpClient> {
+    const { signal } = opts;
+    const boundMs = opts.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const deadline = Date.now() + boundMs;
+    let pauseMs = BUSY_FIRST_PAUSE_MS;
+    for (;;) {
+      try {
+        return await QmpClient.#connectOnce(socketPath, opts, deadline);
+      } catch (err) {
+        if (!(err instanceof QmpConnectError) || (err.cause as NodeJS.ErrnoException | undefined)?.code !== 'EAGAIN') throw err;
+        const left = deadline - Date.now();
+        if (left <= 0) {
+          throw new QmpTimeoutError(
+            `the monitor ${socketPath} did not take the connection within ${boundMs} ms: its queue of waiting connections stayed full ` +
+              '(QEMU is not accepting: stopped or hung, or other clients are waiting for the monitor, which serves one at a time)',
+            { cause: err, stage: 'busy', boundMs },
+          );
+        }
+        // Backoff with jitter, so the clients waiting for one monitor do not retry in step.
+        await pause(Math.min(pauseMs * (0.5 + Math.random()), left), signal, socketPath);
+        pauseMs = Math.min(pauseMs * 2, BUSY_MAX_PAUSE_MS);
+      }
+    }
+  }
+
+  /** One attempt: connect, greeting, negotiation, each phase bounded as `connect()` says. */
+  static #connectOnce(socketPath: string, opts: QmpConnectOptions, deadline: number): Promise<QmpClient> {
     const { signal } = opts;
     if (signal?.aborted) {
       return Promise.reject(new QmpAbortedError(`connect to ${socketPath} aborted`, { cause: signal.reason }));
     }
-    const timeoutMs = opts.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     return new Promise<QmpClient>((resolve, reject) => {
       let phase: HandshakePhase = 'connect';
       let done = false;
+      let timer: NodeJS.Timeout | undefined;
       const client = new QmpClient(socketPath, opts);
       const finish = (err?: QmpError): void => {
         if (done) return;
@@ -142,16 +183,25 @@ export class QmpClient {
       };
       const onAbort = (): void =>
         finish(new QmpAbortedError(`connect to ${socketPath} aborted`, { cause: signal?.reason }));
-      const timer = Number.isFinite(timeoutMs)
-        ? setTimeout(() => finish(new QmpTimeoutError(timeoutMessage(socketPath, phase, timeoutMs))), Math.max(0, timeoutMs))
-        : undefined;
+      /** (Re)arms the bound of the phase that starts now. */
+      const arm = (ms: number): void => {
+        if (timer) clearTimeout(timer);
+        timer = Number.isFinite(ms)
+          ? setTimeout(() => finish(new QmpTimeoutError(timeoutMessage(socketPath, phase, ms), { stage: phase, boundMs: ms })), Math.max(0, ms))
+          : undefined;
+      };
+      /** An answer's bound: answerTimeoutMs when given, else what is left of the connect bound. */
+      const answerMs = (): number => opts.answerTimeoutMs ?? deadline - Date.now();
+      arm(deadline - Date.now());
       signal?.addEventListener('abort', onAbort, { once: true });
       client.#handshake = {
         connected: () => {
           phase = 'greeting';
+          arm(answerMs());
         },
         greeted: () => {
           phase = 'negotiation';
+          arm(answerMs());
           // Spec 4: until qmp_capabilities succeeds only it is allowed and no events are sent.
           // We do not enable "oob": in-band execution keeps replies in issue order.
           client.#call('qmp_capabilities', undefined, { timeoutMs: Infinity }).then(
@@ -183,7 +233,8 @@ export class QmpClient {
    * Runs a QMP command and resolves with its `return` value, unvalidated (`unknown`).
    * On timeout or abort QEMU may still execute the command; its late reply is dropped.
    * @throws {QmpCommandError} QEMU answered with an error.
-   * @throws {QmpTimeoutError} no reply within `timeoutMs` (default 30 s).
+   * @throws {QmpTimeoutError} no reply within `timeoutMs` (default: the connection's
+   *   `answerTimeoutMs`, else 30 s).
    * @throws {QmpAbortedError} `signal` aborted.
    * @throws {QmpDisconnectedError} the connection went down before the reply.
    * @throws {QmpStateError} the client is closing or closed.
@@ -256,7 +307,7 @@ export class QmpClient {
     if (signal?.aborted) {
       return Promise.reject(new QmpAbortedError(`'${command}' aborted before it was sent`, { cause: signal.reason }));
     }
-    const timeoutMs = opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
+    const timeoutMs = opts.timeoutMs ?? this.#commandTimeoutMs;
     // Spec 2.3: the id may be any JSON value; a per-connection counter is what the spec suggests.
     const id = this.#nextId++;
     return new Promise<unknown>((resolve, reject) => {
@@ -284,7 +335,7 @@ export class QmpClient {
       this.#pending.set(id, entry);
       if (Number.isFinite(timeoutMs)) {
         timer = setTimeout(
-          () => abandon(new QmpTimeoutError(`no reply to '${command}' within ${timeoutMs} ms; QEMU may still execute it`)),
+          () => abandon(new QmpTimeoutError(`no reply to '${command}' within ${timeoutMs} ms; QEMU may still execute it`, { stage: 'reply', boundMs: timeoutMs })),
           Math.max(0, timeoutMs),
         );
       }
@@ -402,11 +453,24 @@ function timeoutMessage(socketPath: string, phase: HandshakePhase, timeoutMs: nu
     case 'greeting':
       return (
         `connected to ${socketPath} but QEMU sent no QMP greeting within ${timeoutMs} ms: ` +
-        'the monitor is probably busy with another client (a QMP monitor serves one client at a time)'
+        'QEMU is stopped or hung, or the monitor is busy with another client (a QMP monitor serves one client at a time)'
       );
     case 'negotiation':
       return `QEMU did not answer qmp_capabilities on ${socketPath} within ${timeoutMs} ms`;
   }
+}
+
+/** Waits `ms`, or rejects with QmpAbortedError when `signal` aborts first. */
+function pause(ms: number, signal: AbortSignal | undefined, socketPath: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => {
+      clearTimeout(t);
+      reject(new QmpAbortedError(`connect to ${socketPath} aborted`, { cause: signal?.reason }));
+    };
+    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, Math.max(0, ms));
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 /** The error `connect()` rejects with: a hang-up during the handshake is a failed connect. */

@@ -61,11 +61,23 @@ export class QmpDisconnectedError extends QmpError {
   }
 }
 
+/**
+ * Which wait expired: `busy` the monitor's queue of waiting connections stayed full (EAGAIN),
+ * `connect` no connection, `greeting` connected but QEMU sent no greeting, `negotiation` no
+ * answer to qmp_capabilities, `reply` no answer to a command, `event` no event.
+ */
+export type QmpTimeoutStage = 'busy' | 'connect' | 'greeting' | 'negotiation' | 'reply' | 'event';
+
 /** A bounded wait expired. For a command, QEMU may still execute it; its late reply is dropped. */
 export class QmpTimeoutError extends QmpError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  readonly stage: QmpTimeoutStage;
+  /** The bound that expired, when the waiter knows it. */
+  readonly boundMs: number | undefined;
+  constructor(message: string, options?: { cause?: unknown; stage?: QmpTimeoutStage; boundMs?: number }) {
     super('QMP_TIMEOUT', message, options);
     this.name = 'QmpTimeoutError';
+    this.stage = options?.stage ?? 'reply';
+    this.boundMs = options?.boundMs;
   }
 }
 

@@ -158,7 +158,7 @@ export class QmpEventStream implements AsyncIterable<QmpEvent> {
       if (Number.isFinite(timeoutMs)) {
         timer = setTimeout(() => {
           cleanup();
-          reject(new QmpTimeoutError(`no QMP event${this.#describeFilter()} within ${timeoutMs} ms`));
+          reject(new QmpTimeoutError(`no QMP event${this.#describeFilter()} within ${timeoutMs} ms`, { stage: 'event', boundMs: timeoutMs }));
         }, Math.max(0, timeoutMs));
       }
       signal?.addEventListener('abort', onAbort, { once: true });

@@ -10,6 +10,7 @@ export {
   QmpStateError,
   QmpConnectError,
   type QmpErrorCode,
+  type QmpTimeoutStage,
 } from './errors.js';
 export { QmpLineDecoder, encodeCommand, DEFAULT_MAX_LINE_BYTES, type DecodeResult } from './framing.js';
 export {

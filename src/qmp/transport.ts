@@ -105,7 +105,9 @@ export class QmpTransport {
           ? 'nothing listens on it; QEMU has probably exited'
           : err.code === 'EACCES'
             ? 'permission denied on the socket'
-            : err.message;
+            : err.code === 'EAGAIN'
+              ? 'its queue of waiting connections is full (the monitor serves one client at a time)'
+              : err.message;
     return new QmpConnectError(`cannot connect to QMP socket ${this.socketPath}: ${hint}`, { cause: err });
   }
 }

@@ -5,6 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -199,5 +200,67 @@ describe('QmpClient when QEMU is SIGKILLed', () => {
     await bounded(client!.closed, 5_000, 'client closed');
     assert.equal(client!.state, 'closed');
     assert.equal((await bounded(q.exited, 5_000, 'QEMU exit')).signal, 'SIGKILL');
+  });
+});
+
+describe('QmpClient and a QEMU that is not accepting (stopped with SIGSTOP)', () => {
+  let dir: string;
+  let qemu: Qemu | undefined;
+  const raw: net.Socket[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'virtmem-qmp-stop-'));
+    qemu = startQemu(dir);
+    (await connectWhenReady(qemu)).destroy();
+  });
+
+  after(async () => {
+    for (const s of raw) s.destroy();
+    qemu?.proc.kill('SIGCONT');
+    kill(qemu);
+    if (qemu) await bounded(qemu.exited, 5_000, 'QEMU to exit');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A plain connection: 'connected' (queued, even when nobody accepts) or the error code. */
+  const rawConnect = (): Promise<string> => new Promise((resolve) => {
+    const s = net.createConnection(qemu!.socketPath);
+    raw.push(s);
+    s.once('connect', () => resolve('connected'));
+    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+  });
+
+  it('connected but never greeted: a greeting time-out within the answer bound, stage greeting', T, async () => {
+    qemu!.proc.kill('SIGSTOP');
+    await assert.rejects(QmpClient.connect(qemu!.socketPath, { timeoutMs: 10_000, answerTimeoutMs: 200 }), (e: unknown) => {
+      assert.ok(e instanceof QmpTimeoutError, String(e));
+      assert.equal(e.stage, 'greeting');
+      assert.equal(e.boundMs, 200);
+      return true;
+    });
+  });
+
+  it('a full queue of waiting connections (EAGAIN) is retried until the bound, then a time-out, stage busy', T, async () => {
+    // Fill QEMU's listen queue: plain connects succeed until it is full, then EAGAIN.
+    let last = 'connected';
+    for (let i = 0; i < 10 && last === 'connected'; i++) last = await rawConnect();
+    assert.equal(last, 'EAGAIN', 'the queue of a stopped QEMU fills up');
+    await assert.rejects(QmpClient.connect(qemu!.socketPath, { timeoutMs: 300 }), (e: unknown) => {
+      assert.ok(e instanceof QmpTimeoutError, String(e));
+      assert.equal(e.stage, 'busy');
+      assert.match(e.message, /queue of waiting connections stayed full/);
+      return true;
+    });
+  });
+
+  it('when QEMU takes connections again, the retrying connect gets in', T, async () => {
+    const pending = QmpClient.connect(qemu!.socketPath, { timeoutMs: 20_000, answerTimeoutMs: 5_000 });
+    // The queued plain connections go away; QEMU, resumed, accepts them, sees them closed, and
+    // then takes the retrying client.
+    for (const s of raw.splice(0)) s.destroy();
+    qemu!.proc.kill('SIGCONT');
+    const c = await bounded(pending, 25_000, 'the retrying connect');
+    assert.equal((await queryStatus(c)).running, false);
+    c.destroy();
   });
 });
