@@ -1,11 +1,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtemp, writeFile, readFile, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { acquireLock, withLock } from '../../src/driver/native/lock.js';
 import { writeFileAtomic } from '../../src/util/atomic-file.js';
 import { VirtError } from '../../src/domain/errors.js';
+import { BoundReached } from '../../src/driver/bounds.js';
+import { readProcStat } from '../../src/driver/native/host-process.js';
+import { until } from '../helpers/poll.js';
+
+const LOCK_MODULE = new URL('../../src/driver/native/lock.js', import.meta.url).href;
 
 test('a held lock makes the next taker wait, then it gets it', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'lk-'));
@@ -13,19 +19,22 @@ test('a held lock makes the next taker wait, then it gets it', async () => {
   const order: string[] = [];
   const first = await acquireLock(path);
   const second = withLock(path, async () => { order.push('second'); });
-  await new Promise((r) => setTimeout(r, 50));
+  await until('the second taker is in line', async () => (await readdir(dir)).filter((n) => n.startsWith('d.lock@')).length, (n) => n === 1, () => {}, 10_000);
   order.push('first-release');
   await first.release();
   await second;
   assert.deepEqual(order, ['first-release', 'second']);
+  assert.deepEqual(await readdir(dir), [], 'no lock file and no ticket left behind');
 });
 
-test('waiting is bounded: TIMEOUT names the holder', async () => {
+test('waiting is bounded: TIMEOUT names the holder and the bound', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'lk-'));
   const path = join(dir, 'd.lock');
   const held = await acquireLock(path);
-  await assert.rejects(acquireLock(path, { timeoutMs: 100 }), (e: unknown) => e instanceof VirtError && e.code === 'TIMEOUT' && e.message.includes(String(process.pid)));
+  await assert.rejects(acquireLock(path, { timeoutMs: 100 }), (e: unknown) =>
+    e instanceof VirtError && e.code === 'TIMEOUT' && e.message.includes(`cannot acquire state change lock (held by pid ${process.pid}) within 0.1 s`));
   await held.release();
+  assert.deepEqual(await readdir(dir), [], 'the ticket of the waiter that gave up is gone');
 });
 
 test('a lock left by a dead process is taken over', async () => {
@@ -35,6 +44,86 @@ test('a lock left by a dead process is taken over', async () => {
   const l = await acquireLock(path, { timeoutMs: 1000 });
   assert.match(await readFile(path, 'utf8'), new RegExp(`^${process.pid} `));
   await l.release();
+});
+
+test('waiters in other processes get the lock in the order they came', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'lk-'));
+  const path = join(dir, 'd.lock');
+  const out = join(dir, 'order.txt');
+  const held = await acquireLock(path);
+  const children: Array<Promise<number | null>> = [];
+  const N = 6;
+  for (let i = 0; i < N; i++) {
+    const script = `
+      import { acquireLock } from ${JSON.stringify(LOCK_MODULE)};
+      import { appendFileSync } from 'node:fs';
+      const l = await acquireLock(${JSON.stringify(path)}, { timeoutMs: 60000 });
+      appendFileSync(${JSON.stringify(out)}, '${i}\\n');
+      await l.release();`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'inherit'] });
+    children.push(new Promise((resolve) => child.once('exit', resolve)));
+    // The next one starts only when this one is in line, so the order of arrival is known.
+    await until(`waiter ${i} in line`, async () => (await readdir(dir)).filter((n) => n.startsWith('d.lock@')).length, (n) => n === i + 1, () => {}, 30_000);
+  }
+  await held.release();
+  assert.deepEqual(await Promise.all(children), Array(N).fill(0));
+  assert.deepEqual((await readFile(out, 'utf8')).trim().split('\n'), Array.from({ length: N }, (_, i) => String(i)));
+});
+
+test('in one process too, many waiters are served in the order they came', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'lk-'));
+  const path = join(dir, 'd.lock');
+  const held = await acquireLock(path);
+  const order: number[] = [];
+  const waiters: Array<Promise<void>> = [];
+  // A waiter's place is the moment it called, so calls made one after the other are in order
+  // even when their tickets appear in another order.
+  for (let i = 0; i < 20; i++) waiters.push(withLock(path, async () => { order.push(i); }));
+  await until('all in line', async () => (await readdir(dir)).filter((n) => n.startsWith('d.lock@')).length, (n) => n === 20, () => {}, 10_000);
+  await held.release();
+  await Promise.all(waiters);
+  assert.deepEqual(order, Array.from({ length: 20 }, (_, i) => i));
+});
+
+test('the ticket of a waiter that died does not hold up the line', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'lk-'));
+  const path = join(dir, 'd.lock');
+  // First in line, but its process (pid 4194300, beyond pid_max) is gone.
+  await writeFile(join(dir, 'd.lock@00000000000000000001-4194300-1'), '4194300 1\n');
+  const l = await acquireLock(path, { timeoutMs: 10_000 });
+  await l.release();
+  assert.deepEqual(await readdir(dir), []);
+});
+
+test('a first waiter that leaves a free lock untaken (its process stopped) is passed over', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'lk-'));
+  const path = join(dir, 'd.lock');
+  const stopped = spawn('sleep', ['60'], { stdio: 'ignore' });
+  try {
+    const st = await readProcStat(stopped.pid!);
+    await writeFile(join(dir, 'd.lock@00000000000000000001-' + stopped.pid + '-1'), `${stopped.pid} ${st!.startTicks}\n`);
+    const l = await acquireLock(path, { timeoutMs: 20_000 });
+    await l.release();
+  } finally {
+    stopped.kill('SIGKILL');
+  }
+});
+
+test('a caller\'s bound ends the wait with TIMEOUT naming the lock, its holder and that bound; another abort is ABORTED', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'lk-'));
+  const path = join(dir, 'd.lock');
+  const held = await acquireLock(path);
+  const bounded = new AbortController();
+  const p = acquireLock(path, { signal: bounded.signal });
+  setTimeout(() => bounded.abort(new BoundReached('virtmemd answers a request within 10 s')), 50);
+  await assert.rejects(p, (e: unknown) => e instanceof VirtError && e.code === 'TIMEOUT'
+    && e.message === `Timed out during operation: cannot acquire state change lock (held by pid ${process.pid}) (virtmemd answers a request within 10 s)`);
+  const plain = new AbortController();
+  const q = acquireLock(path, { signal: plain.signal });
+  setTimeout(() => plain.abort(), 50);
+  await assert.rejects(q, (e: unknown) => e instanceof VirtError && e.code === 'ABORTED');
+  await held.release();
+  assert.deepEqual(await readdir(dir), []);
 });
 
 test('atomic writes leave no temporary files and are owner-only', async () => {

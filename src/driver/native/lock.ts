@@ -1,19 +1,32 @@
 /**
- * Per-domain job lock across processes. Every mutation of a domain (definition or live state)
- * runs under its lock, so two invocations at once never corrupt a definition. Waiting for a lock
- * is bounded; a lock whose holder died is taken over.
+ * Locks across processes, fair and bounded: a domain's job lock (every mutation of a domain runs
+ * under it, so two invocations at once never lose a change) and a guest's monitor turn
+ * (context.ts). Read-only queries do not take the job lock.
  *
  * The lock is a file created with O_EXCL holding the holder's pid and start time (pid reuse
- * safe). Read-only queries do not take it.
+ * safe); a lock whose holder died is taken over. Waiters queue in arrival order: each leaves a
+ * ticket beside the lock, `NAME.lock@<arrival>-<pid>-<n>` (the arrival is CLOCK_MONOTONIC in
+ * nanoseconds, one clock for every process on the host; '@' is in no domain name, so tickets of
+ * one lock never match another's), and only the first ticket tries to take the lock. A newcomer
+ * never overtakes a waiter: polling with backoff did, and starved old waiters until their bound
+ * (9 of 1,425 setmem calls failed that way under 20 clients). Waiters wake when the directory
+ * changes (inotify through fs.watch) and on a short poll in case a change was missed. A ticket
+ * whose process died is removed by the next in line; a first ticket that leaves a free lock
+ * untaken for HEAD_GRACE_MS (its process is stopped) is passed over.
  */
-import { open, readFile, unlink } from 'node:fs/promises';
-import { setTimeout as delay } from 'node:timers/promises';
+import { watch, type FSWatcher } from 'node:fs';
+import { access, open, readFile, readdir, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { VirtError } from '../../domain/errors.js';
+import { LOCK_WAIT_MS, seconds, stoppedBy } from '../bounds.js';
 import { isProcessAlive, readProcStat } from './host-process.js';
 
 export interface LockOptions {
+  /** Bound on the wait (default LOCK_WAIT_MS). */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** What the lock guards, for the time-out message (default "state change lock", libvirt's words). */
+  what?: string;
 }
 
 /** A held lock; `release()` is idempotent. */
@@ -21,75 +34,172 @@ export interface HeldLock {
   release(): Promise<void>;
 }
 
+/** A waiter looks again at least this often when no change of the directory woke it. */
+const POLL_MS = 50;
+/** A free lock the first waiter has not taken for this long is open to the next ones. */
+const HEAD_GRACE_MS = 2_000;
+
 let selfStartTicks: number | undefined;
 async function ownStartTicks(): Promise<number> {
   if (selfStartTicks === undefined) selfStartTicks = (await readProcStat(process.pid))?.startTicks ?? 0;
   return selfStartTicks;
 }
 
-/** Returns true when the lock file names a holder that is no longer alive. */
-async function isStale(path: string): Promise<boolean> {
+/** Tickets of one process are told apart by this counter. */
+let ticketCount = 0;
+
+/** Creates `path` holding our pid and start time; false when it exists. */
+async function createStamped(path: string): Promise<boolean> {
+  let fh;
+  try {
+    fh = await open(path, 'wx', 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
+  try {
+    await fh.writeFile(`${process.pid} ${await ownStartTicks()}\n`);
+  } finally {
+    await fh.close();
+  }
+  return true;
+}
+
+/** Whether the pid-stamped file names a process that is gone; false when the file vanished. */
+async function holderGone(path: string): Promise<boolean> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch {
-    return false; // vanished meanwhile: simply retry
+    return false; // vanished meanwhile: simply look again
   }
   const [pidText, startText] = text.trim().split(' ');
   const pid = Number(pidText);
-  // A half-written lock file (holder died between create and write) is stale too.
+  // A half-written file (its writer died between create and write) is stale too.
   if (!Number.isInteger(pid) || pid <= 0) return true;
   return !(await isProcessAlive(pid, startText ? Number(startText) : undefined));
 }
 
-/**
- * Acquire the lock at `path`, waiting at most `timeoutMs` (default 30 s).
- * @throws VirtError TIMEOUT when another live process holds it for longer; ABORTED on signal.
- */
-export async function acquireLock(path: string, opts: LockOptions = {}): Promise<HeldLock> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
-  let pauseMs = 5;
-  for (;;) {
-    opts.signal?.throwIfAborted();
+async function holderPid(path: string): Promise<string> {
+  return (await readFile(path, 'utf8').catch(() => '')).split(' ')[0] || 'unknown';
+}
+
+/** The tickets waiting for the lock whose file name is `base`, first in line first. */
+async function queue(dir: string, base: string): Promise<string[]> {
+  const prefix = `${base}@`;
+  return (await readdir(dir).catch(() => [] as string[])).filter((n) => n.startsWith(prefix)).sort();
+}
+
+/** Wakes a waiter when the lock's directory changes, or after a poll interval; never throws. */
+class Waker {
+  #watcher: FSWatcher | null = null;
+  #changed = false;
+  #wake: (() => void) | null = null;
+
+  constructor(dir: string) {
     try {
-      const fh = await open(path, 'wx', 0o600);
-      try {
-        await fh.writeFile(`${process.pid} ${await ownStartTicks()}\n`);
-      } finally {
-        await fh.close();
-      }
-      let released = false;
-      return {
-        release: async () => {
-          if (released) return;
-          released = true;
-          await unlink(path).catch(() => {});
-        },
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    if (await isStale(path)) {
-      await unlink(path).catch(() => {});
-      continue;
-    }
-    if (Date.now() >= deadline) {
-      const holder = (await readFile(path, 'utf8').catch(() => '')).split(' ')[0] || 'unknown';
-      throw new VirtError(
-        'TIMEOUT',
-        `Timed out during operation: cannot acquire state change lock (held by pid ${holder})`,
-      );
-    }
-    try {
-      await delay(Math.min(pauseMs, Math.max(1, deadline - Date.now())), undefined, { signal: opts.signal });
+      this.#watcher = watch(dir, { persistent: false }, () => this.#poke());
+      this.#watcher.on('error', () => { this.#watcher?.close(); this.#watcher = null; });
     } catch {
-      throw new VirtError('ABORTED', 'operation aborted while waiting for the domain lock');
+      this.#watcher = null; // no inotify instance left: polling alone still works
     }
-    pauseMs = Math.min(pauseMs * 2, 100);
+  }
+
+  #poke(): void {
+    this.#changed = true;
+    this.#wake?.();
+  }
+
+  /** Resolves on a change since the last call, after `ms`, or when `signal` aborts. */
+  async next(ms: number, signal?: AbortSignal): Promise<void> {
+    if (this.#changed) { this.#changed = false; return; }
+    await new Promise<void>((resolve) => {
+      const done = (): void => { clearTimeout(t); signal?.removeEventListener('abort', done); this.#wake = null; resolve(); };
+      const t = setTimeout(done, Math.max(1, ms));
+      signal?.addEventListener('abort', done, { once: true });
+      this.#wake = done;
+    });
+    this.#changed = false;
+  }
+
+  close(): void {
+    this.#watcher?.close();
   }
 }
 
-/** Run `fn` under the lock at `path`. */
+function heldLock(path: string): HeldLock {
+  let released = false;
+  return {
+    release: async () => {
+      if (released) return;
+      released = true;
+      await unlink(path).catch(() => {});
+    },
+  };
+}
+
+/**
+ * Acquire the lock at `path`, in turn behind the waiters that came first, waiting at most
+ * `timeoutMs` (default LOCK_WAIT_MS).
+ * @throws VirtError TIMEOUT naming the holder when the turn does not come in time; TIMEOUT or
+ *   ABORTED when `signal` ends the wait (bounds.ts stoppedBy)
+ */
+export async function acquireLock(path: string, opts: LockOptions = {}): Promise<HeldLock> {
+  const boundMs = opts.timeoutMs ?? LOCK_WAIT_MS;
+  const deadline = Date.now() + boundMs;
+  const what = opts.what ?? 'state change lock';
+  const arrival = process.hrtime.bigint();
+  const { signal } = opts;
+  if (signal?.aborted) throw stoppedBy(signal.reason, `waiting for the ${what}`);
+  const dir = dirname(path);
+  const base = basename(path);
+  // Nobody in line: take it now if it is free.
+  if ((await queue(dir, base)).length === 0 && (await createStamped(path))) return heldLock(path);
+
+  const mine = `${base}@${arrival.toString().padStart(20, '0')}-${process.pid}-${++ticketCount}`;
+  const ticket = join(dir, mine);
+  const waker = new Waker(dir);
+  let freeSince: number | null = null;
+  try {
+    await createStamped(ticket);
+    for (;;) {
+      const line = await queue(dir, base);
+      // Removed by someone who took our process for dead (it is not): back in line, same place.
+      if (!line.includes(mine)) { await createStamped(ticket); continue; }
+      const first = line[0]!;
+      if (first !== mine && (await holderGone(join(dir, first)))) { await unlink(join(dir, first)).catch(() => {}); continue; }
+      const free = await access(path).then(() => false, () => true);
+      if (!free) {
+        freeSince = null;
+        // Only the first in line takes over a dead holder's lock: two at once could remove the
+        // lock the other has just taken.
+        if (first === mine && (await holderGone(path))) { await unlink(path).catch(() => {}); continue; }
+      } else {
+        freeSince ??= Date.now();
+        if (first === mine || Date.now() - freeSince > HEAD_GRACE_MS) {
+          if (await createStamped(path)) return heldLock(path);
+          continue;
+        }
+      }
+      if (signal?.aborted) throw stoppedBy(signal.reason, `cannot acquire ${what} (held by pid ${await holderPid(path)})`);
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        const ahead = line.indexOf(mine);
+        throw new VirtError(
+          'TIMEOUT',
+          `Timed out during operation: cannot acquire ${what} (held by pid ${await holderPid(path)}) within ${seconds(boundMs)}` +
+            (ahead > 0 ? `; ${ahead} more call${ahead === 1 ? ' was' : 's were'} waiting ahead of this one` : ''),
+        );
+      }
+      await waker.next(Math.min(POLL_MS, left), signal);
+    }
+  } finally {
+    waker.close();
+    await unlink(ticket).catch(() => {});
+  }
+}
+
+/** Run `fn` under the lock at `path`. @throws as acquireLock, and what `fn` throws */
 export async function withLock<T>(path: string, fn: () => Promise<T>, opts?: LockOptions): Promise<T> {
   const lock = await acquireLock(path, opts);
   try {
