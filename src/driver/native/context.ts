@@ -16,15 +16,19 @@ import { StatePaths, defaultStateDir, type RunPaths } from './paths.js';
 import { withLock, acquireLock, type HeldLock } from './lock.js';
 import { observe, writeRunRecord, type Observed, type RunningRecord } from './run-status.js';
 import { withMonitor, onHeldMonitor } from './monitor.js';
+import { readProcStat } from './host-process.js';
 import type { StateReason } from '../api.js';
+import { LOCK_WAIT_MS, MONITOR_ANSWER_MS, MONITOR_CONNECT_MS } from '../bounds.js';
 
 export interface NativeOptions {
   /** State directory; default from $VIRTMEM_STATE_DIR or the per-user location. */
   stateDir?: string;
-  /** Bound on waiting for another invocation's job lock (default 30 s). */
+  /** Bound on waiting for another invocation's job lock (default LOCK_WAIT_MS, driver/bounds.ts). */
   lockTimeoutMs?: number;
-  /** Bound on connecting to a domain's monitor (default 10 s). */
+  /** Bound on getting a domain's short-call monitor (default MONITOR_CONNECT_MS). */
   monitorTimeoutMs?: number;
+  /** Bound on each answer of a domain's monitor on a short session (default MONITOR_ANSWER_MS). */
+  answerTimeoutMs?: number;
   /** Built-in guest directory override. */
   guestDir?: string;
 }
@@ -100,7 +104,7 @@ export class NativeContext {
   }
 
   #lockOpts(signal?: AbortSignal): { timeoutMs: number; signal?: AbortSignal } {
-    return { timeoutMs: this.opts.lockTimeoutMs ?? 30_000, ...(signal ? { signal } : {}) };
+    return { timeoutMs: this.opts.lockTimeoutMs ?? LOCK_WAIT_MS, ...(signal ? { signal } : {}) };
   }
 
   /** Run `fn` under the domain's job lock (bounded wait). @throws VirtError TIMEOUT, ABORTED */
@@ -127,14 +131,48 @@ export class NativeContext {
 
   /**
    * A monitor session on a running domain: the watch's held connection when there is one,
-   * else a short session of its own. QMP failures come out as VirtError (monitor.ts).
+   * else a short session of its own. Short sessions of every virtmem process take the guest's
+   * monitor in turn, first come first served (a fair lock beside the job lock): QEMU's own
+   * queue of waiting connections holds two and refuses the rest, and a monitor serves one
+   * client at a time. Getting the monitor is bounded by MONITOR_CONNECT_MS, each answer by
+   * MONITOR_ANSWER_MS; a time-out says when QEMU's process is stopped. QMP failures come out as
+   * VirtError (monitor.ts).
+   * @throws VirtError TIMEOUT naming the monitor and the bound, and what monitorError gives
    */
-  monitor<T>(name: string, fn: (c: QmpClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
-    const held = this.held?.held(name);
-    if (held) return onHeldMonitor(name, held, fn);
-    return withMonitor(name, this.paths.run(name).qmp, fn, {
-      connectTimeoutMs: this.opts.monitorTimeoutMs ?? 10_000,
-      ...(signal ? { signal } : {}),
-    });
+  async monitor<T>(name: string, fn: (c: QmpClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    try {
+      const held = this.held?.held(name);
+      if (held) return await onHeldMonitor(name, held, fn);
+      const connectMs = this.opts.monitorTimeoutMs ?? MONITOR_CONNECT_MS;
+      const deadline = Date.now() + connectMs;
+      await ensurePrivateDir(this.paths.locksDir);
+      const turn = await acquireLock(this.paths.monitorLock(name), {
+        timeoutMs: connectMs, what: `the monitor of domain '${name}'`, ...(signal ? { signal } : {}),
+      });
+      try {
+        return await withMonitor(name, this.paths.run(name).qmp, fn, {
+          connectTimeoutMs: Math.max(1, deadline - Date.now()),
+          answerTimeoutMs: this.opts.answerTimeoutMs ?? MONITOR_ANSWER_MS,
+          ...(signal ? { signal } : {}),
+        });
+      } finally {
+        await turn.release();
+      }
+    } catch (err) {
+      throw await this.#withProcessState(name, err);
+    }
+  }
+
+  /** A monitor time-out, with what the host says of QEMU's process when it is stopped or gone. */
+  async #withProcessState(name: string, err: unknown): Promise<unknown> {
+    if (!(err instanceof VirtError) || err.code !== 'TIMEOUT') return err;
+    const rec = (await this.observe(name)).record;
+    if (!rec || rec.phase !== 'running') return err;
+    const st = await readProcStat(rec.pid);
+    const why = !st || st.state === 'Z' || st.state === 'X' ? `QEMU (pid ${rec.pid}) has exited`
+      : st.state === 'T' ? `QEMU (pid ${rec.pid}) is stopped (SIGSTOP; SIGCONT resumes it)`
+        : st.state === 't' ? `QEMU (pid ${rec.pid}) is stopped by a debugger`
+          : null;
+    return why ? new VirtError('TIMEOUT', `${err.message}; ${why}`, { cause: err.cause ?? err }) : err;
   }
 }

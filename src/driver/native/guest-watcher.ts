@@ -67,9 +67,14 @@ export class GuestWatcher {
     return this.#gone;
   }
 
-  /** The held connection, when it is connected and current (not stale). */
+  /**
+   * The held connection while it is up, also when stale: a question on it is bounded like every
+   * other (its answer bound), and QEMU serves all its monitors from one loop, so a fresh
+   * connection would not be answered sooner; it would only leave one more connection queued at
+   * a QEMU that is not accepting.
+   */
   held(): QmpClient | null {
-    return this.model.monitor === 'connected' && this.#client?.state === 'running' ? this.#client : null;
+    return (this.model.monitor === 'connected' || this.model.monitor === 'stale') && this.#client?.state === 'running' ? this.#client : null;
   }
 
   start(): void {
@@ -104,7 +109,8 @@ export class GuestWatcher {
       if (setMonitor(this.model, 'connecting', this.#now())) this.#changed('state');
       let client: QmpClient;
       try {
-        client = await QmpClient.connect(this.paths.qmpWatch, { timeoutMs: this.opts.boundMs, signal: this.#stop.signal });
+        // Every question on this connection, also the driver's own calls on it, has the bound.
+        client = await QmpClient.connect(this.paths.qmpWatch, { timeoutMs: this.opts.boundMs, answerTimeoutMs: this.opts.boundMs, signal: this.#stop.signal });
       } catch {
         if (this.#stop.signal.aborted) return;
         if (setMonitor(this.model, 'down', this.#now())) this.#changed('state');

@@ -1,18 +1,38 @@
 /**
  * Short-lived monitor sessions for one-shot operations. A session connects to the domain's
  * "short calls" monitor, runs a function, and closes; QMP failures are translated into driver
- * errors here, once, so the rest of the driver speaks only VirtError.
+ * errors here, once, so the rest of the driver speaks only VirtError. Every error that a bound
+ * ended names the monitor that did not answer and the bound (driver/bounds.ts).
  *
  * The domain's second monitor (qmp-watch.sock) is left for a long-lived watcher, so a daemon
  * holding it never blocks CLI calls.
  */
-import { QmpClient, QmpError, QmpCommandError } from '../../qmp/index.js';
+import { QmpClient, QmpError, QmpCommandError, QmpTimeoutError } from '../../qmp/index.js';
 import { VirtError } from '../../domain/errors.js';
+import { MONITOR_ANSWER_MS, MONITOR_CONNECT_MS, seconds, stoppedBy } from '../bounds.js';
 
 export interface MonitorOptions {
   signal?: AbortSignal;
-  /** Bound on connecting (incl. waiting for another client to leave the monitor). */
+  /** Bound on getting in: QEMU's queue of waiting connections while it is full (default MONITOR_CONNECT_MS). */
   connectTimeoutMs?: number;
+  /** Bound on each answer: the greeting and every command (default MONITOR_ANSWER_MS). */
+  answerTimeoutMs?: number;
+}
+
+/** Why a QMP wait expired, in words for the user. */
+function timeoutText(name: string, err: QmpTimeoutError): string {
+  const bound = err.boundMs === undefined ? 'in time' : `within ${seconds(err.boundMs)}`;
+  switch (err.stage) {
+    case 'busy':
+      return `the monitor of domain '${name}' did not answer ${bound}: it took no new connection (its queue of waiting connections stayed full)`;
+    case 'connect':
+      return `the monitor of domain '${name}' did not answer ${bound}: no connection (${err.message})`;
+    case 'greeting':
+    case 'negotiation':
+      return `the monitor of domain '${name}' did not answer ${bound}: connected, but QEMU sent no ${err.stage === 'greeting' ? 'greeting' : 'answer to qmp_capabilities'}`;
+    default:
+      return `the monitor of domain '${name}' did not answer ${bound} (${err.message})`;
+  }
 }
 
 /** Translate a QMP-layer failure into a driver error for domain `name`. */
@@ -21,23 +41,19 @@ export function monitorError(name: string, err: unknown): VirtError {
   if (err instanceof QmpCommandError) {
     return new VirtError('OPERATION_FAILED', `internal error: unable to execute QEMU command '${err.command}': ${err.desc}`, { cause: err });
   }
+  if (err instanceof QmpTimeoutError) {
+    return new VirtError('TIMEOUT', `Timed out during operation: ${timeoutText(name, err)}`, { cause: err });
+  }
   if (err instanceof QmpError) {
     switch (err.code) {
       case 'QMP_DISCONNECTED':
         return new VirtError('OPERATION_FAILED', `operation failed: domain '${name}' is no longer running: QEMU closed the monitor during the operation`, { cause: err });
-      case 'QMP_TIMEOUT':
-        return new VirtError('TIMEOUT', `Timed out during operation: the monitor of domain '${name}' did not answer in time (${err.message})`, { cause: err });
       case 'QMP_ABORTED':
-        return new VirtError('ABORTED', `operation on domain '${name}' aborted`, { cause: err });
-      case 'QMP_CONNECT_FAILED': {
-        // Only a missing or refusing socket means QEMU is gone; EAGAIN is a monitor whose listen
-        // queue is full of clients waiting their turn (a QMP monitor serves one at a time).
-        const errno = (err.cause as NodeJS.ErrnoException | undefined)?.code;
-        if (errno === 'EAGAIN') {
-          return new VirtError('TIMEOUT', `Timed out during operation: the monitor of domain '${name}' is busy with other clients (${err.message})`, { cause: err });
-        }
+        // A caller's bound (a request to the daemon) is a time-out; anything else an abort.
+        return stoppedBy(err.cause, `the monitor of domain '${name}' did not answer`);
+      case 'QMP_CONNECT_FAILED':
+        // A missing or refusing socket means QEMU is gone (a full queue is retried: QMP_TIMEOUT).
         return new VirtError('OPERATION_INVALID', `Requested operation is not valid: domain is not running (cannot connect to the monitor of '${name}')`, { cause: err });
-      }
       default:
         return new VirtError('MONITOR_FAILED', `internal error: monitor of domain '${name}': ${err.message}`, { cause: err });
     }
@@ -58,18 +74,24 @@ export async function withMonitor<T>(
   let client: QmpClient;
   try {
     client = await QmpClient.connect(socketPath, {
-      timeoutMs: opts.connectTimeoutMs ?? 10_000,
+      timeoutMs: opts.connectTimeoutMs ?? MONITOR_CONNECT_MS,
+      answerTimeoutMs: opts.answerTimeoutMs ?? MONITOR_ANSWER_MS,
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
   } catch (err) {
     throw monitorError(name, err);
   }
+  let failed = false;
   try {
     return await fn(client);
   } catch (err) {
+    failed = true;
     throw monitorError(name, err);
   } finally {
-    await client.close().catch(() => client.destroy());
+    // After a failure the connection is dropped at once: a polite close would wait for a QEMU
+    // that may not answer any more.
+    if (failed) client.destroy();
+    else await client.close().catch(() => client.destroy());
   }
 }
 

@@ -53,6 +53,8 @@ export class StatePaths {
   get daemonToken(): string { return join(this.root, 'virtmemd.token'); }
   definition(name: string): string { return join(this.domainsDir, `${name}.json`); }
   lock(name: string): string { return join(this.locksDir, `${name}.lock`); }
+  /** The turn on a domain's short-call monitor ('@' is in no domain name: never another's lock). */
+  monitorLock(name: string): string { return join(this.locksDir, `${name}@monitor.lock`); }
 
   /**
    * Runtime files of a domain.

@@ -12,6 +12,7 @@ import type { GuestView } from '../view.js';
 import type { DriverWatch, HostWatchState, WatchChange, WatchOptions } from '../watch.js';
 import type { QmpClient } from '../../qmp/index.js';
 import type { NativeContext } from './context.js';
+import { MONITOR_ANSWER_MS } from '../bounds.js';
 import { GuestWatcher, type WatchChange as GuestChange } from './guest-watcher.js';
 import { observe, readRunRecord } from './run-status.js';
 
@@ -28,7 +29,7 @@ export class NativeWatch implements DriverWatch {
   readonly #boundMs: number;
 
   constructor(private readonly ctx: NativeContext, opts: WatchOptions = {}) {
-    this.#boundMs = opts.boundMs ?? 3_000;
+    this.#boundMs = opts.boundMs ?? MONITOR_ANSWER_MS;
   }
 
   get lastUpdateS(): number | null {
