@@ -14,6 +14,7 @@ import type { HypervisorDriver, DomainInfo, PolicyDocument } from '../driver/api
 import type { DriverWatch, HostMemory, WatchChange } from '../driver/watch.js';
 import { pluggedBytes, totalBytes, type GuestView } from '../driver/view.js';
 import { openDriver } from '../driver/connect.js';
+import { MONITOR_ANSWER_MS } from '../driver/bounds.js';
 import { guestDocument, libvirtHostDocument, summaryDocument, type LibvirtHostDocument } from './documents.js';
 import { HistoryRing, type HistorySample } from './history.js';
 import { OperationRegistry, operationDocument, type Operation } from './operations.js';
@@ -34,7 +35,7 @@ export interface HostSpec {
 
 export interface DaemonOptions {
   stateDir?: string;
-  /** Per-guest bound on every question (default 3 s). */
+  /** Per-guest bound on every question (default MONITOR_ANSWER_MS, driver/bounds.ts). */
   guestBoundMs?: number;
   /** How often guests are looked for and ticked (default 1 s). */
   tickMs?: number;
@@ -113,7 +114,7 @@ export class Daemon {
 
   constructor(opts: DaemonOptions = {}) {
     this.opts = {
-      stateDir: opts.stateDir, guestBoundMs: opts.guestBoundMs ?? 3_000, tickMs: opts.tickMs ?? 1_000,
+      stateDir: opts.stateDir, guestBoundMs: opts.guestBoundMs ?? MONITOR_ANSWER_MS, tickMs: opts.tickMs ?? 1_000,
       historyIntervalMs: opts.historyIntervalMs ?? 2_000, historyLength: opts.historyLength ?? 300,
     };
     const p = opts.policy ?? { mode: 'per-guest', guestBudgetBytes: null };
@@ -207,9 +208,9 @@ export class Daemon {
    * Change a guest's policy settings through its driver; the policy takes them from the next round.
    * @throws VirtError as HypervisorDriver.setPolicy
    */
-  async setPolicy(name: string, change: Parameters<HypervisorDriver['setPolicy']>[1], hostKey: string = LOCAL): Promise<Record<string, unknown>> {
+  async setPolicy(name: string, change: Parameters<HypervisorDriver['setPolicy']>[1], hostKey: string = LOCAL, signal?: AbortSignal): Promise<Record<string, unknown>> {
     const host = this.host(hostKey);
-    const doc = await host.driver.setPolicy(name, change);
+    const doc = await host.driver.setPolicy(name, change, signal);
     host.policy?.settingsChanged(doc.name);
     return this.policyDocument(doc.name, hostKey);
   }
@@ -389,8 +390,8 @@ export class Daemon {
    * dominfo as the driver answers it (on the watch's connection: one round trip), sizes in bytes.
    * @throws VirtError as HypervisorDriver.info
    */
-  async info(ref: string, hostKey: string = LOCAL): Promise<Record<string, unknown>> {
-    const i: DomainInfo = await this.host(hostKey).driver.info(ref);
+  async info(ref: string, hostKey: string = LOCAL, signal?: AbortSignal): Promise<Record<string, unknown>> {
+    const i: DomainInfo = await this.host(hostKey).driver.info(ref, signal);
     const { maxMemoryKiB, usedMemoryKiB, memory, ...rest } = i;
     return {
       ...rest, maxMemoryBytes: maxMemoryKiB * 1024, usedMemoryBytes: usedMemoryKiB * 1024,
@@ -402,8 +403,8 @@ export class Daemon {
    * dommemstat as the driver answers it, libvirt's names and order; sizes in bytes.
    * @throws VirtError as HypervisorDriver.memoryStats
    */
-  async memoryStats(ref: string, hostKey: string = LOCAL): Promise<Record<string, unknown>> {
-    const ms = await this.host(hostKey).driver.memoryStats(ref);
+  async memoryStats(ref: string, hostKey: string = LOCAL, signal?: AbortSignal): Promise<Record<string, unknown>> {
+    const ms = await this.host(hostKey).driver.memoryStats(ref, signal ? { signal } : {});
     const COUNTS = new Set(['major_fault', 'minor_fault', 'hugetlb_pgalloc', 'hugetlb_pgfail']);
     return {
       periodS: ms.periodS,
@@ -435,10 +436,12 @@ export class Daemon {
 
   /**
    * Sets a running guest's memory target. Answers when the guest is there (done) or after
-   * `waitMs` with the running operation to follow.
-   * @throws VirtError as HypervisorDriver.setMemory for what is refused before anything changes.
+   * `waitMs` with the running operation to follow. `signal` bounds getting the change sent (the
+   * job lock, the monitor): once it is, the operation runs on its own.
+   * @throws VirtError as HypervisorDriver.setMemory for what is refused before anything changes;
+   *   TIMEOUT when `signal`'s bound ends the wait for the lock or the monitor
    */
-  async setMemory(name: string, targetBytes: number, opts: { force: boolean; waitMs: number }, hostKey: string = LOCAL): Promise<SetMemoryAnswer> {
+  async setMemory(name: string, targetBytes: number, opts: { force: boolean; waitMs: number; signal?: AbortSignal }, hostKey: string = LOCAL): Promise<SetMemoryAnswer> {
     validateDomainName(name);
     if (targetBytes % 1024 !== 0) throw invalidArg(`targetBytes ${targetBytes} is not a multiple of 1024`);
     const h = this.host(hostKey);
@@ -451,6 +454,10 @@ export class Daemon {
     // older one for the guest; a failure before that is a refusal (guard rail, above maximum
     // ...): nothing changed, and the caller gets it as an error.
     const abort = new AbortController();
+    // The caller's bound applies until the change is sent, not to the operation after it.
+    const onCallerStop = (): void => { if (!op) abort.abort(opts.signal?.reason); };
+    if (opts.signal?.aborted) onCallerStop();
+    else opts.signal?.addEventListener('abort', onCallerStop, { once: true });
     let op: Operation | null = null;
     let atTarget = false;
     let refusal: unknown = null;
@@ -476,41 +483,49 @@ export class Daemon {
       if (op) this.ops.succeed(op, r.actualKiB === null ? null : r.actualKiB * 1024);
     }, async (err: unknown) => {
       settled();
+      // A refusal changed nothing: it is answered at once, without asking the guest again (a
+      // guest whose monitor did not answer would hold the answer up by another bound).
+      if (!op) { refusal = err; return; }
       await h.watch.refresh(name).catch(() => {});
-      if (op) this.ops.fail(op, err instanceof Error ? err.message : String(err));
-      else refusal = err;
+      this.ops.fail(op, err instanceof Error ? err.message : String(err));
     }).finally(() => {
       accepted();
     });
     await acceptedP;
+    opts.signal?.removeEventListener('abort', onCallerStop);
     if (!op) throw refusal ?? new VirtError('INTERNAL', 'internal error: the memory change ended without a result');
     const started: Operation = op;
     // Answer when the driver ended (the view refresh after it is bounded), or after waitMs;
     // a guest already at the target ends within moments, so that is waited for too.
     const graceMs = opts.waitMs > 0 ? opts.waitMs : atTarget ? 5_000 : 0;
+    // That short wait the client did not ask for ends with the caller's bound too.
+    const cut = opts.waitMs > 0 ? undefined : opts.signal;
     const ended = await Promise.race([
       settledP.then(() => true),
-      new Promise<boolean>((r) => { if (graceMs > 0) setTimeout(() => r(false), graceMs).unref(); else setImmediate(() => r(false)); }),
+      new Promise<boolean>((r) => {
+        if (graceMs > 0) setTimeout(() => r(false), graceMs).unref(); else setImmediate(() => r(false));
+        if (cut?.aborted) r(false); else cut?.addEventListener('abort', () => r(false), { once: true });
+      }),
     ]);
     if (ended) await run;
     return { done: started.state === 'succeeded', operation: started };
   }
 
   /** @throws VirtError as HypervisorDriver.setMaxMemory */
-  async setMaxMemory(name: string, maxBytes: number, flags: { live?: boolean; config?: boolean }, hostKey: string = LOCAL): Promise<{ maxBytes: number; live: boolean; config: boolean }> {
+  async setMaxMemory(name: string, maxBytes: number, flags: { live?: boolean; config?: boolean }, hostKey: string = LOCAL, signal?: AbortSignal): Promise<{ maxBytes: number; live: boolean; config: boolean }> {
     validateDomainName(name);
     if (maxBytes % 1024 !== 0) throw invalidArg(`maxBytes ${maxBytes} is not a multiple of 1024`);
     const h = this.host(hostKey);
-    const r = await h.driver.setMaxMemory(name, maxBytes / 1024, flags);
+    const r = await h.driver.setMaxMemory(name, maxBytes / 1024, { ...flags, ...(signal ? { signal } : {}) });
     await h.watch.refresh(name);
     return { maxBytes, ...r };
   }
 
   /** @throws VirtError as HypervisorDriver.setStatsPeriod */
-  async setStatsPeriod(name: string, periodS: number, flags: { live?: boolean; config?: boolean }, hostKey: string = LOCAL): Promise<{ periodS: number; live: boolean; config: boolean }> {
+  async setStatsPeriod(name: string, periodS: number, flags: { live?: boolean; config?: boolean }, hostKey: string = LOCAL, signal?: AbortSignal): Promise<{ periodS: number; live: boolean; config: boolean }> {
     validateDomainName(name);
     const h = this.host(hostKey);
-    const r = await h.driver.setStatsPeriod(name, periodS, flags);
+    const r = await h.driver.setStatsPeriod(name, periodS, { ...flags, ...(signal ? { signal } : {}) });
     await h.watch.refresh(name);
     return { periodS, ...r };
   }

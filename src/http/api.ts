@@ -18,7 +18,10 @@ export interface ApiRequest {
   query: URLSearchParams;
   /** The body text (PUT/POST only; already size-checked). */
   body: string;
+  /** Aborts at the request's bound (driver/bounds.ts REQUEST_MS) or when the client goes away. */
   signal: AbortSignal;
+  /** The answer may come up to `ms` after the request's bound: a wait the client asked for (the signal's bound stays). */
+  waitsLonger(ms: number): void;
 }
 
 export interface ApiAnswer {
@@ -106,18 +109,20 @@ function guestRoutes(router: Router<Handler>): void {
       })
       .add('GET', `${prefix}/domains/:name/info`, async (d, r) => {
         noQuery(r);
-        return { status: 200, body: await naming('name', () => d.info(domainName(r), hostKey(d, r))) };
+        return { status: 200, body: await naming('name', () => d.info(domainName(r), hostKey(d, r), r.signal)) };
       })
       .add('GET', `${prefix}/domains/:name/memory-stats`, async (d, r) => {
         noQuery(r);
-        return { status: 200, body: await naming('name', () => d.memoryStats(domainName(r), hostKey(d, r))) };
+        return { status: 200, body: await naming('name', () => d.memoryStats(domainName(r), hostKey(d, r), r.signal)) };
       })
       .add('PUT', `${prefix}/domains/:name/memory`, async (d, r) => {
         noQuery(r);
         const name = domainName(r);
         const host = hostKey(d, r);
         const b = parseJsonBody<{ targetBytes: number; force?: boolean; waitMs?: number }>(r.body, SET_MEMORY);
-        const a = await naming('targetBytes', () => d.setMemory(name, b.targetBytes, { force: b.force ?? false, waitMs: b.waitMs ?? 0 }, host));
+        // Sending the change has the request's bound; the wait the client asked for comes after it.
+        if (b.waitMs) r.waitsLonger(b.waitMs);
+        const a = await naming('targetBytes', () => d.setMemory(name, b.targetBytes, { force: b.force ?? false, waitMs: b.waitMs ?? 0, signal: r.signal }, host));
         const running = a.operation.state === 'running';
         return {
           status: running ? 202 : 200,
@@ -130,14 +135,14 @@ function guestRoutes(router: Router<Handler>): void {
         const name = domainName(r);
         const host = hostKey(d, r);
         const b = parseJsonBody<{ maxBytes: number; live?: boolean; config?: boolean }>(r.body, SET_MAX);
-        return { status: 200, body: await naming('maxBytes', () => d.setMaxMemory(name, b.maxBytes, flags(b), host)) };
+        return { status: 200, body: await naming('maxBytes', () => d.setMaxMemory(name, b.maxBytes, flags(b), host, r.signal)) };
       })
       .add('PUT', `${prefix}/domains/:name/stats-period`, async (d, r) => {
         noQuery(r);
         const name = domainName(r);
         const host = hostKey(d, r);
         const b = parseJsonBody<{ periodS: number; live?: boolean; config?: boolean }>(r.body, STATS_PERIOD);
-        return { status: 200, body: await naming('periodS', () => d.setStatsPeriod(name, b.periodS, flags(b), host)) };
+        return { status: 200, body: await naming('periodS', () => d.setStatsPeriod(name, b.periodS, flags(b), host, r.signal)) };
       })
       .add('GET', `${prefix}/domains/:name/history`, async (d, r) => {
         const q = checkQuery(r.query, { sinceS: { min: 0, max: 1e12 } });
@@ -166,7 +171,7 @@ function guestRoutes(router: Router<Handler>): void {
           ...(b.shares !== undefined ? { shares: b.shares } : {}),
         };
         if (Object.keys(change).length === 0) throw new HttpError(400, 'INVALID_FIELD', 'the body changes nothing: give at least one of enabled, floorBytes, ceilingBytes, shares', 'body');
-        return { status: 200, body: await naming('body', () => d.setPolicy(name, change, host)) };
+        return { status: 200, body: await naming('body', () => d.setPolicy(name, change, host, r.signal)) };
       });
   }
 }

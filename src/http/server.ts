@@ -11,6 +11,7 @@ import { API_PREFIX, apiRouter } from './api.js';
 import { HttpError, toHttpError } from './errors.js';
 import { checkRequest, tokenEquals, type Listener } from './guard.js';
 import { formatMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
+import { IDLE_CONNECTION_MS, REQUEST_MS, boundSignal, seconds } from '../driver/bounds.js';
 
 export type ListenAddress = { kind: 'unix'; path: string; mode?: number } | { kind: 'tcp'; host: string; port: number };
 
@@ -25,12 +26,17 @@ export interface ApiServerOptions {
   staticFiles?: StaticFiles;
   /** Largest accepted request body (default 64 KiB). */
   maxBodyBytes?: number;
-  /** Bound on receiving a whole request (headers and body) from a client (default 10 s). */
+  /**
+   * Bound on receiving a whole request (headers and body) from a client, and on answering it
+   * after it arrived (default REQUEST_MS, driver/bounds.ts).
+   */
   requestTimeoutMs?: number;
 }
 
 const JSON_HEADERS = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' };
 const SSE_PING_MS = 15_000;
+/** The backstop answers this long after a request's bound, when its own waits did not end it. */
+const BACKSTOP_GRACE_MS = 1_000;
 /** An event stream client this far behind is dropped rather than buffered without limit. */
 const SSE_MAX_BACKLOG_BYTES = 1 << 20;
 
@@ -50,8 +56,12 @@ export class ApiServer {
     }
     this.#address = opts.listen;
     this.#listener = { kind: opts.listen.kind, ...(opts.listen.kind === 'tcp' ? { port: opts.listen.port } : {}) };
-    const timeout = opts.requestTimeoutMs ?? 10_000;
-    this.#server = createServer({ requestTimeout: timeout, headersTimeout: Math.min(timeout, 10_000), keepAliveTimeout: 5_000 }, (req, res) => {
+    const timeout = opts.requestTimeoutMs ?? REQUEST_MS;
+    // node checks these bounds every connectionsCheckingInterval (default 30 s, which would let
+    // a trickling request live 40 s): check each second, so a request is cut close to its bound.
+    this.#server = createServer({
+      requestTimeout: timeout, headersTimeout: timeout, keepAliveTimeout: IDLE_CONNECTION_MS, connectionsCheckingInterval: Math.min(1_000, timeout),
+    }, (req, res) => {
       void this.#handle(req, res);
     });
     // Slow clients: node answers 408 when a request is not complete within requestTimeout.
@@ -114,8 +124,22 @@ export class ApiServer {
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const d = this.opts.daemon;
     d.counters.httpRequests++;
-    const abort = new AbortController();
-    res.once('close', () => abort.abort());
+    // Every wait inside the request ends at its bound (the answer then names what did not
+    // answer), or when the client goes away; a route may wait longer for an answer it was asked
+    // to wait for (PUT memory's waitMs). The backstop answers if something ignored the signal.
+    const boundMs = this.opts.requestTimeoutMs ?? REQUEST_MS;
+    const gone = new AbortController();
+    const bound = boundSignal(boundMs, `virtmemd answers a request within ${seconds(boundMs)}`, gone.signal);
+    let backstop: NodeJS.Timeout | undefined;
+    const answerWithin = (ms: number): void => {
+      clearTimeout(backstop);
+      backstop = setTimeout(() => {
+        this.#json(res, 504, new HttpError(504, 'TIMEOUT', `Timed out during operation: virtmemd could not answer within ${seconds(ms)}`).body());
+      }, ms + BACKSTOP_GRACE_MS);
+      backstop.unref();
+    };
+    answerWithin(boundMs);
+    res.once('close', () => { gone.abort(); bound.clear(); clearTimeout(backstop); });
     try {
       const url = req.url ?? '';
       if (!url.startsWith('/')) throw new HttpError(400, 'INVALID_FIELD', 'the request target must be a path', 'path');
@@ -157,7 +181,7 @@ export class ApiServer {
         const m = this.#router.match(method, pathname.slice(API_PREFIX.length));
         let body = '';
         if (method === 'PUT' || method === 'POST') body = await this.#readBody(req);
-        const answer = await m.route.handler(d, { params: m.params, query, body, signal: abort.signal });
+        const answer = await m.route.handler(d, { params: m.params, query, body, signal: bound.signal, waitsLonger: (ms) => answerWithin(boundMs + ms) });
         this.#json(res, answer.status, answer.body, answer.headers);
         return;
       }
@@ -166,6 +190,7 @@ export class ApiServer {
     } catch (err) {
       const e = toHttpError(err);
       const allow = (err as { allow?: string }).allow;
+      if (res.writableEnded) return; // the backstop answered already
       if (res.headersSent) { res.destroy(); return; }
       this.#json(res, e.status, e.body(), {
         ...(allow ? { allow } : {}),

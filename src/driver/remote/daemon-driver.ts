@@ -16,10 +16,9 @@ import type {
 import type { DriverWatch, WatchOptions } from '../watch.js';
 import type { GuestView } from '../view.js';
 import { daemonRequest, DaemonUnreachableError } from './http-client.js';
+import { DAEMON_ANSWER_MS, seconds } from '../bounds.js';
 
 const KIB = 1024;
-/** Bound on one answer from the daemon (its own waits are bounded shorter). */
-const ANSWER_MS = 60_000;
 
 export class DaemonDriver implements HypervisorDriver {
   readonly uri: string;
@@ -36,12 +35,20 @@ export class DaemonDriver implements HypervisorDriver {
   /** The host's memory: the wrapped driver's (the daemon does not serve it). */
   readonly node?: NodeMemory;
 
-  /** The daemon's answer, or null when no daemon answers (then the fallback does the work). */
+  /**
+   * The daemon's answer, or null when no daemon is there (then the fallback does the work). A
+   * daemon that is there but does not answer within DAEMON_ANSWER_MS is an error: doing the work
+   * here too could do a change twice, and would only wait on the same guest again.
+   * @throws VirtError TIMEOUT when the daemon does not answer in time; the daemon's own errors
+   */
   async #ask(method: string, path: string, body?: unknown): Promise<unknown | null> {
     let r;
     try {
-      r = await daemonRequest({ socketPath: this.socketPath }, method, `/api/v1${path}`, { ...(body === undefined ? {} : { body }), timeoutMs: ANSWER_MS });
+      r = await daemonRequest({ socketPath: this.socketPath }, method, `/api/v1${path}`, { ...(body === undefined ? {} : { body }), timeoutMs: DAEMON_ANSWER_MS });
     } catch (err) {
+      if (err instanceof DaemonUnreachableError && err.timedOut) {
+        throw new VirtError('TIMEOUT', `Timed out during operation: virtmemd (${this.socketPath}) did not answer within ${seconds(DAEMON_ANSWER_MS)}; VIRTMEM_DAEMON=0 runs the command without it`, { cause: err });
+      }
       if (err instanceof DaemonUnreachableError) return null;
       throw err;
     }

@@ -3,6 +3,7 @@
  * benchmarks and tests. Every call is bounded; keep-alive connections are reused.
  */
 import { Agent, request } from 'node:http';
+import { IDLE_CONNECTION_MS } from '../bounds.js';
 
 export interface DaemonTarget {
   socketPath?: string;
@@ -24,20 +25,23 @@ export class DaemonUnreachableError extends Error {
   readonly code = 'DAEMON_UNREACHABLE';
   /** The request went out on a kept-alive connection an earlier request had opened. */
   readonly reusedConnection: boolean;
-  constructor(message: string, options?: { cause?: unknown; reusedConnection?: boolean }) {
+  /** The daemon was reached but did not answer within the bound (it is there, but hung or slow). */
+  readonly timedOut: boolean;
+  constructor(message: string, options?: { cause?: unknown; reusedConnection?: boolean; timedOut?: boolean }) {
     super(message, options);
     this.name = 'DaemonUnreachableError';
     this.reusedConnection = options?.reusedConnection ?? false;
+    this.timedOut = options?.timedOut ?? false;
   }
 }
 
 /**
  * How long a kept-alive connection may sit idle in the pool. The daemon closes idle connections
- * after 5 s (its keepAliveTimeout); the client lets go of them sooner, so it rarely writes into
+ * after IDLE_CONNECTION_MS (its keepAliveTimeout); the client lets go of them sooner, so it rarely writes into
  * a connection the server is closing. Rarely is not never (the close can cross a request on
  * the wire): see `retryable`.
  */
-const IDLE_SOCKET_MS = 4_000;
+const IDLE_SOCKET_MS = IDLE_CONNECTION_MS - 1_000;
 
 const agents = new Map<string, Agent>();
 
@@ -116,10 +120,11 @@ function attempt(t: DaemonTarget, method: string, path: string, opts: RequestOpt
       res.once('error', (err) => { clearTimeout(timer); reject(new DaemonUnreachableError(`virtmemd answer broke off: ${err.message}`, { cause: err })); });
     });
     const timeoutMs = Math.max(0, deadline - Date.now());
-    const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    let timedOut = false;
+    const timer = setTimeout(() => { timedOut = true; req.destroy(new Error(`no answer within ${timeoutMs} ms`)); }, timeoutMs);
     req.once('error', (err) => {
       clearTimeout(timer);
-      reject(new DaemonUnreachableError(`virtmemd not reachable: ${err.message}`, { cause: err, reusedConnection: req.reusedSocket }));
+      reject(new DaemonUnreachableError(timedOut ? `virtmemd did not answer within ${timeoutMs} ms` : `virtmemd not reachable: ${err.message}`, { cause: err, reusedConnection: req.reusedSocket, timedOut }));
     });
     if (payload !== undefined) req.write(payload);
     req.end();
