@@ -84,7 +84,10 @@ export class NativeContext {
    * @throws VirtError NO_DOMAIN when it was undefined meanwhile
    */
   async current(name: string, ref: string = name): Promise<DomainDef> {
-    const def = await this.store.get(name);
+    // Read from the file, not the store's cache: the cache knows a version by inode, mtime and
+    // size, and ext4 reuses a freed inode and stamps mtime with a coarse clock, so a version
+    // another process wrote within the same tick could pass for the cached one.
+    const def = await new DefinitionStore(this.paths).get(name);
     if (!def) throw new VirtError('NO_DOMAIN', `failed to get domain '${ref}'`);
     return def;
   }

@@ -146,8 +146,10 @@ export class NativeDriver implements HypervisorDriver {
         throw new VirtError('DOMAIN_EXISTS', `operation failed: domain '${name}' already exists with uuid ${existing.uuid}`);
       }
       return this.ctx.withDomainLock(name, async () => {
+        // As it is now: an undefine (which takes only the domain's lock) may have removed it.
+        const now = await this.ctx.store.get(name);
         await this.ctx.store.save(input);
-        return { def: input, redefined: existing !== undefined };
+        return { def: input, redefined: now !== null };
       });
     });
   }
