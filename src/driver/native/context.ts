@@ -154,7 +154,7 @@ export class NativeContext {
       });
       try {
         return await withMonitor(name, this.paths.run(name).qmp, fn, {
-          connectTimeoutMs: Math.max(1, deadline - Date.now()),
+          connectTimeoutMs: Math.max(1, deadline - Date.now()), connectBoundMs: connectMs,
           answerTimeoutMs: this.opts.answerTimeoutMs ?? MONITOR_ANSWER_MS,
           ...(signal ? { signal } : {}),
         });

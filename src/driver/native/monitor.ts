@@ -15,13 +15,19 @@ export interface MonitorOptions {
   signal?: AbortSignal;
   /** Bound on getting in: QEMU's queue of waiting connections while it is full (default MONITOR_CONNECT_MS). */
   connectTimeoutMs?: number;
+  /**
+   * The bound a time-out while getting in names (default connectTimeoutMs): the caller's whole
+   * bound, when it spent part of it waiting for its turn at the monitor.
+   */
+  connectBoundMs?: number;
   /** Bound on each answer: the greeting and every command (default MONITOR_ANSWER_MS). */
   answerTimeoutMs?: number;
 }
 
-/** Why a QMP wait expired, in words for the user. */
-function timeoutText(name: string, err: QmpTimeoutError): string {
-  const bound = err.boundMs === undefined ? 'in time' : `within ${seconds(err.boundMs)}`;
+/** Why a QMP wait expired, in words for the user; `connectBoundMs` is the bound on getting in. */
+function timeoutText(name: string, err: QmpTimeoutError, connectBoundMs?: number): string {
+  const boundMs = (err.stage === 'busy' || err.stage === 'connect') && connectBoundMs !== undefined ? connectBoundMs : err.boundMs;
+  const bound = boundMs === undefined ? 'in time' : `within ${seconds(boundMs)}`;
   switch (err.stage) {
     case 'busy':
       return `the monitor of domain '${name}' did not answer ${bound}: it took no new connection (its queue of waiting connections stayed full)`;
@@ -35,14 +41,17 @@ function timeoutText(name: string, err: QmpTimeoutError): string {
   }
 }
 
-/** Translate a QMP-layer failure into a driver error for domain `name`. */
-export function monitorError(name: string, err: unknown): VirtError {
+/**
+ * Translate a QMP-layer failure into a driver error for domain `name`; `connectBoundMs` is the
+ * bound a time-out while getting in names (default: the one the QMP layer had).
+ */
+export function monitorError(name: string, err: unknown, connectBoundMs?: number): VirtError {
   if (err instanceof VirtError) return err;
   if (err instanceof QmpCommandError) {
     return new VirtError('OPERATION_FAILED', `internal error: unable to execute QEMU command '${err.command}': ${err.desc}`, { cause: err });
   }
   if (err instanceof QmpTimeoutError) {
-    return new VirtError('TIMEOUT', `Timed out during operation: ${timeoutText(name, err)}`, { cause: err });
+    return new VirtError('TIMEOUT', `Timed out during operation: ${timeoutText(name, err, connectBoundMs)}`, { cause: err });
   }
   if (err instanceof QmpError) {
     switch (err.code) {
@@ -79,7 +88,7 @@ export async function withMonitor<T>(
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
   } catch (err) {
-    throw monitorError(name, err);
+    throw monitorError(name, err, opts.connectBoundMs);
   }
   let failed = false;
   try {
