@@ -35,6 +35,8 @@ const START_TIMEOUT_MS = 20_000;
 const TERM_GRACE_MS = 5_000;
 /** While waiting for a graceful shutdown, press the power button again this often. */
 const POWERDOWN_REPEAT_MS = 2_000;
+/** While waiting for a graceful shutdown, look whether QEMU has exited this often. */
+const EXIT_POLL_MS = 50;
 
 /**
  * Start a domain: QEMU runs detached (it outlives the caller), paused until the balloon
@@ -193,51 +195,43 @@ async function killPid(pid: number, startTicks?: number): Promise<void> {
 
 /**
  * Graceful shutdown via the ACPI power button. With `timeoutMs`, waits (bounded) until QEMU
- * has exited; the wait follows the monitor connection closing, not a sleep loop.
- * @throws VirtError OPERATION_INVALID (not running), TIMEOUT (guest ignored the request)
+ * has exited. The button is pressed under the job lock; the wait is not: it follows QEMU's
+ * process, pressing the button again every few seconds in a short monitor session, so other
+ * calls (dominfo, setmem, a destroy that gives up waiting) get the lock and the monitor meanwhile.
+ * @throws VirtError OPERATION_INVALID (not running), TIMEOUT (guest ignored the request), ABORTED
  */
 export async function shutdown(ctx: NativeContext, ref: string, opts: { timeoutMs?: number | null; signal?: AbortSignal } = {}): Promise<{ stopped: boolean }> {
   const def = await ctx.lookup(ref);
-  return ctx.withDomainLock(def.name, async () => {
-    const rec = await ctx.requireRunning(def.name);
-    const run = ctx.paths.run(def.name);
-    await writeRunRecord(run, { ...rec, shutdownRequested: true });
-    const timeoutMs = opts.timeoutMs;
-    await ctx.monitor(def.name, async (c) => {
-      await systemPowerdown(c);
-      if (timeoutMs == null) return;
-      // QEMU closes the monitor when it exits: that is the event we wait for. A press of the
-      // power button before the guest listens for it (still booting) is lost, so it is
-      // pressed again every few seconds while we wait, as a person would.
-      const deadline = Date.now() + timeoutMs;
-      let outcome: 'closed' | 'timeout' | 'aborted' = 'timeout';
-      while (Date.now() < deadline) {
-        const ac = new AbortController();
-        const onAbort = (): void => ac.abort();
-        opts.signal?.addEventListener('abort', onAbort, { once: true });
-        const tick = delay(Math.min(POWERDOWN_REPEAT_MS, deadline - Date.now()), 'tick' as const, { signal: ac.signal })
-          .catch(() => (opts.signal?.aborted ? 'aborted' as const : 'tick' as const));
-        outcome = await Promise.race([c.closed.then(() => 'closed' as const), tick]).then((r) => (r === 'tick' ? 'timeout' : r));
-        ac.abort();
-        opts.signal?.removeEventListener('abort', onAbort);
-        if (outcome !== 'timeout') break;
-        await systemPowerdown(c).catch(() => {}); // QEMU may be exiting right now
-      }
-      if (outcome !== 'closed') {
-        throw new VirtError(outcome === 'aborted' ? 'ABORTED' : 'TIMEOUT',
-          `Timed out during operation: domain '${def.name}' did not shut down within ${Math.round(timeoutMs / 1000)} s; the guest may ignore the ACPI power button (use destroy to force it off)`);
-      }
-    }, opts.signal);
-    if (timeoutMs == null) return { stopped: false };
-    // The socket closes a moment before the process is gone.
-    const deadline = Date.now() + 5_000;
-    while (await isProcessAlive(rec.pid, rec.startTicks)) {
-      if (Date.now() > deadline) throw new VirtError('TIMEOUT', `Timed out during operation: QEMU of '${def.name}' closed its monitor but did not exit`);
-      await delay(10);
-    }
-    await ctx.markStopped(run, 'shutdown');
-    return { stopped: true };
+  const run = ctx.paths.run(def.name);
+  const rec = await ctx.withDomainLock(def.name, async () => {
+    const r = await ctx.requireRunning(def.name);
+    await writeRunRecord(run, { ...r, shutdownRequested: true });
+    await ctx.monitor(def.name, (c) => systemPowerdown(c), opts.signal);
+    return r;
   }, opts.signal);
+  const timeoutMs = opts.timeoutMs;
+  if (timeoutMs == null) return { stopped: false };
+  // A press of the power button before the guest listens for it (still booting) is lost, so it
+  // is pressed again every few seconds while we wait, as a person would.
+  const deadline = Date.now() + timeoutMs;
+  let pressedAt = Date.now();
+  while (await isProcessAlive(rec.pid, rec.startTicks)) {
+    if (opts.signal?.aborted) throw new VirtError('ABORTED', `waiting for domain '${def.name}' to shut down: aborted`);
+    if (Date.now() > deadline) {
+      throw new VirtError('TIMEOUT', `Timed out during operation: domain '${def.name}' did not shut down within ${Math.round(timeoutMs / 1000)} s; the guest may ignore the ACPI power button (use destroy to force it off)`);
+    }
+    if (Date.now() - pressedAt >= POWERDOWN_REPEAT_MS) {
+      pressedAt = Date.now();
+      await ctx.monitor(def.name, (c) => systemPowerdown(c), opts.signal).catch(() => {}); // QEMU may be exiting right now
+    }
+    await delay(EXIT_POLL_MS);
+  }
+  // Marked stopped only if nothing else did meanwhile (a destroy), and only this QEMU.
+  await ctx.withDomainLock(def.name, async () => {
+    const o = await ctx.observe(def.name);
+    if (o.state === 'shutoff' && o.exited && o.record?.phase === 'running' && o.record.pid === rec.pid) await ctx.markStopped(run, 'shutdown');
+  });
+  return { stopped: true };
 }
 
 /**
