@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { sandbox, runCli, type RunResult } from '../helpers/cli.js';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { until } from '../helpers/poll.js';
+import { assertConforms } from '../helpers/openapi.js';
 import { skipUnlessCi } from '../helpers/skip.js';
 import { findDefaultGuest } from '../../src/guest/build.js';
 import { acquireLock } from '../../src/driver/native/lock.js';
@@ -43,8 +44,12 @@ const cli = (env: NodeJS.ProcessEnv, ...args: string[]): Promise<RunResult> =>
   runCli(['--state-dir', sb.stateDir, ...args], { env, timeoutMs: LOCK_WAIT_MS + 60_000 });
 const withDaemon = {};
 const withoutDaemon = { VIRTMEM_DAEMON: '0' };
-const api = (method: string, path: string, body?: unknown): Promise<DaemonAnswer> =>
-  daemonRequest({ socketPath: d!.socketPath }, method, `/api/v1${path}`, { ...(body === undefined ? {} : { body }), timeoutMs: 120_000 });
+/** An API request, its answer held to docs/openapi.json (`template` is the path there). */
+async function api(method: string, path: string, template: string, body?: unknown): Promise<DaemonAnswer> {
+  const r = await daemonRequest({ socketPath: d!.socketPath }, method, `/api/v1${path}`, { ...(body === undefined ? {} : { body }), timeoutMs: 120_000 });
+  assertConforms(method, template, r.status, r.body);
+  return r;
+}
 
 interface Timed<T> { ms: number; value: T }
 async function timed<T>(p: Promise<T>): Promise<Timed<T>> {
@@ -70,7 +75,7 @@ before(async () => {
   await sb.ok('new', DOM, '--memory', '256M', '--accel', 'tcg');
   await sb.ok('start', DOM);
   d = await startDaemon(sb.stateDir);
-  await until('the daemon holds the guest', async () => ((await api('GET', `/domains/${DOM}`)).body as { monitor?: string }).monitor, (m) => m === 'connected');
+  await until('the daemon holds the guest', async () => ((await api('GET', `/domains/${DOM}`, '/domains/{name}')).body as { monitor?: string }).monitor, (m) => m === 'connected');
 });
 
 test('a stopped QEMU: the API and the CLI through the daemon answer within their bounds, naming the monitor', { skip, timeout: 120_000 }, async () => {
@@ -80,9 +85,9 @@ test('a stopped QEMU: the API and the CLI through the daemon answer within their
   process.kill(pid, 'SIGSTOP');
   try {
     const [info, setmem, stats, cliInfo, cliSetmem, cliStats] = await Promise.all([
-      timed(api('GET', `/domains/${DOM}/info`)),
-      timed(api('PUT', `/domains/${DOM}/memory`, { targetBytes: 200 * MiB })),
-      timed(api('GET', `/domains/${DOM}/memory-stats`)),
+      timed(api('GET', `/domains/${DOM}/info`, '/domains/{name}/info')),
+      timed(api('PUT', `/domains/${DOM}/memory`, '/domains/{name}/memory', { targetBytes: 200 * MiB })),
+      timed(api('GET', `/domains/${DOM}/memory-stats`, '/domains/{name}/memory-stats')),
       timed(cli(withDaemon, 'dominfo', DOM)),
       timed(cli(withDaemon, 'setmem', DOM, '200M')),
       timed(cli(withDaemon, 'dommemstat', DOM)),
@@ -130,8 +135,8 @@ test('a job lock another process holds: the API ends the wait at its bound, the 
   try {
     const cliWait = timed(cli(withoutDaemon, 'setmaxmem', DOM, '512M', '--config'));
     const [apiMax, apiSetmem, cliSetmem, idle, slow] = await Promise.all([
-      timed(api('PUT', `/domains/${DOM}/max-memory`, { maxBytes: 512 * MiB, config: true })),
-      timed(api('PUT', `/domains/${DOM}/memory`, { targetBytes: 200 * MiB })),
+      timed(api('PUT', `/domains/${DOM}/max-memory`, '/domains/{name}/max-memory', { maxBytes: 512 * MiB, config: true })),
+      timed(api('PUT', `/domains/${DOM}/memory`, '/domains/{name}/memory', { targetBytes: 200 * MiB })),
       timed(cli(withDaemon, 'setmem', DOM, '200M')),
       timed(idleConnection(d!.socketPath)),
       timed(slowRequest(d!.socketPath)),
