@@ -138,7 +138,7 @@ export class QmpClient {
     let pauseMs = BUSY_FIRST_PAUSE_MS;
     for (;;) {
       try {
-        return await QmpClient.#connectOnce(socketPath, opts, deadline);
+        return await QmpClient.#connectOnce(socketPath, opts, deadline, boundMs);
       } catch (err) {
         if (!(err instanceof QmpConnectError) || (err.cause as NodeJS.ErrnoException | undefined)?.code !== 'EAGAIN') throw err;
         const left = deadline - Date.now();
@@ -157,7 +157,7 @@ export class QmpClient {
   }
 
   /** One attempt: connect, greeting, negotiation, each phase bounded as `connect()` says. */
-  static #connectOnce(socketPath: string, opts: QmpConnectOptions, deadline: number): Promise<QmpClient> {
+  static #connectOnce(socketPath: string, opts: QmpConnectOptions, deadline: number, connectBoundMs: number): Promise<QmpClient> {
     const { signal } = opts;
     if (signal?.aborted) {
       return Promise.reject(new QmpAbortedError(`connect to ${socketPath} aborted`, { cause: signal.reason }));
@@ -183,25 +183,28 @@ export class QmpClient {
       };
       const onAbort = (): void =>
         finish(new QmpAbortedError(`connect to ${socketPath} aborted`, { cause: signal?.reason }));
-      /** (Re)arms the bound of the phase that starts now. */
-      const arm = (ms: number): void => {
+      /** (Re)arms the bound of the phase that starts now: `ms` from now, named `boundMs` in words. */
+      const arm = (ms: number, boundMs: number): void => {
         if (timer) clearTimeout(timer);
         timer = Number.isFinite(ms)
-          ? setTimeout(() => finish(new QmpTimeoutError(timeoutMessage(socketPath, phase, ms), { stage: phase, boundMs: ms })), Math.max(0, ms))
+          ? setTimeout(() => finish(new QmpTimeoutError(timeoutMessage(socketPath, phase, boundMs), { stage: phase, boundMs })), Math.max(0, ms))
           : undefined;
       };
       /** An answer's bound: answerTimeoutMs when given, else what is left of the connect bound. */
-      const answerMs = (): number => opts.answerTimeoutMs ?? deadline - Date.now();
-      arm(deadline - Date.now());
+      const armAnswer = (): void => {
+        if (opts.answerTimeoutMs !== undefined) arm(opts.answerTimeoutMs, opts.answerTimeoutMs);
+        else arm(deadline - Date.now(), connectBoundMs);
+      };
+      arm(deadline - Date.now(), connectBoundMs);
       signal?.addEventListener('abort', onAbort, { once: true });
       client.#handshake = {
         connected: () => {
           phase = 'greeting';
-          arm(answerMs());
+          armAnswer();
         },
         greeted: () => {
           phase = 'negotiation';
-          arm(answerMs());
+          armAnswer();
           // Spec 4: until qmp_capabilities succeeds only it is allowed and no events are sent.
           // We do not enable "oob": in-band execution keeps replies in issue order.
           client.#call('qmp_capabilities', undefined, { timeoutMs: Infinity }).then(

@@ -22,6 +22,7 @@ import { assertConforms } from '../helpers/openapi.js';
 import { skipUnlessCi } from '../helpers/skip.js';
 import { findDefaultGuest } from '../../src/guest/build.js';
 import { acquireLock } from '../../src/driver/native/lock.js';
+import { readProcStat } from '../../src/driver/native/host-process.js';
 import { daemonRequest, closeDaemonClients, type DaemonAnswer } from '../../src/driver/remote/http-client.js';
 import { DAEMON_ANSWER_MS, LOCK_WAIT_MS, MONITOR_ANSWER_MS, MONITOR_CONNECT_MS, REQUEST_MS } from '../../src/driver/bounds.js';
 
@@ -39,6 +40,11 @@ after(async () => {
   await sb.cleanup();
 });
 
+/** SIGSTOP, and the process seen stopped (the stop lands when its threads are next scheduled). */
+async function stop(pid: number): Promise<void> {
+  process.kill(pid, 'SIGSTOP');
+  await until(`process ${pid} stopped`, async () => (await readProcStat(pid))?.state, (st) => st === 'T', () => {}, 10_000);
+}
 const qemuPid = async (): Promise<number> => (JSON.parse(await readFile(join(sb.stateDir, 'run', DOM, 'status.json'), 'utf8')) as { pid: number }).pid;
 const cli = (env: NodeJS.ProcessEnv, ...args: string[]): Promise<RunResult> =>
   runCli(['--state-dir', sb.stateDir, ...args], { env, timeoutMs: LOCK_WAIT_MS + 60_000 });
@@ -82,7 +88,7 @@ test('a stopped QEMU: the API and the CLI through the daemon answer within their
   const pid = await qemuPid();
   const monitor = new RegExp(`the monitor of domain '${DOM}' did not answer within ${MONITOR_ANSWER_MS / 1000} s`);
   const stopped = new RegExp(`QEMU \\(pid ${pid}\\) is stopped`);
-  process.kill(pid, 'SIGSTOP');
+  await stop(pid);
   try {
     const [info, setmem, stats, cliInfo, cliSetmem, cliStats] = await Promise.all([
       timed(api('GET', `/domains/${DOM}/info`, '/domains/{name}/info')),
@@ -109,7 +115,7 @@ test('a stopped QEMU: the CLI without the daemon answers within the monitor boun
   // Getting the monitor (its turn, QEMU's full queue) within 10 s, then each answer within 3 s.
   const monitor = new RegExp(`the monitor of domain '${DOM}'.* within (${MONITOR_ANSWER_MS / 1000}|${MONITOR_CONNECT_MS / 1000}) s`);
   const stopped = new RegExp(`QEMU \\(pid ${pid}\\) is stopped`);
-  process.kill(pid, 'SIGSTOP');
+  await stop(pid);
   try {
     const runs = await Promise.all([
       timed(cli(withoutDaemon, 'dominfo', DOM)),
@@ -151,7 +157,7 @@ test('a job lock another process holds: the API ends the wait at its bound, the 
     assert.ok(slow.ms <= REQUEST_MS + 1_000 + SLACK_MS, `a trickling request lived ${slow.ms} ms`);
 
     // The daemon itself stopped: the CLI waits for it within its bound and says so.
-    d!.proc.kill('SIGSTOP');
+    await stop(d!.proc.pid!);
     try {
       const r = await timed(cli(withDaemon, 'dominfo', DOM));
       check('CLI dominfo, daemon stopped', r, [new RegExp(`virtmemd \\(.*\\) did not answer within ${DAEMON_ANSWER_MS / 1000} s`)], DAEMON_ANSWER_MS);

@@ -22,6 +22,8 @@ import {
 } from '../../src/qmp/commands.js';
 import { QmpCommandError, QmpConnectError, QmpDisconnectedError, QmpTimeoutError } from '../../src/qmp/errors.js';
 import { bounded } from './fake-qmp.js';
+import { readProcStat } from '../../src/driver/native/host-process.js';
+import { until } from '../helpers/poll.js';
 
 const MiB = 1024 * 1024;
 const T = { timeout: 30_000 };
@@ -232,6 +234,8 @@ describe('QmpClient and a QEMU that is not accepting (stopped with SIGSTOP)', ()
 
   it('connected but never greeted: a greeting time-out within the answer bound, stage greeting', T, async () => {
     qemu!.proc.kill('SIGSTOP');
+    // The stop lands when QEMU's threads are next scheduled, not when kill() returns.
+    await until('QEMU stopped', async () => (await readProcStat(qemu!.proc.pid!))?.state, (st) => st === 'T', () => {}, 10_000);
     await assert.rejects(QmpClient.connect(qemu!.socketPath, { timeoutMs: 10_000, answerTimeoutMs: 200 }), (e: unknown) => {
       assert.ok(e instanceof QmpTimeoutError, String(e));
       assert.equal(e.stage, 'greeting');
