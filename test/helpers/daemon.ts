@@ -4,7 +4,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { BIN } from './cli.js';
+import { after } from 'node:test';
+import { BIN, sandbox, type Sandbox } from './cli.js';
+import { closeDaemonClients } from '../../src/driver/remote/http-client.js';
 
 export interface RunningDaemon {
   proc: ChildProcess;
@@ -37,5 +39,24 @@ export async function startDaemon(stateDir: string, extra: string[] = [], timeou
       proc.once('exit', (code) => { clearTimeout(t); resolve(code); });
       proc.kill('SIGTERM');
     }),
+  };
+}
+
+/**
+ * A sandbox whose daemon the test starts when it needs it; after the file's tests the daemon
+ * is stopped (resumed first, should a test have left it stopped), and the sandbox removed.
+ */
+export async function sandboxWithDaemon(): Promise<{ sb: Sandbox; start(extra?: string[]): Promise<RunningDaemon>; daemon(): RunningDaemon }> {
+  const sb = await sandbox();
+  let d: RunningDaemon | null = null;
+  after(async () => {
+    closeDaemonClients();
+    if (d) { d.proc.kill('SIGCONT'); await d.stop(); }
+    await sb.cleanup();
+  });
+  return {
+    sb,
+    start: async (extra = []) => (d = await startDaemon(sb.stateDir, extra)),
+    daemon: () => { if (!d) throw new Error('the daemon was not started'); return d; },
   };
 }

@@ -11,16 +11,16 @@
  * acknowledged write: one no other write began after (those that overlap at the end could each
  * have been last), which the run record names and the guest then reaches.
  */
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sandbox, parseDominfo, runCli, type RunResult } from '../helpers/cli.js';
-import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { parseDominfo, runCli, type RunResult } from '../helpers/cli.js';
+import { sandboxWithDaemon } from '../helpers/daemon.js';
 import { until } from '../helpers/poll.js';
 import { skipUnlessCi } from '../helpers/skip.js';
 import { findDefaultGuest } from '../../src/guest/build.js';
-import { daemonRequest, closeDaemonClients } from '../../src/driver/remote/http-client.js';
+import { daemonRequest } from '../../src/driver/remote/http-client.js';
 import { DAEMON_ANSWER_MS, LOCK_WAIT_MS, MONITOR_ANSWER_MS, MONITOR_CONNECT_MS, REQUEST_MS } from '../../src/driver/bounds.js';
 
 const DOM = 'clients';
@@ -39,13 +39,7 @@ const BOUND_MS: Record<Path, number> = {
 };
 
 const skip = skipUnlessCi(!(await findDefaultGuest()) && 'the built-in guest is not built (virtmem guest-build)');
-const sb = await sandbox();
-let d: RunningDaemon | null = null;
-after(async () => {
-  closeDaemonClients();
-  await d?.stop();
-  await sb.cleanup();
-});
+const { sb, start: startDaemon } = await sandboxWithDaemon();
 
 interface Call { path: Path; op: string; startMs: number; endMs: number; ok: boolean; error: string; targetKiB: number | null }
 
@@ -62,8 +56,7 @@ test('20 clients for a minute through the API and the CLI with and without the d
   await sb.ok('new', DOM, '--memory', '512M', '--accel', 'tcg');
   await sb.ok('start', DOM);
   await sb.ok('dommemstat', DOM, '--period', '1');
-  d = await startDaemon(sb.stateDir);
-  const socketPath = d.socketPath;
+  const { socketPath } = await startDaemon();
   const cli = (env: NodeJS.ProcessEnv, ...args: string[]): Promise<RunResult> =>
     runCli(['--state-dir', sb.stateDir, ...args], { env, timeoutMs: BOUND_MS.cliDirect + 60_000 });
   const api = (method: string, path: string, body?: unknown) =>

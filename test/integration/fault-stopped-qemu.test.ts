@@ -10,20 +10,20 @@
  * slack for starting processes on a loaded machine; a wait without a bound would blow it by
  * far (it was 30 to 44 s).
  */
-import { test, before, after } from 'node:test';
+import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sandbox, runCli, type RunResult } from '../helpers/cli.js';
-import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { runCli, type RunResult } from '../helpers/cli.js';
+import { sandboxWithDaemon } from '../helpers/daemon.js';
 import { until } from '../helpers/poll.js';
 import { assertConforms } from '../helpers/openapi.js';
 import { skipUnlessCi } from '../helpers/skip.js';
 import { findDefaultGuest } from '../../src/guest/build.js';
 import { acquireLock } from '../../src/driver/native/lock.js';
 import { readProcStat } from '../../src/driver/native/host-process.js';
-import { daemonRequest, closeDaemonClients, type DaemonAnswer } from '../../src/driver/remote/http-client.js';
+import { daemonRequest, type DaemonAnswer } from '../../src/driver/remote/http-client.js';
 import { DAEMON_ANSWER_MS, LOCK_WAIT_MS, MONITOR_ANSWER_MS, MONITOR_CONNECT_MS, REQUEST_MS } from '../../src/driver/bounds.js';
 
 const DOM = 'stopq';
@@ -32,13 +32,7 @@ const MiB = 1024 * 1024;
 const SLACK_MS = 5_000;
 
 const skip = skipUnlessCi(!(await findDefaultGuest()) && 'the built-in guest is not built (virtmem guest-build)');
-const sb = await sandbox();
-let d: RunningDaemon | null = null;
-after(async () => {
-  closeDaemonClients();
-  if (d) { d.proc.kill('SIGCONT'); await d.stop(); }
-  await sb.cleanup();
-});
+const { sb, start: startDaemon, daemon } = await sandboxWithDaemon();
 
 /** SIGSTOP, and the process seen stopped (the stop lands when its threads are next scheduled). */
 async function stop(pid: number): Promise<void> {
@@ -52,7 +46,7 @@ const withDaemon = {};
 const withoutDaemon = { VIRTMEM_DAEMON: '0' };
 /** An API request, its answer held to docs/openapi.json (`template` is the path there). */
 async function api(method: string, path: string, template: string, body?: unknown): Promise<DaemonAnswer> {
-  const r = await daemonRequest({ socketPath: d!.socketPath }, method, `/api/v1${path}`, { ...(body === undefined ? {} : { body }), timeoutMs: 120_000 });
+  const r = await daemonRequest({ socketPath: daemon().socketPath }, method, `/api/v1${path}`, { ...(body === undefined ? {} : { body }), timeoutMs: 120_000 });
   assertConforms(method, template, r.status, r.body);
   return r;
 }
@@ -80,7 +74,7 @@ before(async () => {
   if (skip) return;
   await sb.ok('new', DOM, '--memory', '256M', '--accel', 'tcg');
   await sb.ok('start', DOM);
-  d = await startDaemon(sb.stateDir);
+  await startDaemon();
   await until('the daemon holds the guest', async () => ((await api('GET', `/domains/${DOM}`, '/domains/{name}')).body as { monitor?: string }).monitor, (m) => m === 'connected');
 });
 
@@ -144,8 +138,8 @@ test('a job lock another process holds: the API ends the wait at its bound, the 
       timed(api('PUT', `/domains/${DOM}/max-memory`, '/domains/{name}/max-memory', { maxBytes: 512 * MiB, config: true })),
       timed(api('PUT', `/domains/${DOM}/memory`, '/domains/{name}/memory', { targetBytes: 200 * MiB })),
       timed(cli(withDaemon, 'setmem', DOM, '200M')),
-      timed(idleConnection(d!.socketPath)),
-      timed(slowRequest(d!.socketPath)),
+      timed(idleConnection(daemon().socketPath)),
+      timed(slowRequest(daemon().socketPath)),
     ]);
     const requestBound = /virtmemd answers a request within 10 s/;
     check('API PUT max-memory, lock held', apiMax, [lockWords, requestBound], REQUEST_MS);
@@ -157,12 +151,12 @@ test('a job lock another process holds: the API ends the wait at its bound, the 
     assert.ok(slow.ms <= REQUEST_MS + 1_000 + SLACK_MS, `a trickling request lived ${slow.ms} ms`);
 
     // The daemon itself stopped: the CLI waits for it within its bound and says so.
-    await stop(d!.proc.pid!);
+    await stop(daemon().proc.pid!);
     try {
       const r = await timed(cli(withDaemon, 'dominfo', DOM));
       check('CLI dominfo, daemon stopped', r, [new RegExp(`virtmemd \\(.*\\) did not answer within ${DAEMON_ANSWER_MS / 1000} s`)], DAEMON_ANSWER_MS);
     } finally {
-      d!.proc.kill('SIGCONT');
+      daemon().proc.kill('SIGCONT');
     }
     check('CLI setmaxmem without the daemon, lock held', await cliWait, [lockWords, new RegExp(`within ${LOCK_WAIT_MS / 1000} s`)], LOCK_WAIT_MS);
   } finally {
