@@ -254,6 +254,7 @@ export class Daemon {
 
   #onWatch(h: Host, c: WatchChange): void {
     const hostField = h.key === LOCAL ? {} : { host: h.key };
+    // The documents say their host too (an SSE client sees only the data).
     if (c.kind === 'host') {
       this.#emit({ type: 'host', ...hostField, data: h.key === LOCAL ? this.hostDocument() : { ...this.libvirtHostDocument(h) } });
       if (h.watch.state === 'down') {
@@ -268,7 +269,7 @@ export class Daemon {
         if (op.domain === c.name && op.host === h.key) { this.ops.fail(op, `domain '${c.name}' stopped running`); op.abort.abort(); }
       }
       h.policy?.forgetGuest(c.name);
-      this.#emit({ type: 'state', name: c.name, ...hostField, data: summaryDocument(c.view) });
+      this.#emit({ type: 'state', name: c.name, ...hostField, data: { ...summaryDocument(c.view), ...hostField } });
       return;
     }
     const v = h.watch.guest(c.name);
@@ -276,7 +277,7 @@ export class Daemon {
     const key = guestKey(h.key, c.name);
     if (!this.#history.has(key)) this.#history.set(key, new HistoryRing(this.opts.historyLength));
     if (c.kind === 'state') {
-      this.#emit({ type: 'state', name: c.name, ...hostField, data: summaryDocument(v) });
+      this.#emit({ type: 'state', name: c.name, ...hostField, data: { ...summaryDocument(v), ...hostField } });
       return;
     }
     // Memory changes come in bursts while a balloon moves: one event per guest per 100 ms.
@@ -284,7 +285,7 @@ export class Daemon {
     this.#pendingMemory.set(key, setTimeout(() => {
       this.#pendingMemory.delete(key);
       const now = h.watch.guest(c.name);
-      if (now) this.#emit({ type: 'memory', name: c.name, ...hostField, data: guestDocument(now, Date.now() / 1000) });
+      if (now) this.#emit({ type: 'memory', name: c.name, ...hostField, data: { ...guestDocument(now, Date.now() / 1000), ...hostField } });
     }, 100));
   }
 
@@ -343,6 +344,11 @@ export class Daemon {
   /** The local host's running guests (the native API's /stats and /metrics without a host label). */
   models(): GuestView[] {
     return this.local.watch.guests();
+  }
+
+  /** Every running guest's document, every host's (a guest of a libvirt host names its host). */
+  allGuestDocuments(nowS: number): Record<string, unknown>[] {
+    return this.allModels().map(({ host, view }) => ({ ...guestDocument(view, nowS), ...(host === LOCAL ? {} : { host }) }));
   }
 
   /** Every running guest of every host. */

@@ -64,7 +64,9 @@ export const api = {
     const [hostDoc, statsDoc] = await Promise.all([call('GET', '/host', undefined, signal), call('GET', '/stats', undefined, signal)]);
     const tS = num(obj(hostDoc).sampledAtS) ?? Date.now() / 1000;
     const guests = obj(statsDoc).guests;
-    return { tS, host: toHostView(hostDoc), guests: (Array.isArray(guests) ? guests : []).map((d) => toGuestView(d, tS)) };
+    // Cards are for virtmem's own guests; a libvirt host's guests (they name their host) are in the hosts section.
+    const own = (Array.isArray(guests) ? guests : []).filter((d) => obj(d).host === undefined);
+    return { tS, host: toHostView(hostDoc), guests: own.map((d) => toGuestView(d, tS)) };
   },
   /** The libvirt hosts the daemon watches (`daemon --hosts`; empty without). */
   async libvirtHosts(signal?: AbortSignal): Promise<LibvirtHostView[]> {
