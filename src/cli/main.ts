@@ -5,6 +5,8 @@
 import { Driver } from '../driver/native/driver.js';
 import { VirtError } from '../domain/errors.js';
 import { GuestError } from '../guest/errors.js';
+import { InputError } from '../util/bounded-read.js';
+import { checkPrivateDir, LoosePermissionsError } from '../util/private-files.js';
 import { parseArgs, UsageError } from './args.js';
 import { COMMANDS, type Command } from './commands.js';
 import type { HypervisorDriver } from '../driver/api.js';
@@ -39,6 +41,8 @@ function describeError(err: unknown): { message: string; code: string; libvirt?:
   if (err instanceof VirtError) return { message: err.message, code: err.code };
   if (err instanceof UsageError) return { message: err.message, code: err.code };
   if (err instanceof GuestError) return { message: err.message, code: err.code };
+  if (err instanceof InputError) return { message: err.message, code: err.code };
+  if (err instanceof LoosePermissionsError) return { message: err.message, code: err.code };
   const e = err as NodeJS.ErrnoException;
   return { message: `internal error: ${e?.message ?? String(err)}`, code: 'INTERNAL' };
 }
@@ -107,6 +111,8 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     return 1;
   }
   try {
+    // A state directory others can write into is refused before anything is read from it.
+    if (hv === driver) await checkPrivateDir(driver.paths.root);
     await cmd.run({ driver, hv, args, json, out: io.out, err: io.err, isTty: io.isTty });
     return 0;
   } catch (err) {
