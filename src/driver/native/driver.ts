@@ -13,6 +13,7 @@ import { QmpCommandError, queryBalloon, queryStatus, setBalloon, queryBalloonGue
 import type { DomainDef, VirtioMemDef } from '../../domain/definition.js';
 import { VirtError, invalidArg } from '../../domain/errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../../util/atomic-file.js';
+import { withUmask } from '../../util/private-files.js';
 import { StatePaths, defaultStateDir, type RunPaths } from './paths.js';
 import { DefinitionStore } from '../../domain/store.js';
 import { acquireLock, withLock } from './lock.js';
@@ -558,7 +559,9 @@ export class Driver {
     let exited: { code: number | null; sig: string | null } | null = null;
     let child;
     try {
-      child = spawn(emulator, argv, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+      // QEMU makes its monitor and serial sockets, pidfile and console log with the umask it
+      // inherits (bind() alone gives 0755): spawn it under 077 so they are all owner-only.
+      child = withUmask(0o077, () => spawn(emulator, argv, { detached: true, stdio: ['ignore', log.fd, log.fd] }));
     } finally {
       await log.close();
     }
