@@ -8,8 +8,9 @@
  * warm process decides, and answers "run it yourself" for anything it does not serve (start,
  * define, waits, ...), which this program then does by exec'ing Node on the plain CLI, exactly
  * as if the warm process did not exist. It does the same when the warm process dies before the
- * command started, or before a read-only one printed anything; it never runs a command again
- * that may have changed something. Protocol: src/cli/warm-protocol.ts.
+ * command started, or before a read-only one finished (its output is held until the exit code
+ * comes, so nothing is printed twice); it never runs a command again that may have changed
+ * something. Protocol: src/cli/warm-protocol.ts.
  *
  * The warm process is started by the first invocation that finds none (that invocation runs the
  * plain CLI itself, like virsh starting a session libvirtd in the background) and exits after a
@@ -131,6 +132,42 @@ static void spawn_warm(const char *sock_path) {
   _exit(127);
 }
 
+/* The command's output is held back until its exit code arrives, so that a read-only command
+   whose warm process dies mid-way has printed nothing and can simply run again. Warm commands
+   print little; past HOLD_MAX what is held is written and the rest streams (such a command is
+   then not run again). Records: fd byte, 4-byte length, bytes. */
+#define HOLD_MAX (1u << 20)
+static char *held;
+static size_t held_len;
+static int streaming;
+
+/* Write what is held, in order, and stop holding. */
+static void release_held(void) {
+  for (size_t i = 0; i < held_len;) {
+    uint32_t n;
+    memcpy(&n, held + i + 1, sizeof n);
+    (void)write_all(held[i], held + i + 5, n);
+    i += 5 + n;
+  }
+  held_len = 0;
+}
+
+/* Output for `out_fd` (1 or 2): held while it fits, else written. */
+static void emit(int out_fd, const char *p, size_t n) {
+  if (!streaming && !held) held = malloc(HOLD_MAX);
+  if (!streaming && held && held_len + 5 + n <= HOLD_MAX) {
+    uint32_t n32 = (uint32_t)n;
+    held[held_len] = (char)out_fd;
+    memcpy(held + held_len + 1, &n32, sizeof n32);
+    memcpy(held + held_len + 5, p, n);
+    held_len += 5 + n;
+    return;
+  }
+  release_held();
+  streaming = 1;
+  (void)write_all(out_fd, p, n);
+}
+
 /* A request: NUL-terminated fields (see warm-protocol.ts). */
 static char *build_request(int argc, char **argv, size_t *len) {
   size_t cap = 256;
@@ -199,7 +236,7 @@ int main(int argc, char **argv) {
   /* Frames: 1 byte type, 4 bytes big-endian length, payload. The first is 'r' (run it
      yourself) or 's' (started; payload 'r' when the command only reads). */
   static char buf[65536];
-  int started = 0, read_only = 0, wrote = 0;
+  int started = 0, read_only = 0;
   for (;;) {
     unsigned char head[5];
     if (read_all(fd, (char *)head, sizeof head) != 1) break;
@@ -214,23 +251,26 @@ int main(int argc, char **argv) {
     }
     if (type == 'x') {
       if (len != 1 || read_all(fd, buf, 1) != 1) break;
+      release_held();
       return (unsigned char)buf[0];
     }
     while (len > 0) {
       ssize_t r = read(fd, buf, len < sizeof buf ? len : sizeof buf);
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) goto lost;
-      if (type == '1' || type == '2') { (void)write_all(type == '1' ? 1 : 2, buf, (size_t)r); wrote = 1; }
+      if (type == '1' || type == '2') emit(type == '1' ? 1 : 2, buf, (size_t)r);
       len -= (uint32_t)r;
     }
   }
 lost:
   /* The warm process went away before the exit code (killed, out of memory). Exactly once
      (warm-protocol.ts): with no 's' frame the command never started, and a read-only command
-     that printed nothing yet is harmless to run again; anything else may have taken effect or
-     printed half its output, so it is not run again and the caller is told. */
+     that printed nothing yet (its output is held until the exit code) is harmless to run
+     again; anything else may have taken effect, so it is not run again and the caller is
+     told. */
   close(fd);
-  if (!started || (read_only && !wrote)) run_direct(argc, argv);
+  if (!started || (read_only && !streaming)) run_direct(argc, argv);
+  release_held();
   if (read_only)
     fprintf(stderr, "error: the virtmem warm process died before the command finished: the output above is incomplete (see %s.log)\n", addr.sun_path);
   else

@@ -14,11 +14,13 @@
  * command, so a client that reads no frame at all knows the command never started, even when
  * the warm process dies (SIGKILL, OOM) at any point. What the client does when the connection
  * ends without an 'x' frame:
- *   no frame          nothing ran: it runs the command itself;
- *   's' 'r', no output a read-only command: it runs it itself (nothing was printed yet);
- *   's' 'w'            it may or may not have taken effect: it is NOT run again; the client
- *                      says so and exits 1;
- *   output written     the output is incomplete and cannot be taken back: exits 1, saying so.
+ *   no frame     nothing ran: it runs the command itself;
+ *   's' 'r'      a read-only command: it runs it itself. The client holds a command's output
+ *                until 'x' arrives, so nothing was printed yet (unless the output outgrew
+ *                what it holds, 1 MiB: then it was streamed, is incomplete, and the client
+ *                exits 1 saying so);
+ *   's' 'w'      it may or may not have taken effect: it is NOT run again; the client prints
+ *                what came, says so and exits 1.
  */
 
 export const WARM_MAGIC = 'virtmem-warm 2';
