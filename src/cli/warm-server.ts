@@ -92,7 +92,8 @@ async function serveOne(sock: Socket, stale: () => boolean): Promise<void> {
   // Nothing ran yet: a request we cannot take (or read) is one the caller runs itself. After a
   // rebuild this process holds old code: the caller runs the new one, and we leave.
   if (req === 'bad' || stale() || !warmServes(req.argv, req.env, process.env)) {
-    sock.end(encodeWarmFrame('r'));
+    // Closed once the answer is out: a client still sending (a request without end) is cut.
+    sock.end(encodeWarmFrame('r'), () => sock.destroy());
     return;
   }
   // 's' reaches the kernel before the command starts (warm-protocol.ts, "Exactly once"): a
