@@ -70,6 +70,11 @@ export class NativeDriver implements HypervisorDriver {
     return rows.sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity) || a.name.localeCompare(b.name));
   }
 
+  /** Definitions the store cannot read (a symbolic link, not a regular file, corrupt), each with why. */
+  async unreadableDefinitions(): Promise<Array<{ name: string; reason: string }>> {
+    return (await this.ctx.store.scan()).unreadable.map((u) => ({ name: u.name, reason: u.error.message }));
+  }
+
   async state(ref: string): Promise<{ state: DomainState; reason: StateReason }> {
     const def = await this.ctx.lookup(ref);
     const o = await this.ctx.observe(def.name);

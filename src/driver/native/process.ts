@@ -13,6 +13,7 @@ import type { DefaultGuest } from '../../guest/build.js';
 import type { DomainDef } from '../../domain/definition.js';
 import { VirtError } from '../../domain/errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../../util/atomic-file.js';
+import { withUmask } from '../../util/private-files.js';
 import { bootMemoryKiB, defLayout, withRequested } from '../memory/layout.js';
 import { planMemory } from '../memory/plan.js';
 import type { RunPaths } from './paths.js';
@@ -148,7 +149,9 @@ async function spawnQemu(name: string, emulator: string, argv: string[], run: Ru
   let exited: { code: number | null; sig: string | null } | null = null;
   let child;
   try {
-    child = spawn(emulator, argv, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+    // QEMU makes its monitor and serial sockets, pidfile and console log with the umask it
+    // inherits (bind() alone gives 0755): spawn it under 077 so they are all owner-only.
+    child = withUmask(0o077, () => spawn(emulator, argv, { detached: true, stdio: ['ignore', log.fd, log.fd] }));
   } finally {
     await log.close();
   }
