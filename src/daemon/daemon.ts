@@ -264,6 +264,10 @@ export class Daemon {
       }
       return;
     }
+    if (c.kind === 'settings') {
+      h.policy?.settingsChanged(c.name);
+      return;
+    }
     if (c.kind === 'gone') {
       for (const op of this.ops.running()) {
         if (op.domain === c.name && op.host === h.key) { this.ops.fail(op, `domain '${c.name}' stopped running`); op.abort.abort(); }
@@ -425,9 +429,10 @@ export class Daemon {
   async guest(name: string, hostKey: string = LOCAL): Promise<Record<string, unknown>> {
     const h = this.host(hostKey);
     const m = h.watch.guest(validateDomainName(name));
-    if (m) return guestDocument(m, Date.now() / 1000);
+    const hostField = h.key === LOCAL ? {} : { host: h.key };
+    if (m) return { ...guestDocument(m, Date.now() / 1000), ...hostField };
     const off = await h.driver.inactiveView(name);
-    return { ...guestDocument(off, Date.now() / 1000), stale: false };
+    return { ...guestDocument(off, Date.now() / 1000), stale: false, ...hostField };
   }
 
   /** @throws VirtError INVALID_ARG, NO_DOMAIN */

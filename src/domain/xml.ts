@@ -271,7 +271,11 @@ function parsePolicy(metadata: Element | undefined): PolicyDef | undefined {
     const ns = prefix === undefined ? c.attrs['xmlns'] : c.attrs[`xmlns:${prefix}`];
     return local === 'policy' && ns === POLICY_XML_NS;
   });
-  if (el === undefined) return undefined;
+  return el === undefined ? undefined : policyFromElement(el);
+}
+
+/** The policy element's attributes. @throws VirtError XML_ERROR naming the attribute */
+function policyFromElement(el: Element): PolicyDef {
   const where = '<metadata/policy>';
   const enabled = el.attrs['enabled'];
   if (enabled !== 'yes' && enabled !== 'no') throw xmlError(`${where}: enabled='${printable(enabled ?? '')}' must be 'yes' or 'no'`);
@@ -293,7 +297,10 @@ function parsePolicy(metadata: Element | undefined): PolicyDef | undefined {
  */
 export function parsePolicyMetadata(elementXml: string): PolicyDef | null {
   const el = parseXmlTree(elementXml);
-  return parsePolicy(element('metadata', {}, [el])) ?? null;
+  // libvirt answers for the namespace it was asked about, with the element's prefix and
+  // namespace declaration stripped (<policy enabled='yes' .../>).
+  const local = el.name.includes(':') ? el.name.split(':', 2)[1] : el.name;
+  return local === 'policy' ? policyFromElement(el) : null;
 }
 
 /** The element virDomainSetMetadata stores for a policy (libvirt adds virtmem's namespace and prefix). */

@@ -49,6 +49,8 @@ export class LibvirtClient {
   private readonly pending = new Map<number, Pending>();
   private readonly decoder = new FrameDecoder();
   private readonly eventListeners = new Set<(e: DomainEvent) => void>();
+  /** Event registrations on this connection, shared by their subscribers (registerEvent). */
+  private readonly eventSubscriptions = new Map<number, { refs: number; id: Promise<number> }>();
   private readonly closeListeners = new Set<(err: LibvirtError) => void>();
   private readonly callTimeoutMs: number;
   private keepaliveTimer: NodeJS.Timeout | null = null;
@@ -187,13 +189,36 @@ export class LibvirtClient {
     return () => this.closeListeners.delete(fn);
   }
 
-  /** Subscribe to one event type for all domains; returns libvirt's callback id. */
+  /**
+   * Subscribe to one event type for all domains; returns libvirt's callback id. libvirt takes
+   * one registration per event type and connection ("event callback already tracked"), so
+   * subscribers of the same type share it: it is registered for the first and deregistered
+   * after the last `deregisterEvent`.
+   */
   async registerEvent(eventId: number, opts: CallOptions = {}): Promise<number> {
-    const r = new XdrReader(await this.call(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, (w) => w.int(eventId).int(0), opts));
-    return r.int();
+    let sub = this.eventSubscriptions.get(eventId);
+    if (!sub) {
+      const id = this.call(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, (w) => w.int(eventId).int(0), opts).then((b) => new XdrReader(b).int());
+      sub = { refs: 0, id };
+      this.eventSubscriptions.set(eventId, sub);
+      id.catch(() => { if (this.eventSubscriptions.get(eventId) === sub) this.eventSubscriptions.delete(eventId); });
+    }
+    sub.refs++;
+    try {
+      return await sub.id;
+    } catch (err) {
+      sub.refs--;
+      throw err;
+    }
   }
 
   async deregisterEvent(callbackId: number, opts: CallOptions = {}): Promise<void> {
+    for (const [eventId, sub] of this.eventSubscriptions) {
+      if ((await sub.id.catch(() => null)) !== callbackId) continue;
+      if (--sub.refs > 0) return;
+      this.eventSubscriptions.delete(eventId);
+      break;
+    }
     await this.call(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, (w) => w.int(callbackId), opts);
   }
 

@@ -13,20 +13,26 @@ import { join } from 'node:path';
 import { BIN, ROOT, sandbox, type RunResult } from '../helpers/cli.js';
 import { until } from '../helpers/poll.js';
 
-const sb = await sandbox();
+// This test's own warm process: the environment is hashed into the warm socket's name, so a
+// variable only this test sets gives it a process no other test (running at the same time)
+// talks to, and the killer below kills only that one.
+const ISOLATE = { XDG_STATE_HOME: `/nonexistent/virtmem-warm-kill-${process.pid}` };
+const sb = await sandbox({ env: ISOLATE });
 after(() => sb.cleanup());
 
 const INDETERMINATE = /^error: the virtmem warm process died while running the command, which may or may not have taken effect; it was not run again: check before repeating it \(see \S+\.log\)$/m;
 
 let buildId = '';
 
-/** Pids of this build's warm CLI processes (any environment). */
+/** Pids of this build's warm CLI processes started for this test's environment. */
 async function warmPids(): Promise<number[]> {
   const pids: number[] = [];
   for (const p of await readdir('/proc')) {
     if (!/^[0-9]+$/.test(p)) continue;
     const cmd = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes('warm-server.js') && cmd.includes(`/cli-${buildId}-`)) pids.push(Number(p));
+    if (!cmd.includes('warm-server.js') || !cmd.includes(`/cli-${buildId}-`)) continue;
+    const env = (await readFile(`/proc/${p}/environ`, 'utf8').catch(() => '')).split('\0');
+    if (env.includes(`XDG_STATE_HOME=${ISOLATE.XDG_STATE_HOME}`)) pids.push(Number(p));
   }
   return pids;
 }
@@ -44,7 +50,7 @@ async function warmUp(): Promise<number[]> {
 /** `virtmem ARGS` as a user runs it, started now; resolves with its result. */
 function start(...args: string[]): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = spawn(BIN, ['--state-dir', sb.stateDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(BIN, ['--state-dir', sb.stateDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...ISOLATE } });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c; });

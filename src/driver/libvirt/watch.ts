@@ -263,7 +263,7 @@ export class LibvirtWatch implements DriverWatch {
   async #attach(c: LibvirtClient): Promise<void> {
     this.#detach();
     this.#client = c;
-    const ids = await Promise.all([EventId.LIFECYCLE, EventId.BALLOON_CHANGE, EventId.MEMORY_DEVICE_SIZE_CHANGE]
+    const ids = await Promise.all([EventId.LIFECYCLE, EventId.BALLOON_CHANGE, EventId.MEMORY_DEVICE_SIZE_CHANGE, EventId.METADATA_CHANGE]
       .map((id) => c.registerEvent(id, { signal: this.#abort.signal, timeoutMs: this.#o.boundMs })));
     this.#unsubscribe.push(c.onEvent((e) => this.#onEvent(e)));
     this.#unsubscribe.push(() => { for (const id of ids) void c.deregisterEvent(id).catch(() => undefined); });
@@ -297,6 +297,10 @@ export class LibvirtWatch implements DriverWatch {
         if (applyBalloon(v, Math.max(0, e.actualKiB * KIB - plugged - v.dimmBytes), nowS)) this.#emit({ kind: 'memory', name });
         return;
       }
+      case 'metadata-change':
+        // virtmem's policy settings live in the metadata: the policy reads them again.
+        this.#emit({ kind: 'settings', name });
+        return;
       case 'memory-device-size-change': {
         if (!v) return;
         v.counters.deviceSizeChanges++;

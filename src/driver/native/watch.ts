@@ -5,7 +5,7 @@
  * the host's memory sampled every tick. While it runs, the driver's short calls go on the held
  * monitors (one round trip on an open connection instead of a new session).
  */
-import { readdir } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { validateDomainName } from '../../domain/name.js';
 import { sampleHostMemory, type HostMemory } from '../memory/host-memory.js';
 import type { GuestView } from '../view.js';
@@ -25,6 +25,8 @@ export class NativeWatch implements DriverWatch {
   #host: HostMemory = EMPTY_HOST;
   #stopped = false;
   #lastUpdateS: number | null = null;
+  /** Each watched guest's definition file as last seen (mtime): a change means new policy settings. */
+  #defSeen = new Map<string, number>();
   readonly #boundMs: number;
 
   constructor(private readonly ctx: NativeContext, opts: WatchOptions = {}) {
@@ -54,6 +56,7 @@ export class NativeWatch implements DriverWatch {
     await this.#discover();
     // Each guest's tick is bounded by its own monitor bound; one hung guest holds up no other.
     await Promise.all([...this.#watchers.values()].map((w) => w.tick()));
+    await this.#checkDefinitions();
     this.#lastUpdateS = Date.now() / 1000;
   }
 
@@ -89,6 +92,16 @@ export class NativeWatch implements DriverWatch {
     }
   }
 
+  /** One stat per guest: a definition written since the last look (policy set) is a settings change. */
+  async #checkDefinitions(): Promise<void> {
+    await Promise.all([...this.#watchers.keys()].map(async (name) => {
+      const m = (await stat(this.ctx.paths.definition(name)).catch(() => null))?.mtimeMs ?? 0;
+      const seen = this.#defSeen.get(name);
+      this.#defSeen.set(name, m);
+      if (seen !== undefined && seen !== m) this.#emit({ kind: 'settings', name });
+    }));
+  }
+
   /** Attach to every running guest not yet watched. */
   async #discover(): Promise<void> {
     const names = await readdir(this.ctx.paths.runDir).catch(() => [] as string[]);
@@ -108,6 +121,7 @@ export class NativeWatch implements DriverWatch {
   #onGuest(w: GuestWatcher, what: GuestChange): void {
     if (what === 'gone') {
       if (this.#watchers.get(w.name) === w) this.#watchers.delete(w.name);
+      this.#defSeen.delete(w.name);
       void w.stop();
       this.#emit({ kind: 'gone', name: w.name, view: w.model });
       return;
