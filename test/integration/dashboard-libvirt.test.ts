@@ -19,6 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { sandbox, parseDominfo } from '../helpers/cli.js';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { browserMissing, launchBrowser, screenshotDir, type Browser } from '../helpers/browser.js';
+import { resizeFromCard } from '../helpers/dashboard.js';
 import { libvirtGuestXml } from '../helpers/libvirt-guest.js';
 import { removeDomains, virsh } from '../helpers/virsh.js';
 import { skipUnlessCi, notRoot } from '../helpers/skip.js';
@@ -143,15 +144,8 @@ describe('dashboard: a libvirt host\'s guest', { skip }, () => {
 
   test('a resize from its card reaches the target through balloon and virtio-mem; the same-named local guest stays', { timeout: 600_000 }, async () => {
     const page = browser!.page;
-    await page.getByTestId(`setmem-size-${LV}`).fill('384');
-    await page.getByTestId(`setmem-unit-${LV}`).selectOption('MiB');
-    await page.getByTestId(`setmem-submit-${LV}`).click();
-    await page.waitForFunction((id) => {
-      const s = document.querySelector(`[data-testid="setmem-status-${id}"]`)?.getAttribute('data-state');
-      return s === 'succeeded' || s === 'failed';
-    }, LV, { timeout: 300_000 });
-    const status = page.getByTestId(`setmem-status-${LV}`);
-    assert.equal(await status.getAttribute('data-state'), 'succeeded', (await status.textContent()) ?? '');
+    const end = await resizeFromCard(page, LV, 384);
+    assert.equal(end.state, 'succeeded', end.text);
     const bar = page.getByTestId(`setmem-progress-${LV}`);
     assert.equal(await bar.evaluate((e) => (e as HTMLProgressElement).value === (e as HTMLProgressElement).max), true);
     assert.equal(await bar.getAttribute('data-actual-bytes'), String(384 * MiB));

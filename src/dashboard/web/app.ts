@@ -148,6 +148,9 @@ function wireSetMem(card: GuestCard, id: string): void {
     go.disabled = true;
     status.className = 'setmem-status';
     status.textContent = `Starting: target ${formatBytes(parsed.bytes)}…`;
+    // Until this resize reports, nothing of the last one's end may read as this one's.
+    delete status.dataset.state;
+    delete bar.dataset.state;
     bar.value = 0;
     void followOperation(card.ref, parsed.bytes, (p) => {
       bar.max = 1000;
