@@ -160,7 +160,9 @@ export class Daemon {
       forget: (name) => { settings.delete(name); },
       apply: (name, targetKiB) => this.#policyApply(host, name, targetKiB),
       record: async (name, d) => {
-        this.#emit({ type: 'policy', name, ...(host.key === LOCAL ? {} : { host: host.key }), data: { name, ...d } });
+        // The data names the host too: an SSE client sees only the data (the dashboard keys cards by host and name).
+        const hostField = host.key === LOCAL ? {} : { host: host.key };
+        this.#emit({ type: 'policy', name, ...hostField, data: { name, ...hostField, ...d } });
         await host.driver.recordPolicyDecision?.(name, d);
       },
     });
