@@ -106,6 +106,8 @@ export class Daemon {
   #lastHostEventMs = 0;
   #pendingMemory = new Map<string, NodeJS.Timeout>();
   #unsubscribe: Array<() => void> = [];
+  /** Each running guest's dominfo as its driver last answered it: the parts a view does not hold (see info()). */
+  #infoSeen = new Map<string, DomainInfo>();
   readonly counters = { sseClients: 0, httpRequests: 0, operationsStarted: 0 };
   readonly opts: Required<Omit<DaemonOptions, 'policy' | 'hosts' | 'drivers' | 'stateDir'>> & { stateDir: string | undefined };
   readonly policyMode: PolicyMode;
@@ -268,8 +270,10 @@ export class Daemon {
     }
     if (c.kind === 'settings') {
       h.policy?.settingsChanged(c.name);
+      this.#infoSeen.delete(guestKey(h.key, c.name));
       return;
     }
+    if (c.kind === 'gone' || c.kind === 'state') this.#infoSeen.delete(guestKey(h.key, c.name));
     if (c.kind === 'gone') {
       for (const op of this.ops.running()) {
         if (op.domain === c.name && op.host === h.key) { this.ops.fail(op, `domain '${c.name}' stopped running`); op.abort.abort(); }
@@ -402,7 +406,17 @@ export class Daemon {
    * @throws VirtError as HypervisorDriver.info
    */
   async info(ref: string, hostKey: string = LOCAL): Promise<Record<string, unknown>> {
-    const i: DomainInfo = await this.host(hostKey).driver.info(ref);
+    const h = this.host(hostKey);
+    const key = guestKey(h.key, ref);
+    const v = h.watch.guest(ref);
+    const seen = this.#infoSeen.get(key);
+    // The fast path: a watched guest's numbers are in its view, kept current by the hypervisor's
+    // events; what a view does not hold (vCPUs, accelerator, security label, ...) changes only
+    // with the guest's state, and is taken from the driver's last full answer.
+    // While memory moves (virtio-mem's size events are rate-limited), the driver is asked.
+    const settled = v !== null && v.devices.every((x) => x.pluggedBytes === x.requestedBytes) && (v.balloonTargetBytes === null || v.balloonBytes === v.balloonTargetBytes);
+    const i: DomainInfo = v && seen && settled && v.monitor === 'connected' ? infoFromView(seen, v) : await h.driver.info(ref);
+    if (v && !seen) this.#infoSeen.set(key, i);
     const { maxMemoryKiB, usedMemoryKiB, memory, ...rest } = i;
     return {
       ...rest, maxMemoryBytes: maxMemoryKiB * 1024, usedMemoryBytes: usedMemoryKiB * 1024,
@@ -489,7 +503,8 @@ export class Daemon {
       if (op) this.ops.succeed(op, r.actualKiB === null ? null : r.actualKiB * 1024);
     }, async (err: unknown) => {
       settled();
-      await h.watch.refresh(name).catch(() => {});
+      // A change superseded by a newer one leaves the view to that one (no questions in its way).
+      if (!abort.signal.aborted) await h.watch.refresh(name).catch(() => {});
       if (op) this.ops.fail(op, err instanceof Error ? err.message : String(err));
       else refusal = err;
     }).finally(() => {
@@ -539,6 +554,23 @@ export class Daemon {
 }
 
 const guestKey = (host: string, name: string): string => `${host}\u0000${name}`;
+
+/** dominfo of a running guest: its driver's last answer with the view's current numbers. Pure. */
+export function infoFromView(seen: DomainInfo, v: GuestView): DomainInfo {
+  const KIB = 1024;
+  const paused = v.state === 'paused';
+  return {
+    ...seen,
+    id: v.id, state: v.state, reason: paused ? (seen.state === 'paused' ? seen.reason : 'user') : (seen.state === 'running' ? seen.reason : 'booted'),
+    cpuTimeS: v.cpuTimeS ?? seen.cpuTimeS,
+    maxMemoryKiB: Math.floor(v.maxMemoryBytes / KIB), usedMemoryKiB: Math.floor(totalBytes(v) / KIB),
+    memory: {
+      bootKiB: Math.floor(v.bootBytes / KIB), balloonKiB: Math.floor((v.hasBalloon ? v.balloonBytes : v.bootBytes) / KIB), dimmKiB: Math.floor(v.dimmBytes / KIB),
+      pluggedKiB: Math.floor(pluggedBytes(v) / KIB),
+      hotplugSizeKiB: Math.floor(v.devices.reduce((s, d) => s + (d.model === 'virtio-mem' ? d.sizeBytes : 0), 0) / KIB),
+    },
+  };
+}
 
 function historySample(m: GuestView, tS: number): HistorySample {
   const s: HistorySample = { tS, totalBytes: totalBytes(m), balloonBytes: m.balloonBytes, pluggedBytes: pluggedBytes(m) };

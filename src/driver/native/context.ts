@@ -13,10 +13,12 @@ import { DefinitionStore } from '../../domain/store.js';
 import { validateDomainName, isUuid } from '../../domain/name.js';
 import { ensurePrivateDir } from '../../util/atomic-file.js';
 import { StatePaths, defaultStateDir, type RunPaths } from './paths.js';
-import { withLock, acquireLock, type HeldLock } from './lock.js';
+import { acquireLock, type HeldLock } from './lock.js';
+
 import { observe, writeRunRecord, type Observed, type RunningRecord } from './run-status.js';
 import { withMonitor, onHeldMonitor } from './monitor.js';
 import type { StateReason } from '../api.js';
+import type { GuestView } from '../view.js';
 
 export interface NativeOptions {
   /** State directory; default from $VIRTMEM_STATE_DIR or the per-user location. */
@@ -29,10 +31,19 @@ export interface NativeOptions {
   guestDir?: string;
 }
 
-/** Monitor connections a long-lived watch holds open, by domain name. */
+/** What a long-lived watch (native/watch.ts) offers the driver's calls while it runs. */
 export interface HeldMonitors {
   /** A connected client for `name`, or null to open a short session instead. */
   held(name: string): QmpClient | null;
+  /** The guest's live view, kept current from QEMU's events, or null. */
+  view(name: string): GuestView | null;
+  /** The host's MemAvailable as last sampled (KiB), or null. */
+  hostAvailableKiB(): number | null;
+  /**
+   * A balloon-only change was sent (fast path): the view takes the new target at once, and the
+   * run record is brought up to date a moment later, off the caller's path.
+   */
+  noteTarget(name: string, currentKiB: number): void;
 }
 
 export class NativeContext {
@@ -40,6 +51,9 @@ export class NativeContext {
   readonly store: DefinitionStore;
   /** Set by the driver's watch while it runs (native/watch.ts). */
   held: HeldMonitors | null = null;
+  /** This process's callers of each domain's lock, in order (lockDomain). */
+  #queues = new Map<string, Promise<void>>();
+  #dirReady = false;
 
   constructor(readonly opts: NativeOptions = {}) {
     this.paths = new StatePaths(opts.stateDir ?? defaultStateDir());
@@ -105,14 +119,49 @@ export class NativeContext {
 
   /** Run `fn` under the domain's job lock (bounded wait). @throws VirtError TIMEOUT, ABORTED */
   async withDomainLock<T>(name: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    await ensurePrivateDir(this.paths.locksDir);
-    return withLock(this.paths.lock(name), fn, this.#lockOpts(signal));
+    const lock = await this.lockDomain(name, signal);
+    try {
+      return await fn();
+    } finally {
+      await lock.release();
+    }
   }
 
-  /** Take the domain's job lock; the caller releases it (a wait may end outside it). */
+  /**
+   * Take the domain's job lock; the caller releases it (a wait may end outside it). Callers in
+   * this process queue in order and the next one takes the lock the moment it is released (a
+   * daemon serving many requests for one guest); other processes meet at the lock file.
+   */
   async lockDomain(name: string, signal?: AbortSignal): Promise<HeldLock> {
-    await ensurePrivateDir(this.paths.locksDir);
-    return acquireLock(this.paths.lock(name), this.#lockOpts(signal));
+    const before = this.#queues.get(name) ?? Promise.resolve();
+    let done!: () => void;
+    const mine = new Promise<void>((r) => { done = r; });
+    const tail = before.then(() => mine);
+    this.#queues.set(name, tail);
+    let file: HeldLock | null = null;
+    try {
+      await waitTurn(before, this.opts.lockTimeoutMs ?? 30_000, signal);
+      if (!this.#dirReady) { await ensurePrivateDir(this.paths.locksDir); this.#dirReady = true; }
+      file = await acquireLock(this.paths.lock(name), this.#lockOpts(signal));
+    } catch (err) {
+      done();
+      if (this.#queues.get(name) === tail) this.#queues.delete(name);
+      throw err;
+    }
+    const held = file;
+    let released = false;
+    return {
+      release: async () => {
+        if (released) return;
+        released = true;
+        try {
+          await held.release();
+        } finally {
+          done();
+          if (this.#queues.get(name) === tail) this.#queues.delete(name);
+        }
+      },
+    };
   }
 
   /** The running record of a domain. @throws VirtError OPERATION_INVALID when not running. */
@@ -137,4 +186,14 @@ export class NativeContext {
       ...(signal ? { signal } : {}),
     });
   }
+}
+
+/** Waits for the caller before in this process, bounded like the lock itself. */
+function waitTurn(before: Promise<void>, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new VirtError('TIMEOUT', 'Timed out during operation: cannot acquire state change lock (held by this process)')), timeoutMs);
+    const onAbort = (): void => { clearTimeout(timer); reject(new VirtError('ABORTED', 'operation aborted while waiting for the domain lock')); };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    void before.then(() => { clearTimeout(timer); signal?.removeEventListener('abort', onAbort); resolve(); });
+  });
 }

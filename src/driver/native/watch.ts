@@ -13,7 +13,10 @@ import type { DriverWatch, HostWatchState, WatchChange, WatchOptions } from '../
 import type { QmpClient } from '../../qmp/index.js';
 import type { NativeContext } from './context.js';
 import { GuestWatcher, type WatchChange as GuestChange } from './guest-watcher.js';
-import { observe, readRunRecord } from './run-status.js';
+import { observe, readRunRecord, writeRunRecord } from './run-status.js';
+
+/** How long after a fast-path change its run record is written (coalescing a burst of changes). */
+const TARGET_WRITE_DELAY_MS = 250;
 
 const EMPTY_HOST: HostMemory = { memTotalBytes: null, memAvailableBytes: null, swapTotalBytes: null, swapFreeBytes: null, psi: null, sampledAtS: 0 };
 
@@ -38,12 +41,18 @@ export class NativeWatch implements DriverWatch {
   }
 
   async start(): Promise<void> {
-    this.ctx.held = { held: (name: string): QmpClient | null => this.#watchers.get(name)?.held() ?? null };
+    this.ctx.held = {
+      held: (name: string): QmpClient | null => this.#watchers.get(name)?.held() ?? null,
+      view: (name: string): GuestView | null => this.#watchers.get(name)?.model ?? null,
+      hostAvailableKiB: (): number | null => (this.#host.memAvailableBytes === null ? null : Math.floor(this.#host.memAvailableBytes / 1024)),
+      noteTarget: (name: string, currentKiB: number): void => this.#noteTarget(name, currentKiB),
+    };
     this.#host = await sampleHostMemory();
     await this.#discover();
   }
 
   async stop(): Promise<void> {
+    await this.#flushTargets();
     this.#stopped = true;
     if (this.ctx.held) this.ctx.held = null;
     await Promise.all([...this.#watchers.values()].map((w) => w.stop()));
@@ -76,6 +85,8 @@ export class NativeWatch implements DriverWatch {
   async refresh(name: string): Promise<void> {
     const w = this.#watchers.get(name);
     if (!w) return;
+    // A fast-path target still waiting for its write goes to the record first: it is newer.
+    if (this.#pendingTargets.has(name)) await this.#flushTargets();
     const rec = await readRunRecord(this.ctx.paths.run(name));
     if (rec && rec.phase === 'running') w.takeDefinition(rec);
     await w.refresh();
@@ -90,6 +101,40 @@ export class NativeWatch implements DriverWatch {
     for (const l of this.#listeners) {
       try { l(c); } catch { /* a listener's failure is its own */ }
     }
+  }
+
+  /** Targets sent on the fast path, not yet in the run record: when noted, and the value. */
+  #pendingTargets = new Map<string, { kib: number; atMs: number }>();
+  #targetTimer: NodeJS.Timeout | null = null;
+
+  #noteTarget(name: string, currentKiB: number): void {
+    const w = this.#watchers.get(name);
+    if (w) w.takeTarget(currentKiB);
+    this.#pendingTargets.set(name, { kib: currentKiB, atMs: Date.now() });
+    this.#targetTimer ??= setTimeout(() => { this.#targetTimer = null; void this.#flushTargets(); }, TARGET_WRITE_DELAY_MS);
+  }
+
+  /**
+   * Brings the run records up to date with the targets sent on the fast path, under each
+   * domain's job lock; a record another process wrote after the note keeps its newer target.
+   */
+  async #flushTargets(): Promise<void> {
+    if (this.#targetTimer) { clearTimeout(this.#targetTimer); this.#targetTimer = null; }
+    const pending = [...this.#pendingTargets];
+    this.#pendingTargets.clear();
+    await Promise.all(pending.map(async ([name, t]) => {
+      try {
+        await this.ctx.withDomainLock(name, async () => {
+          const run = this.ctx.paths.run(name);
+          const written = (await stat(run.status).catch(() => null))?.mtimeMs ?? 0;
+          if (written > t.atMs) return;
+          const rec = await readRunRecord(run);
+          if (!rec || rec.phase !== 'running') return;
+          rec.live = { ...rec.live, memory: { ...rec.live.memory, currentKiB: t.kib } };
+          await writeRunRecord(run, rec);
+        });
+      } catch { /* the record keeps its older target; the next change writes it */ }
+    }));
   }
 
   /** One stat per guest: a definition written since the last look (policy set) is a settings change. */
