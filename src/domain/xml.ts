@@ -29,7 +29,7 @@
 import type { BalloonDef, CpuDef, DiskDef, DomainDef, GuestNumaDef, MemoryDeviceDef, OsDef, PolicyDef } from './definition.js';
 import { DEF_SCHEMA_VERSION } from './definition.js';
 import { VirtError, unsupported, xmlError } from './errors.js';
-import { deviceMemoryKiB } from './memory.js';
+import { deviceMemoryKiB, guestNumaCells } from './memory.js';
 import { newUuid, normalizeUuid, printable, validateDomainName } from './name.js';
 import { parseXmlMemoryKiB } from './size.js';
 import { DefValidationError, MAX_VCPUS, defaultBalloon, validateDomainDef } from './validate-def.js';
@@ -712,12 +712,8 @@ function formatCpu(def: DomainDef): Element {
       children.push(element('model', { fallback: 'forbid' }, [], def.cpu.model));
     }
   }
-  if (def.numa !== undefined) {
-    children.push(formatNumaCells(def.numa));
-  } else if (def.memory.hotplug !== undefined) {
-    const cpus = Array.from({ length: def.vcpus }, (_, i) => i);
-    children.push(formatNumaCells({ cells: [{ cpus, memoryKiB: def.memory.maxKiB - deviceMemoryKiB(def) }] }));
-  }
+  const cells = guestNumaCells(def);
+  if (cells !== undefined) children.push(formatNumaCells({ cells }));
   return element('cpu', attrs, children);
 }
 

@@ -38,6 +38,8 @@ export interface RunPaths {
   pidfile: string;
   /** The daemon's policy loop: its last decision for this guest (read by `policy show`). */
   policyLast: string;
+  /** File-backed guest RAM (<memoryBacking><source type='file'/>): QEMU's unlinked files. */
+  memoryDir: string;
 }
 
 /** Layout of a state directory. */
@@ -73,6 +75,7 @@ export class StatePaths {
       qemuLog: join(dir, 'qemu.log'),
       pidfile: join(dir, 'qemu.pid'),
       policyLast: join(dir, 'policy-last.json'),
+      memoryDir: join(dir, 'memory'),
     };
     if (Buffer.byteLength(paths.qmpWatch) > MAX_SOCKET_PATH) {
       throw new VirtError(
