@@ -54,6 +54,8 @@ export class StatePaths {
   /** The token of virtmemd's TCP listener, when it made one. */
   get daemonToken(): string { return join(this.root, 'virtmemd.token'); }
   definition(name: string): string { return join(this.domainsDir, `${name}.json`); }
+  /** Where the driver mounts a hugetlbfs for a page size the host has no mount of (root only). */
+  hugetlbfs(pageSizeKiB: number): string { return join(this.root, 'hugepages', `${pageSizeKiB}kB`); }
   lock(name: string): string { return join(this.locksDir, `${name}.lock`); }
 
   /**

@@ -67,6 +67,8 @@ export interface BackendPlan {
   preallocThreads?: number;
   /** virtio-mem: QEMU preallocates plugged blocks through the device instead. */
   devicePrealloc: boolean;
+  /** What QEMU allocates at start, before the guest runs (KiB): the backend, or what is plugged. */
+  preallocKiB: number;
   /** virtio-mem: the backend is not reserved (MAP_NORESERVE). */
   reserve?: false;
   alignKiB?: number;
@@ -150,7 +152,7 @@ function planRegion(def: DomainDef, region: Region, host: MemoryHost): BackendPl
 
   const plan: BackendPlan = {
     id: region.id, qomType: 'memory-backend-ram', sizeKiB: region.sizeKiB, cell: region.cell,
-    hugepageKiB, file: null, prealloc: false, devicePrealloc: false, plain: false, system: region.system,
+    hugepageKiB, file: null, prealloc: false, devicePrealloc: false, preallocKiB: 0, plain: false, system: region.system,
   };
   if (path === undefined && backing.source === 'memfd') {
     plan.qomType = 'memory-backend-memfd';
@@ -163,8 +165,10 @@ function planRegion(def: DomainDef, region: Region, host: MemoryHost): BackendPl
   if (dev?.model === 'virtio-mem') {
     plan.devicePrealloc = prealloc;
     plan.reserve = false;
+    if (prealloc) plan.preallocKiB = dev.requestedKiB;
   } else {
     plan.prealloc = prealloc;
+    if (prealloc) plan.preallocKiB = region.sizeKiB;
     if (backing.allocation?.threads !== undefined) plan.preallocThreads = backing.allocation.threads;
   }
   if (dev?.model === 'nvdimm') {
