@@ -6,10 +6,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { DomainDef } from '../../src/domain/definition.js';
-import { VirtError } from '../../src/domain/errors.js';
 import { formatIdSet, parseIdSet } from '../../src/domain/node-set.js';
 import { DefValidationError, defaultBalloon, validateDomainDef } from '../../src/domain/validate-def.js';
 import { formatDomainXml, parseDomainXml } from '../../src/domain/xml.js';
+import { assertVirtError } from '../helpers/virt-error.js';
 
 const MiB = 1024;
 const GiB = 1024 * MiB;
@@ -28,15 +28,6 @@ function doc({ top = '', devices = '', memory = "<memory unit='MiB'>1024</memory
 
 const TWO_CELLS = "<cpu><numa><cell id='0' cpus='0' memory='512' unit='MiB'/><cell id='1' cpus='1' memory='512' unit='MiB'/></numa></cpu>";
 const HOTPLUG = "<maxMemory slots='4' unit='GiB'>8</maxMemory><memory unit='GiB'>2</memory>";
-
-function assertVirtError(fn: () => unknown, code: string, ...parts: string[]): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof VirtError, `expected VirtError, got ${String(err)}`);
-    assert.equal(err.code, code, `code for: ${err.message}`);
-    for (const p of parts) assert.ok(err.message.includes(p), `'${err.message}' should mention '${p}'`);
-    return true;
-  });
-}
 
 describe('node and CPU lists (libvirt bitmaps)', () => {
   it('reads ranges, exclusions and repeats, and prints the canonical form', () => {

@@ -5,11 +5,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DomainDef } from '../../src/domain/definition.js';
-import { VirtError } from '../../src/domain/errors.js';
 import { defaultBalloon } from '../../src/domain/validate-def.js';
 import { formatDomainXml, parseDomainXml } from '../../src/domain/xml.js';
 import { MAX_XML_BYTES, MAX_XML_DEPTH, formatXmlTree, element, parseXmlTree } from '../../src/domain/xml-tree.js';
 import { skipUnlessCi } from '../helpers/skip.js';
+import { assertVirtError } from '../helpers/virt-error.js';
 
 // Tests run from dist/test/unit; fixtures stay in the source tree.
 const FIXTURES = new URL('../../../test/fixtures/xml/', import.meta.url);
@@ -167,15 +167,6 @@ function domainXml({ top = '', devices = '', memory = "<memory unit='MiB'>512</m
 }
 
 const HOTPLUG = "<maxMemory slots='4' unit='GiB'>8</maxMemory><memory unit='GiB'>2</memory>";
-
-function assertVirtError(fn: () => unknown, code: string, ...parts: string[]): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof VirtError, `expected VirtError, got ${String(err)}`);
-    assert.equal(err.code, code, `code for: ${err.message}`);
-    for (const p of parts) assert.ok(err.message.includes(p), `'${err.message}' should mention '${p}'`);
-    return true;
-  });
-}
 
 function hasCommand(cmd: string): boolean {
   const r = spawnSync(cmd, ['--version'], { stdio: 'ignore' });
