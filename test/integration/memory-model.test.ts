@@ -7,7 +7,8 @@
  *     starts;
  *   - two guest NUMA cells, seen by the guest's kernel (node0 and node1, their CPUs and sizes);
  *   - <memtune> limits in the domain's memory cgroup with QEMU in it, changed live, gone at stop;
- *   - a host block device (a loop device the test makes) seen by the guest as vdb.
+ *   - a host block device (a loop device the test makes) seen by the guest as vdb;
+ *   - restrictive placement: QEMU in the domain's cpuset cgroup with the nodeset as its mems.
  * Needs root (the pool, hugetlbfs, cgroups, loop devices) and the built-in guest.
  */
 import { test, before, after, describe } from 'node:test';
@@ -167,6 +168,27 @@ describe('huge pages, guest NUMA, memtune and a block disk on a real guest', { s
     await sb.ok('destroy', 'mm');
     assert.equal(freePages(), PAGES);
     assert.equal(existsSync(cgroupDir), false);
+  });
+});
+
+describe('restrictive NUMA placement', { skip: skipUnlessCi(skip, !controllers.cpuset && 'the host has no cgroup cpuset controller') }, () => {
+  test("QEMU runs in the domain's cpuset cgroup confined to the nodeset, removed at destroy", async () => {
+    const xml = join(files, 'rs.xml');
+    await writeFile(xml, `<domain type='qemu'><name>rs</name><memory unit='MiB'>256</memory>
+      <numatune><memory mode='restrictive' nodeset='0'/></numatune><os><type arch='x86_64'>hvm</type></os></domain>`);
+    await sb.ok('define', xml);
+    await sb.ok('start', 'rs');
+    try {
+      const dir = join(controllers.cpuset!.root, domainCgroupPath(sb.stateDir, 'rs'));
+      const status = JSON.parse(await readFile(join(sb.stateDir, 'run', 'rs', 'status.json'), 'utf8')) as { pid: number };
+      assert.equal((await readFile(join(dir, 'cpuset.mems'), 'utf8')).trim(), '0');
+      assert.ok((await readFile(join(dir, 'cgroup.procs'), 'utf8')).split('\n').includes(String(status.pid)));
+      assert.equal(existsSync(join(controllers.memory!.root, domainCgroupPath(sb.stateDir, 'rs'))), false, 'no memory cgroup without memtune');
+      await sb.ok('destroy', 'rs');
+      assert.equal(existsSync(dir), false);
+    } finally {
+      await sb.run('destroy', 'rs');
+    }
   });
 });
 
