@@ -137,6 +137,17 @@ export async function prepareHostMemory(ctx: NativeContext, def: DomainDef, run:
 }
 
 /**
+ * The memory plan of a running guest's definition with the host's paths as they are now (no
+ * checks, nothing mounted): for a device hot-added to a guest that started with them.
+ */
+export async function currentHostMemory(def: DomainDef, run: RunPaths, roots: HostRoots = HOST): Promise<{ plan: MemoryLayoutPlan; backing: BackingPaths }> {
+  const meminfo = await readFile(`${roots.proc}/meminfo`, 'utf8').catch(() => '');
+  const defaultKiB = defaultHugepageKiB(meminfo) ?? 2048;
+  const mounts = hugetlbfsMounts(await readFile(`${roots.proc}/mounts`, 'utf8').catch(() => ''), defaultKiB);
+  return { plan: planMemoryLayout(def, { defaultHugepageKiB: defaultKiB }), backing: { hugetlbfs: mounts, memoryDir: run.memoryDir } };
+}
+
+/**
  * A hugetlbfs mount for each size: the host's own when /proc/mounts lists one, else one the
  * driver mounts under its state directory (root only), under a lock so two starts do not both
  * mount it.
