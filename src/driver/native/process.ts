@@ -124,6 +124,9 @@ async function bootFiles(ctx: NativeContext, def: DomainDef): Promise<{ kernel: 
   const { defaultGuestDiskProblem } = await import('../../guest/kernel-modules.js');
   const problem = defaultGuestDiskProblem(guest.modules, def.disks);
   if (problem?.reason === 'bus') {
+    if (def.disks.find((d) => d.target === problem.target)?.device === 'cdrom') {
+      throw new VirtError('CONFIG_UNSUPPORTED', `cdrom ${problem.target}: the built-in guest drives virtio disks only and would not see it; remove the cdrom or give the domain a kernel`);
+    }
     throw new VirtError('CONFIG_UNSUPPORTED', `disk ${problem.target}: the built-in guest drives virtio disks only; use bus 'virtio' (target vda, vdb, ...) or give the domain a kernel`);
   }
   if (problem?.reason === 'module') {
