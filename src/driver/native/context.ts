@@ -6,6 +6,7 @@
  * lifecycle (process.ts) and memory (memory.ts) parts take.
  */
 import { unlink } from 'node:fs/promises';
+import { basename } from 'node:path';
 import type { QmpClient } from '../../qmp/index.js';
 import type { DomainDef } from '../../domain/definition.js';
 import { VirtError } from '../../domain/errors.js';
@@ -19,6 +20,7 @@ import { observe, writeRunRecord, type Observed, type RunningRecord } from './ru
 import { withMonitor, onHeldMonitor } from './monitor.js';
 import type { StateReason } from '../api.js';
 import type { GuestView } from '../view.js';
+import { removeDomainCgroup } from './cgroup.js';
 
 export interface NativeOptions {
   /** State directory; default from $VIRTMEM_STATE_DIR or the per-user location. */
@@ -111,6 +113,8 @@ export class NativeContext {
   async markStopped(run: RunPaths, reason: StateReason): Promise<void> {
     await writeRunRecord(run, { version: 1, phase: 'shutoff', reason, stoppedAt: new Date().toISOString() });
     await Promise.all([run.qmp, run.qmpWatch, run.console, run.agent, run.pidfile].map((p) => unlink(p).catch(() => {})));
+    // The domain's cgroup (memtune, restrictive placement) goes with its QEMU.
+    await removeDomainCgroup(this.paths.root, basename(run.dir));
   }
 
   #lockOpts(signal?: AbortSignal): { timeoutMs: number; signal?: AbortSignal } {

@@ -21,8 +21,10 @@ import {
 } from '../memory/rules.js';
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
 import { toMemoryStats, type MemoryStats } from '../memory/stats.js';
-import { BALLOON_QOM_PATH, virtioMemId } from './qemu-argv.js';
-import { readRunRecord, writeRunRecord, type RunningRecord } from './run-status.js';
+import { BALLOON_QOM_PATH } from './qemu-argv.js';
+import { backendObject } from './qemu-memory.js';
+import { currentHostMemory } from './memory-start.js';
+import { writeRunRecord, type RunningRecord } from './run-status.js';
 import { monitorError, onHeldMonitor } from './monitor.js';
 import { totalBytes } from '../view.js';
 import { readRssKiB } from './host-process.js';
@@ -281,17 +283,21 @@ async function growMaxLive(ctx: NativeContext, name: string, rec: RunningRecord,
   if (addKiB % blockKiB) throw invalidArg(`invalid argument: the maximum can grow live only in steps of ${blockKiB} KiB (virtio-mem block size); ${kib} KiB is ${addKiB} KiB above the current ${live.memory.maxKiB} KiB`);
   if (kib > hotplug.ceilingKiB) refuse(`QEMU reserved hot-plug space up to ${hotplug.ceilingKiB} KiB at boot (<maxMemory>); raise that with setmaxmem --config ... and a restart`);
   if (live.memoryDevices.length >= hotplug.slots) refuse(`all ${hotplug.slots} memory slots are in use`);
-  const id = virtioMemId(live.memoryDevices.filter((d) => d.model === 'virtio-mem').length);
+  const grown: DomainDef = { ...live, memory: { ...live.memory, maxKiB: kib }, memoryDevices: [...live.memoryDevices, { model: 'virtio-mem', sizeKiB: addKiB, blockKiB, requestedKiB: 0 }] };
+  // The new device's backend follows the guest's memory backing, as the boot devices' do.
+  const { plan, backing } = await currentHostMemory(grown, ctx.paths.run(name));
+  const added = plan.devices[plan.devices.length - 1]!;
+  const memdev = added.backend.id;
   await ctx.monitor(name, async (c) => {
-    await c.execute('object-add', { 'qom-type': 'memory-backend-ram', id: `mem-${id}`, size: addKiB * 1024 });
+    await c.execute('object-add', backendObject(added.backend, backing));
     try {
-      await c.execute('device_add', { driver: 'virtio-mem-pci', id, memdev: `mem-${id}`, 'requested-size': 0, 'block-size': blockKiB * 1024 });
+      await c.execute('device_add', added.props);
     } catch (err) {
-      await c.execute('object-del', { id: `mem-${id}` }).catch(() => {});
+      await c.execute('object-del', { id: memdev }).catch(() => {});
       throw err;
     }
   }, signal);
-  rec.live = { ...live, memory: { ...live.memory, maxKiB: kib }, memoryDevices: [...live.memoryDevices, { model: 'virtio-mem', sizeKiB: addKiB, blockKiB, requestedKiB: 0 }] };
+  rec.live = grown;
   await writeRunRecord(ctx.paths.run(name), rec);
 }
 
