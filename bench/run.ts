@@ -7,6 +7,7 @@
  *                               the memory policies side by side on three real guests, each
  *                               through virtmem's daemon (bench/policy-real.ts)
  *   npm run bench -- policy --sim   the same scenario in a deterministic model (bench/policy-sim.ts)
+ *   npm run bench -- api            per-call speed through virtmemd vs libvirt's C client (bench/api-calls.ts)
  *
  * --quick   fewer runs and only 10 guests at scale: a few minutes.
  * --docs    also write the table into docs/benchmarks.md.
@@ -560,6 +561,8 @@ async function main(): Promise<void> {
   }
   // The policy comparison on real guests, each row through virtmem's daemon (bench/policy-real.ts).
   if (process.argv[2] === 'policy') return (await import('./policy-real.js')).runPolicyReal(process.argv.slice(3).filter((a) => a !== '--real'));
+  // Per-call speed through virtmemd vs libvirt's C client, and setmem --wait vs libvirt's API path (bench/api-calls.ts).
+  if (process.argv[2] === 'api') return (await import('./api-calls.js')).runApiBench(process.argv.slice(3));
   const { plan: p, docs } = plan(process.argv.slice(2));
   if (process.getuid?.() !== 0) log('not root: libvirt qemu:///system and its install need root; this will likely fail');
   log(`mode ${p.mode}: scales ${p.scales.join(', ')}`);

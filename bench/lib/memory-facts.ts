@@ -35,6 +35,7 @@
 import type { Element } from '../../src/domain/xml-tree.js';
 import { parseXmlTree } from '../../src/domain/xml-tree.js';
 import { unitBytes } from '../../src/domain/size.js';
+import { formatIdSet, parseIdSet } from '../../src/domain/node-set.js';
 
 /** Fact name -> normalised value, e.g. { "memory": "4194304", "numa.cell[0].cpus": "0-1" }. */
 export type MemoryFacts = Record<string, string>;
@@ -78,32 +79,12 @@ function toBytes(value: string, unit: string | undefined, where: string): string
 
 /**
  * libvirt's bitmap syntax ("0-3,^2,8") in its canonical form ("0-1,3,8"), as virBitmapFormat
- * prints it. Text that is not a bitmap is returned trimmed, unchanged, so it still compares.
+ * prints it (the same reading as virtmem's, domain/node-set.ts). Text that is not a bitmap is
+ * returned trimmed, unchanged, so it still compares.
  */
 export function canonicalBitmap(text: string): string {
-  const t = text.trim();
-  const on = new Set<number>();
-  for (const raw of t.split(',')) {
-    const part = raw.trim();
-    const m = /^(\^)?(\d+)(?:-(\d+))?$/.exec(part);
-    if (m === null) return t;
-    const lo = Number(m[2]);
-    const hi = m[3] === undefined ? lo : Number(m[3]);
-    if (hi < lo || hi > 1 << 20) return t;
-    for (let i = lo; i <= hi; i++) {
-      if (m[1] === undefined) on.add(i);
-      else on.delete(i);
-    }
-  }
-  const sorted = [...on].sort((a, b) => a - b);
-  const ranges: string[] = [];
-  for (let i = 0; i < sorted.length; ) {
-    let j = i;
-    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
-    ranges.push(i === j ? String(sorted[i]) : `${sorted[i]}-${sorted[j]}`);
-    i = j + 1;
-  }
-  return ranges.join(',');
+  const ids = parseIdSet(text);
+  return ids === null ? text.trim() : formatIdSet(ids);
 }
 
 const BITMAP_ATTRS = new Set(['cpus', 'nodeset']);

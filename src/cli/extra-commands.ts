@@ -44,19 +44,53 @@ export function definitionFromOptions(a: ParsedArgs): DomainDef {
   if (a.flags.has('no-balloon')) balloon.model = 'none';
   if (a.flags.has('no-autodeflate')) balloon.autodeflate = false;
   if (a.flags.has('no-free-page-reporting')) balloon.freePageReporting = false;
+  const vcpus = Number(vcpusText);
   return {
     schemaVersion: DEF_SCHEMA_VERSION,
     name,
     uuid: newUuid(),
-    vcpus: Number(vcpusText),
+    vcpus,
     ...(accel !== 'auto' ? { accel } : {}),
     ...(cpu ? { cpu } : {}),
     memory: { maxKiB, currentKiB, ...(hotplug ? { hotplug: { ceilingKiB, slots: 8 } } : {}) },
+    ...memoryOptions(a, bootKiB, vcpus),
     memoryDevices,
     os: { ...(kernel ? { kernel } : {}), ...(initrd ? { initrd } : {}), ...(opt('cmdline') !== undefined ? { cmdline: opt('cmdline')! } : {}) },
     disks,
     balloon,
   };
+}
+
+/**
+ * `new`'s memory configuration: --hugepages SIZE (all boot RAM on huge pages of that size),
+ * --locked (RAM locked in host memory), --numa-cells N (vCPUs and boot RAM split evenly into N
+ * guest NUMA cells, RAM in whole MiB, the rest to the last cell), --hard-limit / --soft-limit
+ * (memory cgroup limits). Pure; the definition's validation checks the values.
+ */
+function memoryOptions(a: ParsedArgs, bootKiB: number, vcpus: number): Pick<DomainDef, 'memoryBacking' | 'numa' | 'memtune'> {
+  const opt = (k: string): string | undefined => a.options.get(k);
+  const out: Pick<DomainDef, 'memoryBacking' | 'numa' | 'memtune'> = {};
+  const backing: NonNullable<DomainDef['memoryBacking']> = {};
+  if (opt('hugepages') !== undefined) backing.hugepages = [{ sizeKiB: parseScaledKiB(opt('hugepages')!, 'huge page size') }];
+  if (a.flags.has('locked')) backing.locked = true;
+  if (Object.keys(backing).length > 0) out.memoryBacking = backing;
+  const cellsText = opt('numa-cells');
+  if (cellsText !== undefined) {
+    const n = /^[0-9]+$/.test(cellsText) ? Number(cellsText) : NaN;
+    if (!(n >= 1 && n <= vcpus)) throw new UsageError(`invalid --numa-cells '${cellsText}': a whole number from 1 to the vCPUs (${vcpus})`);
+    const cellKiB = Math.floor(bootKiB / n / 1024) * 1024;
+    out.numa = {
+      cells: Array.from({ length: n }, (_, i) => ({
+        cpus: Array.from({ length: vcpus }, (_, c) => c).filter((c) => Math.floor((c * n) / vcpus) === i),
+        memoryKiB: i === n - 1 ? bootKiB - cellKiB * (n - 1) : cellKiB,
+      })),
+    };
+  }
+  const memtune: NonNullable<DomainDef['memtune']> = {};
+  if (opt('hard-limit') !== undefined) memtune.hardLimitKiB = parseScaledKiB(opt('hard-limit')!, 'hard limit');
+  if (opt('soft-limit') !== undefined) memtune.softLimitKiB = parseScaledKiB(opt('soft-limit')!, 'soft limit');
+  if (Object.keys(memtune).length > 0) out.memtune = memtune;
+  return out;
 }
 
 /**
@@ -72,8 +106,11 @@ export function diskFromOption(text: string): DiskDef {
   if (pathText === '' || /^(format|readonly|target)(=|$)/.test(first)) {
     throw new UsageError(`--disk '${text}': the image path comes first (--disk PATH[,format=raw|qcow2][,readonly][,target=vdX])`);
   }
+  const path = isAbsolute(pathText) ? pathText : resolve(pathText);
   const disk: DiskDef = {
-    path: isAbsolute(pathText) ? pathText : resolve(pathText),
+    path,
+    // A device node is a host block device (QEMU's host_device), as virt-install takes it.
+    ...(path.startsWith('/dev/') ? { type: 'block' as const } : {}),
     format: pathText.endsWith('.qcow2') ? 'qcow2' : 'raw',
     target: 'vda',
     bus: 'virtio',
@@ -123,8 +160,8 @@ export const EXTRA_COMMANDS: Command[] = [
   {
     name: 'new', summary: 'define a domain without XML (defaults: 1G, 1 vCPU, the built-in guest; --max-memory: grow without reboot)',
     positionals: ['name'], required: 1,
-    flags: ['no-balloon', 'no-autodeflate', 'no-free-page-reporting', 'start'],
-    options: ['memory', 'current-memory', 'max-memory', 'hotplug-ceiling', 'vcpus', 'kernel', 'initrd', 'cmdline', 'disk', 'accel', 'cpu'],
+    flags: ['no-balloon', 'no-autodeflate', 'no-free-page-reporting', 'start', 'locked'],
+    options: ['memory', 'current-memory', 'max-memory', 'hotplug-ceiling', 'vcpus', 'kernel', 'initrd', 'cmdline', 'disk', 'accel', 'cpu', 'hugepages', 'numa-cells', 'hard-limit', 'soft-limit'],
     failPrefix: (a) => `Failed to define domain '${a.positional.name}'`,
     async run(ctx) {
       const def = definitionFromOptions(ctx.args);

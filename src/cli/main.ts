@@ -3,8 +3,10 @@
  * virsh-style `error: ...` lines and exit codes.
  */
 import { VirtError, type HypervisorDriver } from '../driver/api.js';
-import { chooseUri, isNativeUri, openDriver } from '../driver/connect.js';
+import { chooseUri, isNativeUri, openDriver, stateDirectory } from '../driver/connect.js';
 import { GuestError } from '../guest/errors.js';
+import { InputError } from '../util/bounded-read.js';
+import { checkPrivateDir, LoosePermissionsError } from '../util/private-files.js';
 import { parseArgs, UsageError } from './args.js';
 import { COMMANDS, type Command } from './commands.js';
 import { EXTRA_COMMANDS } from './extra-commands.js';
@@ -39,6 +41,8 @@ function describeError(err: unknown): { message: string; code: string; libvirt?:
   if (err instanceof VirtError) return { message: err.message, code: err.code };
   if (err instanceof UsageError) return { message: err.message, code: err.code };
   if (err instanceof GuestError) return { message: err.message, code: err.code };
+  if (err instanceof InputError) return { message: err.message, code: err.code };
+  if (err instanceof LoosePermissionsError) return { message: err.message, code: err.code };
   const e = err as NodeJS.ErrnoException;
   return { message: `internal error: ${e?.message ?? String(err)}`, code: 'INTERNAL' };
 }
@@ -104,6 +108,8 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     return 1;
   }
   try {
+    // A state directory others can write into is refused before anything is read from it.
+    if (native) await checkPrivateDir(stateDirectory(stateDir));
     await cmd.run({ driver, native, stateDir, args, json, out: io.out, err: io.err, isTty: io.isTty });
     return 0;
   } catch (err) {

@@ -7,7 +7,10 @@
  * over a unix socket and writes back what the warm process answers. It knows no command: the
  * warm process decides, and answers "run it yourself" for anything it does not serve (start,
  * define, waits, ...), which this program then does by exec'ing Node on the plain CLI, exactly
- * as if the warm process did not exist. Protocol: src/cli/warm-protocol.ts.
+ * as if the warm process did not exist. It does the same when the warm process dies before the
+ * command started, or before a read-only one finished (its output is held until the exit code
+ * comes, so nothing is printed twice); it never runs a command again that may have changed
+ * something. Protocol: src/cli/warm-protocol.ts.
  *
  * The warm process is started by the first invocation that finds none (that invocation runs the
  * plain CLI itself, like virsh starting a session libvirtd in the background) and exits after a
@@ -34,7 +37,7 @@
 #include <unistd.h>
 
 /* Must match src/cli/warm-protocol.ts. */
-#define MAGIC "virtmem-warm 1"
+#define MAGIC "virtmem-warm 2"
 static const char *const ENV_KEYS[] = {"VIRTMEM_STATE_DIR", "XDG_STATE_HOME", "HOME", "VIRTMEM_GUEST_DIR", "XDG_CACHE_HOME",
                                        "VIRTMEM_ACCEL", "VIRTMEM_QEMU", "VIRTMEM_KVM_DEVICE", "VIRTMEM_PROBE_CACHE",
                                        "LIBVIRT_DEFAULT_URI", "VIRTMEM_DAEMON"};
@@ -129,6 +132,42 @@ static void spawn_warm(const char *sock_path) {
   _exit(127);
 }
 
+/* The command's output is held back until its exit code arrives, so that a read-only command
+   whose warm process dies mid-way has printed nothing and can simply run again. Warm commands
+   print little; past HOLD_MAX what is held is written and the rest streams (such a command is
+   then not run again). Records: fd byte, 4-byte length, bytes. */
+#define HOLD_MAX (1u << 20)
+static char *held;
+static size_t held_len;
+static int streaming;
+
+/* Write what is held, in order, and stop holding. */
+static void release_held(void) {
+  for (size_t i = 0; i < held_len;) {
+    uint32_t n;
+    memcpy(&n, held + i + 1, sizeof n);
+    (void)write_all(held[i], held + i + 5, n);
+    i += 5 + n;
+  }
+  held_len = 0;
+}
+
+/* Output for `out_fd` (1 or 2): held while it fits, else written. */
+static void emit(int out_fd, const char *p, size_t n) {
+  if (!streaming && !held) held = malloc(HOLD_MAX);
+  if (!streaming && held && held_len + 5 + n <= HOLD_MAX) {
+    uint32_t n32 = (uint32_t)n;
+    held[held_len] = (char)out_fd;
+    memcpy(held + held_len + 1, &n32, sizeof n32);
+    memcpy(held + held_len + 5, p, n);
+    held_len += 5 + n;
+    return;
+  }
+  release_held();
+  streaming = 1;
+  (void)write_all(out_fd, p, n);
+}
+
 /* A request: NUL-terminated fields (see warm-protocol.ts). */
 static char *build_request(int argc, char **argv, size_t *len) {
   size_t cap = 256;
@@ -194,27 +233,47 @@ int main(int argc, char **argv) {
   if (!req || write_all(fd, req, reqlen) != 0) run_direct(argc, argv);
   free(req);
 
-  /* Frames: 1 byte type, 4 bytes big-endian length, payload. */
+  /* Frames: 1 byte type, 4 bytes big-endian length, payload. The first is 'r' (run it
+     yourself) or 's' (started; payload 'r' when the command only reads). */
   static char buf[65536];
-  int answered = 0;
+  int started = 0, read_only = 0;
   for (;;) {
     unsigned char head[5];
-    int r = read_all(fd, (char *)head, sizeof head);
-    if (r <= 0) break;
+    if (read_all(fd, (char *)head, sizeof head) != 1) break;
     uint32_t len = (uint32_t)head[1] << 24 | (uint32_t)head[2] << 16 | (uint32_t)head[3] << 8 | head[4];
     char type = (char)head[0];
-    if (type == 'r' && !answered) { close(fd); run_direct(argc, argv); }
-    answered = 1;
+    if (!started) {
+      if (type == 'r') { close(fd); run_direct(argc, argv); }
+      started = 1; /* from here on the command may be running */
+      if (type != 's' || len != 1 || read_all(fd, buf, 1) != 1) break;
+      read_only = buf[0] == 'r';
+      continue;
+    }
+    if (type == 'x') {
+      if (len != 1 || read_all(fd, buf, 1) != 1) break;
+      release_held();
+      return (unsigned char)buf[0];
+    }
     while (len > 0) {
-      size_t chunk = len < sizeof buf ? len : sizeof buf;
-      if (read_all(fd, buf, chunk) != 1) goto lost;
-      if (type == '1' || type == '2') (void)write_all(type == '1' ? 1 : 2, buf, chunk);
-      else if (type == 'x') return (unsigned char)buf[0];
-      len -= (uint32_t)chunk;
+      ssize_t r = read(fd, buf, len < sizeof buf ? len : sizeof buf);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) goto lost;
+      if (type == '1' || type == '2') emit(type == '1' ? 1 : 2, buf, (size_t)r);
+      len -= (uint32_t)r;
     }
   }
 lost:
-  /* The command may have run (or partly): running it again could repeat a change, so say so. */
-  fprintf(stderr, "error: the virtmem warm process closed the connection before the command finished (see %s.log)\n", addr.sun_path);
+  /* The warm process went away before the exit code (killed, out of memory). Exactly once
+     (warm-protocol.ts): with no 's' frame the command never started, and a read-only command
+     that printed nothing yet (its output is held until the exit code) is harmless to run
+     again; anything else may have taken effect, so it is not run again and the caller is
+     told. */
+  close(fd);
+  if (!started || (read_only && !streaming)) run_direct(argc, argv);
+  release_held();
+  if (read_only)
+    fprintf(stderr, "error: the virtmem warm process died before the command finished: the output above is incomplete (see %s.log)\n", addr.sun_path);
+  else
+    fprintf(stderr, "error: the virtmem warm process died while running the command, which may or may not have taken effect; it was not run again: check before repeating it (see %s.log)\n", addr.sun_path);
   return 1;
 }

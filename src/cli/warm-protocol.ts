@@ -3,13 +3,27 @@
  * (warm-server.ts). Pure: parsing and encoding only, no I/O.
  *
  * Request, client -> server: NUL-terminated text fields
- *   "virtmem-warm 1", isTty ("0"|"1"), N, N x env ("KEY=value" set, "KEY-" unset), M, M x argv word
+ *   "virtmem-warm 2", isTty ("0"|"1"), N, N x env ("KEY=value" set, "KEY-" unset), M, M x argv word
  * Response, server -> client: frames of 1 byte type, 4 bytes big-endian length, payload:
- *   '1' stdout bytes, '2' stderr bytes, 'x' exit code (1 byte, last frame),
- *   'r' "run it yourself" (only as the first and only frame: the client then runs the plain CLI).
+ *   'r' "run it yourself": the first and only frame; nothing ran (the client runs the plain CLI).
+ *   's' started: the first frame of a command the server runs, payload one byte, 'r' when the
+ *       command only reads (running it again is harmless) or 'w' when it may change something.
+ *   '1' stdout bytes, '2' stderr bytes, 'x' exit code (1 byte, last frame).
+ *
+ * Exactly once. The server hands 's' to the kernel (its write completed) before it starts the
+ * command, so a client that reads no frame at all knows the command never started, even when
+ * the warm process dies (SIGKILL, OOM) at any point. What the client does when the connection
+ * ends without an 'x' frame:
+ *   no frame     nothing ran: it runs the command itself;
+ *   's' 'r'      a read-only command: it runs it itself. The client holds a command's output
+ *                until 'x' arrives, so nothing was printed yet (unless the output outgrew
+ *                what it holds, 1 MiB: then it was streamed, is incomplete, and the client
+ *                exits 1 saying so);
+ *   's' 'w'      it may or may not have taken effect: it is NOT run again; the client prints
+ *                what came, says so and exits 1.
  */
 
-export const WARM_MAGIC = 'virtmem-warm 1';
+export const WARM_MAGIC = 'virtmem-warm 2';
 
 /** Environment variables the CLI reads; the client sends them and hashes them into the socket name. */
 export const WARM_ENV_KEYS = ['VIRTMEM_STATE_DIR', 'XDG_STATE_HOME', 'HOME', 'VIRTMEM_GUEST_DIR', 'XDG_CACHE_HOME',
@@ -95,7 +109,7 @@ export function encodeWarmRequest(req: WarmRequest): Buffer {
   return Buffer.from(fields.map((f) => `${f}\0`).join(''), 'utf8');
 }
 
-export type WarmFrameType = '1' | '2' | 'x' | 'r';
+export type WarmFrameType = '1' | '2' | 'x' | 'r' | 's';
 
 /** One response frame. */
 export function encodeWarmFrame(type: WarmFrameType, payload: Buffer | string = Buffer.alloc(0)): Buffer {
@@ -130,6 +144,33 @@ const WARM_COMMANDS = new Set([
   'qemu-monitor-command', 'help',
 ]);
 
+/** Of those, the ones that never change anything (dommemstat only without --period). */
+const READ_ONLY_COMMANDS = new Set(['list', 'dominfo', 'domstate', 'dommemstat', 'dumpxml', 'help']);
+
+/** Whether `args` holds the option `--name`, as `--name V` or `--name=V`. */
+const hasOption = (args: string[], name: string): boolean => args.some((w) => w === `--${name}` || w.startsWith(`--${name}=`));
+
+/**
+ * The command word of `argv` after the global options (undefined for none: usage), and its
+ * arguments; null when a global option makes the request unfit for the warm process (a
+ * relative or missing --state-dir: the warm process's working directory is not the caller's).
+ */
+function splitCommand(argv: string[]): { cmd: string | undefined; args: string[] } | null {
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const w = argv[i]!;
+    if (w === '--state-dir') {
+      if (!(argv[i + 1] ?? '').startsWith('/')) return null;
+      i++;
+      continue;
+    }
+    if (w === '-c' || w === '--connect') { i++; continue; }
+    if (w.startsWith('-')) continue; // -h, --version: answered at once
+    break;
+  }
+  return { cmd: argv[i], args: argv.slice(i + 1) };
+}
+
 /**
  * Whether the warm process may run `argv` for a client with `clientEnv`, or the client must run
  * it itself. The warm process holds one environment and runs many requests at once in one
@@ -143,22 +184,24 @@ export function warmServes(argv: string[], clientEnv: Map<string, string | undef
   }
   const stateEnv = ownEnv.VIRTMEM_STATE_DIR;
   if (stateEnv !== undefined && stateEnv !== '' && !stateEnv.startsWith('/')) return false;
-  let i = 0;
-  for (; i < argv.length; i++) {
-    const w = argv[i]!;
-    if (w === '--state-dir') {
-      if (!(argv[i + 1] ?? '').startsWith('/')) return false;
-      i++;
-      continue;
-    }
-    if (w === '-c' || w === '--connect') { i++; continue; }
-    if (w.startsWith('-')) continue; // -h, --version: answered at once
-    break;
-  }
-  const cmd = argv[i];
-  if (cmd === undefined) return true; // usage
-  if (!WARM_COMMANDS.has(cmd)) return false;
+  const c = splitCommand(argv);
+  if (!c) return false;
+  if (c.cmd === undefined) return true; // usage
+  if (!WARM_COMMANDS.has(c.cmd)) return false;
   // Waiting on the guest is long by nature and must stop with the caller's Ctrl-C.
-  if (cmd === 'setmem' && argv.slice(i + 1).some((w) => w === '--wait' || w.startsWith('--wait=') || w === '--timeout' || w.startsWith('--timeout='))) return false;
+  if (c.cmd === 'setmem' && (hasOption(c.args, 'wait') || hasOption(c.args, 'timeout'))) return false;
   return true;
+}
+
+/**
+ * Whether `argv` only reads, so that running it a second time after the warm process died
+ * mid-way (before any output) cannot do anything twice. Anything that may change a domain,
+ * its definition or QEMU (a monitor command can do anything) is not.
+ */
+export function warmReadOnly(argv: string[]): boolean {
+  const c = splitCommand(argv);
+  if (!c) return false;
+  if (c.cmd === undefined) return true;
+  if (!READ_ONLY_COMMANDS.has(c.cmd)) return false;
+  return !(c.cmd === 'dommemstat' && hasOption(c.args, 'period'));
 }

@@ -15,7 +15,7 @@ import { unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { main, type CliIo } from './main.js';
-import { encodeWarmFrame, parseWarmRequest, warmServes, WarmProtocolError } from './warm-protocol.js';
+import { encodeWarmFrame, parseWarmRequest, warmReadOnly, warmServes, WarmProtocolError } from './warm-protocol.js';
 
 const DEFAULT_IDLE_S = 60;
 
@@ -49,33 +49,59 @@ function codeStamp(): string {
 
 const startStamp = codeStamp();
 
+/** Bound on receiving a whole request: the client writes it in one go right after connecting. */
+const REQUEST_TIMEOUT_MS = 10_000;
+
+/** Write `frame` and resolve once the kernel has it (true), or false when the client is gone. */
+function sendNow(sock: Socket, frame: Buffer): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (sock.destroyed) { resolve(false); return; }
+    sock.write(frame, (err) => resolve(!err));
+  });
+}
+
 async function serveOne(sock: Socket, stale: () => boolean): Promise<void> {
   let buf = Buffer.alloc(0);
   const req = await new Promise<ReturnType<typeof parseWarmRequest> | 'bad'>((resolve) => {
+    const timer = setTimeout(() => {
+      troubled = true;
+      log(`no complete request within ${REQUEST_TIMEOUT_MS} ms`);
+      resolve(null);
+    }, REQUEST_TIMEOUT_MS);
+    const done = (r: ReturnType<typeof parseWarmRequest> | 'bad'): void => {
+      clearTimeout(timer);
+      sock.off('data', onData);
+      resolve(r);
+    };
     const onData = (chunk: Buffer): void => {
+      // parseWarmRequest refuses more than MAX_REQUEST_BYTES: the buffer is bounded.
       buf = Buffer.concat([buf, chunk]);
       try {
         const r = parseWarmRequest(buf);
-        if (r) { sock.off('data', onData); resolve(r); }
+        if (r) done(r);
       } catch (err) {
         troubled = true;
         log(`bad request: ${(err as WarmProtocolError).message}`);
-        sock.off('data', onData);
-        resolve('bad');
+        done('bad');
       }
     };
     sock.on('data', onData);
-    sock.once('close', () => resolve(null));
+    sock.once('close', () => done(null));
   });
   if (!req) { sock.destroy(); return; }
   // Nothing ran yet: a request we cannot take (or read) is one the caller runs itself. After a
   // rebuild this process holds old code: the caller runs the new one, and we leave.
   if (req === 'bad' || stale() || !warmServes(req.argv, req.env, process.env)) {
-    sock.end(encodeWarmFrame('r'));
+    // Closed once the answer is out: a client still sending (a request without end) is cut.
+    sock.end(encodeWarmFrame('r'), () => sock.destroy());
     return;
   }
-  // A client that went away (Ctrl-C) does not stop the command: warm commands are short and
-  // bounded; their output is dropped.
+  // 's' reaches the kernel before the command starts (warm-protocol.ts, "Exactly once"): a
+  // client that never sees it runs the command itself, so nothing may run before it is out. A
+  // client gone by now never learns of the command either: it is not run.
+  if (!(await sendNow(sock, encodeWarmFrame('s', warmReadOnly(req.argv) ? 'r' : 'w')))) { sock.destroy(); return; }
+  // A client that goes away later (Ctrl-C) does not stop the command: warm commands are short
+  // and bounded; their output is dropped.
   const send = (frame: Buffer): void => { if (!sock.destroyed) sock.write(frame); };
   const io: CliIo = {
     out: (s) => send(encodeWarmFrame('1', s)),

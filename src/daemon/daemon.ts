@@ -107,6 +107,8 @@ export class Daemon {
   #lastHostEventMs = 0;
   #pendingMemory = new Map<string, NodeJS.Timeout>();
   #unsubscribe: Array<() => void> = [];
+  /** Each running guest's dominfo as its driver last answered it: the parts a view does not hold (see info()). */
+  #infoSeen = new Map<string, DomainInfo>();
   readonly counters = { sseClients: 0, httpRequests: 0, operationsStarted: 0 };
   readonly opts: Required<Omit<DaemonOptions, 'policy' | 'hosts' | 'drivers' | 'stateDir'>> & { stateDir: string | undefined };
   readonly policyMode: PolicyMode;
@@ -161,7 +163,9 @@ export class Daemon {
       forget: (name) => { settings.delete(name); },
       apply: (name, targetKiB) => this.#policyApply(host, name, targetKiB),
       record: async (name, d) => {
-        this.#emit({ type: 'policy', name, ...(host.key === LOCAL ? {} : { host: host.key }), data: { name, ...d } });
+        // The data names the host too: an SSE client sees only the data (the dashboard keys cards by host and name).
+        const hostField = host.key === LOCAL ? {} : { host: host.key };
+        this.#emit({ type: 'policy', name, ...hostField, data: { name, ...hostField, ...d } });
         await host.driver.recordPolicyDecision?.(name, d);
       },
     });
@@ -255,6 +259,7 @@ export class Daemon {
 
   #onWatch(h: Host, c: WatchChange): void {
     const hostField = h.key === LOCAL ? {} : { host: h.key };
+    // The documents say their host too (an SSE client sees only the data).
     if (c.kind === 'host') {
       this.#emit({ type: 'host', ...hostField, data: h.key === LOCAL ? this.hostDocument() : { ...this.libvirtHostDocument(h) } });
       if (h.watch.state === 'down') {
@@ -264,12 +269,18 @@ export class Daemon {
       }
       return;
     }
+    if (c.kind === 'settings') {
+      h.policy?.settingsChanged(c.name);
+      this.#infoSeen.delete(guestKey(h.key, c.name));
+      return;
+    }
+    if (c.kind === 'gone' || c.kind === 'state') this.#infoSeen.delete(guestKey(h.key, c.name));
     if (c.kind === 'gone') {
       for (const op of this.ops.running()) {
         if (op.domain === c.name && op.host === h.key) { this.ops.fail(op, `domain '${c.name}' stopped running`); op.abort.abort(); }
       }
       h.policy?.forgetGuest(c.name);
-      this.#emit({ type: 'state', name: c.name, ...hostField, data: summaryDocument(c.view) });
+      this.#emit({ type: 'state', name: c.name, ...hostField, data: { ...summaryDocument(c.view), ...hostField } });
       return;
     }
     const v = h.watch.guest(c.name);
@@ -277,7 +288,7 @@ export class Daemon {
     const key = guestKey(h.key, c.name);
     if (!this.#history.has(key)) this.#history.set(key, new HistoryRing(this.opts.historyLength));
     if (c.kind === 'state') {
-      this.#emit({ type: 'state', name: c.name, ...hostField, data: summaryDocument(v) });
+      this.#emit({ type: 'state', name: c.name, ...hostField, data: { ...summaryDocument(v), ...hostField } });
       return;
     }
     // Memory changes come in bursts while a balloon moves: one event per guest per 100 ms.
@@ -285,7 +296,7 @@ export class Daemon {
     this.#pendingMemory.set(key, setTimeout(() => {
       this.#pendingMemory.delete(key);
       const now = h.watch.guest(c.name);
-      if (now) this.#emit({ type: 'memory', name: c.name, ...hostField, data: guestDocument(now, Date.now() / 1000) });
+      if (now) this.#emit({ type: 'memory', name: c.name, ...hostField, data: { ...guestDocument(now, Date.now() / 1000), ...hostField } });
     }, 100));
   }
 
@@ -346,6 +357,11 @@ export class Daemon {
     return this.local.watch.guests();
   }
 
+  /** Every running guest's document, every host's (a guest of a libvirt host names its host). */
+  allGuestDocuments(nowS: number): Record<string, unknown>[] {
+    return this.allModels().map(({ host, view }) => ({ ...guestDocument(view, nowS), ...(host === LOCAL ? {} : { host }) }));
+  }
+
   /** Every running guest of every host. */
   allModels(): HostedView[] {
     return this.hosts.flatMap((h) => h.watch.guests().map((view) => ({ host: h.key, view })));
@@ -391,7 +407,17 @@ export class Daemon {
    * @throws VirtError as HypervisorDriver.info
    */
   async info(ref: string, hostKey: string = LOCAL, signal?: AbortSignal): Promise<Record<string, unknown>> {
-    const i: DomainInfo = await this.host(hostKey).driver.info(ref, signal);
+    const h = this.host(hostKey);
+    const key = guestKey(h.key, ref);
+    const v = h.watch.guest(ref);
+    const seen = this.#infoSeen.get(key);
+    // The fast path: a watched guest's numbers are in its view, kept current by the hypervisor's
+    // events; what a view does not hold (vCPUs, accelerator, security label, ...) changes only
+    // with the guest's state, and is taken from the driver's last full answer.
+    // While memory moves (virtio-mem's size events are rate-limited), the driver is asked.
+    const settled = v !== null && v.devices.every((x) => x.pluggedBytes === x.requestedBytes) && (v.balloonTargetBytes === null || v.balloonBytes === v.balloonTargetBytes);
+    const i: DomainInfo = v && seen && settled && v.monitor === 'connected' ? infoFromView(seen, v) : await h.driver.info(ref, signal);
+    if (v && !seen) this.#infoSeen.set(key, i);
     const { maxMemoryKiB, usedMemoryKiB, memory, ...rest } = i;
     return {
       ...rest, maxMemoryBytes: maxMemoryKiB * 1024, usedMemoryBytes: usedMemoryKiB * 1024,
@@ -420,9 +446,10 @@ export class Daemon {
   async guest(name: string, hostKey: string = LOCAL): Promise<Record<string, unknown>> {
     const h = this.host(hostKey);
     const m = h.watch.guest(validateDomainName(name));
-    if (m) return guestDocument(m, Date.now() / 1000);
+    const hostField = h.key === LOCAL ? {} : { host: h.key };
+    if (m) return { ...guestDocument(m, Date.now() / 1000), ...hostField };
     const off = await h.driver.inactiveView(name);
-    return { ...guestDocument(off, Date.now() / 1000), stale: false };
+    return { ...guestDocument(off, Date.now() / 1000), stale: false, ...hostField };
   }
 
   /** @throws VirtError INVALID_ARG, NO_DOMAIN */
@@ -486,7 +513,8 @@ export class Daemon {
       // A refusal changed nothing: it is answered at once, without asking the guest again (a
       // guest whose monitor did not answer would hold the answer up by another bound).
       if (!op) { refusal = err; return; }
-      await h.watch.refresh(name).catch(() => {});
+      // A change superseded by a newer one leaves the view to that one (no questions in its way).
+      if (!abort.signal.aborted) await h.watch.refresh(name).catch(() => {});
       this.ops.fail(op, err instanceof Error ? err.message : String(err));
     }).finally(() => {
       accepted();
@@ -541,6 +569,23 @@ export class Daemon {
 }
 
 const guestKey = (host: string, name: string): string => `${host}\u0000${name}`;
+
+/** dominfo of a running guest: its driver's last answer with the view's current numbers. Pure. */
+export function infoFromView(seen: DomainInfo, v: GuestView): DomainInfo {
+  const KIB = 1024;
+  const paused = v.state === 'paused';
+  return {
+    ...seen,
+    id: v.id, state: v.state, reason: paused ? (seen.state === 'paused' ? seen.reason : 'user') : (seen.state === 'running' ? seen.reason : 'booted'),
+    cpuTimeS: v.cpuTimeS ?? seen.cpuTimeS,
+    maxMemoryKiB: Math.floor(v.maxMemoryBytes / KIB), usedMemoryKiB: Math.floor(totalBytes(v) / KIB),
+    memory: {
+      bootKiB: Math.floor(v.bootBytes / KIB), balloonKiB: Math.floor((v.hasBalloon ? v.balloonBytes : v.bootBytes) / KIB), dimmKiB: Math.floor(v.dimmBytes / KIB),
+      pluggedKiB: Math.floor(pluggedBytes(v) / KIB),
+      hotplugSizeKiB: Math.floor(v.devices.reduce((s, d) => s + (d.model === 'virtio-mem' ? d.sizeBytes : 0), 0) / KIB),
+    },
+  };
+}
 
 function historySample(m: GuestView, tS: number): HistorySample {
   const s: HistorySample = { tS, totalBytes: totalBytes(m), balloonBytes: m.balloonBytes, pluggedBytes: pluggedBytes(m) };

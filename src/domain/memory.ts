@@ -3,7 +3,7 @@
  * memory allocation includes possible additional memory devices specified at start"): initial
  * RAM is <memory> minus the full size of every device. validate-def.ts enforces the same rule.
  */
-import type { DomainDef } from './definition.js';
+import type { DomainDef, NumaCellDef } from './definition.js';
 
 /**
  * virtio-mem's block on x86 when a definition names none, and the smallest QEMU takes there
@@ -19,4 +19,15 @@ export function deviceMemoryKiB(def: Pick<DomainDef, 'memoryDevices'>): number {
 /** Initial RAM: what QEMU's -m size gets. */
 export function bootMemoryKiB(def: Pick<DomainDef, 'memory' | 'memoryDevices'>): number {
   return def.memory.maxKiB - deviceMemoryKiB(def);
+}
+
+/**
+ * The guest's NUMA cells: the definition's own, or with memory hot-plug the one cell libvirt's
+ * QEMU driver insists on (every vCPU, all boot RAM), which a definition without cells means;
+ * undefined for a guest with neither (QEMU's single implicit node).
+ */
+export function guestNumaCells(def: Pick<DomainDef, 'numa' | 'memory' | 'memoryDevices' | 'vcpus'>): NumaCellDef[] | undefined {
+  if (def.numa !== undefined) return def.numa.cells;
+  if (def.memory.hotplug === undefined) return undefined;
+  return [{ cpus: Array.from({ length: def.vcpus }, (_, i) => i), memoryKiB: bootMemoryKiB(def) }];
 }

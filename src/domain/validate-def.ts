@@ -18,11 +18,14 @@ import type {
   MemoryDeviceDef,
   OsDef,
 } from './definition.js';
-import { VirtError } from './errors.js';
-import { VIRTIO_MEM_BLOCK_KIB, deviceMemoryKiB } from './memory.js';
+import { deviceMemoryKiB } from './memory.js';
 import { isUuid, normalizeUuid, validateDomainName } from './name.js';
 import { MAX_KIB, formatKiB } from './size.js';
-import { isXmlSafe } from './xml-chars.js';
+import { DefValidationError, MAX_PATH_LENGTH, absolutePath, array, bool, fail, int, oneOf, record, show, text } from './validate-fields.js';
+import { validateMemoryBacking, validateMemoryDevice, validateMemtune, validateNuma, validateNumatune } from './validate-memory.js';
+
+export { DefValidationError };
+export { VIRTIO_MEM_MIN_BLOCK_KIB } from './validate-memory.js';
 
 /**
  * Smallest boot RAM and start-up balloon target virtmem accepts: 64 MiB. Below that a stock
@@ -34,41 +37,10 @@ export const MIN_MEMORY_KIB = 64 * 1024;
 export const MAX_VCPUS = 255;
 /** Most hot-plug slots: QEMU's ACPI_MAX_RAM_SLOTS on x86. */
 export const MAX_MEMORY_SLOTS = 256;
-/**
- * Smallest virtio-mem block: the transparent huge page size on x86_64 (2 MiB), which is also
- * QEMU's default block size there.
- */
-export const VIRTIO_MEM_MIN_BLOCK_KIB = VIRTIO_MEM_BLOCK_KIB;
-/** pc-dimm sizes must be multiples of 2 MiB on x86 (libvirt aligns them to this too). */
-export const DIMM_ALIGN_KIB = 2048;
-/** QEMU refuses a `maxmem` that is not a multiple of the 4 KiB target page. */
-export const PAGE_KIB = 4;
 /** Most disks; a sanity bound, well above the PCI slots a 'pc' guest has for virtio disks. */
 export const MAX_DISKS = 64;
 /** The guest's statistics polling period is a C int in libvirt. */
 export const MAX_STATS_PERIOD_S = 2 ** 31 - 1;
-
-const MAX_PATH_LENGTH = 4096;
-const MAX_TEXT_LENGTH = 64 * 1024;
-
-/**
- * A definition failed validation. `path` is the field (e.g. "memory.currentKiB",
- * "disks[1].target") so other front ends (the XML mapper) can name their own element instead;
- * `limit` is true when the value is well-formed but beyond what virtmem supports (too many
- * vCPUs, too little memory), as opposed to self-contradictory.
- */
-export class DefValidationError extends VirtError {
-  readonly path: string;
-  readonly reason: string;
-  readonly limit: boolean;
-  constructor(path: string, reason: string, limit = false) {
-    super('INVALID_ARG', `invalid domain definition: ${path}: ${reason}`);
-    this.name = 'DefValidationError';
-    this.path = path;
-    this.reason = reason;
-    this.limit = limit;
-  }
-}
 
 /** The balloon virtmem gives a new domain: stats every 5 s, deflate on OOM, free page reporting. */
 export function defaultBalloon(): BalloonDef {
@@ -80,30 +52,38 @@ export function defaultBalloon(): BalloonDef {
  * fields, with optional fields that are `undefined` dropped.
  *
  * Invariants (besides types): schemaVersion 1; a valid name and a canonical lower-case UUID;
- * 1..255 vCPUs; boot RAM (maxKiB minus memory devices) and currentKiB >= MIN_MEMORY_KIB;
- * currentKiB <= maxKiB; memory devices need `memory.hotplug` with ceilingKiB >= maxKiB and
- * enough slots; virtio-mem sizes are multiples of a power-of-two block >= 2 MiB, dimm sizes of
- * 2 MiB; initrd needs a kernel; paths are absolute; no text contains characters XML cannot carry.
- * A balloon of model 'none' comes back with its (meaningless) settings turned off.
+ * 1..255 vCPUs, currentVcpus within them; boot RAM (maxKiB minus memory devices) and currentKiB
+ * >= MIN_MEMORY_KIB; currentKiB <= maxKiB; with guest NUMA cells, boot RAM is the sum of the
+ * cells (libvirt recomputes <memory> so); memory devices need `memory.hotplug` with ceilingKiB
+ * >= maxKiB and enough slots, sit on an existing cell, and DIMM slots are distinct; virtio-mem
+ * sizes are multiples of a power-of-two block >= 2 MiB; the memory configuration follows
+ * libvirt's define-time rules (validate-memory.ts); initrd needs a kernel; paths are absolute;
+ * no text contains characters XML cannot carry. A balloon of model 'none' comes back with its
+ * (meaningless) settings turned off.
  *
  * @throws DefValidationError (a VirtError with code INVALID_ARG) naming the field path.
  */
 export function validateDomainDef(def: unknown): DomainDef {
   const o = record(def, '', [
     ['schemaVersion', 'name', 'uuid', 'vcpus', 'memory', 'memoryDevices', 'os', 'disks', 'balloon'],
-    ['title', 'description', 'emulator', 'accel', 'cpu', 'policy'],
+    ['title', 'description', 'emulator', 'accel', 'cpu', 'policy', 'currentVcpus', 'memoryBacking', 'numa', 'numatune', 'memtune'],
   ]);
   if (o['schemaVersion'] !== DEF_SCHEMA_VERSION) {
     fail('schemaVersion', `unsupported schema version ${show(o['schemaVersion'])} (expected ${DEF_SCHEMA_VERSION})`);
   }
+  const vcpus = int(o['vcpus'], 'vcpus', 1, MAX_VCPUS, true);
+  const numa = o['numa'] === undefined ? undefined : validateNuma(o['numa'], vcpus);
+  // Without explicit cells the guest still has one NUMA node (QEMU's), which memory devices sit
+  // on; huge page cell lists and memnodes name explicit cells only, as in libvirt.
+  const cellCount = numa?.cells.length ?? 1;
   const memoryDevices = array(o['memoryDevices'], 'memoryDevices', MAX_MEMORY_SLOTS).map((d, i) =>
-    memoryDevice(d, `memoryDevices[${i}]`),
+    validateMemoryDevice(d, `memoryDevices[${i}]`, cellCount),
   );
   const out: DomainDef = {
     schemaVersion: DEF_SCHEMA_VERSION,
     name: domainName(o['name']),
     uuid: uuid(o['uuid']),
-    vcpus: int(o['vcpus'], 'vcpus', 1, MAX_VCPUS, true),
+    vcpus,
     memory: memory(o['memory'], memoryDevices),
     memoryDevices,
     os: os(o['os']),
@@ -111,13 +91,50 @@ export function validateDomainDef(def: unknown): DomainDef {
     balloon: balloon(o['balloon']),
   };
   // Optional fields are added only when present, so deepEqual against the input works.
+  if (o['currentVcpus'] !== undefined) {
+    const current = int(o['currentVcpus'], 'currentVcpus', 1, vcpus);
+    if (current !== vcpus) out.currentVcpus = current; // all of them online is the default
+  }
   if (o['title'] !== undefined) out.title = text(o['title'], 'title', { maxLength: 1024, newlines: false });
   if (o['description'] !== undefined) out.description = text(o['description'], 'description', { newlines: true });
   if (o['emulator'] !== undefined) out.emulator = absolutePath(o['emulator'], 'emulator');
   if (o['accel'] !== undefined) out.accel = oneOf(o['accel'], 'accel', ['kvm', 'tcg'] as const, true);
   if (o['cpu'] !== undefined) out.cpu = cpu(o['cpu']);
   if (o['policy'] !== undefined) out.policy = validatePolicyDef(o['policy'], out.memory.hotplug?.ceilingKiB ?? out.memory.maxKiB);
+  if (o['memoryBacking'] !== undefined) {
+    const backing = validateMemoryBacking(o['memoryBacking'], numa?.cells.length ?? 0);
+    if (backing !== undefined) out.memoryBacking = backing;
+  }
+  if (numa !== undefined) {
+    const cellsKiB = numa.cells.reduce((s, c) => s + c.memoryKiB, 0);
+    const bootKiB = out.memory.maxKiB - deviceMemoryKiB(out);
+    if (cellsKiB !== bootKiB) fail('numa.cells', `the cells hold ${cellsKiB} KiB, but boot RAM (memory.maxKiB minus memory devices) is ${bootKiB} KiB`);
+    out.numa = numa;
+  }
+  if (o['numatune'] !== undefined) {
+    const numatune = validateNumatune(o['numatune'], numa?.cells.length ?? 0);
+    if (numatune !== undefined) out.numatune = numatune;
+  }
+  if (o['memtune'] !== undefined) {
+    const memtune = validateMemtune(o['memtune']);
+    if (memtune !== undefined) out.memtune = memtune;
+  }
+  checkDimmSlots(out);
   return out;
+}
+
+/** DIMM-like devices with a slot: below the slot count, one device per slot. */
+function checkDimmSlots(def: DomainDef): void {
+  const seen = new Map<number, number>();
+  def.memoryDevices.forEach((d, i) => {
+    const slot = d.model === 'dimm' || d.model === 'nvdimm' ? d.address?.slot : undefined;
+    if (slot === undefined) return;
+    const slots = def.memory.hotplug?.slots ?? 0;
+    if (slot >= slots) fail(`memoryDevices[${i}].address.slot`, `memory device slot '${slot}' exceeds slots count '${slots}'`);
+    const other = seen.get(slot);
+    if (other !== undefined) fail(`memoryDevices[${i}].address.slot`, `memory device slot '${slot}' is already being used by another memory device (memoryDevices[${other}])`);
+    seen.set(slot, i);
+  });
 }
 
 /**
@@ -182,9 +199,6 @@ function hotplug(v: unknown, maxKiB: number, deviceCount: number): { ceilingKiB:
   if (ceilingKiB < maxKiB) {
     fail('memory.hotplug.ceilingKiB', `${ceilingKiB} KiB is below memory.maxKiB (${maxKiB} KiB)`);
   }
-  if (ceilingKiB % PAGE_KIB !== 0) {
-    fail('memory.hotplug.ceilingKiB', `${ceilingKiB} KiB is not a multiple of the ${PAGE_KIB} KiB page size`);
-  }
   const slots = int(o['slots'], 'memory.hotplug.slots', 1, MAX_MEMORY_SLOTS, true);
   if (slots < deviceCount) {
     fail('memory.hotplug.slots', `${slots} slots cannot hold ${deviceCount} memory devices`);
@@ -192,29 +206,8 @@ function hotplug(v: unknown, maxKiB: number, deviceCount: number): { ceilingKiB:
   return { ceilingKiB, slots };
 }
 
-function memoryDevice(v: unknown, path: string): MemoryDeviceDef {
-  const model = record(v, path, [['model'], ['sizeKiB', 'blockKiB', 'requestedKiB']])['model'];
-  if (model === 'dimm') {
-    const o = record(v, path, [['model', 'sizeKiB'], []]);
-    const sizeKiB = int(o['sizeKiB'], `${path}.sizeKiB`, DIMM_ALIGN_KIB, MAX_KIB);
-    multipleOf(sizeKiB, DIMM_ALIGN_KIB, `${path}.sizeKiB`, 'the 2 MiB dimm alignment');
-    return { model: 'dimm', sizeKiB };
-  }
-  if (model !== 'virtio-mem') fail(`${path}.model`, `expected 'virtio-mem' or 'dimm', got ${show(model)}`);
-  const o = record(v, path, [['model', 'sizeKiB', 'blockKiB', 'requestedKiB'], []]);
-  const blockKiB = int(o['blockKiB'], `${path}.blockKiB`, VIRTIO_MEM_MIN_BLOCK_KIB, MAX_KIB);
-  if (!Number.isInteger(Math.log2(blockKiB))) {
-    fail(`${path}.blockKiB`, `${blockKiB} KiB is not a power of two`);
-  }
-  const sizeKiB = int(o['sizeKiB'], `${path}.sizeKiB`, blockKiB, MAX_KIB);
-  multipleOf(sizeKiB, blockKiB, `${path}.sizeKiB`, 'the block size');
-  const requestedKiB = int(o['requestedKiB'], `${path}.requestedKiB`, 0, sizeKiB);
-  multipleOf(requestedKiB, blockKiB, `${path}.requestedKiB`, 'the block size');
-  return { model: 'virtio-mem', sizeKiB, blockKiB, requestedKiB };
-}
-
 function os(v: unknown): OsDef {
-  const o = record(v, 'os', [[], ['kernel', 'initrd', 'cmdline', 'machine']]);
+  const o = record(v, 'os', [[], ['kernel', 'initrd', 'cmdline', 'machine', 'arch']]);
   const out: OsDef = {};
   if (o['kernel'] !== undefined) out.kernel = absolutePath(o['kernel'], 'os.kernel');
   if (o['initrd'] !== undefined) {
@@ -224,6 +217,7 @@ function os(v: unknown): OsDef {
   }
   if (o['cmdline'] !== undefined) out.cmdline = text(o['cmdline'], 'os.cmdline', { newlines: false, maxLength: MAX_PATH_LENGTH });
   if (o['machine'] !== undefined) out.machine = oneOf(o['machine'], 'os.machine', ['pc', 'q35'] as const, true);
+  if (o['arch'] !== undefined) out.arch = oneOf(o['arch'], 'os.arch', ['i686'] as const, true);
   return out;
 }
 
@@ -272,16 +266,24 @@ function disks(v: unknown): DiskDef[] {
 }
 
 function disk(v: unknown, path: string): DiskDef {
-  const o = record(v, path, [['path', 'format', 'target', 'bus', 'readonly'], []]);
+  const o = record(v, path, [['path', 'format', 'target', 'bus', 'readonly'], ['type', 'device']]);
   const target = text(o['target'], `${path}.target`, { newlines: false });
   if (!DISK_TARGET.test(target)) fail(`${path}.target`, `'${target}' is not a device name like vda, sda or hda`);
-  return {
+  const out: DiskDef = {
     path: absolutePath(o['path'], `${path}.path`),
     format: oneOf(o['format'], `${path}.format`, ['raw', 'qcow2'] as const, true),
     target,
     bus: oneOf(o['bus'], `${path}.bus`, ['virtio', 'sata', 'ide', 'scsi'] as const, true),
     readonly: bool(o['readonly'], `${path}.readonly`),
   };
+  // 'file' and 'disk' are the defaults, stored as absent (definitions from before had neither).
+  if (o['type'] !== undefined && oneOf(o['type'], `${path}.type`, ['file', 'block'] as const, true) === 'block') out.type = 'block';
+  if (o['device'] !== undefined && oneOf(o['device'], `${path}.device`, ['disk', 'cdrom'] as const, true) === 'cdrom') {
+    if (!out.readonly) fail(`${path}.readonly`, 'a cdrom is read-only');
+    if (out.bus === 'virtio') fail(`${path}.bus`, "a cdrom sits on an IDE, SATA or SCSI bus, not 'virtio'");
+    out.device = 'cdrom';
+  }
+  return out;
 }
 
 function balloon(v: unknown): BalloonDef {
@@ -296,86 +298,4 @@ function balloon(v: unknown): BalloonDef {
   // same whichever way it was made (e.g. defaultBalloon() with the model switched to 'none').
   if (out.model === 'none') return { model: 'none', statsPeriodS: 0, autodeflate: false, freePageReporting: false };
   return out;
-}
-
-// ---- primitive checkers ----------------------------------------------------------------------
-
-function fail(path: string, reason: string, limit = false): never {
-  throw new DefValidationError(path || '(root)', reason, limit);
-}
-
-/** Short, safe rendering of an unexpected value for messages. */
-function show(v: unknown): string {
-  if (typeof v === 'string') return `'${v.length > 40 ? `${v.slice(0, 40)}...` : v}'`;
-  if (v === null || typeof v !== 'object') return String(v);
-  return Array.isArray(v) ? 'an array' : 'an object';
-}
-
-/**
- * `v` as a plain object with exactly the given required keys and a subset of the optional ones.
- * A key whose value is `undefined` counts as absent (it cannot come from JSON anyway).
- */
-function record(v: unknown, path: string, [required, optional]: [string[], string[]]): Record<string, unknown> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(path, `expected an object, got ${show(v)}`);
-  const o = v as Record<string, unknown>;
-  const prefix = path === '' ? '' : `${path}.`;
-  for (const key of Object.keys(o)) {
-    if (o[key] !== undefined && !required.includes(key) && !optional.includes(key)) {
-      fail(`${prefix}${key}`, 'unknown field');
-    }
-  }
-  for (const key of required) {
-    if (o[key] === undefined) fail(`${prefix}${key}`, 'missing');
-  }
-  return o;
-}
-
-function array(v: unknown, path: string, maxLength: number): unknown[] {
-  if (!Array.isArray(v)) fail(path, `expected an array, got ${show(v)}`);
-  if (v.length > maxLength) fail(path, `more than ${maxLength} entries`, true);
-  return v;
-}
-
-function int(v: unknown, path: string, min: number, max: number, limit = false): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v)) fail(path, `expected an integer, got ${show(v)}`);
-  if (v < min) fail(path, `${v} is below the minimum ${describeBound(path, min)}`, limit);
-  if (v > max) fail(path, `${v} is above the maximum ${describeBound(path, max)}`, limit);
-  return v;
-}
-
-/** Bounds of KiB fields read better with a unit ("64 MiB") than as raw numbers. */
-function describeBound(path: string, bound: number): string {
-  return path.endsWith('KiB') ? `of ${formatKiB(bound)}` : `of ${bound}`;
-}
-
-function multipleOf(value: number, unit: number, path: string, what: string): void {
-  if (value % unit !== 0) fail(path, `${value} KiB is not a multiple of ${what} (${unit} KiB)`);
-}
-
-function bool(v: unknown, path: string): boolean {
-  if (typeof v !== 'boolean') fail(path, `expected true or false, got ${show(v)}`);
-  return v;
-}
-
-function oneOf<T extends string>(v: unknown, path: string, values: readonly T[], limit = false): T {
-  if (typeof v !== 'string') fail(path, `expected one of ${values.join(', ')}, got ${show(v)}`);
-  if (!(values as readonly string[]).includes(v)) {
-    fail(path, `'${v}' is not supported (expected one of ${values.join(', ')})`, limit);
-  }
-  return v as T;
-}
-
-function text(v: unknown, path: string, opts: { newlines: boolean; maxLength?: number }): string {
-  if (typeof v !== 'string') fail(path, `expected a string, got ${show(v)}`);
-  const maxLength = opts.maxLength ?? MAX_TEXT_LENGTH;
-  if (v.length > maxLength) fail(path, `longer than ${maxLength} characters`);
-  if (!isXmlSafe(v)) fail(path, 'contains control or invalid characters');
-  if (!opts.newlines && /[\r\n\t]/.test(v)) fail(path, 'must be a single line');
-  return v;
-}
-
-function absolutePath(v: unknown, path: string): string {
-  const p = text(v, path, { newlines: false, maxLength: MAX_PATH_LENGTH });
-  if (!p.startsWith('/')) fail(path, `'${p}' is not an absolute path`);
-  return p;
 }

@@ -6,8 +6,8 @@
  * groups:
  *   - harmless for memory semantics (graphics, interfaces, controllers, ...): dropped with one
  *     warning per element name, e.g. "ignored: <devices/interface>";
- *   - changes how guest memory behaves and cannot be honoured (hugepages, NUMA tuning, shared
- *     or persistent memory, ...): refused with CONFIG_UNSUPPORTED naming the element;
+ *   - changes how guest memory behaves and cannot be honoured (automatic NUMA placement, HMAT,
+ *     SGX, encrypted memory, ...): refused with CONFIG_UNSUPPORTED naming the element;
  *   - contradictory or malformed: XML_ERROR naming the element.
  *
  * Memory accounting (libvirt docs, "Memory Allocation"; checked against virsh's test driver):
@@ -16,19 +16,30 @@
  * defaults to <memory>. Memory devices need <maxMemory>, which must be >= <memory>.
  *
  * NUMA: libvirt's QEMU driver insists on a guest NUMA cell whenever <maxMemory> is set, and QEMU
- * itself creates one node when memory hot-plug is enabled. So exactly one cell is accepted
- * (it describes what virtmem does anyway) and emitted whenever hot-plug is configured; more
- * cells are refused.
+ * itself creates one node when memory hot-plug is enabled. A definition without cells gets that
+ * one cell (all vCPUs, all boot RAM) written whenever hot-plug is configured, and a document
+ * whose only cell is exactly that one is read as "no cells", so both spellings are one
+ * definition. With cells, <memory> is their sum plus the memory devices, as libvirt recomputes
+ * it at define.
+ *
+ * The memory configuration itself (<memoryBacking>, <numatune>, <memtune>, the cells, memory
+ * devices) is read and written in xml-memory.ts.
  */
 
-import type { BalloonDef, CpuDef, DiskDef, DomainDef, MemoryDeviceDef, OsDef, PolicyDef } from './definition.js';
+import type { BalloonDef, CpuDef, DiskDef, DomainDef, GuestNumaDef, MemoryDeviceDef, OsDef, PolicyDef } from './definition.js';
 import { DEF_SCHEMA_VERSION } from './definition.js';
 import { VirtError, unsupported, xmlError } from './errors.js';
+import { deviceMemoryKiB, guestNumaCells } from './memory.js';
 import { newUuid, normalizeUuid, printable, validateDomainName } from './name.js';
 import { parseXmlMemoryKiB } from './size.js';
-import { DefValidationError, MAX_VCPUS, VIRTIO_MEM_MIN_BLOCK_KIB, defaultBalloon, validateDomainDef } from './validate-def.js';
+import { DefValidationError, MAX_VCPUS, defaultBalloon, validateDomainDef } from './validate-def.js';
+import {
+  formatMemoryBacking, formatMemoryDevice, formatMemtune, formatNumaCells, formatNumatune,
+  parseMemoryBacking, parseMemoryDevice, parseMemtune, parseNumaCells, parseNumatune,
+} from './xml-memory.js';
+import { ADDRESSING, Warnings, memoryKiB, onOff, parseCount } from './xml-read.js';
 import type { Element } from './xml-tree.js';
-import { childrenNamed, element, formatXmlTree, parseXmlTree, singleChild } from './xml-tree.js';
+import { element, formatXmlTree, parseXmlTree, singleChild } from './xml-tree.js';
 
 export interface ParsedDomainXml {
   def: DomainDef;
@@ -48,24 +59,11 @@ export interface FormatDomainXmlOptions {
 
 // ---- parsing ---------------------------------------------------------------------------------
 
-/** Collects warnings, each message once. */
-class Warnings {
-  private readonly seen = new Set<string>();
-  readonly list: string[] = [];
-  add(message: string): void {
-    if (this.seen.has(message)) return;
-    this.seen.add(message);
-    this.list.push(message);
-  }
-  ignored(where: string): void {
-    this.add(`ignored: <${where}>`);
-  }
-}
-
 /** Top-level elements read below. */
 const HANDLED = new Set([
   'name', 'uuid', 'title', 'description', 'memory', 'currentMemory', 'maxMemory', 'vcpu', 'os',
   'features', 'cpu', 'clock', 'on_poweroff', 'on_reboot', 'on_crash', 'pm', 'devices',
+  'memoryBacking', 'numatune', 'memtune',
 ]);
 
 /** Application data by definition (libvirt docs: "metadata"); it never affects the guest. */
@@ -77,9 +75,6 @@ const SILENT = new Set(['metadata']);
  * `<constructor>` or `<toString>` from Object.prototype.
  */
 const REFUSED = new Map(Object.entries({
-  memoryBacking: 'virtmem backs guest RAM with private anonymous memory only (no hugepages, locking, file/memfd or shared backing)',
-  numatune: 'host NUMA placement of guest memory is not supported',
-  memtune: 'memory cgroup limits (hard/soft/swap) are not supported',
   launchSecurity: 'encrypted guest memory (SEV/TDX/s390-pv) cannot be ballooned or hot-plugged',
   'qemu:commandline': 'raw QEMU arguments could change the memory setup behind virtmem\u2019s back',
   'qemu:override': 'raw QEMU device properties could change the memory setup behind virtmem\u2019s back',
@@ -92,8 +87,7 @@ const REFUSED = new Map(Object.entries({
  * @throws VirtError XML_ERROR for oversized, DOCTYPE-bearing or malformed documents, a root other
  *   than <domain>, and contradictory or invalid content (the message names the element).
  * @throws VirtError CONFIG_UNSUPPORTED naming the element when the XML asks for something
- *   virtmem cannot honour (memoryBacking, numatune, memtune, several NUMA cells, nvdimm, block or
- *   network disks, non-x86_64 guests, ...).
+ *   virtmem cannot honour (automatic NUMA placement, HMAT, network disks, non-x86 guests, ...).
  */
 export function parseDomainXml(text: string): ParsedDomainXml {
   const root = parseXmlTree(text);
@@ -103,20 +97,32 @@ export function parseDomainXml(text: string): ParsedDomainXml {
   screenTopLevel(root, warn);
 
   const devices = parseDevices(singleChild(root, 'devices', ''), warn);
-  const { cellKiB, cpu } = parseCpu(singleChild(root, 'cpu', ''), warn);
+  const { numa, cpu } = parseCpu(singleChild(root, 'cpu', ''), warn);
+  const vcpu = parseVcpu(singleChild(root, 'vcpu', ''), warn);
   const def: DomainDef = {
     schemaVersion: DEF_SCHEMA_VERSION,
     ...parseIdentity(root),
-    vcpus: parseVcpu(singleChild(root, 'vcpu', ''), warn),
-    memory: parseMemory(root, devices.memoryDevices, cellKiB, warn),
+    vcpus: vcpu.vcpus,
+    memory: parseMemory(root, devices.memoryDevices, numa, warn),
     memoryDevices: devices.memoryDevices,
     os: parseOs(singleChild(root, 'os', ''), warn),
     disks: devices.disks,
     balloon: devices.balloon,
   };
+  if (vcpu.current !== undefined) def.currentVcpus = vcpu.current;
   if (devices.emulator !== undefined) def.emulator = devices.emulator;
   def.accel = root.attrs['type'] === 'kvm' ? 'kvm' : 'tcg';
   if (cpu !== undefined) def.cpu = cpu;
+  const backingEl = singleChild(root, 'memoryBacking', '');
+  const backing = backingEl === undefined ? undefined : parseMemoryBacking(backingEl);
+  if (backing !== undefined) def.memoryBacking = backing;
+  const numatuneEl = singleChild(root, 'numatune', '');
+  const numatune = numatuneEl === undefined ? undefined : parseNumatune(numatuneEl);
+  if (numatune !== undefined) def.numatune = numatune;
+  if (numa !== undefined && !isImpliedNuma(numa, def)) def.numa = numa;
+  const memtuneEl = singleChild(root, 'memtune', '');
+  const memtune = memtuneEl === undefined ? undefined : parseMemtune(memtuneEl);
+  if (memtune !== undefined) def.memtune = memtune;
   const policy = parsePolicy(singleChild(root, 'metadata', ''));
   if (policy !== undefined) def.policy = policy;
   checkFeatures(singleChild(root, 'features', ''), warn);
@@ -137,16 +143,23 @@ function screenTopLevel(root: Element, warn: Warnings): void {
   for (const el of root.children) {
     if (HANDLED.has(el.name) || SILENT.has(el.name)) continue;
     const reason = REFUSED.get(el.name);
-    if (el.name === 'memoryBacking') {
-      // An empty <memoryBacking/> asks for nothing; name the first thing it does ask for.
-      const first = el.children[0];
-      if (first !== undefined) throw unsupported(`<memoryBacking/${first.name}>: ${reason}`);
-    } else if (reason !== undefined) {
-      throw unsupported(`<${el.name}>: ${reason}`);
-    } else {
-      warn.ignored(el.name);
-    }
+    if (reason !== undefined) throw unsupported(`<${el.name}>: ${reason}`);
+    warn.ignored(el.name);
   }
+}
+
+/**
+ * Whether guest NUMA cells say no more than what a definition without cells means: one cell
+ * with every vCPU and all boot RAM, written because hot-plug is configured (formatCpu), that
+ * no huge page size or memnode names (as in libvirt, those need explicit cells).
+ */
+function isImpliedNuma(numa: GuestNumaDef, def: DomainDef): boolean {
+  const [cell, ...more] = numa.cells;
+  const named = def.numatune?.memnodes !== undefined || (def.memoryBacking?.hugepages ?? []).some((p) => p.cells !== undefined);
+  return more.length === 0 && cell !== undefined && def.memory.hotplug !== undefined && !named
+    && cell.memAccess === undefined && cell.discard === undefined && cell.distances === undefined
+    && cell.cpus.length === def.vcpus && cell.cpus.every((c, i) => c === i)
+    && cell.memoryKiB === def.memory.maxKiB - deviceMemoryKiB(def);
 }
 
 function parseIdentity(root: Element): Pick<DomainDef, 'name' | 'uuid' | 'title' | 'description'> {
@@ -177,53 +190,38 @@ function parseIdentity(root: Element): Pick<DomainDef, 'name' | 'uuid' | 'title'
   return out;
 }
 
-const MAX_COUNT = 2 ** 31 - 1;
-
-/** A decimal integer 0..2^31-1 (libvirt reads these as C ints) in element text or an attribute. */
-function parseCount(value: string | undefined, where: string): number {
-  const t = value?.trim() ?? '';
-  if (!/^\d{1,10}$/.test(t) || Number(t) > MAX_COUNT) {
-    throw xmlError(`${where}: '${printable(value ?? '')}' is not an integer between 0 and ${MAX_COUNT}`);
-  }
-  return Number(t);
-}
-
-function parseVcpu(el: Element | undefined, warn: Warnings): number {
-  if (el === undefined) return 1; // libvirt's default
+function parseVcpu(el: Element | undefined, warn: Warnings): { vcpus: number; current?: number } {
+  if (el === undefined) return { vcpus: 1 }; // libvirt's default
   const vcpus = parseCount(el.text, '<vcpu>');
   if (vcpus < 1) throw xmlError('<vcpu>: a guest needs at least one vCPU');
   if (vcpus > MAX_VCPUS) throw unsupported(`<vcpu>${vcpus}</vcpu>: virtmem supports at most ${MAX_VCPUS} vCPUs`);
-  const current = el.attrs['current'];
-  if (current !== undefined && parseCount(current, "<vcpu current='...'>") !== vcpus) {
-    throw unsupported(`<vcpu current='${printable(current)}'>: vCPU hot-plug is not supported; all ${vcpus} vCPUs are online`);
-  }
   if (el.attrs['cpuset'] !== undefined) warn.ignored('vcpu cpuset');
-  return vcpus;
-}
-
-/** Parses a scaled memory element (<memory unit='MiB'>512</memory> and kin) to KiB. */
-function memoryKiB(el: Element, where: string): number {
-  return parseXmlMemoryKiB(el.text, el.attrs['unit'], `<${where}>`);
+  const currentText = el.attrs['current'];
+  if (currentText === undefined) return { vcpus };
+  const current = parseCount(currentText, "<vcpu current='...'>");
+  if (current < 1 || current > vcpus) throw xmlError(`<vcpu current='${current}'>: between 1 and the ${vcpus} vCPUs`);
+  return current === vcpus ? { vcpus } : { vcpus, current };
 }
 
 /**
- * Builds MemoryDef from <memory>, <currentMemory> and <maxMemory> with libvirt's rules.
- * `cellKiB` is the single NUMA cell's size, which libvirt's QEMU driver treats as the boot RAM
- * when a domain is defined (it recomputes <memory> = cell + memory devices).
+ * Builds MemoryDef from <memory>, <currentMemory> and <maxMemory> with libvirt's rules. With
+ * guest NUMA cells, libvirt's QEMU driver takes their sum as the boot RAM when a domain is
+ * defined (it recomputes <memory> = cells + memory devices).
  */
 function parseMemory(
   root: Element,
   devices: MemoryDeviceDef[],
-  cellKiB: number | undefined,
+  numa: GuestNumaDef | undefined,
   warn: Warnings,
 ): DomainDef['memory'] {
-  const devicesKiB = devices.reduce((sum, d) => sum + d.sizeKiB, 0);
+  const devicesKiB = deviceMemoryKiB({ memoryDevices: devices });
+  const cellKiB = numa?.cells.reduce((sum, c) => sum + c.memoryKiB, 0);
   const memoryEl = singleChild(root, 'memory', '');
   let totalKiB = memoryEl === undefined ? undefined : memoryKiB(memoryEl, 'memory');
-  // A zero-sized cell carries no information; libvirt then keeps <memory> too.
+  // Cells of zero size carry no information; libvirt then keeps <memory> too.
   if (cellKiB !== undefined && cellKiB > 0 && totalKiB !== cellKiB + devicesKiB) {
     if (totalKiB !== undefined) {
-      warn.add(`<memory> (${totalKiB} KiB) differs from the <cpu/numa> cell plus memory devices (${cellKiB + devicesKiB} KiB); using the NUMA size, as libvirt does`);
+      warn.add(`<memory> (${totalKiB} KiB) differs from the <cpu/numa> cells plus memory devices (${cellKiB + devicesKiB} KiB); using the NUMA size, as libvirt does`);
     }
     totalKiB = cellKiB + devicesKiB;
   }
@@ -271,7 +269,11 @@ function parsePolicy(metadata: Element | undefined): PolicyDef | undefined {
     const ns = prefix === undefined ? c.attrs['xmlns'] : c.attrs[`xmlns:${prefix}`];
     return local === 'policy' && ns === POLICY_XML_NS;
   });
-  if (el === undefined) return undefined;
+  return el === undefined ? undefined : policyFromElement(el);
+}
+
+/** The policy element's attributes. @throws VirtError XML_ERROR naming the attribute */
+function policyFromElement(el: Element): PolicyDef {
   const where = '<metadata/policy>';
   const enabled = el.attrs['enabled'];
   if (enabled !== 'yes' && enabled !== 'no') throw xmlError(`${where}: enabled='${printable(enabled ?? '')}' must be 'yes' or 'no'`);
@@ -293,7 +295,10 @@ function parsePolicy(metadata: Element | undefined): PolicyDef | undefined {
  */
 export function parsePolicyMetadata(elementXml: string): PolicyDef | null {
   const el = parseXmlTree(elementXml);
-  return parsePolicy(element('metadata', {}, [el])) ?? null;
+  // libvirt answers for the namespace it was asked about, with the element's prefix and
+  // namespace declaration stripped (<policy enabled='yes' .../>).
+  const local = el.name.includes(':') ? el.name.split(':', 2)[1] : el.name;
+  return local === 'policy' ? policyFromElement(el) : null;
 }
 
 /** The element virDomainSetMetadata stores for a policy (libvirt adds virtmem's namespace and prefix). */
@@ -319,11 +324,11 @@ const CPU_IGNORED = new Set(['topology', 'feature', 'vendor', 'cache', 'maxphysa
 
 /**
  * Reads <cpu>: the CPU mode and model (libvirt: a <cpu> without mode is 'custom', and a custom
- * <cpu> without <model> asks for nothing, the hypervisor default), and the size of its single
- * NUMA cell, if any. Topology, features and vendor are accepted with a warning.
+ * <cpu> without <model> asks for nothing, the hypervisor default), and its guest NUMA cells.
+ * Topology, features and vendor are accepted with a warning.
  */
-function parseCpu(cpu: Element | undefined, warn: Warnings): { cellKiB: number | undefined; cpu: CpuDef | undefined } {
-  if (cpu === undefined) return { cellKiB: undefined, cpu: undefined };
+function parseCpu(cpu: Element | undefined, warn: Warnings): { numa: GuestNumaDef | undefined; cpu: CpuDef | undefined } {
+  if (cpu === undefined) return { numa: undefined, cpu: undefined };
   const mode = cpu.attrs['mode'] ?? 'custom';
   if (!(CPU_MODES as readonly string[]).includes(mode)) {
     throw xmlError(`<cpu mode='${printable(mode)}'>: expected one of ${CPU_MODES.join(', ')}`);
@@ -341,28 +346,8 @@ function parseCpu(cpu: Element | undefined, warn: Warnings): { cellKiB: number |
     if (model) warn.add(`<cpu mode='${mode}'>: <model> is used only with mode='custom'; ignored`);
     def = { mode: mode as CpuDef['mode'] };
   }
-  return { cellKiB: parseNumaCell(cpu), cpu: def };
-}
-
-/** The size of <cpu/numa>'s single cell, if any. */
-function parseNumaCell(cpu: Element): number | undefined {
   const numa = singleChild(cpu, 'numa', 'cpu');
-  if (numa === undefined) return undefined;
-  const cells = childrenNamed(numa, 'cell');
-  if (cells.length === 0) throw xmlError('<cpu/numa> has no <cell>');
-  if (cells.length > 1) {
-    throw unsupported(`<cpu/numa>: ${cells.length} NUMA cells; virtmem guests have a single NUMA node`);
-  }
-  const cell = cells[0] as Element;
-  if (cell.attrs['memAccess'] === 'shared') {
-    throw unsupported("<cpu/numa/cell memAccess='shared'>: shared guest memory is not supported");
-  }
-  if (cell.attrs['id'] !== undefined && cell.attrs['id'].trim() !== '0') {
-    throw xmlError(`<cpu/numa/cell id='${printable(cell.attrs['id'])}'>: the only cell must have id 0`);
-  }
-  const memory = cell.attrs['memory'];
-  if (memory === undefined) throw xmlError("<cpu/numa/cell> needs a memory='...' attribute");
-  return parseXmlMemoryKiB(memory, cell.attrs['unit'], '<cpu/numa/cell memory>');
+  return { numa: numa === undefined ? undefined : parseNumaCells(numa), cpu: def };
 }
 
 /** Machine type families virtmem runs: versioned names map to their family. */
@@ -382,10 +367,11 @@ function parseOs(os: Element | undefined, warn: Warnings): OsDef {
     throw unsupported(`<os/type>${printable(type.text.trim())}</type>: virtmem runs full virtualisation ('hvm') guests only`);
   }
   const arch = type.attrs['arch'];
-  if (arch !== undefined && arch !== 'x86_64') {
-    throw unsupported(`<os/type arch='${printable(arch)}'>: virtmem runs x86_64 guests only`);
+  if (arch !== undefined && arch !== 'x86_64' && arch !== 'i686') {
+    throw unsupported(`<os/type arch='${printable(arch)}'>: virtmem runs x86_64 and i686 guests only`);
   }
   const out: OsDef = {};
+  if (arch === 'i686') out.arch = 'i686';
   const machine = type.attrs['machine'];
   if (machine !== undefined) {
     const family = machineFamily(machine);
@@ -475,15 +461,6 @@ function parseDevices(devices: Element | undefined, warn: Warnings): ParsedDevic
   return out;
 }
 
-/** Children of a device that only carry guest addressing or naming; dropping them is harmless. */
-const ADDRESSING = new Set(['address', 'alias', 'acpi', 'boot']);
-
-function onOff(value: string | undefined, where: string): boolean {
-  if (value === undefined || value === 'off') return false;
-  if (value === 'on') return true;
-  throw xmlError(`${where}: expected 'on' or 'off', got '${printable(value)}'`);
-}
-
 function parseBalloon(el: Element, warn: Warnings): BalloonDef {
   const model = el.attrs['model'];
   if (model === undefined) throw xmlError("<devices/memballoon> needs a model attribute (e.g. model='virtio')");
@@ -524,17 +501,20 @@ const DISK_REFUSED = new Map([
   ['encryption', 'encrypted disk images are not supported'],
 ]);
 
-/** A file-backed disk; a cdrom or floppy yields undefined (dropped with a warning). */
+/**
+ * A disk or cdrom backed by an image file or a host block device; a floppy or an empty cdrom
+ * drive yields undefined (dropped with a warning). A cdrom is read-only, as libvirt makes it.
+ */
 function parseDisk(el: Element, warn: Warnings): DiskDef | undefined {
   const device = el.attrs['device'] ?? 'disk';
   const type = el.attrs['type'] ?? 'file';
-  if (device === 'cdrom' || device === 'floppy') {
+  if (device === 'floppy') {
     warn.ignored(`devices/disk device='${device}'`);
     return undefined;
   }
-  if (device !== 'disk') throw unsupported(`<devices/disk device='${printable(device)}'>: only device='disk' is supported`);
-  if (type !== 'file') {
-    throw unsupported(`<devices/disk type='${printable(type)}'>: virtmem supports file-backed disks (type='file') only`);
+  if (device !== 'disk' && device !== 'cdrom') throw unsupported(`<devices/disk device='${printable(device)}'>: only device='disk' and 'cdrom' are supported`);
+  if (type !== 'file' && type !== 'block') {
+    throw unsupported(`<devices/disk type='${printable(type)}'>: virtmem supports image files (type='file') and host block devices (type='block') only`);
   }
   for (const child of el.children) {
     const refused = DISK_REFUSED.get(child.name);
@@ -545,8 +525,14 @@ function parseDisk(el: Element, warn: Warnings): DiskDef | undefined {
   if (format !== 'raw' && format !== 'qcow2') {
     throw unsupported(`<devices/disk/driver type='${printable(format)}'>: disk images must be raw or qcow2`);
   }
-  const path = singleChild(el, 'source', 'devices/disk')?.attrs['file'];
-  if (path === undefined) throw xmlError("<devices/disk> needs <source file='...'/>");
+  const sourceAttr = type === 'block' ? 'dev' : 'file';
+  const path = singleChild(el, 'source', 'devices/disk')?.attrs[sourceAttr];
+  if (path === undefined && device === 'cdrom') {
+    // An empty drive holds nothing the guest could read: dropping it loses nothing.
+    warn.ignored("devices/disk device='cdrom'");
+    return undefined;
+  }
+  if (path === undefined) throw xmlError(`<devices/disk> needs <source ${sourceAttr}='...'/>`);
   const target = singleChild(el, 'target', 'devices/disk');
   const dev = target?.attrs['dev'];
   if (target === undefined || dev === undefined) throw xmlError("<devices/disk> needs <target dev='...'/>");
@@ -555,69 +541,16 @@ function parseDisk(el: Element, warn: Warnings): DiskDef | undefined {
   if (!DISK_BUSES.includes(bus)) {
     throw unsupported(`<devices/disk/target bus='${printable(bus)}'>: supported buses are ${DISK_BUSES.join(', ')}`);
   }
-  return {
+  const out: DiskDef = {
     path,
     format,
     target: dev,
     bus: bus as DiskDef['bus'],
-    readonly: singleChild(el, 'readonly', 'devices/disk') !== undefined,
+    readonly: device === 'cdrom' || singleChild(el, 'readonly', 'devices/disk') !== undefined,
   };
-}
-
-const REFUSED_MEMORY_MODELS = new Map([
-  ['nvdimm', 'persistent memory (nvdimm)'],
-  ['virtio-pmem', 'persistent memory (virtio-pmem)'],
-  ['sgx-epc', 'SGX enclave memory'],
-]);
-/** Target children that are output-only or addressing: dropped silently. */
-const MEMORY_TARGET_SILENT = new Set(['size', 'node', 'block', 'requested', 'current']);
-
-function parseMemoryDevice(el: Element, warn: Warnings): MemoryDeviceDef {
-  const model = el.attrs['model'];
-  if (model === undefined) throw xmlError("<devices/memory> needs a model attribute (e.g. model='virtio-mem')");
-  const refusedModel = REFUSED_MEMORY_MODELS.get(model);
-  if (refusedModel !== undefined || (model !== 'virtio-mem' && model !== 'dimm')) {
-    throw unsupported(`<devices/memory model='${printable(model)}'>: ${refusedModel ?? 'this model'} is not supported; virtmem supports 'virtio-mem' and 'dimm'`);
-  }
-  const where = `devices/memory model='${model}'`;
-  if (el.attrs['access'] === 'shared') {
-    throw unsupported(`<devices/memory access='shared'>: shared guest memory is not supported`);
-  }
-  if (el.attrs['discard'] !== undefined) warn.ignored('devices/memory discard');
-  for (const child of el.children) {
-    if (child.name === 'source') {
-      throw unsupported('<devices/memory/source>: host backing choices (page size, host nodes, files) are not supported');
-    }
-    if (child.name !== 'target' && child.name !== 'uuid' && !ADDRESSING.has(child.name)) {
-      warn.ignored(`devices/memory/${child.name}`);
-    }
-  }
-  const target = singleChild(el, 'target', 'devices/memory');
-  if (target === undefined) throw xmlError(`<${where}> needs a <target>`);
-  const part = (name: string): Element | undefined => singleChild(target, name, 'devices/memory/target');
-  for (const child of target.children) {
-    if (!MEMORY_TARGET_SILENT.has(child.name)) warn.ignored(`devices/memory/target/${child.name}`);
-  }
-  const node = part('node');
-  if (node !== undefined && parseCount(node.text, '<devices/memory/target/node>') !== 0) {
-    throw unsupported(`<devices/memory/target/node>${printable(node.text)}</node>: virtmem guests have a single NUMA node (0)`);
-  }
-  const size = part('size');
-  if (size === undefined) throw xmlError(`<${where}/target> needs a <size>`);
-  const sizeKiB = memoryKiB(size, 'devices/memory/target/size');
-  if (model === 'dimm') {
-    if (part('block') !== undefined || part('requested') !== undefined) warn.add("<devices/memory model='dimm'>: <block>/<requested> apply to virtio-mem only and are ignored");
-    return { model: 'dimm', sizeKiB };
-  }
-  const block = part('block');
-  const requested = part('requested');
-  return {
-    model: 'virtio-mem',
-    sizeKiB,
-    // QEMU's default block size on x86_64 is the THP size, 2 MiB; absent <requested> means 0.
-    blockKiB: block === undefined ? VIRTIO_MEM_MIN_BLOCK_KIB : memoryKiB(block, 'devices/memory/target/block'),
-    requestedKiB: requested === undefined ? 0 : memoryKiB(requested, 'devices/memory/target/requested'),
-  };
+  if (type === 'block') out.type = 'block';
+  if (device === 'cdrom') out.device = 'cdrom';
+  return out;
 }
 
 // ---- final validation ----------------------------------------------------------------------
@@ -660,6 +593,17 @@ const ELEMENT_BY_PATH = new Map(Object.entries({
   'os.initrd': '<os/initrd>',
   'os.cmdline': '<os/cmdline>',
   'os.machine': "<os/type machine='...'>",
+  'os.arch': "<os/type arch='...'>",
+  currentVcpus: "<vcpu current='...'>",
+  numa: '<cpu/numa>',
+  'numa.cells': '<cpu/numa>',
+  memoryBacking: '<memoryBacking>',
+  'memoryBacking.hugepages': '<memoryBacking/hugepages>',
+  'memoryBacking.allocation.threads': "<memoryBacking/allocation threads='...'>",
+  numatune: '<numatune>',
+  'numatune.memory.hostNodes': "<numatune/memory nodeset='...'>",
+  'numatune.memory.mode': "<numatune/memory mode='...'>",
+  'numatune.memnodes': '<numatune/memnode>',
 }));
 
 /** Fields of list entries (disks[i].x, memoryDevices[i].x) and where they sit in the device. */
@@ -667,10 +611,21 @@ const DEVICE_PART_BY_FIELD = new Map(Object.entries({
   sizeKiB: 'target/size',
   blockKiB: 'target/block',
   requestedKiB: 'target/requested',
-  path: "source file='...'",
+  node: 'target/node',
+  labelKiB: 'target/label/size',
+  alignKiB: 'source/alignsize',
+  source: 'source',
+  address: "address type='dimm'",
   format: "driver type='...'",
   target: "target dev='...'",
   bus: "target bus='...'",
+}));
+
+/** The lists of the memory configuration and their elements. */
+const LIST_ELEMENT = new Map(Object.entries({
+  'memoryBacking.hugepages': 'memoryBacking/hugepages/page',
+  'numa.cells': 'cpu/numa/cell',
+  'numatune.memnodes': 'numatune/memnode',
 }));
 
 /** "disks[1].target" -> "<devices/disk #2 target dev='...'>"; unknown paths are returned as is. */
@@ -680,8 +635,14 @@ function elementForPath(path: string): string {
   const m = /^(disks|memoryDevices)\[(\d+)\](?:\.(\w+))?/.exec(path);
   if (m !== null) {
     const device = m[1] === 'disks' ? 'devices/disk' : 'devices/memory';
-    const part = m[3] === undefined ? '' : ` ${DEVICE_PART_BY_FIELD.get(m[3]) ?? m[3]}`;
+    const field = m[3] === 'path' ? (m[1] === 'disks' ? "source file='...'" : 'source/path') : m[3];
+    const part = field === undefined ? '' : ` ${DEVICE_PART_BY_FIELD.get(field) ?? field}`;
     return `<${device} #${Number(m[2]) + 1}${part}>`;
+  }
+  const list = /^(memoryBacking\.hugepages|numa\.cells|numatune\.memnodes)\[(\d+)\](?:\.(\w+))?/.exec(path);
+  if (list !== null) return `<${LIST_ELEMENT.get(list[1]!)} #${Number(list[2]) + 1}${list[3] === undefined ? '' : ` ${list[3]}`}>`;
+  for (const section of ['memoryBacking', 'numatune', 'memtune']) {
+    if (path.startsWith(`${section}.`)) return `<${section}/${path.slice(section.length + 1).replace(/\./g, '/')}>`;
   }
   if (path.startsWith('balloon')) return '<devices/memballoon>';
   return path;
@@ -714,11 +675,17 @@ export function formatDomainXml(def: DomainDef, opts: FormatDomainXmlOptions = {
   children.push(
     kib('memory', memory.maxKiB),
     kib('currentMemory', opts.running?.actualKiB ?? memory.currentKiB),
-    element('vcpu', { placement: 'static' }, [], String(def.vcpus)),
+  );
+  // libvirt's order: memtune, memoryBacking, vcpu, numatune, os.
+  if (def.memtune !== undefined) children.push(formatMemtune(def.memtune));
+  if (def.memoryBacking !== undefined) children.push(formatMemoryBacking(def.memoryBacking));
+  children.push(element('vcpu', { placement: 'static', current: def.currentVcpus }, [], String(def.vcpus)));
+  if (def.numatune !== undefined) children.push(formatNumatune(def.numatune));
+  children.push(
     formatOs(def.os),
     element('features', {}, [element('acpi'), element('apic')]),
   );
-  if (memory.hotplug !== undefined || def.cpu !== undefined) children.push(formatCpu(def));
+  if (memory.hotplug !== undefined || def.cpu !== undefined || def.numa !== undefined) children.push(formatCpu(def));
   children.push(
     element('clock', { offset: 'utc' }),
     ...Object.entries(LIFECYCLE_DEFAULTS).map(([name, action]) => text(name, action)),
@@ -730,7 +697,7 @@ export function formatDomainXml(def: DomainDef, opts: FormatDomainXmlOptions = {
 }
 
 function formatOs(os: OsDef): Element {
-  const children = [element('type', { arch: 'x86_64', machine: os.machine }, [], 'hvm')];
+  const children = [element('type', { arch: os.arch ?? 'x86_64', machine: os.machine }, [], 'hvm')];
   for (const name of OS_TEXT) {
     const value = os[name];
     if (value !== undefined) children.push(element(name, {}, [], value));
@@ -739,8 +706,8 @@ function formatOs(os: OsDef): Element {
 }
 
 /**
- * <cpu>: the CPU mode and model, and the single guest NUMA node libvirt's QEMU driver wants with
- * memory hot-plug (all boot RAM).
+ * <cpu>: the CPU mode and model, and the guest NUMA cells: the definition's, or the single one
+ * libvirt's QEMU driver wants with memory hot-plug (all vCPUs, all boot RAM).
  */
 function formatCpu(def: DomainDef): Element {
   const children: Element[] = [];
@@ -752,11 +719,8 @@ function formatCpu(def: DomainDef): Element {
       children.push(element('model', { fallback: 'forbid' }, [], def.cpu.model));
     }
   }
-  if (def.memory.hotplug !== undefined) {
-    const bootKiB = def.memory.maxKiB - def.memoryDevices.reduce((sum, d) => sum + d.sizeKiB, 0);
-    const cpus = def.vcpus === 1 ? '0' : `0-${def.vcpus - 1}`;
-    children.push(element('numa', {}, [element('cell', { id: 0, cpus, memory: bootKiB, unit: 'KiB' })]));
-  }
+  const cells = guestNumaCells(def);
+  if (cells !== undefined) children.push(formatNumaCells({ cells }));
   return element('cpu', attrs, children);
 }
 
@@ -774,13 +738,14 @@ function formatDevices(def: DomainDef): Element {
 }
 
 function formatDisk(disk: DiskDef): Element {
+  const type = disk.type ?? 'file';
   const children = [
     element('driver', { name: 'qemu', type: disk.format }),
-    element('source', { file: disk.path }),
+    element('source', type === 'block' ? { dev: disk.path } : { file: disk.path }),
     element('target', { dev: disk.target, bus: disk.bus }),
   ];
   if (disk.readonly) children.push(element('readonly'));
-  return element('disk', { type: 'file', device: 'disk' }, children);
+  return element('disk', { type, device: disk.device ?? 'disk' }, children);
 }
 
 function formatBalloon(b: BalloonDef): Element {
@@ -793,12 +758,4 @@ function formatBalloon(b: BalloonDef): Element {
     { model: 'virtio', autodeflate: onOffAttr(b.autodeflate), freePageReporting: onOffAttr(b.freePageReporting) },
     children,
   );
-}
-
-/** Memory devices sit on the single NUMA node 0 (see formatNumaCell). */
-function formatMemoryDevice(d: MemoryDeviceDef): Element {
-  const size = (name: string, value: number): Element => element(name, { unit: 'KiB' }, [], String(value));
-  const target = [size('size', d.sizeKiB), element('node', {}, [], '0')];
-  if (d.model === 'virtio-mem') target.push(size('block', d.blockKiB), size('requested', d.requestedKiB));
-  return element('memory', { model: d.model }, [element('target', {}, target)]);
 }

@@ -222,6 +222,8 @@ export interface HypervisorDriver {
   memoryMap?(ref: string, opts?: { signal?: AbortSignal }): Promise<MemoryMapReport>;
   /** The host's memory (virsh freecell, freepages, allocpages, node-memory-tune, nodememstats). */
   readonly node?: NodeMemory;
+  /** Definitions that cannot be read (left out of `list`), each with why. Native driver only. */
+  unreadableDefinitions?(): Promise<Array<{ name: string; reason: string }>>;
   /** Release connections; the driver is unusable afterwards. */
   close(): Promise<void>;
 }

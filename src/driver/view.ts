@@ -79,6 +79,8 @@ export interface GuestView {
   /** The guest's own memory stall, where it reports one (src/daemon/guest-pressure.ts). */
   pressure: GuestPressure | null;
   rssBytes: number | null;
+  /** CPU time the guest's QEMU used (seconds), as last read (every tick); null when unknown. */
+  cpuTimeS: number | null;
   updatedAtS: number;
   /** Counters since the daemon started watching. */
   counters: { balloonChanges: number; deviceSizeChanges: number; monitorTimeouts: number; reconnects: number };
@@ -98,7 +100,7 @@ export function viewFromDefinition(live: DomainDef, info: { id: number | null; s
     qemuPid: info.pid, maxMemoryBytes: live.memory.maxKiB * KIB, targetBytes: live.memory.currentKiB * KIB,
     bootBytes: layout.bootKiB * KIB, hasBalloon, balloonAutodeflate: hasBalloon && live.balloon.autodeflate, balloonBytes: layout.bootKiB * KIB,
     balloonTargetBytes: hasBalloon ? balloonTargetKiB * KIB : null, dimmBytes: layout.dimmKiB * KIB, devices,
-    statsPeriodS: live.balloon.statsPeriodS, stats: {}, pressure: null, rssBytes: null, updatedAtS: nowS,
+    statsPeriodS: live.balloon.statsPeriodS, stats: {}, pressure: null, rssBytes: null, cpuTimeS: null, updatedAtS: nowS,
     counters: { balloonChanges: 0, deviceSizeChanges: 0, monitorTimeouts: 0, reconnects: 0 },
   };
 }

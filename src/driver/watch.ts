@@ -31,6 +31,8 @@ export type WatchChange =
   | { kind: 'memory'; name: string }
   /** A guest appeared, or its state or the watch's line to it changed. */
   | { kind: 'state'; name: string }
+  /** A guest's policy settings changed (its definition, or its libvirt metadata). */
+  | { kind: 'settings'; name: string }
   /** A guest stopped running (or was undefined): its view is gone from `guests()`. */
   | { kind: 'gone'; name: string; view: GuestView }
   /** The host went up or down. */

@@ -22,6 +22,13 @@ export const GUEST_READY_LINE = 'VIRTMEM-GUEST-READY';
 /** Commands longer than this are refused: `sh -c` takes one argument of at most 128 KiB. */
 export const MAX_COMMAND_BYTES = 64 * 1024;
 
+/**
+ * Most characters the host holds for one reply (or while probing). The agent answers with
+ * /proc files and short command output; a guest that prints without end (`yes`, `cat
+ * /dev/zero`) must not grow the host process without limit.
+ */
+export const MAX_REPLY_CHARS = 8 * 1024 * 1024;
+
 /** The line (with its newline) that runs `command` in the guest, framed by markers for `nonce`. */
 export function frameCommand(command: string, nonce: string): string {
   const b64 = Buffer.from(command, 'utf8').toString('base64');

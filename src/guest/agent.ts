@@ -17,6 +17,7 @@ import {
   GUEST_READY_LINE,
   hasProbeReply,
   MAX_COMMAND_BYTES,
+  MAX_REPLY_CHARS,
   parseCommandReply,
   parseMeminfo,
   type CommandReply,
@@ -166,6 +167,12 @@ export class GuestAgent {
     const w = this.#waiter;
     if (!w) return; // idle: stray output (background processes, late probe answers) is dropped
     this.#received += chunk;
+    if (this.#received.length > MAX_REPLY_CHARS) {
+      // Bounded while reading. The stream cannot be resynchronised while the guest still
+      // sends this reply, so the connection goes: the pending call and later ones fail.
+      this.#shutdown(new GuestAgentError('AGENT_REPLY_TOO_LARGE', `the guest agent sent more than ${MAX_REPLY_CHARS} characters without finishing its reply; connection closed`));
+      return;
+    }
     if (w.onData(this.#received) && this.#waiter === w) {
       this.#waiter = null;
       this.#received = '';

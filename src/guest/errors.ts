@@ -30,6 +30,8 @@ export type GuestAgentErrorCode =
   | 'AGENT_ABORTED'
   /** The guest answered something that cannot be parsed (e.g. /proc/meminfo without MemTotal). */
   | 'AGENT_BAD_OUTPUT'
+  /** One reply grew past MAX_REPLY_CHARS; the connection is closed (the guest may still be sending). */
+  | 'AGENT_REPLY_TOO_LARGE'
   /** The caller passed something unusable (e.g. a command with a NUL byte). */
   | 'AGENT_INVALID_ARG';
 

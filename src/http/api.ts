@@ -6,7 +6,6 @@ import { HttpError, toHttpError } from './errors.js';
 import { Router } from './router.js';
 import { parseJsonBody, checkQuery, type BodySpec } from './validate.js';
 import { LOCAL, type Daemon } from '../daemon/daemon.js';
-import { guestDocument } from '../daemon/documents.js';
 import { VirtError, memoryMapJson, translationJson } from '../driver/api.js';
 import { validateDomainName } from '../domain/name.js';
 
@@ -189,7 +188,7 @@ export function apiRouter(): Router<Handler> {
     .add('GET', '/stats', async (d, r) => {
       noQuery(r);
       const nowS = Date.now() / 1000;
-      return { status: 200, body: { guests: d.models().map((m) => guestDocument(m, nowS)) } };
+      return { status: 200, body: { guests: d.allGuestDocuments(nowS) } };
     })
     .add('GET', '/domains/:name/memmap', async (d, r) => {
       noQuery(r);

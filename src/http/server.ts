@@ -4,7 +4,7 @@
  * a bounded body and a bounded time, and gets a JSON answer; errors name the problem.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { chmod, unlink } from 'node:fs/promises';
+import { chmod, chown, unlink } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { LOCAL, type Daemon, type DaemonEvent } from '../daemon/daemon.js';
 import { API_PREFIX, apiRouter } from './api.js';
@@ -12,8 +12,11 @@ import { HttpError, toHttpError } from './errors.js';
 import { checkRequest, tokenEquals, type Listener } from './guard.js';
 import { formatMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
 import { IDLE_CONNECTION_MS, REQUEST_MS, boundSignal, seconds } from '../driver/bounds.js';
+import { withUmask } from '../util/private-files.js';
+import { InputTooLargeError, readStreamBounded } from '../util/bounded-read.js';
 
-export type ListenAddress = { kind: 'unix'; path: string; mode?: number } | { kind: 'tcp'; host: string; port: number };
+/** A unix socket gets `mode` (default 0600) and, when given, the group `gid` (the members it lets in). */
+export type ListenAddress = { kind: 'unix'; path: string; mode?: number; gid?: number } | { kind: 'tcp'; host: string; port: number };
 
 /** Serves other files (the dashboard); returns false when `pathname` is not one of them. */
 export type StaticFiles = (req: IncomingMessage, res: ServerResponse, pathname: string) => boolean;
@@ -82,13 +85,10 @@ export class ApiServer {
     if (l.kind === 'unix') {
       if (await answers(l.path)) throw new HttpError(500, 'INTERNAL', `another daemon already answers on ${l.path}`);
       await unlink(l.path).catch(() => {});
-      // Created owner-only from the start (umask), then set to the mode asked for.
-      const old = process.umask(0o177);
-      try {
-        await this.#listen(() => this.#server.listen(l.path));
-      } finally {
-        process.umask(old);
-      }
+      // Created owner-only from the start (bind() happens inside listen(), synchronously, so
+      // the umask is back before anything else runs), then given the group and mode asked for.
+      await this.#listen(() => withUmask(0o177, () => this.#server.listen(l.path)));
+      if (l.gid !== undefined) await chown(l.path, -1, l.gid);
       await chmod(l.path, l.mode ?? 0o600);
     } else {
       await this.#listen(() => this.#server.listen(l.port, l.host));
@@ -223,28 +223,21 @@ export class ApiServer {
       req.resume();
       return Promise.reject(new HttpError(413, 'BODY_TOO_LARGE', `request body of ${declared} bytes is larger than the ${max} bytes allowed`, 'body'));
     }
-    return new Promise((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      req.on('data', (c: Buffer) => {
-        size += c.length;
-        if (size > max) {
-          req.removeAllListeners('data');
-          req.resume();
-          reject(new HttpError(413, 'BODY_TOO_LARGE', `request body is larger than the ${max} bytes allowed`, 'body'));
-          return;
-        }
-        chunks.push(c);
-      });
-      req.once('end', () => {
+    // Bounded while reading; past the bound the rest is drained so the 413 still goes out
+    // (with connection: close, which ends an endless body).
+    return readStreamBounded(req, max, 'request body', 'a request body', { drainOnOverflow: true }).then(
+      (bytes) => {
         try {
-          resolve(new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks)));
+          return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
         } catch {
-          reject(new HttpError(400, 'BAD_JSON', 'request body is not valid UTF-8', 'body'));
+          throw new HttpError(400, 'BAD_JSON', 'request body is not valid UTF-8', 'body');
         }
-      });
-      req.once('error', (err) => reject(new HttpError(400, 'BAD_JSON', `request body could not be read: ${err.message}`, 'body')));
-    });
+      },
+      (err: Error) => {
+        if (err instanceof InputTooLargeError) throw new HttpError(413, 'BODY_TOO_LARGE', `request body is larger than the ${max} bytes allowed`, 'body');
+        throw new HttpError(400, 'BAD_JSON', `request body could not be read: ${err.message}`, 'body');
+      },
+    );
   }
 
   #openEvents(req: IncomingMessage, res: ServerResponse): void {

@@ -33,6 +33,20 @@ export interface ClientOptions {
 
 export type ClientState = 'open' | 'closing' | 'closed';
 
+/**
+ * One event id's registration on the connection, shared by everyone who asked for it: libvirt
+ * tracks one callback per event id and connection and refuses a second ("event callback
+ * already tracked"), so its own client counts registrations too (remote_driver.c) and sends
+ * the RPC for the first only.
+ */
+interface EventRegistration {
+  eventId: number;
+  users: number;
+  /** libvirt's callback id, once it answered. */
+  id: number | null;
+  ready: Promise<number>;
+}
+
 interface Pending {
   proc: number;
   prog: number;
@@ -50,6 +64,9 @@ export class LibvirtClient {
   private readonly decoder = new FrameDecoder();
   private readonly eventListeners = new Set<(e: DomainEvent) => void>();
   private readonly closeListeners = new Set<(err: LibvirtError) => void>();
+  private readonly registrations = new Map<number, EventRegistration>();
+  /** Deregistrations under way, by event id: a new registration waits for them (libvirt runs a client's calls in parallel). */
+  private readonly leaving = new Map<number, Promise<void>>();
   private readonly callTimeoutMs: number;
   private keepaliveTimer: NodeJS.Timeout | null = null;
   private deadlineTimer: NodeJS.Timeout | null = null;
@@ -187,14 +204,80 @@ export class LibvirtClient {
     return () => this.closeListeners.delete(fn);
   }
 
-  /** Subscribe to one event type for all domains; returns libvirt's callback id. */
+  /**
+   * Subscribe to one event type for all domains; returns libvirt's callback id. Callers of the
+   * same event type share one registration (see EventRegistration); each must deregister once.
+   * `opts.signal` ends only this caller's wait; the registration is sent with `opts.timeoutMs`.
+   * @throws LibvirtError as call(); 'aborted' when `opts.signal` fires first.
+   */
   async registerEvent(eventId: number, opts: CallOptions = {}): Promise<number> {
-    const r = new XdrReader(await this.call(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, (w) => w.int(eventId).int(0), opts));
-    return r.int();
+    const aborted = (): LibvirtError => new LibvirtError('aborted', `call ${procName(REMOTE_PROGRAM, Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY)} aborted`);
+    const signal = opts.signal;
+    if (signal?.aborted) throw aborted();
+    let reg = this.registrations.get(eventId);
+    while (!reg && this.leaving.has(eventId)) {
+      await this.leaving.get(eventId);
+      reg = this.registrations.get(eventId);
+    }
+    if (!reg) {
+      const r: EventRegistration = { eventId, users: 0, id: null, ready: Promise.resolve(0) };
+      r.ready = this.call(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, (w) => w.int(eventId).int(0), { timeoutMs: opts.timeoutMs }).then((p) => {
+        r.id = new XdrReader(p).int();
+        // Everyone who asked gave up meanwhile: nobody will deregister it.
+        if (r.users === 0) this.release(r);
+        return r.id;
+      }, (err: unknown) => {
+        if (this.registrations.get(eventId) === r) this.registrations.delete(eventId);
+        throw err;
+      });
+      this.registrations.set(eventId, r);
+      reg = r;
+    }
+    const shared = reg;
+    shared.users++;
+    let onAbort: (() => void) | null = null;
+    try {
+      return await (signal ? Promise.race([shared.ready, new Promise<never>((_, reject) => {
+        onAbort = (): void => reject(aborted());
+        signal.addEventListener('abort', onAbort, { once: true });
+      })]) : shared.ready);
+    } catch (err) {
+      shared.users--;
+      if (shared.users === 0 && shared.id !== null) this.release(shared);
+      throw err;
+    } finally {
+      if (onAbort) signal!.removeEventListener('abort', onAbort);
+    }
   }
 
+  /**
+   * Ends one caller's subscription (a callback id from registerEvent): libvirt is told when the
+   * last caller of that event type has ended its own.
+   * @throws LibvirtError as call()
+   */
   async deregisterEvent(callbackId: number, opts: CallOptions = {}): Promise<void> {
-    await this.call(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, (w) => w.int(callbackId), opts);
+    const reg = [...this.registrations.values()].find((r) => r.id === callbackId);
+    if (!reg) {
+      await this.call(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, (w) => w.int(callbackId), opts);
+      return;
+    }
+    if (--reg.users > 0) return;
+    this.registrations.delete(reg.eventId);
+    await this.unregister(reg.eventId, callbackId, opts);
+  }
+
+  /** Drops a registration nobody uses any more (in the background: its callers have moved on). */
+  private release(r: EventRegistration): void {
+    if (this.registrations.get(r.eventId) === r) this.registrations.delete(r.eventId);
+    if (r.id !== null) void this.unregister(r.eventId, r.id, {}).catch(() => undefined);
+  }
+
+  /** Tells libvirt to drop callback `callbackId`, noted under `leaving` until it has answered. */
+  private unregister(eventId: number, callbackId: number, opts: CallOptions): Promise<void> {
+    const done = this.call(Proc.CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, (w) => w.int(callbackId), opts).then(() => undefined);
+    const settled: Promise<void> = done.catch(() => undefined).finally(() => { if (this.leaving.get(eventId) === settled) this.leaving.delete(eventId); });
+    this.leaving.set(eventId, settled);
+    return done;
   }
 
   /** Orderly close: CONNECT_CLOSE (bounded), then end the stream. Pending calls fail 'closed'. */

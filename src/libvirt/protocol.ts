@@ -64,6 +64,7 @@ export const Proc = {
   CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY: 317,
   DOMAIN_EVENT_CALLBACK_LIFECYCLE: 318,
   DOMAIN_EVENT_CALLBACK_BALLOON_CHANGE: 331,
+  DOMAIN_EVENT_CALLBACK_METADATA_CHANGE: 379,
   NODE_GET_FREE_PAGES: 340,
   CONNECT_GET_ALL_DOMAIN_STATS: 344,
   NODE_ALLOC_PAGES: 347,
@@ -77,7 +78,7 @@ export const DOMAIN_MESSAGES_MAX = 2048;
 export const AuthType = { NONE: 0, SASL: 1, POLKIT: 2 } as const;
 
 /** virDomainEventID values virtmem subscribes to. */
-export const EventId = { LIFECYCLE: 0, BALLOON_CHANGE: 13, MEMORY_DEVICE_SIZE_CHANGE: 26 } as const;
+export const EventId = { LIFECYCLE: 0, BALLOON_CHANGE: 13, METADATA_CHANGE: 23, MEMORY_DEVICE_SIZE_CHANGE: 26 } as const;
 
 /** virDomainModificationImpact and virDomainMemoryModFlags. */
 export const AffectFlag = { CURRENT: 0, LIVE: 1, CONFIG: 2, MEM_MAXIMUM: 4 } as const;
@@ -237,7 +238,9 @@ export const MEMORY_STATS_MAX = 13;
 export type DomainEvent =
   | { kind: 'lifecycle'; callbackId: number; dom: WireDomain; event: number; detail: number }
   | { kind: 'balloon-change'; callbackId: number; dom: WireDomain; actualKiB: number }
-  | { kind: 'memory-device-size-change'; callbackId: number; dom: WireDomain; alias: string; sizeKiB: number };
+  | { kind: 'memory-device-size-change'; callbackId: number; dom: WireDomain; alias: string; sizeKiB: number }
+  /** The domain's metadata changed (type: virDomainMetadataType; nsuri for an element). */
+  | { kind: 'metadata-change'; callbackId: number; dom: WireDomain; type: number; nsuri: string | null };
 
 /**
  * REMOTE_PROC_DOMAIN_EVENT_MEMORY_DEVICE_SIZE_CHANGE. Not in the older protocol files we read;
@@ -258,6 +261,13 @@ export function decodeDomainEvent(proc: number, payload: Buffer): DomainEvent | 
     case Proc.DOMAIN_EVENT_CALLBACK_BALLOON_CHANGE: {
       const callbackId = r.int();
       ev = { kind: 'balloon-change', callbackId, dom: readDomain(r), actualKiB: r.uhyper() };
+      break;
+    }
+    case Proc.DOMAIN_EVENT_CALLBACK_METADATA_CHANGE: {
+      const callbackId = r.int();
+      const dom = readDomain(r);
+      const type = r.int();
+      ev = { kind: 'metadata-change', callbackId, dom, type, nsuri: r.uint() === 0 ? null : r.string(STRING_MAX) };
       break;
     }
     case PROC_EVENT_MEMORY_DEVICE_SIZE_CHANGE: {

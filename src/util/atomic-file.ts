@@ -6,10 +6,16 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { checkPrivateDir } from './private-files.js';
 
-/** Create a directory (and parents) readable only by its owner. */
+/**
+ * Create a directory (and parents) readable only by its owner; one that already exists must
+ * not be writable by others.
+ * @throws LoosePermissionsError for an existing directory others can write into; the fs error.
+ */
 export async function ensurePrivateDir(path: string): Promise<void> {
   await mkdir(path, { recursive: true, mode: 0o700 });
+  await checkPrivateDir(path);
 }
 
 /**

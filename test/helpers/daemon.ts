@@ -3,6 +3,7 @@
  * stops it; every wait bounded.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { after } from 'node:test';
 import { BIN, sandbox, type Sandbox } from './cli.js';
@@ -59,4 +60,30 @@ export async function sandboxWithDaemon(): Promise<{ sb: Sandbox; start(extra?: 
     start: async (extra = []) => (d = await startDaemon(sb.stateDir, extra)),
     daemon: () => { if (!d) throw new Error('the daemon was not started'); return d; },
   };
+}
+
+/** Collects the SSE stream's events until `stop()`. */
+export function openEvents(t: { socketPath?: string }): { events: Array<{ type: string; data: any }>; stop(): void; ready: Promise<void> } {
+  const events: Array<{ type: string; data: any }> = [];
+  let buf = '';
+  let onReady!: () => void;
+  const ready = new Promise<void>((r) => { onReady = r; });
+  const req = request({ socketPath: t.socketPath!, path: '/api/v1/events', headers: { host: 'localhost' } }, (res) => {
+    if (res.statusCode !== 200 || !/^text\/event-stream/.test(String(res.headers['content-type']))) throw new Error(`/api/v1/events answered ${res.statusCode} ${String(res.headers['content-type'])}`);
+    res.setEncoding('utf8').on('data', (c: string) => {
+      buf += c;
+      if (buf.includes(': connected')) onReady();
+      let i: number;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        const type = /^event: (.+)$/m.exec(block)?.[1];
+        const data = /^data: (.+)$/m.exec(block)?.[1];
+        if (type && data) events.push({ type, data: JSON.parse(data) });
+      }
+    });
+  });
+  req.on('error', () => {});
+  req.end();
+  return { events, stop: () => req.destroy(), ready };
 }

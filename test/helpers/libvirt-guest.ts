@@ -13,6 +13,8 @@ export interface LibvirtGuestOptions {
   virtioMemKiB?: number;
   /** Extra kernel parameters. */
   cmdline?: string;
+  /** A unix socket (libvirt binds it) on the guest's second serial port, where the built-in guest's agent answers. */
+  agentSocket?: string;
 }
 
 export function libvirtGuestXml(name: string, o: LibvirtGuestOptions): string {
@@ -37,8 +39,21 @@ ${hotplug.max}  <memory unit='KiB'>${total}</memory>
 ${hotplug.cpu}  <devices>
     <serial type='pty'/>
     <console type='pty'/>
+${o.agentSocket ? `    <serial type='unix'><source mode='bind' path='${o.agentSocket}'/><target port='1'/></serial>\n` : ''}
     <memballoon model='virtio'><stats period='1'/></memballoon>
 ${hotplug.dev}  </devices>
 </domain>
 `;
+}
+
+/** Kills the QEMU of a libvirt guest by its name (a libvirtd killed in a test leaves its guests running). */
+export async function killQemuOf(name: string): Promise<void> {
+  const { readdir, readFile } = await import('node:fs/promises');
+  for (const pid of await readdir('/proc')) {
+    if (!/^[0-9]+$/.test(pid)) continue;
+    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (argv[0]?.includes('qemu-system') && argv.some((a) => a === `guest=${name},debug-threads=on` || a.startsWith(`guest=${name},`))) {
+      try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
+    }
+  }
 }

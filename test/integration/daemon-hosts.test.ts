@@ -123,7 +123,8 @@ test('daemon --hosts: a remote libvirtd and test:///default side by side in /api
   assert.match(text, new RegExp(`^virtmem_host_domain_memory_bytes\\{host="${esc}",domain="${NAME}",kind="max"\\} ${262144 * 1024}$`, 'm'));
   assert.match(text, /^# TYPE virtmem_host_domain_memory_bytes gauge$/m);
 
-  // The dashboard's "libvirt hosts" section shows the remote domain (same refresh loop).
+  // The dashboard shows each host's group with its guests' cards (same refresh loop; a guest of
+  // the host with index N has the hooks NAME@N).
   const noBrowser = skipUnlessCi(await browserMissing());
   if (!noBrowser) {
     assert.ok(d.port, 'the daemon listens on TCP');
@@ -131,13 +132,13 @@ test('daemon --hosts: a remote libvirtd and test:///default side by side in /api
     try {
       const page = browser.page;
       await page.goto(`http://127.0.0.1:${d.port}/?token=${token}`, { timeout: 60_000 });
-      const row = page.getByTestId(`libvirt-domain-0-${NAME}`);
-      await row.waitFor({ timeout: 60_000 });
+      const card = page.getByTestId('libvirt-host-0').getByTestId(`guest-${NAME}@0`);
+      await card.waitFor({ timeout: 60_000 });
       assert.equal(await page.getByTestId('libvirt-host-0').getAttribute('data-uri'), remote.uri);
       assert.equal(await page.getByTestId('libvirt-host-state-0').textContent(), 'up');
-      assert.equal(await row.getAttribute('data-bytes'), String(used * 1024));
-      assert.match((await row.textContent()) ?? '', /paused/);
-      assert.ok(await page.getByTestId('libvirt-host-1').getByText('test', { exact: true }).isVisible(), 'test:///default with its domain beside it');
+      assert.equal(await page.getByTestId(`total-${NAME}@0`).getAttribute('data-bytes'), String(used * 1024));
+      assert.equal(await page.getByTestId(`state-${NAME}@0`).textContent(), 'paused');
+      assert.ok(await page.getByTestId('libvirt-host-1').getByTestId('guest-test@1').isVisible(), 'test:///default with its domain beside it');
       assert.deepEqual(browser.problems, []);
     } finally {
       await browser.close();

@@ -10,7 +10,7 @@ import { request } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sandbox } from '../helpers/cli.js';
-import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { openEvents, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { assertConforms } from '../helpers/openapi.js';
 import { GuestAgent } from '../../src/guest/agent.js';
 import { daemonRequest, closeDaemonClients, type DaemonTarget, type DaemonAnswer } from '../../src/driver/remote/http-client.js';
@@ -46,32 +46,6 @@ async function until(what: string, fn: () => Promise<boolean>, timeoutMs = 120_0
   }
 }
 
-/** Collects the SSE stream's events until `stop()`. */
-function openEvents(t: DaemonTarget): { events: Array<{ type: string; data: any }>; stop(): void; ready: Promise<void> } {
-  const events: Array<{ type: string; data: any }> = [];
-  let buf = '';
-  let onReady!: () => void;
-  const ready = new Promise<void>((r) => { onReady = r; });
-  const req = request({ socketPath: t.socketPath!, path: '/api/v1/events', headers: { host: 'localhost' } }, (res) => {
-    assert.equal(res.statusCode, 200);
-    assert.match(String(res.headers['content-type']), /^text\/event-stream/);
-    res.setEncoding('utf8').on('data', (c: string) => {
-      buf += c;
-      if (buf.includes(': connected')) onReady();
-      let i: number;
-      while ((i = buf.indexOf('\n\n')) >= 0) {
-        const block = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        const type = /^event: (.+)$/m.exec(block)?.[1];
-        const data = /^data: (.+)$/m.exec(block)?.[1];
-        if (type && data) events.push({ type, data: JSON.parse(data) });
-      }
-    });
-  });
-  req.on('error', () => {});
-  req.end();
-  return { events, stop: () => req.destroy(), ready };
-}
 
 before(async () => {
   await sb.ok('new', DOM, '--accel', 'tcg', '--memory', '512M', '--max-memory', '1G');

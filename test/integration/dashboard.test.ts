@@ -14,6 +14,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sandbox, parseDominfo, BIN } from '../helpers/cli.js';
 import { browserSkip, launchBrowser, screenshotDir, type Browser } from '../helpers/browser.js';
+import { resizeFromCard } from '../helpers/dashboard.js';
 
 const SHOTS = screenshotDir();
 const MiB = 1024 * 1024;
@@ -95,15 +96,8 @@ describe('dashboard', { skip }, () => {
 
   test('a resize started from the page reaches its target', async () => {
     const page = browser!.page;
-    await page.getByTestId(`setmem-size-${DOM}`).fill('1536');
-    await page.getByTestId(`setmem-unit-${DOM}`).selectOption('MiB');
-    await page.getByTestId(`setmem-submit-${DOM}`).click();
-    const status = page.getByTestId(`setmem-status-${DOM}`);
-    await page.waitForFunction((dom) => {
-      const s = document.querySelector(`[data-testid="setmem-status-${dom}"]`)?.getAttribute('data-state');
-      return s === 'succeeded' || s === 'failed';
-    }, DOM, { timeout: 300_000 });
-    assert.equal(await status.getAttribute('data-state'), 'succeeded', (await status.textContent()) ?? '');
+    const end = await resizeFromCard(page, DOM, 1536);
+    assert.equal(end.state, 'succeeded', end.text);
     const bar = page.getByTestId(`setmem-progress-${DOM}`);
     assert.equal(await bar.evaluate((e) => (e as HTMLProgressElement).value === (e as HTMLProgressElement).max), true);
     assert.equal(await bar.getAttribute('data-actual-bytes'), String(1536 * MiB));
@@ -144,15 +138,8 @@ describe('dashboard', { skip }, () => {
   });
   test('a shrink below boot RAM from the page shows the balloon holding memory back', async () => {
     const page = browser!.page;
-    await page.getByTestId(`setmem-size-${DOM}`).fill('384');
-    await page.getByTestId(`setmem-unit-${DOM}`).selectOption('MiB');
-    await page.getByTestId(`setmem-submit-${DOM}`).click();
-    await page.waitForFunction((dom) => {
-      const s = document.querySelector(`[data-testid="setmem-status-${dom}"]`)?.getAttribute('data-state');
-      return s === 'succeeded' || s === 'failed';
-    }, DOM, { timeout: 300_000 });
-    const status = page.getByTestId(`setmem-status-${DOM}`);
-    assert.equal(await status.getAttribute('data-state'), 'succeeded', (await status.textContent()) ?? '');
+    const end = await resizeFromCard(page, DOM, 384);
+    assert.equal(end.state, 'succeeded', end.text);
     assert.equal(await usedKiB(), 384 * 1024, 'dominfo agrees');
     // virtio-mem is unplugged first, then the balloon takes 128 MiB of the 512 MiB boot RAM. The
     // daemon's model follows QEMU's events (virtio-mem's are rate-limited to ~1/s), so wait

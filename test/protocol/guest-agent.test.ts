@@ -15,7 +15,9 @@ import { GuestAgentError } from '../../src/guest/errors.js';
 
 type Reply =
   | { output: string; exitCode?: number; delayMs?: number; byteByByte?: boolean; noiseBefore?: string; noiseAfter?: string; crlf?: boolean }
-  | 'close';
+  | 'close'
+  /** Begin the reply and never end it (`yes` in the guest). */
+  | 'endless';
 
 interface FakeGuestOptions {
   /** Probes to ignore before answering (input lost while the guest boots). */
@@ -89,6 +91,15 @@ function fakeGuest(opts: FakeGuestOptions): FakeGuest {
     const r = opts.handle?.(command) ?? { output: '' };
     if (r === 'close') {
       sock.destroy();
+      return;
+    }
+    if (r === 'endless') {
+      sock.write(`@@VM-BEGIN:${cmd[1]}@@\n`);
+      const chunk = 'y\n'.repeat(32 * 1024);
+      while (!sock.destroyed) {
+        if (!sock.write(chunk)) await new Promise((res) => { sock.once('drain', res); sock.once('close', res); });
+      }
+      events.push(`cut ${command}`);
       return;
     }
     if (r.delayMs) await new Promise((res) => setTimeout(res, r.delayMs));
@@ -233,6 +244,15 @@ test('the guest side closing mid-command fails it and every later call with AGEN
     await rejectsWithCode(queued, 'AGENT_CLOSED');
     await rejectsWithCode(agent.run('later'), 'AGENT_CLOSED');
     assert.equal(agent.state, 'closed');
+  });
+});
+
+test('a reply without end is cut at MAX_REPLY_CHARS: the command and later ones fail, the connection closes', async () => {
+  await withFake({ handle: (c) => (c === 'yes' ? 'endless' : { output: 'ok\n' }) }, async (g) => {
+    const agent = await GuestAgent.connect(g.path, { timeoutMs: 10_000 });
+    await rejectsWithCode(agent.run('yes', { timeoutMs: 60_000 }), 'AGENT_REPLY_TOO_LARGE');
+    assert.equal(agent.state, 'closed');
+    await rejectsWithCode(agent.run('after'), 'AGENT_REPLY_TOO_LARGE');
   });
 });
 

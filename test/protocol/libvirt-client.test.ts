@@ -65,6 +65,31 @@ test('garbage from the daemon fails every pending call with a protocol error and
   } finally { await d.close(); }
 });
 
+test('a reply announced larger than libvirt\'s 32 MiB limit fails at its length word; nothing of it is buffered', async () => {
+  let written = 0;
+  const d = await fakeDaemon((c, s) => {
+    // The header of a 2 GiB packet, then bytes without end for as long as the client reads.
+    const head = packet(c.prog, c.proc, 1, c.serial, 0);
+    head.writeUInt32BE(0x80000000, 0);
+    s.write(head);
+    const chunk = Buffer.alloc(1 << 20);
+    const pump = (): void => {
+      while (!s.destroyed && written < 256 << 20) {
+        written += chunk.length;
+        if (!s.write(chunk)) { s.once('drain', pump); return; }
+      }
+    };
+    pump();
+  });
+  try {
+    const cl = await LibvirtClient.connect(d.uri, { keepaliveIntervalMs: 0 });
+    await bounded(assert.rejects(cl.call(Proc.DOMAIN_GET_INFO, null), (e: unknown) =>
+      isLv('protocol', 'INTERNAL')(e) && /packet length 2147483648 exceeds libvirt's limit of 33554432/.test((e as Error).message)), 10_000, 'oversized');
+    assert.equal(cl.connectionState, 'closed');
+    assert.ok(written < 64 << 20, `the daemon got ${written} bytes out before the client hung up`);
+  } finally { await d.close(); }
+});
+
 test('a reply whose procedure is not the one its serial called is a protocol error, not a wrong answer', async () => {
   const d = await fakeDaemon((c, s) => { s.write(packet(c.prog, Proc.DOMAIN_GET_XML_DESC, 1, c.serial, 0, new XdrWriter().string('<domain/>').finish())); });
   try {

@@ -243,6 +243,27 @@ describe('execute', () => {
     await assert.rejects(client.execute('query-status'), QmpStateError);
   });
 
+  it('a reply line without end is cut at the default 16 MiB line bound: the call rejects, the connection closes', T, async () => {
+    const { client, peer } = await connected();
+    const p = client.execute('query-qmp-schema');
+    await peer.nextCommand();
+    // An endless line from the monitor, written as fast as the client takes it.
+    const chunk = Buffer.alloc(1 << 20, 0x61);
+    let written = 0;
+    void (async () => {
+      peer.socket.write('{"return": "');
+      while (!peer.socket.destroyed && written < 64 << 20) {
+        written += chunk.length;
+        if (!peer.socket.write(chunk)) await new Promise((r) => { peer.socket.once('drain', r); peer.socket.once('close', r); });
+      }
+    })();
+    const err = await rejectsDisconnected(p);
+    assert.ok(err.cause instanceof QmpProtocolError);
+    assert.match(err.message, /QMP line exceeds 16777216 bytes without a line end/);
+    await bounded(client.closed, 5_000, 'closed');
+    assert.ok(written < 32 << 20, `the client read ${written} bytes before cutting the line`);
+  });
+
   it('treats a reply without id as a protocol error (spec 2.4.2 NOTE: cannot be matched)', T, async () => {
     const { client, peer } = await connected();
     const p = client.execute('query-status');

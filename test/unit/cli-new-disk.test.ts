@@ -38,3 +38,7 @@ test('bad values are refused naming --disk', () => {
     assert.throws(() => diskFromOption(text), (e: unknown) => e instanceof UsageError && message.test(e.message), text);
   }
 });
+
+test('a device node is a host block device', () => {
+  assert.deepEqual(diskFromOption('/dev/loop3,target=vdb'), { path: '/dev/loop3', type: 'block', format: 'raw', target: 'vdb', bus: 'virtio', readonly: false });
+});

@@ -1,8 +1,9 @@
-/** The dashboard's pure parts: stacking for the chart, operation progress, size input, byte formatting. */
+/** The dashboard's pure parts: stacking for the chart, operation progress, size input, byte formatting, cards of every host. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chartColumns, fractionDone, guestUsedBytes, historySamples, toGuestView, toHostView, toOperationView, type GuestSample, type OperationView } from '../../src/dashboard/web/model.js';
+import { cardId, cardKey, chartColumns, fractionDone, groupByHost, guestUsedBytes, historySamples, toGuestView, toHostView, toLibvirtHostView, toLibvirtHostsView, toOperationView, type GuestSample, type OperationView } from '../../src/dashboard/web/model.js';
 import { formatBytes, parseSizeInput } from '../../src/dashboard/web/format.js';
+import { assertConforms } from '../helpers/openapi.js';
 
 const MiB = 1024 * 1024;
 const sample = (over: Partial<GuestSample>): GuestSample => ({
@@ -110,4 +111,80 @@ test('host and operation documents', () => {
   assert.deepEqual(op, { id: 'op-1', state: 'running', startBytes: 536870912, targetBytes: 268435456, actualBytes: 402653184, message: null, stuck: false, serverFraction: 0.5 });
   assert.equal(toOperationView({ operation: { id: 'op-1', state: 'paused', targetBytes: 1 } }), null, 'an unknown state is not guessed at');
   assert.equal(toOperationView({ error: { code: 'X', message: 'no' } }), null);
+});
+
+// A running guest of libvirt host qemu:///system as GET /stats sends it (docs/openapi.json's Guest, with host).
+const LIBVIRT_GUEST = {
+  name: 'web1', uuid: 'u2', id: 7, state: 'running', monitor: 'connected', stale: false, staleSinceS: null, maxMemoryBytes: 768 * MiB,
+  memory: { totalBytes: 384 * MiB, targetBytes: 384 * MiB, bootBytes: 256 * MiB, balloonBytes: 256 * MiB, balloonTargetBytes: 256 * MiB, dimmBytes: 0, pluggedBytes: 128 * MiB, requestedBytes: 128 * MiB, hotplugSizeBytes: 512 * MiB, devices: [] },
+  stats: { periodS: 1, ageS: 0.4, lastUpdateS: 1796280000, availableBytes: 360 * MiB, usableBytes: 300 * MiB, rssBytes: 200 * MiB },
+  updatedAtS: 1796280001, qemuPid: null, host: 'qemu:///system',
+};
+const HOSTS_DOC = { hosts: [
+  { uri: 'qemu:///system', state: 'up', reason: null, lastUpdateS: 1796280001, memTotalBytes: 24 * 1024 * MiB, memAvailableBytes: 20 * 1024 * MiB, budgetBytes: 2048 * MiB, domains: [] },
+  { uri: 'qemu+tcp://10.0.0.5/system', state: 'down', reason: 'no answer within 5 s', lastUpdateS: null, memTotalBytes: null, memAvailableBytes: null, budgetBytes: null, domains: [] },
+] };
+
+test('the test documents are what the API promises', () => {
+  assertConforms('GET', '/stats', 200, { guests: [LIBVIRT_GUEST, { ...LIBVIRT_GUEST, host: undefined, uuid: 'u1' }].map((g) => JSON.parse(JSON.stringify(g)) as unknown) });
+  assertConforms('GET', '/hosts', 200, HOSTS_DOC);
+});
+
+test('a libvirt host\'s guest document -> the same view, naming its host; virtmem\'s own guests name none', () => {
+  const g = toGuestView(LIBVIRT_GUEST, 1796280002);
+  assert.equal(g.host, 'qemu:///system');
+  assert.equal(g.name, 'web1');
+  assert.equal(g.stale, false);
+  assert.deepEqual(g.sample, {
+    tS: 1796280002, bootInGuestBytes: 256 * MiB, virtioMemBytes: 128 * MiB, balloonHeldBytes: 0,
+    guestUsedBytes: 60 * MiB, guestAvailableBytes: 300 * MiB, hostRssBytes: 200 * MiB,
+  });
+  const { host: _, ...own } = LIBVIRT_GUEST;
+  assert.equal(toGuestView(own, 1).host, null);
+  assert.equal(toGuestView({ ...LIBVIRT_GUEST, stale: true, monitor: 'down' }, 1).stale, true, 'a guest of a host that went down');
+});
+
+test('cards are keyed by host and name: the same name on two hosts and here is three cards', () => {
+  const keys = [cardKey(null, 'web1'), cardKey('qemu:///system', 'web1'), cardKey('qemu+tcp://h/system', 'web1')];
+  assert.equal(new Set(keys).size, 3);
+  assert.equal(cardKey(null, 'web1'), 'web1');
+  // A host ending where a name begins cannot make two guests one key.
+  assert.notEqual(cardKey('test:///a', 'b'), cardKey('test:///', 'ab'));
+});
+
+test('card hooks: the name made safe, and @N for a guest of the libvirt host with index N', () => {
+  assert.equal(cardId('web1', null), 'web1');
+  assert.equal(cardId('web.1 x', null), 'web_1_x');
+  assert.equal(cardId('web1', 0), 'web1@0');
+  assert.equal(cardId('web.1', 2), 'web_1@2');
+  assert.notEqual(cardId('a@0', null), cardId('a', 0), 'a local name cannot take a libvirt guest\'s hooks');
+});
+
+test('libvirt host documents -> views (up or down and why, memory, budget, guests); what the page cannot use is left out', () => {
+  assert.deepEqual(toLibvirtHostsView(HOSTS_DOC), [
+    { uri: 'qemu:///system', up: true, reason: null, memTotalBytes: 24 * 1024 * MiB, memAvailableBytes: 20 * 1024 * MiB, budgetBytes: 2048 * MiB, guests: 0 },
+    { uri: 'qemu+tcp://10.0.0.5/system', up: false, reason: 'no answer within 5 s', memTotalBytes: null, memAvailableBytes: null, budgetBytes: null, guests: 0 },
+  ]);
+  assert.equal(toLibvirtHostView({ ...HOSTS_DOC.hosts[0], domains: [{ name: 'a' }, { name: 'b' }] })?.guests, 2);
+  assert.deepEqual(toLibvirtHostsView({ hosts: [{ state: 'down' }, 'junk', { uri: 'test:///default', state: 'up', domains: 'junk' }] }),
+    [{ uri: 'test:///default', up: true, reason: null, memTotalBytes: null, memAvailableBytes: null, budgetBytes: null, guests: 0 }]);
+  assert.deepEqual(toLibvirtHostsView(null), []);
+  // The local host's SSE `host` event (GET /host's document) is not a libvirt host's.
+  assert.equal(toLibvirtHostView({ memTotalBytes: 1, memAvailableBytes: 1, psi: null, sampledAtS: 1, guests: 0 }), null);
+});
+
+test('groups: virtmem\'s own guests first, then each libvirt host in the daemon\'s order, with its guests only', () => {
+  const hosts = toLibvirtHostsView(HOSTS_DOC);
+  const own = toGuestView({ ...LIBVIRT_GUEST, host: undefined }, 1);
+  const there = toGuestView(LIBVIRT_GUEST, 1);
+  const other = toGuestView({ ...LIBVIRT_GUEST, name: 'db', host: 'qemu:///system' }, 1);
+  const stray = toGuestView({ ...LIBVIRT_GUEST, host: 'test:///default' }, 1);
+  const groups = groupByHost([there, own, stray, other], hosts);
+  assert.deepEqual(groups.map((g) => [g.host?.uri ?? null, g.index, g.guests.map((x) => x.name)]), [
+    [null, null, ['web1']],
+    ['qemu:///system', 0, ['web1', 'db']],
+    ['qemu+tcp://10.0.0.5/system', 1, []],
+  ], 'a host without guests keeps its group; a guest of a host the page was not told of waits for the next refresh');
+  assert.equal(groups[1]!.guests[0], there);
+  assert.deepEqual(groupByHost([], []), [{ host: null, index: null, guests: [] }]);
 });

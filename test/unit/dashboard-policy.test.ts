@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { emptyPolicyView, mergePolicyView, policyLines, toPolicyView, withPolicyEvent, type PolicyView } from '../../src/dashboard/web/policy-model.js';
 import { formatAgo } from '../../src/dashboard/web/format.js';
+import { cardKey } from '../../src/dashboard/web/model.js';
 import { assertConforms } from '../helpers/openapi.js';
 
 const MiB = 1024 * 1024;
@@ -32,7 +33,7 @@ test('the test documents are what the API promises', () => {
 test('a policy document -> the card says on, the bounds, what it did, when and why', () => {
   const v = loaded(DOC);
   assert.deepEqual(v, {
-    name: 'web1',
+    name: 'web1', host: null,
     settings: { mode: 'per-guest', engine: 'virtmem', enabled: true, floorBytes: 384 * MiB, ceilingBytes: 2048 * MiB, shares: 1000 },
     last: { at: AT, atMs: AT_MS, action: 'resize', fromBytes: 1024 * MiB, targetBytes: 768 * MiB, reason: REASON },
   });
@@ -114,4 +115,21 @@ test('how long ago', () => {
   assert.equal(formatAgo(7200), '2 h ago');
   assert.equal(formatAgo(3 * 86_400), '3 d ago');
   assert.equal(formatAgo(Number.NaN), 'just now');
+});
+
+test('a guest of a libvirt host: its policy events reach its card only, and the hint names its host', () => {
+  const U = 'qemu:///system';
+  const local = loaded(DOC);
+  const remote = toPolicyView(DOC, U);
+  assert.ok(remote);
+  assert.equal(remote.host, U);
+  const views = new Map([[cardKey(null, 'web1'), local], [cardKey(U, 'web1'), remote]]);
+  const at = '2026-12-03T07:40:09.000Z';
+  const there = withPolicyEvent(views, { name: 'web1', host: U, at, action: 'hold', reason: 'within band' });
+  assert.equal(there?.host, U, 'the event names its host: the libvirt guest\'s card');
+  assert.equal(withPolicyEvent(views, { name: 'web1', at, action: 'hold', reason: 'within band' })?.host, null, 'no host: virtmem\'s own guest');
+  assert.equal(withPolicyEvent(views, { name: 'web1', host: 'test:///default', at, action: 'hold', reason: 'r' }), null, 'a host with no such card');
+  assert.equal(mergePolicyView(emptyPolicyView('web1', U), loaded(DOC)).host, U, 'a loaded document keeps the card\'s host');
+  const off = policyLines(toPolicyView({ ...DOC, settings: { ...DOC.settings, enabled: false } }, U)!, 0);
+  assert.equal(off.status, `off for this guest (virtmem -c ${U} policy set web1 --enable)`);
 });

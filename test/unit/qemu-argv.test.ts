@@ -41,8 +41,13 @@ test('virtio-mem: boot RAM excludes the device region, maxmem is the ceiling', (
   };
   const argv = argvOf(def);
   assert.deepEqual(after(argv, '-m'), ['size=524288k,slots=4,maxmem=4194304k']);
-  assert.deepEqual(after(argv, '-object'), ['memory-backend-ram,id=mem-vmem0,size=2097152k']);
-  assert.ok(after(argv, '-device').includes('virtio-mem-pci,id=vmem0,memdev=mem-vmem0,block-size=2048k,requested-size=262144k'));
+  // Hot-plug implies one guest NUMA node holding boot RAM, on the command line as libvirt puts it.
+  assert.deepEqual(after(argv, '-numa'), ['node,nodeid=0,cpus=0-1,memdev=ram-node0']);
+  assert.deepEqual(after(argv, '-object').map((o) => JSON.parse(o)), [
+    { 'qom-type': 'memory-backend-ram', id: 'ram-node0', size: 524288 * 1024 },
+    { 'qom-type': 'memory-backend-ram', id: 'mem-vmem0', reserve: false, size: 2097152 * 1024 },
+  ]);
+  assert.ok(after(argv, '-device').includes(JSON.stringify({ driver: 'virtio-mem-pci', node: 0, 'block-size': 2048 * 1024, 'requested-size': 262144 * 1024, memdev: 'mem-vmem0', id: 'vmem0' })));
 });
 
 test('commas in paths are escaped for QEMU option syntax', () => {

@@ -1,6 +1,6 @@
 /**
  * The pure parts of `daemon --hosts`: the hosts file, libvirt's bulk statistics to a guest's
- * live view, the /metrics families and the dashboard's view of GET /api/v1/hosts.
+ * live view and the /metrics families (the dashboard's view of GET /api/v1/hosts: dashboard-model.test.ts).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +10,6 @@ import { memoryLayoutFromXml } from '../../src/driver/libvirt/domain-xml.js';
 import { libvirtHostDocument, type LibvirtHostDocument as HostDocument } from '../../src/daemon/documents.js';
 import { totalBytes } from '../../src/driver/view.js';
 import { formatMetrics } from '../../src/http/metrics.js';
-import { toLibvirtHostsView } from '../../src/dashboard/web/model.js';
 import { VirtError } from '../../src/domain/errors.js';
 
 test('hosts file: URIs one per line, comments and blank lines skipped', () => {
@@ -68,16 +67,4 @@ test('/metrics: hosts up/down and their domains with host, domain and kind label
   assert.doesNotMatch(text, /kind="rss"/, 'a statistic never reported is absent');
   const without = formatMetrics({ guests: [], host, daemon, nowS: 2 });
   assert.doesNotMatch(without, /virtmem_host_up|virtmem_host_domain_memory_bytes/);
-});
-
-test('dashboard: /api/v1/hosts to views, skipping what it cannot use', () => {
-  assert.deepEqual(toLibvirtHostsView({ hosts: [
-    { uri: 'test:///default', state: 'up', reason: null, domains: [{ name: 'test', state: 'running', currentMemoryBytes: 5, maxMemoryBytes: 9 }, { state: 'x' }] },
-    { state: 'down' },
-    { uri: 'qemu+tcp://h/system', state: 'down', reason: 'no reply', domains: 'junk' },
-  ] }), [
-    { uri: 'test:///default', up: true, reason: null, domains: [{ name: 'test', state: 'running', currentBytes: 5, maxBytes: 9 }] },
-    { uri: 'qemu+tcp://h/system', up: false, reason: 'no reply', domains: [] },
-  ]);
-  assert.deepEqual(toLibvirtHostsView(null), []);
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  decodeWarmFrames, encodeWarmFrame, encodeWarmRequest, parseWarmRequest, warmServes, WarmProtocolError, WARM_ENV_KEYS,
+  decodeWarmFrames, encodeWarmFrame, encodeWarmRequest, parseWarmRequest, warmReadOnly, warmServes, WarmProtocolError, WARM_ENV_KEYS,
   type WarmRequest,
 } from '../../src/cli/warm-protocol.js';
 
@@ -25,9 +25,9 @@ describe('warm request', () => {
   });
   it('refuses garbage at once, bad counts, bad env entries and trailing bytes', () => {
     assert.throws(() => parseWarmRequest(Buffer.from('GET / HTTP/1.1')), WarmProtocolError);
-    assert.throws(() => parseWarmRequest(Buffer.from('virtmem-warm 1\x002\x00')), /tty flag/);
-    assert.throws(() => parseWarmRequest(Buffer.from('virtmem-warm 1\x000\x00x\x00')), /env count/);
-    assert.throws(() => parseWarmRequest(Buffer.from('virtmem-warm 1\x000\x001\x00lower=1\x00')), /env entry/);
+    assert.throws(() => parseWarmRequest(Buffer.from('virtmem-warm 2\x002\x00')), /tty flag/);
+    assert.throws(() => parseWarmRequest(Buffer.from('virtmem-warm 2\x000\x00x\x00')), /env count/);
+    assert.throws(() => parseWarmRequest(Buffer.from('virtmem-warm 2\x000\x001\x00lower=1\x00')), /env entry/);
     assert.throws(() => parseWarmRequest(Buffer.concat([encodeWarmRequest(REQ), Buffer.from('x')])), /trailing/);
   });
 });
@@ -63,5 +63,20 @@ describe('what the warm process serves', () => {
     assert.equal(warmServes(['list'], env({ VIRTMEM_STATE_DIR: '/s' }), own), false);
     assert.equal(warmServes(['list'], env({ VIRTMEM_STATE_DIR: 'rel' }), { ...own, VIRTMEM_STATE_DIR: 'rel' }), false);
     assert.equal(warmServes(['list'], env({ VIRTMEM_STATE_DIR: '/s' }), { ...own, VIRTMEM_STATE_DIR: '/s' }), true);
+  });
+});
+
+describe('what may run again after the warm process died (before any output)', () => {
+  it('commands that only read', () => {
+    for (const argv of [['list', '--all'], ['dominfo', 'vm'], ['--state-dir', '/s', 'domstate', 'vm'], ['dumpxml', 'vm'], ['dommemstat', 'vm', '--live'], [], ['help']]) {
+      assert.equal(warmReadOnly(argv), true, argv.join(' '));
+    }
+  });
+  it('not anything that may change a domain, its definition or QEMU', () => {
+    for (const argv of [['setmem', 'vm', '1G'], ['setmaxmem', 'vm', '2G', '--config'], ['undefine', 'vm'], ['destroy', 'vm'],
+      ['qemu-monitor-command', 'vm', '{"execute":"query-status"}'], ['dommemstat', 'vm', '--period', '2'], ['dommemstat', 'vm', '--period=2'],
+      ['--state-dir', 'rel', 'list'], ['nosuchcommand']]) {
+      assert.equal(warmReadOnly(argv), false, argv.join(' '));
+    }
   });
 });

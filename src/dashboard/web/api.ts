@@ -5,9 +5,12 @@
  */
 import { isTranslationDoc, type TranslationDoc } from './translate-view.js';
 import { toPolicyView, type PolicyView } from './policy-model.js';
-import { historySamples, num, obj, str, toGuestView, toHostView, toLibvirtHostsView, toOperationView, type GuestSample, type GuestView, type LibvirtHostView, type OperationView, type Snapshot } from './model.js';
+import { historySamples, num, obj, str, toGuestView, toHostView, toLibvirtHostView, toLibvirtHostsView, toOperationView, type GuestSample, type GuestView, type LibvirtHostView, type OperationView, type Snapshot } from './model.js';
 
 export type { GuestView, LibvirtHostView, OperationView, Snapshot };
+
+/** A guest as the API addresses it: its name, and its libvirt host (null: virtmem's own guest). */
+export type GuestRef = Pick<GuestView, 'host' | 'name'>;
 
 const BASE = '/api/v1';
 const CALL_BOUND_MS = 30_000;
@@ -50,7 +53,9 @@ async function call(method: string, path: string, body?: unknown, signal?: Abort
   }
 }
 
-const domainPath = (name: string): string => `/domains/${encodeURIComponent(name)}`;
+/** A guest's path: /domains/{name}, or /hosts/{host}/domains/{name} with the host's URI as one segment. */
+const domainPath = (g: GuestRef): string =>
+  `${g.host === null ? '' : `/hosts/${encodeURIComponent(g.host)}`}/domains/${encodeURIComponent(g.name)}`;
 
 function operationOf(doc: unknown): OperationView {
   const op = toOperationView(doc);
@@ -59,7 +64,7 @@ function operationOf(doc: unknown): OperationView {
 }
 
 export const api = {
-  /** Host and every running guest, now (time: the daemon's host sample), in two calls. */
+  /** This host and every running guest of every host, now (time: the daemon's host sample), in two calls. */
   async snapshot(signal?: AbortSignal): Promise<Snapshot> {
     const [hostDoc, statsDoc] = await Promise.all([call('GET', '/host', undefined, signal), call('GET', '/stats', undefined, signal)]);
     const tS = num(obj(hostDoc).sampledAtS) ?? Date.now() / 1000;
@@ -71,40 +76,56 @@ export const api = {
     return toLibvirtHostsView(await call('GET', '/hosts', undefined, signal));
   },
   /** The guest's recent samples (the daemon's ring buffer), to fill a new chart. */
-  async history(name: string, bootBytes: number | null, signal?: AbortSignal): Promise<GuestSample[]> {
-    return historySamples(await call('GET', `${domainPath(name)}/history`, undefined, signal), bootBytes);
+  async history(g: GuestRef, bootBytes: number | null, signal?: AbortSignal): Promise<GuestSample[]> {
+    return historySamples(await call('GET', `${domainPath(g)}/history`, undefined, signal), bootBytes);
   },
   /** The guest's automatic memory policy: settings and what it did last, and why. */
-  async policy(name: string, signal?: AbortSignal): Promise<PolicyView> {
-    const view = toPolicyView(await call('GET', `${domainPath(name)}/policy`, undefined, signal));
+  async policy(g: GuestRef, signal?: AbortSignal): Promise<PolicyView> {
+    const view = toPolicyView(await call('GET', `${domainPath(g)}/policy`, undefined, signal), g.host);
     if (!view) throw new ApiError('the daemon answered with a policy document the page does not understand', null);
     return view;
   },
   /** Starts a resize; the operation to follow (already succeeded when the guest was there at once). */
-  async startSetMemory(name: string, targetBytes: number): Promise<OperationView> {
-    return operationOf(await call('PUT', `${domainPath(name)}/memory`, { targetBytes }));
+  async startSetMemory(g: GuestRef, targetBytes: number): Promise<OperationView> {
+    return operationOf(await call('PUT', `${domainPath(g)}/memory`, { targetBytes }));
   },
   async operation(id: string): Promise<OperationView> {
     return operationOf(await call('GET', `/operations/${encodeURIComponent(id)}`));
   },
+  /** Translation works on virtmem's own guests only (the API has no /hosts/{host} path for it). */
   async translate(name: string, address: string, cpu: number): Promise<TranslationDoc> {
-    const doc = await call('POST', `${domainPath(name)}/translate`, { address, cpu });
+    const doc = await call('POST', `${domainPath({ host: null, name })}/translate`, { address, cpu });
     if (!isTranslationDoc(doc)) throw new ApiError('the daemon answered the translation with a document the page does not understand', null);
     return doc;
   },
   /**
-   * Calls `onChange` whenever the daemon's event stream reports a change, and `onPolicy` with
-   * the data of each `policy` event (the decision itself: nothing to fetch); EventSource
-   * reconnects by itself. Returns a function that closes the stream.
+   * Follows the daemon's event stream (EventSource reconnects by itself): `change` on every
+   * change (the page refreshes soon after), `memory` with each guest's new document, `policy`
+   * with each decision of the automatic policy (the decision itself: nothing to fetch), `host`
+   * with each libvirt host's new document (up or down, and why). A guest's data name its host
+   * when it runs on a libvirt host, so the page routes them to the right card. Returns a
+   * function that closes the stream.
    */
-  watch(onChange: () => void, onPolicy: (data: unknown) => void): () => void {
+  watch(on: { change: () => void; memory: (g: GuestView) => void; policy: (data: unknown) => void; host: (h: LibvirtHostView) => void }): () => void {
     if (typeof EventSource === 'undefined') return () => undefined;
     const es = new EventSource(`${BASE}/events`);
-    for (const type of ['memory', 'state', 'operation']) es.addEventListener(type, () => onChange());
+    const data = (ev: Event): unknown => {
+      try { return JSON.parse(String((ev as MessageEvent).data)); } catch { return undefined; /* not JSON: nothing the page can show */ }
+    };
+    for (const type of ['memory', 'state', 'operation']) es.addEventListener(type, () => on.change());
+    es.addEventListener('memory', (ev) => {
+      const d = data(ev);
+      // The document's own time (the daemon's clock) dates the figures.
+      if (d !== undefined) on.memory(toGuestView(d, num(obj(d).updatedAtS) ?? Date.now() / 1000));
+    });
     es.addEventListener('policy', (ev) => {
-      let data: unknown;
-      try { data = JSON.parse(String(ev.data)); } catch { return; /* not JSON: nothing the page can show */ }
-      onPolicy(data);
+      const d = data(ev);
+      if (d !== undefined) on.policy(d);
+    });
+    es.addEventListener('host', (ev) => {
+      // The local host's document has no uri: it is not a libvirt host's.
+      const h = toLibvirtHostView(data(ev));
+      if (h) on.host(h);
     });
     return () => es.close();
   },

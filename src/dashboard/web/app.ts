@@ -1,14 +1,18 @@
 /**
- * The dashboard page: a host card and one card per guest, refreshed from the daemon's API every
- * couple of seconds (and at once when the daemon's event stream says something changed); the
- * set-memory form follows its operation to the end; the translate form draws the chain; the
- * policy section says what the automatic policy did last and why (loaded when the card appears,
- * then kept current by the stream's `policy` events).
+ * The dashboard page: this host's card with virtmem's own guests, then one group per libvirt
+ * host (`daemon --hosts`: up or down and why, its memory) with its guests; every guest of every
+ * host has the same card, keyed by host and name. Refreshed from the daemon's API every couple
+ * of seconds (and soon after the daemon's event stream says something changed; a guest's new
+ * figures, a host going down and a policy decision go straight to their card or group). The
+ * set-memory form follows its operation to the end; the translate form (virtmem's own guests
+ * only) draws the chain; the policy section says what the automatic policy did last and why
+ * (loaded when the card appears, then kept current by the stream's `policy` events).
  * All knowledge of the API's URLs and documents is in api.ts.
  */
 import { GuestChart } from './chart.js';
 import { formatBytes, formatPercent, parseSizeInput } from './format.js';
-import { api, type GuestView, type LibvirtHostView, type Snapshot } from './api.js';
+import { api, type GuestRef, type GuestView, type LibvirtHostView, type Snapshot } from './api.js';
+import { cardId, cardKey, groupByHost } from './model.js';
 import { emptyPolicyView, mergePolicyView, policyLines, withPolicyEvent, type PolicyView } from './policy-model.js';
 import { followOperation } from './progress.js';
 import { renderTranslation } from './translate-view.js';
@@ -16,6 +20,8 @@ import { renderTranslation } from './translate-view.js';
 const REFRESH_MS = 2000;
 
 interface GuestCard {
+  /** The guest the card's calls address (its host's paths for a libvirt host's guest). */
+  ref: GuestRef;
   root: HTMLElement;
   chart: GuestChart | null;
   busy: boolean;
@@ -26,13 +32,22 @@ interface GuestCard {
   policyError: string | null;
 }
 
+/** One libvirt host's group: its header and the container of its guests' cards. */
+interface HostGroupEl {
+  root: HTMLElement;
+  guests: HTMLElement;
+  /** The host's index in GET /api/v1/hosts: its test hooks (libvirt-host-N) and its guests' (NAME@N). */
+  index: number;
+}
+
+/** Cards by cardKey(host, name); libvirt hosts' groups by URI. */
 const cards = new Map<string, GuestCard>();
+const groups = new Map<string, HostGroupEl>();
 const $ = <T extends Element>(root: ParentNode, sel: string): T => {
   const e = root.querySelector<T>(sel);
   if (!e) throw new Error(`dashboard: element ${sel} missing from the page`);
   return e;
 };
-const safeId = (name: string): string => name.replace(/[^A-Za-z0-9_-]/g, '_');
 
 function setText(sel: string, text: string): void {
   $(document, `[data-testid="${sel}"]`).textContent = text;
@@ -50,7 +65,8 @@ function renderHost(s: Snapshot): void {
   setText('host-memavailable', formatBytes(h.memAvailableBytes));
   setText('host-psi-some', formatPercent(h.psiSomeAvg10));
   setText('host-psi-full', formatPercent(h.psiFullAvg10));
-  const rss = s.guests.reduce((acc, g) => acc + (g.sample.hostRssBytes ?? 0), 0);
+  // This host's own guests: a libvirt host's may run elsewhere.
+  const rss = s.guests.reduce((acc, g) => acc + (g.host === null ? g.sample.hostRssBytes ?? 0 : 0), 0);
   setText('host-guests-rss', formatBytes(rss));
   if (h.memTotalBytes && h.memAvailableBytes !== null) {
     const used = (h.memTotalBytes - h.memAvailableBytes) / h.memTotalBytes;
@@ -59,38 +75,55 @@ function renderHost(s: Snapshot): void {
   }
 }
 
-function makeCard(g: GuestView): GuestCard {
+/** Test hooks and unique ids of every card's parts (labels wrap their inputs, so ids are for tests). */
+const CARD_HOOKS: ReadonlyArray<[string, string]> = [
+  ['.guest-state', 'state'], ['.guest-host', 'on-host'], ['.g-total', 'total'], ['.g-max', 'max'], ['.g-used', 'used'], ['.g-avail', 'available'], ['.g-rss', 'rss'], ['.g-age', 'stats-age'],
+  ['.chart', 'chart'], ['.setmem', 'setmem-form'], ['.setmem-size', 'setmem-size'], ['.setmem-unit', 'setmem-unit'], ['.setmem-go', 'setmem-submit'],
+  ['.setmem-progress', 'setmem-progress'], ['.setmem-status', 'setmem-status'],
+  ['.policy', 'policy'], ['.policy-state', 'policy-state'], ['.policy-bounds', 'policy-bounds'], ['.policy-decision', 'policy-decision'],
+  ['.policy-ago', 'policy-ago'], ['.policy-reason', 'policy-reason'],
+];
+/** The translate form's, on virtmem's own guests' cards only. */
+const TRANSLATE_HOOKS: ReadonlyArray<[string, string]> = [
+  ['.translate', 'translate-form'], ['.translate-address', 'translate-address'], ['.translate-cpu', 'translate-cpu'], ['.translate-go', 'translate-submit'],
+  ['.translate-error', 'translate-error'], ['.translate-out', 'translate-out'],
+];
+
+/** A new card for `g`; `hostIndex`: its libvirt host's index in GET /hosts, null for virtmem's own guest. */
+function makeCard(g: GuestView, hostIndex: number | null): GuestCard {
   const tpl = $<HTMLTemplateElement>(document, '#guest-card');
   const root = (tpl.content.firstElementChild as HTMLElement).cloneNode(true) as HTMLElement;
-  const id = safeId(g.name);
+  const id = cardId(g.name, hostIndex);
   root.dataset.testid = `guest-${id}`;
   root.dataset.guest = g.name;
+  if (g.host !== null) root.dataset.host = g.host;
   root.setAttribute('aria-labelledby', `guest-${id}-title`);
   const title = $(root, '.guest-name');
   title.id = `guest-${id}-title`;
   title.textContent = g.name;
-  // Test hooks and unique ids for every control (labels wrap their inputs, so ids are for tests).
-  const hooks: Array<[string, string]> = [
-    ['.guest-state', 'state'], ['.g-total', 'total'], ['.g-max', 'max'], ['.g-used', 'used'], ['.g-avail', 'available'], ['.g-rss', 'rss'], ['.g-age', 'stats-age'],
-    ['.chart', 'chart'], ['.setmem', 'setmem-form'], ['.setmem-size', 'setmem-size'], ['.setmem-unit', 'setmem-unit'], ['.setmem-go', 'setmem-submit'],
-    ['.setmem-progress', 'setmem-progress'], ['.setmem-status', 'setmem-status'], ['.translate', 'translate-form'],
-    ['.translate-address', 'translate-address'], ['.translate-cpu', 'translate-cpu'], ['.translate-go', 'translate-submit'],
-    ['.translate-error', 'translate-error'], ['.translate-out', 'translate-out'],
-    ['.policy', 'policy'], ['.policy-state', 'policy-state'], ['.policy-bounds', 'policy-bounds'], ['.policy-decision', 'policy-decision'],
-    ['.policy-ago', 'policy-ago'], ['.policy-reason', 'policy-reason'],
-  ];
-  for (const [sel, hook] of hooks) {
+  const onHost = $<HTMLElement>(root, '.guest-host');
+  onHost.textContent = g.host === null ? '' : `on ${g.host}`;
+  onHost.hidden = g.host === null;
+  // Translation reads guest RAM through QEMU's process: virtmem's own guests only.
+  const local = g.host === null;
+  if (!local) {
+    $(root, '.translate').remove();
+    $(root, '.translate-out').remove();
+    $(root, '.tools').classList.add('single');
+  }
+  for (const [sel, hook] of local ? [...CARD_HOOKS, ...TRANSLATE_HOOKS] : CARD_HOOKS) {
     const e = $<HTMLElement>(root, sel);
     e.dataset.testid = `${hook}-${id}`;
     e.id = `${hook}-${id}`;
   }
-  const card: GuestCard = { root, chart: null, busy: false, policy: emptyPolicyView(g.name), policyLoading: false, policyError: null };
-  wireSetMem(card, g.name, id);
-  wireTranslate(card, g.name, id);
+  const ref = { host: g.host, name: g.name };
+  const card: GuestCard = { ref, root, chart: null, busy: false, policy: emptyPolicyView(g.name, g.host), policyLoading: false, policyError: null };
+  wireSetMem(card, id);
+  if (local) wireTranslate(card, g.name, id);
   return card;
 }
 
-function wireSetMem(card: GuestCard, name: string, id: string): void {
+function wireSetMem(card: GuestCard, id: string): void {
   const form = $<HTMLFormElement>(card.root, '.setmem');
   const size = $<HTMLInputElement>(form, '.setmem-size');
   const unit = $<HTMLSelectElement>(form, '.setmem-unit');
@@ -115,8 +148,11 @@ function wireSetMem(card: GuestCard, name: string, id: string): void {
     go.disabled = true;
     status.className = 'setmem-status';
     status.textContent = `Starting: target ${formatBytes(parsed.bytes)}…`;
+    // Until this resize reports, nothing of the last one's end may read as this one's.
+    delete status.dataset.state;
+    delete bar.dataset.state;
     bar.value = 0;
-    void followOperation(name, parsed.bytes, (p) => {
+    void followOperation(card.ref, parsed.bytes, (p) => {
       bar.max = 1000;
       bar.value = Math.round(p.fraction * 1000);
       bar.dataset.actualBytes = p.actualBytes === null ? '' : String(p.actualBytes);
@@ -169,7 +205,7 @@ let clockOffsetMs = 0;
 /** Fetches the guest's policy document (settings and last decision) into its card. */
 function loadPolicy(card: GuestCard): void {
   card.policyLoading = true;
-  api.policy(card.policy.name)
+  api.policy(card.ref)
     .then((loaded) => { card.policy = mergePolicyView(card.policy, loaded); card.policyError = null; })
     .catch((err: unknown) => { card.policyError = err instanceof Error ? err.message : String(err); })
     .finally(() => { card.policyLoading = false; renderPolicy(card); });
@@ -196,36 +232,23 @@ function renderPolicy(card: GuestCard): void {
   $(card.root, '.policy-reason').textContent = l.reason;
 }
 
-/** A `policy` event from the stream: the decision goes straight into its guest's card. */
+/** A `policy` event from the stream: the decision goes straight into its guest's card (by host and name). */
 function onPolicyEvent(data: unknown): void {
-  const views = new Map([...cards].map(([name, c]) => [name, c.policy]));
+  const views = new Map([...cards].map(([key, c]) => [key, c.policy]));
   const view = withPolicyEvent(views, data);
-  const card = view && cards.get(view.name);
+  const card = view && cards.get(cardKey(view.host, view.name));
   if (!view || !card) return;
   card.policy = view;
   renderPolicy(card);
 }
 
-function renderGuest(g: GuestView): void {
-  let card = cards.get(g.name);
-  const list = $(document, '#guests');
-  if (!card) {
-    card = makeCard(g);
-    cards.set(g.name, card);
-    list.append(card.root);
-  }
+/** The card's state and figures (also straight from a `memory` event, before the next refresh). */
+function renderFigures(card: GuestCard, g: GuestView): void {
   const root = card.root;
-  if (!card.chart) {
-    const chart = new GuestChart($(root, '.chart'), `chart-${safeId(g.name)}`);
-    card.chart = chart;
-    // The daemon keeps recent samples: a page opened now shows the last minutes at once.
-    const s = g.sample;
-    const bootBytes = s.bootInGuestBytes !== null && s.balloonHeldBytes !== null ? s.bootInGuestBytes + s.balloonHeldBytes : null;
-    api.history(g.name, bootBytes).then((older) => chart.prefill(older)).catch(() => { /* the live samples still come */ });
-  }
   const state = $<HTMLElement>(root, '.guest-state');
-  state.textContent = g.state;
-  state.classList.toggle('off', g.state !== 'running');
+  // Stale: the daemon has lost its line to the guest (monitor, or libvirt host): old numbers.
+  state.textContent = g.stale ? `${g.state} · stale` : g.state;
+  state.classList.toggle('off', g.state !== 'running' || g.stale);
   const figure = (sel: string, bytes: number | null): void => {
     const e = $<HTMLElement>(root, sel);
     e.textContent = formatBytes(bytes);
@@ -238,47 +261,94 @@ function renderGuest(g: GuestView): void {
   figure('.g-rss', g.sample.hostRssBytes);
   // Used/available come from the guest's own report, which can trail the balloon by a period.
   $(root, '.g-age').textContent = g.statsAgeS === null ? 'none yet' : `${g.statsAgeS.toFixed(1)} s ago`;
+}
+
+/** Draws `g` into its card, making the card (in `container`) when it is new. */
+function renderGuest(g: GuestView, container: HTMLElement, hostIndex: number | null): void {
+  const key = cardKey(g.host, g.name);
+  let card = cards.get(key);
+  if (!card) {
+    card = makeCard(g, hostIndex);
+    cards.set(key, card);
+    container.append(card.root);
+  }
+  if (!card.chart) {
+    const chart = new GuestChart($(card.root, '.chart'), `chart-${cardId(g.name, hostIndex)}`);
+    card.chart = chart;
+    // The daemon keeps recent samples: a page opened now shows the last minutes at once.
+    const s = g.sample;
+    const bootBytes = s.bootInGuestBytes !== null && s.balloonHeldBytes !== null ? s.bootInGuestBytes + s.balloonHeldBytes : null;
+    api.history(card.ref, bootBytes).then((older) => chart.prefill(older)).catch(() => { /* the live samples still come */ });
+  }
+  renderFigures(card, g);
   card.chart.push(g.sample);
   if (card.policy.settings === null && !card.policyLoading) loadPolicy(card);
   renderPolicy(card);
 }
 
-/** The "libvirt hosts" section: one table per host, its domains' memory; hidden without hosts. */
+/** A `memory` event: the guest's new figures go straight into its card (the chart gets them on the next refresh). */
+function onMemoryEvent(g: GuestView): void {
+  const card = cards.get(cardKey(g.host, g.name));
+  if (card) renderFigures(card, g);
+}
+
+/** A new group for libvirt host `h` (index `index` in GET /hosts): header and its guests' container. */
+function makeHostGroup(h: LibvirtHostView, index: number): HostGroupEl {
+  const tpl = $<HTMLTemplateElement>(document, '#host-group');
+  const root = (tpl.content.firstElementChild as HTMLElement).cloneNode(true) as HTMLElement;
+  root.dataset.testid = `libvirt-host-${index}`;
+  root.dataset.uri = h.uri;
+  root.setAttribute('aria-labelledby', `libvirt-host-${index}-title`);
+  const title = $(root, '.host-title');
+  title.id = `libvirt-host-${index}-title`;
+  $(title, '.host-uri').textContent = h.uri;
+  const hooks: Array<[string, string]> = [['.host-state', 'state'], ['.host-reason', 'reason'], ['.h-memtotal', 'memtotal'], ['.h-memavailable', 'memavailable'], ['.h-budget', 'budget'], ['.h-guests', 'guests'], ['.guests', 'cards']];
+  for (const [sel, hook] of hooks) $<HTMLElement>(root, sel).dataset.testid = `libvirt-host-${hook}-${index}`;
+  return { root, guests: $<HTMLElement>(root, '.guests'), index };
+}
+
+/** The group's header: up or down and why, the host's memory, its policy budget, its guests. */
+function renderHostGroup(grp: HostGroupEl, h: LibvirtHostView): void {
+  grp.root.dataset.state = h.up ? 'up' : 'down';
+  const badge = $<HTMLElement>(grp.root, '.host-state');
+  badge.textContent = h.up ? 'up' : 'down';
+  badge.classList.toggle('off', !h.up);
+  const reason = $<HTMLElement>(grp.root, '.host-reason');
+  reason.hidden = h.up || !h.reason;
+  reason.textContent = h.up ? '' : h.reason ?? '';
+  $(grp.root, '.h-memtotal').textContent = formatBytes(h.memTotalBytes);
+  $(grp.root, '.h-memavailable').textContent = formatBytes(h.memAvailableBytes);
+  $(grp.root, '.h-budget').textContent = h.budgetBytes === null ? 'none' : formatBytes(h.budgetBytes);
+  $(grp.root, '.h-guests').textContent = String(h.guests);
+}
+
+/** A libvirt host's `host` event (it went down, came back): its header at once. */
+function onHostEvent(h: LibvirtHostView): void {
+  const grp = groups.get(h.uri);
+  if (grp) renderHostGroup(grp, h);
+}
+
+/**
+ * One group per libvirt host, in the daemon's order; hidden without hosts. The hosts are fixed
+ * for a daemon's life: when they differ (the page now talks to a daemon started with other
+ * hosts) the groups and their cards are made anew, so hooks and indexes stay one host's.
+ */
 function renderLibvirtHosts(hosts: readonly LibvirtHostView[]): void {
-  const section = $<HTMLElement>(document, '[data-testid="libvirt-hosts"]');
-  section.hidden = hosts.length === 0;
-  const list = $<HTMLElement>(document, '[data-testid="libvirt-hosts-list"]');
-  const el = <K extends keyof HTMLElementTagNameMap>(tag: K, text?: string, testid?: string): HTMLElementTagNameMap[K] => {
-    const e = document.createElement(tag);
-    if (text !== undefined) e.textContent = text;
-    if (testid) e.dataset.testid = testid;
-    return e;
-  };
-  const tables = hosts.map((h, i) => {
-    const box = el('div', undefined, `libvirt-host-${i}`);
-    box.dataset.uri = h.uri;
-    box.dataset.state = h.up ? 'up' : 'down';
-    const head = el('h3', `${h.uri} `);
-    const badge = el('span', h.up ? 'up' : 'down', `libvirt-host-state-${i}`);
-    badge.className = `badge${h.up ? '' : ' off'}`;
-    head.append(badge);
-    box.append(head);
-    if (!h.up && h.reason) box.append(el('p', h.reason, `libvirt-host-reason-${i}`));
-    const table = el('table');
-    const hr = el('tr');
-    for (const t of ['Domain', 'State', 'Memory', 'Max']) hr.append(el('th', t));
-    table.append(hr);
-    for (const d of h.domains) {
-      const tr = el('tr', undefined, `libvirt-domain-${i}-${safeId(d.name)}`);
-      tr.dataset.domain = d.name;
-      tr.dataset.bytes = d.currentBytes === null ? '' : String(d.currentBytes);
-      tr.append(el('td', d.name), el('td', d.state), el('td', formatBytes(d.currentBytes)), el('td', formatBytes(d.maxBytes)));
-      table.append(tr);
+  $<HTMLElement>(document, '[data-testid="libvirt-hosts"]').hidden = hosts.length === 0;
+  const same = hosts.length === groups.size && hosts.every((h, i) => groups.get(h.uri)?.index === i);
+  if (!same) {
+    for (const [key, card] of cards) {
+      if (card.ref.host !== null) { card.root.remove(); cards.delete(key); }
     }
-    box.append(table);
-    return box;
-  });
-  list.replaceChildren(...tables);
+    groups.clear();
+    const made = hosts.map((h, i) => {
+      const grp = makeHostGroup(h, i);
+      groups.set(h.uri, grp);
+      return grp.root;
+    });
+    $<HTMLElement>(document, '[data-testid="libvirt-hosts-list"]').replaceChildren(...made);
+  }
+  for (const h of hosts) renderHostGroup(groups.get(h.uri)!, h);
 }
 
 let timer: ReturnType<typeof setTimeout> | null = null;
@@ -307,11 +377,18 @@ async function refresh(): Promise<void> {
     clockOffsetMs = snap.tS * 1000 - Date.now();
     renderHost(snap);
     renderLibvirtHosts(hosts);
-    for (const g of snap.guests) renderGuest(g);
-    for (const [name, card] of cards) {
-      if (!snap.guests.some((g) => g.name === name)) { card.root.remove(); cards.delete(name); }
+    const shown = new Set<string>();
+    for (const grp of groupByHost(snap.guests, hosts)) {
+      const container = grp.host === null ? $<HTMLElement>(document, '#guests') : groups.get(grp.host.uri)!.guests;
+      for (const g of grp.guests) {
+        renderGuest(g, container, grp.index);
+        shown.add(cardKey(g.host, g.name));
+      }
     }
-    $<HTMLElement>(document, '[data-testid="no-guests"]').hidden = snap.guests.length > 0;
+    for (const [key, card] of cards) {
+      if (!shown.has(key)) { card.root.remove(); cards.delete(key); }
+    }
+    $<HTMLElement>(document, '[data-testid="no-guests"]').hidden = shown.size > 0;
     $<HTMLElement>(document, '[data-testid="page-error"]').hidden = true;
     document.body.dataset.updatedAt = String(snap.tS);
     setConnection('live', `live · ${new Date(snap.tS * 1000).toLocaleTimeString()}`);
@@ -329,7 +406,7 @@ async function refresh(): Promise<void> {
 
 function start(): void {
   // The event stream only makes the page react sooner; polling keeps it right without it.
-  api.watch(() => scheduleRefresh(150), onPolicyEvent);
+  api.watch({ change: () => scheduleRefresh(150), memory: onMemoryEvent, policy: onPolicyEvent, host: onHostEvent });
   void refresh();
 }
 

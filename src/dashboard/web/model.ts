@@ -25,8 +25,12 @@ export interface HostView {
 }
 
 export interface GuestView {
+  /** The libvirt host (its URI) the guest runs on; null for virtmem's own guests. */
+  host: string | null;
   name: string;
   state: string;
+  /** The daemon's line to the guest is not connected (its monitor, or its libvirt host): the numbers may be old. */
+  stale: boolean;
   maxBytes: number | null;
   /** All the RAM the guest has now: boot RAM left by the balloon + virtio-mem plugged. */
   totalBytes: number | null;
@@ -128,15 +132,17 @@ function sampleOf(tS: number, bootBytes: number | null, balloonBytes: number | n
   };
 }
 
-/** Guest document (GET /domains/{name}, or an SSE `memory` event) at time `tS` -> view. */
+/** Guest document (GET /domains/{name}, /stats, or an SSE `memory` event) at time `tS` -> view. */
 export function toGuestView(doc: unknown, tS: number): GuestView {
   const d = obj(doc);
   const mem = obj(d.memory);
   const stats = obj(d.stats);
   const total = num(mem.totalBytes);
   return {
+    host: str(d.host),
     name: str(d.name) ?? '?',
     state: str(d.state) ?? 'unknown',
+    stale: d.stale === true,
     maxBytes: num(d.maxMemoryBytes),
     totalBytes: total,
     statsAgeS: num(stats.ageS),
@@ -167,37 +173,75 @@ export function toOperationView(doc: unknown): OperationView | null {
   };
 }
 
-/** One domain of a libvirt host watched with `daemon --hosts`. */
-export interface LibvirtDomainView {
-  name: string;
-  state: string;
-  currentBytes: number | null;
-  maxBytes: number | null;
-}
-
-/** One libvirt host (GET /api/v1/hosts). */
+/** One libvirt host watched with `daemon --hosts` (GET /api/v1/hosts, or an SSE `host` event). */
 export interface LibvirtHostView {
   uri: string;
   up: boolean;
+  /** Why it is down; null when up. */
   reason: string | null;
-  domains: LibvirtDomainView[];
+  memTotalBytes: number | null;
+  memAvailableBytes: number | null;
+  /** What its policy-managed guests may hold together; null: no budget. */
+  budgetBytes: number | null;
+  /** How many running guests it has. */
+  guests: number;
 }
 
-/** GET /api/v1/hosts to views; what the page cannot use is left out. Pure. */
+/** One libvirt host document -> view; null when it names no host. Pure. */
+export function toLibvirtHostView(doc: unknown): LibvirtHostView | null {
+  const o = obj(doc);
+  const uri = str(o.uri);
+  if (uri === null) return null;
+  return {
+    uri, up: o.state === 'up', reason: str(o.reason),
+    memTotalBytes: num(o.memTotalBytes), memAvailableBytes: num(o.memAvailableBytes), budgetBytes: num(o.budgetBytes),
+    guests: Array.isArray(o.domains) ? o.domains.length : 0,
+  };
+}
+
+/** GET /api/v1/hosts to views, in the daemon's order (the hosts file's); what the page cannot use is left out. Pure. */
 export function toLibvirtHostsView(doc: unknown): LibvirtHostView[] {
   const hosts = obj(doc).hosts;
-  return (Array.isArray(hosts) ? hosts : []).flatMap((h): LibvirtHostView[] => {
-    const o = obj(h);
-    const uri = str(o.uri);
-    if (uri === null) return [];
-    const domains = Array.isArray(o.domains) ? o.domains : [];
-    return [{
-      uri, up: o.state === 'up', reason: str(o.reason),
-      domains: domains.flatMap((d): LibvirtDomainView[] => {
-        const x = obj(d);
-        const name = str(x.name);
-        return name === null ? [] : [{ name, state: str(x.state) ?? 'unknown', currentBytes: num(x.currentMemoryBytes), maxBytes: num(x.maxMemoryBytes) }];
-      }),
-    }];
-  });
+  return (Array.isArray(hosts) ? hosts : []).flatMap((h) => toLibvirtHostView(h) ?? []);
+}
+
+/**
+ * The key a guest's card is kept under: its host and its name (two hosts may each run a guest
+ * of the same name; a domain name has no NUL). Pure.
+ */
+export function cardKey(host: string | null, name: string): string {
+  return host === null ? name : `${host}\u0000${name}`;
+}
+
+/**
+ * The suffix of a card's test hooks and element ids: the name with every character but
+ * [A-Za-z0-9_-] made '_', and for a libvirt host's guest '@' and the host's index in
+ * GET /api/v1/hosts (the `libvirt-host-N` of its group), so guests of the same name on two
+ * hosts never share one. Pure.
+ */
+export function cardId(name: string, hostIndex: number | null): string {
+  const safe = name.replace(/[^A-Za-z0-9_-]/g, '_');
+  return hostIndex === null ? safe : `${safe}@${hostIndex}`;
+}
+
+/** Guests of one host, for one group of cards. */
+export interface HostGroup {
+  /** null: virtmem's own guests on this machine. */
+  host: LibvirtHostView | null;
+  /** The host's index in GET /api/v1/hosts; null for virtmem's own guests. */
+  index: number | null;
+  guests: GuestView[];
+}
+
+/**
+ * The page's groups: virtmem's own guests first, then each libvirt host in the daemon's order
+ * with its guests (a host without guests still has its group: its header says up or down and
+ * why). Guests keep the order the daemon sent them in. A guest naming a host the page was not
+ * told of is left out (the two lists are read at the same time; the next refresh brings both). Pure.
+ */
+export function groupByHost(guests: readonly GuestView[], hosts: readonly LibvirtHostView[]): HostGroup[] {
+  return [
+    { host: null, index: null, guests: guests.filter((g) => g.host === null) },
+    ...hosts.map((h, index): HostGroup => ({ host: h, index, guests: guests.filter((g) => g.host === h.uri) })),
+  ];
 }

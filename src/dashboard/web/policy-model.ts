@@ -5,7 +5,7 @@
  * are bytes: the event speaks KiB (the policy loop's unit) and is converted here, at the edge.
  */
 import { formatAgo, formatBytes } from './format.js';
-import { num, obj, str } from './model.js';
+import { cardKey, num, obj, str } from './model.js';
 
 export type PolicyMode = 'off' | 'per-guest' | 'all';
 export type PolicyAction = 'resize' | 'hold' | 'failed';
@@ -37,6 +37,8 @@ export interface PolicySettingsView {
 /** What a card knows of a guest's policy: settings once the document came, the newest decision seen. */
 export interface PolicyView {
   name: string;
+  /** The libvirt host (its URI) the guest runs on; null for virtmem's own guests. */
+  host: string | null;
   /** null until the policy document has been loaded. */
   settings: PolicySettingsView | null;
   last: PolicyDecisionView | null;
@@ -62,8 +64,8 @@ const ACTIONS: readonly string[] = ['resize', 'hold', 'failed'] satisfies Policy
 const MODES: readonly string[] = ['off', 'per-guest', 'all'] satisfies PolicyMode[];
 
 /** A view with nothing loaded yet, for a card that has just appeared. */
-export function emptyPolicyView(name: string): PolicyView {
-  return { name, settings: null, last: null };
+export function emptyPolicyView(name: string, host: string | null = null): PolicyView {
+  return { name, host, settings: null, last: null };
 }
 
 /** A decision from its JSON, sizes already in bytes; null when it lacks what the card shows. */
@@ -92,10 +94,11 @@ function newer(current: PolicyDecisionView | null, incoming: PolicyDecisionView 
 }
 
 /**
- * The policy document (GET /domains/{name}/policy) -> view, or null when it is not one the page
- * understands (no mode, no settings).
+ * The policy document (GET /domains/{name}/policy, or /hosts/{host}/domains/{name}/policy for a
+ * guest of libvirt host `host`) -> view, or null when it is not one the page understands (no
+ * mode, no settings).
  */
-export function toPolicyView(doc: unknown): PolicyView | null {
+export function toPolicyView(doc: unknown, host: string | null = null): PolicyView | null {
   const d = obj(doc);
   const name = str(d.name);
   const mode = str(d.mode);
@@ -103,7 +106,7 @@ export function toPolicyView(doc: unknown): PolicyView | null {
   if (name === null || mode === null || !MODES.includes(mode) || typeof s.enabled !== 'boolean') return null;
   const l = obj(d.last);
   return {
-    name,
+    name, host,
     settings: {
       mode: mode as PolicyMode, engine: str(d.engine), enabled: s.enabled,
       floorBytes: num(s.floorBytes), ceilingBytes: num(s.ceilingBytes), shares: num(s.shares),
@@ -117,19 +120,20 @@ export function toPolicyView(doc: unknown): PolicyView | null {
  * unless the card already holds a newer one (an event that overtook the document's answer).
  */
 export function mergePolicyView(current: PolicyView, loaded: PolicyView): PolicyView {
-  return { name: current.name, settings: loaded.settings ?? current.settings, last: newer(current.last, loaded.last) };
+  return { name: current.name, host: current.host, settings: loaded.settings ?? current.settings, last: newer(current.last, loaded.last) };
 }
 
 /**
- * Applies one SSE `policy` event (data: {name, at, action, fromKiB?, targetKiB?, reason}) to the
- * views of the guests the page shows. Returns the changed view, or null when the event is not
+ * Applies one SSE `policy` event (data: {name, host?, at, action, fromKiB?, targetKiB?, reason};
+ * `host` for a libvirt host's guest) to the views of the guests the page shows, keyed by
+ * cardKey(host, name). Returns the changed view, or null when the event is not
  * one the page understands or names a guest without a card (its card loads the document when
  * it appears, and that holds the same decision).
  */
 export function withPolicyEvent(views: ReadonlyMap<string, PolicyView>, data: unknown): PolicyView | null {
   const d = obj(data);
   const name = str(d.name);
-  const view = name === null ? undefined : views.get(name);
+  const view = name === null ? undefined : views.get(cardKey(str(d.host), name));
   const decision = decisionOf(d, kibToBytes(d.fromKiB), kibToBytes(d.targetKiB));
   if (view === undefined || decision === null) return null;
   return { ...view, last: newer(view.last, decision) };
@@ -151,7 +155,7 @@ export function policyLines(view: PolicyView, nowMs: number): PolicyLines {
   const on = s.mode !== 'off' && s.enabled;
   const status = s.mode === 'off' ? 'off (the daemon runs no policy: daemon --policy off)'
     : on ? `on (${s.mode}${s.engine ? `, ${s.engine}` : ''})`
-    : `off for this guest (virtmem policy set ${view.name} --enable)`;
+    : `off for this guest (virtmem ${view.host === null ? '' : `-c ${view.host} `}policy set ${view.name} --enable)`;
   const bounds = `floor ${formatBytes(s.floorBytes)} · ceiling ${formatBytes(s.ceilingBytes)}`;
   return { state: on ? 'on' : 'off', status, bounds, ...told };
 }

@@ -3,7 +3,7 @@
  * to poll), then poll the operation until it ends, reporting how far the guest has got between
  * where it started and the target. Every poll is bounded, and so is the whole wait.
  */
-import { api } from './api.js';
+import { api, type GuestRef } from './api.js';
 import { fractionDone, type OperationView } from './model.js';
 import { formatBytes } from './format.js';
 
@@ -29,11 +29,12 @@ function describe(op: OperationView): string {
 }
 
 /**
- * Starts setting `name`'s memory to `targetBytes` and calls `onUpdate` until the operation ends.
+ * Starts setting guest `g`'s memory to `targetBytes` (on its own host) and calls `onUpdate`
+ * until the operation ends.
  * @throws Error when the daemon refuses to start it (its message says why) or stops answering.
  */
-export async function followOperation(name: string, targetBytes: number, onUpdate: (p: ProgressUpdate) => void): Promise<void> {
-  let op = await api.startSetMemory(name, targetBytes);
+export async function followOperation(g: GuestRef, targetBytes: number, onUpdate: (p: ProgressUpdate) => void): Promise<void> {
+  let op = await api.startSetMemory(g, targetBytes);
   const deadline = Date.now() + GIVE_UP_MS;
   for (;;) {
     onUpdate({ state: op.state, fraction: fractionDone(op), actualBytes: op.actualBytes, targetBytes: op.targetBytes, text: describe(op) });

@@ -56,7 +56,7 @@ export function viewFromLibvirt(rec: BulkRecord, layout: LibvirtMemoryLayout, no
     balloonTargetBytes: layout.balloonModel !== 'none' ? balloonTargetKiB * KIB : null,
     dimmBytes: layout.dimmKiB * KIB,
     devices: layout.virtioMem.map((v, i) => ({ id: v.alias ?? `vmem${i}`, model: 'virtio-mem', sizeBytes: v.sizeKiB * KIB, requestedBytes: v.requestedKiB * KIB, pluggedBytes: v.currentKiB * KIB })),
-    statsPeriodS: layout.statsPeriodS, stats: {}, pressure: null, rssBytes: null, updatedAtS: nowS,
+    statsPeriodS: layout.statsPeriodS, stats: {}, pressure: null, rssBytes: null, cpuTimeS: null, updatedAtS: nowS,
     counters: { balloonChanges: 0, deviceSizeChanges: 0, monitorTimeouts: 0, reconnects: 0 },
   };
 }
@@ -86,6 +86,8 @@ export function applyBulk(v: GuestView, rec: BulkRecord, nowS: number): boolean 
   if (JSON.stringify(stats) !== JSON.stringify(v.stats)) { v.stats = stats; changed = true; }
   const rss = num(rec.stats['balloon.rss']);
   if (rss !== null) v.rssBytes = rss * KIB;
+  const cpuNs = num(rec.stats['cpu.time']);
+  if (cpuNs !== null) v.cpuTimeS = cpuNs / 1e9;
   if (changed) v.updatedAtS = nowS;
   return changed;
 }
@@ -182,7 +184,7 @@ export class LibvirtWatch implements DriverWatch {
     try {
       const c = await this.driver.connection(signal);
       if (c !== this.#client) await this.#attach(c);
-      const records = await this.driver.allDomainStats(StatsType.STATE | StatsType.BALLOON, signal);
+      const records = await this.driver.allDomainStats(StatsType.STATE | StatsType.BALLOON | StatsType.CPU_TOTAL, signal);
       const nowS = Date.now() / 1000;
       const seen = new Set<string>();
       for (const rec of records) {
@@ -197,7 +199,7 @@ export class LibvirtWatch implements DriverWatch {
           if (!layout) continue; // gone meanwhile
           const fresh = viewFromLibvirt(rec, layout, nowS);
           if (v) {
-            Object.assign(v, { ...fresh, stats: v.stats, rssBytes: v.rssBytes, counters: v.counters, monitor: v.monitor, staleSinceS: v.staleSinceS });
+            Object.assign(v, { ...fresh, stats: v.stats, rssBytes: v.rssBytes, cpuTimeS: v.cpuTimeS, counters: v.counters, monitor: v.monitor, staleSinceS: v.staleSinceS });
           } else {
             v = fresh;
             this.#views.set(rec.name, v);
@@ -263,7 +265,7 @@ export class LibvirtWatch implements DriverWatch {
   async #attach(c: LibvirtClient): Promise<void> {
     this.#detach();
     this.#client = c;
-    const ids = await Promise.all([EventId.LIFECYCLE, EventId.BALLOON_CHANGE, EventId.MEMORY_DEVICE_SIZE_CHANGE]
+    const ids = await Promise.all([EventId.LIFECYCLE, EventId.BALLOON_CHANGE, EventId.MEMORY_DEVICE_SIZE_CHANGE, EventId.METADATA_CHANGE]
       .map((id) => c.registerEvent(id, { signal: this.#abort.signal, timeoutMs: this.#o.boundMs })));
     this.#unsubscribe.push(c.onEvent((e) => this.#onEvent(e)));
     this.#unsubscribe.push(() => { for (const id of ids) void c.deregisterEvent(id).catch(() => undefined); });
@@ -297,6 +299,10 @@ export class LibvirtWatch implements DriverWatch {
         if (applyBalloon(v, Math.max(0, e.actualKiB * KIB - plugged - v.dimmBytes), nowS)) this.#emit({ kind: 'memory', name });
         return;
       }
+      case 'metadata-change':
+        // virtmem's policy settings live in the metadata: the policy reads them again.
+        this.#emit({ kind: 'settings', name });
+        return;
       case 'memory-device-size-change': {
         if (!v) return;
         v.counters.deviceSizeChanges++;

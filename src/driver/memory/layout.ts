@@ -1,6 +1,7 @@
 /**
  * A definition's memory as the parts a running guest has: boot RAM under the balloon, DIMMs,
- * virtio-mem devices (domain/memory.ts has the arithmetic).
+ * virtio-mem devices (domain/memory.ts has the arithmetic). NVDIMMs and virtio-pmem devices
+ * count with the DIMMs as fixed memory, as libvirt's <memory> and <currentMemory> count them.
  */
 import type { DomainDef } from '../../domain/definition.js';
 import { bootMemoryKiB } from '../../domain/memory.js';

@@ -70,7 +70,7 @@ function qemuVersion(path: string): Promise<string | null> {
     let out = '';
     const child = spawn(path, ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] });
     const timer = setTimeout(() => { child.kill('SIGKILL'); }, 5_000);
-    child.stdout.setEncoding('utf8').on('data', (c: string) => { out += c; });
+    child.stdout.setEncoding('utf8').on('data', (c: string) => { if (out.length < 4096) out += c; });
     child.once('error', () => { clearTimeout(timer); resolve(null); });
     child.once('close', () => { clearTimeout(timer); resolve(out.split('\n')[0]?.trim() || null); });
   });

@@ -6,6 +6,7 @@
  * lifecycle (process.ts) and memory (memory.ts) parts take.
  */
 import { unlink } from 'node:fs/promises';
+import { basename } from 'node:path';
 import type { QmpClient } from '../../qmp/index.js';
 import type { DomainDef } from '../../domain/definition.js';
 import { VirtError } from '../../domain/errors.js';
@@ -13,12 +14,14 @@ import { DefinitionStore } from '../../domain/store.js';
 import { validateDomainName, isUuid } from '../../domain/name.js';
 import { ensurePrivateDir } from '../../util/atomic-file.js';
 import { StatePaths, defaultStateDir, type RunPaths } from './paths.js';
-import { withLock, acquireLock, type HeldLock } from './lock.js';
+import { acquireLock, type HeldLock } from './lock.js';
 import { observe, writeRunRecord, type Observed, type RunningRecord } from './run-status.js';
 import { withMonitor, onHeldMonitor } from './monitor.js';
 import { readProcStat } from './host-process.js';
 import type { StateReason } from '../api.js';
 import { LOCK_WAIT_MS, MONITOR_ANSWER_MS, MONITOR_CONNECT_MS } from '../bounds.js';
+import type { GuestView } from '../view.js';
+import { removeDomainCgroup } from './cgroup.js';
 
 export interface NativeOptions {
   /** State directory; default from $VIRTMEM_STATE_DIR or the per-user location. */
@@ -33,10 +36,19 @@ export interface NativeOptions {
   guestDir?: string;
 }
 
-/** Monitor connections a long-lived watch holds open, by domain name. */
+/** What a long-lived watch (native/watch.ts) offers the driver's calls while it runs. */
 export interface HeldMonitors {
   /** A connected client for `name`, or null to open a short session instead. */
   held(name: string): QmpClient | null;
+  /** The guest's live view, kept current from QEMU's events, or null. */
+  view(name: string): GuestView | null;
+  /** The host's MemAvailable as last sampled (KiB), or null. */
+  hostAvailableKiB(): number | null;
+  /**
+   * A balloon-only change was sent (fast path): the view takes the new target at once, and the
+   * run record is brought up to date a moment later, off the caller's path.
+   */
+  noteTarget(name: string, currentKiB: number): void;
 }
 
 export class NativeContext {
@@ -44,6 +56,7 @@ export class NativeContext {
   readonly store: DefinitionStore;
   /** Set by the driver's watch while it runs (native/watch.ts). */
   held: HeldMonitors | null = null;
+  #dirReady = false;
 
   constructor(readonly opts: NativeOptions = {}) {
     this.paths = new StatePaths(opts.stateDir ?? defaultStateDir());
@@ -104,6 +117,8 @@ export class NativeContext {
   async markStopped(run: RunPaths, reason: StateReason): Promise<void> {
     await writeRunRecord(run, { version: 1, phase: 'shutoff', reason, stoppedAt: new Date().toISOString() });
     await Promise.all([run.qmp, run.qmpWatch, run.console, run.agent, run.pidfile].map((p) => unlink(p).catch(() => {})));
+    // The domain's cgroup (memtune, restrictive placement) goes with its QEMU.
+    await removeDomainCgroup(this.paths.root, basename(run.dir));
   }
 
   #lockOpts(signal?: AbortSignal): { timeoutMs: number; signal?: AbortSignal } {
@@ -112,13 +127,26 @@ export class NativeContext {
 
   /** Run `fn` under the domain's job lock (bounded wait). @throws VirtError TIMEOUT, ABORTED */
   async withDomainLock<T>(name: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    await ensurePrivateDir(this.paths.locksDir);
-    return withLock(this.paths.lock(name), fn, this.#lockOpts(signal));
+    const lock = await this.lockDomain(name, signal);
+    try {
+      return await fn();
+    } finally {
+      await lock.release();
+    }
   }
 
-  /** Take the domain's job lock; the caller releases it (a wait may end outside it). */
+  /** The locks' directory exists (made once per process). */
+  async #locksDir(): Promise<void> {
+    if (!this.#dirReady) { await ensurePrivateDir(this.paths.locksDir); this.#dirReady = true; }
+  }
+
+  /**
+   * Take the domain's job lock; the caller releases it (a wait may end outside it). Callers of
+   * this process and of others are served in the order they came (lock.ts), within one bound.
+   * @throws VirtError TIMEOUT, ABORTED (lock.ts)
+   */
   async lockDomain(name: string, signal?: AbortSignal): Promise<HeldLock> {
-    await ensurePrivateDir(this.paths.locksDir);
+    await this.#locksDir();
     return acquireLock(this.paths.lock(name), this.#lockOpts(signal));
   }
 
@@ -148,7 +176,7 @@ export class NativeContext {
       if (held) return await onHeldMonitor(name, held, fn);
       const connectMs = this.opts.monitorTimeoutMs ?? MONITOR_CONNECT_MS;
       const deadline = Date.now() + connectMs;
-      await ensurePrivateDir(this.paths.locksDir);
+      await this.#locksDir();
       const turn = await acquireLock(this.paths.monitorLock(name), {
         timeoutMs: connectMs, what: `the monitor of domain '${name}'`, ...(signal ? { signal } : {}),
       });
@@ -179,3 +207,4 @@ export class NativeContext {
     return why ? new VirtError('TIMEOUT', `${err.message}; ${why}`, { cause: err.cause ?? err }) : err;
   }
 }
+

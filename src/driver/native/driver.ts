@@ -9,7 +9,7 @@
 import { rm, readFile } from 'node:fs/promises';
 import type { QmpClient } from '../../qmp/index.js';
 import { QmpCommandError } from '../../qmp/index.js';
-import type { DomainDef } from '../../domain/definition.js';
+import type { DomainDef, MemtuneDef } from '../../domain/definition.js';
 import { VirtError, invalidArg } from '../../domain/errors.js';
 import { validateDomainName } from '../../domain/name.js';
 import { validateDomainDef } from '../../domain/validate-def.js';
@@ -29,6 +29,7 @@ import { readProcStat, CLOCK_TICKS_PER_S } from './host-process.js';
 import { queryStatus } from '../../qmp/index.js';
 import * as memory from './memory.js';
 import * as lifecycle from './process.js';
+import * as memtuneParts from './memtune.js';
 import { NativeWatch } from './watch.js';
 import { NativeNodeMemory } from './node.js';
 import { hostCapabilities, plannedAccel, withGuestKernel } from './capabilities.js';
@@ -68,6 +69,11 @@ export class NativeDriver implements HypervisorDriver {
       return { id: o.state === 'shutoff' ? null : o.record.id, name: def.name, uuid: def.uuid, state: o.state, reason: o.reason, persistent: true };
     }));
     return rows.sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity) || a.name.localeCompare(b.name));
+  }
+
+  /** Definitions the store cannot read (a symbolic link, not a regular file, corrupt), each with why. */
+  async unreadableDefinitions(): Promise<Array<{ name: string; reason: string }>> {
+    return (await this.ctx.store.scan()).unreadable.map((u) => ({ name: u.name, reason: u.error.message }));
   }
 
   async state(ref: string): Promise<{ state: DomainState; reason: StateReason }> {
@@ -237,6 +243,18 @@ export class NativeDriver implements HypervisorDriver {
 
   setStatsPeriod(ref: string, periodS: number, flags: AffectOptions = {}): Promise<{ live: boolean; config: boolean }> {
     return memory.setStatsPeriod(this.ctx, ref, periodS, flags);
+  }
+
+  // ---------------------------------------------------------------- memory cgroup limits
+
+  /** <memtune>: the running QEMU's cgroup limits (live) or the definition's (memtune.ts). */
+  memtune(ref: string, opts: { live?: boolean } = {}): Promise<MemtuneDef> {
+    return memtuneParts.memtune(this.ctx, ref, opts);
+  }
+
+  /** Changes <memtune> limits live and/or in the definition; null removes a limit. */
+  setMemtune(ref: string, change: memtuneParts.MemtuneChange, flags: AffectOptions = {}): Promise<{ live: boolean; config: boolean }> {
+    return memtuneParts.setMemtune(this.ctx, ref, change, flags);
   }
 
   // ---------------------------------------------------------------- policy settings

@@ -10,7 +10,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { QmpClient, queryBalloon, queryMemoryDevices, queryBalloonGuestStats, queryStatus, type QmpEventStream } from '../../qmp/index.js';
 import { BALLOON_QOM_PATH } from './qemu-argv.js';
 import type { RunPaths } from './paths.js';
-import { isProcessAlive, readRssKiB } from './host-process.js';
+import { isProcessAlive, readProcStat, readRssKiB, CLOCK_TICKS_PER_S } from './host-process.js';
 import { readRunRecord, type RunningRecord } from './run-status.js';
 import { GuestPressureFeed } from './guest-pressure.js';
 import { applyBalloon, applyDefinition, viewFromDefinition, setMonitor, setState, type GuestView } from '../view.js';
@@ -214,12 +214,13 @@ export class GuestWatcher {
    */
   async tick(): Promise<void> {
     if (this.#gone || this.#stop.signal.aborted) return;
-    const rssKiB = await readRssKiB(this.rec.pid);
+    const [rssKiB, stat] = await Promise.all([readRssKiB(this.rec.pid), readProcStat(this.rec.pid)]);
     if (rssKiB === null) {
       if (!(await this.#alive())) { this.#stream?.close(); this.#client?.destroy(); return this.#markGone(); }
     } else {
       this.model.rssBytes = rssKiB * 1024;
     }
+    if (stat) this.model.cpuTimeS = stat.cpuTicks / CLOCK_TICKS_PER_S;
     await this.#rereadRecord();
     const c = this.#client;
     if (!c || this.#busy) return;
@@ -256,6 +257,16 @@ export class GuestWatcher {
     const rec = await readRunRecord(this.paths);
     if (!rec || rec.phase !== 'running' || rec.pid !== this.rec.pid) return;
     if (applyDefinition(this.model, rec.live, this.#now())) this.#changed('memory');
+  }
+
+  /** A new memory target sent on the fast path (the run record follows later). */
+  takeTarget(currentKiB: number): void {
+    const m = this.model;
+    const requested = m.devices.reduce((s, d) => s + (d.model === 'virtio-mem' ? d.requestedBytes : 0), 0);
+    m.targetBytes = currentKiB * 1024;
+    if (m.hasBalloon) m.balloonTargetBytes = Math.min(m.bootBytes, Math.max(0, m.targetBytes - m.dimmBytes - requested));
+    m.updatedAtS = this.#now();
+    this.#changed('memory');
   }
 
   /** Take a live definition the daemon itself just wrote. */

@@ -21,8 +21,12 @@ import {
 } from '../memory/rules.js';
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
 import { toMemoryStats, type MemoryStats } from '../memory/stats.js';
-import { BALLOON_QOM_PATH, virtioMemId } from './qemu-argv.js';
+import { BALLOON_QOM_PATH } from './qemu-argv.js';
+import { backendObject } from './qemu-memory.js';
+import { currentHostMemory } from './memory-start.js';
 import { writeRunRecord, type RunningRecord } from './run-status.js';
+import { monitorError, onHeldMonitor } from './monitor.js';
+import { totalBytes } from '../view.js';
 import { readRssKiB } from './host-process.js';
 import type { NativeContext } from './context.js';
 
@@ -89,6 +93,8 @@ function withCurrent(def: DomainDef, kib: number): DomainDef {
  *   (not running, no balloon), NOT_REACHED (waited and the guest stopped short), NO_DOMAIN
  */
 export async function setMemory(ctx: NativeContext, ref: string, kib: number, opts: SetMemoryOptions = {}): Promise<SetMemoryResult> {
+  const fast = await fastBalloonChange(ctx, ref, kib, opts);
+  if (fast) return fast;
   const { name } = await ctx.lookup(ref);
   checkMemorySize(kib, MIN_MEMORY_KIB);
   const lock = await ctx.lockDomain(name, opts.signal);
@@ -141,6 +147,56 @@ export async function setMemory(ctx: NativeContext, ref: string, kib: number, op
 }
 
 /**
+ * The common change, fast: a live balloon target on a guest the watch follows (a running
+ * daemon), planned from its live view instead of asking QEMU first, sent as one command on the
+ * held monitor; the change is reported at once, and the run record is written after that,
+ * still under the job lock. Only where the plan cannot touch virtio-mem (nothing plugged, the
+ * target within boot RAM). Returns null for every other change: the full path takes it.
+ * @throws VirtError as setMemory
+ */
+async function fastBalloonChange(ctx: NativeContext, ref: string, kib: number, opts: SetMemoryOptions): Promise<SetMemoryResult | null> {
+  if (opts.config || opts.current || !ctx.held) return null;
+  const v = ctx.held.view(ref);
+  const c = ctx.held.held(ref);
+  if (!v || !c || v.monitor !== 'connected' || v.state === 'shutoff' || !v.hasBalloon) return null;
+  const vmem = v.devices.filter((d) => d.model === 'virtio-mem');
+  if (vmem.some((d) => d.requestedBytes !== 0 || d.pluggedBytes !== 0)) return null;
+  const bootKiB = Math.floor(v.bootBytes / 1024);
+  const dimmKiB = Math.floor(v.dimmBytes / 1024);
+  if (kib - dimmKiB > bootKiB) return null;
+  checkMemorySize(kib, MIN_MEMORY_KIB);
+  checkBelowMaximum(kib, Math.floor(v.maxMemoryBytes / 1024));
+  checkAboveDimms(kib, dimmKiB);
+  const name = v.name;
+  const startKiB = Math.floor(totalBytes(v) / 1024);
+  if (!opts.force) {
+    const st = v.stats;
+    const why = kib < startKiB
+      ? shrinkRefusal(kib, guestInUseKiB({ totalKiB: st.availableBytes === undefined ? undefined : st.availableBytes / 1024, availableKiB: st.usableBytes === undefined ? undefined : st.usableBytes / 1024, lastUpdateS: st.lastUpdateS }))
+      : kib > startKiB ? growthRefusal(kib - startKiB, ctx.held.hostAvailableKiB()) : null;
+    if (why) throw invalidArg(why);
+  }
+  const lock = await ctx.lockDomain(name, opts.signal);
+  try {
+    await onHeldMonitor(name, c, (m) => setBalloon(m, (kib - dimmKiB) * 1024));
+    // No disk write on this path: the watch keeps the new target and writes the run record later.
+    ctx.held.noteTarget(name, kib);
+    opts.onProgress?.({ actualKiB: startKiB, targetKiB: kib, startKiB, elapsedMs: 0 });
+  } finally {
+    await lock.release();
+  }
+  const result: SetMemoryResult = { targetKiB: kib, actualKiB: null, reached: false, live: true, config: false };
+  if (!opts.wait) return { ...result, actualKiB: startKiB };
+  const o = await ctx.observe(name);
+  if (o.state === 'shutoff') throw new VirtError('OPERATION_FAILED', `operation failed: domain '${name}' is no longer running`);
+  const rec: RunningRecord = { ...o.record, live: withRequested({ ...o.record.live, memory: { ...o.record.live.memory, currentKiB: kib } }, vmem.map(() => 0)) };
+  const layout = defLayout(rec.live);
+  const start: LiveMemory = { layout, balloonKiB: Math.floor(v.balloonBytes / 1024), totalKiB: startKiB };
+  const reached = await followLive(ctx, name, rec, start, planMemory(layout, kib), opts);
+  return { ...result, actualKiB: reached.totalKiB, reached: reached.totalKiB === kib };
+}
+
+/**
  * Follows a change on a running guest until it is there (memory/rules.ts followMemory). On the
  * watch's held monitor it wakes on QEMU's events; without one it reads the sizes in short
  * sessions, so the short-call monitor is never held for the whole wait (dominfo and friends
@@ -164,8 +220,10 @@ async function followLive(ctx: NativeContext, name: string, rec: RunningRecord, 
       changed: async (ms) => {
         if (!events) return new Promise((resolve) => { const t = setTimeout(resolve, ms); opts.signal?.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true }); });
         await events.nextEvent({ timeoutMs: ms, ...(opts.signal ? { signal: opts.signal } : {}) }).catch((err: unknown) => {
-          if ((err as { code?: string }).code === 'QMP_TIMEOUT') return;
-          throw err;
+          const code = (err as { code?: string }).code;
+          if (code === 'QMP_TIMEOUT') return;
+          if (code === 'QMP_ABORTED') throw new VirtError('ABORTED', `waiting for domain '${name}' to reach ${plan.targetKiB} KiB: aborted`, { cause: err });
+          throw monitorError(name, err);
         });
       },
       // A moving virtio-mem device is read often (its events are rate-limited); without events
@@ -225,17 +283,21 @@ async function growMaxLive(ctx: NativeContext, name: string, rec: RunningRecord,
   if (addKiB % blockKiB) throw invalidArg(`invalid argument: the maximum can grow live only in steps of ${blockKiB} KiB (virtio-mem block size); ${kib} KiB is ${addKiB} KiB above the current ${live.memory.maxKiB} KiB`);
   if (kib > hotplug.ceilingKiB) refuse(`QEMU reserved hot-plug space up to ${hotplug.ceilingKiB} KiB at boot (<maxMemory>); raise that with setmaxmem --config ... and a restart`);
   if (live.memoryDevices.length >= hotplug.slots) refuse(`all ${hotplug.slots} memory slots are in use`);
-  const id = virtioMemId(live.memoryDevices.filter((d) => d.model === 'virtio-mem').length);
+  const grown: DomainDef = { ...live, memory: { ...live.memory, maxKiB: kib }, memoryDevices: [...live.memoryDevices, { model: 'virtio-mem', sizeKiB: addKiB, blockKiB, requestedKiB: 0 }] };
+  // The new device's backend follows the guest's memory backing, as the boot devices' do.
+  const { plan, backing } = await currentHostMemory(grown, ctx.paths.run(name));
+  const added = plan.devices[plan.devices.length - 1]!;
+  const memdev = added.backend.id;
   await ctx.monitor(name, async (c) => {
-    await c.execute('object-add', { 'qom-type': 'memory-backend-ram', id: `mem-${id}`, size: addKiB * 1024 });
+    await c.execute('object-add', backendObject(added.backend, backing));
     try {
-      await c.execute('device_add', { driver: 'virtio-mem-pci', id, memdev: `mem-${id}`, 'requested-size': 0, 'block-size': blockKiB * 1024 });
+      await c.execute('device_add', added.props);
     } catch (err) {
-      await c.execute('object-del', { id: `mem-${id}` }).catch(() => {});
+      await c.execute('object-del', { id: memdev }).catch(() => {});
       throw err;
     }
   }, signal);
-  rec.live = { ...live, memory: { ...live.memory, maxKiB: kib }, memoryDevices: [...live.memoryDevices, { model: 'virtio-mem', sizeKiB: addKiB, blockKiB, requestedKiB: 0 }] };
+  rec.live = grown;
   await writeRunRecord(ctx.paths.run(name), rec);
 }
 

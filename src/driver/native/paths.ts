@@ -38,6 +38,8 @@ export interface RunPaths {
   pidfile: string;
   /** The daemon's policy loop: its last decision for this guest (read by `policy show`). */
   policyLast: string;
+  /** File-backed guest RAM (<memoryBacking><source type='file'/>): QEMU's unlinked files. */
+  memoryDir: string;
 }
 
 /** Layout of a state directory. */
@@ -52,6 +54,8 @@ export class StatePaths {
   /** The token of virtmemd's TCP listener, when it made one. */
   get daemonToken(): string { return join(this.root, 'virtmemd.token'); }
   definition(name: string): string { return join(this.domainsDir, `${name}.json`); }
+  /** Where the driver mounts a hugetlbfs for a page size the host has no mount of (root only). */
+  hugetlbfs(pageSizeKiB: number): string { return join(this.root, 'hugepages', `${pageSizeKiB}kB`); }
   lock(name: string): string { return join(this.locksDir, `${name}.lock`); }
   /** The turn on a domain's short-call monitor ('@' is in no domain name: never another's lock). */
   monitorLock(name: string): string { return join(this.locksDir, `${name}@monitor.lock`); }
@@ -75,6 +79,7 @@ export class StatePaths {
       qemuLog: join(dir, 'qemu.log'),
       pidfile: join(dir, 'qemu.pid'),
       policyLast: join(dir, 'policy-last.json'),
+      memoryDir: join(dir, 'memory'),
     };
     if (Buffer.byteLength(paths.qmpWatch) > MAX_SOCKET_PATH) {
       throw new VirtError(

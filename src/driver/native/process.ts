@@ -13,6 +13,7 @@ import type { DefaultGuest } from '../../guest/build.js';
 import type { DomainDef } from '../../domain/definition.js';
 import { VirtError } from '../../domain/errors.js';
 import { ensurePrivateDir, writeFileAtomic } from '../../util/atomic-file.js';
+import { withUmask } from '../../util/private-files.js';
 import { bootMemoryKiB, defLayout, withRequested } from '../memory/layout.js';
 import { planMemory } from '../memory/plan.js';
 import type { RunPaths } from './paths.js';
@@ -20,6 +21,9 @@ import { resolveEmulator } from './emulator.js';
 import { accelRequest, chooseAccel, kvmStatus, type KvmStatus } from './accel.js';
 import { BALLOON_QOM_PATH, buildQemuArgv, qemuCpuModel } from './qemu-argv.js';
 import { writeRunRecord, type RunningRecord } from './run-status.js';
+import { removeDomainCgroup, setupDomainCgroup, spawnIntoCgroups, type CgroupWants } from './cgroup.js';
+import { prepareHostMemory } from './memory-start.js';
+import { allBackends, type MemoryLayoutPlan } from './qemu-memory.js';
 import { isProcessAlive, readProcStat } from './host-process.js';
 import type { NativeContext } from './context.js';
 
@@ -51,7 +55,7 @@ export async function start(ctx: NativeContext, ref: string, opts: StartOptions 
     const def = await ctx.current(name, ref);
     const o = await ctx.observe(def.name);
     if (o.state !== 'shutoff') throw new VirtError('DOMAIN_ACTIVE', 'Domain is already active');
-    const emulator = await resolveEmulator(def.emulator);
+    const emulator = await resolveEmulator(def.emulator, process.env, def.os.arch);
     const boot = await bootFiles(ctx, def);
     const request = accelRequest(def.accel);
     const { accel, note } = request === 'tcg'
@@ -65,10 +69,20 @@ export async function start(ctx: NativeContext, ref: string, opts: StartOptions 
     // The current memory is split between balloon and virtio-mem as setmem would split it.
     const plan = planMemory(defLayout(def), def.memory.currentKiB);
     const live = withRequested(structuredClone(def), plan.requestedKiB);
-    const argv = buildQemuArgv({ def: live, paths: run, accel, ...boot });
+    // The host's part of the memory (host nodes, huge page pools and mounts, cgroup) is checked
+    // and prepared before anything starts.
+    const memory = await prepareHostMemory(ctx, live, run);
+    const argv = buildQemuArgv({ def: live, paths: run, accel, ...boot, memory });
     argv.push('-S');
+    const cgroupProcs = await setupDomainCgroup(ctx.paths.root, def.name, cgroupWants(live, memory.plan)).catch(async (err: unknown) => {
+      await removeDomainCgroup(ctx.paths.root, def.name);
+      throw err;
+    });
     const id = await nextId(ctx);
-    const pid = await spawnQemu(def.name, emulator, argv, run, opts.signal);
+    const pid = await spawnQemu(def.name, spawnIntoCgroups(cgroupProcs, emulator, argv), run, opts.signal).catch(async (err: unknown) => {
+      await removeDomainCgroup(ctx.paths.root, def.name);
+      throw err;
+    });
     const stat = await readProcStat(pid);
     const record: RunningRecord = {
       version: 1, phase: 'running', pid, startTicks: stat?.startTicks ?? 0, id, accel,
@@ -102,6 +116,9 @@ async function bootFiles(ctx: NativeContext, def: DomainDef): Promise<{ kernel: 
   if (def.os.kernel) {
     return { kernel: def.os.kernel, ...(def.os.initrd ? { initrd: def.os.initrd } : {}), ...(def.os.cmdline ? { cmdline: def.os.cmdline } : {}) };
   }
+  if (def.os.arch === 'i686') {
+    throw new VirtError('CONFIG_UNSUPPORTED', "unsupported configuration: the built-in guest is an x86_64 kernel, which an i686 guest cannot run; give the domain an i686 kernel (<os><kernel>) or make it x86_64");
+  }
   const guest = await defaultGuest(ctx);
   if (!guest) {
     throw new VirtError('NO_SUPPORT', 'the built-in default guest is not built yet: run `virtmem guest-build` (or `npm run setup`) first, or give the domain a kernel');
@@ -110,6 +127,9 @@ async function bootFiles(ctx: NativeContext, def: DomainDef): Promise<{ kernel: 
   const { defaultGuestDiskProblem } = await import('../../guest/kernel-modules.js');
   const problem = defaultGuestDiskProblem(guest.modules, def.disks);
   if (problem?.reason === 'bus') {
+    if (def.disks.find((d) => d.target === problem.target)?.device === 'cdrom') {
+      throw new VirtError('CONFIG_UNSUPPORTED', `cdrom ${problem.target}: the built-in guest drives virtio disks only and would not see it; remove the cdrom or give the domain a kernel`);
+    }
     throw new VirtError('CONFIG_UNSUPPORTED', `disk ${problem.target}: the built-in guest drives virtio disks only; use bus 'virtio' (target vda, vdb, ...) or give the domain a kernel`);
   }
   if (problem?.reason === 'module') {
@@ -145,12 +165,14 @@ async function nextId(ctx: NativeContext): Promise<number> {
  * Spawn QEMU detached with its stderr in qemu.log and wait until its monitor socket accepts,
  * or it exits (then its log is the error).
  */
-async function spawnQemu(name: string, emulator: string, argv: string[], run: RunPaths, signal?: AbortSignal): Promise<number> {
+async function spawnQemu(name: string, command: { file: string; args: string[] }, run: RunPaths, signal?: AbortSignal): Promise<number> {
   const log = await open(run.qemuLog, 'w', 0o600);
   let exited: { code: number | null; sig: string | null } | null = null;
   let child;
   try {
-    child = spawn(emulator, argv, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+    // QEMU makes its monitor and serial sockets, pidfile and console log with the umask it
+    // inherits (bind() alone gives 0755): spawn it under 077 so they are all owner-only.
+    child = withUmask(0o077, () => spawn(command.file, command.args, { detached: true, stdio: ['ignore', log.fd, log.fd] }));
   } finally {
     await log.close();
   }
@@ -160,7 +182,7 @@ async function spawnQemu(name: string, emulator: string, argv: string[], run: Ru
   const pid = child.pid;
   if (pid === undefined) {
     const err = await spawnError;
-    throw new VirtError('NO_SUPPORT', `Cannot execute QEMU binary ${emulator}: ${err.message}`, { cause: err });
+    throw new VirtError('NO_SUPPORT', `Cannot execute QEMU binary ${command.file}: ${err.message}`, { cause: err });
   }
   const deadline = Date.now() + START_TIMEOUT_MS;
   for (;;) {
@@ -258,4 +280,13 @@ function acceptsConnections(path: string): Promise<boolean> {
     sock.once('connect', () => done(true));
     sock.once('error', () => done(false));
   });
+}
+
+/** What a domain's cgroup must enforce: its memtune, and the host nodes of restrictive placement. */
+function cgroupWants(def: DomainDef, plan: MemoryLayoutPlan): CgroupWants {
+  const restrictive = allBackends(plan).flatMap((b) => (b.placement?.mode === 'restrictive' ? b.placement.hostNodes : []));
+  return {
+    ...(def.memtune !== undefined ? { memtune: def.memtune } : {}),
+    ...(restrictive.length > 0 ? { restrictiveNodes: [...new Set(restrictive)].sort((a, b) => a - b) } : {}),
+  };
 }

@@ -3,10 +3,11 @@
  * it is unit-tested without starting anything. Sizes are converted from KiB to QEMU's units here
  * and nowhere else.
  */
-import type { CpuDef, DomainDef } from '../../domain/definition.js';
+import type { CpuDef, DiskDef, DomainDef } from '../../domain/definition.js';
 import { VirtError } from '../../domain/errors.js';
 import type { RunPaths } from './paths.js';
-import { bootMemoryKiB, virtioMemId } from '../memory/layout.js';
+import { virtioMemId } from '../memory/layout.js';
+import { backendObject, planMemoryLayout, type BackingPaths, type MemoryLayoutPlan } from './qemu-memory.js';
 
 export { virtioMemId };
 
@@ -21,12 +22,16 @@ export interface LaunchInputs {
   kernel: string;
   initrd?: string;
   cmdline?: string;
+  /**
+   * The memory layout (qemu-memory.ts) and where its files go on this host. Absent: planned
+   * here with a 2 MiB default huge page size and no hugetlbfs mount (enough without huge pages).
+   */
+  memory?: { plan: MemoryLayoutPlan; backing: BackingPaths };
 }
 
 /** QOM ids of devices virtmem talks to later; the monitor addresses them by these. */
 export const BALLOON_ID = 'balloon0';
 export const BALLOON_QOM_PATH = `/machine/peripheral/${BALLOON_ID}`;
-export const dimmId = (i: number): string => `dimm${i}`;
 
 /** QEMU's -chardev/-device option syntax escapes a literal comma by doubling it. */
 const optValue = (v: string): string => v.replaceAll(',', ',,');
@@ -64,17 +69,26 @@ export function buildQemuArgv(inp: LaunchInputs): string[] {
   const { def, paths } = inp;
   const argv: string[] = [];
   const push = (...a: string[]): void => { argv.push(...a); };
+  const memory = inp.memory ?? {
+    plan: planMemoryLayout(def, { defaultHugepageKiB: 2048 }),
+    backing: { hugetlbfs: new Map<number, string>(), memoryDir: paths.memoryDir },
+  };
+  const { plan } = memory;
+  const object = (o: Record<string, unknown>): void => push('-object', JSON.stringify(o));
 
   push('-name', `guest=${optValue(def.name)},debug-threads=on`);
   push('-uuid', def.uuid);
-  push('-machine', `${def.os.machine ?? 'pc'},accel=${inp.accel}`);
+  push('-machine', [def.os.machine ?? 'pc', `accel=${inp.accel}`, ...plan.machineOptions].join(','));
   const cpu = qemuCpuModel(def.cpu, inp.accel);
   if (cpu !== null) push('-cpu', cpu);
-  push('-smp', String(def.vcpus));
+  push('-smp', def.currentVcpus === undefined ? String(def.vcpus) : `${def.currentVcpus},maxcpus=${def.vcpus}`);
 
-  let mem = `size=${bootMemoryKiB(def)}k`;
-  if (def.memory.hotplug) mem += `,slots=${def.memory.hotplug.slots},maxmem=${def.memory.hotplug.ceilingKiB}k`;
-  push('-m', mem);
+  push('-m', plan.mOption);
+  // Guest RAM: the default RAM's backend (when QEMU's own would not do), or one per NUMA cell
+  // with its -numa node; memory devices come with their -device below.
+  for (const b of plan.ram) if (!b.plain) object(backendObject(b, memory.backing));
+  for (const n of plan.numaOptions) push('-numa', n);
+  if (plan.memLock) push('-overcommit', 'mem-lock=on');
 
   push('-nodefaults', '-no-user-config', '-display', 'none');
   push('-msg', 'timestamp=on');
@@ -103,27 +117,24 @@ export function buildQemuArgv(inp: LaunchInputs): string[] {
     push('-device', `virtio-balloon-pci,id=${BALLOON_ID},deflate-on-oom=${onOff(def.balloon.autodeflate)},free-page-reporting=${onOff(def.balloon.freePageReporting)}`);
   }
 
-  let vm = 0;
-  let dimm = 0;
-  for (const dev of def.memoryDevices) {
-    if (dev.model === 'virtio-mem') {
-      const id = virtioMemId(vm++);
-      push('-object', `memory-backend-ram,id=mem-${id},size=${dev.sizeKiB}k`);
-      push('-device', `virtio-mem-pci,id=${id},memdev=mem-${id},block-size=${dev.blockKiB}k,requested-size=${dev.requestedKiB}k`);
-    } else {
-      const id = dimmId(dimm++);
-      push('-object', `memory-backend-ram,id=mem-${id},size=${dev.sizeKiB}k`);
-      push('-device', `pc-dimm,id=${id},memdev=mem-${id}`);
-    }
+  for (const dev of plan.devices) {
+    object(backendObject(dev.backend, memory.backing));
+    push('-device', JSON.stringify(dev.props));
   }
 
   if (def.disks.some((d) => d.bus === 'scsi')) push('-device', 'virtio-scsi-pci,id=scsi0');
   def.disks.forEach((d, i) => {
     const drive = `drive-${d.target}`;
-    push('-blockdev', `driver=file,node-name=file${i},filename=${optValue(d.path)},read-only=${onOff(d.readonly)}`);
+    // A block device goes through QEMU's host_device driver; an image through 'file'.
+    push('-blockdev', `driver=${d.type === 'block' ? 'host_device' : 'file'},node-name=file${i},filename=${optValue(d.path)},read-only=${onOff(d.readonly)}`);
     push('-blockdev', `driver=${d.format},node-name=${drive},file=file${i},read-only=${onOff(d.readonly)}`);
-    const dev = d.bus === 'virtio' ? 'virtio-blk-pci' : d.bus === 'scsi' ? 'scsi-hd' : 'ide-hd';
-    push('-device', `${dev},drive=${drive},id=${d.target}`);
+    push('-device', `${diskDevice(d)},drive=${drive},id=${d.target}`);
   });
   return argv;
+}
+
+/** The QEMU device of a disk or cdrom on its bus. */
+function diskDevice(d: DiskDef): string {
+  if (d.device === 'cdrom') return d.bus === 'scsi' ? 'scsi-cd' : 'ide-cd';
+  return d.bus === 'virtio' ? 'virtio-blk-pci' : d.bus === 'scsi' ? 'scsi-hd' : 'ide-hd';
 }

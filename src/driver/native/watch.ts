@@ -5,7 +5,7 @@
  * the host's memory sampled every tick. While it runs, the driver's short calls go on the held
  * monitors (one round trip on an open connection instead of a new session).
  */
-import { readdir } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { validateDomainName } from '../../domain/name.js';
 import { sampleHostMemory, type HostMemory } from '../memory/host-memory.js';
 import type { GuestView } from '../view.js';
@@ -14,7 +14,10 @@ import type { QmpClient } from '../../qmp/index.js';
 import type { NativeContext } from './context.js';
 import { MONITOR_ANSWER_MS } from '../bounds.js';
 import { GuestWatcher, type WatchChange as GuestChange } from './guest-watcher.js';
-import { observe, readRunRecord } from './run-status.js';
+import { observe, readRunRecord, writeRunRecord } from './run-status.js';
+
+/** How long after a fast-path change its run record is written (coalescing a burst of changes). */
+const TARGET_WRITE_DELAY_MS = 250;
 
 const EMPTY_HOST: HostMemory = { memTotalBytes: null, memAvailableBytes: null, swapTotalBytes: null, swapFreeBytes: null, psi: null, sampledAtS: 0 };
 
@@ -26,6 +29,8 @@ export class NativeWatch implements DriverWatch {
   #host: HostMemory = EMPTY_HOST;
   #stopped = false;
   #lastUpdateS: number | null = null;
+  /** Each watched guest's definition file as last seen (mtime): a change means new policy settings. */
+  #defSeen = new Map<string, number>();
   readonly #boundMs: number;
 
   constructor(private readonly ctx: NativeContext, opts: WatchOptions = {}) {
@@ -37,12 +42,18 @@ export class NativeWatch implements DriverWatch {
   }
 
   async start(): Promise<void> {
-    this.ctx.held = { held: (name: string): QmpClient | null => this.#watchers.get(name)?.held() ?? null };
+    this.ctx.held = {
+      held: (name: string): QmpClient | null => this.#watchers.get(name)?.held() ?? null,
+      view: (name: string): GuestView | null => this.#watchers.get(name)?.model ?? null,
+      hostAvailableKiB: (): number | null => (this.#host.memAvailableBytes === null ? null : Math.floor(this.#host.memAvailableBytes / 1024)),
+      noteTarget: (name: string, currentKiB: number): void => this.#noteTarget(name, currentKiB),
+    };
     this.#host = await sampleHostMemory();
     await this.#discover();
   }
 
   async stop(): Promise<void> {
+    await this.#flushTargets();
     this.#stopped = true;
     if (this.ctx.held) this.ctx.held = null;
     await Promise.all([...this.#watchers.values()].map((w) => w.stop()));
@@ -55,6 +66,7 @@ export class NativeWatch implements DriverWatch {
     await this.#discover();
     // Each guest's tick is bounded by its own monitor bound; one hung guest holds up no other.
     await Promise.all([...this.#watchers.values()].map((w) => w.tick()));
+    await this.#checkDefinitions();
     this.#lastUpdateS = Date.now() / 1000;
   }
 
@@ -74,6 +86,8 @@ export class NativeWatch implements DriverWatch {
   async refresh(name: string): Promise<void> {
     const w = this.#watchers.get(name);
     if (!w) return;
+    // A fast-path target still waiting for its write goes to the record first: it is newer.
+    if (this.#pendingTargets.has(name)) await this.#flushTargets();
     const rec = await readRunRecord(this.ctx.paths.run(name));
     if (rec && rec.phase === 'running') w.takeDefinition(rec);
     await w.refresh();
@@ -88,6 +102,50 @@ export class NativeWatch implements DriverWatch {
     for (const l of this.#listeners) {
       try { l(c); } catch { /* a listener's failure is its own */ }
     }
+  }
+
+  /** Targets sent on the fast path, not yet in the run record: when noted, and the value. */
+  #pendingTargets = new Map<string, { kib: number; atMs: number }>();
+  #targetTimer: NodeJS.Timeout | null = null;
+
+  #noteTarget(name: string, currentKiB: number): void {
+    const w = this.#watchers.get(name);
+    if (w) w.takeTarget(currentKiB);
+    this.#pendingTargets.set(name, { kib: currentKiB, atMs: Date.now() });
+    this.#targetTimer ??= setTimeout(() => { this.#targetTimer = null; void this.#flushTargets(); }, TARGET_WRITE_DELAY_MS);
+  }
+
+  /**
+   * Brings the run records up to date with the targets sent on the fast path, under each
+   * domain's job lock; a record another process wrote after the note keeps its newer target.
+   */
+  async #flushTargets(): Promise<void> {
+    if (this.#targetTimer) { clearTimeout(this.#targetTimer); this.#targetTimer = null; }
+    const pending = [...this.#pendingTargets];
+    this.#pendingTargets.clear();
+    await Promise.all(pending.map(async ([name, t]) => {
+      try {
+        await this.ctx.withDomainLock(name, async () => {
+          const run = this.ctx.paths.run(name);
+          const written = (await stat(run.status).catch(() => null))?.mtimeMs ?? 0;
+          if (written > t.atMs) return;
+          const rec = await readRunRecord(run);
+          if (!rec || rec.phase !== 'running') return;
+          rec.live = { ...rec.live, memory: { ...rec.live.memory, currentKiB: t.kib } };
+          await writeRunRecord(run, rec);
+        });
+      } catch { /* the record keeps its older target; the next change writes it */ }
+    }));
+  }
+
+  /** One stat per guest: a definition written since the last look (policy set) is a settings change. */
+  async #checkDefinitions(): Promise<void> {
+    await Promise.all([...this.#watchers.keys()].map(async (name) => {
+      const m = (await stat(this.ctx.paths.definition(name)).catch(() => null))?.mtimeMs ?? 0;
+      const seen = this.#defSeen.get(name);
+      this.#defSeen.set(name, m);
+      if (seen !== undefined && seen !== m) this.#emit({ kind: 'settings', name });
+    }));
   }
 
   /** Attach to every running guest not yet watched. */
@@ -109,6 +167,7 @@ export class NativeWatch implements DriverWatch {
   #onGuest(w: GuestWatcher, what: GuestChange): void {
     if (what === 'gone') {
       if (this.#watchers.get(w.name) === w) this.#watchers.delete(w.name);
+      this.#defSeen.delete(w.name);
       void w.stop();
       this.#emit({ kind: 'gone', name: w.name, view: w.model });
       return;

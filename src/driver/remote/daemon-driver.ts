@@ -141,6 +141,10 @@ export class DaemonDriver implements HypervisorDriver {
     return this.fallback.translate(ref, gva, opts);
   }
 
+  unreadableDefinitions(): Promise<Array<{ name: string; reason: string }>> {
+    return this.fallback.unreadableDefinitions?.() ?? Promise.resolve([]);
+  }
+
   guestChannels(ref: string): Promise<{ agentSocket: string; consoleLog: string }> {
     if (!this.fallback.guestChannels) throw new VirtError('NO_SUPPORT', 'this function is not supported by the connection driver: guestChannels');
     return this.fallback.guestChannels(ref);

@@ -4,6 +4,10 @@
  */
 import { Agent, request } from 'node:http';
 import { IDLE_CONNECTION_MS } from '../bounds.js';
+import { InputTooLargeError, readStreamBounded } from '../../util/bounded-read.js';
+
+/** The most of one answer the client reads (the largest, /stats with many guests, is far below). */
+const MAX_ANSWER_BYTES = 16 << 20;
 
 export interface DaemonTarget {
   socketPath?: string;
@@ -106,18 +110,20 @@ function attempt(t: DaemonTarget, method: string, path: string, opts: RequestOpt
       method, path, headers, agent: agentFor(t),
       ...(t.socketPath ? { socketPath: t.socketPath } : { host: t.host, port: t.port }),
     }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.once('end', () => {
+      // A daemon's answer is bounded too: nothing it says is read past MAX_ANSWER_BYTES.
+      readStreamBounded(res, MAX_ANSWER_BYTES, 'virtmemd answer', 'a daemon answer').then((buf) => {
         clearTimeout(timer);
-        const text = Buffer.concat(chunks).toString('utf8');
+        const text = buf.toString('utf8');
         let body: unknown = text;
         if ((res.headers['content-type'] ?? '').startsWith('application/json')) {
           try { body = JSON.parse(text); } catch { body = text; }
         }
         resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text });
+      }, (err: Error) => {
+        clearTimeout(timer);
+        req.destroy();
+        reject(new DaemonUnreachableError(err instanceof InputTooLargeError ? err.message : `virtmemd answer broke off: ${err.message}`, { cause: err }));
       });
-      res.once('error', (err) => { clearTimeout(timer); reject(new DaemonUnreachableError(`virtmemd answer broke off: ${err.message}`, { cause: err })); });
     });
     const timeoutMs = Math.max(0, deadline - Date.now());
     let timedOut = false;

@@ -37,10 +37,11 @@ export async function listHugepageSizesKiB(sysRoot: string, files: HostFiles = h
 }
 
 /**
- * A pool counter: "nr_hugepages" (the pool's size) or "free_hugepages".
+ * A pool counter: "nr_hugepages" (the pool's size), "free_hugepages", or "resv_hugepages" (free
+ * pages promised to mappings that have not touched them yet; host-wide only).
  * @throws the fs error (ENOENT when the cell or the page size does not exist); VirtError when unparsable
  */
-export async function readPoolCounter(sysRoot: string, cell: number, pageSizeKiB: number, counter: 'nr_hugepages' | 'free_hugepages', files: HostFiles = hostFiles): Promise<number> {
+export async function readPoolCounter(sysRoot: string, cell: number, pageSizeKiB: number, counter: 'nr_hugepages' | 'free_hugepages' | 'resv_hugepages', files: HostFiles = hostFiles): Promise<number> {
   return parsePoolCount(await files.read(join(poolDir(sysRoot, cell, pageSizeKiB), counter)));
 }
 

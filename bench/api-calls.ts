@@ -1,0 +1,218 @@
+/**
+ * Per-call speed of the API through virtmemd against libvirt's own C client, and `setmem --wait`
+ * from the CLI against libvirt's API path, on identical guests in one run (issue "One memory
+ * brain for every guest", its fast-path goals):
+ *
+ *   npm run bench -- api [--calls N] [--rounds N]
+ *
+ * Two TCG guests of the built-in guest with the same shape (512 MiB boot RAM, a 1.5 GiB
+ * virtio-mem region, statistics every second): one virtmem runs itself (native), one the
+ * machine's libvirtd runs (qemu:///system), defined from the native guest's own `dumpxml`. One
+ * virtmemd serves both (`--hosts` names qemu:///system, policy off). Then, interleaved round by
+ * round, each side with one long-lived client making sequential calls:
+ *
+ *  - virtmemd, native guest: `GET /api/v1/domains/N/info`, `PUT /api/v1/domains/N/memory`
+ *    (a balloon change, no wait) against libvirt's Python binding (its C library) on the
+ *    libvirt guest: `dom.info()`, `dom.setMemoryFlags(size, AFFECT_LIVE)`;
+ *  - virtmemd, libvirt guest (`/api/v1/hosts/qemu%3A%2F%2F%2Fsystem/domains/L/...`) against
+ *    the same Python calls;
+ *  - grow by 1 GiB until the guest has it: `virtmem setmem N +1G --wait` (the CLI as a user
+ *    runs it, the daemon up) against libvirt's API path in one Python process: update-device
+ *    with the new requested size, then polling the live XML until <current> is there.
+ *
+ * Ratios are virtmem/libvirt medians; the goals are the issue's. Results in
+ * bench/results/latest-api.md and a JSON file with every sample.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
+import { tmpdir, loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomUUID } from 'node:crypto';
+import { summarize, type Summary } from './stats.js';
+import { startBenchDaemon } from './daemon.js';
+import { daemonRequest, type DaemonTarget } from '../src/driver/remote/http-client.js';
+import { NativeDriver } from '../src/driver/native/driver.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BIN = join(ROOT, 'bin', 'virtmem');
+const URI = 'qemu:///system';
+const MiB = 1024;
+const log = (s: string): void => { process.stderr.write(`[api-bench] ${s}\n`); };
+
+/** The Python side: one connection, `calls` sequential calls of each kind, per-call ms as JSON. */
+const PY_CALLS = `
+import json, sys, time, libvirt
+uri, name, calls, a, b = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+c = libvirt.open(uri); d = c.lookupByName(name)
+d.info()
+info = []
+for i in range(calls):
+    t = time.perf_counter(); d.info(); info.append((time.perf_counter() - t) * 1000)
+setmem = []
+for i in range(calls):
+    t = time.perf_counter(); d.setMemoryFlags(a if i % 2 == 0 else b, libvirt.VIR_DOMAIN_AFFECT_LIVE); setmem.append((time.perf_counter() - t) * 1000)
+print(json.dumps({'info': info, 'setmem': setmem}))
+`;
+
+/** libvirt's API path for a virtio-mem grow: update-device, then poll the live XML until the guest has it. */
+const PY_GROW = `
+import json, re, sys, time, libvirt
+uri, name, kib = sys.argv[1], sys.argv[2], int(sys.argv[3])
+c = libvirt.open(uri); d = c.lookupByName(name)
+xml = d.XMLDesc(0)
+dev = re.search(r"<memory model='virtio-mem'>.*?</memory>", xml, re.S).group(0)
+dev = re.sub(r"<current unit='KiB'>\\d+</current>\\s*", '', dev)
+dev = re.sub(r"<requested unit='KiB'>\\d+</requested>", "<requested unit='KiB'>%d</requested>" % kib, dev)
+t = time.perf_counter()
+d.updateDeviceFlags(dev, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+while True:
+    m = re.search(r"<current unit='KiB'>(\\d+)</current>", d.XMLDesc(0))
+    if m and int(m.group(1)) == kib: break
+    if time.perf_counter() - t > 120: raise SystemExit('not reached in 120 s')
+    time.sleep(0.02)
+print(json.dumps({'ms': (time.perf_counter() - t) * 1000}))
+`;
+
+function python(code: string, ...args: string[]): Record<string, unknown> {
+  const r = spawnSync('/usr/bin/python3', ['-c', code, ...args], { encoding: 'utf8', timeout: 600_000 });
+  if (r.status !== 0) throw new Error(`python failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Record<string, unknown>;
+}
+
+function virsh(...args: string[]): string {
+  const r = spawnSync('virsh', ['-c', URI, ...args], { encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`virsh ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+function cli(stateDir: string, ...args: string[]): Promise<{ code: number; ms: number; out: string }> {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    const child = spawn(BIN, ['--state-dir', stateDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => { out += c; });
+    child.stderr.setEncoding('utf8').on('data', (c: string) => { out += c; });
+    child.once('close', (code) => resolve({ code: code ?? 99, ms: performance.now() - t0, out }));
+  });
+}
+
+async function ok(t: DaemonTarget, method: string, path: string, body?: unknown): Promise<unknown> {
+  const r = await daemonRequest(t, method, path, body === undefined ? {} : { body });
+  if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${r.text}`);
+  return r.body;
+}
+
+async function timedCalls(calls: number, fn: (i: number) => Promise<unknown>): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < calls; i++) {
+    const t0 = performance.now();
+    await fn(i);
+    out.push(performance.now() - t0);
+  }
+  return out;
+}
+
+async function until(what: string, fn: () => Promise<boolean>, timeoutMs = 240_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await fn())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+export async function runApiBench(argv: string[]): Promise<void> {
+  const opt = (k: string, d: number): number => { const i = argv.indexOf(k); return i >= 0 ? Number(argv[i + 1]) : d; };
+  const calls = opt('--calls', 300);
+  const rounds = opt('--rounds', 5);
+  const stateDir = await mkdtemp(join(tmpdir(), 'vm-api-'));
+  const tag = `vmapi${process.pid}`;
+  const N = `${tag}-n`;
+  const L = `${tag}-l`;
+  const drv = new NativeDriver({ stateDir });
+  let daemon: Awaited<ReturnType<typeof startBenchDaemon>> | null = null;
+  const samples: Record<string, number[]> = {};
+  const add = (k: string, v: number[]): void => { (samples[k] ??= []).push(...v); };
+  try {
+    log(`guests ${N} (native) and ${L} (libvirt), 512 MiB + 1.5 GiB virtio-mem`);
+    const made = await cli(stateDir, 'new', N, '--memory', '512M', '--max-memory', '2G', '--accel', 'tcg');
+    if (made.code !== 0) throw new Error(made.out);
+    // The libvirt guest is the native one's own definition, as libvirt takes it.
+    const xml = (await drv.dumpXml(N, { inactive: true }))
+      .replace(`<name>${N}</name>`, `<name>${L}</name>`)
+      .replace(/<uuid>[^<]+<\/uuid>/, `<uuid>${randomUUID()}</uuid>`);
+    const xmlFile = join(stateDir, 'l.xml');
+    await writeFile(xmlFile, xml);
+    virsh('define', xmlFile);
+    await cli(stateDir, 'start', N);
+    virsh('start', L);
+    await cli(stateDir, 'dommemstat', N, '--period', '1', '--live');
+    virsh('dommemstat', L, '--period', '1', '--live');
+    await until('both guests report statistics', async () => /^usable /m.test((await cli(stateDir, 'dommemstat', N)).out) && /^usable /m.test(virsh('dommemstat', L)));
+    const hosts = join(stateDir, 'hosts');
+    await writeFile(hosts, `${URI}\n`);
+    daemon = await startBenchDaemon(stateDir, ['--hosts', hosts, '--policy', 'off']);
+    const t = daemon.target;
+    const H = encodeURIComponent(URI);
+    await until('the daemon watches both', async () => {
+      const s = await ok(t, 'GET', '/api/v1/stats') as { guests: Array<{ name: string; monitor: string }> };
+      return [N, L].every((n) => s.guests.some((g) => g.name === n && g.monitor === 'connected'));
+    });
+    const sizes = [500 * MiB, 510 * MiB];
+    for (let r = 0; r < rounds; r++) {
+      log(`round ${r + 1}/${rounds}, load ${loadavg()[0]!.toFixed(2)}`);
+      const nPath = `/api/v1/domains/${N}`;
+      const lPath = `/api/v1/hosts/${H}/domains/${L}`;
+      await ok(t, 'GET', `${nPath}/info`);
+      add('native-info', await timedCalls(calls, () => ok(t, 'GET', `${nPath}/info`)));
+      add('native-setmem', await timedCalls(calls, (i) => ok(t, 'PUT', `${nPath}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
+      await ok(t, 'GET', `${lPath}/info`);
+      add('libvirt-info', await timedCalls(calls, () => ok(t, 'GET', `${lPath}/info`)));
+      add('libvirt-setmem', await timedCalls(calls, (i) => ok(t, 'PUT', `${lPath}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
+      const py = python(PY_CALLS, URI, L, String(calls), String(sizes[0]), String(sizes[1])) as { info: number[]; setmem: number[] };
+      add('python-info', py.info);
+      add('python-setmem', py.setmem);
+    }
+    // Back to the boot size before growing.
+    await cli(stateDir, 'setmem', N, '512M', '--wait');
+    virsh('setmem', L, '512M', '--live');
+    for (let r = 0; r < rounds; r++) {
+      const grow = await cli(stateDir, 'setmem', N, '1536M', '--wait');
+      if (grow.code !== 0) throw new Error(`setmem --wait: ${grow.out}`);
+      add('cli-grow', [grow.ms]);
+      add('libvirt-grow', [(python(PY_GROW, URI, L, String(1024 * MiB)) as { ms: number }).ms]);
+      const back = await cli(stateDir, 'setmem', N, '512M', '--wait', '--force');
+      if (back.code !== 0) throw new Error(`setmem back: ${back.out}`);
+      python(PY_GROW, URI, L, '0');
+    }
+  } finally {
+    await daemon?.stop();
+    spawnSync('virsh', ['-c', URI, 'destroy', L], { stdio: 'ignore' });
+    spawnSync('virsh', ['-c', URI, 'undefine', L], { stdio: 'ignore' });
+    await drv.destroy(N).catch(() => undefined);
+    await rm(stateDir, { recursive: true, force: true });
+  }
+  const s = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, summarize(v)])) as Record<string, Summary>;
+  const f = (x: Summary): string => `${x.median.toFixed(3)} (${x.p25.toFixed(3)}–${x.p75.toFixed(3)})`;
+  const row = (what: string, a: string, b: string, goal: string): string => `| ${what} | ${f(s[a]!)} | ${f(s[b]!)} | ${(s[a]!.median / s[b]!.median).toFixed(2)} | ${goal} |`;
+  const lines = [
+    `# API per call through virtmemd vs libvirt's C client (${new Date().toISOString()})`,
+    '',
+    `Identical TCG guests (512 MiB + 1.5 GiB virtio-mem); ${rounds} rounds interleaved, ${calls} sequential calls per kind per round; ms, median (p25–p75). Load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}.`,
+    '',
+    '| measurement | virtmem | libvirt (Python binding) | ratio | goal |',
+    '|---|---|---|---|---|',
+    row('native guest: `GET .../info` through virtmemd vs `dom.info()`', 'native-info', 'python-info', '≤ 0.5'),
+    row('native guest: live setmem `PUT .../memory` vs `dom.setMemoryFlags(AFFECT_LIVE)`', 'native-setmem', 'python-setmem', '≤ 0.5'),
+    row('libvirt guest through virtmemd: `GET /hosts/H/.../info` vs `dom.info()`', 'libvirt-info', 'python-info', '≤ 1.0'),
+    row('libvirt guest through virtmemd: live setmem vs `dom.setMemoryFlags(AFFECT_LIVE)`', 'libvirt-setmem', 'python-setmem', '≤ 1.0'),
+    row('grow by 1 GiB until the guest has it: CLI `setmem --wait` vs update-device + polling (Python)', 'cli-grow', 'libvirt-grow', '≤ 1.1'),
+    '',
+  ];
+  const text = lines.join('\n');
+  process.stdout.write(text + '\n');
+  const dir = join(ROOT, 'bench', 'results');
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'latest-api.md'), text + '\n');
+  await writeFile(join(dir, `${new Date().toISOString().replace(/[:.]/g, '-')}-api.json`), JSON.stringify(samples) + '\n');
+}
