@@ -46,9 +46,10 @@ export interface HeldMonitors {
   hostAvailableKiB(): number | null;
   /**
    * A balloon-only change was sent (fast path): the view takes the new target at once, and the
-   * run record is brought up to date a moment later, off the caller's path.
+   * run record is brought up to date a moment later, off the caller's path, unless another
+   * write replaced `recordVersion` (the record as it was under the lock, run-status.ts) meanwhile.
    */
-  noteTarget(name: string, currentKiB: number): void;
+  noteTarget(name: string, currentKiB: number, recordVersion: string | null): void;
 }
 
 export class NativeContext {

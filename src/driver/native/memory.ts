@@ -24,7 +24,7 @@ import { toMemoryStats, type MemoryStats } from '../memory/stats.js';
 import { BALLOON_QOM_PATH } from './qemu-argv.js';
 import { backendObject } from './qemu-memory.js';
 import { currentHostMemory } from './memory-start.js';
-import { writeRunRecord, type RunningRecord } from './run-status.js';
+import { runRecordVersion, writeRunRecord, type RunningRecord } from './run-status.js';
 import { monitorError, onHeldMonitor } from './monitor.js';
 import { totalBytes } from '../view.js';
 import { readRssKiB } from './host-process.js';
@@ -180,7 +180,7 @@ async function fastBalloonChange(ctx: NativeContext, ref: string, kib: number, o
   try {
     await onHeldMonitor(name, c, (m) => setBalloon(m, (kib - dimmKiB) * 1024));
     // No disk write on this path: the watch keeps the new target and writes the run record later.
-    ctx.held.noteTarget(name, kib);
+    ctx.held.noteTarget(name, kib, await runRecordVersion(ctx.paths.run(name)));
     opts.onProgress?.({ actualKiB: startKiB, targetKiB: kib, startKiB, elapsedMs: 0 });
   } finally {
     await lock.release();

@@ -4,7 +4,7 @@
  * still there, QEMU's pidfile says whether it went away cleanly (QEMU removes its pidfile on
  * an orderly exit, so a dead process with its pidfile still present crashed or was killed).
  */
-import { readFile, access } from 'node:fs/promises';
+import { readFile, access, stat } from 'node:fs/promises';
 import type { DomainDef } from '../../domain/definition.js';
 import type { RunPaths } from './paths.js';
 import { writeFileAtomic } from '../../util/atomic-file.js';
@@ -61,6 +61,17 @@ export async function readRunRecord(paths: RunPaths): Promise<RunRecord | null> 
  */
 export async function writeRunRecord(paths: RunPaths, rec: RunRecord): Promise<void> {
   await writeFileAtomic(paths.status, JSON.stringify(rec, null, 2) + '\n', 0o600, { durable: false });
+}
+
+/**
+ * Which version of the run record is on disk (null: none): every write is a rename of a new file,
+ * so inode, nanosecond mtime and size tell a later write apart. Not mtime alone, compared with
+ * a clock: file times come from a coarse clock (a tick of up to 4 ms), so a record written just
+ * after a moment can carry a time before it.
+ */
+export async function runRecordVersion(paths: RunPaths): Promise<string | null> {
+  const st = await stat(paths.status, { bigint: true }).catch(() => null);
+  return st ? `${st.ino}:${st.mtimeNs}:${st.size}` : null;
 }
 
 /** The observed state of a domain. */

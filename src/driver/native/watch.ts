@@ -14,7 +14,7 @@ import type { QmpClient } from '../../qmp/index.js';
 import type { NativeContext } from './context.js';
 import { MONITOR_ANSWER_MS } from '../bounds.js';
 import { GuestWatcher, type WatchChange as GuestChange } from './guest-watcher.js';
-import { observe, readRunRecord, writeRunRecord } from './run-status.js';
+import { observe, readRunRecord, runRecordVersion, writeRunRecord } from './run-status.js';
 
 /** How long after a fast-path change its run record is written (coalescing a burst of changes). */
 const TARGET_WRITE_DELAY_MS = 250;
@@ -46,7 +46,7 @@ export class NativeWatch implements DriverWatch {
       held: (name: string): QmpClient | null => this.#watchers.get(name)?.held() ?? null,
       view: (name: string): GuestView | null => this.#watchers.get(name)?.model ?? null,
       hostAvailableKiB: (): number | null => (this.#host.memAvailableBytes === null ? null : Math.floor(this.#host.memAvailableBytes / 1024)),
-      noteTarget: (name: string, currentKiB: number): void => this.#noteTarget(name, currentKiB),
+      noteTarget: (name: string, currentKiB: number, version: string | null): void => this.#noteTarget(name, currentKiB, version),
     };
     this.#host = await sampleHostMemory();
     await this.#discover();
@@ -104,14 +104,15 @@ export class NativeWatch implements DriverWatch {
     }
   }
 
-  /** Targets sent on the fast path, not yet in the run record: when noted, and the value. */
-  #pendingTargets = new Map<string, { kib: number; atMs: number }>();
+  /** Targets sent on the fast path, not yet in the run record: the value, and the record's version then. */
+  #pendingTargets = new Map<string, { kib: number; version: string | null }>();
   #targetTimer: NodeJS.Timeout | null = null;
 
-  #noteTarget(name: string, currentKiB: number): void {
+  #noteTarget(name: string, currentKiB: number, version: string | null): void {
     const w = this.#watchers.get(name);
     if (w) w.takeTarget(currentKiB);
-    this.#pendingTargets.set(name, { kib: currentKiB, atMs: Date.now() });
+    // A later change of the same guest replaces the value, with the record as it saw it.
+    this.#pendingTargets.set(name, { kib: currentKiB, version });
     this.#targetTimer ??= setTimeout(() => { this.#targetTimer = null; void this.#flushTargets(); }, TARGET_WRITE_DELAY_MS);
   }
 
@@ -127,8 +128,9 @@ export class NativeWatch implements DriverWatch {
       try {
         await this.ctx.withDomainLock(name, async () => {
           const run = this.ctx.paths.run(name);
-          const written = (await stat(run.status).catch(() => null))?.mtimeMs ?? 0;
-          if (written > t.atMs) return;
+          // Written by another change since the note (this process's full path, or another
+          // process): that one is newer, its target stays.
+          if ((await runRecordVersion(run)) !== t.version) return;
           const rec = await readRunRecord(run);
           if (!rec || rec.phase !== 'running') return;
           rec.live = { ...rec.live, memory: { ...rec.live.memory, currentKiB: t.kib } };
