@@ -14,7 +14,7 @@ import type { HypervisorDriver, DomainInfo, PolicyDocument } from '../driver/api
 import type { DriverWatch, HostMemory, WatchChange } from '../driver/watch.js';
 import { pluggedBytes, totalBytes, type GuestView } from '../driver/view.js';
 import { openDriver } from '../driver/connect.js';
-import { MONITOR_ANSWER_MS } from '../driver/bounds.js';
+import { LIBVIRT_HOST_ANSWER_MS, MONITOR_ANSWER_MS } from '../driver/bounds.js';
 import { guestDocument, libvirtHostDocument, summaryDocument, type LibvirtHostDocument } from './documents.js';
 import { HistoryRing, type HistorySample } from './history.js';
 import { OperationRegistry, operationDocument, type Operation } from './operations.js';
@@ -126,8 +126,8 @@ export class Daemon {
     for (const spec of specs) {
       const key = spec.uri;
       const driver = opts.drivers?.get(key)
-        ?? openDriver(key === LOCAL ? { stateDir: opts.stateDir } : { uri: key, libvirt: { connectTimeoutMs: 5_000, callTimeoutMs: 5_000, keepaliveIntervalMs: 2_000, keepaliveCount: 3 } });
-      const watch = driver.watch({ boundMs: key === LOCAL ? this.opts.guestBoundMs : 5_000 });
+        ?? openDriver(key === LOCAL ? { stateDir: opts.stateDir } : { uri: key, libvirt: { connectTimeoutMs: LIBVIRT_HOST_ANSWER_MS, callTimeoutMs: LIBVIRT_HOST_ANSWER_MS, keepaliveIntervalMs: 2_000, keepaliveCount: 3 } });
+      const watch = driver.watch({ boundMs: key === LOCAL ? this.opts.guestBoundMs : LIBVIRT_HOST_ANSWER_MS });
       const budgetBytes = spec.budgetBytes ?? null;
       const host: Host = { key, uri: key === LOCAL ? driver.uri : key, driver, watch, policy: null, budgetBytes };
       host.policy = p.mode === 'off' ? null : this.#policyLoop(host, p.mode, p.engine ?? 'virtmem');

@@ -28,6 +28,9 @@ export const LOCK_WAIT_MS = 30_000;
  */
 export const REQUEST_MS = 10_000;
 
+/** A libvirt host's answer to the daemon: connecting, each call, each question of its watch. */
+export const LIBVIRT_HOST_ANSWER_MS = 5_000;
+
 /** A kept-alive connection to virtmemd with no request in it is closed after this. */
 export const IDLE_CONNECTION_MS = 5_000;
 

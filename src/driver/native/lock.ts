@@ -34,8 +34,12 @@ export interface HeldLock {
   release(): Promise<void>;
 }
 
-/** A waiter looks again at least this often when no change of the directory woke it. */
-const POLL_MS = 50;
+/** A waiter looks again at least this often when no change of the directory woke it... */
+const POLL_MS = 250;
+/** ... and this often when there is no inotify to wake it. */
+const POLL_UNWATCHED_MS = 50;
+/** Whether the first waiter's or the holder's process died is looked at no more often than this. */
+const LIVENESS_MS = 250;
 /** A free lock the first waiter has not taken for this long is open to the next ones. */
 const HEAD_GRACE_MS = 2_000;
 
@@ -90,15 +94,16 @@ async function queue(dir: string, base: string): Promise<string[]> {
   return (await readdir(dir).catch(() => [] as string[])).filter((n) => n.startsWith(prefix)).sort();
 }
 
-/** Wakes a waiter when the lock's directory changes, or after a poll interval; never throws. */
+/** Wakes a waiter when a file of its lock changes, or after a poll interval; never throws. */
 class Waker {
   #watcher: FSWatcher | null = null;
   #changed = false;
   #wake: (() => void) | null = null;
 
-  constructor(dir: string) {
+  /** Watches `dir` for the lock file `base` and its tickets. */
+  constructor(dir: string, base: string) {
     try {
-      this.#watcher = watch(dir, { persistent: false }, () => this.#poke());
+      this.#watcher = watch(dir, { persistent: false }, (_event, file) => { if (!file || file.startsWith(base)) this.#poke(); });
       this.#watcher.on('error', () => { this.#watcher?.close(); this.#watcher = null; });
     } catch {
       this.#watcher = null; // no inotify instance left: polling alone still works
@@ -120,6 +125,11 @@ class Waker {
       this.#wake = done;
     });
     this.#changed = false;
+  }
+
+  /** How long to sleep when nothing wakes the waiter. */
+  get pollMs(): number {
+    return this.#watcher ? POLL_MS : POLL_UNWATCHED_MS;
   }
 
   close(): void {
@@ -158,8 +168,9 @@ export async function acquireLock(path: string, opts: LockOptions = {}): Promise
 
   const mine = `${base}@${arrival.toString().padStart(20, '0')}-${process.pid}-${++ticketCount}`;
   const ticket = join(dir, mine);
-  const waker = new Waker(dir);
+  const waker = new Waker(dir, base);
   let freeSince: number | null = null;
+  let livenessAt = 0;
   try {
     await createStamped(ticket);
     for (;;) {
@@ -167,13 +178,16 @@ export async function acquireLock(path: string, opts: LockOptions = {}): Promise
       // Removed by someone who took our process for dead (it is not): back in line, same place.
       if (!line.includes(mine)) { await createStamped(ticket); continue; }
       const first = line[0]!;
-      if (first !== mine && (await holderGone(join(dir, first)))) { await unlink(join(dir, first)).catch(() => {}); continue; }
+      // A process dies rarely: whether it did is read from /proc now and then, not at every wake.
+      const lookAtLiveness = Date.now() - livenessAt >= LIVENESS_MS;
+      if (lookAtLiveness) livenessAt = Date.now();
+      if (lookAtLiveness && first !== mine && (await holderGone(join(dir, first)))) { await unlink(join(dir, first)).catch(() => {}); continue; }
       const free = await access(path).then(() => false, () => true);
       if (!free) {
         freeSince = null;
         // Only the first in line takes over a dead holder's lock: two at once could remove the
         // lock the other has just taken.
-        if (first === mine && (await holderGone(path))) { await unlink(path).catch(() => {}); continue; }
+        if (lookAtLiveness && first === mine && (await holderGone(path))) { await unlink(path).catch(() => {}); continue; }
       } else {
         freeSince ??= Date.now();
         if (first === mine || Date.now() - freeSince > HEAD_GRACE_MS) {
@@ -191,7 +205,7 @@ export async function acquireLock(path: string, opts: LockOptions = {}): Promise
             (ahead > 0 ? `; ${ahead} more call${ahead === 1 ? ' was' : 's were'} waiting ahead of this one` : ''),
         );
       }
-      await waker.next(Math.min(POLL_MS, left), signal);
+      await waker.next(Math.min(waker.pollMs, left), signal);
     }
   } finally {
     waker.close();

@@ -25,7 +25,7 @@ import { BALLOON_QOM_PATH } from './qemu-argv.js';
 import { backendObject } from './qemu-memory.js';
 import { currentHostMemory } from './memory-start.js';
 import { runRecordVersion, writeRunRecord, type RunningRecord } from './run-status.js';
-import { monitorError, onHeldMonitor } from './monitor.js';
+import { monitorError } from './monitor.js';
 import { totalBytes } from '../view.js';
 import { readRssKiB } from './host-process.js';
 import type { NativeContext } from './context.js';
@@ -178,7 +178,8 @@ async function fastBalloonChange(ctx: NativeContext, ref: string, kib: number, o
   }
   const lock = await ctx.lockDomain(name, opts.signal);
   try {
-    await onHeldMonitor(name, c, (m) => setBalloon(m, (kib - dimmKiB) * 1024));
+    // Through the context, so a time-out says what the host shows of QEMU (stopped, gone).
+    await ctx.monitor(name, (m) => setBalloon(m, (kib - dimmKiB) * 1024), opts.signal);
     // No disk write on this path: the watch keeps the new target and writes the run record later.
     ctx.held.noteTarget(name, kib, await runRecordVersion(ctx.paths.run(name)));
     opts.onProgress?.({ actualKiB: startKiB, targetKiB: kib, startKiB, elapsedMs: 0 });
