@@ -134,6 +134,7 @@ export class ApiServer {
     const answerWithin = (ms: number): void => {
       clearTimeout(backstop);
       backstop = setTimeout(() => {
+        if (res.headersSent) return; // an answer is on its way (or a stream is open)
         this.#json(res, 504, new HttpError(504, 'TIMEOUT', `Timed out during operation: virtmemd could not answer within ${seconds(ms)}`).body());
       }, ms + BACKSTOP_GRACE_MS);
       backstop.unref();
@@ -174,6 +175,9 @@ export class ApiServer {
       }
       if (pathname === API_PREFIX + '/events') {
         if (method !== 'GET') throw Object.assign(new HttpError(405, 'METHOD_NOT_ALLOWED', `method ${method} is not allowed on ${pathname} (allowed: GET)`), { allow: 'GET' });
+        // An event stream stays open by design: no request bound, no backstop.
+        clearTimeout(backstop);
+        bound.clear();
         this.#openEvents(req, res);
         return;
       }

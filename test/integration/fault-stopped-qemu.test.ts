@@ -132,6 +132,8 @@ test('a stopped QEMU: the CLI without the daemon answers within the monitor boun
 test('a job lock another process holds: the API ends the wait at its bound, the CLI at the lock bound; a stopped daemon and slow or idle HTTP connections are bounded too', { skip, timeout: 180_000 }, async () => {
   const lockWords = new RegExp(`cannot acquire state change lock \\(held by pid ${process.pid}\\)`);
   const held = await acquireLock(join(sb.stateDir, 'locks', `${DOM}.lock`));
+  // An event stream is open the whole time: it has no request bound.
+  const stream = eventStream(daemon().socketPath);
   try {
     const cliWait = timed(cli(withoutDaemon, 'setmaxmem', DOM, '512M', '--config'));
     const [apiMax, apiSetmem, cliSetmem, idle, slow] = await Promise.all([
@@ -159,12 +161,27 @@ test('a job lock another process holds: the API ends the wait at its bound, the 
       daemon().proc.kill('SIGCONT');
     }
     check('CLI setmaxmem without the daemon, lock held', await cliWait, [lockWords, new RegExp(`within ${LOCK_WAIT_MS / 1000} s`)], LOCK_WAIT_MS);
+    assert.equal(stream.closed(), false, `the event stream was closed: ${stream.text().slice(0, 300)}`);
+    assert.match(stream.text(), /^HTTP\/1.1 200[\s\S]*: connected[\s\S]*: ping/, 'the event stream is served and kept alive past the request bound');
   } finally {
+    stream.stop();
     await held.release();
   }
   // Nothing was changed while the lock was held.
   assert.match(await sb.ok('dominfo', DOM), /^Max memory:\s+262144 KiB$/m);
 });
+
+/** GET /api/v1/events on a plain connection: what came, and whether the daemon closed it. */
+function eventStream(socketPath: string): { text(): string; closed(): boolean; stop(): void } {
+  let got = '';
+  let closed = false;
+  const s = net.createConnection(socketPath);
+  s.setEncoding('utf8').on('data', (c: string) => { got += c; });
+  s.once('close', () => { closed = true; });
+  s.once('error', () => {});
+  s.write('GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n');
+  return { text: () => got, closed: () => closed, stop: () => s.destroy() };
+}
 
 /** Opens a connection to the daemon and sends nothing; resolves with what it got when closed. */
 function idleConnection(socketPath: string): Promise<string> {
