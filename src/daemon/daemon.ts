@@ -465,7 +465,7 @@ export class Daemon {
    * `waitMs` with the running operation to follow.
    * @throws VirtError as HypervisorDriver.setMemory for what is refused before anything changes.
    */
-  async setMemory(name: string, targetBytes: number, opts: { force: boolean; waitMs: number }, hostKey: string = LOCAL): Promise<SetMemoryAnswer> {
+  async setMemory(name: string, targetBytes: number, opts: { force: boolean; waitMs: number; config?: boolean; timeoutMs?: number }, hostKey: string = LOCAL): Promise<SetMemoryAnswer> {
     validateDomainName(name);
     if (targetBytes % 1024 !== 0) throw invalidArg(`targetBytes ${targetBytes} is not a multiple of 1024`);
     const h = this.host(hostKey);
@@ -486,7 +486,8 @@ export class Daemon {
     let settled!: () => void;
     const settledP = new Promise<void>((r) => { settled = r; });
     const run = h.driver.setMemory(name, targetBytes / 1024, {
-      live: true, wait: true, force: opts.force, signal: abort.signal, stallMs: 30_000,
+      live: true, config: opts.config ?? false, wait: true, force: opts.force, signal: abort.signal,
+      ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
       onProgress: (p) => {
         if (!op) {
           atTarget = p.actualKiB === p.targetKiB;
@@ -505,7 +506,7 @@ export class Daemon {
       settled();
       // A change superseded by a newer one leaves the view to that one (no questions in its way).
       if (!abort.signal.aborted) await h.watch.refresh(name).catch(() => {});
-      if (op) this.ops.fail(op, err instanceof Error ? err.message : String(err));
+      if (op) this.ops.fail(op, err instanceof Error ? err.message : String(err), Date.now() / 1000, (err as { code?: unknown }).code === undefined ? 'OPERATION_FAILED' : String((err as { code: unknown }).code));
       else refusal = err;
     }).finally(() => {
       accepted();
