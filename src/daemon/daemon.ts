@@ -9,6 +9,7 @@
  * the URI for a libvirt host.
  */
 import { VirtError, invalidArg } from '../domain/errors.js';
+import { Listeners } from '../util/listeners.js';
 import { validateDomainName } from '../domain/name.js';
 import type { HypervisorDriver, DomainInfo, PolicyDocument } from '../driver/api.js';
 import type { DriverWatch, HostMemory, WatchChange } from '../driver/watch.js';
@@ -97,7 +98,7 @@ export class Daemon {
   readonly startedAtS = Date.now() / 1000;
   readonly hosts: Host[] = [];
   #history = new Map<string, HistoryRing>();
-  #listeners = new Set<DaemonListener>();
+  #listeners = new Listeners<DaemonEvent>();
   #timer: NodeJS.Timeout | null = null;
   /** The round in progress, if any: stop() waits for it, so nothing is attached after stop. */
   #tickRun: Promise<void> | null = null;
@@ -246,14 +247,11 @@ export class Daemon {
   }
 
   onEvent(l: DaemonListener): () => void {
-    this.#listeners.add(l);
-    return () => { this.#listeners.delete(l); };
+    return this.#listeners.add(l);
   }
 
   #emit(ev: DaemonEvent): void {
-    for (const l of this.#listeners) {
-      try { l(ev); } catch { /* a listener's failure is its own */ }
-    }
+    this.#listeners.emit(ev);
   }
 
   #onWatch(h: Host, c: WatchChange): void {

@@ -18,6 +18,7 @@ import { sampleHostMemory, type HostMemory } from '../memory/host-memory.js';
 import { applyBalloon, setMonitor, setState, type GuestStatsView, type GuestView } from '../view.js';
 import type { DomainState } from '../api.js';
 import type { DriverWatch, HostWatchState, WatchChange, WatchOptions } from '../watch.js';
+import { Listeners } from '../../util/listeners.js';
 
 const STATE_TEXT: DomainState[] = ['no state', 'running', 'idle', 'paused', 'in shutdown', 'shutoff', 'crashed', 'pmsuspended'];
 /** VIR_DOMAIN_EVENT_STOPPED. */
@@ -99,7 +100,7 @@ export class LibvirtWatch implements DriverWatch {
   #views = new Map<string, GuestView>();
   /** Guests whose XML must be read again (new, lifecycle event, device or maximum changed). */
   #dirty = new Set<string>();
-  #listeners = new Set<(c: WatchChange) => void>();
+  #listeners = new Listeners<WatchChange>();
   #host: HostMemory = EMPTY_HOST;
   #timer: NodeJS.Timeout | null = null;
   #stopped = false;
@@ -153,14 +154,11 @@ export class LibvirtWatch implements DriverWatch {
   }
 
   onChange(listener: (c: WatchChange) => void): () => void {
-    this.#listeners.add(listener);
-    return () => { this.#listeners.delete(listener); };
+    return this.#listeners.add(listener);
   }
 
   #emit(c: WatchChange): void {
-    for (const l of this.#listeners) {
-      try { l(c); } catch { /* a listener's failure is its own */ }
-    }
+    this.#listeners.emit(c);
   }
 
   /** One poll (or the one under way); schedules the next. Never throws. */

@@ -14,6 +14,7 @@ import type { QmpClient } from '../../qmp/index.js';
 import type { NativeContext } from './context.js';
 import { GuestWatcher, type WatchChange as GuestChange } from './guest-watcher.js';
 import { observe, readRunRecord, writeRunRecord } from './run-status.js';
+import { Listeners } from '../../util/listeners.js';
 
 /** How long after a fast-path change its run record is written (coalescing a burst of changes). */
 const TARGET_WRITE_DELAY_MS = 250;
@@ -24,7 +25,7 @@ export class NativeWatch implements DriverWatch {
   readonly state: HostWatchState = 'up';
   readonly reason = null;
   #watchers = new Map<string, GuestWatcher>();
-  #listeners = new Set<(c: WatchChange) => void>();
+  #listeners = new Listeners<WatchChange>();
   #host: HostMemory = EMPTY_HOST;
   #stopped = false;
   #lastUpdateS: number | null = null;
@@ -93,14 +94,11 @@ export class NativeWatch implements DriverWatch {
   }
 
   onChange(listener: (c: WatchChange) => void): () => void {
-    this.#listeners.add(listener);
-    return () => { this.#listeners.delete(listener); };
+    return this.#listeners.add(listener);
   }
 
   #emit(c: WatchChange): void {
-    for (const l of this.#listeners) {
-      try { l(c); } catch { /* a listener's failure is its own */ }
-    }
+    this.#listeners.emit(c);
   }
 
   /** Targets sent on the fast path, not yet in the run record: when noted, and the value. */
