@@ -2,7 +2,7 @@
  * The libvirt driver's watch (api.ts `DriverWatch`): every running guest of a libvirt host as
  * a live view, the same view the native watch keeps. libvirt's events (lifecycle, balloon
  * change, memory-device size change) arrive on the driver's connection and move the views at
- * once; every `pollMs` one bulk call (virConnectGetAllDomainStats: state and balloon with the
+ * once; every `pollMs` (1 s, as the native watch's tick) one bulk call (virConnectGetAllDomainStats: state and balloon with the
  * guest's statistics) reads them all, and a guest's domain XML is read when it appears or its
  * devices or maximum change. Every call is bounded; a host that does not answer is 'down' with
  * the reason, its guests' views 'down' too, and it is reconnected with backoff. The watch runs
@@ -112,7 +112,7 @@ export class LibvirtWatch implements DriverWatch {
   readonly #o: Required<WatchOptions>;
 
   constructor(private readonly driver: LibvirtDriver, opts: WatchOptions = {}) {
-    this.#o = { boundMs: opts.boundMs ?? 5_000, pollMs: opts.pollMs ?? 2_000, maxBackoffMs: opts.maxBackoffMs ?? 30_000 };
+    this.#o = { boundMs: opts.boundMs ?? 5_000, pollMs: opts.pollMs ?? 1_000, maxBackoffMs: opts.maxBackoffMs ?? 30_000 };
   }
 
   get state(): HostWatchState { return this.#state; }
