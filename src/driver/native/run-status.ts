@@ -33,6 +33,8 @@ export interface RunningRecord {
   paused?: boolean;
   /** Set when an ACPI shutdown was requested, for the reason reported afterwards. */
   shutdownRequested?: boolean;
+  /** The host nodes numatune placement='auto' got at start (devices hot-added later get them too). */
+  autoNodes?: number[];
 }
 
 export interface StoppedRecord {
