@@ -221,6 +221,9 @@ function parseMemory(
   const devicesKiB = deviceMemoryKiB({ memoryDevices: devices });
   const cellKiB = numa?.cells.reduce((sum, c) => sum + c.memoryKiB, 0);
   const memoryEl = singleChild(root, 'memory', '');
+  const dumpCore = memoryEl?.attrs['dumpCore'];
+  // Whether guest RAM goes into QEMU's core dumps: a memory fact the model does not hold.
+  if (dumpCore !== undefined) throw unsupported(`<memory dumpCore='${printable(dumpCore)}'>: not supported by virtmem`);
   let totalKiB = memoryEl === undefined ? undefined : memoryKiB(memoryEl, 'memory');
   // Cells of zero size carry no information; libvirt then keeps <memory> too.
   if (cellKiB !== undefined && cellKiB > 0 && totalKiB !== cellKiB + devicesKiB) {
