@@ -29,7 +29,7 @@ import { tmpdir, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
-import { summarize, type Summary } from './stats.js';
+import { summarize, timed, type Summary } from './stats.js';
 import { startBenchDaemon } from './daemon.js';
 import { daemonRequest, type DaemonTarget } from '../src/driver/remote/http-client.js';
 import { NativeDriver } from '../src/driver/native/driver.js';
@@ -103,16 +103,6 @@ async function ok(t: DaemonTarget, method: string, path: string, body?: unknown)
   return r.body;
 }
 
-async function timedCalls(calls: number, fn: (i: number) => Promise<unknown>): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < calls; i++) {
-    const t0 = performance.now();
-    await fn(i);
-    out.push(performance.now() - t0);
-  }
-  return out;
-}
-
 async function until(what: string, fn: () => Promise<boolean>, timeoutMs = 240_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await fn())) {
@@ -164,11 +154,11 @@ export async function runApiBench(argv: string[]): Promise<void> {
       const nPath = `/api/v1/domains/${N}`;
       const lPath = `/api/v1/hosts/${H}/domains/${L}`;
       await ok(t, 'GET', `${nPath}/info`);
-      add('native-info', await timedCalls(calls, () => ok(t, 'GET', `${nPath}/info`)));
-      add('native-setmem', await timedCalls(calls, (i) => ok(t, 'PUT', `${nPath}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
+      add('native-info', await timed(calls, () => ok(t, 'GET', `${nPath}/info`)));
+      add('native-setmem', await timed(calls, (i) => ok(t, 'PUT', `${nPath}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
       await ok(t, 'GET', `${lPath}/info`);
-      add('libvirt-info', await timedCalls(calls, () => ok(t, 'GET', `${lPath}/info`)));
-      add('libvirt-setmem', await timedCalls(calls, (i) => ok(t, 'PUT', `${lPath}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
+      add('libvirt-info', await timed(calls, () => ok(t, 'GET', `${lPath}/info`)));
+      add('libvirt-setmem', await timed(calls, (i) => ok(t, 'PUT', `${lPath}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
       const py = python(PY_CALLS, URI, L, String(calls), String(sizes[0]), String(sizes[1])) as { info: number[]; setmem: number[] };
       add('python-info', py.info);
       add('python-setmem', py.setmem);

@@ -2,7 +2,6 @@
  * The virtmem commands: virsh's names, arguments, units and output, plus `--json`. Handlers
  * only parse, call the driver API and format; every decision lives in the driver.
  */
-import { readFile } from 'node:fs/promises';
 import type { AffectFlags, HypervisorDriver } from '../driver/api.js';
 import { parseScaledKiB } from '../domain/size.js';
 import { InputTooLargeError, readInputBounded } from '../util/bounded-read.js';

@@ -9,6 +9,7 @@
  * the URI for a libvirt host.
  */
 import { VirtError, invalidArg } from '../domain/errors.js';
+import { Listeners } from '../util/listeners.js';
 import { validateDomainName } from '../domain/name.js';
 import type { HypervisorDriver, DomainInfo, PolicyDocument } from '../driver/api.js';
 import type { DriverWatch, HostMemory, WatchChange } from '../driver/watch.js';
@@ -98,7 +99,7 @@ export class Daemon {
   readonly startedAtS = Date.now() / 1000;
   readonly hosts: Host[] = [];
   #history = new Map<string, HistoryRing>();
-  #listeners = new Set<DaemonListener>();
+  #listeners = new Listeners<DaemonEvent>();
   #timer: NodeJS.Timeout | null = null;
   /** The round in progress, if any: stop() waits for it, so nothing is attached after stop. */
   #tickRun: Promise<void> | null = null;
@@ -247,14 +248,11 @@ export class Daemon {
   }
 
   onEvent(l: DaemonListener): () => void {
-    this.#listeners.add(l);
-    return () => { this.#listeners.delete(l); };
+    return this.#listeners.add(l);
   }
 
   #emit(ev: DaemonEvent): void {
-    for (const l of this.#listeners) {
-      try { l(ev); } catch { /* a listener's failure is its own */ }
-    }
+    this.#listeners.emit(ev);
   }
 
   #onWatch(h: Host, c: WatchChange): void {
@@ -468,7 +466,7 @@ export class Daemon {
    * @throws VirtError as HypervisorDriver.setMemory for what is refused before anything changes;
    *   TIMEOUT when `signal`'s bound ends the wait for the lock or the monitor
    */
-  async setMemory(name: string, targetBytes: number, opts: { force: boolean; waitMs: number; signal?: AbortSignal }, hostKey: string = LOCAL): Promise<SetMemoryAnswer> {
+  async setMemory(name: string, targetBytes: number, opts: { force: boolean; waitMs: number; config?: boolean; timeoutMs?: number; signal?: AbortSignal }, hostKey: string = LOCAL): Promise<SetMemoryAnswer> {
     validateDomainName(name);
     if (targetBytes % 1024 !== 0) throw invalidArg(`targetBytes ${targetBytes} is not a multiple of 1024`);
     const h = this.host(hostKey);
@@ -493,7 +491,8 @@ export class Daemon {
     let settled!: () => void;
     const settledP = new Promise<void>((r) => { settled = r; });
     const run = h.driver.setMemory(name, targetBytes / 1024, {
-      live: true, wait: true, force: opts.force, signal: abort.signal, stallMs: 30_000,
+      live: true, config: opts.config ?? false, wait: true, force: opts.force, signal: abort.signal,
+      ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
       onProgress: (p) => {
         if (!op) {
           atTarget = p.actualKiB === p.targetKiB;
@@ -515,7 +514,7 @@ export class Daemon {
       if (!op) { refusal = err; return; }
       // A change superseded by a newer one leaves the view to that one (no questions in its way).
       if (!abort.signal.aborted) await h.watch.refresh(name).catch(() => {});
-      this.ops.fail(op, err instanceof Error ? err.message : String(err));
+      this.ops.fail(op, err instanceof Error ? err.message : String(err), Date.now() / 1000, (err as { code?: unknown }).code === undefined ? 'OPERATION_FAILED' : String((err as { code: unknown }).code));
     }).finally(() => {
       accepted();
     });

@@ -18,6 +18,8 @@ export interface Operation {
   targetBytes: number;
   actualBytes: number | null;
   message: string | null;
+  /** The stable code of why it failed (a VirtError code: NOT_REACHED, ABORTED, ...), when it failed. */
+  code: string | null;
   stuck: boolean;
   createdAtS: number;
   updatedAtS: number;
@@ -50,12 +52,12 @@ export class OperationRegistry {
     const id = `op-${this.#next++}`;
     for (const other of this.#ops.values()) {
       if (other.domain === domain && other.host === host && other.state === 'running') {
-        this.fail(other, `superseded by ${id} (new target ${targetBytes} bytes)`, nowS);
+        this.fail(other, `superseded by ${id} (new target ${targetBytes} bytes)`, nowS, 'ABORTED');
         other.abort.abort();
       }
     }
     const op: Operation = {
-      id, kind: 'set-memory', domain, host, state: 'running', startBytes, targetBytes, actualBytes: startBytes, message: null,
+      id, kind: 'set-memory', domain, host, state: 'running', startBytes, targetBytes, actualBytes: startBytes, message: null, code: null,
       stuck: false, createdAtS: nowS, updatedAtS: nowS, movedAtS: nowS, abort,
     };
     this.#ops.set(id, op);
@@ -96,9 +98,9 @@ export class OperationRegistry {
     this.#emit(op);
   }
 
-  fail(op: Operation, message: string, nowS = Date.now() / 1000): void {
+  fail(op: Operation, message: string, nowS = Date.now() / 1000, code = 'OPERATION_FAILED'): void {
     if (op.state !== 'running') return;
-    op.state = 'failed'; op.message = message; op.stuck = false; op.updatedAtS = nowS;
+    op.state = 'failed'; op.message = message; op.code = code; op.stuck = false; op.updatedAtS = nowS;
     this.#emit(op);
   }
 
@@ -123,7 +125,7 @@ export function operationDocument(op: Operation, nowS = Date.now() / 1000): Reco
     : Math.min(1, Math.max(0, (op.actualBytes - op.startBytes) / span));
   return {
     id: op.id, kind: op.kind, domain: op.domain, ...(op.host === 'local' ? {} : { host: op.host }), state: op.state, startBytes: op.startBytes, targetBytes: op.targetBytes,
-    actualBytes: op.actualBytes, fractionDone: Math.round(fraction * 1000) / 1000, message: op.message, stuck: op.stuck,
+    actualBytes: op.actualBytes, fractionDone: Math.round(fraction * 1000) / 1000, message: op.message, ...(op.code !== null ? { code: op.code } : {}), stuck: op.stuck,
     createdAtS: op.createdAtS, updatedAtS: op.updatedAtS, elapsedMs: Math.round(((op.state === 'running' ? nowS : op.updatedAtS) - op.createdAtS) * 1000),
   };
 }

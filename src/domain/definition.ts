@@ -169,10 +169,14 @@ export interface GuestNumaDef {
 /** libvirt's <numatune> memory modes; QEMU policies bind, preferred, interleave (restrictive: cgroup only). */
 export type NumaMode = 'strict' | 'preferred' | 'interleave' | 'restrictive';
 
-/** Where guest memory may live on the host (libvirt <numatune>, static placement). */
+/**
+ * Where guest memory may live on the host (libvirt <numatune>): host nodes given (static
+ * placement), or chosen by virtmem when the guest starts (placement='auto', where libvirt asks
+ * numad: the fewest nodes with free memory for the whole guest).
+ */
 export interface NumatuneDef {
-  /** <memory mode nodeset>: every guest RAM region not named by a memnode. */
-  memory?: { mode: NumaMode; hostNodes: number[] };
+  /** <memory mode nodeset|placement='auto'>: every guest RAM region not named by a memnode. */
+  memory?: { mode: NumaMode; hostNodes: number[] } | { mode: NumaMode; placement: 'auto' };
   /** <memnode cellid mode nodeset>: one guest NUMA cell's RAM. */
   memnodes?: Array<{ cell: number; mode: NumaMode; hostNodes: number[] }>;
 }

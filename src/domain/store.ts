@@ -39,8 +39,22 @@ export class DefinitionStore {
    * validate per lookup.
    */
   readonly #cache = new Map<string, { key: string; def: DomainDef }>();
+  /** Names and uuids as of the directory version `key` (every write renames into it). */
+  #summaries: { key: string; rows: Array<{ name: string; uuid: string }> } | null = null;
 
   constructor(private readonly paths: StoreLayout) {}
+
+  static readonly #shared = new Map<string, DefinitionStore>();
+
+  /**
+   * The store of a state directory, one per process: a long-lived process (the warm CLI, the
+   * daemon) keeps its cache from one command to the next instead of reading every file again.
+   */
+  static for(paths: StoreLayout): DefinitionStore {
+    let s = DefinitionStore.#shared.get(paths.domainsDir);
+    if (!s) { s = new DefinitionStore(paths); DefinitionStore.#shared.set(paths.domainsDir, s); }
+    return s;
+  }
 
   /** Names of all defined domains, sorted. */
   async names(): Promise<string[]> {
@@ -113,6 +127,21 @@ export class DefinitionStore {
     defs.sort((a, b) => a.name.localeCompare(b.name));
     unreadable.sort((a, b) => a.name.localeCompare(b.name));
     return { defs, unreadable };
+  }
+
+  /**
+   * Name and uuid of every definition that reads, for a listing. Every write of the store is a
+   * rename into its directory, which changes the directory's mtime: while it has not changed,
+   * the last answer stands, without a look at each file.
+   */
+  async summaries(): Promise<Array<{ name: string; uuid: string }>> {
+    const st = await lstat(this.paths.domainsDir, { bigint: true }).catch(() => null);
+    if (!st) return [];
+    const key = `${st.ino}:${st.mtimeNs}`;
+    if (this.#summaries?.key === key) return this.#summaries.rows;
+    const rows = (await this.scan()).defs.map((d) => ({ name: d.name, uuid: d.uuid }));
+    this.#summaries = { key, rows };
+    return rows;
   }
 
   /** All definitions that read (see `scan` for the ones that do not). */

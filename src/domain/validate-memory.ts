@@ -140,7 +140,7 @@ function distances(v: unknown, path: string, self: number, cellCount: number): N
 }
 
 /**
- * <numatune> with static placement. `cellCount` is the number of explicit guest NUMA cells
+ * <numatune>, static or automatic placement. `cellCount` is the number of explicit guest NUMA cells
  * (0 without <cpu><numa>), which memnodes need.
  * @returns undefined when it names nothing
  */
@@ -148,12 +148,21 @@ export function validateNumatune(v: unknown, cellCount: number): NumatuneDef | u
   const o = record(v, 'numatune', [[], ['memory', 'memnodes']]);
   const out: NumatuneDef = {};
   if (o['memory'] !== undefined) {
-    const m = record(o['memory'], 'numatune.memory', [['mode', 'hostNodes'], []]);
-    out.memory = { mode: mode(m['mode'], 'numatune.memory.mode'), hostNodes: idList(m['hostNodes'], 'numatune.memory.hostNodes') };
+    const m = record(o['memory'], 'numatune.memory', [['mode'], ['hostNodes', 'placement']]);
+    const memMode = mode(m['mode'], 'numatune.memory.mode');
+    if (m['placement'] !== undefined) {
+      if (m['placement'] !== 'auto') fail('numatune.memory.placement', `expected 'auto' (static placement gives hostNodes), got ${JSON.stringify(m['placement'])}`);
+      if (m['hostNodes'] !== undefined) fail('numatune.memory.hostNodes', "placement 'auto' chooses the host nodes at start: give no hostNodes");
+      out.memory = { mode: memMode, placement: 'auto' };
+    } else {
+      if (m['hostNodes'] === undefined) fail('numatune.memory.hostNodes', "missing (or placement: 'auto')");
+      out.memory = { mode: memMode, hostNodes: idList(m['hostNodes'], 'numatune.memory.hostNodes') };
+    }
   }
   if (o['memnodes'] !== undefined) {
     const list = array(o['memnodes'], 'numatune.memnodes', MAX_NUMA_CELLS);
     if (list.length > 0 && cellCount === 0) fail('numatune.memnodes', 'Element \'memnode\' is invalid without any guest NUMA cells');
+    if (list.length > 0 && out.memory !== undefined && 'placement' in out.memory) fail('numatune.memnodes', 'Per-node binding is not compatible with automatic NUMA placement.');
     const seen = new Set<number>();
     out.memnodes = list.map((n, i) => {
       const path = `numatune.memnodes[${i}]`;

@@ -118,26 +118,28 @@ function numaMode(value: string | undefined, where: string): NumaMode {
 }
 
 /**
- * <numatune> with static placement. Automatic placement is refused by name: libvirt asks numad
- * for the host nodes at start, and virtmem does not use numad.
+ * <numatune>, with libvirt's defaults: placement is static when a nodeset is given, else the
+ * <vcpu placement> (`vcpuAuto`); a nodeset given with placement='auto' is dropped, as libvirt
+ * drops it (virtmem chooses the host nodes at start, where libvirt asks numad).
  * @returns undefined when it names nothing
  */
-export function parseNumatune(el: Element): NumatuneDef | undefined {
+export function parseNumatune(el: Element, vcpuAuto = false): NumatuneDef | undefined {
   const out: NumatuneDef = {};
   for (const c of el.children) {
     if (c.name !== 'memory' && c.name !== 'memnode') throw unsupported(`<numatune/${c.name}>: not a NUMA memory setting virtmem knows`);
   }
   const memory = singleChild(el, 'memory', 'numatune');
   if (memory !== undefined) {
-    if (memory.attrs['placement'] === 'auto') {
-      throw unsupported("<numatune/memory placement='auto'>: automatic placement asks numad for host nodes, and virtmem does not use numad; give nodeset='...' (static placement)");
-    }
     const where = '<numatune/memory>';
-    const placement = memory.attrs['placement'];
-    if (placement !== undefined && placement !== 'static') throw xmlError(`${where}: placement '${printable(placement)}' is not static or auto`);
     const nodeset = memory.attrs['nodeset'];
-    if (nodeset === undefined) throw xmlError(`${where}: nodeset for NUMA memory tuning must be set if 'placement' is 'static'`);
-    out.memory = { mode: numaMode(memory.attrs['mode'], where), hostNodes: idSet(nodeset, `${where} nodeset`) };
+    const placement = memory.attrs['placement'] ?? (nodeset === undefined && vcpuAuto ? 'auto' : 'static');
+    if (placement !== 'static' && placement !== 'auto') throw xmlError(`${where}: placement '${printable(placement)}' is not static or auto`);
+    if (placement === 'auto') {
+      out.memory = { mode: numaMode(memory.attrs['mode'], where), placement };
+    } else {
+      if (nodeset === undefined) throw xmlError(`${where}: nodeset for NUMA memory tuning must be set if 'placement' is 'static'`);
+      out.memory = { mode: numaMode(memory.attrs['mode'], where), hostNodes: idSet(nodeset, `${where} nodeset`) };
+    }
   }
   const memnodes = childrenNamed(el, 'memnode').map((n) => {
     const where = '<numatune/memnode>';
@@ -155,7 +157,11 @@ export function parseNumatune(el: Element): NumatuneDef | undefined {
 
 export function formatNumatune(t: NumatuneDef): Element {
   const children: Element[] = [];
-  if (t.memory !== undefined) children.push(element('memory', { mode: t.memory.mode, nodeset: formatIdSet(t.memory.hostNodes) }));
+  if (t.memory !== undefined) {
+    children.push('placement' in t.memory
+      ? element('memory', { mode: t.memory.mode, placement: 'auto' })
+      : element('memory', { mode: t.memory.mode, nodeset: formatIdSet(t.memory.hostNodes) }));
+  }
   for (const n of t.memnodes ?? []) children.push(element('memnode', { cellid: n.cell, mode: n.mode, nodeset: formatIdSet(n.hostNodes) }));
   return element('numatune', {}, children);
 }

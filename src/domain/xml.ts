@@ -6,7 +6,7 @@
  * groups:
  *   - harmless for memory semantics (graphics, interfaces, controllers, ...): dropped with one
  *     warning per element name, e.g. "ignored: <devices/interface>";
- *   - changes how guest memory behaves and cannot be honoured (automatic NUMA placement, HMAT,
+ *   - changes how guest memory behaves and cannot be honoured (HMAT,
  *     SGX, encrypted memory, ...): refused with CONFIG_UNSUPPORTED naming the element;
  *   - contradictory or malformed: XML_ERROR naming the element.
  *
@@ -87,7 +87,7 @@ const REFUSED = new Map(Object.entries({
  * @throws VirtError XML_ERROR for oversized, DOCTYPE-bearing or malformed documents, a root other
  *   than <domain>, and contradictory or invalid content (the message names the element).
  * @throws VirtError CONFIG_UNSUPPORTED naming the element when the XML asks for something
- *   virtmem cannot honour (automatic NUMA placement, HMAT, network disks, non-x86 guests, ...).
+ *   virtmem cannot honour (HMAT, network disks, non-x86 guests, ...).
  */
 export function parseDomainXml(text: string): ParsedDomainXml {
   const root = parseXmlTree(text);
@@ -117,7 +117,11 @@ export function parseDomainXml(text: string): ParsedDomainXml {
   const backing = backingEl === undefined ? undefined : parseMemoryBacking(backingEl);
   if (backing !== undefined) def.memoryBacking = backing;
   const numatuneEl = singleChild(root, 'numatune', '');
-  const numatune = numatuneEl === undefined ? undefined : parseNumatune(numatuneEl);
+  // libvirt: <vcpu placement='auto'> places memory automatically too, with or without <numatune>.
+  const vcpuAuto = singleChild(root, 'vcpu', '')?.attrs['placement'] === 'auto';
+  const numatune = numatuneEl === undefined
+    ? (vcpuAuto ? { memory: { mode: 'strict' as const, placement: 'auto' as const } } : undefined)
+    : parseNumatune(numatuneEl, vcpuAuto);
   if (numatune !== undefined) def.numatune = numatune;
   if (numa !== undefined && !isImpliedNuma(numa, def)) def.numa = numa;
   const memtuneEl = singleChild(root, 'memtune', '');
@@ -217,6 +221,9 @@ function parseMemory(
   const devicesKiB = deviceMemoryKiB({ memoryDevices: devices });
   const cellKiB = numa?.cells.reduce((sum, c) => sum + c.memoryKiB, 0);
   const memoryEl = singleChild(root, 'memory', '');
+  const dumpCore = memoryEl?.attrs['dumpCore'];
+  // Whether guest RAM goes into QEMU's core dumps: a memory fact the model does not hold.
+  if (dumpCore !== undefined) throw unsupported(`<memory dumpCore='${printable(dumpCore)}'>: not supported by virtmem`);
   let totalKiB = memoryEl === undefined ? undefined : memoryKiB(memoryEl, 'memory');
   // Cells of zero size carry no information; libvirt then keeps <memory> too.
   if (cellKiB !== undefined && cellKiB > 0 && totalKiB !== cellKiB + devicesKiB) {

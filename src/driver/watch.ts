@@ -16,7 +16,7 @@ import type { HostMemory } from './memory/host-memory.js';
 export interface WatchOptions {
   /** Bound on every question to a guest or the host, and on connecting (default 3 s). */
   boundMs?: number;
-  /** How often a host without events for everything is polled (libvirt's bulk statistics; default 2 s). */
+  /** How often a host without events for everything is polled (libvirt's bulk statistics; default 1 s). */
   pollMs?: number;
   /** Longest wait between reconnection attempts to a host that went away (default 30 s). */
   maxBackoffMs?: number;

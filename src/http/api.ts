@@ -38,6 +38,8 @@ const SET_MEMORY: BodySpec = {
   targetBytes: { type: 'integer', min: 1, max: MAX_SAFE, required: true, unit: 'bytes' },
   force: { type: 'boolean' },
   waitMs: { type: 'integer', min: 0, max: 300_000, unit: 'ms' },
+  config: { type: 'boolean' },
+  timeoutMs: { type: 'integer', min: 1, max: 86_400_000, unit: 'ms' },
 };
 const SET_MAX: BodySpec = {
   maxBytes: { type: 'integer', min: 1, max: MAX_SAFE, required: true, unit: 'bytes' },
@@ -118,10 +120,12 @@ function guestRoutes(router: Router<Handler>): void {
         noQuery(r);
         const name = domainName(r);
         const host = hostKey(d, r);
-        const b = parseJsonBody<{ targetBytes: number; force?: boolean; waitMs?: number }>(r.body, SET_MEMORY);
+        const b = parseJsonBody<{ targetBytes: number; force?: boolean; waitMs?: number; config?: boolean; timeoutMs?: number }>(r.body, SET_MEMORY);
         // Sending the change has the request's bound; the wait the client asked for comes after it.
         if (b.waitMs) r.waitsLonger(b.waitMs);
-        const a = await naming('targetBytes', () => d.setMemory(name, b.targetBytes, { force: b.force ?? false, waitMs: b.waitMs ?? 0, signal: r.signal }, host));
+        const a = await naming('targetBytes', () => d.setMemory(name, b.targetBytes, {
+          force: b.force ?? false, waitMs: b.waitMs ?? 0, config: b.config ?? false, ...(b.timeoutMs !== undefined ? { timeoutMs: b.timeoutMs } : {}), signal: r.signal,
+        }, host));
         const running = a.operation.state === 'running';
         return {
           status: running ? 202 : 200,

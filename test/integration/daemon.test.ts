@@ -6,7 +6,6 @@
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sandbox } from '../helpers/cli.js';
@@ -94,6 +93,8 @@ describe('virtmemd with one running guest', () => {
       const ev = sse.events.find((e) => e.type === 'memory' && e.data.memory.totalBytes === 640 * MiB)!;
       assertConforms('GET', '/domains/{name}', 200, ev.data);
       await until('the target the CLI set, from the run record', async () => (await guest()).memory.targetBytes === 640 * MiB);
+      // The CLI's wait went through the daemon: an operation of its own on the stream.
+      assert.ok(sse.events.some((e) => e.type === 'operation' && e.data.domain === DOM && e.data.targetBytes === 640 * MiB && e.data.state === 'succeeded'), 'setmem --wait through the daemon');
     } finally {
       sse.stop();
     }

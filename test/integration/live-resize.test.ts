@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { sandbox, parseDominfo } from '../helpers/cli.js';
 import { GuestAgent, readGuestMeminfo } from '../../src/guest/agent.js';
 import { findDefaultGuest } from '../../src/guest/build.js';
+import { until } from '../helpers/poll.js';
 
 const sb = await sandbox();
 after(() => sb.cleanup());
@@ -155,5 +156,23 @@ describe('a guest that cannot follow', () => {
     assert.match(r.stderr, /memory target 1048576 KiB not reached: domain 'nomem' stopped at 524288 KiB; .*virtio-mem vmem0 has 0 KiB plugged of the 524288 KiB asked for/);
     assert.equal((await info('nomem')).get('Used memory'), '524288 KiB');
     await sb.ok('destroy', 'nomem');
+  });
+
+  test('memory plugged but never onlined by the guest: setmem --wait says so instead of "reached"', async () => {
+    const g = await findDefaultGuest();
+    assert.ok(g);
+    // The built-in guest onlines hot-plugged memory through memhp_default_state; without it the
+    // blocks stay offline: QEMU has plugged them, the guest does not have them.
+    const cmdline = g.cmdline.replace(/\s*memhp_default_state=\S+/, '');
+    assert.notEqual(cmdline, g.cmdline, 'the built-in guest onlines through its command line');
+    await sb.ok('new', 'offline', '--memory', '512M', '--max-memory', '1G', '--kernel', g.kernelPath, '--initrd', g.initrdPath, '--cmdline', cmdline);
+    await sb.ok('start', 'offline');
+    await sb.ok('dommemstat', 'offline', '--period', '1', '--live');
+    (await agent('offline')).close();
+    await until('the guest reports its statistics', () => sb.ok('dommemstat', 'offline'), (t) => /^last_update /m.test(t));
+    const r = await sb.run('setmem', 'offline', '768M', '--wait', '--timeout', '60');
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stderr, /memory target 786432 KiB not reached: domain 'offline' has 262144 KiB more plugged through virtio-mem, but the guest's own MemTotal went from \d+ KiB to \d+ KiB: it has not onlined the new memory/);
+    await sb.ok('destroy', 'offline');
   });
 });

@@ -192,6 +192,28 @@ describe('restrictive NUMA placement', { skip: skipUnlessCi(skip, !controllers.c
   });
 });
 
+describe("automatic host NUMA placement (placement='auto')", { skip }, () => {
+  test('the guest gets the host node with room for it, bound in its mode; the definition keeps auto', async () => {
+    const xml = join(files, 'auto.xml');
+    await writeFile(xml, `<domain type='qemu'><name>auto</name><memory unit='MiB'>256</memory><vcpu placement='auto'>1</vcpu>
+      <numatune><memory mode='interleave'/></numatune><os><type arch='x86_64'>hvm</type></os></domain>`);
+    await sb.ok('define', xml);
+    assert.match(await sb.ok('dumpxml', 'auto'), /<memory mode='interleave' placement='auto'\/>/);
+    await sb.ok('start', 'auto', '--paused');
+    try {
+      const memdev = JSON.parse(await sb.ok('qemu-monitor-command', 'auto', '{"execute":"query-memdev"}')) as { return: Array<{ id: string; 'host-nodes': number[]; policy: string }> };
+      const ram = memdev.return.find((m) => m.id === 'pc.ram');
+      // This host has one NUMA node: it is the one with room.
+      assert.deepEqual([ram?.['host-nodes'], ram?.policy], [[0], 'interleave']);
+      const status = JSON.parse(await readFile(join(sb.stateDir, 'run', 'auto', 'status.json'), 'utf8')) as { autoNodes?: number[] };
+      assert.deepEqual(status.autoNodes, [0]);
+      assert.match(await sb.ok('dumpxml', 'auto'), /<memory mode='interleave' placement='auto'\/>/, 'the running guest still says auto');
+    } finally {
+      await sb.run('destroy', 'auto');
+    }
+  });
+});
+
 describe('an i686 guest', () => {
   test('defines from libvirt XML and is refused at start without its own kernel, naming why', async () => {
     const xml = join(files, 'i686.xml');

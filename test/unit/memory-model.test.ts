@@ -142,6 +142,10 @@ describe('validateDomainDef: the memory model', () => {
   it('definitions written before the memory model still load unchanged', () => {
     assert.deepEqual(validateDomainDef(base()), base());
   });
+  it("keeps automatic host placement as 'auto' (the nodes are chosen at start)", () => {
+    const def: DomainDef = { ...base(), numatune: { memory: { mode: 'preferred', placement: 'auto' } } };
+    assert.deepEqual(validateDomainDef(JSON.parse(JSON.stringify(def))), def);
+  });
   it('drops defaults so one meaning has one spelling (false flags, node 0, all vCPUs current, empty sections)', () => {
     const def = {
       ...base(), currentVcpus: 2, memoryBacking: { locked: false }, memtune: {}, numatune: { memnodes: [] },
@@ -161,6 +165,13 @@ describe('validateDomainDef: the memory model', () => {
     ['a huge page smaller than a page', (d) => { d.memoryBacking = { hugepages: [{ sizeKiB: 2 }] }; }, 'memoryBacking.hugepages[0].sizeKiB'],
     ['host nodes not ascending', (d) => { d.numatune = { memory: { mode: 'strict', hostNodes: [1, 0] } }; }, 'numatune.memory.hostNodes'],
     ['an unknown NUMA mode', (d) => { (d as { numatune: unknown }).numatune = { memory: { mode: 'bind', hostNodes: [0] } }; }, 'numatune.memory.mode'],
+    ['automatic placement with host nodes', (d) => { (d as { numatune: unknown }).numatune = { memory: { mode: 'strict', placement: 'auto', hostNodes: [0] } }; }, 'numatune.memory.hostNodes'],
+    ['a placement other than auto', (d) => { (d as { numatune: unknown }).numatune = { memory: { mode: 'strict', placement: 'static' } }; }, 'numatune.memory.placement'],
+    ['static placement without host nodes', (d) => { (d as { numatune: unknown }).numatune = { memory: { mode: 'strict' } }; }, 'numatune.memory.hostNodes'],
+    ['per-node binding with automatic placement', (d) => {
+      d.numa = { cells: [{ cpus: [0], memoryKiB: GiB / 2 }, { cpus: [1], memoryKiB: GiB / 2 }] };
+      d.numatune = { memory: { mode: 'strict', placement: 'auto' }, memnodes: [{ cell: 0, mode: 'strict', hostNodes: [0] }] };
+    }, 'numatune.memnodes'],
     ['a negative limit', (d) => { d.memtune = { hardLimitKiB: -1 }; }, 'memtune.hardLimitKiB'],
     ['current vCPUs above vCPUs', (d) => { d.currentVcpus = 3; }, 'currentVcpus'],
     ['a writable cdrom', (d) => { d.disks = [{ path: '/i.iso', device: 'cdrom', format: 'raw', target: 'hdc', bus: 'ide', readonly: false }]; }, 'disks[0].readonly'],

@@ -14,7 +14,7 @@ import type { DomainDef } from '../../src/domain/definition.js';
 import { VirtError } from '../../src/domain/errors.js';
 import { defaultBalloon } from '../../src/domain/validate-def.js';
 import { defaultHugepageKiB, hugetlbfsMounts, pageSizeOptionKiB } from '../../src/driver/native/host/hugetlbfs.js';
-import { hostNodesNamed, hugepageDemand, hugepageShortfall, type FreeHugepages } from '../../src/driver/native/memory-start.js';
+import { chooseAutoNodes, hostNodesNamed, hugepageDemand, hugepageShortfall, withAutoPlacement, type FreeHugepages } from '../../src/driver/native/memory-start.js';
 import { planMemoryLayout } from '../../src/driver/native/qemu-memory.js';
 import {
   chooseControllers, cpusetWrites, domainCgroupPath, memtuneWrites, parseCgroupMounts, spawnIntoCgroups,
@@ -86,6 +86,27 @@ describe('huge pages a start needs, and whether the pools have them', () => {
     const def: DomainDef = { ...base(), numa: { cells: [{ cpus: [0], memoryKiB: 512 * MiB }, { cpus: [1], memoryKiB: 512 * MiB }] },
       numatune: { memory: { mode: 'restrictive', hostNodes: [0, 2] }, memnodes: [{ cell: 1, mode: 'restrictive', hostNodes: [3] }] } };
     assert.deepEqual(hostNodesNamed(planMemoryLayout(def, { defaultHugepageKiB: 2048 })), [0, 2, 3]);
+  });
+});
+
+describe("automatic host NUMA placement (placement='auto')", () => {
+  it('gets the fewest host nodes, most free memory first, that hold the whole guest; all nodes when none do', () => {
+    const free = new Map([[0, 4 * GiB], [1, 16 * GiB], [2, 8 * GiB]]);
+    assert.deepEqual(chooseAutoNodes(free, 2 * GiB), [1]);
+    assert.deepEqual(chooseAutoNodes(free, 20 * GiB), [1, 2]);
+    assert.deepEqual(chooseAutoNodes(free, 64 * GiB), [0, 1, 2]);
+    assert.deepEqual(chooseAutoNodes(new Map([[0, MiB]]), GiB), [0]);
+  });
+  it('binds the backends to the chosen nodes in the mode asked for; the definition keeps auto', () => {
+    const def: DomainDef = { ...base(), numatune: { memory: { mode: 'interleave', placement: 'auto' } } };
+    const placed = withAutoPlacement(def, [1, 3]);
+    assert.deepEqual(placed.numatune, { memory: { mode: 'interleave', hostNodes: [1, 3] } });
+    assert.deepEqual(def.numatune, { memory: { mode: 'interleave', placement: 'auto' } });
+    const ram = planMemoryLayout(placed, { defaultHugepageKiB: 2048 }).ram[0]!;
+    assert.deepEqual([ram.hostNodes, ram.policy], [[1, 3], 'interleave']);
+    const plain = base();
+    assert.equal(withAutoPlacement(plain, [0]), plain, 'no automatic placement: unchanged');
+    assert.equal(withAutoPlacement(def, undefined), def, 'nothing chosen: unchanged');
   });
 });
 

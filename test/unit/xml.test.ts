@@ -151,6 +151,7 @@ const ROUND_TRIP_DEFS: Array<[string, () => DomainDef]> = [
   ['cpu custom model with hot-plug (model and NUMA cell in one <cpu>)', () => ({ ...hotplugDef(), accel: 'tcg', cpu: { mode: 'custom', model: 'qemu64' } })],
   ['guest NUMA cells, numatune, huge pages, memory backing, memtune, vcpu current', () => withAccel(numaDef(), 'tcg')],
   ['dimm, nvdimm, virtio-pmem and virtio-mem with sources and addresses; block disk, cdrom, i686', () => withAccel(devicesDef(), 'tcg')],
+  ['automatic host NUMA placement', () => ({ ...withAccel(minimalDef(), 'tcg'), numatune: { memory: { mode: 'interleave', placement: 'auto' } } })],
 ];
 
 // ---- helpers ---------------------------------------------------------------------------------
@@ -430,6 +431,25 @@ describe('parseDomainXml memory semantics (as libvirt)', () => {
   });
 });
 
+describe('parseDomainXml: automatic host NUMA placement (libvirt asks numad; virtmem chooses at start)', () => {
+  const tune = (top: string): unknown => parseDomainXml(domainXml({ top })).def.numatune;
+  it("reads placement='auto', and drops a nodeset given with it as libvirt does", () => {
+    assert.deepEqual(tune("<numatune><memory mode='preferred' placement='auto'/></numatune>"), { memory: { mode: 'preferred', placement: 'auto' } });
+    assert.deepEqual(tune("<numatune><memory placement='auto' nodeset='0'/></numatune>"), { memory: { mode: 'strict', placement: 'auto' } });
+  });
+  it("takes <vcpu placement='auto'> as automatic memory placement too, with or without <numatune>", () => {
+    assert.deepEqual(tune("<vcpu placement='auto'>2</vcpu>"), { memory: { mode: 'strict', placement: 'auto' } });
+    assert.deepEqual(tune("<vcpu placement='auto'>2</vcpu><numatune><memory mode='interleave'/></numatune>"), { memory: { mode: 'interleave', placement: 'auto' } });
+    assert.deepEqual(tune("<vcpu placement='auto'>2</vcpu><numatune><memory mode='interleave' nodeset='0'/></numatune>"), { memory: { mode: 'interleave', hostNodes: [0] } });
+  });
+  it('refuses per-node binding with it, in libvirt\u2019s words', () => {
+    assertVirtError(() => parseDomainXml(domainXml({
+      top: "<vcpu>2</vcpu><cpu><numa><cell id='0' cpus='0' memory='256' unit='MiB'/><cell id='1' cpus='1' memory='256' unit='MiB'/></numa></cpu><numatune><memory placement='auto'/><memnode cellid='0' nodeset='0'/></numatune>",
+      memory: '',
+    })), 'XML_ERROR', 'Per-node binding is not compatible with automatic NUMA placement.');
+  });
+});
+
 describe('parseDomainXml warnings', () => {
   const cases: Array<[string, Parameters<typeof domainXml>[0], string]> = [
     ['an unknown top-level element', { top: '<iothreads>2</iothreads>' }, 'ignored: <iothreads>'],
@@ -495,7 +515,7 @@ describe('parseDomainXml refuses what virtmem cannot honour (CONFIG_UNSUPPORTED,
       top: "<qemu:commandline><qemu:arg value='-m'/></qemu:commandline>",
     }, '<qemu:commandline>'],
     ['sgx-epc', { memory: HOTPLUG, devices: "<memory model='sgx-epc'><target><size unit='MiB'>64</size></target></memory>" }, "<devices/memory model='sgx-epc'>"],
-    ['automatic NUMA placement (numad)', { top: "<numatune><memory mode='strict' placement='auto'/></numatune>" }, "<numatune/memory placement='auto'>"],
+    ['a core dump setting (dropping it would change the guest)', { memory: "<memory unit='MiB' dumpCore='off'>512</memory>" }, "<memory dumpCore='off'>"],
     ['HMAT interconnects', { top: "<cpu><numa><cell id='0' cpus='0' memory='512' unit='MiB'/><interconnects><latency initiator='0' target='0' type='access' value='5'/></interconnects></numa></cpu>" }, '<cpu/numa/interconnects>'],
     ['an HMAT cache', { top: "<cpu><numa><cell id='0' cpus='0' memory='512' unit='MiB'><cache level='1' associativity='direct' policy='writeback'><size value='10' unit='KiB'/><line value='8' unit='B'/></cache></cell></numa></cpu>" }, '<cpu/numa/cell/cache>'],
     ['an unknown memory backing setting', { top: '<memoryBacking><hugepages/><quantum/></memoryBacking>' }, '<memoryBacking/quantum>'],

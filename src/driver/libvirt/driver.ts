@@ -18,7 +18,7 @@ import { parseLibvirtUri, type LibvirtUri } from '../../libvirt/uri.js';
 import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
 import {
   checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, resolveSetMemoryAffect, shrinkRefusal,
-  VIRTIO_MEM_BLOCK_KIB, type MemorySizes,
+  VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
 } from '../memory/rules.js';
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
 import { VirtError, invalidArg } from '../../domain/errors.js';
@@ -471,9 +471,15 @@ export class LibvirtDriver implements HypervisorDriver {
         return this.liveSizes(d, ml, vmem, signal);
       };
       const start = await read();
+      // What the guest counts before memory is plugged into it, to see it onlined after.
+      const total = async (): Promise<GuestTotal | null> => {
+        const g = await this.guestStats(d, signal);
+        return g?.totalKiB === undefined || !g.lastUpdateS ? null : { totalKiB: g.totalKiB, atS: g.lastUpdateS };
+      };
+      const before = vmem && plan.requestedKiB.some((r, i) => r > (start.pluggedKiB[i] ?? 0)) ? await total() : null;
       await act();
       const reached = await followMemory({
-        name: d.name, plan, layout: ml, start, read,
+        name: d.name, plan, layout: ml, start, read, guestTotal: total, guestTotalBefore: before,
         changed: (ms) => new Promise<void>((resolve) => {
           const t = setTimeout(() => { wake = null; resolve(); }, ms);
           wake = () => { clearTimeout(t); resolve(); };

@@ -2,7 +2,7 @@
  * The libvirt driver's watch (api.ts `DriverWatch`): every running guest of a libvirt host as
  * a live view, the same view the native watch keeps. libvirt's events (lifecycle, balloon
  * change, memory-device size change) arrive on the driver's connection and move the views at
- * once; every `pollMs` one bulk call (virConnectGetAllDomainStats: state and balloon with the
+ * once; every `pollMs` (1 s, as the native watch's tick) one bulk call (virConnectGetAllDomainStats: state and balloon with the
  * guest's statistics) reads them all, and a guest's domain XML is read when it appears or its
  * devices or maximum change. Every call is bounded; a host that does not answer is 'down' with
  * the reason, its guests' views 'down' too, and it is reconnected with backoff. The watch runs
@@ -18,6 +18,7 @@ import { sampleHostMemory, type HostMemory } from '../memory/host-memory.js';
 import { applyBalloon, setMonitor, setState, type GuestStatsView, type GuestView } from '../view.js';
 import type { DomainState } from '../api.js';
 import type { DriverWatch, HostWatchState, WatchChange, WatchOptions } from '../watch.js';
+import { Listeners } from '../../util/listeners.js';
 
 const STATE_TEXT: DomainState[] = ['no state', 'running', 'idle', 'paused', 'in shutdown', 'shutoff', 'crashed', 'pmsuspended'];
 /** VIR_DOMAIN_EVENT_STOPPED. */
@@ -99,7 +100,7 @@ export class LibvirtWatch implements DriverWatch {
   #views = new Map<string, GuestView>();
   /** Guests whose XML must be read again (new, lifecycle event, device or maximum changed). */
   #dirty = new Set<string>();
-  #listeners = new Set<(c: WatchChange) => void>();
+  #listeners = new Listeners<WatchChange>();
   #host: HostMemory = EMPTY_HOST;
   #timer: NodeJS.Timeout | null = null;
   #stopped = false;
@@ -111,7 +112,7 @@ export class LibvirtWatch implements DriverWatch {
   readonly #o: Required<WatchOptions>;
 
   constructor(private readonly driver: LibvirtDriver, opts: WatchOptions = {}) {
-    this.#o = { boundMs: opts.boundMs ?? 5_000, pollMs: opts.pollMs ?? 2_000, maxBackoffMs: opts.maxBackoffMs ?? 30_000 };
+    this.#o = { boundMs: opts.boundMs ?? 5_000, pollMs: opts.pollMs ?? 1_000, maxBackoffMs: opts.maxBackoffMs ?? 30_000 };
   }
 
   get state(): HostWatchState { return this.#state; }
@@ -153,14 +154,11 @@ export class LibvirtWatch implements DriverWatch {
   }
 
   onChange(listener: (c: WatchChange) => void): () => void {
-    this.#listeners.add(listener);
-    return () => { this.#listeners.delete(listener); };
+    return this.#listeners.add(listener);
   }
 
   #emit(c: WatchChange): void {
-    for (const l of this.#listeners) {
-      try { l(c); } catch { /* a listener's failure is its own */ }
-    }
+    this.#listeners.emit(c);
   }
 
   /** One poll (or the one under way); schedules the next. Never throws. */

@@ -121,6 +121,21 @@ export interface FollowSpec {
   stallMs?: number | undefined;
   onProgress?: ((p: { actualKiB: number; targetKiB: number; startKiB: number; elapsedMs: number }) => void) | undefined;
   signal?: AbortSignal | undefined;
+  /**
+   * The guest's own total (MemTotal from its balloon statistics) and when it was reported, or
+   * null when it reports none. With it, memory plugged into the guest counts as reached only
+   * once the guest's MemTotal shows it: QEMU's plugged size says the device offered the blocks,
+   * not that the guest onlined them.
+   */
+  guestTotal?: (() => Promise<GuestTotal | null>) | undefined;
+  /** The guest's total before the change (from `guestTotal`), for the comparison. */
+  guestTotalBefore?: GuestTotal | null | undefined;
+}
+
+/** What the guest itself counts (its MemTotal), and when it said so (seconds since the epoch). */
+export interface GuestTotal {
+  totalKiB: number;
+  atS: number;
 }
 
 /** Whether `now` is where the plan wants it. */
@@ -159,7 +174,40 @@ export async function followMemory(spec: FollowSpec): Promise<MemorySizes> {
       report();
     }
   }
+  await confirmOnlined(spec, now, t0, timeoutMs, stallMs);
   return now;
+}
+
+/**
+ * After a grow through virtio-mem: waits (bounded by the stall bound) for a statistics report
+ * of the guest taken after the plug, and checks that its MemTotal grew by what was plugged
+ * (less a block, or 1/32 of it where the kernel keeps new memory's page structures in that
+ * memory itself). A guest
+ * that did not online the memory fails NOT_REACHED saying so. Without statistics there is
+ * nothing to check and QEMU's numbers stand.
+ * @throws VirtError NOT_REACHED, ABORTED
+ */
+async function confirmOnlined(spec: FollowSpec, now: MemorySizes, t0: number, timeoutMs: number, stallMs: number): Promise<void> {
+  const before = spec.guestTotalBefore;
+  const grownKiB = now.pluggedKiB.reduce((s, p) => s + p, 0) - spec.start.pluggedKiB.reduce((s, p) => s + p, 0);
+  if (!spec.guestTotal || !before || grownKiB <= 0) return;
+  const pluggedAtS = Date.now() / 1000;
+  const blockKiB = Math.max(0, ...spec.layout.vmem.map((d) => d.blockKiB));
+  const end = Math.min(t0 + timeoutMs, Date.now() + stallMs);
+  let last: GuestTotal | null = null;
+  for (;;) {
+    if (spec.signal?.aborted) throw new VirtError('ABORTED', `waiting for domain '${spec.name}' to reach ${spec.plan.targetKiB} KiB: aborted`);
+    const g = await spec.guestTotal();
+    if (g === null) return; // the guest stopped reporting: QEMU's numbers stand
+    last = g;
+    // A report from after the plug (statistics are stamped in whole seconds).
+    if (g.atS >= Math.floor(pluggedAtS)) {
+      if (g.totalKiB - before.totalKiB >= grownKiB - blockKiB) return;
+    }
+    if (Date.now() >= end) break;
+    await spec.changed(Math.max(1, Math.min(500, end - Date.now())));
+  }
+  throw new VirtError('NOT_REACHED', `memory target ${spec.plan.targetKiB} KiB not reached: domain '${spec.name}' has ${grownKiB} KiB more plugged through virtio-mem, but the guest's own MemTotal went from ${before.totalKiB} KiB to ${last?.totalKiB ?? before.totalKiB} KiB: it has not onlined the new memory (is hot-plugged memory onlined in the guest: memhp_default_state=online_movable or a udev rule?)`);
 }
 
 /** What stopped short, part by part. */

@@ -288,7 +288,24 @@ export async function removeDomainCgroup(stateRoot: string, name: string): Promi
   const controllers = await hostControllers().catch(() => ({} as { memory?: Controller; cpuset?: Controller }));
   const rel = domainCgroupPath(stateRoot, name);
   const roots = new Set([controllers.memory?.root, controllers.cpuset?.root].filter((r): r is string => r !== undefined));
-  await Promise.all([...roots].map((root) => rmdir(join(root, rel)).catch(() => {})));
+  await Promise.all([...roots].map((root) => rmdirWhenEmpty(join(root, rel))));
+}
+
+/**
+ * Removes a cgroup directory. The kernel refuses (EBUSY) while the group still holds a task: a
+ * QEMU that has just exited can be there a moment longer, until it is reaped. Bounded (2 s).
+ */
+async function rmdirWhenEmpty(dir: string): Promise<void> {
+  const end = Date.now() + 2_000;
+  for (;;) {
+    try {
+      await rmdir(dir);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EBUSY' || Date.now() > end) return;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 /**

@@ -61,7 +61,7 @@ export class NativeContext {
 
   constructor(readonly opts: NativeOptions = {}) {
     this.paths = new StatePaths(opts.stateDir ?? defaultStateDir());
-    this.store = new DefinitionStore(this.paths);
+    this.store = DefinitionStore.for(this.paths);
   }
 
   /**

@@ -6,7 +6,8 @@
  * capabilities.ts, the live watch in watch.ts. Every mutation runs under the domain's job lock
  * and re-checks the domain after each wait; every wait is bounded; sizes are KiB.
  */
-import { rm, readFile } from 'node:fs/promises';
+import { readdir, rm, readFile } from 'node:fs/promises';
+import { observeSync } from './run-status.js';
 import type { QmpClient } from '../../qmp/index.js';
 import { QmpCommandError } from '../../qmp/index.js';
 import type { DomainDef, MemtuneDef } from '../../domain/definition.js';
@@ -63,11 +64,13 @@ export class NativeDriver implements HypervisorDriver {
 
   /** All defined domains with their state, running ones first (by id), then by name. */
   async list(): Promise<DomainSummary[]> {
-    const defs = await this.ctx.store.all();
-    const rows = await Promise.all(defs.map(async (def): Promise<DomainSummary> => {
-      const o = await this.ctx.observe(def.name);
+    const defs = await this.ctx.store.summaries();
+    const running = new Set(await readdir(this.ctx.paths.runDir).catch(() => [] as string[]));
+    const rows = defs.map((def): DomainSummary => {
+      // A domain that never ran has no run directory: shut off, nothing to read.
+      const o = running.has(def.name) ? observeSync(this.ctx.paths.run(def.name)) : { state: 'shutoff' as const, reason: 'unknown' as const, record: null };
       return { id: o.state === 'shutoff' ? null : o.record.id, name: def.name, uuid: def.uuid, state: o.state, reason: o.reason, persistent: true };
-    }));
+    });
     return rows.sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity) || a.name.localeCompare(b.name));
   }
 

@@ -2,6 +2,7 @@
  * Facts about host processes read from /proc: liveness (with protection against PID reuse),
  * CPU time and resident memory of a QEMU process.
  */
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 
 /** Fields of /proc/PID/stat we use. */
@@ -46,6 +47,21 @@ export async function readProcStat(pid: number): Promise<ProcStat | null> {
  */
 export async function isProcessAlive(pid: number, startTicks?: number): Promise<boolean> {
   const st = await readProcStat(pid);
+  if (!st || st.state === 'Z' || st.state === 'X') return false;
+  return startTicks === undefined || st.startTicks === startTicks;
+}
+
+/**
+ * isProcessAlive without the thread pool: one small read of /proc, for a caller that asks about
+ * many processes at once (list of 200 guests) and would otherwise queue 200 reads.
+ */
+export function isProcessAliveSync(pid: number, startTicks?: number): boolean {
+  let st: ProcStat | null;
+  try {
+    st = parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
   if (!st || st.state === 'Z' || st.state === 'X') return false;
   return startTicks === undefined || st.startTicks === startTicks;
 }

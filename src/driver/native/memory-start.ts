@@ -14,7 +14,7 @@ import type { NativeContext } from './context.js';
 import type { RunPaths } from './paths.js';
 import { defaultHugepageKiB, hugetlbfsMounts, mountHugetlbfs } from './host/hugetlbfs.js';
 import { listHugepageSizesKiB, readPoolCounter } from './host/hugepages.js';
-import { listNodeIds } from './host/numa-nodes.js';
+import { listNodeIds, parseNodeMeminfoKiB, readNodeMeminfo } from './host/numa-nodes.js';
 import { allBackends, hugetlbfsSizesNeeded, planMemoryLayout, type BackingPaths, type MemoryLayoutPlan } from './qemu-memory.js';
 
 /** Huge pages QEMU takes at start: of one size, from the given host nodes (null: any). */
@@ -88,6 +88,48 @@ export interface HostRoots {
   proc: string;
 }
 const HOST: HostRoots = { sys: '/sys', proc: '/proc' };
+
+/**
+ * The host nodes a guest with placement='auto' gets (where libvirt asks numad): the fewest
+ * nodes, most free memory first, whose free memory holds the whole guest; all nodes when none
+ * do, so the kernel spreads it. Ascending. Pure.
+ */
+export function chooseAutoNodes(freeKiBByNode: ReadonlyMap<number, number>, needKiB: number): number[] {
+  const byFree = [...freeKiBByNode].sort((a, b) => b[1] - a[1] || a[0] - b[0]);
+  const chosen: number[] = [];
+  let have = 0;
+  for (const [node, free] of byFree) {
+    chosen.push(node);
+    have += free;
+    if (have >= needKiB) return chosen.sort((a, b) => a - b);
+  }
+  return [...freeKiBByNode.keys()].sort((a, b) => a - b);
+}
+
+/** `def` with automatic placement replaced by the host nodes chosen for it (unchanged without). Pure. */
+export function withAutoPlacement(def: DomainDef, nodes: readonly number[] | undefined): DomainDef {
+  const memory = def.numatune?.memory;
+  if (memory === undefined || !('placement' in memory) || nodes === undefined) return def;
+  return { ...def, numatune: { ...def.numatune, memory: { mode: memory.mode, hostNodes: [...nodes] } } };
+}
+
+/**
+ * For a guest with placement='auto': the host nodes it gets now, from each node's free memory
+ * (nodeN/meminfo; a host without NUMA nodes is node 0). undefined for static placement.
+ */
+export async function autoPlacementNodes(def: DomainDef, roots: HostRoots = HOST): Promise<number[] | undefined> {
+  const memory = def.numatune?.memory;
+  if (memory === undefined || !('placement' in memory)) return undefined;
+  const ids = await listNodeIds(roots.sys);
+  if (ids.length === 0) return [0];
+  const free = new Map<number, number>();
+  for (const n of ids) {
+    const text = await readNodeMeminfo(roots.sys, n).catch(() => '');
+    free.set(n, parseNodeMeminfoKiB(text).get('MemFree') ?? 0);
+  }
+  return chooseAutoNodes(free, def.memory.maxKiB);
+}
+
 
 /** The free pages of each size, host-wide and on each node. */
 async function readFreeHugepages(roots: HostRoots): Promise<FreeHugepages> {

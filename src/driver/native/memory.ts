@@ -17,13 +17,13 @@ import { defLayout, withRequested } from '../memory/layout.js';
 import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
 import {
   checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, memoryTotal, resolveAffect, resolveSetMemoryAffect, shrinkRefusal,
-  VIRTIO_MEM_BLOCK_KIB, type MemorySizes,
+  VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
 } from '../memory/rules.js';
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
 import { toMemoryStats, type MemoryStats } from '../memory/stats.js';
 import { BALLOON_QOM_PATH } from './qemu-argv.js';
 import { backendObject } from './qemu-memory.js';
-import { currentHostMemory } from './memory-start.js';
+import { currentHostMemory, withAutoPlacement } from './memory-start.js';
 import { runRecordVersion, writeRunRecord, type RunningRecord } from './run-status.js';
 import { monitorError } from './monitor.js';
 import { totalBytes } from '../view.js';
@@ -123,13 +123,15 @@ export async function setMemory(ctx: NativeContext, ref: string, kib: number, op
         throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: Unable to change memory of active domain without the balloon device and guest OS balloon driver');
       }
       if (!opts.force) await checkGuards(c, live, now.totalKiB, kib);
+      // What the guest counts before memory is plugged into it, to see it onlined after.
+      const before = opts.wait && plan.requestedKiB.some((r, i) => r > now.layout.vmem[i]!.pluggedKiB) ? await guestTotal(c, live) : null;
       for (const step of orderSteps(now.layout, now.balloonKiB, plan)) {
         if (step.kind === 'balloon') await setBalloon(c, step.targetKiB * 1024);
         else await qomSet(c, `/machine/peripheral/${step.id}`, 'requested-size', step.requestedKiB * 1024);
       }
       // Without a wait the answer says where the guest is right after the change.
       const after = opts.wait ? null : await queryLiveMemory(c, live);
-      return { now, plan, after };
+      return { now, plan, after, before };
     }, opts.signal);
     rec.live = withRequested({ ...live, memory: { ...live.memory, currentKiB: kib } }, change.plan.requestedKiB);
     await writeRunRecord(ctx.paths.run(name), rec);
@@ -137,7 +139,7 @@ export async function setMemory(ctx: NativeContext, ref: string, kib: number, op
     // The wait happens outside the job lock: other calls (dominfo, a new setmem) stay possible.
     await lock.release();
     if (!opts.wait) return { ...result, actualKiB: change.after?.totalKiB ?? null };
-    const reached = await followLive(ctx, name, rec, change.now, change.plan, opts);
+    const reached = await followLive(ctx, name, rec, change.now, change.plan, opts, change.before);
     result.actualKiB = reached.totalKiB;
     result.reached = reached.totalKiB === kib;
     return result;
@@ -203,7 +205,7 @@ async function fastBalloonChange(ctx: NativeContext, ref: string, kib: number, o
  * sessions, so the short-call monitor is never held for the whole wait (dominfo and friends
  * keep working meanwhile).
  */
-async function followLive(ctx: NativeContext, name: string, rec: RunningRecord, start: LiveMemory, plan: ReturnType<typeof planMemory>, opts: SetMemoryOptions): Promise<MemorySizes> {
+async function followLive(ctx: NativeContext, name: string, rec: RunningRecord, start: LiveMemory, plan: ReturnType<typeof planMemory>, opts: SetMemoryOptions, totalBefore: GuestTotal | null = null): Promise<MemorySizes> {
   const live = rec.live;
   const hasBalloon = live.balloon.model === 'virtio';
   const held = ctx.held?.held(name) ?? null;
@@ -231,10 +233,21 @@ async function followLive(ctx: NativeContext, name: string, rec: RunningRecord, 
       // the balloon is read every 100 ms in short sessions.
       pollMs: (now) => (plan.requestedKiB.some((r, i) => now.pluggedKiB[i] !== r) ? VMEM_POLL_MS : events ? QUIET_POLL_MS : 100),
       timeoutMs: opts.timeoutMs, stallMs: opts.stallMs, onProgress: opts.onProgress, signal: opts.signal,
+      guestTotalBefore: totalBefore,
+      guestTotal: () => ctx.monitor(name, (c) => guestTotal(c, live), opts.signal),
     });
   } finally {
     events?.close();
   }
+}
+
+/** The guest's own MemTotal from its balloon statistics, or null without a report. */
+async function guestTotal(c: QmpClient, live: DomainDef): Promise<GuestTotal | null> {
+  if (live.balloon.model === 'none' || live.balloon.statsPeriodS <= 0) return null;
+  const s = await queryBalloonGuestStats(c, BALLOON_QOM_PATH).catch(() => null);
+  const total = s?.stats['stat-total-memory'];
+  if (!s || !s.lastUpdate || total === undefined || total < 0) return null;
+  return { totalKiB: Math.floor(total / 1024), atS: s.lastUpdate };
 }
 
 /** Guard rails (skipped with --force): the guest's use on the way down, the host's on the way up. */
@@ -286,7 +299,7 @@ async function growMaxLive(ctx: NativeContext, name: string, rec: RunningRecord,
   if (live.memoryDevices.length >= hotplug.slots) refuse(`all ${hotplug.slots} memory slots are in use`);
   const grown: DomainDef = { ...live, memory: { ...live.memory, maxKiB: kib }, memoryDevices: [...live.memoryDevices, { model: 'virtio-mem', sizeKiB: addKiB, blockKiB, requestedKiB: 0 }] };
   // The new device's backend follows the guest's memory backing, as the boot devices' do.
-  const { plan, backing } = await currentHostMemory(grown, ctx.paths.run(name));
+  const { plan, backing } = await currentHostMemory(withAutoPlacement(grown, rec.autoNodes), ctx.paths.run(name));
   const added = plan.devices[plan.devices.length - 1]!;
   const memdev = added.backend.id;
   await ctx.monitor(name, async (c) => {

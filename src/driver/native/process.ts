@@ -22,7 +22,7 @@ import { accelRequest, chooseAccel, kvmStatus, type KvmStatus } from './accel.js
 import { BALLOON_QOM_PATH, buildQemuArgv, qemuCpuModel } from './qemu-argv.js';
 import { writeRunRecord, type RunningRecord } from './run-status.js';
 import { removeDomainCgroup, setupDomainCgroup, spawnIntoCgroups, type CgroupWants } from './cgroup.js';
-import { prepareHostMemory } from './memory-start.js';
+import { autoPlacementNodes, prepareHostMemory, withAutoPlacement } from './memory-start.js';
 import { allBackends, type MemoryLayoutPlan } from './qemu-memory.js';
 import { isProcessAlive, readProcStat } from './host-process.js';
 import type { NativeContext } from './context.js';
@@ -69,12 +69,15 @@ export async function start(ctx: NativeContext, ref: string, opts: StartOptions 
     // The current memory is split between balloon and virtio-mem as setmem would split it.
     const plan = planMemory(defLayout(def), def.memory.currentKiB);
     const live = withRequested(structuredClone(def), plan.requestedKiB);
+    // placement='auto': the host nodes it gets now (the definition keeps 'auto'; the record the nodes).
+    const autoNodes = await autoPlacementNodes(live);
+    const placed = withAutoPlacement(live, autoNodes);
     // The host's part of the memory (host nodes, huge page pools and mounts, cgroup) is checked
     // and prepared before anything starts.
-    const memory = await prepareHostMemory(ctx, live, run);
-    const argv = buildQemuArgv({ def: live, paths: run, accel, ...boot, memory });
+    const memory = await prepareHostMemory(ctx, placed, run);
+    const argv = buildQemuArgv({ def: placed, paths: run, accel, ...boot, memory });
     argv.push('-S');
-    const cgroupProcs = await setupDomainCgroup(ctx.paths.root, def.name, cgroupWants(live, memory.plan)).catch(async (err: unknown) => {
+    const cgroupProcs = await setupDomainCgroup(ctx.paths.root, def.name, cgroupWants(placed, memory.plan)).catch(async (err: unknown) => {
       await removeDomainCgroup(ctx.paths.root, def.name);
       throw err;
     });
@@ -89,6 +92,7 @@ export async function start(ctx: NativeContext, ref: string, opts: StartOptions 
       ...(cpuModel ? { cpuModel } : {}), ...(note ? { accelNote: note } : {}),
       startedAt: new Date().toISOString(), live,
       ...(opts.paused ? { paused: true } : {}),
+      ...(autoNodes ? { autoNodes } : {}),
     };
     try {
       await ctx.monitor(def.name, async (c) => {

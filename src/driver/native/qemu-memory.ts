@@ -179,7 +179,9 @@ function planRegion(def: DomainDef, region: Region, host: MemoryHost): BackendPl
   const memnode = region.cell === null ? undefined : def.numatune?.memnodes?.find((n) => n.cell === region.cell);
   const mode = memnode?.mode ?? def.numatune?.memory?.mode ?? 'strict';
   const sourceNodes = dev !== undefined && (dev.model === 'dimm' || dev.model === 'virtio-mem') ? dev.source?.hostNodes : undefined;
-  const hostNodes = sourceNodes ?? memnode?.hostNodes ?? def.numatune?.memory?.hostNodes;
+  const memory = def.numatune?.memory;
+  // placement='auto' is resolved to host nodes at start (memory-start.ts) before this is asked.
+  const hostNodes = sourceNodes ?? memnode?.hostNodes ?? (memory !== undefined && 'hostNodes' in memory ? memory.hostNodes : undefined);
   if (hostNodes !== undefined) {
     plan.placement = { mode, hostNodes };
     if (mode !== 'restrictive') {

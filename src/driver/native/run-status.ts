@@ -4,11 +4,12 @@
  * still there, QEMU's pidfile says whether it went away cleanly (QEMU removes its pidfile on
  * an orderly exit, so a dead process with its pidfile still present crashed or was killed).
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { readFile, access, stat } from 'node:fs/promises';
 import type { DomainDef } from '../../domain/definition.js';
 import type { RunPaths } from './paths.js';
 import { writeFileAtomic } from '../../util/atomic-file.js';
-import { isProcessAlive } from './host-process.js';
+import { isProcessAlive, isProcessAliveSync } from './host-process.js';
 import type { Accel, StateReason } from '../api.js';
 
 /** The states the native driver reports (a subset of api.ts's DomainState). */
@@ -32,6 +33,8 @@ export interface RunningRecord {
   paused?: boolean;
   /** Set when an ACPI shutdown was requested, for the reason reported afterwards. */
   shutdownRequested?: boolean;
+  /** The host nodes numatune placement='auto' got at start (devices hot-added later get them too). */
+  autoNodes?: number[];
 }
 
 export interface StoppedRecord {
@@ -85,13 +88,33 @@ export type Observed =
  */
 export async function observe(paths: RunPaths): Promise<Observed> {
   const rec = await readRunRecord(paths);
+  const alive = rec?.phase === 'running' && await isProcessAlive(rec.pid, rec.startTicks);
+  const pidfileLeft = rec?.phase === 'running' && !alive && await access(paths.pidfile).then(() => true, () => false);
+  return observed(rec, alive, pidfileLeft);
+}
+
+/**
+ * observe() without the thread pool, for a listing of many domains at once (each domain costs
+ * one or two small reads; 200 of them queued on the thread pool took ~15 ms).
+ */
+export function observeSync(paths: RunPaths): Observed {
+  let rec: RunRecord | null = null;
+  try {
+    const r = JSON.parse(readFileSync(paths.status, 'utf8')) as RunRecord;
+    rec = r && r.version === 1 ? r : null;
+  } catch { /* none */ }
+  const alive = rec?.phase === 'running' && isProcessAliveSync(rec.pid, rec.startTicks);
+  return observed(rec, alive, rec?.phase === 'running' && !alive && existsSync(paths.pidfile));
+}
+
+/** The state a run record and the host's facts make. Pure. */
+function observed(rec: RunRecord | null, alive: boolean, pidfileLeft: boolean): Observed {
   if (!rec) return { state: 'shutoff', reason: 'unknown', record: null };
   if (rec.phase === 'shutoff') return { state: 'shutoff', reason: rec.reason, record: rec };
-  if (await isProcessAlive(rec.pid, rec.startTicks)) {
+  if (alive) {
     return rec.paused
       ? { state: 'paused', reason: 'user', record: rec }
       : { state: 'running', reason: 'booted', record: rec };
   }
-  const pidfileLeft = await access(paths.pidfile).then(() => true, () => false);
   return { state: 'shutoff', reason: pidfileLeft ? 'crashed' : 'shutdown', record: rec, exited: true };
 }

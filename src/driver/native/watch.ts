@@ -15,6 +15,7 @@ import type { NativeContext } from './context.js';
 import { MONITOR_ANSWER_MS } from '../bounds.js';
 import { GuestWatcher, type WatchChange as GuestChange } from './guest-watcher.js';
 import { observe, readRunRecord, runRecordVersion, writeRunRecord } from './run-status.js';
+import { Listeners } from '../../util/listeners.js';
 
 /** How long after a fast-path change its run record is written (coalescing a burst of changes). */
 const TARGET_WRITE_DELAY_MS = 250;
@@ -25,7 +26,7 @@ export class NativeWatch implements DriverWatch {
   readonly state: HostWatchState = 'up';
   readonly reason = null;
   #watchers = new Map<string, GuestWatcher>();
-  #listeners = new Set<(c: WatchChange) => void>();
+  #listeners = new Listeners<WatchChange>();
   #host: HostMemory = EMPTY_HOST;
   #stopped = false;
   #lastUpdateS: number | null = null;
@@ -94,14 +95,11 @@ export class NativeWatch implements DriverWatch {
   }
 
   onChange(listener: (c: WatchChange) => void): () => void {
-    this.#listeners.add(listener);
-    return () => { this.#listeners.delete(listener); };
+    return this.#listeners.add(listener);
   }
 
   #emit(c: WatchChange): void {
-    for (const l of this.#listeners) {
-      try { l(c); } catch { /* a listener's failure is its own */ }
-    }
+    this.#listeners.emit(c);
   }
 
   /** Targets sent on the fast path, not yet in the run record: the value, and the record's version then. */

@@ -15,7 +15,7 @@ import type {
 } from '../api.js';
 import type { DriverWatch, WatchOptions } from '../watch.js';
 import type { GuestView } from '../view.js';
-import { daemonRequest, DaemonUnreachableError } from './http-client.js';
+import { daemonRequest, DaemonUnreachableError, operationEvents, type OperationDoc } from './http-client.js';
 import { DAEMON_ANSWER_MS, seconds } from '../bounds.js';
 
 const KIB = 1024;
@@ -79,13 +79,52 @@ export class DaemonDriver implements HypervisorDriver {
     } as DomainInfo;
   }
 
+  /**
+   * setmem through the daemon: the live change, with --config too, and the wait (followed on
+   * the daemon's event stream, with its progress). A change of the next boot alone
+   * (--config, or --current on a shut-off guest) is a definition write: the wrapped driver does it.
+   */
   async setMemory(ref: string, kib: number, opts: SetMemoryOptions = {}): Promise<SetMemoryResult> {
-    // Only the plain live change goes through the daemon; waiting, config and current stay here.
-    if (opts.config || opts.current || opts.wait || opts.onProgress) return this.fallback.setMemory(ref, kib, opts);
-    const doc = await this.#ask('PUT', `/domains/${encodeURIComponent(ref)}/memory`, { targetBytes: kib * KIB, ...(opts.force ? { force: true } : {}) }) as { operation: { actualBytes: number | null } } | null;
-    if (!doc) return this.fallback.setMemory(ref, kib, opts);
-    const a = doc.operation.actualBytes;
-    return { targetKiB: kib, actualKiB: a === null ? null : a / KIB, reached: false, live: true, config: false };
+    if (opts.current || (opts.config && !opts.live)) return this.fallback.setMemory(ref, kib, opts);
+    const body = {
+      targetBytes: kib * KIB, ...(opts.force ? { force: true } : {}), ...(opts.config ? { config: true } : {}),
+      ...(opts.timeoutMs !== undefined ? { timeoutMs: Math.max(1, Math.min(86_400_000, opts.timeoutMs)) } : {}),
+    };
+    const path = `/domains/${encodeURIComponent(ref)}/memory`;
+    const result = (actualBytes: number | null, reached: boolean): SetMemoryResult => ({
+      targetKiB: kib, actualKiB: actualBytes === null ? null : actualBytes / KIB, reached, live: true, config: !!opts.config,
+    });
+    if (!opts.wait) {
+      const doc = await this.#ask('PUT', path, body) as { operation: OperationDoc } | null;
+      if (!doc) return this.fallback.setMemory(ref, kib, opts);
+      return result(doc.operation.actualBytes, false);
+    }
+    // Subscribed before the change, so none of its events is missed.
+    const events = operationEvents({ socketPath: this.socketPath });
+    try {
+      try {
+        await events.ready;
+      } catch (err) {
+        if (err instanceof DaemonUnreachableError) return this.fallback.setMemory(ref, kib, opts);
+        throw err;
+      }
+      const doc = await this.#ask('PUT', path, body) as { operation: OperationDoc } | null;
+      if (!doc) return this.fallback.setMemory(ref, kib, opts);
+      const startedAt = Date.now() - doc.operation.elapsedMs;
+      const progress = (op: OperationDoc): void => {
+        if (op.actualBytes === null) return;
+        opts.onProgress?.({ actualKiB: op.actualBytes / KIB, targetKiB: kib, startKiB: (op.startBytes ?? op.actualBytes) / KIB, elapsedMs: Date.now() - startedAt });
+      };
+      progress(doc.operation);
+      const bound = (opts.timeoutMs ?? 300_000) + 30_000;
+      const end = doc.operation.state !== 'running' ? doc.operation
+        : await events.until(doc.operation.id, (op) => op.state !== 'running', progress, bound);
+      progress(end);
+      if (end.state === 'failed') throw new VirtError((end.code ?? 'OPERATION_FAILED') as VirtErrorCode, end.message ?? 'the memory change failed');
+      return result(end.actualBytes, end.actualBytes === kib * KIB);
+    } finally {
+      events.close();
+    }
   }
 
   async memoryStats(ref: string, opts: { signal?: AbortSignal } = {}): Promise<MemoryStats> {

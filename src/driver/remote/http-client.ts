@@ -136,3 +136,90 @@ function attempt(t: DaemonTarget, method: string, path: string, opts: RequestOpt
     req.end();
   });
 }
+
+/** An operation document as the daemon sends it (docs/openapi.json#/components/schemas/Operation). */
+export interface OperationDoc {
+  id: string;
+  state: 'running' | 'succeeded' | 'failed';
+  startBytes: number | null;
+  targetBytes: number;
+  actualBytes: number | null;
+  message: string | null;
+  code?: string;
+  elapsedMs: number;
+}
+
+/**
+ * The daemon's event stream (`GET /api/v1/events`, server-sent events), for following an
+ * operation: `ready` resolves once the stream is open (subscribe before the change, so no
+ * event of it is missed); `until` resolves with the first operation document for `id` that
+ * `done` accepts, and hands every one before to `each`. Bounded by `timeoutMs`; the stream is
+ * closed by `close()` and when the daemon goes away (then `until` rejects).
+ * @throws DaemonUnreachableError when the daemon does not answer or closes the stream
+ */
+export function operationEvents(t: DaemonTarget): {
+  ready: Promise<void>;
+  until(id: string, done: (op: OperationDoc) => boolean, each: (op: OperationDoc) => void, timeoutMs: number): Promise<OperationDoc>;
+  close(): void;
+} {
+  const seen: OperationDoc[] = [];
+  let wake: (() => void) | null = null;
+  let broken: Error | null = null;
+  let buf = '';
+  let readyResolve!: () => void;
+  let readyReject!: (e: Error) => void;
+  const ready = new Promise<void>((res, rej) => { readyResolve = res; readyReject = rej; });
+  ready.catch(() => undefined);
+  const fail = (e: Error): void => { broken ??= e; readyReject(e); const w = wake; wake = null; w?.(); };
+  const req = request({
+    method: 'GET', path: '/api/v1/events', agent: false,
+    headers: { host: t.socketPath ? 'localhost' : `${t.host}:${t.port}`, ...(t.token ? { authorization: `Bearer ${t.token}` } : {}) },
+    ...(t.socketPath ? { socketPath: t.socketPath } : { host: t.host, port: t.port }),
+  }, (res) => {
+    if (res.statusCode !== 200) { fail(new DaemonUnreachableError(`virtmemd answered ${res.statusCode} for its event stream`)); res.resume(); return; }
+    res.setEncoding('utf8');
+    res.on('data', (chunk: string) => {
+      buf += chunk;
+      if (buf.length > MAX_ANSWER_BYTES) { req.destroy(); fail(new DaemonUnreachableError('virtmemd event stream: an event over the size bound')); return; }
+      if (buf.includes(': connected')) readyResolve();
+      let i: number;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        if (!/^event: operation$/m.test(block)) continue;
+        const data = /^data: (.+)$/m.exec(block)?.[1];
+        try { if (data) seen.push(JSON.parse(data) as OperationDoc); } catch { /* not ours to judge: skip */ }
+        const w = wake; wake = null; w?.();
+      }
+    });
+    res.once('end', () => fail(new DaemonUnreachableError('virtmemd closed its event stream')));
+    res.once('error', (e) => fail(new DaemonUnreachableError(`virtmemd event stream broke off: ${e.message}`, { cause: e })));
+  });
+  req.once('error', (e) => fail(new DaemonUnreachableError(`virtmemd not reachable: ${e.message}`, { cause: e })));
+  req.end();
+  const connectBound = setTimeout(() => { req.destroy(); fail(new DaemonUnreachableError('virtmemd did not open its event stream within 10 s')); }, 10_000);
+  void ready.then(() => clearTimeout(connectBound), () => clearTimeout(connectBound));
+  return {
+    ready,
+    async until(id, done, each, timeoutMs) {
+      const end = Date.now() + timeoutMs;
+      let i = 0;
+      for (;;) {
+        for (; i < seen.length; i++) {
+          const op = seen[i]!;
+          if (op.id !== id) continue;
+          if (done(op)) return op;
+          each(op);
+        }
+        if (broken) throw broken;
+        const left = end - Date.now();
+        if (left <= 0) throw new DaemonUnreachableError(`virtmemd sent no end of operation ${id} within ${Math.round(timeoutMs / 1000)} s`);
+        await new Promise<void>((r) => { const tm = setTimeout(() => { wake = null; r(); }, left); wake = () => { clearTimeout(tm); r(); }; });
+      }
+    },
+    close() {
+      clearTimeout(connectBound);
+      req.destroy();
+    },
+  };
+}
