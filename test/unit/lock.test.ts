@@ -1,7 +1,7 @@
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, writeFile, readFile, readdir } from 'node:fs/promises';
+import { mkdtemp as makeTemp, rm, writeFile, readFile, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { acquireLock, withLock } from '../../src/driver/native/lock.js';
@@ -12,6 +12,15 @@ import { readProcStat } from '../../src/driver/native/host-process.js';
 import { until } from '../helpers/poll.js';
 
 const LOCK_MODULE = new URL('../../src/driver/native/lock.js', import.meta.url).href;
+
+/** Temporary directories, removed after the tests. */
+const temps: string[] = [];
+after(() => Promise.all(temps.map((d) => rm(d, { recursive: true, force: true }))));
+async function mkdtemp(prefix: string): Promise<string> {
+  const d = await makeTemp(prefix);
+  temps.push(d);
+  return d;
+}
 
 test('a held lock makes the next taker wait, then it gets it', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'lk-'));
