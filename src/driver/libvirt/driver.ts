@@ -480,6 +480,11 @@ export class LibvirtDriver implements HypervisorDriver {
       await act();
       const reached = await followMemory({
         name: d.name, plan, layout: ml, start, read, guestTotal: total, guestTotalBefore: before,
+        // A statistics report now: the period to 0 and back makes QEMU ask the guest at once.
+        refreshGuestTotal: async () => {
+          if (layout.statsPeriodS <= 0) return;
+          for (const p of [0, layout.statsPeriodS]) await this.domCall(d, Proc.DOMAIN_SET_MEMORY_STATS_PERIOD, (w) => w.int(p).uint(AffectFlag.LIVE), signal);
+        },
         changed: (ms) => new Promise<void>((resolve) => {
           const t = setTimeout(() => { wake = null; resolve(); }, ms);
           wake = () => { clearTimeout(t); resolve(); };

@@ -130,6 +130,8 @@ export interface FollowSpec {
   guestTotal?: (() => Promise<GuestTotal | null>) | undefined;
   /** The guest's total before the change (from `guestTotal`), for the comparison. */
   guestTotalBefore?: GuestTotal | null | undefined;
+  /** Asks the guest for a statistics report now instead of at its next period. */
+  refreshGuestTotal?: (() => Promise<void>) | undefined;
 }
 
 /** What the guest itself counts (its MemTotal), and when it said so (seconds since the epoch). */
@@ -195,6 +197,8 @@ async function confirmOnlined(spec: FollowSpec, now: MemorySizes, t0: number, ti
   const blockKiB = Math.max(0, ...spec.layout.vmem.map((d) => d.blockKiB));
   const end = Math.min(t0 + timeoutMs, Date.now() + stallMs);
   let last: GuestTotal | null = null;
+  // A report now, not at the guest's next period (up to a period later).
+  await spec.refreshGuestTotal?.().catch(() => undefined);
   for (;;) {
     if (spec.signal?.aborted) throw new VirtError('ABORTED', `waiting for domain '${spec.name}' to reach ${spec.plan.targetKiB} KiB: aborted`);
     const g = await spec.guestTotal();
@@ -205,7 +209,7 @@ async function confirmOnlined(spec: FollowSpec, now: MemorySizes, t0: number, ti
       if (g.totalKiB - before.totalKiB >= grownKiB - blockKiB) return;
     }
     if (Date.now() >= end) break;
-    await spec.changed(Math.max(1, Math.min(500, end - Date.now())));
+    await spec.changed(Math.max(1, Math.min(50, end - Date.now())));
   }
   throw new VirtError('NOT_REACHED', `memory target ${spec.plan.targetKiB} KiB not reached: domain '${spec.name}' has ${grownKiB} KiB more plugged through virtio-mem, but the guest's own MemTotal went from ${before.totalKiB} KiB to ${last?.totalKiB ?? before.totalKiB} KiB: it has not onlined the new memory (is hot-plugged memory onlined in the guest: memhp_default_state=online_movable or a udev rule?)`);
 }

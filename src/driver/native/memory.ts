@@ -235,10 +235,21 @@ async function followLive(ctx: NativeContext, name: string, rec: RunningRecord, 
       timeoutMs: opts.timeoutMs, stallMs: opts.stallMs, onProgress: opts.onProgress, signal: opts.signal,
       guestTotalBefore: totalBefore,
       guestTotal: () => ctx.monitor(name, (c) => guestTotal(c, live), opts.signal),
+      refreshGuestTotal: () => ctx.monitor(name, (c) => requestGuestStats(c, live.balloon.statsPeriodS), opts.signal),
     });
   } finally {
     events?.close();
   }
+}
+
+/**
+ * Has the balloon ask the guest for its statistics now: QEMU starts a new polling timer, which
+ * fires at once, when the period goes from 0 to a value (setting the same value does nothing).
+ */
+async function requestGuestStats(c: QmpClient, periodS: number): Promise<void> {
+  if (periodS <= 0) return;
+  await qomSet(c, BALLOON_QOM_PATH, 'guest-stats-polling-interval', 0);
+  await qomSet(c, BALLOON_QOM_PATH, 'guest-stats-polling-interval', periodS);
 }
 
 /** The guest's own MemTotal from its balloon statistics, or null without a report. */
