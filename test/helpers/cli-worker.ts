@@ -26,4 +26,10 @@ async function serve(req: Request): Promise<void> {
   process.stdout.write(JSON.stringify({ id: req.id, code, stdout, stderr, startNs: String(startNs), endNs: String(endNs) }) + '\n');
 }
 
+// Serves only when cli-workers.ts started it: run any other way (a test runner that takes every
+// file under test/ for a test, say) it would wait on stdin for ever.
+if (process.env.VIRTMEM_CLI_WORKER !== '1') {
+  process.stderr.write('cli-worker.js is started by cli-workers.ts (VIRTMEM_CLI_WORKER=1), not run on its own\n');
+  process.exit(0);
+}
 createInterface({ input: process.stdin }).on('line', (line) => { void serve(JSON.parse(line) as Request); });

@@ -24,7 +24,7 @@ export class CliWorker {
   #stderr = '';
 
   constructor(env: NodeJS.ProcessEnv = {}) {
-    this.#proc = spawn(process.execPath, [join(ROOT, 'dist', 'test', 'helpers', 'cli-worker.js')], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    this.#proc = spawn(process.execPath, [join(ROOT, 'dist', 'test', 'helpers', 'cli-worker.js')], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env, VIRTMEM_CLI_WORKER: '1' } });
     this.#proc.stderr!.setEncoding('utf8').on('data', (s: string) => { this.#stderr = (this.#stderr + s).slice(-4000); });
     createInterface({ input: this.#proc.stdout! }).on('line', (line) => {
       const r = JSON.parse(line) as { id: number; code: number; stdout: string; stderr: string; startNs: string; endNs: string };
