@@ -2,7 +2,8 @@
  * virsh-compatible text output, as pure functions. Layouts were recorded from real virsh 9.0
  * (test/fixtures/virsh/) and are asserted against those recordings.
  */
-import type { DomainInfo, DomainState, DomainSummary, HostCapabilities, MemoryStats, StateReason } from '../driver/api.js';
+import type { DomainInfo, DomainState, DomainStatsRecord, DomainSummary, HostCapabilities, MemoryParameter, MemoryStats, NumaParameters, StateReason, StatValue } from '../driver/api.js';
+import { NUMA_MODES } from '../driver/api.js';
 
 /** virsh's words for states. */
 export function stateText(state: DomainState): string {
@@ -132,4 +133,28 @@ export function formatNodeMemoryParameters(params: ReadonlyArray<{ field: string
 /** `virsh nodememstats`: `%-7s: %20llu KiB` per statistic. */
 export function formatNodeMemStats(stats: ReadonlyArray<{ field: string; valueKiB: number }>): string {
   return stats.map((s) => `${s.field.padEnd(7)}: ${String(s.valueKiB).padStart(20)} KiB\n`).join('') + '\n';
+}
+
+/** `virsh memtune`: `%-15s: %s` per limit, libvirt's "unlimited" spelled out. */
+export function formatMemoryParameters(params: ReadonlyArray<MemoryParameter>): string {
+  return params.map((p) => `${p.field.padEnd(15)}: ${p.valueKiB === null ? 'unlimited' : p.valueKiB}\n`).join('') + '\n';
+}
+
+/** `virsh numatune`: the mode by name (virDomainNumatuneMemModeTypeToString; printf's "(null)" for a number it lacks) and the nodeset. */
+export function formatNumaParameters(p: NumaParameters): string {
+  return `${'numa_mode'.padEnd(15)}: ${NUMA_MODES[p.mode] ?? '(null)'}\n${'numa_nodeset'.padEnd(15)}: ${p.nodeset}\n\n`;
+}
+
+/** A typed parameter's value as virsh prints it (vshGetTypedParamValue: %d, %u, %lld, %llu, %f, yes/no, the string). */
+export function typedParamText(v: StatValue): string {
+  switch (v.type) {
+    case 'double': return v.value.toFixed(6);
+    case 'boolean': return v.value ? 'yes' : 'no';
+    default: return String(v.value);
+  }
+}
+
+/** `virsh domstats`: per record `Domain: 'NAME'` and `  field=value` lines, records apart by an empty line. */
+export function formatDomainStats(records: ReadonlyArray<DomainStatsRecord>): string {
+  return records.map((r) => `Domain: '${r.name}'\n` + r.params.map((p) => `  ${p.field}=${typedParamText(p.value)}\n`).join('')).join('\n') + '\n';
 }

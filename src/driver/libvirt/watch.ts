@@ -16,10 +16,9 @@ import type { LibvirtClient } from '../../libvirt/client.js';
 import { memoryLayoutFromXml, type LibvirtMemoryLayout } from './domain-xml.js';
 import { sampleHostMemory, type HostMemory } from '../memory/host-memory.js';
 import { applyBalloon, setMonitor, setState, type GuestStatsView, type GuestView } from '../view.js';
-import type { DomainState } from '../api.js';
+import { stateOf } from '../state-codes.js';
 import type { DriverWatch, HostWatchState, WatchChange, WatchOptions } from '../watch.js';
 
-const STATE_TEXT: DomainState[] = ['no state', 'running', 'idle', 'paused', 'in shutdown', 'shutoff', 'crashed', 'pmsuspended'];
 /** VIR_DOMAIN_EVENT_STOPPED. */
 const EVENT_STOPPED = 5;
 const KIB = 1024;
@@ -68,7 +67,7 @@ export function viewFromLibvirt(rec: BulkRecord, layout: LibvirtMemoryLayout, no
  */
 export function applyBulk(v: GuestView, rec: BulkRecord, nowS: number): boolean {
   let changed = false;
-  const st = STATE_TEXT[num(rec.stats['state.state']) ?? 0] ?? 'no state';
+  const st = stateOf(num(rec.stats['state.state']) ?? 0);
   changed = setState(v, st, nowS) || changed;
   if (v.id !== rec.id) { v.id = rec.id; changed = true; }
   const cur = num(rec.stats['balloon.current']);
@@ -188,7 +187,7 @@ export class LibvirtWatch implements DriverWatch {
       const nowS = Date.now() / 1000;
       const seen = new Set<string>();
       for (const rec of records) {
-        const st = STATE_TEXT[num(rec.stats['state.state']) ?? 0] ?? 'no state';
+        const st = stateOf(num(rec.stats['state.state']) ?? 0);
         if (st === 'shutoff' || st === 'crashed' || st === 'no state') continue;
         seen.add(rec.name);
         let v = this.#views.get(rec.name);

@@ -255,6 +255,25 @@ export async function setLiveMemtune(stateRoot: string, name: string, pid: numbe
   await applyMemtune(c, dir, t);
 }
 
+/**
+ * Confines a running domain's memory to `hostNodes` (numatune --live --nodeset): its cpuset
+ * cgroup's mems, the cgroup created and QEMU (`pid`) moved in when it has none yet.
+ * @throws VirtError NO_SUPPORT (no cpuset controller, not root), OPERATION_FAILED
+ */
+export async function setLiveCpusetMems(stateRoot: string, name: string, pid: number, hostNodes: readonly number[]): Promise<void> {
+  const c = (await hostControllers()).cpuset;
+  if (c === undefined) throw new VirtError('NO_SUPPORT', 'this host has no cgroup cpuset controller');
+  if (process.getuid?.() !== 0) throw new VirtError('NO_SUPPORT', 'NUMA placement needs cgroups, which only root may change');
+  const dir = await ensureDir(c, domainCgroupPath(stateRoot, name), 'cpuset');
+  const cpus = (await readFile(join(c.root, c.version === 1 ? 'cpuset.cpus' : 'cpuset.cpus.effective'), 'utf8')).trim();
+  const writes = cpusetWrites(c.version, hostNodes, cpus);
+  // A cpuset already set keeps its CPUs: only the nodes move.
+  const inPlace = (await readFile(join(dir, 'cpuset.cpus'), 'utf8').catch(() => '')).trim() !== '';
+  for (const w of inPlace ? writes.filter((x) => x.file === 'cpuset.mems') : writes) await write(dir, w);
+  const procs = (await readFile(join(dir, 'cgroup.procs'), 'utf8')).split('\n');
+  if (!procs.includes(String(pid))) await write(dir, { file: 'cgroup.procs', value: String(pid) });
+}
+
 /** The memory limits the kernel holds for a domain now, in KiB (absent: unlimited or no cgroup). */
 export async function readMemtune(stateRoot: string, name: string): Promise<MemtuneDef> {
   const c = (await hostControllers()).memory;

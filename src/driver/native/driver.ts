@@ -30,6 +30,12 @@ import { queryStatus } from '../../qmp/index.js';
 import * as memory from './memory.js';
 import * as lifecycle from './process.js';
 import * as memtuneParts from './memtune.js';
+import * as tuning from './domain-tuning.js';
+import * as stats from './domain-stats.js';
+import type {
+  DeviceFlags, DirtyRateMode, DomainStatsRecord, DomainStatsRequest, MemoryDeviceUpdate, MemoryParameter, MemoryParametersUpdate, NumaParameters,
+  NumaParametersUpdate,
+} from '../domain-memory-api.js';
 import { NativeWatch } from './watch.js';
 import { NativeNodeMemory } from './node.js';
 import { hostCapabilities, plannedAccel, withGuestKernel } from './capabilities.js';
@@ -253,6 +259,22 @@ export class NativeDriver implements HypervisorDriver {
   /** Changes <memtune> limits live and/or in the definition; null removes a limit. */
   setMemtune(ref: string, change: memtuneParts.MemtuneChange, flags: AffectOptions = {}): Promise<{ live: boolean; config: boolean }> {
     return memtuneParts.setMemtune(this.ctx, ref, change, flags);
+  }
+
+  // ---------------------------------------------------------------- memory beyond its size (virsh memtune, numatune, devices, domstats)
+
+  memoryParameters(ref: string, flags?: DeviceFlags): Promise<MemoryParameter[]> { return tuning.memoryParameters(this.ctx, ref, flags); }
+  setMemoryParameters(ref: string, update: MemoryParametersUpdate, flags?: DeviceFlags): Promise<void> { return tuning.setMemoryParameters(this.ctx, ref, update, flags); }
+  numaParameters(ref: string, flags?: DeviceFlags): Promise<NumaParameters> { return tuning.numaParameters(this.ctx, ref, flags); }
+  setNumaParameters(ref: string, update: NumaParametersUpdate, flags?: DeviceFlags): Promise<void> { return tuning.setNumaParameters(this.ctx, ref, update, flags); }
+  domainStats(req: DomainStatsRequest): Promise<DomainStatsRecord[]> { return stats.domainStats(this.ctx, req); }
+  startDirtyRateCalc(ref: string, seconds: number, mode: DirtyRateMode | null, signal?: AbortSignal): Promise<void> { return stats.startDirtyRateCalc(this.ctx, ref, seconds, mode, signal); }
+
+  // Device XML needs the XML parser: loaded on demand (keeps CLI start-up lean).
+  async attachDevice(ref: string, xml: string, flags?: DeviceFlags): Promise<void> { return (await import('./memory-devices.js')).attachDevice(this.ctx, ref, xml, flags); }
+  async detachDevice(ref: string, xml: string, flags?: DeviceFlags): Promise<void> { return (await import('./memory-devices.js')).detachDevice(this.ctx, ref, xml, flags); }
+  async updateMemoryDevice(ref: string, update: MemoryDeviceUpdate, flags?: DeviceFlags): Promise<{ xml: string }> {
+    return (await import('./memory-devices.js')).updateMemoryDevice(this.ctx, ref, update, flags);
   }
 
   // ---------------------------------------------------------------- policy settings

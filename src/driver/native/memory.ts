@@ -22,8 +22,7 @@ import {
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
 import { toMemoryStats, type MemoryStats } from '../memory/stats.js';
 import { BALLOON_QOM_PATH } from './qemu-argv.js';
-import { backendObject } from './qemu-memory.js';
-import { currentHostMemory } from './memory-start.js';
+import { hotAddMemoryDevice } from './hot-plug.js';
 import { writeRunRecord, type RunningRecord } from './run-status.js';
 import { monitorError, onHeldMonitor } from './monitor.js';
 import { totalBytes } from '../view.js';
@@ -285,18 +284,7 @@ async function growMaxLive(ctx: NativeContext, name: string, rec: RunningRecord,
   if (live.memoryDevices.length >= hotplug.slots) refuse(`all ${hotplug.slots} memory slots are in use`);
   const grown: DomainDef = { ...live, memory: { ...live.memory, maxKiB: kib }, memoryDevices: [...live.memoryDevices, { model: 'virtio-mem', sizeKiB: addKiB, blockKiB, requestedKiB: 0 }] };
   // The new device's backend follows the guest's memory backing, as the boot devices' do.
-  const { plan, backing } = await currentHostMemory(grown, ctx.paths.run(name));
-  const added = plan.devices[plan.devices.length - 1]!;
-  const memdev = added.backend.id;
-  await ctx.monitor(name, async (c) => {
-    await c.execute('object-add', backendObject(added.backend, backing));
-    try {
-      await c.execute('device_add', added.props);
-    } catch (err) {
-      await c.execute('object-del', { id: memdev }).catch(() => {});
-      throw err;
-    }
-  }, signal);
+  await hotAddMemoryDevice(ctx, name, grown, signal);
   rec.live = grown;
   await writeRunRecord(ctx.paths.run(name), rec);
 }
