@@ -247,7 +247,9 @@ export async function setLiveMemtune(stateRoot: string, name: string, pid: numbe
   const dir = await ensureDir(c, domainCgroupPath(stateRoot, name), 'memory');
   const procs = (await readFile(join(dir, 'cgroup.procs'), 'utf8')).split('\n');
   if (!procs.includes(String(pid))) {
-    if (c.version === 1) await write(dir, { file: 'memory.move_charge_at_immigrate', value: '3' });
+    // v1 can move the charges along; kernels since 6.x deprecate it and newer ones refuse the
+    // write (EINVAL, seen on 6.18): then memory QEMU touched before stays charged where it was.
+    if (c.version === 1) await write(dir, { file: 'memory.move_charge_at_immigrate', value: '3' }).catch(() => {});
     await applyMemtune(c, dir, t); // limits first: the move itself is then held to them
     await write(dir, { file: 'cgroup.procs', value: String(pid) });
     return;

@@ -9,6 +9,7 @@ import { stat } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { QmpClient, queryBalloon, queryMemoryDevices, queryBalloonGuestStats, queryStatus, type QmpEventStream } from '../../qmp/index.js';
 import { BALLOON_QOM_PATH } from './qemu-argv.js';
+import { balloonBaseKiB } from './qemu-memory.js';
 import type { RunPaths } from './paths.js';
 import { isProcessAlive, readProcStat, readRssKiB, CLOCK_TICKS_PER_S } from './host-process.js';
 import { readRunRecord, type RunningRecord } from './run-status.js';
@@ -37,6 +38,8 @@ export type WatchChange = 'memory' | 'state' | 'gone';
 
 export class GuestWatcher {
   readonly model: GuestView;
+  /** What QEMU's balloon sizes count beyond boot RAM: the live definition's DIMMs (qemu-memory.ts balloonBaseKiB). */
+  #balloonBaseBytes: number;
   #client: QmpClient | null = null;
   #stream: QmpEventStream | null = null;
   #stop = new AbortController();
@@ -56,6 +59,7 @@ export class GuestWatcher {
     private readonly opts: WatcherOptions,
   ) {
     this.model = viewFromDefinition(rec.live, { id: rec.id, state: rec.paused ? 'paused' : 'running', pid: rec.pid }, Date.now() / 1000);
+    this.#balloonBaseBytes = balloonBaseKiB(rec.live) * 1024;
     this.#pressure = new GuestPressureFeed(paths.pressure, (p) => { this.model.pressure = p; });
   }
 
@@ -119,7 +123,7 @@ export class GuestWatcher {
       first = false;
       await this.refresh();
       for await (const ev of stream) {
-        const changed = applyEvent(this.model, ev.event, ev.data ?? {}, this.#now());
+        const changed = applyEvent(this.model, ev.event, ev.data ?? {}, this.#now(), this.#balloonBaseBytes);
         if (ev.event === 'SHUTDOWN' || ev.event === 'STOP' || ev.event === 'RESUME') { if (changed) this.#changed('state'); } else if (changed) this.#changed('memory');
       }
       this.#client = null;
@@ -177,7 +181,7 @@ export class GuestWatcher {
       this.#statsAtMs = Date.now();
       if (rssKiB !== null) this.model.rssBytes = rssKiB * 1024;
       let mem = false;
-      if (bal) mem = applyBalloon(this.model, bal.actualBytes, now) || mem;
+      if (bal) mem = applyBalloon(this.model, bal.actualBytes - this.#balloonBaseBytes, now) || mem;
       mem = applyDevices(this.model, devices, now) || mem;
       if (stats) mem = applyGuestStats(this.model, stats, now) || mem;
       const st = setState(this.model, status.running ? 'running' : 'paused', now);
@@ -250,6 +254,7 @@ export class GuestWatcher {
     this.#recordMtimeMs = st.mtimeMs;
     const rec = await readRunRecord(this.paths);
     if (!rec || rec.phase !== 'running' || rec.pid !== this.rec.pid) return;
+    this.#balloonBaseBytes = balloonBaseKiB(rec.live) * 1024;
     if (applyDefinition(this.model, rec.live, this.#now())) this.#changed('memory');
   }
 
@@ -265,6 +270,7 @@ export class GuestWatcher {
 
   /** Take a live definition the daemon itself just wrote. */
   takeDefinition(rec: RunningRecord): void {
+    this.#balloonBaseBytes = balloonBaseKiB(rec.live) * 1024;
     if (applyDefinition(this.model, rec.live, this.#now())) this.#changed('memory');
   }
 }

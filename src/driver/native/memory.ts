@@ -23,6 +23,7 @@ import { hostMemAvailableKiB } from '../memory/host-memory.js';
 import { toMemoryStats, type MemoryStats } from '../memory/stats.js';
 import { BALLOON_QOM_PATH } from './qemu-argv.js';
 import { hotAddMemoryDevice } from './hot-plug.js';
+import { balloonBaseKiB } from './qemu-memory.js';
 import { writeRunRecord, type RunningRecord } from './run-status.js';
 import { monitorError, onHeldMonitor } from './monitor.js';
 import { totalBytes } from '../view.js';
@@ -53,8 +54,8 @@ export async function queryLiveMemory(c: QmpClient, live: DomainDef): Promise<Li
     const d = devices.find((x) => x.type === 'virtio-mem' && x.id === v.id);
     if (d && d.type === 'virtio-mem') v.pluggedKiB = Math.floor(d.sizeBytes / 1024);
   }
-  // QEMU's balloon acts on boot RAM only: "actual" never includes memory devices.
-  const balloonKiB = bal ? Math.floor(bal.actualBytes / 1024) : layout.bootKiB;
+  // QEMU's balloon counts DIMMs in its sizes (balloonBaseKiB); virtmem's balloon is boot RAM only.
+  const balloonKiB = bal ? Math.floor(bal.actualBytes / 1024) - balloonBaseKiB(live) : layout.bootKiB;
   return { layout, balloonKiB, totalKiB: memoryTotal({ boot: layout.bootKiB, balloon: balloonKiB, dimm: layout.dimmKiB, plugged: layout.vmem.map((v) => v.pluggedKiB) }) };
 }
 
@@ -123,7 +124,7 @@ export async function setMemory(ctx: NativeContext, ref: string, kib: number, op
       }
       if (!opts.force) await checkGuards(c, live, now.totalKiB, kib);
       for (const step of orderSteps(now.layout, now.balloonKiB, plan)) {
-        if (step.kind === 'balloon') await setBalloon(c, step.targetKiB * 1024);
+        if (step.kind === 'balloon') await setBalloon(c, (step.targetKiB + balloonBaseKiB(live)) * 1024);
         else await qomSet(c, `/machine/peripheral/${step.id}`, 'requested-size', step.requestedKiB * 1024);
       }
       // Without a wait the answer says where the guest is right after the change.
@@ -162,7 +163,8 @@ async function fastBalloonChange(ctx: NativeContext, ref: string, kib: number, o
   if (vmem.some((d) => d.requestedBytes !== 0 || d.pluggedBytes !== 0)) return null;
   const bootKiB = Math.floor(v.bootBytes / 1024);
   const dimmKiB = Math.floor(v.dimmBytes / 1024);
-  if (kib - dimmKiB > bootKiB) return null;
+  // DIMMs change what QEMU's balloon target means (balloonBaseKiB): the full path sends those.
+  if (kib - dimmKiB > bootKiB || dimmKiB > 0) return null;
   checkMemorySize(kib, MIN_MEMORY_KIB);
   checkBelowMaximum(kib, Math.floor(v.maxMemoryBytes / 1024));
   checkAboveDimms(kib, dimmKiB);

@@ -52,6 +52,16 @@ export function memoryDeviceIds(def: Pick<DomainDef, 'memoryDevices'>): string[]
   });
 }
 
+/**
+ * What QEMU's balloon counts beyond boot RAM (KiB): its "actual" and its target are sizes of the
+ * guest's whole RAM as QEMU sees it (get_current_ram_size: boot RAM plus DIMMs and NVDIMMs, not
+ * virtio-mem), while virtmem's balloon is boot RAM only. Seen on QEMU 7.2: a plugged 128 MiB DIMM
+ * raised query-balloon's actual by 128 MiB, a plugged virtio-mem block did not.
+ */
+export function balloonBaseKiB(def: Pick<DomainDef, 'memoryDevices'>): number {
+  return def.memoryDevices.reduce((s, d, i) => s + (d.model === 'dimm' || d.model === 'nvdimm' ? alignedDeviceKiB(d, i) : 0), 0);
+}
+
 /** The id of the backend a memory device maps. */
 export const memdevId = (deviceId: string): string => `mem-${deviceId}`;
 /** The default RAM backend's id: "pc.ram", the name QEMU itself gives the RAM of 'pc' and 'q35'. */
