@@ -131,3 +131,30 @@ export interface GuestHostMemory {
   /** KSM on the guest's QEMU process (the kernel's per-process counters), null where unknown. */
   ksm: { mergingPages: number; mergingKiB: number; zeroPages: number | null; profitKiB: number | null } | null;
 }
+
+/** Whether a guest's backing is what libvirt gives when nothing is asked (dominfo then says nothing of it). */
+export function isPlainBacking(b: GuestHostMemory['backing']): boolean {
+  return b.hugepages.length === 0 && b.source === 'anonymous' && !b.shared && !b.locked && b.mergeable;
+}
+
+/** The API's GuestHostMemory document (docs/openapi.json): the face's record with sizes in bytes. */
+export function hostMemoryDocument(h: GuestHostMemory): Record<string, unknown> {
+  const bytes = (kib: number | null): number | null => (kib === null ? null : kib * 1024);
+  return {
+    backing: { ...h.backing, hugepages: h.backing.hugepages.map((p) => ({ pageSizeBytes: p.sizeKiB * 1024, pages: p.pages })) },
+    placement: h.placement,
+    cgroup: h.cgroup && { hardLimitBytes: bytes(h.cgroup.hardLimitKiB), softLimitBytes: bytes(h.cgroup.softLimitKiB), usageBytes: bytes(h.cgroup.usageKiB) },
+    ksm: h.ksm && { mergingPages: h.ksm.mergingPages, mergingBytes: h.ksm.mergingKiB * 1024, zeroPages: h.ksm.zeroPages, profitBytes: bytes(h.ksm.profitKiB) },
+  };
+}
+
+/** The face's GuestHostMemory from its API document (the daemon's client). */
+export function hostMemoryFromDocument(d: Record<string, any>): GuestHostMemory {
+  const kib = (b: number | null): number | null => (b === null ? null : Math.trunc(b / 1024));
+  return {
+    backing: { ...d.backing, hugepages: d.backing.hugepages.map((p: { pageSizeBytes: number; pages: number }) => ({ sizeKiB: p.pageSizeBytes / 1024, pages: p.pages })) },
+    placement: d.placement,
+    cgroup: d.cgroup && { hardLimitKiB: kib(d.cgroup.hardLimitBytes), softLimitKiB: kib(d.cgroup.softLimitBytes), usageKiB: kib(d.cgroup.usageBytes) },
+    ksm: d.ksm && { mergingPages: d.ksm.mergingPages, mergingKiB: d.ksm.mergingBytes / 1024, zeroPages: d.ksm.zeroPages, profitKiB: kib(d.ksm.profitBytes) },
+  };
+}

@@ -40,6 +40,7 @@ import { LibvirtNodeMemory } from './node.js';
 import { ALL_CELLS } from '../node-api.js';
 import { reasonOf, stateOf } from '../state-codes.js';
 import { LibvirtDomainMemory } from './domain-memory.js';
+import { hostMemoryFromXml, isLocalSystem, withLocalCounts } from './host-memory.js';
 import type {
   DeviceFlags, DirtyRateMode, DomainStatsRecord, DomainStatsRequest, MemoryDeviceUpdate, MemoryParameter, MemoryParametersUpdate, NumaParameters,
   NumaParametersUpdate,
@@ -223,8 +224,11 @@ export class LibvirtDriver implements HypervisorDriver {
     const info = readDomainInfo(infoR);
     const st = stateR.int();
     const reason = stateR.int();
-    const layout = memoryLayoutFromXml(xmlR.string(STRING_MAX));
+    const xml = xmlR.string(STRING_MAX);
+    const layout = memoryLayoutFromXml(xml);
     const running = d.id >= 0;
+    const defined = await hostMemoryFromXml(xml);
+    const hostMemory = defined && running && isLocalSystem(this.target) ? await withLocalCounts(d.name, defined) : defined;
     const plugged = layout.virtioMem.reduce((s, v) => s + (running ? v.currentKiB : v.requestedKiB), 0);
     const hotplugSize = layout.virtioMem.reduce((s, v) => s + v.sizeKiB, 0);
     return {
@@ -238,6 +242,7 @@ export class LibvirtDriver implements HypervisorDriver {
       usedMemoryKiB: info.memoryKiB,
       autostart: autoR.int() !== 0, accel: null, cpuModel: null, accelNote: null,
       memory: { bootKiB: layout.bootKiB, balloonKiB: info.memoryKiB - plugged, dimmKiB: layout.dimmKiB, pluggedKiB: plugged, hotplugSizeKiB: hotplugSize },
+      ...(hostMemory ? { hostMemory } : {}),
     };
   }
 

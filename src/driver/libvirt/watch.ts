@@ -15,7 +15,9 @@ import { XdrReader } from '../../libvirt/xdr.js';
 import type { LibvirtClient } from '../../libvirt/client.js';
 import { memoryLayoutFromXml, type LibvirtMemoryLayout } from './domain-xml.js';
 import { sampleHostMemory, type HostMemory } from '../memory/host-memory.js';
-import { applyBalloon, setMonitor, setState, type GuestStatsView, type GuestView } from '../view.js';
+import { applyBalloon, applyHostMemory, setMonitor, setState, type GuestStatsView, type GuestView } from '../view.js';
+import type { GuestHostMemory } from '../domain-memory-api.js';
+import { hostMemoryFromXml, isLocalSystem, withLocalCounts } from './host-memory.js';
 import { stateOf } from '../state-codes.js';
 import type { DriverWatch, HostWatchState, WatchChange, WatchOptions } from '../watch.js';
 
@@ -108,9 +110,12 @@ export class LibvirtWatch implements DriverWatch {
   #unsubscribe: Array<() => void> = [];
   #polling: Promise<void> | null = null;
   readonly #o: Required<WatchOptions>;
+  /** This machine's system libvirtd: its guests' processes and cgroups can be read here. */
+  readonly #local: boolean;
 
   constructor(private readonly driver: LibvirtDriver, opts: WatchOptions = {}) {
     this.#o = { boundMs: opts.boundMs ?? 5_000, pollMs: opts.pollMs ?? 2_000, maxBackoffMs: opts.maxBackoffMs ?? 30_000 };
+    this.#local = isLocalSystem(driver.target);
   }
 
   get state(): HostWatchState { return this.#state; }
@@ -194,9 +199,10 @@ export class LibvirtWatch implements DriverWatch {
         const max = num(rec.stats['balloon.maximum']);
         if (v && max !== null && max * KIB !== v.maxMemoryBytes) this.#dirty.add(rec.name);
         if (!v || this.#dirty.has(rec.name)) {
-          const layout = await this.#layout(c, rec, signal);
-          if (!layout) continue; // gone meanwhile
-          const fresh = viewFromLibvirt(rec, layout, nowS);
+          const read = await this.#layout(c, rec, signal);
+          if (!read) continue; // gone meanwhile
+          const fresh = viewFromLibvirt(rec, read.layout, nowS);
+          if (read.hostMemory) fresh.hostMemory = read.hostMemory;
           if (v) {
             Object.assign(v, { ...fresh, stats: v.stats, rssBytes: v.rssBytes, cpuTimeS: v.cpuTimeS, counters: v.counters, monitor: v.monitor, staleSinceS: v.staleSinceS });
           } else {
@@ -210,6 +216,8 @@ export class LibvirtWatch implements DriverWatch {
           this.#emit({ kind: 'memory', name: rec.name });
         }
         if (setMonitor(v, 'connected', nowS)) this.#emit({ kind: 'state', name: rec.name });
+        // This machine's own libvirtd: what the host counts for the guest (KSM, cgroup usage).
+        if (v.hostMemory && this.#local && applyHostMemory(v, await withLocalCounts(rec.name, v.hostMemory), nowS)) this.#emit({ kind: 'memory', name: rec.name });
       }
       for (const [name, v] of this.#views) {
         if (!seen.has(name)) this.#gone(name, v, nowS);
@@ -228,12 +236,12 @@ export class LibvirtWatch implements DriverWatch {
     }
   }
 
-  /** The live XML's memory facts of one guest; null when it went away meanwhile. */
-  async #layout(c: LibvirtClient, rec: BulkRecord, signal: AbortSignal): Promise<LibvirtMemoryLayout | null> {
+  /** The live XML's memory facts of one guest (and what it fixes of its memory on the host); null when it went away meanwhile. */
+  async #layout(c: LibvirtClient, rec: BulkRecord, signal: AbortSignal): Promise<{ layout: LibvirtMemoryLayout; hostMemory: GuestHostMemory | null } | null> {
     try {
       const d = await this.driver.lookup(rec.uuid, signal);
       const xml = new XdrReader(await c.call(Proc.DOMAIN_GET_XML_DESC, (w) => { writeDomain(w, d); w.uint(0); }, { signal, timeoutMs: this.#o.boundMs })).string(STRING_MAX);
-      return memoryLayoutFromXml(xml);
+      return { layout: memoryLayoutFromXml(xml), hostMemory: await hostMemoryFromXml(xml) };
     } catch (err) {
       if (err instanceof LibvirtError && err.code === 'NO_DOMAIN') return null;
       if ((err as { code?: string }).code === 'NO_DOMAIN') return null;

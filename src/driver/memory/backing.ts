@@ -89,8 +89,3 @@ export function guestPlacement(def: Pick<DomainDef, 'numatune'>): GuestHostMemor
     memnodes: (t.memnodes ?? []).map((n) => ({ cell: n.cell, ...text(n) })),
   };
 }
-
-/** Whether a definition's backing is what libvirt does when nothing is asked (dominfo then says nothing). */
-export function isPlainBacking(b: GuestHostMemory['backing']): boolean {
-  return b.hugepages.length === 0 && b.source === 'anonymous' && !b.shared && !b.locked && b.mergeable;
-}

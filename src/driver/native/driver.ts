@@ -37,6 +37,7 @@ import type {
   NumaParametersUpdate,
 } from '../domain-memory-api.js';
 import { NativeWatch } from './watch.js';
+import { guestHostMemory } from './host-memory-facts.js';
 import { NativeNodeMemory } from './node.js';
 import { hostCapabilities, plannedAccel, withGuestKernel } from './capabilities.js';
 import type { KvmStatus } from './accel.js';
@@ -98,16 +99,18 @@ export class NativeDriver implements HypervisorDriver {
         ...base, id: null, state: 'shutoff', reason: o.reason, vcpus: def.vcpus, cpuTimeS: null,
         maxMemoryKiB: def.memory.maxKiB, usedMemoryKiB: def.memory.currentKiB, accel: null, cpuModel: null, accelNote: null,
         memory: memory.breakdown(memory.planned(def)),
+        hostMemory: await guestHostMemory(this.ctx.paths.root, def.name, def, null),
       };
     }
     const live = o.record.live;
     // One monitor session for both questions: a monitor serves one client at a time.
-    const [stat, { used, paused }] = await Promise.all([
+    const [stat, { used, paused }, hostMemory] = await Promise.all([
       readProcStat(o.record.pid),
       this.ctx.monitor(def.name, async (c) => {
         const [status, mem] = await Promise.all([queryStatus(c), memory.queryLiveMemory(c, live)]);
         return { paused: !status.running, used: mem };
       }, signal),
+      guestHostMemory(this.ctx.paths.root, def.name, live, o.record.pid),
     ]);
     return {
       ...base, id: o.record.id, state: paused ? 'paused' : 'running', reason: paused ? 'user' : 'booted',
@@ -115,6 +118,7 @@ export class NativeDriver implements HypervisorDriver {
       maxMemoryKiB: live.memory.maxKiB, usedMemoryKiB: used.totalKiB, accel: o.record.accel,
       cpuModel: o.record.cpuModel ?? null, accelNote: o.record.accelNote ?? null,
       memory: memory.breakdown(used),
+      hostMemory,
     };
   }
 

@@ -14,6 +14,7 @@ import type { QmpClient } from '../../qmp/index.js';
 import type { NativeContext } from './context.js';
 import { GuestWatcher, type WatchChange as GuestChange } from './guest-watcher.js';
 import { observe, readRunRecord, writeRunRecord } from './run-status.js';
+import { guestHostMemory } from './host-memory-facts.js';
 
 /** How long after a fast-path change its run record is written (coalescing a burst of changes). */
 const TARGET_WRITE_DELAY_MS = 250;
@@ -156,7 +157,10 @@ export class NativeWatch implements DriverWatch {
       try { paths = this.ctx.paths.run(validateDomainName(name)); } catch { return; }
       const o = await observe(paths);
       if (o.state === 'shutoff' || this.#watchers.has(name) || this.#stopped) return;
-      const w = new GuestWatcher(paths, o.record, (w2, what) => this.#onGuest(w2, what), { boundMs: this.#boundMs, reconnectMs: 1_000 });
+      const w = new GuestWatcher(paths, o.record, (w2, what) => this.#onGuest(w2, what), {
+        boundMs: this.#boundMs, reconnectMs: 1_000,
+        readHostMemory: (live, pid) => guestHostMemory(this.ctx.paths.root, name, live, pid),
+      });
       this.#watchers.set(name, w);
       w.start();
       this.#emit({ kind: 'state', name });

@@ -16,6 +16,7 @@ import type {
 import type { DriverWatch, WatchOptions } from '../watch.js';
 import type { GuestView } from '../view.js';
 import { daemonRequest, DaemonUnreachableError } from './http-client.js';
+import { hostMemoryFromDocument } from '../domain-memory-api.js';
 
 const KIB = 1024;
 /** Bound on one answer from the daemon (its own waits are bounded shorter). */
@@ -69,6 +70,7 @@ export class DaemonDriver implements HypervisorDriver {
       maxMemoryKiB: doc.maxMemoryBytes / KIB, usedMemoryKiB: doc.usedMemoryBytes / KIB,
       accel: doc.accel, cpuModel: doc.cpuModel, accelNote: doc.accelNote,
       memory: { bootKiB: m.bootBytes / KIB, balloonKiB: m.balloonBytes / KIB, dimmKiB: m.dimmBytes / KIB, pluggedKiB: m.pluggedBytes / KIB, hotplugSizeKiB: m.hotplugSizeBytes / KIB },
+      ...(doc.hostMemory ? { hostMemory: hostMemoryFromDocument(doc.hostMemory) } : {}),
     } as DomainInfo;
   }
 
