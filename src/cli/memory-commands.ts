@@ -47,6 +47,23 @@ async function deviceFlags(ctx: CommandContext): Promise<DeviceFlags> {
 /** A JSON value of a typed parameter (64-bit counters as numbers). */
 const jsonValue = (v: StatValue): number | string | boolean => (typeof v.value === 'bigint' ? Number(v.value) : v.value);
 
+/** attach-device or detach-device: the same arguments, flags and words but the verb. */
+function deviceCommand(verb: 'attach' | 'detach'): Command {
+  const [method, api] = verb === 'attach' ? ['attachDevice', 'virDomainAttachDeviceFlags'] as const : ['detachDevice', 'virDomainDetachDeviceFlags'] as const;
+  return {
+    name: `${verb}-device`, summary: `${verb} device from an XML file`, positionals: ['domain', 'file'], required: 2,
+    flags: ['persistent', 'config', 'live', 'current'],
+    failPrefix: (a) => `Failed to ${verb} device from ${a.positional.file}`,
+    async run(ctx) {
+      const flags = await deviceFlags(ctx);
+      const xml = await readXmlFile(ctx.args.positional.file!);
+      await member(ctx.driver, method, api)(dom(ctx.args), xml, flags);
+      if (ctx.json) return json(ctx, { [`${verb}ed`]: true, live: !!flags.live, config: !!flags.config });
+      ctx.out(`Device ${verb}ed successfully\n\n`);
+    },
+  };
+}
+
 const MEMTUNE_OPTIONS = MEMORY_PARAMETER_FIELDS.map(([opt]) => opt);
 const GROUP_FLAGS = Object.keys(STATS_GROUPS) as StatsGroup[];
 const LIST_FLAGS = Object.keys(STATS_FLAGS) as StatsFlag[];
@@ -99,30 +116,8 @@ export const MEMORY_COMMANDS: Command[] = [
       ctx.out('\n');
     },
   },
-  {
-    name: 'attach-device', summary: 'attach device from an XML file', positionals: ['domain', 'file'], required: 2,
-    flags: ['persistent', 'config', 'live', 'current'],
-    failPrefix: (a) => `Failed to attach device from ${a.positional.file}`,
-    async run(ctx) {
-      const flags = await deviceFlags(ctx);
-      const xml = await readXmlFile(ctx.args.positional.file!);
-      await member(ctx.driver, 'attachDevice', 'virDomainAttachDeviceFlags')(dom(ctx.args), xml, flags);
-      if (ctx.json) return json(ctx, { attached: true, live: !!flags.live, config: !!flags.config });
-      ctx.out('Device attached successfully\n\n');
-    },
-  },
-  {
-    name: 'detach-device', summary: 'detach device from an XML file', positionals: ['domain', 'file'], required: 2,
-    flags: ['persistent', 'config', 'live', 'current'],
-    failPrefix: (a) => `Failed to detach device from ${a.positional.file}`,
-    async run(ctx) {
-      const flags = await deviceFlags(ctx);
-      const xml = await readXmlFile(ctx.args.positional.file!);
-      await member(ctx.driver, 'detachDevice', 'virDomainDetachDeviceFlags')(dom(ctx.args), xml, flags);
-      if (ctx.json) return json(ctx, { detached: true, live: !!flags.live, config: !!flags.config });
-      ctx.out('Device detached successfully\n\n');
-    },
-  },
+  deviceCommand('attach'),
+  deviceCommand('detach'),
   {
     name: 'update-memory-device', summary: 'update memory device of a domain', positionals: ['domain', 'alias', 'node', 'requested-size'], required: 1,
     numeric: ['node', 'requested-size'], flags: ['config', 'live', 'current', 'print-xml'],

@@ -114,12 +114,7 @@ function freeDimmId(live: DomainDef): string {
  *   hot-plug ceiling, no room, no slot), INVALID_ARG / XML_ERROR (a bad device), OPERATION_INVALID
  */
 export async function attachDevice(ctx: NativeContext, ref: string, xml: string, flags: DeviceFlags = {}): Promise<void> {
-  const { dev } = parseDevice(xml);
-  const { name } = await ctx.lookup(ref);
-  await ctx.withDomainLock(name, async () => {
-    const def = await ctx.current(name, ref);
-    const o = await ctx.observe(name);
-    const side = resolveAffect(flags, o.state !== 'shutoff');
+  await deviceChange(ctx, ref, xml, flags, async ({ name, dev, def, o, side }) => {
     let config: DomainDef | null = null;
     if (side.config) {
       checkFits(def, dev);
@@ -127,6 +122,27 @@ export async function attachDevice(ctx: NativeContext, ref: string, xml: string,
     }
     if (side.live && o.state !== 'shutoff') await plugLive(ctx, name, o.record, dev, flags.signal);
     if (config) await ctx.store.save(config);
+  });
+}
+
+/** What a device change works on, under the domain's lock: the device XML read, the definition, the domain's state, the sides asked for. */
+interface DeviceChange {
+  name: string;
+  dev: MemoryDeviceDef;
+  alias: string | null;
+  def: DomainDef;
+  o: Awaited<ReturnType<NativeContext['observe']>>;
+  side: { live: boolean; config: boolean };
+}
+
+/** Runs `fn` on a device change under the domain's job lock (the XML is read before the lock is taken). */
+async function deviceChange(ctx: NativeContext, ref: string, xml: string, flags: DeviceFlags, fn: (c: DeviceChange) => Promise<void>): Promise<void> {
+  const { dev, alias } = parseDevice(xml);
+  const { name } = await ctx.lookup(ref);
+  await ctx.withDomainLock(name, async () => {
+    const def = await ctx.current(name, ref);
+    const o = await ctx.observe(name);
+    await fn({ name, dev, alias, def, o, side: resolveAffect(flags, o.state !== 'shutoff') });
   }, flags.signal);
 }
 
@@ -159,12 +175,7 @@ async function plugLive(ctx: NativeContext, name: string, rec: RunningRecord, de
  *   OPERATION_FAILED (the guest refused), TIMEOUT (the guest did not let go in time)
  */
 export async function detachDevice(ctx: NativeContext, ref: string, xml: string, flags: DeviceFlags = {}): Promise<void> {
-  const { dev, alias } = parseDevice(xml);
-  const { name } = await ctx.lookup(ref);
-  await ctx.withDomainLock(name, async () => {
-    const def = await ctx.current(name, ref);
-    const o = await ctx.observe(name);
-    const side = resolveAffect(flags, o.state !== 'shutoff');
+  await deviceChange(ctx, ref, xml, flags, async ({ name, dev, alias, def, o, side }) => {
     let config: DomainDef | null = null;
     if (side.config) {
       const i = findDevice(def.memoryDevices, null, dev, alias);
@@ -187,7 +198,7 @@ export async function detachDevice(ctx: NativeContext, ref: string, xml: string,
       await writeRunRecord(ctx.paths.run(name), rec);
     }
     if (config) await ctx.store.save(config);
-  }, flags.signal);
+  });
 }
 
 /**
