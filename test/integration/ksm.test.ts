@@ -4,8 +4,9 @@
  * the host's knobs are put back afterwards, also when the test fails). KSM's per-process
  * counters of each guest's QEMU (/proc/PID/ksm_stat) appear in dominfo ("KSM sharing:"), in
  * `dominfo --json`, in the daemon's guest document (conforming to docs/openapi.json), and in
- * /metrics as virtmem_guest_ksm_merging_pages; and they are the kernel's own numbers.
- * Needs root (the KSM knobs) and the built-in guest.
+ * /metrics as virtmem_guest_ksm_merging_pages, and on the dashboard card's "On the host" lines
+ * (Chromium); and they are the kernel's own numbers.
+ * Needs root (the KSM knobs), the built-in guest and Debian's Chromium.
  */
 import { test, after, describe, before } from 'node:test';
 import assert from 'node:assert/strict';
@@ -19,11 +20,16 @@ import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { assertConforms } from '../helpers/openapi.js';
 import { findDefaultGuest } from '../../src/guest/build.js';
 import { daemonRequest, closeDaemonClients } from '../../src/driver/remote/http-client.js';
+import { browserMissing, launchBrowser, screenshotDir, type Browser } from '../helpers/browser.js';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 
 const KSM = '/sys/kernel/mm/ksm';
 const guest = await findDefaultGuest();
 const skip = skipUnlessCi(notRoot(), !guest && 'the built-in guest is not built (virtmem guest-build)', !existsSync(`${KSM}/run`) && 'the kernel has no KSM',
-  !existsSync('/proc/self/ksm_stat') && !existsSync('/proc/self/ksm_merging_pages') && 'the kernel has no per-process KSM counters (5.19+)');
+  !existsSync('/proc/self/ksm_stat') && !existsSync('/proc/self/ksm_merging_pages') && 'the kernel has no per-process KSM counters (5.19+)', await browserMissing());
+const TOKEN = randomBytes(24).toString('hex');
+let browser: Browser | null = null;
 
 const KNOBS = ['run', 'pages_to_scan', 'sleep_millisecs'] as const;
 const knobsBefore = existsSync(`${KSM}/run`) ? Object.fromEntries(KNOBS.map((k) => [k, readFileSync(`${KSM}/${k}`, 'utf8').trim()])) : {};
@@ -31,6 +37,7 @@ const sb = await sandbox();
 let d: RunningDaemon | null = null;
 
 after(async () => {
+  await browser?.close();
   await d?.stop();
   await closeDaemonClients();
   for (const name of ['ksm-a', 'ksm-b']) await sb.run('destroy', name);
@@ -54,7 +61,9 @@ describe('KSM merges two identical guests, and virtmem shows it per guest', { sk
       await sb.ok('start', name);
       pids[name] = (JSON.parse(await readFile(join(sb.stateDir, 'run', name, 'status.json'), 'utf8')) as { pid: number }).pid;
     }
-    d = await startDaemon(sb.stateDir);
+    const tokenFile = join(sb.stateDir, 'token');
+    await writeFile(tokenFile, TOKEN + '\n', { mode: 0o600 });
+    d = await startDaemon(sb.stateDir, ['--listen', 'tcp:127.0.0.1:0', '--token-file', tokenFile]);
     // Scan fast, so the two guests' pages merge within seconds.
     writeFileSync(`${KSM}/pages_to_scan`, '5000');
     writeFileSync(`${KSM}/sleep_millisecs`, '10');
@@ -86,5 +95,19 @@ describe('KSM merges two identical guests, and virtmem shows it per guest', { sk
       assert.match(metrics, new RegExp(`^virtmem_guest_memory_mergeable\\{domain="${name}"\\} 1$`, 'm'));
     }
     assert.match(metrics, /^# TYPE virtmem_guest_ksm_merging_bytes gauge$/m);
+  });
+
+  test('the dashboard card says what KSM merged of each guest, and how its memory is held', async () => {
+    browser = await launchBrowser({ width: 1280, height: 1000 });
+    const page = browser.page;
+    await page.goto(`http://127.0.0.1:${d!.port}/?token=${TOKEN}`, { timeout: 60_000 });
+    for (const name of ['ksm-a', 'ksm-b']) {
+      await page.waitForFunction((n) => /^\d+ pages merged \(.+\)$/.test(document.querySelector(`[data-testid="hm-ksm-${n}"]`)?.textContent ?? ''), name, { timeout: 60_000 });
+      assert.equal(await page.getByTestId(`hm-backing-${name}`).textContent(), 'base pages');
+      assert.equal(await page.getByTestId(`hm-placement-${name}`).textContent(), "host's default");
+      assert.equal(await page.getByTestId(`hm-cgroup-${name}`).textContent(), 'none of its own');
+    }
+    await page.screenshot({ path: join(screenshotDir(), 'dashboard-ksm.png'), fullPage: true });
+    assert.deepEqual(browser.problems, []);
   });
 });

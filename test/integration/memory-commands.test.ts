@@ -122,6 +122,16 @@ after(async () => {
   await rm(files, { recursive: true, force: true });
 });
 
+test('test:///default: domstats (every group libvirt\u2019s test driver has), memtune and numatune print what virsh prints', { skip: skipUnlessCi(!existsSync(SOCK) && `libvirtd is not running (${SOCK} missing)`, notRoot()) }, async () => {
+  const T = 'test:///default';
+  for (const args of [['domstats'], ['domstats', '--state', '--balloon'], ['domstats', '--raw', 'test'], ['domstats', '--list-inactive'], ['domstats', '--vm', 'test'],
+    ['domstats', '--enforce', '--vm', 'test'], ['memtune', 'test'], ['numatune', 'test'], ['numatune', 'test', '--config'], ['domdirtyrate-calc', 'test'],
+    ['update-memory-device', 'test', '--print-xml'], ['domstats', 'nosuch']]) {
+    const theirs = await virsh(T, ...args);
+    assert.deepEqual(triple(await runCli(['-c', T, ...args])), triple(theirs), args.join(' '));
+  }
+});
+
 describe('virsh memory commands, on libvirt and on virtmem\u2019s own driver', { skip, timeout: 900_000 }, () => {
   const agentSocket = join(files, 'agent.sock');
   before(async () => {
