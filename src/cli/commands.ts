@@ -35,8 +35,25 @@ export interface Command extends CommandSyntax {
 
 const json = (ctx: CommandContext, value: unknown): void => ctx.out(JSON.stringify(value, null, 2) + '\n');
 
+/**
+ * An XML file named on the command line ('-': standard input), bounded while it is read.
+ * @throws UsageError in virsh's words when it cannot be opened, InputTooLargeError past the bound
+ */
+export async function readXmlFile(file: string): Promise<string> {
+  const { MAX_XML_BYTES } = await import('../domain/xml-tree.js'); // with saxes: only when reading XML
+  try {
+    // Bounded while reading: `define /dev/zero` stops at the limit instead of filling memory.
+    return (await readInputBounded(file, MAX_XML_BYTES, 'domain XML')).toString('utf8');
+  } catch (e) {
+    if (e instanceof InputTooLargeError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'No such file or directory' : code === 'EACCES' ? 'Permission denied' : code === 'EISDIR' ? 'Is a directory' : (e as Error).message;
+    throw new UsageError(`Failed to open file '${file}': ${why}`);
+  }
+}
+
 /** virsh's --live/--config/--current, with its mutual exclusion rule. */
-function affectFlags(a: ParsedArgs): AffectFlags {
+export function affectFlags(a: ParsedArgs): AffectFlags {
   const current = a.flags.has('current');
   for (const f of ['live', 'config']) {
     if (current && a.flags.has(f)) throw new UsageError(`Options --current and --${f} are mutually exclusive`);
@@ -134,17 +151,7 @@ export const COMMANDS: Command[] = [
     failPrefix: (a) => `Failed to define domain from ${a.positional.file}`,
     async run(ctx) {
       const file = ctx.args.positional.file!;
-      const { MAX_XML_BYTES } = await import('../domain/xml-tree.js'); // with saxes: only when defining
-      let xml: string;
-      try {
-        // Bounded while reading: `define /dev/zero` stops at the limit instead of filling memory.
-        xml = (await readInputBounded(file, MAX_XML_BYTES, 'domain XML')).toString('utf8');
-      } catch (e) {
-        if (e instanceof InputTooLargeError) throw e;
-        const code = (e as NodeJS.ErrnoException).code;
-        const why = code === 'ENOENT' ? 'No such file or directory' : code === 'EACCES' ? 'Permission denied' : code === 'EISDIR' ? 'Is a directory' : (e as Error).message;
-        throw new UsageError(`Failed to open file '${file}': ${why}`);
-      }
+      const xml = await readXmlFile(file);
       const r = await ctx.driver.defineXml(xml);
       for (const w of r.warnings) ctx.err(`warning: ${w}\n`);
       if (ctx.json) return json(ctx, { name: r.def.name, uuid: r.def.uuid, redefined: r.redefined, warnings: r.warnings });

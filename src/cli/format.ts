@@ -2,7 +2,8 @@
  * virsh-compatible text output, as pure functions. Layouts were recorded from real virsh 9.0
  * (test/fixtures/virsh/) and are asserted against those recordings.
  */
-import type { DomainInfo, DomainState, DomainSummary, HostCapabilities, MemoryStats, StateReason } from '../driver/api.js';
+import type { DomainInfo, DomainState, DomainStatsRecord, DomainSummary, GuestHostMemory, HostCapabilities, MemoryParameter, MemoryStats, NumaParameters, StateReason, StatValue } from '../driver/api.js';
+import { NUMA_MODES, isPlainBacking } from '../driver/api.js';
 
 /** virsh's words for states. */
 export function stateText(state: DomainState): string {
@@ -69,7 +70,39 @@ export function formatDominfo(info: DomainInfo): string {
     if (m.dimmKiB > 0) lines.push(row('DIMMs', `${m.dimmKiB} KiB`));
     if (m.hotplugSizeKiB > 0) lines.push(row('Hot-plugged', `${m.pluggedKiB} KiB of ${m.hotplugSizeKiB} KiB (virtio-mem)`));
   }
+  if (info.hostMemory) lines.push(...hostMemoryLines(info.hostMemory).map(([k, v]) => row(k, v)));
   return lines.join('\n') + '\n\n';
+}
+
+/**
+ * dominfo's lines about the memory on the host, each only where it says more than libvirt's
+ * defaults (so a plain guest's dominfo stays virsh's): the backing, NUMA placement, the memory
+ * cgroup's usage with its limits, and what KSM merges. Pure.
+ */
+export function hostMemoryLines(h: GuestHostMemory): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  const b = h.backing;
+  if (!isPlainBacking(b)) {
+    const parts = [
+      ...(b.hugepages.length ? [b.hugepages.map((p) => `${p.pages} x ${p.sizeKiB} KiB huge pages`).join(' + ')] : []),
+      ...(b.source !== 'anonymous' ? [b.source] : []), ...(b.shared ? ['shared'] : []), ...(b.locked ? ['locked'] : []), ...(b.mergeable ? [] : ['no KSM']),
+    ];
+    out.push(['Memory backing', parts.join(', ')]);
+  }
+  const p = h.placement;
+  if (p) {
+    const parts = [...(p.nodeset ? [`${p.mode} on host nodes ${p.nodeset}`] : []), ...p.memnodes.map((n) => `cell ${n.cell} ${n.mode} on host nodes ${n.nodeset}`)];
+    if (parts.length) out.push(['NUMA placement', parts.join('; ')]);
+  }
+  const c = h.cgroup;
+  if (c && (c.hardLimitKiB !== null || c.softLimitKiB !== null)) {
+    out.push(['Memory cgroup', [
+      ...(c.usageKiB !== null ? [`usage ${c.usageKiB} KiB`] : []), ...(c.hardLimitKiB !== null ? [`hard limit ${c.hardLimitKiB} KiB`] : []),
+      ...(c.softLimitKiB !== null ? [`soft limit ${c.softLimitKiB} KiB`] : []),
+    ].join(', ')]);
+  }
+  if (h.ksm && h.ksm.mergingPages > 0) out.push(['KSM sharing', `${h.ksm.mergingPages} pages (${h.ksm.mergingKiB} KiB) merged`]);
+  return out;
 }
 
 /** `virsh dommemstat` output: `name value` lines. */
@@ -132,4 +165,28 @@ export function formatNodeMemoryParameters(params: ReadonlyArray<{ field: string
 /** `virsh nodememstats`: `%-7s: %20llu KiB` per statistic. */
 export function formatNodeMemStats(stats: ReadonlyArray<{ field: string; valueKiB: number }>): string {
   return stats.map((s) => `${s.field.padEnd(7)}: ${String(s.valueKiB).padStart(20)} KiB\n`).join('') + '\n';
+}
+
+/** `virsh memtune`: `%-15s: %s` per limit, libvirt's "unlimited" spelled out. */
+export function formatMemoryParameters(params: ReadonlyArray<MemoryParameter>): string {
+  return params.map((p) => `${p.field.padEnd(15)}: ${p.valueKiB === null ? 'unlimited' : p.valueKiB}\n`).join('') + '\n';
+}
+
+/** `virsh numatune`: the mode by name (virDomainNumatuneMemModeTypeToString; printf's "(null)" for a number it lacks) and the nodeset. */
+export function formatNumaParameters(p: NumaParameters): string {
+  return `${'numa_mode'.padEnd(15)}: ${NUMA_MODES[p.mode] ?? '(null)'}\n${'numa_nodeset'.padEnd(15)}: ${p.nodeset}\n\n`;
+}
+
+/** A typed parameter's value as virsh prints it (vshGetTypedParamValue: %d, %u, %lld, %llu, %f, yes/no, the string). */
+export function typedParamText(v: StatValue): string {
+  switch (v.type) {
+    case 'double': return v.value.toFixed(6);
+    case 'boolean': return v.value ? 'yes' : 'no';
+    default: return String(v.value);
+  }
+}
+
+/** `virsh domstats`: per record `Domain: 'NAME'` and `  field=value` lines, records apart by an empty line. */
+export function formatDomainStats(records: ReadonlyArray<DomainStatsRecord>): string {
+  return records.map((r) => `Domain: '${r.name}'\n` + r.params.map((p) => `  ${p.field}=${typedParamText(p.value)}\n`).join('')).join('\n') + '\n';
 }

@@ -14,13 +14,14 @@ import { INSPECT_COMMANDS } from './inspect-commands.js';
 import { POLICY_COMMANDS } from './policy-commands.js';
 import { DAEMON_COMMANDS } from './daemon-command.js';
 import { NODE_COMMANDS } from './node-commands.js';
+import { MEMORY_COMMANDS } from './memory-commands.js';
 
 /** Commands a running virtmemd answers for virtmem's own guests (from its held monitors and live model). */
 const DAEMON_SERVED = new Set(['dominfo', 'list', 'setmem', 'dommemstat', 'policy']);
 /** Commands that work on libvirt connections too: virsh's, and the policy settings (kept in the domain's metadata). */
-const ON_LIBVIRT = new Set([...COMMANDS, ...NODE_COMMANDS, ...POLICY_COMMANDS]);
+const ON_LIBVIRT = new Set([...COMMANDS, ...NODE_COMMANDS, ...MEMORY_COMMANDS, ...POLICY_COMMANDS]);
 
-const ALL: Command[] = [...COMMANDS, ...NODE_COMMANDS, ...EXTRA_COMMANDS, ...INSPECT_COMMANDS, ...POLICY_COMMANDS, ...DAEMON_COMMANDS];
+const ALL: Command[] = [...COMMANDS, ...NODE_COMMANDS, ...MEMORY_COMMANDS, ...EXTRA_COMMANDS, ...INSPECT_COMMANDS, ...POLICY_COMMANDS, ...DAEMON_COMMANDS];
 
 function usage(): string {
   const w = Math.max(...ALL.map((c) => c.name.length));

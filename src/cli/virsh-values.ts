@@ -70,3 +70,39 @@ export function virshScaled(text: string, name: string, scaleBytes: bigint, maxB
   if (value !== 0n && value > maxBytes / scale) throw new UsageError(`${first}\nerror: numerical overflow: value too large: ${value}${suffix}`);
   return value * scale;
 }
+
+const LLONG_MAX = 2n ** 63n - 1n;
+
+/**
+ * A memtune limit (virshMemtuneGetSize): strtoll's number, any negative one meaning unlimited
+ * (null), else scaled by its unit (a bare number is KiB) to at most LLONG_MAX bytes and rounded
+ * up to KiB.
+ * @throws UsageError "Unable to parse integer parameter NAME", with libvirt's second line for a
+ *   bad unit or a value too large
+ */
+export function virshMemtuneKiB(text: string, name: string): number | null {
+  const first = `Unable to parse integer parameter ${name}`;
+  const m = new RegExp(`^${SPACE}([+-]?\\d+)(.*)$`, 's').exec(text);
+  if (!m) throw new UsageError(first);
+  const value = BigInt(m[1]!);
+  if (value > LLONG_MAX || value < -LLONG_MAX - 1n) throw new UsageError(first);
+  if (value < 0n) return null;
+  const suffix = m[2]!;
+  const scale = suffix === '' ? 1024n : unitBytes(suffix);
+  if (scale === undefined) throw new UsageError(`${first}\nerror: invalid argument: unknown suffix '${suffix}'`);
+  if (value !== 0n && value > LLONG_MAX / scale) throw new UsageError(`${first}\nerror: numerical overflow: value too large: ${value}${suffix}`);
+  return Number((value * scale + 1023n) / 1024n);
+}
+
+/**
+ * An int in C's base 0 (virStrToLong_i with base 0: decimal, 0x hex, leading-0 octal), the whole
+ * text; null when it is not one.
+ */
+export function cIntBase0(text: string): number | null {
+  const m = new RegExp(`^${SPACE}([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9]\\d*)$`).exec(text);
+  if (!m) return null;
+  const digits = m[2]!;
+  const v = /^0[xX]/.test(digits) ? parseInt(digits.slice(2), 16) : digits.length > 1 && digits.startsWith('0') ? parseInt(digits, 8) : Number(digits);
+  const signed = m[1] === '-' ? -v : v;
+  return Number.isSafeInteger(signed) && signed >= INT_MIN && signed <= INT_MAX ? signed : null;
+}

@@ -11,7 +11,7 @@
 import { VirtError, invalidArg } from '../domain/errors.js';
 import { Listeners } from '../util/listeners.js';
 import { validateDomainName } from '../domain/name.js';
-import type { HypervisorDriver, DomainInfo, PolicyDocument } from '../driver/api.js';
+import { hostMemoryDocument, type HypervisorDriver, type DomainInfo, type PolicyDocument } from '../driver/api.js';
 import type { DriverWatch, HostMemory, WatchChange } from '../driver/watch.js';
 import { pluggedBytes, totalBytes, type GuestView } from '../driver/view.js';
 import { openDriver } from '../driver/connect.js';
@@ -416,10 +416,11 @@ export class Daemon {
     const settled = v !== null && v.devices.every((x) => x.pluggedBytes === x.requestedBytes) && (v.balloonTargetBytes === null || v.balloonBytes === v.balloonTargetBytes);
     const i: DomainInfo = v && seen && settled && v.monitor === 'connected' ? infoFromView(seen, v) : await h.driver.info(ref, signal);
     if (v && !seen) this.#infoSeen.set(key, i);
-    const { maxMemoryKiB, usedMemoryKiB, memory, ...rest } = i;
+    const { maxMemoryKiB, usedMemoryKiB, memory, hostMemory, ...rest } = i;
     return {
       ...rest, maxMemoryBytes: maxMemoryKiB * 1024, usedMemoryBytes: usedMemoryKiB * 1024,
       memory: { bootBytes: memory.bootKiB * 1024, balloonBytes: memory.balloonKiB * 1024, dimmBytes: memory.dimmKiB * 1024, pluggedBytes: memory.pluggedKiB * 1024, hotplugSizeBytes: memory.hotplugSizeKiB * 1024 },
+      ...(hostMemory ? { hostMemory: hostMemoryDocument(hostMemory) } : {}),
     };
   }
 
@@ -583,6 +584,8 @@ export function infoFromView(seen: DomainInfo, v: GuestView): DomainInfo {
       pluggedKiB: Math.floor(pluggedBytes(v) / KIB),
       hotplugSizeKiB: Math.floor(v.devices.reduce((s, d) => s + (d.model === 'virtio-mem' ? d.sizeBytes : 0), 0) / KIB),
     },
+    // The host's counts (KSM, cgroup usage) as the watch last read them.
+    ...(v.hostMemory ? { hostMemory: v.hostMemory } : {}),
   };
 }
 

@@ -3,6 +3,7 @@
  * DomainSummary. Pure.
  */
 import { freshStallPct, pluggedBytes, totalBytes, type GuestView } from '../driver/view.js';
+import { hostMemoryDocument } from '../driver/api.js';
 
 /** The API's Guest document (docs/openapi.json#/components/schemas/Guest). */
 export function guestDocument(m: GuestView, nowS: number): Record<string, unknown> {
@@ -25,6 +26,7 @@ export function guestDocument(m: GuestView, nowS: number): Record<string, unknow
       devices: m.devices.map((d) => ({ ...d })),
     },
     stats, updatedAtS: m.updatedAtS, qemuPid: m.qemuPid,
+    ...(m.hostMemory ? { hostMemory: hostMemoryDocument(m.hostMemory) } : {}),
   };
 }
 

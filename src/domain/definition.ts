@@ -88,6 +88,11 @@ export interface VirtioMemDef extends MemoryDeviceCommon {
 export interface DimmDef extends MemoryDeviceCommon {
   model: 'dimm';
   sizeKiB: number;
+  /**
+   * QEMU's id of a DIMM plugged while the guest runs (live definitions only: unplugging one
+   * must not rename the others). Absent: `dimm<i>` by its place among the DIMMs.
+   */
+  id?: string;
   source?: MemorySourceDef;
   address?: DimmAddressDef;
 }

@@ -19,9 +19,14 @@ import type { Translation, TranslateOptions, MemoryMapReport } from '../inspect/
 import type { KvmStatus } from './native/accel.js';
 import type { GuestView } from './view.js';
 import type { NodeMemory } from './node-api.js';
+import type {
+  DeviceFlags, DirtyRateMode, GuestHostMemory, DomainStatsRecord, DomainStatsRequest, MemoryDeviceUpdate, MemoryParameter, MemoryParametersUpdate, NumaParameters,
+  NumaParametersUpdate,
+} from './domain-memory-api.js';
 
 export { VirtError, invalidArg, type VirtErrorCode } from '../domain/errors.js';
 export * from './node-api.js';
+export * from './domain-memory-api.js';
 export type { MemoryStats, MemoryStat } from './memory/stats.js';
 export type { DriverWatch, WatchChange, WatchOptions, HostMemory, HostWatchState } from './watch.js';
 export type { GuestView, DeviceView, GuestStatsView, MonitorState } from './view.js';
@@ -94,6 +99,8 @@ export interface DomainInfo extends DomainSummary {
   accelNote: string | null;
   /** Where the memory is: boot RAM under the balloon, DIMMs, virtio-mem. */
   memory: MemoryBreakdown;
+  /** What the memory is on the host: backing, NUMA placement, cgroup, KSM (when the driver knows). */
+  hostMemory?: GuestHostMemory;
 }
 
 /** Progress of a memory change, reported while it is followed. */
@@ -222,6 +229,26 @@ export interface HypervisorDriver {
   memoryMap?(ref: string, opts?: { signal?: AbortSignal }): Promise<MemoryMapReport>;
   /** The host's memory (virsh freecell, freepages, allocpages, node-memory-tune, nodememstats). */
   readonly node?: NodeMemory;
+  // A domain's memory beyond its size (domain-memory-api.ts): virsh memtune, numatune,
+  // attach-device/detach-device of <memory>, update-memory-device, domstats, domdirtyrate-calc.
+  /** Memory cgroup limits (virDomainGetMemoryParameters), libvirt's fields in its order. */
+  memoryParameters?(ref: string, flags?: DeviceFlags): Promise<MemoryParameter[]>;
+  /** Change memory cgroup limits (virDomainSetMemoryParameters); all checked before any is set. */
+  setMemoryParameters?(ref: string, update: MemoryParametersUpdate, flags?: DeviceFlags): Promise<void>;
+  /** Host NUMA placement (virDomainGetNumaParameters). */
+  numaParameters?(ref: string, flags?: DeviceFlags): Promise<NumaParameters>;
+  /** Change host NUMA placement (virDomainSetNumaParameters). */
+  setNumaParameters?(ref: string, update: NumaParametersUpdate, flags?: DeviceFlags): Promise<void>;
+  /** Attach a device from its XML (virDomainAttachDeviceFlags); the native driver takes <memory>. */
+  attachDevice?(ref: string, xml: string, flags?: DeviceFlags): Promise<void>;
+  /** Detach a device described by its XML (virDomainDetachDeviceFlags). */
+  detachDevice?(ref: string, xml: string, flags?: DeviceFlags): Promise<void>;
+  /** virsh update-memory-device: one memory device chosen, changed, and its XML as sent. */
+  updateMemoryDevice?(ref: string, update: MemoryDeviceUpdate, flags?: DeviceFlags): Promise<{ xml: string }>;
+  /** Statistics of domains (virConnectGetAllDomainStats / virDomainListGetStats). */
+  domainStats?(req: DomainStatsRequest): Promise<DomainStatsRecord[]>;
+  /** Start measuring the dirty page rate (virDomainStartDirtyRateCalc); `domainStats` dirtyrate reads it. */
+  startDirtyRateCalc?(ref: string, seconds: number, mode: DirtyRateMode | null, signal?: AbortSignal): Promise<void>;
   /** Definitions that cannot be read (left out of `list`), each with why. Native driver only. */
   unreadableDefinitions?(): Promise<Array<{ name: string; reason: string }>>;
   /** Release connections; the driver is unusable afterwards. */

@@ -8,6 +8,8 @@ import type { DomainDef } from '../domain/definition.js';
 import type { DomainState } from './api.js';
 import { defLayout } from './memory/layout.js';
 import { memoryTotal } from './memory/rules.js';
+import { definedHostMemory, sameHostMemory } from './memory/guest-host-memory.js';
+import type { GuestHostMemory } from './domain-memory-api.js';
 
 /** The guest's own memory stall (PSI), where it reports one (native/guest-pressure.ts). */
 export interface GuestPressure {
@@ -84,6 +86,11 @@ export interface GuestView {
   updatedAtS: number;
   /** Counters since the daemon started watching. */
   counters: { balloonChanges: number; deviceSizeChanges: number; monitorTimeouts: number; reconnects: number };
+  /**
+   * The guest's memory on the host: backing, NUMA placement and cgroup limits from its live
+   * definition; cgroup usage and KSM as the watch last read them (absent where the driver cannot tell).
+   */
+  hostMemory?: GuestHostMemory;
 }
 
 const KIB = 1024;
@@ -102,6 +109,7 @@ export function viewFromDefinition(live: DomainDef, info: { id: number | null; s
     balloonTargetBytes: hasBalloon ? balloonTargetKiB * KIB : null, dimmBytes: layout.dimmKiB * KIB, devices,
     statsPeriodS: live.balloon.statsPeriodS, stats: {}, pressure: null, rssBytes: null, cpuTimeS: null, updatedAtS: nowS,
     counters: { balloonChanges: 0, deviceSizeChanges: 0, monitorTimeouts: 0, reconnects: 0 },
+    hostMemory: definedHostMemory(live),
   };
 }
 
@@ -120,8 +128,24 @@ export function applyDefinition(m: GuestView, live: DomainDef, nowS: number): bo
       have.sizeBytes = d.sizeBytes; have.requestedBytes = d.requestedBytes; changed = true;
     }
   }
+  // Backing, placement and limits follow the definition; what the host counts stays until read again.
+  if (fresh.hostMemory && m.hostMemory) {
+    const next: GuestHostMemory = {
+      ...fresh.hostMemory, ksm: m.hostMemory.ksm,
+      cgroup: fresh.hostMemory.cgroup && { ...fresh.hostMemory.cgroup, usageKiB: m.hostMemory.cgroup?.usageKiB ?? null },
+    };
+    if (!sameHostMemory(next, m.hostMemory)) { m.hostMemory = next; changed = true; }
+  }
   if (changed) m.updatedAtS = nowS;
   return changed;
+}
+
+/** A host-memory reading (guest-host-memory.ts): taken when it differs. Returns whether the model changed. */
+export function applyHostMemory(m: GuestView, h: GuestHostMemory, nowS: number): boolean {
+  if (sameHostMemory(m.hostMemory, h)) return false;
+  m.hostMemory = h;
+  m.updatedAtS = nowS;
+  return true;
 }
 
 /** An answer of query-balloon. Returns whether the model changed. */

@@ -53,7 +53,23 @@ const GUEST: ReadonlyArray<[string, Kind, string, Value]> = [
   ['virtmem_guest_balloon_change_events_total', 'counter', 'BALLOON_CHANGE events seen since the daemon attached.', (m) => m.counters.balloonChanges],
   ['virtmem_guest_memory_device_size_change_events_total', 'counter', 'MEMORY_DEVICE_SIZE_CHANGE events seen since the daemon attached.', (m) => m.counters.deviceSizeChanges],
   ['virtmem_guest_monitor_timeouts_total', 'counter', 'Monitor questions that got no answer within the per-guest bound.', (m) => m.counters.monitorTimeouts],
+  // The memory on the host (GuestHostMemory): backing, the guest's own cgroup, KSM of its QEMU.
+  ['virtmem_guest_hugepages_bytes', 'gauge', 'Guest RAM backed by huge pages (all page sizes).', (m) => m.hostMemory && m.hostMemory.backing.hugepages.reduce((s, p) => s + p.pages * p.sizeKiB * 1024, 0)],
+  ['virtmem_guest_memory_locked', 'gauge', '1 when guest RAM is locked in host memory (<locked/>).', (m) => m.hostMemory && (m.hostMemory.backing.locked ? 1 : 0)],
+  ['virtmem_guest_memory_shared', 'gauge', '1 when some guest RAM is a shared mapping (<access mode=shared>).', (m) => m.hostMemory && (m.hostMemory.backing.shared ? 1 : 0)],
+  ['virtmem_guest_memory_mergeable', 'gauge', '1 when KSM may merge guest RAM (no <nosharepages/>).', (m) => m.hostMemory && (m.hostMemory.backing.mergeable ? 1 : 0)],
+  ['virtmem_guest_cgroup_memory_usage_bytes', 'gauge', "Memory charged to the guest's own memory cgroup.", (m) => kibBytes(m.hostMemory?.cgroup?.usageKiB)],
+  ['virtmem_guest_cgroup_memory_limit_bytes', 'gauge', "Hard limit of the guest's memory cgroup (memtune hard_limit); absent when unlimited.", (m) => kibBytes(m.hostMemory?.cgroup?.hardLimitKiB)],
+  ['virtmem_guest_cgroup_memory_soft_limit_bytes', 'gauge', "Soft limit of the guest's memory cgroup (memtune soft_limit); absent when unlimited.", (m) => kibBytes(m.hostMemory?.cgroup?.softLimitKiB)],
+  ['virtmem_guest_ksm_merging_pages', 'gauge', "Pages of the guest's QEMU process KSM has merged (ksm_merging_pages).", (m) => m.hostMemory?.ksm?.mergingPages],
+  ['virtmem_guest_ksm_merging_bytes', 'gauge', "Memory of the guest's QEMU process KSM has merged.", (m) => kibBytes(m.hostMemory?.ksm?.mergingKiB)],
+  ['virtmem_guest_ksm_profit_bytes', 'gauge', "What KSM saves on the guest's QEMU process less its own bookkeeping (ksm_process_profit; may be negative).", (m) => kibBytes(m.hostMemory?.ksm?.profitKiB)],
 ];
+
+/** KiB as bytes; undefined (absent) for null or undefined. */
+function kibBytes(kib: number | null | undefined): number | undefined {
+  return kib === null || kib === undefined ? undefined : kib * 1024;
+}
 
 /** A label value escaped as the format asks (backslash, double quote, newline). */
 export function escapeLabel(v: string): string {
@@ -84,6 +100,14 @@ export function formatMetrics(input: MetricsInput): string {
     }
     family(name, kind, help, samples);
   }
+  // Where NUMA places a guest's memory, as labels (an info metric: the value is always 1).
+  const guestLabels = (host: string | undefined, m: GuestModel): string => (host === undefined ? `domain="${escapeLabel(m.name)}"` : `host="${escapeLabel(host)}",domain="${escapeLabel(m.name)}"`);
+  family('virtmem_guest_numa_placement_info', 'gauge', "Host NUMA placement of the guest's memory (<numatune>): mode and host nodeset.", input.guests.flatMap(({ host, view: m }) => {
+    const p = m.hostMemory?.placement;
+    return p ? [[`{${guestLabels(host, m)},mode="${escapeLabel(p.mode)}",nodeset="${escapeLabel(p.nodeset)}"}`, 1] as [string, number]] : [];
+  }));
+  family('virtmem_guest_hugepages', 'gauge', 'Huge pages guest RAM takes, by page size.', input.guests.flatMap(({ host, view: m }) =>
+    (m.hostMemory?.backing.hugepages ?? []).map((p) => [`{${guestLabels(host, m)},page_size_bytes="${p.sizeKiB * 1024}"}`, p.pages] as [string, number])));
   const h = input.host;
   const one = (v: number | null | undefined): Array<[string, number]> => (v === null || v === undefined ? [] : [['', v]]);
   family('virtmem_host_memory_total_bytes', 'gauge', 'Host MemTotal.', one(h.memTotalBytes));

@@ -41,14 +41,19 @@ export const Proc = {
   NODE_GET_SECURITY_MODEL: 122,
   DOMAIN_HAS_MANAGED_SAVE_IMAGE: 183,
   DOMAIN_CREATE_WITH_FLAGS: 196,
+  DOMAIN_IS_ACTIVE: 150,
   DOMAIN_IS_PERSISTENT: 151,
   CONNECT_GET_LIB_VERSION: 157,
   DOMAIN_MEMORY_STATS: 159,
+  DOMAIN_ATTACH_DEVICE_FLAGS: 160,
+  DOMAIN_DETACH_DEVICE_FLAGS: 161,
   DOMAIN_UPDATE_DEVICE_FLAGS: 174,
   DOMAIN_SET_MEMORY_PARAMETERS: 197,
   DOMAIN_GET_MEMORY_PARAMETERS: 198,
   DOMAIN_SET_MEMORY_FLAGS: 204,
   NODE_GET_MEMORY_STATS: 228,
+  DOMAIN_SET_NUMA_PARAMETERS: 254,
+  DOMAIN_GET_NUMA_PARAMETERS: 255,
   DOMAIN_GET_STATE: 212,
   DOMAIN_UNDEFINE_FLAGS: 231,
   DOMAIN_DESTROY_FLAGS: 234,
@@ -69,6 +74,7 @@ export const Proc = {
   CONNECT_GET_ALL_DOMAIN_STATS: 344,
   NODE_ALLOC_PAGES: 347,
   DOMAIN_GET_MESSAGES: 426,
+  DOMAIN_START_DIRTY_RATE_CALC: 427,
 } as const;
 
 /** REMOTE_DOMAIN_MESSAGES_MAX: the most messages (taints, deprecations) one reply carries. */
@@ -86,6 +92,14 @@ export const AffectFlag = { CURRENT: 0, LIVE: 1, CONFIG: 2, MEM_MAXIMUM: 4 } as 
 export const ListFlag = { ACTIVE: 1, INACTIVE: 2 } as const;
 /** virDomainXMLFlags. */
 export const XmlFlag = { SECURE: 1, INACTIVE: 2 } as const;
+/** REMOTE_DOMAIN_MEMORY_PARAMETERS_MAX and REMOTE_DOMAIN_NUMA_PARAMETERS_MAX. */
+export const DOMAIN_PARAMETERS_MAX = 16;
+/** REMOTE_CONNECT_GET_ALL_DOMAIN_STATS_MAX: the most typed parameters one domain's record carries. */
+export const DOMAIN_STATS_PARAMS_MAX = 262144;
+/** REMOTE_DOMAIN_LIST_MAX. */
+export const DOMAIN_LIST_MAX = 16384;
+/** VIR_TYPED_PARAM_STRING_OKAY: the client takes string parameters (libvirt's client library adds it to every get). */
+export const TYPED_PARAM_STRING_OKAY = 4;
 /** virDomainStatsTypes. */
 export const StatsType = { STATE: 1, CPU_TOTAL: 2, BALLOON: 4, VCPU: 8 } as const;
 /**

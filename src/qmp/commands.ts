@@ -216,3 +216,44 @@ export function parseBalloonGuestStats(raw: unknown): BalloonGuestStats {
   }
   return { stats, lastUpdate: expectNumber(r['last-update'], 'guest-stats.last-update') };
 }
+
+/** `query-dirty-rate` (QAPI DirtyRateInfo): the last or running dirty page rate measurement. */
+export interface DirtyRateInfo {
+  /** unstarted, measuring or measured. */
+  status: string;
+  /** When the measurement started (seconds, QEMU's monotonic clock). */
+  startTimeS: number;
+  /** How long it measures (seconds). */
+  calcTimeS: number;
+  /** page-sampling, dirty-bitmap or dirty-ring (absent before QEMU 6.2). */
+  mode?: string;
+  /** MiB/s, when measured. */
+  dirtyRateMiBps?: number;
+  /** Per vCPU, in dirty-ring mode. */
+  vcpuRates?: Array<{ id: number; dirtyRateMiBps: number }>;
+}
+
+/** `query-dirty-rate`. @throws as every command, QmpProtocolError on a wrong shape */
+export async function queryDirtyRate(qmp: QmpExecutor, opts?: QmpCallOptions): Promise<DirtyRateInfo> {
+  const r = expectObject(await qmp.execute('query-dirty-rate', undefined, opts), 'query-dirty-rate');
+  const out: DirtyRateInfo = {
+    status: expectString(r.status, 'query-dirty-rate.status'),
+    startTimeS: expectNumber(r['start-time'], 'query-dirty-rate.start-time'),
+    calcTimeS: expectNumber(r['calc-time'], 'query-dirty-rate.calc-time'),
+  };
+  const mode = optionalString(r.mode, 'query-dirty-rate.mode');
+  if (mode !== undefined) out.mode = mode;
+  if (r['dirty-rate'] !== undefined) out.dirtyRateMiBps = expectNumber(r['dirty-rate'], 'query-dirty-rate.dirty-rate');
+  if (r['vcpu-dirty-rate'] !== undefined) {
+    out.vcpuRates = expectArray(r['vcpu-dirty-rate'], 'query-dirty-rate.vcpu-dirty-rate').map((v, i) => {
+      const o = expectObject(v, `query-dirty-rate.vcpu-dirty-rate[${i}]`);
+      return { id: expectNumber(o.id, `vcpu-dirty-rate[${i}].id`), dirtyRateMiBps: expectNumber(o['dirty-rate'], `vcpu-dirty-rate[${i}].dirty-rate`) };
+    });
+  }
+  return out;
+}
+
+/** `calc-dirty-rate`: start measuring the dirty page rate for `calcTimeS` seconds; query-dirty-rate reads it. */
+export async function calcDirtyRate(qmp: QmpExecutor, calcTimeS: number, mode?: string, opts?: QmpCallOptions): Promise<void> {
+  await qmp.execute('calc-dirty-rate', { 'calc-time': calcTimeS, ...(mode === undefined ? {} : { mode }) }, opts);
+}

@@ -222,10 +222,10 @@ test('test:///default: all-domain statistics in one call and memory tunables agr
     assert.equal(text, (await virsh('test:///default', 'domstats', '--state', '--balloon')).stdout);
     const tune = await d.memoryParameters('test');
     const memtune = (await virsh('test:///default', 'memtune', 'test')).stdout;
-    for (const [k, v] of Object.entries(tune)) {
-      assert.match(memtune, new RegExp(`^${k} *: ${v === null ? 'unlimited' : String(v)}$`, 'm'), k);
+    for (const { field, valueKiB } of tune) {
+      assert.match(memtune, new RegExp(`^${field} *: ${valueKiB === null ? 'unlimited' : String(valueKiB)}$`, 'm'), field);
     }
-    assert.deepEqual(Object.keys(tune).sort(), ['hard_limit', 'soft_limit', 'swap_hard_limit']);
+    assert.deepEqual(tune.map((p) => p.field).sort(), ['hard_limit', 'soft_limit', 'swap_hard_limit']);
   } finally {
     await d.close();
   }

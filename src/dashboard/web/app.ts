@@ -82,6 +82,7 @@ const CARD_HOOKS: ReadonlyArray<[string, string]> = [
   ['.setmem-progress', 'setmem-progress'], ['.setmem-status', 'setmem-status'],
   ['.policy', 'policy'], ['.policy-state', 'policy-state'], ['.policy-bounds', 'policy-bounds'], ['.policy-decision', 'policy-decision'],
   ['.policy-ago', 'policy-ago'], ['.policy-reason', 'policy-reason'],
+  ['.host-memory', 'host-memory'], ['.hm-backing', 'hm-backing'], ['.hm-placement', 'hm-placement'], ['.hm-cgroup', 'hm-cgroup'], ['.hm-ksm', 'hm-ksm'],
 ];
 /** The translate form's, on virtmem's own guests' cards only. */
 const TRANSLATE_HOOKS: ReadonlyArray<[string, string]> = [
@@ -261,6 +262,15 @@ function renderFigures(card: GuestCard, g: GuestView): void {
   figure('.g-rss', g.sample.hostRssBytes);
   // Used/available come from the guest's own report, which can trail the balloon by a period.
   $(root, '.g-age').textContent = g.statsAgeS === null ? 'none yet' : `${g.statsAgeS.toFixed(1)} s ago`;
+  // Its memory on the host: backing, placement, cgroup, KSM (the section hides when the daemon does not say).
+  const hm = g.hostMemory;
+  $<HTMLElement>(root, '.host-memory').hidden = hm === null;
+  if (hm) {
+    $(root, '.hm-backing').textContent = hm.backing;
+    $(root, '.hm-placement').textContent = hm.placement;
+    $(root, '.hm-cgroup').textContent = hm.cgroup;
+    $(root, '.hm-ksm').textContent = hm.ksm;
+  }
 }
 
 /** Draws `g` into its card, making the card (in `container`) when it is new. */

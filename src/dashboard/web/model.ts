@@ -3,6 +3,7 @@
  * no I/O), so unit tests run it under Node. Sizes are bytes; a value the daemon did not send
  * becomes null, never a guess.
  */
+import { formatBytes } from './format.js';
 
 /** One point of a guest's memory, all in bytes; null where not known at that time. */
 export interface GuestSample {
@@ -37,6 +38,16 @@ export interface GuestView {
   /** Age of the guest's own statistics (used, available) when the daemon answered; null: never reported. */
   statsAgeS: number | null;
   sample: GuestSample;
+  /** Its memory on the host, as the card's "On the host" lines; null when the daemon does not say. */
+  hostMemory: HostMemoryView | null;
+}
+
+/** The card's "On the host" lines: how guest RAM is backed, NUMA placement, the guest's memory cgroup, KSM. */
+export interface HostMemoryView {
+  backing: string;
+  placement: string;
+  cgroup: string;
+  ksm: string;
 }
 
 export interface Snapshot {
@@ -146,8 +157,33 @@ export function toGuestView(doc: unknown, tS: number): GuestView {
     maxBytes: num(d.maxMemoryBytes),
     totalBytes: total,
     statsAgeS: num(stats.ageS),
+    hostMemory: d.hostMemory === undefined ? null : hostMemoryView(d.hostMemory),
     sample: sampleOf(tS, num(mem.bootBytes), num(mem.balloonBytes), num(mem.pluggedBytes), num(stats.availableBytes), num(stats.usableBytes), num(stats.rssBytes), total),
   };
+}
+
+/** A Guest document's hostMemory (docs/openapi.json GuestHostMemory) -> the card's lines. Pure. */
+export function hostMemoryView(doc: unknown): HostMemoryView {
+  const h = obj(doc);
+  const b = obj(h.backing);
+  const pages = Array.isArray(b.hugepages) ? b.hugepages.map(obj) : [];
+  const backing = [
+    pages.length ? pages.map((p) => `${num(p.pages) ?? 0} × ${formatBytes(num(p.pageSizeBytes) ?? 0)} huge pages`).join(' + ') : 'base pages',
+    ...(str(b.source) && b.source !== 'anonymous' ? [str(b.source)!] : []), ...(b.shared === true ? ['shared'] : []), ...(b.locked === true ? ['locked'] : []),
+    ...(b.mergeable === false ? ['no KSM'] : []),
+  ].join(', ');
+  const p = h.placement === null || h.placement === undefined ? null : obj(h.placement);
+  const memnodes = p && Array.isArray(p.memnodes) ? p.memnodes.map(obj) : [];
+  const placement = p === null ? "host's default" : [
+    ...(str(p.nodeset) ? [`${str(p.mode)} on node ${str(p.nodeset)}`] : []), ...memnodes.map((n) => `cell ${num(n.cell)}: ${str(n.mode)} on node ${str(n.nodeset)}`),
+  ].join('; ');
+  const c = h.cgroup === null || h.cgroup === undefined ? null : obj(h.cgroup);
+  const limit = c && num(c.hardLimitBytes);
+  const usage = c && num(c.usageBytes);
+  const cgroup = c === null ? 'none of its own' : `${usage === null ? '—' : formatBytes(usage)} of ${limit === null ? 'unlimited' : `${formatBytes(limit)} limit`}`;
+  const k = h.ksm === null || h.ksm === undefined ? null : obj(h.ksm);
+  const ksm = k === null ? 'not known' : (num(k.mergingPages) ?? 0) === 0 ? 'nothing merged' : `${num(k.mergingPages)} pages merged (${formatBytes(num(k.mergingBytes) ?? 0)})`;
+  return { backing, placement, cgroup, ksm };
 }
 
 /** History document (GET /domains/{name}/history) -> samples; boot RAM comes from the guest document. */

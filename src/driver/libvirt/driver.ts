@@ -38,37 +38,21 @@ import type { GuestView } from '../view.js';
 import type { HostMemory } from '../memory/host-memory.js';
 import { LibvirtNodeMemory } from './node.js';
 import { ALL_CELLS } from '../node-api.js';
+import { reasonOf, stateOf } from '../state-codes.js';
+import { LibvirtDomainMemory } from './domain-memory.js';
+import { hostMemoryFromXml, isLocalSystem, withLocalCounts } from './host-memory.js';
+import type {
+  DeviceFlags, DirtyRateMode, DomainStatsRecord, DomainStatsRequest, MemoryDeviceUpdate, MemoryParameter, MemoryParametersUpdate, NumaParameters,
+  NumaParametersUpdate,
+} from '../domain-memory-api.js';
 
 /** virDomainMetadataType VIR_DOMAIN_METADATA_ELEMENT: an element in a namespace of its own. */
 const METADATA_ELEMENT = 2;
 /** virErrorNumber VIR_ERR_NO_DOMAIN_METADATA. */
 const NO_DOMAIN_METADATA = 80;
 
-/** virDomainState -> virsh's words. virtmem's native states are a subset of these. */
-const STATE_TEXT = ['no state', 'running', 'idle', 'paused', 'in shutdown', 'shutoff', 'crashed', 'pmsuspended'];
-/** virsh's words for state reasons, per state. */
-const REASONS: Record<number, string[]> = {
-  1: ['unknown', 'booted', 'migrated', 'restored', 'from snapshot', 'unpaused', 'migration canceled', 'save canceled', 'event wakeup', 'crashed', 'post-copy'],
-  2: ['unknown'],
-  3: ['unknown', 'user', 'migrating', 'saving', 'dumping', 'I/O error', 'watchdog', 'from snapshot', 'shutting down', 'creating snapshot', 'api error', 'starting up', 'post-copy', 'post-copy failed'],
-  4: ['unknown', 'user'],
-  5: ['unknown', 'shutdown', 'destroyed', 'crashed', 'migrated', 'saved', 'failed', 'from snapshot', 'daemon'],
-  6: ['unknown', 'panicked'],
-  7: ['unknown'],
-};
 /** VIR_DOMAIN_EVENT_STOPPED: the lifecycle event a finished shutdown sends. */
 const EVENT_STOPPED = 5;
-
-/**
- * libvirt's state as the neutral type. libvirt has states virtmem's own driver never reports
- * ('in shutdown', 'crashed', ...); they pass through with virsh's wording.
- */
-function stateOf(n: number): DomainState {
-  return (STATE_TEXT[n] ?? 'no state') as DomainState;
-}
-function reasonOf(state: number, reason: number): StateReason {
-  return (REASONS[state]?.[reason] ?? 'unknown') as StateReason;
-}
 
 const affectBits = (f: AffectFlags): number => (f.live ? AffectFlag.LIVE : 0) | (f.config ? AffectFlag.CONFIG : 0);
 
@@ -86,6 +70,8 @@ export class LibvirtDriver implements HypervisorDriver {
   #watch: LibvirtWatch | null = null;
   /** The host's memory: src/driver/libvirt/node.ts, on this driver's connection. */
   readonly node = new LibvirtNodeMemory(this);
+  /** A domain's memory beyond its size: src/driver/libvirt/domain-memory.ts, on this driver's connection. */
+  private readonly domainMemory = new LibvirtDomainMemory(this);
 
   constructor(uri: string, private readonly opts: LibvirtDriverOptions = {}) {
     this.uri = uri;
@@ -195,21 +181,17 @@ export class LibvirtDriver implements HypervisorDriver {
     if (p) await p.then((c) => c.close(), () => undefined).catch(() => undefined);
   }
 
-  /**
-   * A domain's memory tunables (virsh memtune): hard_limit, soft_limit, swap_hard_limit in KiB;
-   * libvirt's "unlimited" (VIR_DOMAIN_MEMORY_PARAM_UNLIMITED) comes back as null.
-   */
-  async memoryParameters(ref: string, flags: AffectFlags & { signal?: AbortSignal } = {}): Promise<Record<string, number | null>> {
-    const d = await this.lookup(ref, flags.signal);
-    // libvirt's two-step: ask how many, then ask for them.
-    const count = (await this.domCall(d, Proc.DOMAIN_GET_MEMORY_PARAMETERS, (w) => w.int(0).uint(affectBits(flags)), flags.signal));
-    count.array(readTypedParam, 16);
-    const n = count.int();
-    const r = await this.domCall(d, Proc.DOMAIN_GET_MEMORY_PARAMETERS, (w) => w.int(n).uint(affectBits(flags)), flags.signal);
-    const params = r.array(readTypedParam, 16);
-    const UNLIMITED = 9007199254740991;
-    return Object.fromEntries(params.map((p) => { const v = paramNumber(p.value); return [p.field, v === null || v >= UNLIMITED ? null : v]; }));
-  }
+  // ---------------------------------------------------------------- memory beyond its size (domain-memory.ts)
+
+  memoryParameters(ref: string, flags?: DeviceFlags): Promise<MemoryParameter[]> { return this.domainMemory.memoryParameters(ref, flags); }
+  setMemoryParameters(ref: string, update: MemoryParametersUpdate, flags?: DeviceFlags): Promise<void> { return this.domainMemory.setMemoryParameters(ref, update, flags); }
+  numaParameters(ref: string, flags?: DeviceFlags): Promise<NumaParameters> { return this.domainMemory.numaParameters(ref, flags); }
+  setNumaParameters(ref: string, update: NumaParametersUpdate, flags?: DeviceFlags): Promise<void> { return this.domainMemory.setNumaParameters(ref, update, flags); }
+  attachDevice(ref: string, xml: string, flags?: DeviceFlags): Promise<void> { return this.domainMemory.attachDevice(ref, xml, flags); }
+  detachDevice(ref: string, xml: string, flags?: DeviceFlags): Promise<void> { return this.domainMemory.detachDevice(ref, xml, flags); }
+  updateMemoryDevice(ref: string, update: MemoryDeviceUpdate, flags?: DeviceFlags): Promise<{ xml: string }> { return this.domainMemory.updateMemoryDevice(ref, update, flags); }
+  domainStats(req: DomainStatsRequest): Promise<DomainStatsRecord[]> { return this.domainMemory.domainStats(req); }
+  startDirtyRateCalc(ref: string, seconds: number, mode: DirtyRateMode | null, signal?: AbortSignal): Promise<void> { return this.domainMemory.startDirtyRateCalc(ref, seconds, mode, signal); }
 
   async state(ref: string): Promise<{ state: DomainState; reason: StateReason }> {
     const r = await this.domCall(ref, Proc.DOMAIN_GET_STATE, (w) => w.uint(0));
@@ -242,8 +224,11 @@ export class LibvirtDriver implements HypervisorDriver {
     const info = readDomainInfo(infoR);
     const st = stateR.int();
     const reason = stateR.int();
-    const layout = memoryLayoutFromXml(xmlR.string(STRING_MAX));
+    const xml = xmlR.string(STRING_MAX);
+    const layout = memoryLayoutFromXml(xml);
     const running = d.id >= 0;
+    const defined = await hostMemoryFromXml(xml);
+    const hostMemory = defined && running && isLocalSystem(this.target) ? await withLocalCounts(d.name, defined) : defined;
     const plugged = layout.virtioMem.reduce((s, v) => s + (running ? v.currentKiB : v.requestedKiB), 0);
     const hotplugSize = layout.virtioMem.reduce((s, v) => s + v.sizeKiB, 0);
     return {
@@ -257,6 +242,7 @@ export class LibvirtDriver implements HypervisorDriver {
       usedMemoryKiB: info.memoryKiB,
       autostart: autoR.int() !== 0, accel: null, cpuModel: null, accelNote: null,
       memory: { bootKiB: layout.bootKiB, balloonKiB: info.memoryKiB - plugged, dimmKiB: layout.dimmKiB, pluggedKiB: plugged, hotplugSizeKiB: hotplugSize },
+      ...(hostMemory ? { hostMemory } : {}),
     };
   }
 

@@ -15,12 +15,13 @@ import { XdrReader } from '../../libvirt/xdr.js';
 import type { LibvirtClient } from '../../libvirt/client.js';
 import { memoryLayoutFromXml, type LibvirtMemoryLayout } from './domain-xml.js';
 import { sampleHostMemory, type HostMemory } from '../memory/host-memory.js';
-import { applyBalloon, setMonitor, setState, type GuestStatsView, type GuestView } from '../view.js';
-import type { DomainState } from '../api.js';
+import { applyBalloon, applyHostMemory, setMonitor, setState, type GuestStatsView, type GuestView } from '../view.js';
+import type { GuestHostMemory } from '../domain-memory-api.js';
+import { hostMemoryFromXml, isLocalSystem, withLocalCounts } from './host-memory.js';
+import { stateOf } from '../state-codes.js';
 import type { DriverWatch, HostWatchState, WatchChange, WatchOptions } from '../watch.js';
 import { Listeners } from '../../util/listeners.js';
 
-const STATE_TEXT: DomainState[] = ['no state', 'running', 'idle', 'paused', 'in shutdown', 'shutoff', 'crashed', 'pmsuspended'];
 /** VIR_DOMAIN_EVENT_STOPPED. */
 const EVENT_STOPPED = 5;
 const KIB = 1024;
@@ -69,7 +70,7 @@ export function viewFromLibvirt(rec: BulkRecord, layout: LibvirtMemoryLayout, no
  */
 export function applyBulk(v: GuestView, rec: BulkRecord, nowS: number): boolean {
   let changed = false;
-  const st = STATE_TEXT[num(rec.stats['state.state']) ?? 0] ?? 'no state';
+  const st = stateOf(num(rec.stats['state.state']) ?? 0);
   changed = setState(v, st, nowS) || changed;
   if (v.id !== rec.id) { v.id = rec.id; changed = true; }
   const cur = num(rec.stats['balloon.current']);
@@ -110,9 +111,12 @@ export class LibvirtWatch implements DriverWatch {
   #unsubscribe: Array<() => void> = [];
   #polling: Promise<void> | null = null;
   readonly #o: Required<WatchOptions>;
+  /** This machine's system libvirtd: its guests' processes and cgroups can be read here. */
+  readonly #local: boolean;
 
   constructor(private readonly driver: LibvirtDriver, opts: WatchOptions = {}) {
     this.#o = { boundMs: opts.boundMs ?? 5_000, pollMs: opts.pollMs ?? 1_000, maxBackoffMs: opts.maxBackoffMs ?? 30_000 };
+    this.#local = isLocalSystem(driver.target);
   }
 
   get state(): HostWatchState { return this.#state; }
@@ -186,16 +190,17 @@ export class LibvirtWatch implements DriverWatch {
       const nowS = Date.now() / 1000;
       const seen = new Set<string>();
       for (const rec of records) {
-        const st = STATE_TEXT[num(rec.stats['state.state']) ?? 0] ?? 'no state';
+        const st = stateOf(num(rec.stats['state.state']) ?? 0);
         if (st === 'shutoff' || st === 'crashed' || st === 'no state') continue;
         seen.add(rec.name);
         let v = this.#views.get(rec.name);
         const max = num(rec.stats['balloon.maximum']);
         if (v && max !== null && max * KIB !== v.maxMemoryBytes) this.#dirty.add(rec.name);
         if (!v || this.#dirty.has(rec.name)) {
-          const layout = await this.#layout(c, rec, signal);
-          if (!layout) continue; // gone meanwhile
-          const fresh = viewFromLibvirt(rec, layout, nowS);
+          const read = await this.#layout(c, rec, signal);
+          if (!read) continue; // gone meanwhile
+          const fresh = viewFromLibvirt(rec, read.layout, nowS);
+          if (read.hostMemory) fresh.hostMemory = read.hostMemory;
           if (v) {
             Object.assign(v, { ...fresh, stats: v.stats, rssBytes: v.rssBytes, cpuTimeS: v.cpuTimeS, counters: v.counters, monitor: v.monitor, staleSinceS: v.staleSinceS });
           } else {
@@ -209,6 +214,8 @@ export class LibvirtWatch implements DriverWatch {
           this.#emit({ kind: 'memory', name: rec.name });
         }
         if (setMonitor(v, 'connected', nowS)) this.#emit({ kind: 'state', name: rec.name });
+        // This machine's own libvirtd: what the host counts for the guest (KSM, cgroup usage).
+        if (v.hostMemory && this.#local && applyHostMemory(v, await withLocalCounts(rec.name, v.hostMemory), nowS)) this.#emit({ kind: 'memory', name: rec.name });
       }
       for (const [name, v] of this.#views) {
         if (!seen.has(name)) this.#gone(name, v, nowS);
@@ -227,12 +234,12 @@ export class LibvirtWatch implements DriverWatch {
     }
   }
 
-  /** The live XML's memory facts of one guest; null when it went away meanwhile. */
-  async #layout(c: LibvirtClient, rec: BulkRecord, signal: AbortSignal): Promise<LibvirtMemoryLayout | null> {
+  /** The live XML's memory facts of one guest (and what it fixes of its memory on the host); null when it went away meanwhile. */
+  async #layout(c: LibvirtClient, rec: BulkRecord, signal: AbortSignal): Promise<{ layout: LibvirtMemoryLayout; hostMemory: GuestHostMemory | null } | null> {
     try {
       const d = await this.driver.lookup(rec.uuid, signal);
       const xml = new XdrReader(await c.call(Proc.DOMAIN_GET_XML_DESC, (w) => { writeDomain(w, d); w.uint(0); }, { signal, timeoutMs: this.#o.boundMs })).string(STRING_MAX);
-      return memoryLayoutFromXml(xml);
+      return { layout: memoryLayoutFromXml(xml), hostMemory: await hostMemoryFromXml(xml) };
     } catch (err) {
       if (err instanceof LibvirtError && err.code === 'NO_DOMAIN') return null;
       if ((err as { code?: string }).code === 'NO_DOMAIN') return null;

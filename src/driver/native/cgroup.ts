@@ -29,55 +29,12 @@ import { join } from 'node:path';
 import type { MemtuneDef } from '../../domain/definition.js';
 import { VirtError } from '../../domain/errors.js';
 import { formatIdSet } from '../../domain/node-set.js';
+import { hostControllers, readCgroupMemory, type Controller } from '../memory/cgroup-hierarchy.js';
+
+export { chooseControllers, hostControllers, parseCgroupMounts, type CgroupMounts, type Controller } from '../memory/cgroup-hierarchy.js';
 
 /** The state directory whose domains get cgroups named after the domain alone. */
 const SYSTEM_STATE_DIR = '/var/lib/virtmem';
-
-/** Where the host mounts cgroups: v1 controllers by name, and the v2 (unified) hierarchy. */
-export interface CgroupMounts {
-  v1: ReadonlyMap<string, string>;
-  v2: string | null;
-}
-
-/** cgroup mounts from /proc/mounts text. Pure. */
-export function parseCgroupMounts(mountsText: string): CgroupMounts {
-  const v1 = new Map<string, string>();
-  let v2: string | null = null;
-  for (const line of mountsText.split('\n')) {
-    const [, path, type, options] = line.split(' ');
-    if (path === undefined || options === undefined) continue;
-    if (type === 'cgroup2' && v2 === null) v2 = path;
-    if (type === 'cgroup') for (const o of options.split(',')) if (!v1.has(o)) v1.set(o, path);
-  }
-  return { v1, v2 };
-}
-
-/** One controller as the domain uses it. */
-export interface Controller {
-  version: 1 | 2;
-  /** The hierarchy's mount point. */
-  root: string;
-}
-
-/**
- * The memory and cpuset controllers: v1 where the host binds them to a v1 hierarchy (a
- * controller serves one hierarchy only), else v2 when the unified hierarchy offers them
- * (`v2Controllers`: the words of its cgroup.controllers). Pure.
- */
-export function chooseControllers(mounts: CgroupMounts, v2Controllers: readonly string[]): { memory?: Controller; cpuset?: Controller } {
-  const pick = (name: string): Controller | undefined => {
-    const v1 = mounts.v1.get(name);
-    if (v1 !== undefined) return { version: 1, root: v1 };
-    if (mounts.v2 !== null && v2Controllers.includes(name)) return { version: 2, root: mounts.v2 };
-    return undefined;
-  };
-  const out: { memory?: Controller; cpuset?: Controller } = {};
-  const memory = pick('memory');
-  if (memory) out.memory = memory;
-  const cpuset = pick('cpuset');
-  if (cpuset) out.cpuset = cpuset;
-  return out;
-}
 
 /** The domain's cgroup path under a controller root ("virtmem/web"). Pure. */
 export function domainCgroupPath(stateRoot: string, name: string): string {
@@ -156,13 +113,6 @@ export interface CgroupWants {
   memtune?: MemtuneDef;
   /** Host nodes of restrictive placement. */
   restrictiveNodes?: number[];
-}
-
-/** The host's controllers now. */
-export async function hostControllers(proc = '/proc'): Promise<{ memory?: Controller; cpuset?: Controller }> {
-  const mounts = parseCgroupMounts(await readFile(join(proc, 'mounts'), 'utf8').catch(() => ''));
-  const v2Controllers = mounts.v2 === null ? [] : (await readFile(join(mounts.v2, 'cgroup.controllers'), 'utf8').catch(() => '')).trim().split(/\s+/);
-  return chooseControllers(mounts, v2Controllers);
 }
 
 const exists = (path: string): Promise<boolean> => access(path).then(() => true, () => false);
@@ -247,7 +197,9 @@ export async function setLiveMemtune(stateRoot: string, name: string, pid: numbe
   const dir = await ensureDir(c, domainCgroupPath(stateRoot, name), 'memory');
   const procs = (await readFile(join(dir, 'cgroup.procs'), 'utf8')).split('\n');
   if (!procs.includes(String(pid))) {
-    if (c.version === 1) await write(dir, { file: 'memory.move_charge_at_immigrate', value: '3' });
+    // v1 can move the charges along; kernels since 6.x deprecate it and newer ones refuse the
+    // write (EINVAL, seen on 6.18): then memory QEMU touched before stays charged where it was.
+    if (c.version === 1) await write(dir, { file: 'memory.move_charge_at_immigrate', value: '3' }).catch(() => {});
     await applyMemtune(c, dir, t); // limits first: the move itself is then held to them
     await write(dir, { file: 'cgroup.procs', value: String(pid) });
     return;
@@ -255,32 +207,31 @@ export async function setLiveMemtune(stateRoot: string, name: string, pid: numbe
   await applyMemtune(c, dir, t);
 }
 
+/**
+ * Confines a running domain's memory to `hostNodes` (numatune --live --nodeset): its cpuset
+ * cgroup's mems, the cgroup created and QEMU (`pid`) moved in when it has none yet.
+ * @throws VirtError NO_SUPPORT (no cpuset controller, not root), OPERATION_FAILED
+ */
+export async function setLiveCpusetMems(stateRoot: string, name: string, pid: number, hostNodes: readonly number[]): Promise<void> {
+  const c = (await hostControllers()).cpuset;
+  if (c === undefined) throw new VirtError('NO_SUPPORT', 'this host has no cgroup cpuset controller');
+  if (process.getuid?.() !== 0) throw new VirtError('NO_SUPPORT', 'NUMA placement needs cgroups, which only root may change');
+  const dir = await ensureDir(c, domainCgroupPath(stateRoot, name), 'cpuset');
+  const cpus = (await readFile(join(c.root, c.version === 1 ? 'cpuset.cpus' : 'cpuset.cpus.effective'), 'utf8')).trim();
+  const writes = cpusetWrites(c.version, hostNodes, cpus);
+  // A cpuset already set keeps its CPUs: only the nodes move.
+  const inPlace = (await readFile(join(dir, 'cpuset.cpus'), 'utf8').catch(() => '')).trim() !== '';
+  for (const w of inPlace ? writes.filter((x) => x.file === 'cpuset.mems') : writes) await write(dir, w);
+  const procs = (await readFile(join(dir, 'cgroup.procs'), 'utf8')).split('\n');
+  if (!procs.includes(String(pid))) await write(dir, { file: 'cgroup.procs', value: String(pid) });
+}
+
 /** The memory limits the kernel holds for a domain now, in KiB (absent: unlimited or no cgroup). */
 export async function readMemtune(stateRoot: string, name: string): Promise<MemtuneDef> {
   const c = (await hostControllers()).memory;
   if (c === undefined) return {};
-  const dir = join(c.root, domainCgroupPath(stateRoot, name));
-  const read = async (file: string): Promise<number | undefined> => {
-    const text = (await readFile(join(dir, file), 'utf8').catch(() => '')).trim();
-    if (text === '' || text === 'max' || !/^\d+$/.test(text) || Number(text) >= 2 ** 62) return undefined;
-    return Math.floor(Number(text) / 1024);
-  };
-  const out: MemtuneDef = {};
-  const set = (k: keyof MemtuneDef, v: number | undefined): void => { if (v !== undefined) out[k] = v; };
-  if (c.version === 1) {
-    set('hardLimitKiB', await read('memory.limit_in_bytes'));
-    set('softLimitKiB', await read('memory.soft_limit_in_bytes'));
-    set('swapHardLimitKiB', await read('memory.memsw.limit_in_bytes'));
-  } else {
-    const hard = await read('memory.max');
-    set('hardLimitKiB', hard);
-    set('softLimitKiB', await read('memory.high'));
-    const swap = await read('memory.swap.max');
-    if (swap !== undefined) out.swapHardLimitKiB = swap + (hard ?? 0);
-    const min = await read('memory.min');
-    if (min) out.minGuaranteeKiB = min;
-  }
-  return out;
+  const { usageKiB: _usage, ...limits } = await readCgroupMemory(c, join(c.root, domainCgroupPath(stateRoot, name)));
+  return limits;
 }
 
 /** Removes a stopped domain's cgroups; what is not there, or still busy, is left alone. */

@@ -6,6 +6,7 @@
  * capabilities.ts, the live watch in watch.ts. Every mutation runs under the domain's job lock
  * and re-checks the domain after each wait; every wait is bounded; sizes are KiB.
  */
+import { withAutoPlacement } from './memory-start.js';
 import { readdir, rm, readFile } from 'node:fs/promises';
 import { observeSync } from './run-status.js';
 import type { QmpClient } from '../../qmp/index.js';
@@ -31,7 +32,14 @@ import { queryStatus } from '../../qmp/index.js';
 import * as memory from './memory.js';
 import * as lifecycle from './process.js';
 import * as memtuneParts from './memtune.js';
+import * as tuning from './domain-tuning.js';
+import * as stats from './domain-stats.js';
+import type {
+  DeviceFlags, DirtyRateMode, DomainStatsRecord, DomainStatsRequest, MemoryDeviceUpdate, MemoryParameter, MemoryParametersUpdate, NumaParameters,
+  NumaParametersUpdate,
+} from '../domain-memory-api.js';
 import { NativeWatch } from './watch.js';
+import { guestHostMemory } from './host-memory-facts.js';
 import { NativeNodeMemory } from './node.js';
 import { hostCapabilities, plannedAccel, withGuestKernel } from './capabilities.js';
 import type { KvmStatus } from './accel.js';
@@ -95,16 +103,18 @@ export class NativeDriver implements HypervisorDriver {
         ...base, id: null, state: 'shutoff', reason: o.reason, vcpus: def.vcpus, cpuTimeS: null,
         maxMemoryKiB: def.memory.maxKiB, usedMemoryKiB: def.memory.currentKiB, accel: null, cpuModel: null, accelNote: null,
         memory: memory.breakdown(memory.planned(def)),
+        hostMemory: await guestHostMemory(this.ctx.paths.root, def.name, def, null),
       };
     }
     const live = o.record.live;
     // One monitor session for both questions: a monitor serves one client at a time.
-    const [stat, { used, paused }] = await Promise.all([
+    const [stat, { used, paused }, hostMemory] = await Promise.all([
       readProcStat(o.record.pid),
       this.ctx.monitor(def.name, async (c) => {
         const [status, mem] = await Promise.all([queryStatus(c), memory.queryLiveMemory(c, live)]);
         return { paused: !status.running, used: mem };
       }, signal),
+      guestHostMemory(this.ctx.paths.root, def.name, withAutoPlacement(live, o.record.autoNodes), o.record.pid),
     ]);
     return {
       ...base, id: o.record.id, state: paused ? 'paused' : 'running', reason: paused ? 'user' : 'booted',
@@ -112,6 +122,7 @@ export class NativeDriver implements HypervisorDriver {
       maxMemoryKiB: live.memory.maxKiB, usedMemoryKiB: used.totalKiB, accel: o.record.accel,
       cpuModel: o.record.cpuModel ?? null, accelNote: o.record.accelNote ?? null,
       memory: memory.breakdown(used),
+      hostMemory,
     };
   }
 
@@ -258,6 +269,22 @@ export class NativeDriver implements HypervisorDriver {
   /** Changes <memtune> limits live and/or in the definition; null removes a limit. */
   setMemtune(ref: string, change: memtuneParts.MemtuneChange, flags: AffectOptions = {}): Promise<{ live: boolean; config: boolean }> {
     return memtuneParts.setMemtune(this.ctx, ref, change, flags);
+  }
+
+  // ---------------------------------------------------------------- memory beyond its size (virsh memtune, numatune, devices, domstats)
+
+  memoryParameters(ref: string, flags?: DeviceFlags): Promise<MemoryParameter[]> { return tuning.memoryParameters(this.ctx, ref, flags); }
+  setMemoryParameters(ref: string, update: MemoryParametersUpdate, flags?: DeviceFlags): Promise<void> { return tuning.setMemoryParameters(this.ctx, ref, update, flags); }
+  numaParameters(ref: string, flags?: DeviceFlags): Promise<NumaParameters> { return tuning.numaParameters(this.ctx, ref, flags); }
+  setNumaParameters(ref: string, update: NumaParametersUpdate, flags?: DeviceFlags): Promise<void> { return tuning.setNumaParameters(this.ctx, ref, update, flags); }
+  domainStats(req: DomainStatsRequest): Promise<DomainStatsRecord[]> { return stats.domainStats(this.ctx, req); }
+  startDirtyRateCalc(ref: string, seconds: number, mode: DirtyRateMode | null, signal?: AbortSignal): Promise<void> { return stats.startDirtyRateCalc(this.ctx, ref, seconds, mode, signal); }
+
+  // Device XML needs the XML parser: loaded on demand (keeps CLI start-up lean).
+  async attachDevice(ref: string, xml: string, flags?: DeviceFlags): Promise<void> { return (await import('./memory-devices.js')).attachDevice(this.ctx, ref, xml, flags); }
+  async detachDevice(ref: string, xml: string, flags?: DeviceFlags): Promise<void> { return (await import('./memory-devices.js')).detachDevice(this.ctx, ref, xml, flags); }
+  async updateMemoryDevice(ref: string, update: MemoryDeviceUpdate, flags?: DeviceFlags): Promise<{ xml: string }> {
+    return (await import('./memory-devices.js')).updateMemoryDevice(this.ctx, ref, update, flags);
   }
 
   // ---------------------------------------------------------------- policy settings

@@ -9,11 +9,14 @@ import { stat } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { QmpClient, queryBalloon, queryMemoryDevices, queryBalloonGuestStats, queryStatus, type QmpEventStream } from '../../qmp/index.js';
 import { BALLOON_QOM_PATH } from './qemu-argv.js';
+import { balloonBaseKiB } from './qemu-memory.js';
 import type { RunPaths } from './paths.js';
 import { isProcessAlive, readProcStat, readRssKiB, CLOCK_TICKS_PER_S } from './host-process.js';
 import { readRunRecord, type RunningRecord } from './run-status.js';
 import { GuestPressureFeed } from './guest-pressure.js';
-import { applyBalloon, applyDefinition, viewFromDefinition, setMonitor, setState, type GuestView } from '../view.js';
+import { applyBalloon, applyDefinition, applyHostMemory, viewFromDefinition, setMonitor, setState, type GuestView } from '../view.js';
+import type { DomainDef } from '../../domain/definition.js';
+import type { GuestHostMemory } from '../domain-memory-api.js';
 import { applyDevices, applyEvent, applyGuestStats } from './qmp-view.js';
 
 /** Events that change the model. */
@@ -30,6 +33,8 @@ export interface WatcherOptions {
   boundMs: number;
   /** Wait between reconnection attempts while QEMU lives. */
   reconnectMs: number;
+  /** The guest's memory on the host now (host-memory-facts.ts), read every tick; absent: not followed. */
+  readHostMemory?: (live: DomainDef, pid: number) => Promise<GuestHostMemory>;
 }
 
 /** What changed: the memory numbers, the state/monitor, or the guest went away. */
@@ -37,6 +42,10 @@ export type WatchChange = 'memory' | 'state' | 'gone';
 
 export class GuestWatcher {
   readonly model: GuestView;
+  /** What QEMU's balloon sizes count beyond boot RAM: the live definition's DIMMs (qemu-memory.ts balloonBaseKiB). */
+  #balloonBaseBytes: number;
+  /** The live definition as last taken (its memory devices change with hot-plugs). */
+  #live: DomainDef;
   #client: QmpClient | null = null;
   #stream: QmpEventStream | null = null;
   #stop = new AbortController();
@@ -56,6 +65,8 @@ export class GuestWatcher {
     private readonly opts: WatcherOptions,
   ) {
     this.model = viewFromDefinition(rec.live, { id: rec.id, state: rec.paused ? 'paused' : 'running', pid: rec.pid }, Date.now() / 1000);
+    this.#balloonBaseBytes = balloonBaseKiB(rec.live) * 1024;
+    this.#live = rec.live;
     this.#pressure = new GuestPressureFeed(paths.pressure, (p) => { this.model.pressure = p; });
   }
 
@@ -125,7 +136,7 @@ export class GuestWatcher {
       first = false;
       await this.refresh();
       for await (const ev of stream) {
-        const changed = applyEvent(this.model, ev.event, ev.data ?? {}, this.#now());
+        const changed = applyEvent(this.model, ev.event, ev.data ?? {}, this.#now(), this.#balloonBaseBytes);
         if (ev.event === 'SHUTDOWN' || ev.event === 'STOP' || ev.event === 'RESUME') { if (changed) this.#changed('state'); } else if (changed) this.#changed('memory');
       }
       this.#client = null;
@@ -183,7 +194,7 @@ export class GuestWatcher {
       this.#statsAtMs = Date.now();
       if (rssKiB !== null) this.model.rssBytes = rssKiB * 1024;
       let mem = false;
-      if (bal) mem = applyBalloon(this.model, bal.actualBytes, now) || mem;
+      if (bal) mem = applyBalloon(this.model, bal.actualBytes - this.#balloonBaseBytes, now) || mem;
       mem = applyDevices(this.model, devices, now) || mem;
       if (stats) mem = applyGuestStats(this.model, stats, now) || mem;
       const st = setState(this.model, status.running ? 'running' : 'paused', now);
@@ -222,6 +233,8 @@ export class GuestWatcher {
     }
     if (stat) this.model.cpuTimeS = stat.cpuTicks / CLOCK_TICKS_PER_S;
     await this.#rereadRecord();
+    const host = await this.opts.readHostMemory?.(this.#live, this.rec.pid).catch(() => null);
+    if (host && applyHostMemory(this.model, host, this.#now())) this.#changed('memory');
     const c = this.#client;
     if (!c || this.#busy) return;
     // Questions to QEMU are not awaited here: a hung monitor holds up only its own guest.
@@ -256,6 +269,8 @@ export class GuestWatcher {
     this.#recordMtimeMs = st.mtimeMs;
     const rec = await readRunRecord(this.paths);
     if (!rec || rec.phase !== 'running' || rec.pid !== this.rec.pid) return;
+    this.#balloonBaseBytes = balloonBaseKiB(rec.live) * 1024;
+    this.#live = rec.live;
     if (applyDefinition(this.model, rec.live, this.#now())) this.#changed('memory');
   }
 
@@ -271,6 +286,8 @@ export class GuestWatcher {
 
   /** Take a live definition the daemon itself just wrote. */
   takeDefinition(rec: RunningRecord): void {
+    this.#balloonBaseBytes = balloonBaseKiB(rec.live) * 1024;
+    this.#live = rec.live;
     if (applyDefinition(this.model, rec.live, this.#now())) this.#changed('memory');
   }
 }

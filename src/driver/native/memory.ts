@@ -22,10 +22,10 @@ import {
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
 import { toMemoryStats, type MemoryStats } from '../memory/stats.js';
 import { BALLOON_QOM_PATH } from './qemu-argv.js';
-import { backendObject } from './qemu-memory.js';
-import { currentHostMemory, withAutoPlacement } from './memory-start.js';
+import { hotAddMemoryDevice } from './hot-plug.js';
+import { balloonBaseKiB } from './qemu-memory.js';
 import { runRecordVersion, writeRunRecord, type RunningRecord } from './run-status.js';
-import { monitorError } from './monitor.js';
+import { monitorError, onHeldMonitor } from './monitor.js';
 import { totalBytes } from '../view.js';
 import { readRssKiB } from './host-process.js';
 import type { NativeContext } from './context.js';
@@ -54,8 +54,8 @@ export async function queryLiveMemory(c: QmpClient, live: DomainDef): Promise<Li
     const d = devices.find((x) => x.type === 'virtio-mem' && x.id === v.id);
     if (d && d.type === 'virtio-mem') v.pluggedKiB = Math.floor(d.sizeBytes / 1024);
   }
-  // QEMU's balloon acts on boot RAM only: "actual" never includes memory devices.
-  const balloonKiB = bal ? Math.floor(bal.actualBytes / 1024) : layout.bootKiB;
+  // QEMU's balloon counts DIMMs in its sizes (balloonBaseKiB); virtmem's balloon is boot RAM only.
+  const balloonKiB = bal ? Math.floor(bal.actualBytes / 1024) - balloonBaseKiB(live) : layout.bootKiB;
   return { layout, balloonKiB, totalKiB: memoryTotal({ boot: layout.bootKiB, balloon: balloonKiB, dimm: layout.dimmKiB, plugged: layout.vmem.map((v) => v.pluggedKiB) }) };
 }
 
@@ -126,7 +126,7 @@ export async function setMemory(ctx: NativeContext, ref: string, kib: number, op
       // What the guest counts before memory is plugged into it, to see it onlined after.
       const before = opts.wait && plan.requestedKiB.some((r, i) => r > now.layout.vmem[i]!.pluggedKiB) ? await guestTotal(c, live) : null;
       for (const step of orderSteps(now.layout, now.balloonKiB, plan)) {
-        if (step.kind === 'balloon') await setBalloon(c, step.targetKiB * 1024);
+        if (step.kind === 'balloon') await setBalloon(c, (step.targetKiB + balloonBaseKiB(live)) * 1024);
         else await qomSet(c, `/machine/peripheral/${step.id}`, 'requested-size', step.requestedKiB * 1024);
       }
       // Without a wait the answer says where the guest is right after the change.
@@ -165,7 +165,8 @@ async function fastBalloonChange(ctx: NativeContext, ref: string, kib: number, o
   if (vmem.some((d) => d.requestedBytes !== 0 || d.pluggedBytes !== 0)) return null;
   const bootKiB = Math.floor(v.bootBytes / 1024);
   const dimmKiB = Math.floor(v.dimmBytes / 1024);
-  if (kib - dimmKiB > bootKiB) return null;
+  // DIMMs change what QEMU's balloon target means (balloonBaseKiB): the full path sends those.
+  if (kib - dimmKiB > bootKiB || dimmKiB > 0) return null;
   checkMemorySize(kib, MIN_MEMORY_KIB);
   checkBelowMaximum(kib, Math.floor(v.maxMemoryBytes / 1024));
   checkAboveDimms(kib, dimmKiB);
@@ -310,18 +311,7 @@ async function growMaxLive(ctx: NativeContext, name: string, rec: RunningRecord,
   if (live.memoryDevices.length >= hotplug.slots) refuse(`all ${hotplug.slots} memory slots are in use`);
   const grown: DomainDef = { ...live, memory: { ...live.memory, maxKiB: kib }, memoryDevices: [...live.memoryDevices, { model: 'virtio-mem', sizeKiB: addKiB, blockKiB, requestedKiB: 0 }] };
   // The new device's backend follows the guest's memory backing, as the boot devices' do.
-  const { plan, backing } = await currentHostMemory(withAutoPlacement(grown, rec.autoNodes), ctx.paths.run(name));
-  const added = plan.devices[plan.devices.length - 1]!;
-  const memdev = added.backend.id;
-  await ctx.monitor(name, async (c) => {
-    await c.execute('object-add', backendObject(added.backend, backing));
-    try {
-      await c.execute('device_add', added.props);
-    } catch (err) {
-      await c.execute('object-del', { id: memdev }).catch(() => {});
-      throw err;
-    }
-  }, signal);
+  await hotAddMemoryDevice(ctx, name, grown, rec.autoNodes, signal);
   rec.live = grown;
   await writeRunRecord(ctx.paths.run(name), rec);
 }

@@ -23,7 +23,7 @@ import { BALLOON_QOM_PATH, buildQemuArgv, qemuCpuModel } from './qemu-argv.js';
 import { writeRunRecord, type RunningRecord } from './run-status.js';
 import { removeDomainCgroup, setupDomainCgroup, spawnIntoCgroups, type CgroupWants } from './cgroup.js';
 import { autoPlacementNodes, prepareHostMemory, withAutoPlacement } from './memory-start.js';
-import { allBackends, type MemoryLayoutPlan } from './qemu-memory.js';
+import { allBackends, balloonBaseKiB, type MemoryLayoutPlan } from './qemu-memory.js';
 import { isProcessAlive, readProcStat } from './host-process.js';
 import type { NativeContext } from './context.js';
 
@@ -98,7 +98,7 @@ export async function start(ctx: NativeContext, ref: string, opts: StartOptions 
       await ctx.monitor(def.name, async (c) => {
         if (def.balloon.model === 'virtio') {
           if (plan.balloonKiB < bootMemoryKiB(def)) {
-            await setBalloon(c, plan.balloonKiB * 1024);
+            await setBalloon(c, (plan.balloonKiB + balloonBaseKiB(def)) * 1024);
           }
           if (def.balloon.statsPeriodS > 0) {
             await qomSet(c, BALLOON_QOM_PATH, 'guest-stats-polling-interval', def.balloon.statsPeriodS);

@@ -27,9 +27,9 @@ import type { DomainDef, MemAccess, MemoryDeviceDef, NumaMode } from '../../doma
 import { VirtError } from '../../domain/errors.js';
 import { formatIdSet } from '../../domain/node-set.js';
 import { MAX_KIB } from '../../domain/size.js';
-import { BASE_PAGE_KIB } from '../../domain/validate-memory.js';
 import { guestNumaCells } from '../../domain/memory.js';
 import { bootMemoryKiB, virtioMemId } from '../memory/layout.js';
+import { regionHugepageKiB } from '../memory/backing.js';
 
 /** libvirt aligns boot RAM, each cell and the hot-plug ceiling to 1 MiB at start ... */
 export const RAM_ALIGN_KIB = 1024;
@@ -39,6 +39,29 @@ export const DEVICE_ALIGN_KIB = 2048;
 /** QOM ids of memory devices, by model and index among devices of that model. */
 export const memoryDeviceId = (model: MemoryDeviceDef['model'], i: number): string =>
   model === 'virtio-mem' ? virtioMemId(i) : model === 'dimm' ? `dimm${i}` : model === 'nvdimm' ? `nvdimm${i}` : `vpmem${i}`;
+/**
+ * QEMU's id of each memory device of a definition, in order (the same ids its command line and
+ * hot-plugs gave them).
+ */
+export function memoryDeviceIds(def: Pick<DomainDef, 'memoryDevices'>): string[] {
+  const counts = new Map<string, number>();
+  return def.memoryDevices.map((d) => {
+    const n = counts.get(d.model) ?? 0;
+    counts.set(d.model, n + 1);
+    return d.model === 'dimm' && d.id !== undefined ? d.id : memoryDeviceId(d.model, n);
+  });
+}
+
+/**
+ * What QEMU's balloon counts beyond boot RAM (KiB): its "actual" and its target are sizes of the
+ * guest's whole RAM as QEMU sees it (get_current_ram_size: boot RAM plus DIMMs and NVDIMMs, not
+ * virtio-mem), while virtmem's balloon is boot RAM only. Seen on QEMU 7.2: a plugged 128 MiB DIMM
+ * raised query-balloon's actual by 128 MiB, a plugged virtio-mem block did not.
+ */
+export function balloonBaseKiB(def: Pick<DomainDef, 'memoryDevices'>): number {
+  return def.memoryDevices.reduce((s, d, i) => s + (d.model === 'dimm' || d.model === 'nvdimm' ? alignedDeviceKiB(d, i) : 0), 0);
+}
+
 /** The id of the backend a memory device maps. */
 export const memdevId = (deviceId: string): string => `mem-${deviceId}`;
 /** The default RAM backend's id: "pc.ram", the name QEMU itself gives the RAM of 'pc' and 'q35'. */
@@ -123,19 +146,9 @@ const POLICY: Record<Exclude<NumaMode, 'restrictive'>, 'bind' | 'preferred' | 'i
   strict: 'bind', preferred: 'preferred', interleave: 'interleave',
 };
 
-/** The huge page size a region gets (KiB), or null; `found` is whether a page names its cell. */
+/** The huge page size a region gets (KiB), or null (memory/backing.ts: the one rule). */
 function hugepageFor(def: DomainDef, region: Region, host: MemoryHost): number | null {
-  const own = region.device !== undefined && (region.device.model === 'dimm' || region.device.model === 'virtio-mem') ? region.device.source?.pageSizeKiB : undefined;
-  let size: number | null = own ?? null;
-  const pages = def.memoryBacking?.hugepages;
-  if (size === null && pages !== undefined) {
-    const forCell = region.cell === null ? undefined : pages.find((p) => p.cells?.includes(region.cell!));
-    const page = forCell ?? pages.find((p) => p.cells === undefined);
-    if (page !== undefined) size = page.sizeKiB;
-    else if (pages.length === 0) size = host.defaultHugepageKiB; // <hugepages/>
-  }
-  // "Huge" pages of the base page size are no huge pages (libvirt).
-  return size === null || size === BASE_PAGE_KIB ? null : size;
+  return regionHugepageKiB(def, region.device === undefined ? { cell: region.cell } : { cell: region.cell, device: region.device }, host.defaultHugepageKiB);
 }
 
 /** One region's backend, by the rules in the header. */
@@ -245,11 +258,9 @@ export function planMemoryLayout(def: DomainDef, host: MemoryHost): MemoryLayout
   }
 
   const devices: MemoryLayoutPlan['devices'] = [];
-  const counts = new Map<string, number>();
+  const ids = memoryDeviceIds(def);
   def.memoryDevices.forEach((d, index) => {
-    const n = counts.get(d.model) ?? 0;
-    counts.set(d.model, n + 1);
-    const id = memoryDeviceId(d.model, n);
+    const id = ids[index]!;
     const plan = planRegion(def, {
       id: memdevId(id), sizeKiB: alignedDeviceKiB(d, index), cell: d.model === 'virtio-pmem' ? null : d.node ?? 0, device: d, system: false,
     }, host);

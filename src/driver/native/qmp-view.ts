@@ -52,12 +52,15 @@ export function applyGuestStats(m: GuestView, raw: BalloonGuestStats, nowS: numb
   return changed;
 }
 
-/** A QMP event. Returns whether the model changed. */
-export function applyEvent(m: GuestView, event: string, data: Record<string, unknown>, nowS: number): boolean {
+/**
+ * A QMP event. `balloonBaseBytes`: what QEMU's balloon sizes count beyond boot RAM (the DIMMs,
+ * qemu-memory.ts balloonBaseKiB). Returns whether the model changed.
+ */
+export function applyEvent(m: GuestView, event: string, data: Record<string, unknown>, nowS: number, balloonBaseBytes = 0): boolean {
   switch (event) {
     case 'BALLOON_CHANGE':
       m.counters.balloonChanges++;
-      return typeof data.actual === 'number' ? applyBalloon(m, data.actual, nowS) : false;
+      return typeof data.actual === 'number' ? applyBalloon(m, data.actual - balloonBaseBytes, nowS) : false;
     case 'MEMORY_DEVICE_SIZE_CHANGE': {
       m.counters.deviceSizeChanges++;
       const d = m.devices.find((x) => x.id === data.id);

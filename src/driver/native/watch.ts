@@ -5,6 +5,7 @@
  * the host's memory sampled every tick. While it runs, the driver's short calls go on the held
  * monitors (one round trip on an open connection instead of a new session).
  */
+import { withAutoPlacement } from './memory-start.js';
 import { readdir, stat } from 'node:fs/promises';
 import { validateDomainName } from '../../domain/name.js';
 import { sampleHostMemory, type HostMemory } from '../memory/host-memory.js';
@@ -16,6 +17,7 @@ import { MONITOR_ANSWER_MS } from '../bounds.js';
 import { GuestWatcher, type WatchChange as GuestChange } from './guest-watcher.js';
 import { observe, readRunRecord, runRecordVersion, writeRunRecord } from './run-status.js';
 import { Listeners } from '../../util/listeners.js';
+import { guestHostMemory } from './host-memory-facts.js';
 
 /** How long after a fast-path change its run record is written (coalescing a burst of changes). */
 const TARGET_WRITE_DELAY_MS = 250;
@@ -157,7 +159,10 @@ export class NativeWatch implements DriverWatch {
       try { paths = this.ctx.paths.run(validateDomainName(name)); } catch { return; }
       const o = await observe(paths);
       if (o.state === 'shutoff' || this.#watchers.has(name) || this.#stopped) return;
-      const w = new GuestWatcher(paths, o.record, (w2, what) => this.#onGuest(w2, what), { boundMs: this.#boundMs, reconnectMs: 1_000 });
+      const w = new GuestWatcher(paths, o.record, (w2, what) => this.#onGuest(w2, what), {
+        boundMs: this.#boundMs, reconnectMs: 1_000,
+        readHostMemory: (live, pid) => guestHostMemory(this.ctx.paths.root, name, withAutoPlacement(live, o.record.autoNodes), pid),
+      });
       this.#watchers.set(name, w);
       w.start();
       this.#emit({ kind: 'state', name });

@@ -17,6 +17,7 @@ import type { DriverWatch, WatchOptions } from '../watch.js';
 import type { GuestView } from '../view.js';
 import { daemonRequest, DaemonUnreachableError, operationEvents, type OperationDoc } from './http-client.js';
 import { DAEMON_ANSWER_MS, seconds } from '../bounds.js';
+import { hostMemoryFromDocument } from '../domain-memory-api.js';
 
 const KIB = 1024;
 
@@ -76,6 +77,7 @@ export class DaemonDriver implements HypervisorDriver {
       maxMemoryKiB: doc.maxMemoryBytes / KIB, usedMemoryKiB: doc.usedMemoryBytes / KIB,
       accel: doc.accel, cpuModel: doc.cpuModel, accelNote: doc.accelNote,
       memory: { bootKiB: m.bootBytes / KIB, balloonKiB: m.balloonBytes / KIB, dimmKiB: m.dimmBytes / KIB, pluggedKiB: m.pluggedBytes / KIB, hotplugSizeKiB: m.hotplugSizeBytes / KIB },
+      ...(doc.hostMemory ? { hostMemory: hostMemoryFromDocument(doc.hostMemory) } : {}),
     } as DomainInfo;
   }
 
