@@ -124,7 +124,9 @@ export class Daemon {
       const key = spec.uri;
       const driver = opts.drivers?.get(key)
         ?? openDriver(key === LOCAL ? { stateDir: opts.stateDir } : { uri: key, libvirt: { connectTimeoutMs: 5_000, callTimeoutMs: 5_000, keepaliveIntervalMs: 2_000, keepaliveCount: 3 } });
-      const watch = driver.watch({ boundMs: key === LOCAL ? this.opts.guestBoundMs : 5_000 });
+      // A libvirt host is polled every second while a policy runs on it (its rounds are a second
+      // apart; a guest's rise must not wait two polls to be seen), every 2 s otherwise.
+      const watch = driver.watch({ boundMs: key === LOCAL ? this.opts.guestBoundMs : 5_000, ...(p.mode !== 'off' && key !== LOCAL ? { pollMs: 1_000 } : {}) });
       const budgetBytes = spec.budgetBytes ?? null;
       const host: Host = { key, uri: key === LOCAL ? driver.uri : key, driver, watch, policy: null, budgetBytes };
       host.policy = p.mode === 'off' ? null : this.#policyLoop(host, p.mode, p.engine ?? 'virtmem');
@@ -319,7 +321,7 @@ export class Daemon {
     await Promise.all(this.hosts.map(async (h) => {
       if (!h.policy || h.watch.state !== 'up') return;
       const m = h.watch.host();
-      await h.policy.tick(h.watch.guests(), { memTotalBytes: m.memTotalBytes, memAvailableBytes: m.memAvailableBytes, stallPct: m.psi?.some.avg10 ?? null }, nowMs / 1000);
+      await h.policy.tick(h.watch.guests(), { memTotalBytes: m.memTotalBytes, memAvailableBytes: m.memAvailableBytes, stallPct: m.psi?.some.avg10 ?? null, readAtS: h.watch.lastUpdateS }, nowMs / 1000);
     }));
   }
 

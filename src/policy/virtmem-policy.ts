@@ -11,6 +11,13 @@
  *   within `horizonS` at that rate, is grown to its use + headroom + `growAheadS` of that rate
  *   before it runs out, not after. Between statistics samples, RSS growth since the last sample
  *   counts as use ("nowcast"), so a burst is seen one round after it starts, not two.
+ * - **Page cache is not demand.** A guest that reads files fills its page cache: QEMU's resident
+ *   size rises as fast as for an allocation, but the guest's MemAvailable (which counts clean
+ *   cache) does not fall. Host-backed growth counts as use only in the share the guest's own
+ *   last samples gave to use rather than to its disk caches; a rise that later samples show went
+ *   into cache holds no cool-down; bursts are measured in sampled use; and memory stall or major
+ *   faults in a guest with more than two headrooms available are the guest turning over its own
+ *   cache (more memory would only be filled with more cache), not pressure.
  * - **Remember bursts.** After a guest's use rose by a burst, reclaim leaves room for
  *   `burstReserveFraction` of that burst for `burstMemoryS`: a guest that just allocated a lot
  *   in a hurry is likely to do so again, and growth cannot outrun an allocation that lands at once.
@@ -24,8 +31,12 @@
  *   again shows pressure long before it runs out.
  * - **Fit the budget.** When the targets together exceed the host's budget (or would push host
  *   MemAvailable under its reserve), idle guests are cut to their safe minimum first, then growth
- *   is shared by shares. Burst reserves give way to the budget (idle guests are cut to their
- *   safe minimum, which holds no reserve).
+ *   is shared by shares. Burst reserves and cool-downs give way to the budget (idle guests are
+ *   cut to their safe minimum at once, which holds no reserve): memory moves from a guest that
+ *   only caches to one that needs it as fast as the one gives it back.
+ * - **A burst that is freed is over.** The cool-down after a rise or pressure keeps memory a
+ *   guest just needed; once the guest has freed at least half of what its last burst took, the
+ *   cool-down ends (the burst reserve still keeps room for a repeat).
  * - **Guard rails.** Never below the floor, never above the ceiling or the guest's maximum, never
  *   below use + half a headroom (no OOM by the policy's hand); no statistics or stale ones: hold.
  *
@@ -99,12 +110,24 @@ export interface GuestTrack {
   /** When the statistics sample last seen was taken (nowS - ageS), its use, and RSS then. */
   statsAtS: number;
   useKiB: number;
+  /** Use in the sample before that one (where a rise the last sample shows began). */
+  prevUseKiB: number;
   rssAtStatsKiB: number | null;
   /** Use growth between the last two samples (KiB/s; negative when falling). */
   useRateKiBPerS: number;
-  /** RSS at the previous round, for the host-side rate. */
+  /** The guest's disk caches in the last sample (null: not reported). */
+  cacheKiB: number | null;
+  /**
+   * Of the memory the guest's last samples showed it taking, the share that went to use rather
+   * than to its disk caches (1: all use), and when that was learnt. Host-backed growth is
+   * counted as use in this share; without a recent split it all counts (the cautious reading).
+   */
+  anonShare: number;
+  anonShareAtS: number;
+  /** RSS at the previous reading, when it was read, and the rate between the last two readings. */
   rssKiB: number | null;
   rssAtS: number;
+  rssRateKiBPerS: number;
   /** The guest's size beyond its MemTotal (kernel, firmware, reserved): current - visible
    * MemTotal, learnt from samples taken while the size held still. */
   reservedKiB: number | null;
@@ -113,26 +136,52 @@ export interface GuestTrack {
   sizeSinceS: number;
   /** When the size last went down: statistics from before that still show the memory being given up. */
   shrunkAtS: number;
-  /** The burst in progress: use when it began and the highest use since (null: not rising). */
+  /** The burst in progress: sampled use when it began and the highest since (null: not rising). */
   burstStartKiB: number | null;
   burstPeakKiB: number;
-  /** The last finished burst: how much use rose, and when it ended. */
+  /** The last finished burst: how much use rose, from what, and when it ended. */
   burstKiB: number;
+  burstFromKiB: number;
   burstEndS: number;
+  /**
+   * The last rise the policy grew for: when it began and ended (the last rising round), and the
+   * sample's use and disk caches when it began, to tell later whether it was use or cache.
+   */
+  riseSinceS: number;
+  riseAtS: number;
+  riseUseKiB: number;
+  riseCacheKiB: number | null;
 }
 
 /** A sample is new when it was taken this much after the last one (statistics arrive per period, ≥ 1 s). */
 const NEW_SAMPLE_S = 0.25;
 
+/** What one round reads of a guest, beyond its snapshot. */
+interface Observed {
+  /** What it uses now: its last sample's use plus host-backed growth since that went to use. */
+  useKiB: number;
+  /** The cautious reading, for shrinking (a growth that has not shown in the statistics yet is used). */
+  safeUseKiB: number;
+  /** How fast its use rises (KiB/s): host-backed (RSS) growth in the use share, or sampled use. */
+  riseKiBPerS: number;
+  /** Room kept for a burst like the last one. */
+  reserveKiB: number;
+  /** The statistics lag a shrink: their use is no growth signal. */
+  shrinking: boolean;
+  /** The share of host-backed growth counted as use (1: all; below: the rest went to page cache). */
+  anonShare: number;
+  track: GuestTrack;
+}
+
 /**
- * Update a guest's track with this round's snapshot and return what the guest uses now (its last
- * sample's use plus any host-backed growth since; `safeUseKiB`: the cautious reading, for
- * shrinking), how fast use rises, and the burst reserve.
+ * Update a guest's track with this round's snapshot and return what the guest uses now, how fast
+ * use rises, and the burst reserve.
  */
-function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: VirtmemPolicyOptions, shrinkAsked: boolean): { useKiB: number; safeUseKiB: number; riseKiBPerS: number; reserveKiB: number; shrinking: boolean } {
+function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: VirtmemPolicyOptions, shrinkAsked: boolean): Observed {
   const sig = g.signals!;
   const statsAtS = nowS - sig.ageS;
   const rss = g.rssKiB ?? null;
+  const rssAtS = g.rssAtS ?? nowS;
   let t = state.track.get(g.name);
   // The size the guest had when the sample was taken: its MemTotal then (less balloon pages it
   // still counts) plus what lies beyond MemTotal. The host's count of its size runs ahead of
@@ -152,36 +201,58 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   if (visibleKiB !== null && settled) reservedKiB = Math.max(0, g.currentKiB - visibleKiB);
   const sizeAtSample = visibleKiB === null || reservedKiB === null ? g.currentKiB : visibleKiB + reservedKiB;
   const sampleUse = Math.max(0, sizeAtSample - sig.availableKiB);
+  const cache = sig.diskCachesKiB;
   if (!t) {
     t = {
-      statsAtS, useKiB: sampleUse, rssAtStatsKiB: rss, useRateKiBPerS: 0, rssKiB: rss, rssAtS: nowS,
-      reservedKiB, sizeKiB: g.currentKiB, sizeSinceS: -Infinity, shrunkAtS: -Infinity, burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstEndS: -Infinity,
+      statsAtS, useKiB: sampleUse, prevUseKiB: sampleUse, rssAtStatsKiB: rss, useRateKiBPerS: 0, cacheKiB: cache, anonShare: 1, anonShareAtS: -Infinity,
+      rssKiB: rss, rssAtS, rssRateKiBPerS: 0, reservedKiB, sizeKiB: g.currentKiB, sizeSinceS: -Infinity, shrunkAtS: -Infinity,
+      burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstFromKiB: 0, burstEndS: -Infinity,
+      riseSinceS: -Infinity, riseAtS: -Infinity, riseUseKiB: 0, riseCacheKiB: null,
     };
     state.track.set(g.name, t);
   } else if (statsAtS > t.statsAtS + NEW_SAMPLE_S) {
-    t.useRateKiBPerS = (sampleUse - t.useKiB) / (statsAtS - t.statsAtS);
+    const dt = statsAtS - t.statsAtS;
+    const usedKiB = sampleUse - t.useKiB;
+    const cachedKiB = t.cacheKiB === null ? 0 : cache - t.cacheKiB;
+    t.useRateKiBPerS = usedKiB / dt;
+    // Where the memory the guest took between the two samples went: to use, or to its disk
+    // caches (page cache of files it read, which MemAvailable counts as available). Only an
+    // interval in which the guest took a burst's worth teaches a split; a shrink's samples lag.
+    const took = Math.max(0, usedKiB) + Math.max(0, cachedKiB);
+    if (!shrinking && took >= o.risingKiBPerS * dt) {
+      t.anonShare = Math.max(0, usedKiB) / took;
+      t.anonShareAtS = nowS;
+    }
     t.statsAtS = statsAtS;
+    t.prevUseKiB = t.useKiB;
     t.useKiB = sampleUse;
+    t.cacheKiB = cache;
     t.rssAtStatsKiB = rss;
   }
   t.reservedKiB = reservedKiB;
-  // Host-backed growth since the sample is memory the guest has touched since: count it as use.
-  const sinceSample = rss !== null && t.rssAtStatsKiB !== null ? Math.max(0, rss - t.rssAtStatsKiB) : 0;
+  // The split is trusted for a cool-down's length (a guest that read files a while ago may
+  // allocate now); without one, host-backed growth is all counted as use.
+  const anonShare = nowS - t.anonShareAtS <= o.coolDownS ? t.anonShare : 1;
+  // Host-backed growth since the sample is memory the guest has touched since: the use share of
+  // it counts as use.
+  const sinceSample = rss !== null && t.rssAtStatsKiB !== null ? Math.max(0, rss - t.rssAtStatsKiB) * anonShare : 0;
   // Never less than this snapshot's own sample says (samples out of order are read cautiously).
   const useKiB = Math.min(g.currentKiB, Math.max(sampleUse, t.useKiB + sinceSample));
-  const rssRate = rss !== null && t.rssKiB !== null && nowS > t.rssAtS ? Math.max(0, rss - t.rssKiB) / (nowS - t.rssAtS) : 0;
-  t.rssKiB = rss;
-  t.rssAtS = nowS;
+  // The host-side rate between two readings; a reading this round already had is not a new one.
+  if (rss !== null && t.rssKiB !== null && rssAtS > t.rssAtS) t.rssRateKiBPerS = Math.max(0, rss - t.rssKiB) / (rssAtS - t.rssAtS);
+  if (rss === null) t.rssRateKiBPerS = 0;
+  if (rssAtS > t.rssAtS || t.rssKiB === null) { t.rssKiB = rss; t.rssAtS = rssAtS; }
   // A shrink in flight makes the statistics read as rising use: only the host's reading counts.
   if (shrinking) t.useRateKiBPerS = 0;
-  const riseKiBPerS = Math.max(rssRate, t.useRateKiBPerS);
-  // Bursts: from the first rising round to the first round that is not.
+  const riseKiBPerS = Math.max(t.rssRateKiBPerS * anonShare, t.useRateKiBPerS);
+  // Bursts, in sampled use (host-backed growth may turn out to be cache): from the first rising
+  // round to the first round that is not.
   if (riseKiBPerS >= o.risingKiBPerS) {
-    t.burstStartKiB ??= Math.max(0, t.useKiB - riseKiBPerS); // about where use was a second ago
-    t.burstPeakKiB = Math.max(t.burstPeakKiB, useKiB);
+    t.burstStartKiB ??= Math.min(t.useKiB, t.prevUseKiB);
+    t.burstPeakKiB = Math.max(t.burstPeakKiB, t.useKiB);
   } else if (t.burstStartKiB !== null) {
-    const rose = t.burstPeakKiB - t.burstStartKiB;
-    if (rose > 0) { t.burstKiB = rose; t.burstEndS = nowS; }
+    const rose = Math.max(t.burstPeakKiB, t.useKiB) - t.burstStartKiB;
+    if (rose > 0) { t.burstKiB = rose; t.burstFromKiB = t.burstStartKiB; t.burstEndS = nowS; }
     t.burstStartKiB = null;
     t.burstPeakKiB = 0;
   }
@@ -189,7 +260,24 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   // For taking memory away, the cautious reading: the sample against the size the guest has now
   // (a growth that has not shown in the statistics yet is counted as used).
   const safeUseKiB = Math.min(g.currentKiB, Math.max(useKiB, g.currentKiB - sig.availableKiB + sinceSample));
-  return { useKiB, safeUseKiB, riseKiBPerS, reserveKiB: reserveHeld ? Math.round(o.burstReserveFraction * t.burstKiB) : 0, shrinking };
+  return { useKiB, safeUseKiB, riseKiBPerS, reserveKiB: reserveHeld ? Math.round(o.burstReserveFraction * t.burstKiB) : 0, shrinking, anonShare, track: t };
+}
+
+/**
+ * Why a cool-down no longer holds, or null when it does: a rise whose later samples show it went
+ * into disk caches, not use (the guest read files: nothing to keep for it), or a guest that has
+ * freed at least half of what its last burst took (it is done with it; the burst reserve keeps
+ * room for a repeat).
+ */
+function coolDownOver(t: GuestTrack, nowS: number, headroomKiB: number, pressureAtS: number, o: VirtmemPolicyOptions): string | null {
+  if (nowS - pressureAtS >= o.coolDownS && t.riseCacheKiB !== null && t.cacheKiB !== null && t.statsAtS > t.riseSinceS) {
+    const usedKiB = t.useKiB - t.riseUseKiB;
+    const cachedKiB = t.cacheKiB - t.riseCacheKiB;
+    if (usedKiB < headroomKiB / 2 && cachedKiB > Math.max(0, usedKiB) + headroomKiB / 2) return `the last rise went into page cache (+${mib(cachedKiB)}), not use`;
+  }
+  const reserveHeld = nowS - t.burstEndS < o.burstMemoryS;
+  if (reserveHeld && t.useKiB < t.burstFromKiB + t.burstKiB / 2) return `it freed most of its last burst of ${mib(t.burstKiB)}`;
+  return null;
 }
 
 /** virtio-mem's block (2 MiB): targets are multiples of it. */
@@ -204,6 +292,8 @@ interface Plan {
   minKiB: number;
   maxKiB: number;
   targetKiB: number;
+  /** Where reclaim would take the guest over the next rounds (use + 1.5 headrooms, no reserve). */
+  goalKiB: number;
   pressured: boolean;
   /** Pressure during a shrink: the target is where the guest is, and must be sent to stop the shrink. */
   stopShrink: boolean;
@@ -224,7 +314,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     if (!sig) { decision.holds.push({ name: g.name, reason: 'no guest statistics yet (balloon driver not loaded, or stats period 0)' }); continue; }
     if (sig.ageS > o.maxStatsAgeS) { decision.holds.push({ name: g.name, reason: `guest statistics are ${Math.round(sig.ageS)} s old` }); continue; }
     const shrinkAsked = g.targetKiB !== undefined && g.targetKiB < g.currentKiB - o.minChangeKiB;
-    const { useKiB, safeUseKiB, riseKiBPerS, reserveKiB, shrinking } = observe(g, s.nowS, state, o, shrinkAsked);
+    const { useKiB, safeUseKiB, riseKiBPerS, reserveKiB, shrinking, anonShare, track: t } = observe(g, s.nowS, state, o, shrinkAsked);
     const availableKiB = Math.max(0, g.currentKiB - useKiB);
     const headroom = Math.max(o.minHeadroomKiB, Math.round(o.headroomFraction * useKiB));
     // Lowest target: the floor and use + half a headroom; never shrink below the cautious reading
@@ -234,22 +324,36 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const minKiB = Math.min(maxKiB, Math.max(g.settings.floorKiB, shrinking ? Math.min(g.currentKiB, useMin) : useMin, Math.min(g.currentKiB, alignUp(safeUseKiB + headroom / 2))));
     const idleKiB = Math.max(0, g.currentKiB - safeUseKiB);
     const why: string[] = [];
+    // Stall and major faults with more than two headrooms available (free memory and clean page
+    // cache the guest can drop itself) come from turning over its own cache, e.g. reading a file
+    // larger than its memory: more memory would only be filled with more cache. They count as
+    // pressure only in a guest that is short of what it could free itself.
+    const roomy = availableKiB > 2 * headroom;
+    const ignored: string[] = [];
     if (availableKiB < headroom / 2) why.push(`available ${mib(availableKiB)} < ${mib(headroom / 2)}`);
-    if (sig.majorFaultsPerS > o.majorFaultsPerSPressure) why.push(`${Math.round(sig.majorFaultsPerS)} major faults/s`);
+    if (sig.majorFaultsPerS > o.majorFaultsPerSPressure) (roomy ? ignored : why).push(`${Math.round(sig.majorFaultsPerS)} major faults/s`);
     if (sig.swapInKiBPerS > 0) why.push(`swapping in ${mib(sig.swapInKiBPerS)}/s`);
-    if (sig.stallPct !== undefined && sig.stallPct > o.stallPctPressure) why.push(`memory stall ${sig.stallPct.toFixed(1)} %`);
+    if (sig.stallPct !== undefined && sig.stallPct > o.stallPctPressure) (roomy ? ignored : why).push(`memory stall ${sig.stallPct.toFixed(1)} %`);
     const pressured = why.length > 0;
     // Rising: at this rate the guest runs out of headroom before growth could reach it.
     const rising = riseKiBPerS >= o.risingKiBPerS && availableKiB - riseKiBPerS * o.horizonS < headroom;
     // Pressure read in statistics that lag a shrink, with no host-backed growth behind it.
     const stopShrink = shrinking && (pressured || rising) && riseKiBPerS < o.risingKiBPerS;
-    const coolingS = s.nowS - (state.lastPressureS.get(g.name) ?? -Infinity);
-    const streak = pressured && !stopShrink && coolingS <= 2 * o.periodS ? (state.pressureStreak.get(g.name) ?? 0) + 1 : 0;
+    const pressureAtS = state.lastPressureS.get(g.name) ?? -Infinity;
+    const lastEventS = Math.max(pressureAtS, t.riseAtS);
+    const streak = pressured && !stopShrink && s.nowS - lastEventS <= 2 * o.periodS ? (state.pressureStreak.get(g.name) ?? 0) + 1 : 0;
     state.pressureStreak.set(g.name, streak);
-    if ((pressured || rising) && !stopShrink) state.lastPressureS.set(g.name, s.nowS);
+    if (pressured && !stopShrink) state.lastPressureS.set(g.name, s.nowS);
+    if (rising && !stopShrink) {
+      // A new rise (not the continuation of one within a cool-down): remember what the guest's
+      // sample said when it began, to tell later whether it went into use or into page cache.
+      if (s.nowS - t.riseAtS > o.coolDownS) { t.riseSinceS = s.nowS; t.riseUseKiB = t.useKiB; t.riseCacheKiB = t.cacheKiB; }
+      t.riseAtS = s.nowS;
+    }
     let targetKiB = g.currentKiB;
     let reason = `use ${mib(useKiB)} + headroom ${mib(headroom)}: within band`;
     const aheadKiB = rising ? Math.round(riseKiBPerS * o.growAheadS) : 0;
+    const cacheNote = anonShare < 1 && rising ? ` (${Math.round(anonShare * 100)} % of its host-backed growth; the rest was page cache)` : '';
     if (stopShrink) {
       // The guest's numbers say it is short while it gives memory back, but it touches no new
       // memory: stop taking, do not give.
@@ -261,22 +365,27 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
       reason = `pressure (${why.join(', ')}): grow by at least ${mib(stepKiB)}${streak ? ` (pressure ${streak + 1} rounds in a row)` : ''}`;
     } else if (rising) {
       targetKiB = alignUp(useKiB + headroom + aheadKiB);
-      reason = `use rising ${mib(riseKiBPerS)}/s with ${mib(availableKiB)} available: grow ahead to use ${mib(useKiB)} + headroom + ${o.growAheadS} s of the rise`;
+      reason = `use rising ${mib(riseKiBPerS)}/s${cacheNote} with ${mib(availableKiB)} available: grow ahead to use ${mib(useKiB)} + headroom + ${o.growAheadS} s of the rise`;
     } else if (availableKiB < headroom) {
       targetKiB = alignUp(useKiB + 2 * headroom);
       reason = `available ${mib(availableKiB)} below headroom ${mib(headroom)}: grow`;
     } else if (idleKiB > 2 * headroom + reserveKiB) {
-      if (coolingS < o.coolDownS) {
-        reason = `idle memory ${mib(idleKiB - headroom)}, but pressure ${Math.round(coolingS)} s ago: cooling down`;
+      const coolingS = s.nowS - lastEventS;
+      const over = coolingS < o.coolDownS ? coolDownOver(t, s.nowS, headroom, pressureAtS, o) : null;
+      if (coolingS < o.coolDownS && over === null) {
+        reason = `idle memory ${mib(idleKiB - headroom)}, but ${pressureAtS >= t.riseAtS ? 'pressure' : 'a rise'} ${Math.round(coolingS)} s ago: cooling down`;
       } else {
         const want = safeUseKiB + 1.5 * headroom + reserveKiB;
         targetKiB = alignDown(Math.max(want, g.currentKiB - o.reclaimStepKiB));
         reason = `${mib(idleKiB)} available (idle or cache) > 2 x headroom: reclaim toward use ${mib(safeUseKiB)} + 1.5 x headroom`
-          + (reserveKiB > 0 ? ` + ${mib(reserveKiB)} kept for a burst like the last one` : '');
+          + (reserveKiB > 0 ? ` + ${mib(reserveKiB)} kept for a burst like the last one` : '')
+          + (over !== null ? ` (no cool-down: ${over})` : '');
       }
     }
+    if (ignored.length > 0 && !pressured) reason += `; not pressure: ${ignored.join(', ')} with ${mib(availableKiB)} available (turning over its own cache)`;
     targetKiB = Math.min(maxKiB, Math.max(minKiB, targetKiB));
-    plans.push({ g, minKiB, maxKiB, targetKiB, pressured: pressured || rising, stopShrink, reason });
+    const goalKiB = Math.min(maxKiB, Math.max(minKiB, alignDown(safeUseKiB + 1.5 * headroom)));
+    plans.push({ g, minKiB, maxKiB, targetKiB, goalKiB, pressured: pressured || rising, stopShrink, reason });
   }
 
   fitBudget(s, plans, o);
@@ -334,6 +443,14 @@ function fitBudget(s: Snapshot, plans: Plan[], o: VirtmemPolicyOptions): void {
   const room = Math.max(0, budget - held);
   const wanted = growers.reduce((sum, p) => sum + (p.targetKiB - p.g.currentKiB), 0);
   if (wanted <= room) return;
+  // Growth waits for memory to be given back: every guest with idle memory or cache gives all of
+  // it at once (to where reclaim would take it in steps, cool-down and burst reserve aside), so
+  // the memory moves as fast as the guests can give it and the next rounds find it free.
+  for (const p of plans) {
+    if (p.pressured || growers.includes(p) || p.goalKiB >= Math.min(p.targetKiB, p.g.currentKiB) - o.minChangeKiB) continue;
+    p.targetKiB = p.goalKiB;
+    p.reason += `; another guest waits for memory: give back all idle memory now (to ${mib(p.targetKiB)})`;
+  }
   const shares = growers.reduce((sum, p) => sum + p.g.settings.shares, 0);
   for (const p of growers) {
     const give = Math.min(p.targetKiB - p.g.currentKiB, Math.floor(room * (p.g.settings.shares / shares)));

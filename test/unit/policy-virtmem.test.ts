@@ -75,8 +75,9 @@ describe('pressure', () => {
     assert.ok(d.actions[0]!.targetKiB >= 1024 * MiB + 256 * MiB);
     assert.match(d.actions[0]!.reason, /^pressure \(available 20 MiB < \d+ MiB\): grow by at least 256 MiB$/);
   });
-  test('major faults, swap-in and the guest\'s own stall count as pressure', () => {
-    for (const s of [sig({ majorFaultsPerS: 500 }), sig({ swapInKiBPerS: 4096 }), sig({ stallPct: 4.2 })]) {
+  test('major faults, swap-in and the guest\'s own stall count as pressure in a guest short of what it could free', () => {
+    // 1 GiB guest, 150 MiB available: use 874 MiB, headroom 109 MiB; under two headrooms.
+    for (const s of [sig({ availableKiB: 150 * MiB, majorFaultsPerS: 500 }), sig({ swapInKiBPerS: 4096 }), sig({ availableKiB: 150 * MiB, stallPct: 4.2 })]) {
       const d = decideVirtmem(snap([guest('p', 1024 * MiB, s)]), fresh());
       assert.ok(d.actions[0]!.targetKiB > 1024 * MiB, JSON.stringify(s));
       assert.match(d.actions[0]!.reason, /pressure \((\d+ major faults\/s|swapping in .*|memory stall 4\.2 %)\)/);
@@ -84,7 +85,7 @@ describe('pressure', () => {
   });
   test('backs off: no reclaim from a guest for the cool-down after pressure, then reclaim resumes', () => {
     const state = fresh();
-    decideVirtmem(snap([guest('b', 1024 * MiB, sig({ majorFaultsPerS: 1000 }))], null, 100), state);
+    decideVirtmem(snap([guest('b', 1024 * MiB, sig({ availableKiB: 150 * MiB, majorFaultsPerS: 1000 }))], null, 100), state);
     const idle = sig({ availableKiB: 900 * MiB });
     const during = decideVirtmem(snap([guest('b', 1536 * MiB, idle)], null, 105), state);
     assert.equal(during.actions.length, 0);
@@ -92,6 +93,77 @@ describe('pressure', () => {
     const after = decideVirtmem(snap([guest('b', 1536 * MiB, idle)], null, 100 + DEFAULT_POLICY_OPTIONS.coolDownS + 1), state);
     assert.equal(after.actions.length, 1);
     assert.ok(after.actions[0]!.targetKiB < 1536 * MiB);
+  });
+});
+
+describe('page cache is not demand', () => {
+  const at = (g: GuestSnapshot, rssKiB: number, rssAtS?: number): GuestSnapshot => ({ ...g, rssKiB, ...(rssAtS !== undefined ? { rssAtS } : {}) });
+  test('stall and major faults with more than two headrooms available are the guest turning over its cache, not pressure', () => {
+    // 1 GiB guest reading a large file: 700 MiB available (mostly cache), stalling in reclaim.
+    const d = decideVirtmem(snap([guest('c', 1024 * MiB, sig({ availableKiB: 700 * MiB, diskCachesKiB: 650 * MiB, stallPct: 8.2, majorFaultsPerS: 300 }))]), fresh());
+    assert.equal(d.actions.length, 1);
+    assert.ok(d.actions[0]!.targetKiB < 1024 * MiB, 'reclaimed, not grown');
+    assert.match(d.actions[0]!.reason, /; not pressure: 300 major faults\/s, memory stall 8\.2 % with 700 MiB available \(turning over its own cache\)$/);
+  });
+  test('host-backed growth that the samples show going into page cache is not a rise', () => {
+    const state = fresh();
+    // t=100: 600 MiB guest, 180 MiB available (within its band), RSS 400 MiB.
+    decideVirtmem(snap([at(guest('c', 600 * MiB, sig({ availableKiB: 180 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), state);
+    // t=101: RSS +150 MiB; the new sample shows the same MemAvailable and 150 MiB more cache.
+    const d = decideVirtmem(snap([at(guest('c', 600 * MiB, sig({ availableKiB: 180 * MiB, diskCachesKiB: 200 * MiB, ageS: 0.2 })), 550 * MiB)], null, 101), state);
+    assert.deepEqual(d.actions, [], JSON.stringify(d));
+    // t=102: RSS +150 MiB again, no newer sample: still the cache's share (none of it is use).
+    const d2 = decideVirtmem(snap([at(guest('c', 600 * MiB, sig({ availableKiB: 180 * MiB, diskCachesKiB: 200 * MiB, ageS: 1.2 })), 700 * MiB)], null, 102), state);
+    assert.deepEqual(d2.actions, [], JSON.stringify(d2));
+    // The same host readings with MemAvailable falling instead: use, grown ahead.
+    const anon = fresh();
+    decideVirtmem(snap([at(guest('a', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), anon);
+    const g = decideVirtmem(snap([at(guest('a', 600 * MiB, sig({ availableKiB: 50 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 550 * MiB)], null, 101), anon);
+    assert.equal(g.actions.length, 1);
+    assert.match(g.actions[0]!.reason, /^use rising 150 MiB\/s with 50 MiB available: grow ahead/);
+  });
+  test('a rise grown for before any sample showed it, that later samples show was page cache, holds no cool-down', () => {
+    const state = fresh();
+    decideVirtmem(snap([at(guest('c', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), state);
+    // t=101: RSS +150 MiB before any sample shows where it went: counted as use, grown ahead.
+    const up = decideVirtmem(snap([at(guest('c', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 1.2 })), 550 * MiB)], null, 101), state);
+    assert.equal(up.actions.length, 1);
+    const grown = up.actions[0]!.targetKiB;
+    assert.ok(grown > 600 * MiB);
+    // t=102: grown; the new sample shows the guest's use where it was and 300 MiB more cache.
+    const d = decideVirtmem(snap([at(guest('c', grown, sig({ availableKiB: grown - 400 * MiB, diskCachesKiB: 350 * MiB, ageS: 0.2 })), 560 * MiB)], null, 102), state);
+    assert.equal(d.actions.length, 1, JSON.stringify(d));
+    assert.ok(d.actions[0]!.targetKiB < grown);
+    assert.match(d.actions[0]!.reason, /\(no cool-down: the last rise went into page cache \(\+300 MiB\), not use\)$/);
+    // With use behind the rise instead, the cool-down holds.
+    const anon = fresh();
+    decideVirtmem(snap([at(guest('a', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), anon);
+    const up2 = decideVirtmem(snap([at(guest('a', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 1.2 })), 550 * MiB)], null, 101), anon);
+    const g2 = up2.actions[0]!.targetKiB;
+    const held = decideVirtmem(snap([at(guest('a', g2, sig({ availableKiB: g2 - 550 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 560 * MiB)], null, 102), anon);
+    assert.deepEqual(held.actions, [], JSON.stringify(held));
+  });
+  test('a guest that freed most of its burst is not held by the cool-down; the burst reserve stays', () => {
+    const state = fresh();
+    let t = 100;
+    for (const use of [200, 500, 800, 1100, 1400, 1400]) {
+      decideVirtmem(snap([guest('b', 2048 * MiB, sig({ availableKiB: 2048 * MiB - use * MiB, ageS: 0 }))], null, t), state);
+      t += 1;
+    }
+    // t=106, one second after the burst: use back to 250 MiB.
+    const d = decideVirtmem(snap([guest('b', 2048 * MiB, sig({ availableKiB: 1798 * MiB, ageS: 0 }))], null, t), state);
+    assert.equal(d.actions.length, 1, JSON.stringify(d));
+    assert.match(d.actions[0]!.reason, /\+ 600 MiB kept for a burst like the last one \(no cool-down: it freed most of its last burst of 1200 MiB\)$/);
+  });
+  test('a host reading handed to two rounds is one reading: its rate stands, it is not read as a burst and then as none', () => {
+    const state = fresh();
+    decideVirtmem(snap([at(guest('r', 1024 * MiB, sig({ availableKiB: 400 * MiB, ageS: 0.2 })), 600 * MiB, 99.5)], null, 100), state);
+    // Read at 101.5 (two seconds later): 200 MiB more, 100 MiB/s.
+    const a = decideVirtmem(snap([at(guest('r', 1024 * MiB, sig({ availableKiB: 400 * MiB, ageS: 1.2 })), 800 * MiB, 101.5)], null, 101), state);
+    assert.match(a.actions[0]?.reason ?? '', /^use rising 100 MiB\/s/);
+    // The next round has no new reading: the same rate, not 0 (nor 200 MiB/s the round after).
+    const b = decideVirtmem(snap([at(guest('r', 1024 * MiB, sig({ availableKiB: 400 * MiB, ageS: 2.2 })), 800 * MiB, 101.5)], null, 102), state);
+    assert.match([...b.actions, ...b.holds][0]!.reason, /use rising 100 MiB\/s/);
   });
 });
 
@@ -220,6 +292,23 @@ describe('the host budget', () => {
     assert.ok(idle.targetKiB < 1536 * MiB);
     assert.match(idle.reason, /host budget: cut to/);
     assert.ok(needy.targetKiB + idle.targetKiB <= 2600 * MiB + 2 * MiB);
+  });
+  test('a guest cooling down after a rise gives all its idle memory back at once for a pressured guest', () => {
+    const state = fresh();
+    // The donor rose (RSS) and was grown ahead a round ago; it holds 1.5 GiB, of which 1.1 GiB is cache.
+    decideVirtmem(snap([{ ...guest('donor', 1536 * MiB, sig({ availableKiB: 1200 * MiB, diskCachesKiB: 1100 * MiB, ageS: 0.2 })), rssKiB: 500 * MiB }], null, 100), state);
+    decideVirtmem(snap([{ ...guest('donor', 1536 * MiB, sig({ availableKiB: 1200 * MiB, diskCachesKiB: 1100 * MiB, ageS: 1.2 })), rssKiB: 800 * MiB }], null, 101), state);
+    const d = decideVirtmem(snap([
+      { ...guest('donor', 1536 * MiB, sig({ availableKiB: 1200 * MiB, diskCachesKiB: 1100 * MiB, ageS: 2.2 })), rssKiB: 800 * MiB },
+      guest('needy', 1024 * MiB, sig({ availableKiB: 10 * MiB })),
+    ], 2600 * MiB, 102), state);
+    const donor = d.actions.find((a) => a.name === 'donor')!;
+    // Not just what the needy guest lacks: all its idle memory at once, down to use (336 MiB + the
+    // 300 MiB its RSS rose that no sample has placed yet) + 1.5 x 96 MiB.
+    assert.match(donor.reason, /^idle memory 804 MiB, but a rise 1 s ago: cooling down; host budget: cut to 1204 MiB; another guest waits for memory: give back all idle memory now \(to 780 MiB\)$/);
+    assert.equal(donor.targetKiB, 780 * MiB);
+    const needy = d.actions.find((a) => a.name === 'needy')!;
+    assert.match(needy.reason, /growth limited to the free part of the host budget/);
   });
 });
 
