@@ -217,9 +217,10 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
     t.useRateKiBPerS = usedKiB / dt;
     // Where the memory the guest took between the two samples went: to use, or to its disk
     // caches (page cache of files it read, which MemAvailable counts as available). Only an
-    // interval in which the guest took a burst's worth teaches a split; a shrink's samples lag.
+    // interval in which the guest took a burst's worth teaches a split. (Samples that lag a
+    // shrink overstate use: the split they teach errs toward use, the cautious side.)
     const took = Math.max(0, usedKiB) + Math.max(0, cachedKiB);
-    if (!shrinking && took >= o.risingKiBPerS * dt) {
+    if (took >= o.risingKiBPerS * dt) {
       t.anonShare = Math.max(0, usedKiB) / took;
       t.anonShareAtS = nowS;
     }
@@ -249,9 +250,10 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   // round to the first round that is not.
   if (riseKiBPerS >= o.risingKiBPerS) {
     t.burstStartKiB ??= Math.min(t.useKiB, t.prevUseKiB);
-    t.burstPeakKiB = Math.max(t.burstPeakKiB, t.useKiB);
+    // A sample that lags a shrink reads the memory being given up as use: not part of a burst.
+    if (!shrinking) t.burstPeakKiB = Math.max(t.burstPeakKiB, t.useKiB);
   } else if (t.burstStartKiB !== null) {
-    const rose = Math.max(t.burstPeakKiB, t.useKiB) - t.burstStartKiB;
+    const rose = Math.max(t.burstPeakKiB, shrinking ? 0 : t.useKiB) - t.burstStartKiB;
     if (rose > 0) { t.burstKiB = rose; t.burstFromKiB = t.burstStartKiB; t.burstEndS = nowS; }
     t.burstStartKiB = null;
     t.burstPeakKiB = 0;
@@ -264,19 +266,24 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
 }
 
 /**
- * Why a cool-down no longer holds, or null when it does: a rise whose later samples show it went
- * into disk caches, not use (the guest read files: nothing to keep for it), or a guest that has
- * freed at least half of what its last burst took (it is done with it; the burst reserve keeps
- * room for a repeat).
+ * Why a cool-down no longer holds, or null when it does.
+ * - A rise the policy grew for from host-backed growth alone, that samples taken since show did
+ *   not go into use: into disk caches (the guest read files), or nowhere the guest counts (pages
+ *   QEMU touched moving the guest's memory while it gave some back). Nothing to keep for it; the
+ *   growth was the policy's mistake and is undone at once (`undo`), not step by step.
+ * - A guest that has freed at least half of what its last burst took: it is done with it (the
+ *   burst reserve still keeps room for a repeat).
  */
-function coolDownOver(t: GuestTrack, nowS: number, headroomKiB: number, pressureAtS: number, o: VirtmemPolicyOptions): string | null {
-  if (nowS - pressureAtS >= o.coolDownS && t.riseCacheKiB !== null && t.cacheKiB !== null && t.statsAtS > t.riseSinceS) {
-    const usedKiB = t.useKiB - t.riseUseKiB;
-    const cachedKiB = t.cacheKiB - t.riseCacheKiB;
-    if (usedKiB < headroomKiB / 2 && cachedKiB > Math.max(0, usedKiB) + headroomKiB / 2) return `the last rise went into page cache (+${mib(cachedKiB)}), not use`;
-  }
+function coolDownOver(t: GuestTrack, nowS: number, headroomKiB: number, pressureAtS: number, o: VirtmemPolicyOptions): { why: string; undo: boolean } | null {
   const reserveHeld = nowS - t.burstEndS < o.burstMemoryS;
-  if (reserveHeld && t.useKiB < t.burstFromKiB + t.burstKiB / 2) return `it freed most of its last burst of ${mib(t.burstKiB)}`;
+  if (reserveHeld && t.useKiB < t.burstFromKiB + t.burstKiB / 2) return { why: `it freed most of its last burst of ${mib(t.burstKiB)}`, undo: false };
+  if (nowS - pressureAtS >= o.coolDownS && t.statsAtS > t.riseSinceS && t.useKiB - t.riseUseKiB < headroomKiB / 2) {
+    const cachedKiB = t.cacheKiB !== null && t.riseCacheKiB !== null ? t.cacheKiB - t.riseCacheKiB : 0;
+    return {
+      why: cachedKiB > headroomKiB / 2 ? `the last rise went into page cache (+${mib(cachedKiB)}), not use` : 'the last rise (host-side) did not show in the guest\'s use',
+      undo: true,
+    };
+  }
   return null;
 }
 
@@ -347,7 +354,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     if (rising && !stopShrink) {
       // A new rise (not the continuation of one within a cool-down): remember what the guest's
       // sample said when it began, to tell later whether it went into use or into page cache.
-      if (s.nowS - t.riseAtS > o.coolDownS) { t.riseSinceS = s.nowS; t.riseUseKiB = t.useKiB; t.riseCacheKiB = t.cacheKiB; }
+      if (s.nowS - t.riseAtS > o.coolDownS) { t.riseSinceS = s.nowS; t.riseUseKiB = Math.min(t.useKiB, t.prevUseKiB); t.riseCacheKiB = t.cacheKiB; }
       t.riseAtS = s.nowS;
     }
     let targetKiB = g.currentKiB;
@@ -376,10 +383,10 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
         reason = `idle memory ${mib(idleKiB - headroom)}, but ${pressureAtS >= t.riseAtS ? 'pressure' : 'a rise'} ${Math.round(coolingS)} s ago: cooling down`;
       } else {
         const want = safeUseKiB + 1.5 * headroom + reserveKiB;
-        targetKiB = alignDown(Math.max(want, g.currentKiB - o.reclaimStepKiB));
+        targetKiB = alignDown(over?.undo ? want : Math.max(want, g.currentKiB - o.reclaimStepKiB));
         reason = `${mib(idleKiB)} available (idle or cache) > 2 x headroom: reclaim toward use ${mib(safeUseKiB)} + 1.5 x headroom`
           + (reserveKiB > 0 ? ` + ${mib(reserveKiB)} kept for a burst like the last one` : '')
-          + (over !== null ? ` (no cool-down: ${over})` : '');
+          + (over !== null ? ` (no cool-down${over.undo ? ', at once' : ''}: ${over.why})` : '');
       }
     }
     if (ignored.length > 0 && !pressured) reason += `; not pressure: ${ignored.join(', ')} with ${mib(availableKiB)} available (turning over its own cache)`;

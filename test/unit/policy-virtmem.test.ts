@@ -134,7 +134,15 @@ describe('page cache is not demand', () => {
     const d = decideVirtmem(snap([at(guest('c', grown, sig({ availableKiB: grown - 400 * MiB, diskCachesKiB: 350 * MiB, ageS: 0.2 })), 560 * MiB)], null, 102), state);
     assert.equal(d.actions.length, 1, JSON.stringify(d));
     assert.ok(d.actions[0]!.targetKiB < grown);
-    assert.match(d.actions[0]!.reason, /\(no cool-down: the last rise went into page cache \(\+300 MiB\), not use\)$/);
+    assert.match(d.actions[0]!.reason, /\(no cool-down, at once: the last rise went into page cache \(\+300 MiB\), not use\)$/);
+    // At once: down to use + 1.5 headrooms, not one reclaim step.
+    assert.equal(d.actions[0]!.targetKiB, 400 * MiB + 144 * MiB);
+    // Host-side growth the guest's samples show nowhere (QEMU moving memory during an unplug) likewise.
+    const moved = fresh();
+    decideVirtmem(snap([at(guest('m', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), moved);
+    const g1 = decideVirtmem(snap([at(guest('m', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 1.2 })), 550 * MiB)], null, 101), moved).actions[0]!.targetKiB;
+    const back = decideVirtmem(snap([at(guest('m', g1, sig({ availableKiB: g1 - 400 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 560 * MiB)], null, 102), moved);
+    assert.match(back.actions[0]!.reason, /\(no cool-down, at once: the last rise \(host-side\) did not show in the guest's use\)$/);
     // With use behind the rise instead, the cool-down holds.
     const anon = fresh();
     decideVirtmem(snap([at(guest('a', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), anon);
