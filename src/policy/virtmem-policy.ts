@@ -345,7 +345,11 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     // Rising: at this rate the guest runs out of headroom before growth could reach it.
     const rising = riseKiBPerS >= o.risingKiBPerS && availableKiB - riseKiBPerS * o.horizonS < headroom;
     // Pressure read in statistics that lag a shrink, with no host-backed growth behind it.
-    const stopShrink = shrinking && (pressured || rising) && riseKiBPerS < o.risingKiBPerS;
+    const lagging = shrinking && (pressured || rising) && riseKiBPerS < o.risingKiBPerS;
+    // Use rising, if not yet fast enough to grow for: memory is not taken from such a guest, and
+    // a shrink under way is stopped where the guest is (it may turn into a burst any moment).
+    const climbing = riseKiBPerS >= o.risingKiBPerS && !rising && !pressured;
+    const stopShrink = lagging || (climbing && shrinkAsked);
     const pressureAtS = state.lastPressureS.get(g.name) ?? -Infinity;
     const lastEventS = Math.max(pressureAtS, t.riseAtS);
     const streak = pressured && !stopShrink && s.nowS - lastEventS <= 2 * o.periodS ? (state.pressureStreak.get(g.name) ?? 0) + 1 : 0;
@@ -365,7 +369,8 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
       // The guest's numbers say it is short while it gives memory back, but it touches no new
       // memory: stop taking, do not give.
       targetKiB = g.currentKiB;
-      reason = `${pressured ? `pressure (${why.join(', ')})` : `use appears to rise`} ${shrinkAsked ? `while shrinking to ${mib(g.targetKiB!)}: stop the shrink` : 'in statistics from before the last shrink: wait for a newer sample'}`;
+      reason = !lagging ? `use rising ${mib(riseKiBPerS)}/s while shrinking to ${mib(g.targetKiB!)}: stop the shrink`
+        : `${pressured ? `pressure (${why.join(', ')})` : `use appears to rise`} ${shrinkAsked ? `while shrinking to ${mib(g.targetKiB!)}: stop the shrink` : 'in statistics from before the last shrink: wait for a newer sample'}`;
     } else if (pressured) {
       const stepKiB = o.minGrowKiB * 2 ** Math.min(streak, 4);
       targetKiB = alignUp(Math.max(useKiB + 3 * headroom + aheadKiB, g.currentKiB + stepKiB));
@@ -376,6 +381,8 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     } else if (availableKiB < headroom) {
       targetKiB = alignUp(useKiB + 2 * headroom);
       reason = `available ${mib(availableKiB)} below headroom ${mib(headroom)}: grow`;
+    } else if (climbing) {
+      reason = `use rising ${mib(riseKiBPerS)}/s with ${mib(availableKiB)} available: not reclaiming`;
     } else if (idleKiB > 2 * headroom + reserveKiB) {
       const coolingS = s.nowS - lastEventS;
       const over = coolingS < o.coolDownS ? coolDownOver(t, s.nowS, headroom, pressureAtS, o) : null;
@@ -446,7 +453,10 @@ function fitBudget(s: Snapshot, plans: Plan[], o: VirtmemPolicyOptions): void {
   // it has given it back, so growing into it at once would overshoot the budget meanwhile.
   const growers = plans.filter((p) => p.targetKiB > p.g.currentKiB);
   if (growers.length === 0) return;
-  const held = plans.reduce((sum, p) => sum + (growers.includes(p) ? p.g.currentKiB : Math.max(p.g.currentKiB, p.targetKiB)), 0);
+  // A guest that is not growing holds the most of its size, the target it gets now and the one
+  // it may still be heading to (a resize this round holds back, or a stopped shrink that reaches
+  // the guest after it went lower and takes it back up).
+  const held = plans.reduce((sum, p) => sum + (growers.includes(p) ? p.g.currentKiB : Math.max(p.g.currentKiB, p.targetKiB, p.g.targetKiB ?? 0)), 0);
   const room = Math.max(0, budget - held);
   const wanted = growers.reduce((sum, p) => sum + (p.targetKiB - p.g.currentKiB), 0);
   if (wanted <= room) return;

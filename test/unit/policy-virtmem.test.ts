@@ -216,6 +216,20 @@ describe('rising guests, fresh host readings, bursts', () => {
     const want = 950 * MiB + Math.round(0.125 * 950 * MiB) + 500 * MiB;
     assert.equal(a.targetKiB, Math.ceil(want / (2 * MiB)) * 2 * MiB);
   });
+  test('memory is not taken from a guest whose use rises, and a shrink under way is stopped where the guest is', () => {
+    const state = fresh();
+    // 2 GiB guest, 1500 MiB available: idle enough to reclaim, but its RSS rises 40 MiB/s.
+    decideVirtmem(snap([withRss(guest('c', 2048 * MiB, sig({ availableKiB: 1500 * MiB, ageS: 0.2 })), 600 * MiB)], null, 100), state);
+    const d = decideVirtmem(snap([withRss(guest('c', 2048 * MiB, sig({ availableKiB: 1500 * MiB, ageS: 1.2 })), 640 * MiB)], null, 101), state);
+    assert.deepEqual(d.actions, [], JSON.stringify(d));
+    assert.match(d.holds[0]!.reason, /^use rising 40 MiB\/s with \d+ MiB available: not reclaiming$/);
+    const shrinking = fresh();
+    decideVirtmem(snap([{ ...withRss(guest('s', 2048 * MiB, sig({ availableKiB: 1500 * MiB, ageS: 0.2 })), 600 * MiB), targetKiB: 1024 * MiB }], null, 100), shrinking);
+    const stop = decideVirtmem(snap([{ ...withRss(guest('s', 1800 * MiB, sig({ availableKiB: 1300 * MiB, ageS: 1.2 })), 640 * MiB), targetKiB: 1024 * MiB }], null, 101), shrinking);
+    assert.equal(stop.actions.length, 1, JSON.stringify(stop));
+    assert.equal(stop.actions[0]!.targetKiB, 1800 * MiB);
+    assert.match(stop.actions[0]!.reason, /^use rising 40 MiB\/s while shrinking to 1024 MiB: stop the shrink$/);
+  });
   test('a slow rise with plenty available is left alone', () => {
     const state = fresh();
     decideVirtmem(snap([withRss(guest('s', 2048 * MiB, sig({ availableKiB: 300 * MiB, ageS: 0.2 })), 1500 * MiB)], null, 100), state);
@@ -300,6 +314,15 @@ describe('the host budget', () => {
     assert.ok(idle.targetKiB < 1536 * MiB);
     assert.match(idle.reason, /host budget: cut to/);
     assert.ok(needy.targetKiB + idle.targetKiB <= 2600 * MiB + 2 * MiB);
+  });
+  test('growth goes only into memory that is free: a guest still heading to a larger target counts at it', () => {
+    // 'back' was asked to stop a shrink at 409 MiB and is at 385 MiB now: it goes back up to 409.
+    const d = decideVirtmem(snap([
+      { ...guest('back', 385 * MiB, sig({ availableKiB: 145 * MiB })), targetKiB: 409 * MiB },
+      guest('needy', 1400 * MiB, sig({ availableKiB: 10 * MiB })),
+    ], 1900 * MiB), fresh());
+    const needy = d.actions.find((a) => a.name === 'needy')!;
+    assert.ok(needy.targetKiB <= 1900 * MiB - 409 * MiB, String(needy.targetKiB / MiB));
   });
   test('a guest cooling down after a rise gives all its idle memory back at once for a pressured guest', () => {
     const state = fresh();
