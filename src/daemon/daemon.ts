@@ -124,9 +124,11 @@ export class Daemon {
       const key = spec.uri;
       const driver = opts.drivers?.get(key)
         ?? openDriver(key === LOCAL ? { stateDir: opts.stateDir } : { uri: key, libvirt: { connectTimeoutMs: 5_000, callTimeoutMs: 5_000, keepaliveIntervalMs: 2_000, keepaliveCount: 3 } });
-      // A libvirt host is polled every second while a policy runs on it (its rounds are a second
-      // apart; a guest's rise must not wait two polls to be seen), every 2 s otherwise.
-      const watch = driver.watch({ boundMs: key === LOCAL ? this.opts.guestBoundMs : 5_000, ...(p.mode !== 'off' && key !== LOCAL ? { pollMs: 1_000 } : {}) });
+      // A libvirt host is polled twice a second while a policy runs on it, every 2 s otherwise:
+      // its guests' QEMU RSS is read only then, and the policy, whose rounds are a second apart,
+      // must see a guest's allocation burst within about a second of its start (the native
+      // watch reads RSS right before each round).
+      const watch = driver.watch({ boundMs: key === LOCAL ? this.opts.guestBoundMs : 5_000, ...(p.mode !== 'off' && key !== LOCAL ? { pollMs: 500 } : {}) });
       const budgetBytes = spec.budgetBytes ?? null;
       const host: Host = { key, uri: key === LOCAL ? driver.uri : key, driver, watch, policy: null, budgetBytes };
       host.policy = p.mode === 'off' ? null : this.#policyLoop(host, p.mode, p.engine ?? 'virtmem');

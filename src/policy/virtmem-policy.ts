@@ -151,6 +151,8 @@ export interface GuestTrack {
   riseAtS: number;
   riseUseKiB: number;
   riseCacheKiB: number | null;
+  /** The last target the policy sent (the guest may still be on its way there). */
+  askedKiB: number | null;
 }
 
 /** A sample is new when it was taken this much after the last one (statistics arrive per period, ≥ 1 s). */
@@ -207,7 +209,7 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
       statsAtS, useKiB: sampleUse, prevUseKiB: sampleUse, rssAtStatsKiB: rss, useRateKiBPerS: 0, cacheKiB: cache, anonShare: 1, anonShareAtS: -Infinity,
       rssKiB: rss, rssAtS, rssRateKiBPerS: 0, reservedKiB, sizeKiB: g.currentKiB, sizeSinceS: -Infinity, shrunkAtS: -Infinity,
       burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstFromKiB: 0, burstEndS: -Infinity,
-      riseSinceS: -Infinity, riseAtS: -Infinity, riseUseKiB: 0, riseCacheKiB: null,
+      riseSinceS: -Infinity, riseAtS: -Infinity, riseUseKiB: 0, riseCacheKiB: null, askedKiB: null,
     };
     state.track.set(g.name, t);
   } else if (statsAtS > t.statsAtS + NEW_SAMPLE_S) {
@@ -301,6 +303,8 @@ interface Plan {
   targetKiB: number;
   /** Where reclaim would take the guest over the next rounds (use + 1.5 headrooms, no reserve). */
   goalKiB: number;
+  /** The last target the policy sent it. */
+  askedKiB: number | null;
   pressured: boolean;
   /** Pressure during a shrink: the target is where the guest is, and must be sent to stop the shrink. */
   stopShrink: boolean;
@@ -399,7 +403,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     if (ignored.length > 0 && !pressured) reason += `; not pressure: ${ignored.join(', ')} with ${mib(availableKiB)} available (turning over its own cache)`;
     targetKiB = Math.min(maxKiB, Math.max(minKiB, targetKiB));
     const goalKiB = Math.min(maxKiB, Math.max(minKiB, alignDown(safeUseKiB + 1.5 * headroom)));
-    plans.push({ g, minKiB, maxKiB, targetKiB, goalKiB, pressured: pressured || rising, stopShrink, reason });
+    plans.push({ g, minKiB, maxKiB, targetKiB, goalKiB, askedKiB: t.askedKiB, pressured: pressured || rising, stopShrink, reason });
   }
 
   fitBudget(s, plans, o);
@@ -419,6 +423,8 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     }
     const action: PolicyAction = { name: g.name, fromKiB: g.currentKiB, targetKiB: p.targetKiB, reason: p.reason };
     decision.actions.push(action);
+    const t = state.track.get(g.name);
+    if (t) t.askedKiB = p.targetKiB;
   }
   return decision;
 }
@@ -453,10 +459,11 @@ function fitBudget(s: Snapshot, plans: Plan[], o: VirtmemPolicyOptions): void {
   // it has given it back, so growing into it at once would overshoot the budget meanwhile.
   const growers = plans.filter((p) => p.targetKiB > p.g.currentKiB);
   if (growers.length === 0) return;
-  // A guest that is not growing holds the most of its size, the target it gets now and the one
-  // it may still be heading to (a resize this round holds back, or a stopped shrink that reaches
-  // the guest after it went lower and takes it back up).
-  const held = plans.reduce((sum, p) => sum + (growers.includes(p) ? p.g.currentKiB : Math.max(p.g.currentKiB, p.targetKiB, p.g.targetKiB ?? 0)), 0);
+  // A guest that is not growing holds the most of its size, the target it gets now and the ones
+  // it may still be heading to: the last one it was given (the hypervisor's), and the last one
+  // the policy sent (a guest finishes a plug under way before it takes a newer, lower target; a
+  // stopped shrink reaches the guest after it went lower and takes it back up).
+  const held = plans.reduce((sum, p) => sum + (growers.includes(p) ? p.g.currentKiB : Math.max(p.g.currentKiB, p.targetKiB, p.g.targetKiB ?? 0, p.askedKiB ?? 0)), 0);
   const room = Math.max(0, budget - held);
   const wanted = growers.reduce((sum, p) => sum + (p.targetKiB - p.g.currentKiB), 0);
   if (wanted <= room) return;

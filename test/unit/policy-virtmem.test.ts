@@ -324,6 +324,20 @@ describe('the host budget', () => {
     const needy = d.actions.find((a) => a.name === 'needy')!;
     assert.ok(needy.targetKiB <= 1900 * MiB - 409 * MiB, String(needy.targetKiB / MiB));
   });
+  test('a guest counts at the last target the policy sent it, where the host\'s view does not show it yet', () => {
+    const state = fresh();
+    // Round 1: 'a' is short and is sent up by at least 256 MiB.
+    const up = decideVirtmem(snap([guest('a', 1024 * MiB, sig({ availableKiB: 10 * MiB }))], 4096 * MiB, 100), state);
+    const sent = up.actions[0]!.targetKiB;
+    assert.ok(sent >= 1280 * MiB);
+    // Round 2: the view still shows 1 GiB (the hypervisor's last target not known), 'b' is short.
+    const d = decideVirtmem(snap([
+      guest('a', 1024 * MiB, sig({ availableKiB: 200 * MiB, ageS: 0.5 })),
+      guest('b', 1024 * MiB, sig({ availableKiB: 10 * MiB })),
+    ], 2600 * MiB, 101), state);
+    const b = d.actions.find((x) => x.name === 'b')!;
+    assert.ok(b.targetKiB <= 2600 * MiB - sent, `${b.targetKiB / MiB} MiB leaves no room for the ${sent / MiB} MiB 'a' is heading to`);
+  });
   test('a guest cooling down after a rise gives all its idle memory back at once for a pressured guest', () => {
     const state = fresh();
     // The donor rose (RSS) and was grown ahead a round ago; it holds 1.5 GiB, of which 1.1 GiB is cache.
