@@ -270,21 +270,22 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
 /**
  * Why a cool-down no longer holds, or null when it does.
  * - A rise the policy grew for from host-backed growth alone, that samples taken since show did
- *   not go into use: into disk caches (the guest read files), or nowhere the guest counts (pages
- *   QEMU touched moving the guest's memory while it gave some back). Nothing to keep for it; the
- *   growth was the policy's mistake and is undone at once (`undo`), not step by step.
+ *   not go into use: into disk caches (the guest read files: nothing to keep for it, the growth
+ *   was the policy's mistake and is undone at once, `undo`), or nowhere the guest counts (pages
+ *   QEMU touched for some other reason: reclaim resumes step by step).
  * - A guest that has freed at least half of what its last burst took: it is done with it (the
  *   burst reserve still keeps room for a repeat).
  */
 function coolDownOver(t: GuestTrack, nowS: number, headroomKiB: number, pressureAtS: number, o: VirtmemPolicyOptions): { why: string; undo: boolean } | null {
   const reserveHeld = nowS - t.burstEndS < o.burstMemoryS;
   if (reserveHeld && t.useKiB < t.burstFromKiB + t.burstKiB / 2) return { why: `it freed most of its last burst of ${mib(t.burstKiB)}`, undo: false };
-  if (nowS - pressureAtS >= o.coolDownS && t.statsAtS > t.riseSinceS && t.useKiB - t.riseUseKiB < headroomKiB / 2) {
+  // Judged from a sample taken a second or more after the rise was last seen (whatever the guest
+  // touched by then shows in it), with no pressure since.
+  if (nowS - pressureAtS >= o.coolDownS && t.statsAtS >= t.riseAtS + 1 && t.useKiB - t.riseUseKiB < headroomKiB / 2) {
     const cachedKiB = t.cacheKiB !== null && t.riseCacheKiB !== null ? t.cacheKiB - t.riseCacheKiB : 0;
-    return {
-      why: cachedKiB > headroomKiB / 2 ? `the last rise went into page cache (+${mib(cachedKiB)}), not use` : 'the last rise (host-side) did not show in the guest\'s use',
-      undo: true,
-    };
+    // Only page cache the samples saw grow is proof enough to undo the growth at once.
+    if (cachedKiB > headroomKiB / 2) return { why: `the last rise went into page cache (+${mib(cachedKiB)}), not use`, undo: true };
+    return { why: 'the last rise (host-side) did not show in the guest\'s use', undo: false };
   }
   return null;
 }
@@ -350,10 +351,13 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const rising = riseKiBPerS >= o.risingKiBPerS && availableKiB - riseKiBPerS * o.horizonS < headroom;
     // Pressure read in statistics that lag a shrink, with no host-backed growth behind it.
     const lagging = shrinking && (pressured || rising) && riseKiBPerS < o.risingKiBPerS;
-    // Use rising, if not yet fast enough to grow for: memory is not taken from such a guest, and
-    // a shrink under way is stopped where the guest is (it may turn into a burst any moment).
+    // Use rising, if not yet fast enough to grow for: memory is not taken from such a guest.
     const climbing = riseKiBPerS >= o.risingKiBPerS && !rising && !pressured;
-    const stopShrink = lagging || (climbing && shrinkAsked);
+    // Host-backed growth while a shrink is under way stops the shrink where the guest is, rather
+    // than growing it: giving memory back moves the guest's pages out of the blocks it unplugs
+    // into pages QEMU had not backed yet, which reads as a rise. If the guest rises on once the
+    // shrink has stopped, the next round grows it; a guest short of memory grows at once.
+    const stopShrink = lagging || (shrinkAsked && riseKiBPerS >= o.risingKiBPerS && !pressured);
     const pressureAtS = state.lastPressureS.get(g.name) ?? -Infinity;
     const lastEventS = Math.max(pressureAtS, t.riseAtS);
     const streak = pressured && !stopShrink && s.nowS - lastEventS <= 2 * o.periodS ? (state.pressureStreak.get(g.name) ?? 0) + 1 : 0;
@@ -373,7 +377,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
       // The guest's numbers say it is short while it gives memory back, but it touches no new
       // memory: stop taking, do not give.
       targetKiB = g.currentKiB;
-      reason = !lagging ? `use rising ${mib(riseKiBPerS)}/s while shrinking to ${mib(g.targetKiB!)}: stop the shrink`
+      reason = !lagging ? `host-backed use rising ${mib(riseKiBPerS)}/s while shrinking to ${mib(g.targetKiB!)}: stop the shrink`
         : `${pressured ? `pressure (${why.join(', ')})` : `use appears to rise`} ${shrinkAsked ? `while shrinking to ${mib(g.targetKiB!)}: stop the shrink` : 'in statistics from before the last shrink: wait for a newer sample'}`;
     } else if (pressured) {
       const stepKiB = o.minGrowKiB * 2 ** Math.min(streak, 4);

@@ -130,19 +130,24 @@ describe('page cache is not demand', () => {
     assert.equal(up.actions.length, 1);
     const grown = up.actions[0]!.targetKiB;
     assert.ok(grown > 600 * MiB);
-    // t=102: grown; the new sample shows the guest's use where it was and 300 MiB more cache.
-    const d = decideVirtmem(snap([at(guest('c', grown, sig({ availableKiB: grown - 400 * MiB, diskCachesKiB: 350 * MiB, ageS: 0.2 })), 560 * MiB)], null, 102), state);
+    // t=103: grown; a sample taken over a second after the rise shows the guest's use where it
+    // was and 300 MiB more cache.
+    const d = decideVirtmem(snap([at(guest('c', grown, sig({ availableKiB: grown - 400 * MiB, diskCachesKiB: 350 * MiB, ageS: 0.2 })), 560 * MiB)], null, 103), state);
     assert.equal(d.actions.length, 1, JSON.stringify(d));
     assert.ok(d.actions[0]!.targetKiB < grown);
     assert.match(d.actions[0]!.reason, /\(no cool-down, at once: the last rise went into page cache \(\+300 MiB\), not use\)$/);
     // At once: down to use + 1.5 headrooms, not one reclaim step.
     assert.equal(d.actions[0]!.targetKiB, 400 * MiB + 144 * MiB);
-    // Host-side growth the guest's samples show nowhere (QEMU moving memory during an unplug) likewise.
+    // Host-side growth the guest's samples show nowhere: no cool-down either, but that is no proof
+    // it will not show yet, so reclaim goes step by step.
     const moved = fresh();
     decideVirtmem(snap([at(guest('m', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), moved);
     const g1 = decideVirtmem(snap([at(guest('m', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 1.2 })), 550 * MiB)], null, 101), moved).actions[0]!.targetKiB;
-    const back = decideVirtmem(snap([at(guest('m', g1, sig({ availableKiB: g1 - 400 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 560 * MiB)], null, 102), moved);
-    assert.match(back.actions[0]!.reason, /\(no cool-down, at once: the last rise \(host-side\) did not show in the guest's use\)$/);
+    const early = decideVirtmem(snap([at(guest('m', g1, sig({ availableKiB: g1 - 400 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 560 * MiB)], null, 102), moved);
+    assert.match(early.holds[0]!.reason, /cooling down$/, 'a sample less than a second after the rise proves nothing');
+    const back = decideVirtmem(snap([at(guest('m', g1, sig({ availableKiB: g1 - 400 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 560 * MiB)], null, 103), moved);
+    assert.match(back.actions[0]!.reason, /\(no cool-down: the last rise \(host-side\) did not show in the guest's use\)$/);
+    assert.equal(back.actions[0]!.targetKiB, g1 - DEFAULT_POLICY_OPTIONS.reclaimStepKiB);
     // With use behind the rise instead, the cool-down holds.
     const anon = fresh();
     decideVirtmem(snap([at(guest('a', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), anon);
@@ -228,7 +233,17 @@ describe('rising guests, fresh host readings, bursts', () => {
     const stop = decideVirtmem(snap([{ ...withRss(guest('s', 1800 * MiB, sig({ availableKiB: 1300 * MiB, ageS: 1.2 })), 640 * MiB), targetKiB: 1024 * MiB }], null, 101), shrinking);
     assert.equal(stop.actions.length, 1, JSON.stringify(stop));
     assert.equal(stop.actions[0]!.targetKiB, 1800 * MiB);
-    assert.match(stop.actions[0]!.reason, /^use rising 40 MiB\/s while shrinking to 1024 MiB: stop the shrink$/);
+    assert.match(stop.actions[0]!.reason, /^host-backed use rising 40 MiB\/s while shrinking to 1024 MiB: stop the shrink$/);
+    // A fast rise during a shrink stops it too (moving the guest's memory out of the blocks it
+    // unplugs touches new pages); if it goes on once the shrink has stopped, the guest is grown.
+    const fast = fresh();
+    decideVirtmem(snap([{ ...withRss(guest('f', 1024 * MiB, sig({ availableKiB: 300 * MiB, ageS: 0.2 })), 600 * MiB), targetKiB: 800 * MiB }], null, 100), fast);
+    const stopped = decideVirtmem(snap([{ ...withRss(guest('f', 900 * MiB, sig({ availableKiB: 300 * MiB, ageS: 1.2 })), 700 * MiB), targetKiB: 800 * MiB }], null, 101), fast);
+    assert.equal(stopped.actions[0]!.targetKiB, 900 * MiB, JSON.stringify(stopped));
+    assert.match(stopped.actions[0]!.reason, /^host-backed use rising 100 MiB\/s while shrinking to 800 MiB: stop the shrink$/);
+    const grown = decideVirtmem(snap([{ ...withRss(guest('f', 900 * MiB, sig({ availableKiB: 300 * MiB, ageS: 2.2 })), 800 * MiB), targetKiB: 900 * MiB }], null, 102), fast);
+    assert.ok(grown.actions[0]!.targetKiB > 900 * MiB, JSON.stringify(grown));
+    assert.doesNotMatch(grown.actions[0]!.reason, /stop the shrink/);
   });
   test('a slow rise with plenty available is left alone', () => {
     const state = fresh();
