@@ -151,9 +151,13 @@ export interface GuestTrack {
   riseAtS: number;
   riseUseKiB: number;
   riseCacheKiB: number | null;
-  /** The last target the policy sent (the guest may still be on its way there). */
+  /** The last target the policy sent (the guest may still be on its way there), and when. */
   askedKiB: number | null;
+  askedAtS: number;
 }
+
+/** A target the policy sent counts as one the guest may be heading to for this long, whatever the hypervisor's view says. */
+const ASKED_FRESH_S = 5;
 
 /** A sample is new when it was taken this much after the last one (statistics arrive per period, ≥ 1 s). */
 const NEW_SAMPLE_S = 0.25;
@@ -209,7 +213,7 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
       statsAtS, useKiB: sampleUse, prevUseKiB: sampleUse, rssAtStatsKiB: rss, useRateKiBPerS: 0, cacheKiB: cache, anonShare: 1, anonShareAtS: -Infinity,
       rssKiB: rss, rssAtS, rssRateKiBPerS: 0, reservedKiB, sizeKiB: g.currentKiB, sizeSinceS: -Infinity, shrunkAtS: -Infinity,
       burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstFromKiB: 0, burstEndS: -Infinity,
-      riseSinceS: -Infinity, riseAtS: -Infinity, riseUseKiB: 0, riseCacheKiB: null, askedKiB: null,
+      riseSinceS: -Infinity, riseAtS: -Infinity, riseUseKiB: 0, riseCacheKiB: null, askedKiB: null, askedAtS: -Infinity,
     };
     state.track.set(g.name, t);
   } else if (statsAtS > t.statsAtS + NEW_SAMPLE_S) {
@@ -304,8 +308,8 @@ interface Plan {
   targetKiB: number;
   /** Where reclaim would take the guest over the next rounds (use + 1.5 headrooms, no reserve). */
   goalKiB: number;
-  /** The last target the policy sent it. */
-  askedKiB: number | null;
+  /** The most the guest is heading to: the hypervisor's target, or one the policy just sent. */
+  headingKiB: number;
   pressured: boolean;
   /** Pressure during a shrink: the target is where the guest is, and must be sent to stop the shrink. */
   stopShrink: boolean;
@@ -325,7 +329,14 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const sig = g.signals;
     if (!sig) { decision.holds.push({ name: g.name, reason: 'no guest statistics yet (balloon driver not loaded, or stats period 0)' }); continue; }
     if (sig.ageS > o.maxStatsAgeS) { decision.holds.push({ name: g.name, reason: `guest statistics are ${Math.round(sig.ageS)} s old` }); continue; }
-    const shrinkAsked = g.targetKiB !== undefined && g.targetKiB < g.currentKiB - o.minChangeKiB;
+    // Where the guest is heading: the hypervisor's target. A target the policy sent in the last
+    // few seconds counts too: a libvirt host's view has no target of its own (its domain XML's
+    // current memory is the size when the XML was last read, which lags a resize), so a guest the
+    // policy just sent up is not taken to be shrinking, and is held at the larger of the two.
+    const sent = state.track.get(g.name);
+    const recentAskKiB = sent?.askedKiB != null && s.nowS - sent.askedAtS <= ASKED_FRESH_S ? sent.askedKiB : null;
+    const headingKiB = g.targetKiB ?? g.currentKiB;
+    const shrinkAsked = headingKiB < g.currentKiB - o.minChangeKiB && (recentAskKiB === null || recentAskKiB < g.currentKiB - o.minChangeKiB);
     const { useKiB, safeUseKiB, riseKiBPerS, reserveKiB, shrinking, anonShare, track: t } = observe(g, s.nowS, state, o, shrinkAsked);
     const availableKiB = Math.max(0, g.currentKiB - useKiB);
     const headroom = Math.max(o.minHeadroomKiB, Math.round(o.headroomFraction * useKiB));
@@ -377,8 +388,8 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
       // The guest's numbers say it is short while it gives memory back, but it touches no new
       // memory: stop taking, do not give.
       targetKiB = g.currentKiB;
-      reason = !lagging ? `host-backed use rising ${mib(riseKiBPerS)}/s while shrinking to ${mib(g.targetKiB!)}: stop the shrink`
-        : `${pressured ? `pressure (${why.join(', ')})` : `use appears to rise`} ${shrinkAsked ? `while shrinking to ${mib(g.targetKiB!)}: stop the shrink` : 'in statistics from before the last shrink: wait for a newer sample'}`;
+      reason = !lagging ? `host-backed use rising ${mib(riseKiBPerS)}/s while shrinking to ${mib(headingKiB)}: stop the shrink`
+        : `${pressured ? `pressure (${why.join(', ')})` : `use appears to rise`} ${shrinkAsked ? `while shrinking to ${mib(headingKiB)}: stop the shrink` : 'in statistics from before the last shrink: wait for a newer sample'}`;
     } else if (pressured) {
       const stepKiB = o.minGrowKiB * 2 ** Math.min(streak, 4);
       targetKiB = alignUp(Math.max(useKiB + 3 * headroom + aheadKiB, g.currentKiB + stepKiB));
@@ -407,7 +418,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     if (ignored.length > 0 && !pressured) reason += `; not pressure: ${ignored.join(', ')} with ${mib(availableKiB)} available (turning over its own cache)`;
     targetKiB = Math.min(maxKiB, Math.max(minKiB, targetKiB));
     const goalKiB = Math.min(maxKiB, Math.max(minKiB, alignDown(safeUseKiB + 1.5 * headroom)));
-    plans.push({ g, minKiB, maxKiB, targetKiB, goalKiB, askedKiB: t.askedKiB, pressured: pressured || rising, stopShrink, reason });
+    plans.push({ g, minKiB, maxKiB, targetKiB, goalKiB, headingKiB: Math.max(headingKiB, recentAskKiB ?? 0), pressured: pressured || rising, stopShrink, reason });
   }
 
   fitBudget(s, plans, o);
@@ -428,7 +439,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const action: PolicyAction = { name: g.name, fromKiB: g.currentKiB, targetKiB: p.targetKiB, reason: p.reason };
     decision.actions.push(action);
     const t = state.track.get(g.name);
-    if (t) t.askedKiB = p.targetKiB;
+    if (t) { t.askedKiB = p.targetKiB; t.askedAtS = s.nowS; }
   }
   return decision;
 }
@@ -463,11 +474,10 @@ function fitBudget(s: Snapshot, plans: Plan[], o: VirtmemPolicyOptions): void {
   // it has given it back, so growing into it at once would overshoot the budget meanwhile.
   const growers = plans.filter((p) => p.targetKiB > p.g.currentKiB);
   if (growers.length === 0) return;
-  // A guest that is not growing holds the most of its size, the target it gets now and the ones
-  // it may still be heading to: the last one it was given (the hypervisor's), and the last one
-  // the policy sent (a guest finishes a plug under way before it takes a newer, lower target; a
-  // stopped shrink reaches the guest after it went lower and takes it back up).
-  const held = plans.reduce((sum, p) => sum + (growers.includes(p) ? p.g.currentKiB : Math.max(p.g.currentKiB, p.targetKiB, p.g.targetKiB ?? 0, p.askedKiB ?? 0)), 0);
+  // A guest that is not growing holds the most of its size, the target it gets now and the one
+  // it may still be heading to (a guest finishes a plug under way before it takes a newer, lower
+  // target; a stopped shrink reaches the guest after it went lower and takes it back up).
+  const held = plans.reduce((sum, p) => sum + (growers.includes(p) ? p.g.currentKiB : Math.max(p.g.currentKiB, p.targetKiB, p.headingKiB)), 0);
   const room = Math.max(0, budget - held);
   const wanted = growers.reduce((sum, p) => sum + (p.targetKiB - p.g.currentKiB), 0);
   if (wanted <= room) return;

@@ -229,11 +229,13 @@ describe('rising guests, fresh host readings, bursts', () => {
     assert.deepEqual(d.actions, [], JSON.stringify(d));
     assert.match(d.holds[0]!.reason, /^use rising 40 MiB\/s with \d+ MiB available: not reclaiming$/);
     const shrinking = fresh();
-    decideVirtmem(snap([{ ...withRss(guest('s', 2048 * MiB, sig({ availableKiB: 1500 * MiB, ageS: 0.2 })), 600 * MiB), targetKiB: 1024 * MiB }], null, 100), shrinking);
-    const stop = decideVirtmem(snap([{ ...withRss(guest('s', 1800 * MiB, sig({ availableKiB: 1300 * MiB, ageS: 1.2 })), 640 * MiB), targetKiB: 1024 * MiB }], null, 101), shrinking);
+    // t=100: reclaimed a step (the hypervisor's target follows, as the daemon's setmem makes it).
+    const step = decideVirtmem(snap([withRss(guest('s', 2048 * MiB, sig({ availableKiB: 1500 * MiB, ageS: 0.2 })), 600 * MiB)], null, 100), shrinking).actions[0]!.targetKiB;
+    assert.equal(step, 2048 * MiB - DEFAULT_POLICY_OPTIONS.reclaimStepKiB);
+    const stop = decideVirtmem(snap([{ ...withRss(guest('s', 1900 * MiB, sig({ availableKiB: 1400 * MiB, ageS: 1.2 })), 640 * MiB), targetKiB: step }], null, 101), shrinking);
     assert.equal(stop.actions.length, 1, JSON.stringify(stop));
-    assert.equal(stop.actions[0]!.targetKiB, 1800 * MiB);
-    assert.match(stop.actions[0]!.reason, /^host-backed use rising 40 MiB\/s while shrinking to 1024 MiB: stop the shrink$/);
+    assert.equal(stop.actions[0]!.targetKiB, 1900 * MiB);
+    assert.match(stop.actions[0]!.reason, /^host-backed use rising 40 MiB\/s while shrinking to 1792 MiB: stop the shrink$/);
     // A fast rise during a shrink stops it too (moving the guest's memory out of the blocks it
     // unplugs touches new pages); if it goes on once the shrink has stopped, the guest is grown.
     const fast = fresh();
@@ -352,6 +354,15 @@ describe('the host budget', () => {
     ], 2600 * MiB, 101), state);
     const b = d.actions.find((x) => x.name === 'b')!;
     assert.ok(b.targetKiB <= 2600 * MiB - sent, `${b.targetKiB / MiB} MiB leaves no room for the ${sent / MiB} MiB 'a' is heading to`);
+  });
+  test('a guest the policy just sent up is not taken to be shrinking because the host\'s view shows an older, lower target', () => {
+    const state = fresh();
+    const up = decideVirtmem(snap([{ ...guest('a', 1024 * MiB, sig({ availableKiB: 10 * MiB })), targetKiB: 1024 * MiB, rssKiB: 1000 * MiB }], null, 100), state).actions[0]!.targetKiB;
+    // t=101: grown part way; the view's target is still the old size (a libvirt domain XML read
+    // before the resize). Host-backed use rises: that is a rise to grow for, not a shrink to stop.
+    const d = decideVirtmem(snap([{ ...guest('a', 1200 * MiB, sig({ availableKiB: 100 * MiB, ageS: 0.5 })), targetKiB: 1024 * MiB, rssKiB: 1300 * MiB }], null, 101), state);
+    assert.doesNotMatch([...d.actions, ...d.holds][0]!.reason, /shrink/, JSON.stringify(d));
+    assert.ok(d.actions[0]!.targetKiB > 1200 * MiB && up > 1200 * MiB, JSON.stringify(d));
   });
   test('a guest cooling down after a rise gives all its idle memory back at once for a pressured guest', () => {
     const state = fresh();
