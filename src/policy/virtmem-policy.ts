@@ -362,13 +362,13 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const rising = riseKiBPerS >= o.risingKiBPerS && availableKiB - riseKiBPerS * o.horizonS < headroom;
     // Pressure read in statistics that lag a shrink, with no host-backed growth behind it.
     const lagging = shrinking && (pressured || rising) && riseKiBPerS < o.risingKiBPerS;
-    // Use rising, if not yet fast enough to grow for: memory is not taken from such a guest.
+    // Use rising, if not yet fast enough to grow for: memory is not taken from such a guest, and
+    // a shrink under way is stopped where the guest is. (A rise fast enough to grow for grows the
+    // guest even while it shrinks: waiting a round to see whether it is only the guest moving
+    // pages out of the blocks it unplugs cost an OOM kill at a spike; growth that the samples
+    // then do not show as use is given back.)
     const climbing = riseKiBPerS >= o.risingKiBPerS && !rising && !pressured;
-    // Host-backed growth while a shrink is under way stops the shrink where the guest is, rather
-    // than growing it: giving memory back moves the guest's pages out of the blocks it unplugs
-    // into pages QEMU had not backed yet, which reads as a rise. If the guest rises on once the
-    // shrink has stopped, the next round grows it; a guest short of memory grows at once.
-    const stopShrink = lagging || (shrinkAsked && riseKiBPerS >= o.risingKiBPerS && !pressured);
+    const stopShrink = lagging || (shrinkAsked && climbing);
     const pressureAtS = state.lastPressureS.get(g.name) ?? -Infinity;
     const lastEventS = Math.max(pressureAtS, t.riseAtS);
     const streak = pressured && !stopShrink && s.nowS - lastEventS <= 2 * o.periodS ? (state.pressureStreak.get(g.name) ?? 0) + 1 : 0;
@@ -397,6 +397,14 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     } else if (rising) {
       targetKiB = alignUp(useKiB + headroom + aheadKiB);
       reason = `use rising ${mib(riseKiBPerS)}/s${cacheNote} with ${mib(availableKiB)} available: grow ahead to use ${mib(useKiB)} + headroom + ${o.growAheadS} s of the rise`;
+      // Seen by the host alone so far (QEMU's RSS; the guest's samples do not show use rising):
+      // the pages may be page cache a file read fills faster than any allocation. Grow by at
+      // most two growth steps a round until the guest's own numbers show it as use.
+      const capKiB = g.currentKiB + 2 * o.minGrowKiB;
+      if (t.useRateKiBPerS < o.risingKiBPerS && targetKiB > capKiB) {
+        targetKiB = capKiB;
+        reason += `, at most +${mib(2 * o.minGrowKiB)} while only the host sees it`;
+      }
     } else if (availableKiB < headroom) {
       targetKiB = alignUp(useKiB + 2 * headroom);
       reason = `available ${mib(availableKiB)} below headroom ${mib(headroom)}: grow`;
