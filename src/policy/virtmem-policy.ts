@@ -170,6 +170,10 @@ interface Observed {
   safeUseKiB: number;
   /** How fast its use rises (KiB/s): host-backed (RSS) growth in the use share, or sampled use. */
   riseKiBPerS: number;
+  /** The host-backed part alone: RSS growth in the use share (KiB/s). */
+  hostRiseKiBPerS: number;
+  /** How much of `useKiB` is host-backed growth since the last sample. */
+  sinceSampleUseKiB: number;
   /** Room kept for a burst like the last one. */
   reserveKiB: number;
   /** The statistics lag a shrink: their use is no growth signal. */
@@ -251,7 +255,8 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   if (rssAtS > t.rssAtS || t.rssKiB === null) { t.rssKiB = rss; t.rssAtS = rssAtS; }
   // A shrink in flight makes the statistics read as rising use: only the host's reading counts.
   if (shrinking) t.useRateKiBPerS = 0;
-  const riseKiBPerS = Math.max(t.rssRateKiBPerS * anonShare, t.useRateKiBPerS);
+  const hostRiseKiBPerS = t.rssRateKiBPerS * anonShare;
+  const riseKiBPerS = Math.max(hostRiseKiBPerS, t.useRateKiBPerS);
   // Bursts, in sampled use (host-backed growth may turn out to be cache): from the first rising
   // round to the first round that is not.
   if (riseKiBPerS >= o.risingKiBPerS) {
@@ -268,7 +273,7 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   // For taking memory away, the cautious reading: the sample against the size the guest has now
   // (a growth that has not shown in the statistics yet is counted as used).
   const safeUseKiB = Math.min(g.currentKiB, Math.max(useKiB, g.currentKiB - sig.availableKiB + sinceSample));
-  return { useKiB, safeUseKiB, riseKiBPerS, reserveKiB: reserveHeld ? Math.round(o.burstReserveFraction * t.burstKiB) : 0, shrinking, anonShare, track: t };
+  return { useKiB, safeUseKiB, riseKiBPerS, hostRiseKiBPerS, sinceSampleUseKiB: sinceSample, reserveKiB: reserveHeld ? Math.round(o.burstReserveFraction * t.burstKiB) : 0, shrinking, anonShare, track: t };
 }
 
 /**
@@ -285,11 +290,14 @@ function coolDownOver(t: GuestTrack, nowS: number, headroomKiB: number, pressure
   if (reserveHeld && t.useKiB < t.burstFromKiB + t.burstKiB / 2) return { why: `it freed most of its last burst of ${mib(t.burstKiB)}`, undo: false };
   // Judged from a sample taken a second or more after the rise was last seen (whatever the guest
   // touched by then shows in it), with no pressure since.
-  if (nowS - pressureAtS >= o.coolDownS && t.statsAtS >= t.riseAtS + 1 && t.useKiB - t.riseUseKiB < headroomKiB / 2) {
+  if (nowS - pressureAtS >= o.coolDownS && t.statsAtS >= t.riseAtS + 1) {
+    const usedKiB = t.useKiB - t.riseUseKiB;
     const cachedKiB = t.cacheKiB !== null && t.riseCacheKiB !== null ? t.cacheKiB - t.riseCacheKiB : 0;
-    // Only page cache the samples saw grow is proof enough to undo the growth at once.
-    if (cachedKiB > headroomKiB / 2) return { why: `the last rise went into page cache (+${mib(cachedKiB)}), not use`, undo: true };
-    return { why: 'the last rise (host-side) did not show in the guest\'s use', undo: false };
+    // Only page cache the samples saw grow is proof enough to undo the growth at once: four
+    // fifths or more of what the guest took since. (Reading files also takes some memory
+    // MemAvailable does not count: dentries, inodes, pages still under I/O.)
+    if (cachedKiB > headroomKiB / 2 && cachedKiB >= 4 * Math.max(0, usedKiB)) return { why: `the last rise went into page cache (+${mib(cachedKiB)}), not use`, undo: true };
+    if (usedKiB < headroomKiB / 2) return { why: 'the last rise (host-side) did not show in the guest\'s use', undo: false };
   }
   return null;
 }
@@ -337,7 +345,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const recentAskKiB = sent?.askedKiB != null && s.nowS - sent.askedAtS <= ASKED_FRESH_S ? sent.askedKiB : null;
     const headingKiB = g.targetKiB ?? g.currentKiB;
     const shrinkAsked = headingKiB < g.currentKiB - o.minChangeKiB && (recentAskKiB === null || recentAskKiB < g.currentKiB - o.minChangeKiB);
-    const { useKiB, safeUseKiB, riseKiBPerS, reserveKiB, shrinking, anonShare, track: t } = observe(g, s.nowS, state, o, shrinkAsked);
+    const { useKiB, safeUseKiB, riseKiBPerS, hostRiseKiBPerS, sinceSampleUseKiB, reserveKiB, shrinking, anonShare, track: t } = observe(g, s.nowS, state, o, shrinkAsked);
     const availableKiB = Math.max(0, g.currentKiB - useKiB);
     const headroom = Math.max(o.minHeadroomKiB, Math.round(o.headroomFraction * useKiB));
     // Lowest target: the floor and use + half a headroom; never shrink below the cautious reading
@@ -353,7 +361,10 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     // pressure only in a guest that is short of what it could free itself.
     const roomy = availableKiB > 2 * headroom;
     const ignored: string[] = [];
-    if (availableKiB < headroom / 2) why.push(`available ${mib(availableKiB)} < ${mib(headroom / 2)}`);
+    // Short of memory by the guest's own numbers (its last sample against its size now): a
+    // host-side rise since that sample may be page cache, and is the rise rule's to judge.
+    const sampleAvailableKiB = Math.max(0, g.currentKiB - Math.max(t.useKiB, useKiB - sinceSampleUseKiB));
+    if (sampleAvailableKiB < headroom / 2) why.push(`available ${mib(sampleAvailableKiB)} < ${mib(headroom / 2)}`);
     if (sig.majorFaultsPerS > o.majorFaultsPerSPressure) (roomy ? ignored : why).push(`${Math.round(sig.majorFaultsPerS)} major faults/s`);
     if (sig.swapInKiBPerS > 0) why.push(`swapping in ${mib(sig.swapInKiBPerS)}/s`);
     if (sig.stallPct !== undefined && sig.stallPct > o.stallPctPressure) (roomy ? ignored : why).push(`memory stall ${sig.stallPct.toFixed(1)} %`);
@@ -362,12 +373,14 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const rising = riseKiBPerS >= o.risingKiBPerS && availableKiB - riseKiBPerS * o.horizonS < headroom;
     // Pressure read in statistics that lag a shrink, with no host-backed growth behind it.
     const lagging = shrinking && (pressured || rising) && riseKiBPerS < o.risingKiBPerS;
-    // Use rising, if not yet fast enough to grow for: memory is not taken from such a guest, and
-    // a shrink under way is stopped where the guest is. (A rise fast enough to grow for grows the
-    // guest even while it shrinks: waiting a round to see whether it is only the guest moving
-    // pages out of the blocks it unplugs cost an OOM kill at a spike; growth that the samples
-    // then do not show as use is given back.)
-    const climbing = riseKiBPerS >= o.risingKiBPerS && !rising && !pressured;
+    // The guest touching new memory (host-backed growth in its use share), if not yet fast
+    // enough to grow for: memory is not taken from such a guest, and a shrink under way is
+    // stopped where the guest is. (A rise fast enough to grow for grows the guest even while it
+    // shrinks: waiting a round to see whether it is only the guest moving pages out of the blocks
+    // it unplugs cost an OOM kill at a spike; growth the samples then do not show as use is given
+    // back. Sampled use alone creeps up while a guest reads files, by what MemAvailable does not
+    // count: that holds nothing.)
+    const climbing = hostRiseKiBPerS >= o.risingKiBPerS && !rising && !pressured;
     const stopShrink = lagging || (shrinkAsked && climbing);
     const pressureAtS = state.lastPressureS.get(g.name) ?? -Infinity;
     const lastEventS = Math.max(pressureAtS, t.riseAtS);
@@ -388,7 +401,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
       // The guest's numbers say it is short while it gives memory back, but it touches no new
       // memory: stop taking, do not give.
       targetKiB = g.currentKiB;
-      reason = !lagging ? `host-backed use rising ${mib(riseKiBPerS)}/s while shrinking to ${mib(headingKiB)}: stop the shrink`
+      reason = !lagging ? `host-backed use rising ${mib(hostRiseKiBPerS)}/s while shrinking to ${mib(headingKiB)}: stop the shrink`
         : `${pressured ? `pressure (${why.join(', ')})` : `use appears to rise`} ${shrinkAsked ? `while shrinking to ${mib(headingKiB)}: stop the shrink` : 'in statistics from before the last shrink: wait for a newer sample'}`;
     } else if (pressured) {
       const stepKiB = o.minGrowKiB * 2 ** Math.min(streak, 4);
@@ -409,7 +422,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
       targetKiB = alignUp(useKiB + 2 * headroom);
       reason = `available ${mib(availableKiB)} below headroom ${mib(headroom)}: grow`;
     } else if (climbing) {
-      reason = `use rising ${mib(riseKiBPerS)}/s with ${mib(availableKiB)} available: not reclaiming`;
+      reason = `use rising ${mib(hostRiseKiBPerS)}/s with ${mib(availableKiB)} available: not reclaiming`;
     } else if (idleKiB > 2 * headroom + reserveKiB) {
       const coolingS = s.nowS - lastEventS;
       const over = coolingS < o.coolDownS ? coolDownOver(t, s.nowS, headroom, pressureAtS, o) : null;

@@ -138,6 +138,13 @@ describe('page cache is not demand', () => {
     assert.match(d.actions[0]!.reason, /\(no cool-down, at once: the last rise went into page cache \(\+300 MiB\), not use\)$/);
     // At once: down to use + 1.5 headrooms, not one reclaim step.
     assert.equal(d.actions[0]!.targetKiB, 400 * MiB + 144 * MiB);
+    // Reading files also takes some memory MemAvailable does not count: with 60 MiB of that
+    // beside 600 MiB of cache, the rise is still the cache's.
+    const st2 = fresh();
+    decideVirtmem(snap([at(guest('c', 600 * MiB, sig({ availableKiB: 180 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), st2);
+    const grown2 = decideVirtmem(snap([at(guest('c', 600 * MiB, sig({ availableKiB: 180 * MiB, diskCachesKiB: 50 * MiB, ageS: 1.2 })), 550 * MiB)], null, 101), st2).actions[0]!.targetKiB;
+    const d2 = decideVirtmem(snap([at(guest('c', grown2, sig({ availableKiB: grown2 - 480 * MiB, diskCachesKiB: 650 * MiB, ageS: 0.2 })), 560 * MiB)], null, 103), st2);
+    assert.match(d2.actions[0]!.reason, /\(no cool-down, at once: the last rise went into page cache \(\+600 MiB\), not use\)$/, JSON.stringify(d2));
     // Host-side growth the guest's samples show nowhere: no cool-down either, but that is no proof
     // it will not show yet, so reclaim goes step by step.
     const moved = fresh();
