@@ -3,53 +3,56 @@
  * + a virtio-mem region up to 2 GiB, floor 384 MiB), the same scripted demand (driven from the
  * host through the guest agent with /bin/vmhelper, and a read of the cache guest's disk) and the
  * same host budget for every row. Each row runs `virtmem daemon` as a user would:
- * `--policy off` (none) or `--policy all --policy-engine virtmem|proxmox|mom`, with
- * `--policy-budget`; the policy loop, its snapshots and its resizes are the daemon's.
+ * `--policy off` (none) or `--policy all --policy-engine virtmem|proxmox|mom`, with the budget
+ * (`--policy-budget` for virtmem's own guests, `budget=` in `--hosts FILE` for a libvirt host);
+ * the policy loop, its snapshots and its resizes are the daemon's.
  *
  *   npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem] [--no-cache]
+ *                           [--on native,libvirt,two-hosts]
+ *
+ * `--on` picks the guests (default native,libvirt): `native` virtmem's own QEMU guests;
+ * `libvirt` guests defined in this machine's libvirtd (qemu:///system); `two-hosts` the scenario
+ * on qemu:///system and, at the same time, on a second libvirtd in its own mount namespace on
+ * 127.0.0.1 TCP (a remote host), one daemon serving both, each host with its own budget.
  *
  * Sampled every second per guest from the daemon's live model (GET /api/v1/stats: current
  * memory, QEMU RSS, guest statistics; no monitor connection of the bench's own), plus from each
  * guest through its agent: OOM kills (`dmesg | grep -c 'Out of memory'`) and how many vmhelper
  * processes are alive against how many the scenario started. Resize commands are counted from
  * the daemon's event stream (policy decisions). Guests are fresh for each row (destroyed and
- * started again), all in a temporary --state-dir that is removed at the end.
+ * started again); everything the bench creates is removed at the end.
  * VIRTMEM_BENCH_TRACE=1 prints every decision and every sample.
  */
 import { spawnSync } from 'node:child_process';
 import { startBenchDaemon, type BenchDaemon } from './daemon.js';
 import { request } from 'node:http';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir, loadavg } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { NativeDriver as Driver } from '../src/index.js';
+import { join } from 'node:path';
 import { GuestAgent } from '../src/guest/agent.js';
-import { StatePaths } from '../src/driver/native/paths.js';
 import { GiB, MiB, POLICY_ENGINES, type PolicyEngine } from '../src/policy/types.js';
-
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BIN = join(ROOT, 'bin', 'virtmem');
+import { GUEST_NAMES, nativeHost, remoteLibvirtHost, systemLibvirtHost, type BenchHost, type GName } from './lib/policy-hosts.js';
 
 /** The simulator's timeline is 300 s; this one is scaled by SCALE (default 1/3: 100 s). */
 const SIM_END_S = 300;
 const MAX_KIB = 2 * GiB;
-const FLOOR_KIB = 384 * MiB;
+/** The budget of the scenario's host; the second host of `two-hosts` has its own, larger one. */
 const BUDGET_KIB = 3.75 * GiB;
-const START_KIB = Math.floor(BUDGET_KIB / 3 / 1024) * 1024; // 1.25 GiB each, as in the simulator
+const REMOTE_BUDGET_KIB = 4 * GiB;
 const HELPER_MIB = 100;
 /** The spike: 9 helpers of 100 MiB at once in the alloc guest. */
 const SPIKE_MIB = 900;
 /** What the cache guest reads from its disk into page cache. */
 const CACHE_MIB = 1200;
-const NAMES = ['alloc', 'cache', 'ramp'] as const;
-type GName = (typeof NAMES)[number];
 
 const log = (s: string): void => { process.stderr.write(`[policy-real] ${s}\n`); };
 /** VIRTMEM_BENCH_TRACE=1: every decision and every second's numbers on stderr. */
 const TRACE = process.env.VIRTMEM_BENCH_TRACE === '1';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Each guest starts at a third of its host's budget (1.25 GiB of 3.75 GiB, as in the simulator). */
+const startKiB = (h: BenchHost): number => Math.floor(h.budgetKiB / 3 / 1024) * 1024;
 
 /** One scripted step: at time atS (scaled), start `start` helpers of 100 MiB in guest g, or kill all of g's phase helpers. */
 interface Step { atS: number; g: GName; start?: number; killPhase?: boolean; readCacheMiB?: number }
@@ -82,10 +85,14 @@ interface Latest { currentKiB: number; rssKiB: number; usableKiB?: number; unuse
 
 export interface RealRow {
   policy: string;
+  /** The host the row's guests live on (its label). */
+  host: string;
+  budgetGiB: number;
   givenBackGiBs: number;
   meanCurrentGiB: number;
   meanRssGiB: number;
   peakRssGiB: number;
+  peakCurrentGiB: number;
   overBudgetS: number;
   rssOverBudgetS: number;
   oomKills: number;
@@ -93,21 +100,17 @@ export interface RealRow {
   helperSDemanded: number;
   spikeServedS: number | null;
   settledAfterQuietS: number | null;
+  /** Resizes the policy sent (a decision with outcome pending), and refused ones. */
   resizeCommands: number;
-  resizeFailures: number;
+  /** Of those, how many ended short: not reached (includes superseded by the next decision) and refused. */
+  resizeNotReached: number;
+  resizeRefused: number;
   samples: number;
   skippedSamples: number;
   cacheKiBMax: number;
   /** Major page faults in all guests over the row (refaults of dropped cache, the guests have no swap). */
   majorFaults: number;
 }
-
-function vm(stateDir: string, ...args: string[]): string {
-  const r = spawnSync(BIN, ['--state-dir', stateDir, ...args], { encoding: 'utf8', timeout: 120_000 });
-  if (r.status !== 0) throw new Error(`virtmem ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr}`);
-  return r.stdout;
-}
-
 
 type Engine = 'none' | PolicyEngine;
 
@@ -127,15 +130,25 @@ function apiGet(socketPath: string, path: string): Promise<unknown> {
   });
 }
 
-/** `virtmem daemon` for one row, as a user runs it; resolves once it watches the guests. */
-function startDaemon(stateDir: string, engine: Engine): Promise<BenchDaemon> {
-  const args = ['--policy', engine === 'none' ? 'off' : 'all', '--policy-budget', `${BUDGET_KIB / MiB}M`];
+/** `virtmem daemon` for one row, as a user runs it, serving every host of the row; resolves once it watches the guests. */
+async function startDaemon(stateDir: string, engine: Engine, hosts: readonly BenchHost[]): Promise<BenchDaemon> {
+  const args = ['--policy', engine === 'none' ? 'off' : 'all'];
   if (engine !== 'none') args.push('--policy-engine', engine);
+  const local = hosts.find((h) => h.hostsLine === null);
+  if (local) args.push('--policy-budget', `${local.budgetKiB / MiB}M`);
+  const lines = hosts.flatMap((h) => (h.hostsLine === null ? [] : [h.hostsLine]));
+  if (lines.length > 0) {
+    const file = join(stateDir, 'hosts');
+    await writeFile(file, lines.join('\n') + '\n', { mode: 0o600 });
+    args.push('--hosts', file);
+  }
   return startBenchDaemon(stateDir, args);
 }
 
-/** The daemon's event stream: every policy decision it publishes (resize, failed, hold). */
-function followPolicyEvents(socketPath: string, onDecision: (d: { name: string; action: string; at: string; reason: string }) => void): () => void {
+interface PolicyEvent { name: string; host?: string; action: string; outcome?: string; at: string; reason: string }
+
+/** The daemon's event stream: every policy decision it publishes (resize, failed, hold), and how resizes ended. */
+function followPolicyEvents(socketPath: string, onDecision: (d: PolicyEvent) => void): () => void {
   const req = request({ socketPath, path: '/api/v1/events', headers: { host: 'localhost', accept: 'text/event-stream' } }, (res) => {
     let buf = '';
     res.setEncoding('utf8').on('data', (c: string) => {
@@ -146,7 +159,7 @@ function followPolicyEvents(socketPath: string, onDecision: (d: { name: string; 
         buf = buf.slice(i + 2);
         const ev = /^event: (.*)$/m.exec(frame)?.[1];
         const data = /^data: (.*)$/m.exec(frame)?.[1];
-        if (ev === 'policy' && data) onDecision(JSON.parse(data) as { name: string; action: string; at: string; reason: string });
+        if (ev === 'policy' && data) onDecision(JSON.parse(data) as PolicyEvent);
       }
     });
   });
@@ -157,78 +170,94 @@ function followPolicyEvents(socketPath: string, onDecision: (d: { name: string; 
 
 interface GuestDoc {
   name: string;
+  host?: string;
   memory: { totalBytes: number };
   stats: { usableBytes?: number; unusedBytes?: number; diskCachesBytes?: number; majorFaults?: number; rssBytes?: number };
 }
 
-async function runRow(stateDir: string, driver: Driver, engine: Engine, k: number, cacheDisk: string | null): Promise<RealRow> {
-  const name = (g: GName): string => `pr-${g}`;
-  const paths = new StatePaths(stateDir);
-  const agents = new Map<GName, GuestAgent>();
+/** One host's part of a row: its agents, what the scenario demanded, what was seen, the sums. */
+class HostRun {
+  readonly agents = new Map<GName, GuestAgent>();
+  readonly expected = new Map<GName, number>(GUEST_NAMES.map((g) => [g, 0]));
+  readonly latest = new Map<GName, Latest>();
+  readonly alive = new Map<GName, number>();
+  readonly ooms = new Map<GName, number>();
+  readonly firstMajor = new Map<GName, number>();
+  readonly acc = { givenBack: 0, current: 0, rss: 0, peakRss: 0, peakCurrent: 0, over: 0, rssOver: 0, lost: 0, demanded: 0, samples: 0, cacheMax: 0 };
+  resizeCommands = 0;
+  resizeNotReached = 0;
+  resizeRefused = 0;
+  lastCommandAfterQuiet: number | null = null;
+  spikeServed: number | null = null;
+  useBeforeSpike: number | null = null;
+  constructor(readonly h: BenchHost) {}
+  tag(g: GName): string { return this.h.hostsLine === null ? g : `${this.h.key} ${g}`; }
+}
+
+/** The base load each guest keeps the whole run (helpers of 100 MiB). */
+const BASE: Record<GName, number> = { alloc: 1, cache: 1, ramp: 2 };
+
+async function runRow(stateDir: string, engine: Engine, hosts: readonly BenchHost[], k: number, withCache: boolean): Promise<RealRow[]> {
+  const runs = hosts.map((h) => new HostRun(h));
   const pname = engine;
   let daemon: { stop(): Promise<void> } | null = null;
   let unfollow = (): void => {};
   try {
-    for (const g of NAMES) {
-      vm(stateDir, 'start', name(g));
-      agents.set(g, await GuestAgent.connect(paths.run(name(g)).agent, { timeoutMs: 180_000 }));
-    }
-    if (cacheDisk) {
-      const m = await agents.get('cache')!.run('mkdir -p /mnt && mount -o ro /dev/vda /mnt', { timeoutMs: 30_000 });
-      if (m.exitCode !== 0) throw new Error(`cache guest: mounting its disk failed: ${m.output}`);
-    }
-    for (const g of NAMES) {
-      await driver.setStatsPeriod(name(g), 1, { live: true });
-      await driver.setMemory(name(g), START_KIB, { force: true, wait: true, timeoutMs: 120_000 });
-    }
-    daemon = await startDaemon(stateDir, engine);
+    await Promise.all(runs.map(async (r) => {
+      for (const g of GUEST_NAMES) {
+        r.h.start(g);
+        r.agents.set(g, await GuestAgent.connect(r.h.agentPath(g), { timeoutMs: 180_000 }));
+      }
+      if (withCache) {
+        const m = await r.agents.get('cache')!.run('mkdir -p /mnt && mount -o ro /dev/vda /mnt', { timeoutMs: 30_000 });
+        if (m.exitCode !== 0) throw new Error(`${r.h.label}: cache guest: mounting its disk failed: ${m.output}`);
+      }
+      for (const g of GUEST_NAMES) r.h.setMemory(g, startKiB(r.h));
+    }));
+    daemon = await startDaemon(stateDir, engine, hosts);
     const socketPath = join(stateDir, 'virtmemd.sock');
-    log(`${pname}: 3 guests up at ${START_KIB / MiB} MiB each, daemon running`);
-    const sc = scenario(k, cacheDisk !== null);
-    const expected = new Map<GName, number>(NAMES.map((g) => [g, 0]));
-    const base: Record<GName, number> = { alloc: 1, cache: 1, ramp: 2 };
-    const latest = new Map<GName, Latest>();
-    const alive = new Map<GName, number>();
-    const ooms = new Map<GName, number>();
-    let resizeCommands = 0;
-    let resizeFailures = 0;
-    let lastCommandAfterQuiet: number | null = null;
-    let spikeServed: number | null = null;
-    let useBeforeSpike: number | null = null;
+    log(`${pname}: ${runs.map((r) => `${r.h.label}: 3 guests up at ${startKiB(r.h) / MiB} MiB each, budget ${r.h.budgetKiB / MiB} MiB`).join('; ')}; daemon running`);
+    const sc = scenario(k, withCache);
     const t0 = Date.now();
     const now = (): number => (Date.now() - t0) / 1000;
-    const acc = { givenBack: 0, current: 0, rss: 0, peakRss: 0, over: 0, rssOver: 0, lost: 0, demanded: 0, samples: 0, skipped: 0, cacheMax: 0, majorFaults: 0 };
-    const firstMajor = new Map<GName, number>();
+    let skipped = 0;
     let done = false;
     unfollow = followPolicyEvents(socketPath, (d) => {
-      if (TRACE) log(`${now().toFixed(1)} ${d.name} ${d.action}: ${d.reason}`);
-      if (d.action !== 'resize' && d.action !== 'failed') return;
-      resizeCommands++;
-      if (d.action === 'failed') { resizeFailures++; log(`${pname}: ${d.name}: ${d.reason}`); }
+      const r = runs.find((x) => x.h.key === (d.host ?? 'local'));
+      if (!r) return;
+      if (TRACE) log(`${now().toFixed(1)} ${r.h.hostsLine === null ? '' : `${r.h.key} `}${d.name} ${d.action}${d.outcome ? ` (${d.outcome})` : ''}: ${d.reason}`);
+      // A decision is published when it is sent (outcome pending, or refused) and again when it
+      // ends (reached, not reached): count each resize once, and how it ended.
+      if (d.outcome === 'not reached') r.resizeNotReached++;
+      if (d.outcome === 'refused') { r.resizeRefused++; log(`${pname}: ${r.h.label} ${d.name}: ${d.reason}`); }
+      if (d.outcome !== 'pending' && d.outcome !== 'refused') return;
+      r.resizeCommands++;
       const t = now();
-      if (t >= sc.quietS) lastCommandAfterQuiet = t;
+      if (t >= sc.quietS) r.lastCommandAfterQuiet = t;
     });
 
-    // The scenario driver: starts/kills helpers through the agent at the scripted times.
-    const script = (async () => {
+    // The scenario driver: starts/kills helpers through each host's agents at the scripted times.
+    const script = (r: HostRun): Promise<void> => (async () => {
       for (const s of sc.steps) {
         const wait = s.atS * 1000 - (Date.now() - t0);
         if (wait > 0) await sleep(wait);
-        const a = agents.get(s.g)!;
+        const a = r.agents.get(s.g)!;
         if (s.readCacheMiB) {
           // Fill the page cache: read the file once (clean cache the guest can drop at any time).
           // In the background: the agent runs one command at a time, and the sampler's must not wait.
-          await a.run(`(dd if=/mnt/data of=/dev/null bs=1M count=${s.readCacheMiB} 2>/dev/null &)`, { timeoutMs: 30_000 }).catch((e: Error) => log(`${s.g}: read failed: ${e.message}`));
+          await a.run(`(dd if=/mnt/data of=/dev/null bs=1M count=${s.readCacheMiB} 2>/dev/null &)`, { timeoutMs: 30_000 }).catch((e: Error) => log(`${r.tag(s.g)}: read failed: ${e.message}`));
         } else if (s.killPhase) {
           // Kill the newest helpers down to the base load (pids ascend; keep the oldest).
-          const keep = base[s.g];
-          await a.run(`for p in $(pidof vmhelper | tr ' ' '\\n' | sort -n | tail -n +${keep + 1}); do kill $p; done`, { timeoutMs: 30_000 }).catch((e: Error) => log(`${s.g}: kill failed: ${e.message}`));
-          expected.set(s.g, keep);
+          const keep = BASE[s.g];
+          await a.run(`for p in $(pidof vmhelper | tr ' ' '\\n' | sort -n | tail -n +${keep + 1}); do kill $p; done`, { timeoutMs: 30_000 }).catch((e: Error) => log(`${r.tag(s.g)}: kill failed: ${e.message}`));
+          r.expected.set(s.g, keep);
         } else {
           const n = s.start!;
-          expected.set(s.g, expected.get(s.g)! + n);
           const cmd = Array.from({ length: n }, () => `vmhelper alloc ${HELPER_MIB} >/dev/null 2>&1 &`).join(' ');
-          await a.run(cmd, { timeoutMs: 30_000 }).catch((e: Error) => log(`${s.g}: start failed: ${e.message}`));
+          const started = await a.run(cmd, { timeoutMs: 30_000 }).then(() => true, (e: Error) => { log(`${r.tag(s.g)}: start failed: ${e.message}`); return false; });
+          // Demanded from when the agent has started them: the agent's round trip (up to a second
+          // under load, in every row alike) is not work the guest lost.
+          if (started) r.expected.set(s.g, r.expected.get(s.g)! + n);
         }
       }
     })();
@@ -240,55 +269,59 @@ async function runRow(stateDir: string, driver: Driver, engine: Engine, k: numbe
       const t = now();
       const [doc, replies] = await Promise.all([
         apiGet(socketPath, '/api/v1/stats') as Promise<{ guests: GuestDoc[] }>,
-        Promise.all(NAMES.map((g) => agents.get(g)!.run("pidof vmhelper | wc -w; dmesg | grep -c 'Out of memory'", { timeoutMs: 10_000 }).catch(() => null))),
+        Promise.all(runs.map((r) => Promise.all(GUEST_NAMES.map((g) => r.agents.get(g)!.run("pidof vmhelper | wc -w; dmesg | grep -c 'Out of memory'", { timeoutMs: 10_000 }).catch(() => null))))),
       ]);
-      NAMES.forEach((g, i) => {
-        const d = doc.guests.find((x) => x.name === name(g));
-        if (d) {
-          const l: Latest = { currentKiB: d.memory.totalBytes / 1024, rssKiB: (d.stats.rssBytes ?? 0) / 1024, atS: t };
-          if (d.stats.usableBytes !== undefined) l.usableKiB = d.stats.usableBytes / 1024;
-          if (d.stats.unusedBytes !== undefined) l.unusedKiB = d.stats.unusedBytes / 1024;
-          if (d.stats.diskCachesBytes !== undefined) { l.cachesKiB = d.stats.diskCachesBytes / 1024; acc.cacheMax = Math.max(acc.cacheMax, l.cachesKiB); }
-          if (d.stats.majorFaults !== undefined) {
-            l.majorFaults = d.stats.majorFaults;
-            if (!firstMajor.has(g)) firstMajor.set(g, d.stats.majorFaults);
+      runs.forEach((r, ri) => {
+        GUEST_NAMES.forEach((g, i) => {
+          const d = doc.guests.find((x) => x.name === r.h.name(g) && (x.host ?? 'local') === r.h.key);
+          if (d) {
+            const l: Latest = { currentKiB: d.memory.totalBytes / 1024, rssKiB: (d.stats.rssBytes ?? 0) / 1024, atS: t };
+            if (d.stats.usableBytes !== undefined) l.usableKiB = d.stats.usableBytes / 1024;
+            if (d.stats.unusedBytes !== undefined) l.unusedKiB = d.stats.unusedBytes / 1024;
+            if (d.stats.diskCachesBytes !== undefined) { l.cachesKiB = d.stats.diskCachesBytes / 1024; r.acc.cacheMax = Math.max(r.acc.cacheMax, l.cachesKiB); }
+            if (d.stats.majorFaults !== undefined) {
+              l.majorFaults = d.stats.majorFaults;
+              if (!r.firstMajor.has(g)) r.firstMajor.set(g, d.stats.majorFaults);
+            }
+            r.latest.set(g, l);
           }
-          latest.set(g, l);
-        }
-        const reply = replies[i];
-        if (reply) {
-          const [a, o] = reply.output.trim().split(/\s+/).map(Number);
-          if (Number.isFinite(a)) alive.set(g, a!);
-          if (Number.isFinite(o)) {
-            if (o! > (ooms.get(g) ?? 0)) log(`${t.toFixed(1)} ${g}: OOM kill (${o} so far)`);
-            ooms.set(g, o!);
+          const reply = replies[ri]![i];
+          if (reply) {
+            const [a, o] = reply.output.trim().split(/\s+/).map(Number);
+            if (Number.isFinite(a)) r.alive.set(g, a!);
+            if (Number.isFinite(o)) {
+              if (o! > (r.ooms.get(g) ?? 0)) log(`${t.toFixed(1)} ${r.tag(g)}: OOM kill (${o} so far)`);
+              r.ooms.set(g, o!);
+            }
           }
+          if (TRACE && d) log(`${t.toFixed(1)} ${r.tag(g)}: current ${(d.memory.totalBytes / 2 ** 20).toFixed(0)} MiB, available ${((d.stats.usableBytes ?? 0) / 2 ** 20).toFixed(0)}, cache ${((d.stats.diskCachesBytes ?? 0) / 2 ** 20).toFixed(0)}, rss ${((d.stats.rssBytes ?? 0) / 2 ** 20).toFixed(0)}, helpers ${r.alive.get(g)}/${r.expected.get(g)}`);
+        });
+        if (r.latest.size < GUEST_NAMES.length) return;
+        const acc = r.acc;
+        acc.samples++;
+        let cur = 0;
+        let rss = 0;
+        for (const g of GUEST_NAMES) {
+          const l = r.latest.get(g)!;
+          cur += l.currentKiB;
+          rss += l.rssKiB;
+          acc.givenBack += (MAX_KIB - l.currentKiB);
+          const exp = r.expected.get(g)!;
+          acc.demanded += exp;
+          acc.lost += Math.max(0, exp - (r.alive.get(g) ?? 0));
         }
-        if (TRACE && d) log(`${t.toFixed(1)} ${g}: current ${(d.memory.totalBytes / 2 ** 20).toFixed(0)} MiB, available ${((d.stats.usableBytes ?? 0) / 2 ** 20).toFixed(0)}, rss ${((d.stats.rssBytes ?? 0) / 2 ** 20).toFixed(0)}, helpers ${alive.get(g)}/${expected.get(g)}`);
+        acc.current += cur;
+        acc.rss += rss;
+        acc.peakRss = Math.max(acc.peakRss, rss);
+        acc.peakCurrent = Math.max(acc.peakCurrent, cur);
+        if (cur > r.h.budgetKiB + MiB) acc.over++;
+        if (rss > r.h.budgetKiB + MiB) acc.rssOver++;
+        // The spike is served when the alloc guest holds its use from before the spike plus the
+        // spike's 900 MiB: the memory is there (touching it is the guest's own pace under TCG).
+        const al = r.latest.get('alloc')!;
+        if (t < sc.spikeS && al.usableKiB !== undefined) r.useBeforeSpike = Math.max(0, al.currentKiB - al.usableKiB);
+        if (r.spikeServed === null && t >= sc.spikeS && r.useBeforeSpike !== null && al.currentKiB >= r.useBeforeSpike + SPIKE_MIB * MiB) r.spikeServed = t - sc.spikeS;
       });
-      if (latest.size < NAMES.length) return;
-      acc.samples++;
-      let cur = 0;
-      let rss = 0;
-      for (const g of NAMES) {
-        const l = latest.get(g)!;
-        cur += l.currentKiB;
-        rss += l.rssKiB;
-        acc.givenBack += (MAX_KIB - l.currentKiB);
-        const exp = expected.get(g)!;
-        acc.demanded += exp;
-        acc.lost += Math.max(0, exp - (alive.get(g) ?? 0));
-      }
-      acc.current += cur;
-      acc.rss += rss;
-      acc.peakRss = Math.max(acc.peakRss, rss);
-      if (cur > BUDGET_KIB + MiB) acc.over++;
-      if (rss > BUDGET_KIB + MiB) acc.rssOver++;
-      // The spike is served when the alloc guest holds its use from before the spike plus the
-      // spike's 900 MiB: the memory is there (touching it is the guest's own pace under TCG).
-      const al = latest.get('alloc')!;
-      if (t < sc.spikeS && al.usableKiB !== undefined) useBeforeSpike = Math.max(0, al.currentKiB - al.usableKiB);
-      if (spikeServed === null && t >= sc.spikeS && useBeforeSpike !== null && al.currentKiB >= useBeforeSpike + SPIKE_MIB * MiB) spikeServed = t - sc.spikeS;
     };
     const sampler = (async () => {
       while (!done) {
@@ -296,62 +329,76 @@ async function runRow(stateDir: string, driver: Driver, engine: Engine, k: numbe
         if (!sampling) {
           sampling = true;
           await sampleOnce().catch((e: Error) => log(`sample failed: ${e.message}`)).finally(() => { sampling = false; });
-        } else acc.skipped++;
+        } else skipped++;
         const wait = 1000 - (Date.now() - tick);
-        if (wait > 0) await sleep(wait); else acc.skipped += Math.floor(-wait / 1000);
+        if (wait > 0) await sleep(wait); else skipped += Math.floor(-wait / 1000);
       }
     })();
 
-    await script;
+    await Promise.all(runs.map(script));
     const rest = sc.endS * 1000 - (Date.now() - t0);
     if (rest > 0) await sleep(rest);
     done = true;
     await sampler;
-    const n = Math.max(1, acc.samples);
-    const majorFaults = NAMES.reduce((s, g) => s + Math.max(0, (latest.get(g)?.majorFaults ?? 0) - (firstMajor.get(g) ?? 0)), 0);
-    const row: RealRow = {
-      policy: pname,
-      givenBackGiBs: acc.givenBack / GiB, // one sample per second: KiB·s
-      meanCurrentGiB: acc.current / n / GiB,
-      meanRssGiB: acc.rss / n / GiB,
-      peakRssGiB: acc.peakRss / GiB,
-      overBudgetS: acc.over,
-      rssOverBudgetS: acc.rssOver,
-      oomKills: NAMES.reduce((s, g) => s + (ooms.get(g) ?? 0), 0),
-      helperSLost: acc.lost,
-      helperSDemanded: acc.demanded,
-      spikeServedS: spikeServed,
-      settledAfterQuietS: engine !== 'none' ? (lastCommandAfterQuiet === null ? 0 : lastCommandAfterQuiet - sc.quietS) : null,
-      resizeCommands,
-      resizeFailures,
-      samples: acc.samples,
-      skippedSamples: acc.skipped,
-      cacheKiBMax: acc.cacheMax,
-      majorFaults,
-    };
-    log(`${pname}: ${JSON.stringify(row)}`);
-    return row;
+    return runs.map((r) => {
+      const n = Math.max(1, r.acc.samples);
+      const majorFaults = GUEST_NAMES.reduce((s, g) => s + Math.max(0, (r.latest.get(g)?.majorFaults ?? 0) - (r.firstMajor.get(g) ?? 0)), 0);
+      const row: RealRow = {
+        policy: pname,
+        host: r.h.label,
+        budgetGiB: r.h.budgetKiB / GiB,
+        givenBackGiBs: r.acc.givenBack / GiB, // one sample per second: KiB·s
+        meanCurrentGiB: r.acc.current / n / GiB,
+        meanRssGiB: r.acc.rss / n / GiB,
+        peakRssGiB: r.acc.peakRss / GiB,
+        peakCurrentGiB: r.acc.peakCurrent / GiB,
+        overBudgetS: r.acc.over,
+        rssOverBudgetS: r.acc.rssOver,
+        oomKills: GUEST_NAMES.reduce((s, g) => s + (r.ooms.get(g) ?? 0), 0),
+        helperSLost: r.acc.lost,
+        helperSDemanded: r.acc.demanded,
+        spikeServedS: r.spikeServed,
+        settledAfterQuietS: engine !== 'none' ? (r.lastCommandAfterQuiet === null ? 0 : r.lastCommandAfterQuiet - sc.quietS) : null,
+        resizeCommands: r.resizeCommands,
+        resizeNotReached: r.resizeNotReached,
+        resizeRefused: r.resizeRefused,
+        samples: r.acc.samples,
+        skippedSamples: skipped,
+        cacheKiBMax: r.acc.cacheMax,
+        majorFaults,
+      };
+      log(`${pname}: ${JSON.stringify(row)}`);
+      return row;
+    });
   } finally {
     unfollow();
     await daemon?.stop();
-    for (const a of agents.values()) a.close();
-    for (const g of NAMES) spawnSync(BIN, ['--state-dir', stateDir, 'destroy', name(g)], { stdio: 'ignore', timeout: 60_000 });
+    for (const r of runs) {
+      for (const a of r.agents.values()) a.close();
+      for (const g of GUEST_NAMES) r.h.destroy(g);
+    }
   }
 }
 
-export function formatRealTable(rows: RealRow[], k: number, minutes: number): string {
+/** One table: the rows of one set of guests (for two hosts, each host's rows). */
+export function formatRealTable(title: string, rows: RealRow[], k: number, minutes: number, loads: string): string {
   const f = (x: number | null, d = 1): string => (x === null ? '—' : x.toFixed(d));
-  const best = Math.max(...rows.filter((r) => r.policy === 'proxmox' || r.policy === 'mom').map((r) => r.givenBackGiBs));
   const end = SIM_END_S * k;
+  const hosts = [...new Set(rows.map((r) => r.host))];
+  const bestOf = (host: string): number => Math.max(...rows.filter((r) => r.host === host && (r.policy === 'proxmox' || r.policy === 'mom')).map((r) => r.givenBackGiBs));
+  const multi = hosts.length > 1;
   return [
-    `REAL GUESTS (TCG): 3 guests of the built-in guest, boot RAM 512 MiB + virtio-mem to 2 GiB, floor 384 MiB, each starting at ${START_KIB / MiB} MiB (a third of the budget of ${BUDGET_KIB / GiB} GiB); `
-      + `timeline shortened to ${f(k, 3)}x the simulator's (${end.toFixed(0)} s instead of ${SIM_END_S} s): quiet from ${(200 * k).toFixed(0)} s, spike +900 MiB at ${(170 * k).toFixed(0)} s; total run ${minutes.toFixed(1)} min`,
+    `${title}: 3 guests of the built-in guest per host, boot RAM 512 MiB + virtio-mem to 2 GiB, floor 384 MiB, each starting at a third of its host's budget (${hosts.map((h) => `${h}: ${f(rows.find((r) => r.host === h)!.budgetGiB, 2)} GiB`).join(', ')}); `
+      + `timeline ${f(k, 3)}x the simulator's (${end.toFixed(0)} s instead of ${SIM_END_S} s): quiet from ${(200 * k).toFixed(0)} s, spike +900 MiB at ${(170 * k).toFixed(0)} s; total ${minutes.toFixed(1)} min; load average ${loads}`,
     '',
-    '| policy | given back (GiB·s, max − current) | vs best of Proxmox/MoM | mean current (GiB, 3 guests) | mean / peak QEMU RSS (GiB) | over budget (s, current / RSS) | OOM kills | helper·s lost (of demanded) | major faults | spike served (s) | settled after quiet (s) | resize commands (failed) |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-    ...rows.map((r) => `| ${r.policy} | ${f(r.givenBackGiBs)} | ${best > 0 ? `${(r.givenBackGiBs / best).toFixed(2)}x` : '—'} | ${f(r.meanCurrentGiB, 2)} | ${f(r.meanRssGiB, 2)} / ${f(r.peakRssGiB, 2)} | ${r.overBudgetS} / ${r.rssOverBudgetS} | ${r.oomKills} | ${r.helperSLost} (of ${r.helperSDemanded}, ${(100 * r.helperSLost / Math.max(1, r.helperSDemanded)).toFixed(1)} %) | ${r.majorFaults} | ${f(r.spikeServedS)} | ${f(r.settledAfterQuietS)} | ${r.resizeCommands} (${r.resizeFailures}) |`),
+    `| policy${multi ? ' | host' : ''} | given back (GiB·s, max − current) | vs best of Proxmox/MoM | mean / peak current (GiB, 3 guests) | mean / peak QEMU RSS (GiB) | over budget (s, current / RSS) | OOM kills | helper·s lost (of demanded) | major faults | spike served (s) | settled after quiet (s) | resize commands (not reached, refused) |`,
+    `| ---${multi ? ' | ---' : ''} | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |`,
+    ...rows.map((r) => {
+      const best = bestOf(r.host);
+      return `| ${r.policy}${multi ? ` | ${r.host}` : ''} | ${f(r.givenBackGiBs)} | ${best > 0 ? `${(r.givenBackGiBs / best).toFixed(2)}x` : '—'} | ${f(r.meanCurrentGiB, 2)} / ${f(r.peakCurrentGiB, 2)} | ${f(r.meanRssGiB, 2)} / ${f(r.peakRssGiB, 2)} | ${r.overBudgetS} / ${r.rssOverBudgetS} | ${r.oomKills} | ${r.helperSLost} (of ${r.helperSDemanded}, ${(100 * r.helperSLost / Math.max(1, r.helperSDemanded)).toFixed(1)} %) | ${r.majorFaults} | ${f(r.spikeServedS)} | ${f(r.settledAfterQuietS)} | ${r.resizeCommands} (${r.resizeNotReached}, ${r.resizeRefused}) |`;
+    }),
     '',
-    `Samples per row: ${rows.map((r) => `${r.policy} ${r.samples} (${r.skippedSamples} skipped: previous sample still running)`).join(', ')}. `
+    `Samples per row: ${rows.map((r) => `${r.policy}${multi ? ` ${r.host}` : ''} ${r.samples} (${r.skippedSamples} skipped: previous sample still running)`).join(', ')}. `
       + `Largest disk_caches seen in any guest: ${Math.max(...rows.map((r) => r.cacheKiBMax / MiB)).toFixed(0)} MiB.`,
   ].join('\n') + '\n';
 }
@@ -378,7 +425,17 @@ async function writeCacheDisk(image: string, mib: number): Promise<void> {
   }
 }
 
-/** Entry point for `npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem] [--no-cache]`. */
+type GuestSet = 'native' | 'libvirt' | 'two-hosts';
+const SETS: readonly GuestSet[] = ['native', 'libvirt', 'two-hosts'];
+const TITLES: Record<GuestSet, string> = {
+  'native': "REAL GUESTS (TCG), virtmem's own QEMU guests",
+  'libvirt': 'REAL GUESTS (TCG), libvirt guests in qemu:///system',
+  'two-hosts': 'REAL GUESTS (TCG), two libvirt hosts at once: qemu:///system and a second libvirtd (own mount namespace, 127.0.0.1 TCP), one daemon',
+};
+
+const loads = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
+
+/** Entry point for `npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem] [--no-cache] [--on native,libvirt,two-hosts]`. */
 export async function runPolicyReal(argv: string[]): Promise<void> {
   const i = argv.indexOf('--seconds');
   const endS = i >= 0 ? Number(argv[i + 1]) : 100;
@@ -386,35 +443,44 @@ export async function runPolicyReal(argv: string[]): Promise<void> {
   const r = argv.indexOf('--rows');
   const engines = (r >= 0 ? (argv[r + 1] ?? '').split(',') : ['none', ...POLICY_ENGINES.filter((e) => e !== 'virtmem'), 'virtmem']) as Engine[];
   for (const e of engines) if (e !== 'none' && !POLICY_ENGINES.includes(e)) throw new Error(`--rows: '${e}' is not none or one of ${POLICY_ENGINES.join(', ')}`);
+  const o = argv.indexOf('--on');
+  const sets = (o >= 0 ? (argv[o + 1] ?? '').split(',') : ['native', 'libvirt']) as GuestSet[];
+  for (const s of sets) if (!SETS.includes(s)) throw new Error(`--on: '${s}' is not one of ${SETS.join(', ')}`);
   const k = endS / SIM_END_S;
-  const started = Date.now();
+  // Virtmem's state (definitions, the daemon's socket): owner-only. libvirt's guests need their
+  // XML and disk images where libvirt's QEMU user can reach them: a 0755 folder of their own.
   const stateDir = await mkdtemp(join(tmpdir(), 'vmpr-'));
-  const driver = new Driver({ stateDir });
-  const onSignal = (): void => {
-    for (const g of NAMES) spawnSync(BIN, ['--state-dir', stateDir, 'destroy', `pr-${g}`], { stdio: 'ignore', timeout: 60_000 });
-    void rm(stateDir, { recursive: true, force: true }).finally(() => process.exit(130));
+  const workDir = await mkdtemp('/var/tmp/vmpl-');
+  await chmod(workDir, 0o755);
+  const hosts: BenchHost[] = [];
+  const cleanup = async (): Promise<void> => {
+    for (const h of hosts.splice(0)) await h.cleanup().catch((e: Error) => log(`cleanup of ${h.label}: ${e.message}`));
+    await rm(stateDir, { recursive: true, force: true });
+    await rm(workDir, { recursive: true, force: true });
   };
+  const onSignal = (): void => { void cleanup().finally(() => process.exit(130)); };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
     // The cache guest's disk: data it reads once into page cache (clean, droppable), read-only.
-    const cacheDisk = argv.includes('--no-cache') ? null : join(stateDir, 'cache.img');
-    if (cacheDisk) await writeCacheDisk(cacheDisk, CACHE_MIB);
-    for (const g of NAMES) {
-      const disk = g === 'cache' && cacheDisk ? ['--disk', `${cacheDisk},format=raw,readonly`] : [];
-      vm(stateDir, 'new', `pr-${g}`, '--accel', 'tcg', '--memory', '512M', '--max-memory', '2G', ...disk);
-      vm(stateDir, 'policy', 'set', `pr-${g}`, '--enable', '--floor', '384M');
+    const cacheDisk = argv.includes('--no-cache') ? null : join(workDir, 'cache.img');
+    if (cacheDisk) { await writeCacheDisk(cacheDisk, CACHE_MIB); await chmod(cacheDisk, 0o644); }
+    log(`state dir ${stateDir}, libvirt files in ${workDir}; load average ${loads()}`);
+    for (const set of sets) {
+      const started = Date.now();
+      const startLoad = loads();
+      const these: BenchHost[] = set === 'native' ? [nativeHost(stateDir, BUDGET_KIB)]
+        : set === 'libvirt' ? [systemLibvirtHost(workDir, BUDGET_KIB)]
+        : [systemLibvirtHost(workDir, BUDGET_KIB), await remoteLibvirtHost(workDir, REMOTE_BUDGET_KIB)];
+      hosts.push(...these);
+      for (const h of these) await h.define(cacheDisk);
+      const rows: RealRow[] = [];
+      for (const e of engines) rows.push(...await runRow(stateDir, e, these, k, cacheDisk !== null));
+      for (const h of these) { await h.cleanup(); hosts.splice(hosts.indexOf(h), 1); }
+      process.stdout.write(formatRealTable(TITLES[set], rows, k, (Date.now() - started) / 60_000, `${startLoad} at start, ${loads()} at end`) + '\n');
+      process.stdout.write(`JSON ${JSON.stringify({ set, seconds: endS, rows })}\n\n`);
     }
-    log(`state dir ${stateDir}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-    const rows: RealRow[] = [];
-    for (const e of engines) rows.push(await runRow(stateDir, driver, e, k, cacheDisk));
-    process.stdout.write(formatRealTable(rows, k, (Date.now() - started) / 60_000));
-    process.stdout.write(`JSON ${JSON.stringify(rows)}\n`);
   } finally {
-    for (const g of NAMES) {
-      spawnSync(BIN, ['--state-dir', stateDir, 'destroy', `pr-${g}`], { stdio: 'ignore', timeout: 60_000 });
-      spawnSync(BIN, ['--state-dir', stateDir, 'undefine', `pr-${g}`], { stdio: 'ignore', timeout: 60_000 });
-    }
-    await rm(stateDir, { recursive: true, force: true });
+    await cleanup();
   }
 }

@@ -128,7 +128,11 @@ export class Daemon {
       const key = spec.uri;
       const driver = opts.drivers?.get(key)
         ?? openDriver(key === LOCAL ? { stateDir: opts.stateDir } : { uri: key, libvirt: { connectTimeoutMs: LIBVIRT_HOST_ANSWER_MS, callTimeoutMs: LIBVIRT_HOST_ANSWER_MS, keepaliveIntervalMs: 2_000, keepaliveCount: 3 } });
-      const watch = driver.watch({ boundMs: key === LOCAL ? this.opts.guestBoundMs : LIBVIRT_HOST_ANSWER_MS });
+      // A libvirt host is polled twice a second while a policy runs on it, every second otherwise:
+      // its guests' QEMU RSS is read only then, and the policy, whose rounds are a second apart,
+      // must see a guest's allocation burst within about a second of its start (the native
+      // watch reads RSS right before each round).
+      const watch = driver.watch({ boundMs: key === LOCAL ? this.opts.guestBoundMs : LIBVIRT_HOST_ANSWER_MS, ...(p.mode !== 'off' && key !== LOCAL ? { pollMs: 500 } : {}) });
       const budgetBytes = spec.budgetBytes ?? null;
       const host: Host = { key, uri: key === LOCAL ? driver.uri : key, driver, watch, policy: null, budgetBytes };
       host.policy = p.mode === 'off' ? null : this.#policyLoop(host, p.mode, p.engine ?? 'virtmem');
@@ -322,7 +326,7 @@ export class Daemon {
     await Promise.all(this.hosts.map(async (h) => {
       if (!h.policy || h.watch.state !== 'up') return;
       const m = h.watch.host();
-      await h.policy.tick(h.watch.guests(), { memTotalBytes: m.memTotalBytes, memAvailableBytes: m.memAvailableBytes, stallPct: m.psi?.some.avg10 ?? null }, nowMs / 1000);
+      await h.policy.tick(h.watch.guests(), { memTotalBytes: m.memTotalBytes, memAvailableBytes: m.memAvailableBytes, stallPct: m.psi?.some.avg10 ?? null, readAtS: h.watch.lastUpdateS }, nowMs / 1000);
     }));
   }
 

@@ -36,6 +36,12 @@ export interface PolicyHostInput {
   memAvailableBytes: number | null;
   /** PSI memory "some" avg10, percent. */
   stallPct?: number | null;
+  /**
+   * When the host's watch last read its guests (seconds, the loop's clock): the time of their
+   * `rssBytes`. Absent: read this round (the native watch reads every tick; a libvirt host is
+   * polled on its own timer).
+   */
+  readAtS?: number | null;
 }
 
 /** What the loop last did for one guest. */
@@ -78,7 +84,7 @@ export interface PolicyLoopOptions {
 interface Previous { majorFaults: number; swapInBytes: number; atS: number }
 
 /** One guest of the snapshot, from the model and the previous statistics sample. Pure. */
-export function guestSnapshot(g: PolicyGuestInput, settings: PolicySettings, prev: Previous | undefined, nowS: number): GuestSnapshot {
+export function guestSnapshot(g: PolicyGuestInput, settings: PolicySettings, prev: Previous | undefined, nowS: number, rssAtS: number = nowS): GuestSnapshot {
   const plugged = g.devices.reduce((s, d) => s + d.pluggedBytes, 0);
   const currentKiB = Math.floor(((g.hasBalloon ? g.balloonBytes : g.bootBytes) + g.dimmBytes + plugged) / 1024);
   const st = g.stats;
@@ -100,7 +106,7 @@ export function guestSnapshot(g: PolicyGuestInput, settings: PolicySettings, pre
     if (stall !== undefined) signals.stallPct = stall;
   }
   const snap: GuestSnapshot = { name: g.name, currentKiB, maxKiB: Math.floor(g.maxMemoryBytes / 1024), settings, signals };
-  if (g.rssBytes !== null) snap.rssKiB = Math.floor(g.rssBytes / 1024);
+  if (g.rssBytes !== null) { snap.rssKiB = Math.floor(g.rssBytes / 1024); snap.rssAtS = rssAtS; }
   snap.targetKiB = Math.floor(g.targetBytes / 1024);
   if (g.hasBalloon && g.balloonAutodeflate) snap.inflatedInTotalKiB = Math.max(0, Math.floor((g.bootBytes - g.balloonBytes) / 1024));
   return snap;
@@ -140,7 +146,7 @@ export class PolicyLoop {
           continue; // undefined meanwhile
         }
         if (this.opts.mode === 'all') settings = { ...settings, enabled: true };
-        snapshots.push(guestSnapshot(g, settings, this.#prev.get(g.name), nowS));
+        snapshots.push(guestSnapshot(g, settings, this.#prev.get(g.name), nowS, host.readAtS ?? nowS));
         const st = g.stats;
         if (st.lastUpdateS !== undefined && st.lastUpdateS !== this.#prev.get(g.name)?.atS) {
           this.#prev.set(g.name, { majorFaults: st.majorFaults ?? 0, swapInBytes: st.swapInBytes ?? 0, atS: st.lastUpdateS });

@@ -46,6 +46,13 @@ export interface GuestSnapshot {
    * with free page reporting it follows what the guest has touched).
    */
   rssKiB?: number;
+  /**
+   * When `rssKiB` was read (seconds, the snapshot's clock); absent: at `nowS`. A host polled
+   * less often than the policy runs (libvirt's bulk statistics) hands the same reading to
+   * several rounds: a rate over the rounds' time would read one poll's growth as a burst and the
+   * next as none.
+   */
+  rssAtS?: number;
   /** What the guest was last asked to go to; below `currentKiB` while a shrink is under way. */
   targetKiB?: number;
   /** Balloon pages the guest's MemTotal still counts (with deflate-on-oom the guest keeps them in MemTotal). */

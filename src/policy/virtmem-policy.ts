@@ -11,6 +11,13 @@
  *   within `horizonS` at that rate, is grown to its use + headroom + `growAheadS` of that rate
  *   before it runs out, not after. Between statistics samples, RSS growth since the last sample
  *   counts as use ("nowcast"), so a burst is seen one round after it starts, not two.
+ * - **Page cache is not demand.** A guest that reads files fills its page cache: QEMU's resident
+ *   size rises as fast as for an allocation, but the guest's MemAvailable (which counts clean
+ *   cache) does not fall. Host-backed growth counts as use only in the share the guest's own
+ *   last samples gave to use rather than to its disk caches; a rise that later samples show went
+ *   into cache holds no cool-down; bursts are measured in sampled use; and memory stall or major
+ *   faults in a guest with more than two headrooms available are the guest turning over its own
+ *   cache (more memory would only be filled with more cache), not pressure.
  * - **Remember bursts.** After a guest's use rose by a burst, reclaim leaves room for
  *   `burstReserveFraction` of that burst for `burstMemoryS`: a guest that just allocated a lot
  *   in a hurry is likely to do so again, and growth cannot outrun an allocation that lands at once.
@@ -24,8 +31,12 @@
  *   again shows pressure long before it runs out.
  * - **Fit the budget.** When the targets together exceed the host's budget (or would push host
  *   MemAvailable under its reserve), idle guests are cut to their safe minimum first, then growth
- *   is shared by shares. Burst reserves give way to the budget (idle guests are cut to their
- *   safe minimum, which holds no reserve).
+ *   is shared by shares. Burst reserves and cool-downs give way to the budget (idle guests are
+ *   cut to their safe minimum at once, which holds no reserve): memory moves from a guest that
+ *   only caches to one that needs it as fast as the one gives it back.
+ * - **A burst that is freed is over.** The cool-down after a rise or pressure keeps memory a
+ *   guest just needed; once the guest has freed at least half of what its last burst took, the
+ *   cool-down ends (the burst reserve still keeps room for a repeat).
  * - **Guard rails.** Never below the floor, never above the ceiling or the guest's maximum, never
  *   below use + half a headroom (no OOM by the policy's hand); no statistics or stale ones: hold.
  *
@@ -99,12 +110,24 @@ export interface GuestTrack {
   /** When the statistics sample last seen was taken (nowS - ageS), its use, and RSS then. */
   statsAtS: number;
   useKiB: number;
+  /** Use in the sample before that one (where a rise the last sample shows began). */
+  prevUseKiB: number;
   rssAtStatsKiB: number | null;
   /** Use growth between the last two samples (KiB/s; negative when falling). */
   useRateKiBPerS: number;
-  /** RSS at the previous round, for the host-side rate. */
+  /** The guest's disk caches in the last sample (null: not reported). */
+  cacheKiB: number | null;
+  /**
+   * Of the memory the guest's last samples showed it taking, the share that went to use rather
+   * than to its disk caches (1: all use), and when that was learnt. Host-backed growth is
+   * counted as use in this share; without a recent split it all counts (the cautious reading).
+   */
+  anonShare: number;
+  anonShareAtS: number;
+  /** RSS at the previous reading, when it was read, and the rate between the last two readings. */
   rssKiB: number | null;
   rssAtS: number;
+  rssRateKiBPerS: number;
   /** The guest's size beyond its MemTotal (kernel, firmware, reserved): current - visible
    * MemTotal, learnt from samples taken while the size held still. */
   reservedKiB: number | null;
@@ -113,26 +136,62 @@ export interface GuestTrack {
   sizeSinceS: number;
   /** When the size last went down: statistics from before that still show the memory being given up. */
   shrunkAtS: number;
-  /** The burst in progress: use when it began and the highest use since (null: not rising). */
+  /** The burst in progress: sampled use when it began and the highest since (null: not rising). */
   burstStartKiB: number | null;
   burstPeakKiB: number;
-  /** The last finished burst: how much use rose, and when it ended. */
+  /** The last finished burst: how much use rose, from what, and when it ended. */
   burstKiB: number;
+  burstFromKiB: number;
   burstEndS: number;
+  /**
+   * The last rise the policy grew for: when it began and ended (the last rising round), and the
+   * sample's use and disk caches when it began, to tell later whether it was use or cache.
+   */
+  riseSinceS: number;
+  riseAtS: number;
+  riseUseKiB: number;
+  riseCacheKiB: number | null;
+  /** The last target the policy sent (the guest may still be on its way there), and when. */
+  askedKiB: number | null;
+  askedAtS: number;
 }
+
+/** A target the policy sent counts as one the guest may be heading to for this long, whatever the hypervisor's view says. */
+const ASKED_FRESH_S = 5;
 
 /** A sample is new when it was taken this much after the last one (statistics arrive per period, ≥ 1 s). */
 const NEW_SAMPLE_S = 0.25;
 
+/** What one round reads of a guest, beyond its snapshot. */
+interface Observed {
+  /** What it uses now: its last sample's use plus host-backed growth since that went to use. */
+  useKiB: number;
+  /** The cautious reading, for shrinking (a growth that has not shown in the statistics yet is used). */
+  safeUseKiB: number;
+  /** How fast its use rises (KiB/s): host-backed (RSS) growth in the use share, or sampled use. */
+  riseKiBPerS: number;
+  /** The host-backed part alone: RSS growth in the use share (KiB/s). */
+  hostRiseKiBPerS: number;
+  /** How much of `useKiB` is host-backed growth since the last sample. */
+  sinceSampleUseKiB: number;
+  /** Room kept for a burst like the last one. */
+  reserveKiB: number;
+  /** The statistics lag a shrink: their use is no growth signal. */
+  shrinking: boolean;
+  /** The share of host-backed growth counted as use (1: all; below: the rest went to page cache). */
+  anonShare: number;
+  track: GuestTrack;
+}
+
 /**
- * Update a guest's track with this round's snapshot and return what the guest uses now (its last
- * sample's use plus any host-backed growth since; `safeUseKiB`: the cautious reading, for
- * shrinking), how fast use rises, and the burst reserve.
+ * Update a guest's track with this round's snapshot and return what the guest uses now, how fast
+ * use rises, and the burst reserve.
  */
-function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: VirtmemPolicyOptions, shrinkAsked: boolean): { useKiB: number; safeUseKiB: number; riseKiBPerS: number; reserveKiB: number; shrinking: boolean } {
+function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: VirtmemPolicyOptions, shrinkAsked: boolean): Observed {
   const sig = g.signals!;
   const statsAtS = nowS - sig.ageS;
   const rss = g.rssKiB ?? null;
+  const rssAtS = g.rssAtS ?? nowS;
   let t = state.track.get(g.name);
   // The size the guest had when the sample was taken: its MemTotal then (less balloon pages it
   // still counts) plus what lies beyond MemTotal. The host's count of its size runs ahead of
@@ -152,36 +211,61 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   if (visibleKiB !== null && settled) reservedKiB = Math.max(0, g.currentKiB - visibleKiB);
   const sizeAtSample = visibleKiB === null || reservedKiB === null ? g.currentKiB : visibleKiB + reservedKiB;
   const sampleUse = Math.max(0, sizeAtSample - sig.availableKiB);
+  const cache = sig.diskCachesKiB;
   if (!t) {
     t = {
-      statsAtS, useKiB: sampleUse, rssAtStatsKiB: rss, useRateKiBPerS: 0, rssKiB: rss, rssAtS: nowS,
-      reservedKiB, sizeKiB: g.currentKiB, sizeSinceS: -Infinity, shrunkAtS: -Infinity, burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstEndS: -Infinity,
+      statsAtS, useKiB: sampleUse, prevUseKiB: sampleUse, rssAtStatsKiB: rss, useRateKiBPerS: 0, cacheKiB: cache, anonShare: 1, anonShareAtS: -Infinity,
+      rssKiB: rss, rssAtS, rssRateKiBPerS: 0, reservedKiB, sizeKiB: g.currentKiB, sizeSinceS: -Infinity, shrunkAtS: -Infinity,
+      burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstFromKiB: 0, burstEndS: -Infinity,
+      riseSinceS: -Infinity, riseAtS: -Infinity, riseUseKiB: 0, riseCacheKiB: null, askedKiB: null, askedAtS: -Infinity,
     };
     state.track.set(g.name, t);
   } else if (statsAtS > t.statsAtS + NEW_SAMPLE_S) {
-    t.useRateKiBPerS = (sampleUse - t.useKiB) / (statsAtS - t.statsAtS);
+    const dt = statsAtS - t.statsAtS;
+    const usedKiB = sampleUse - t.useKiB;
+    const cachedKiB = t.cacheKiB === null ? 0 : cache - t.cacheKiB;
+    t.useRateKiBPerS = usedKiB / dt;
+    // Where the memory the guest took between the two samples went: to use, or to its disk
+    // caches (page cache of files it read, which MemAvailable counts as available). Only an
+    // interval in which the guest took a burst's worth teaches a split. (Samples that lag a
+    // shrink overstate use: the split they teach errs toward use, the cautious side.)
+    const took = Math.max(0, usedKiB) + Math.max(0, cachedKiB);
+    if (took >= o.risingKiBPerS * dt) {
+      t.anonShare = Math.max(0, usedKiB) / took;
+      t.anonShareAtS = nowS;
+    }
     t.statsAtS = statsAtS;
+    t.prevUseKiB = t.useKiB;
     t.useKiB = sampleUse;
+    t.cacheKiB = cache;
     t.rssAtStatsKiB = rss;
   }
   t.reservedKiB = reservedKiB;
-  // Host-backed growth since the sample is memory the guest has touched since: count it as use.
-  const sinceSample = rss !== null && t.rssAtStatsKiB !== null ? Math.max(0, rss - t.rssAtStatsKiB) : 0;
+  // The split is trusted for a cool-down's length (a guest that read files a while ago may
+  // allocate now); without one, host-backed growth is all counted as use.
+  const anonShare = nowS - t.anonShareAtS <= o.coolDownS ? t.anonShare : 1;
+  // Host-backed growth since the sample is memory the guest has touched since: the use share of
+  // it counts as use.
+  const sinceSample = rss !== null && t.rssAtStatsKiB !== null ? Math.max(0, rss - t.rssAtStatsKiB) * anonShare : 0;
   // Never less than this snapshot's own sample says (samples out of order are read cautiously).
   const useKiB = Math.min(g.currentKiB, Math.max(sampleUse, t.useKiB + sinceSample));
-  const rssRate = rss !== null && t.rssKiB !== null && nowS > t.rssAtS ? Math.max(0, rss - t.rssKiB) / (nowS - t.rssAtS) : 0;
-  t.rssKiB = rss;
-  t.rssAtS = nowS;
+  // The host-side rate between two readings; a reading this round already had is not a new one.
+  if (rss !== null && t.rssKiB !== null && rssAtS > t.rssAtS) t.rssRateKiBPerS = Math.max(0, rss - t.rssKiB) / (rssAtS - t.rssAtS);
+  if (rss === null) t.rssRateKiBPerS = 0;
+  if (rssAtS > t.rssAtS || t.rssKiB === null) { t.rssKiB = rss; t.rssAtS = rssAtS; }
   // A shrink in flight makes the statistics read as rising use: only the host's reading counts.
   if (shrinking) t.useRateKiBPerS = 0;
-  const riseKiBPerS = Math.max(rssRate, t.useRateKiBPerS);
-  // Bursts: from the first rising round to the first round that is not.
+  const hostRiseKiBPerS = t.rssRateKiBPerS * anonShare;
+  const riseKiBPerS = Math.max(hostRiseKiBPerS, t.useRateKiBPerS);
+  // Bursts, in sampled use (host-backed growth may turn out to be cache): from the first rising
+  // round to the first round that is not.
   if (riseKiBPerS >= o.risingKiBPerS) {
-    t.burstStartKiB ??= Math.max(0, t.useKiB - riseKiBPerS); // about where use was a second ago
-    t.burstPeakKiB = Math.max(t.burstPeakKiB, useKiB);
+    t.burstStartKiB ??= Math.min(t.useKiB, t.prevUseKiB);
+    // A sample that lags a shrink reads the memory being given up as use: not part of a burst.
+    if (!shrinking) t.burstPeakKiB = Math.max(t.burstPeakKiB, t.useKiB);
   } else if (t.burstStartKiB !== null) {
-    const rose = t.burstPeakKiB - t.burstStartKiB;
-    if (rose > 0) { t.burstKiB = rose; t.burstEndS = nowS; }
+    const rose = Math.max(t.burstPeakKiB, shrinking ? 0 : t.useKiB) - t.burstStartKiB;
+    if (rose > 0) { t.burstKiB = rose; t.burstFromKiB = t.burstStartKiB; t.burstEndS = nowS; }
     t.burstStartKiB = null;
     t.burstPeakKiB = 0;
   }
@@ -189,7 +273,33 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   // For taking memory away, the cautious reading: the sample against the size the guest has now
   // (a growth that has not shown in the statistics yet is counted as used).
   const safeUseKiB = Math.min(g.currentKiB, Math.max(useKiB, g.currentKiB - sig.availableKiB + sinceSample));
-  return { useKiB, safeUseKiB, riseKiBPerS, reserveKiB: reserveHeld ? Math.round(o.burstReserveFraction * t.burstKiB) : 0, shrinking };
+  return { useKiB, safeUseKiB, riseKiBPerS, hostRiseKiBPerS, sinceSampleUseKiB: sinceSample, reserveKiB: reserveHeld ? Math.round(o.burstReserveFraction * t.burstKiB) : 0, shrinking, anonShare, track: t };
+}
+
+/**
+ * Why a cool-down no longer holds, or null when it does.
+ * - A rise the policy grew for from host-backed growth alone, that samples taken since show did
+ *   not go into use: into disk caches (the guest read files: nothing to keep for it, the growth
+ *   was the policy's mistake and is undone at once, `undo`), or nowhere the guest counts (pages
+ *   QEMU touched for some other reason: reclaim resumes step by step).
+ * - A guest that has freed at least half of what its last burst took: it is done with it (the
+ *   burst reserve still keeps room for a repeat).
+ */
+function coolDownOver(t: GuestTrack, nowS: number, headroomKiB: number, pressureAtS: number, o: VirtmemPolicyOptions): { why: string; undo: boolean } | null {
+  const reserveHeld = nowS - t.burstEndS < o.burstMemoryS;
+  if (reserveHeld && t.useKiB < t.burstFromKiB + t.burstKiB / 2) return { why: `it freed most of its last burst of ${mib(t.burstKiB)}`, undo: false };
+  // Judged from a sample taken a second or more after the rise was last seen (whatever the guest
+  // touched by then shows in it), with no pressure since.
+  if (nowS - pressureAtS >= o.coolDownS && t.statsAtS >= t.riseAtS + 1) {
+    const usedKiB = t.useKiB - t.riseUseKiB;
+    const cachedKiB = t.cacheKiB !== null && t.riseCacheKiB !== null ? t.cacheKiB - t.riseCacheKiB : 0;
+    // Only page cache the samples saw grow is proof enough to undo the growth at once: four
+    // fifths or more of what the guest took since. (Reading files also takes some memory
+    // MemAvailable does not count: dentries, inodes, pages still under I/O.)
+    if (cachedKiB > headroomKiB / 2 && cachedKiB >= 4 * Math.max(0, usedKiB)) return { why: `the last rise went into page cache (+${mib(cachedKiB)}), not use`, undo: true };
+    if (usedKiB < headroomKiB / 2) return { why: 'the last rise (host-side) did not show in the guest\'s use', undo: false };
+  }
+  return null;
 }
 
 /** virtio-mem's block (2 MiB): targets are multiples of it. */
@@ -204,6 +314,10 @@ interface Plan {
   minKiB: number;
   maxKiB: number;
   targetKiB: number;
+  /** Where reclaim would take the guest over the next rounds (use + 1.5 headrooms, no reserve). */
+  goalKiB: number;
+  /** The most the guest is heading to: the hypervisor's target, or one the policy just sent. */
+  headingKiB: number;
   pressured: boolean;
   /** Pressure during a shrink: the target is where the guest is, and must be sent to stop the shrink. */
   stopShrink: boolean;
@@ -223,8 +337,15 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const sig = g.signals;
     if (!sig) { decision.holds.push({ name: g.name, reason: 'no guest statistics yet (balloon driver not loaded, or stats period 0)' }); continue; }
     if (sig.ageS > o.maxStatsAgeS) { decision.holds.push({ name: g.name, reason: `guest statistics are ${Math.round(sig.ageS)} s old` }); continue; }
-    const shrinkAsked = g.targetKiB !== undefined && g.targetKiB < g.currentKiB - o.minChangeKiB;
-    const { useKiB, safeUseKiB, riseKiBPerS, reserveKiB, shrinking } = observe(g, s.nowS, state, o, shrinkAsked);
+    // Where the guest is heading: the hypervisor's target. A target the policy sent in the last
+    // few seconds counts too: a libvirt host's view has no target of its own (its domain XML's
+    // current memory is the size when the XML was last read, which lags a resize), so a guest the
+    // policy just sent up is not taken to be shrinking, and is held at the larger of the two.
+    const sent = state.track.get(g.name);
+    const recentAskKiB = sent?.askedKiB != null && s.nowS - sent.askedAtS <= ASKED_FRESH_S ? sent.askedKiB : null;
+    const headingKiB = g.targetKiB ?? g.currentKiB;
+    const shrinkAsked = headingKiB < g.currentKiB - o.minChangeKiB && (recentAskKiB === null || recentAskKiB < g.currentKiB - o.minChangeKiB);
+    const { useKiB, safeUseKiB, riseKiBPerS, hostRiseKiBPerS, sinceSampleUseKiB, reserveKiB, shrinking, anonShare, track: t } = observe(g, s.nowS, state, o, shrinkAsked);
     const availableKiB = Math.max(0, g.currentKiB - useKiB);
     const headroom = Math.max(o.minHeadroomKiB, Math.round(o.headroomFraction * useKiB));
     // Lowest target: the floor and use + half a headroom; never shrink below the cautious reading
@@ -234,49 +355,91 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const minKiB = Math.min(maxKiB, Math.max(g.settings.floorKiB, shrinking ? Math.min(g.currentKiB, useMin) : useMin, Math.min(g.currentKiB, alignUp(safeUseKiB + headroom / 2))));
     const idleKiB = Math.max(0, g.currentKiB - safeUseKiB);
     const why: string[] = [];
-    if (availableKiB < headroom / 2) why.push(`available ${mib(availableKiB)} < ${mib(headroom / 2)}`);
-    if (sig.majorFaultsPerS > o.majorFaultsPerSPressure) why.push(`${Math.round(sig.majorFaultsPerS)} major faults/s`);
+    // Stall and major faults with more than two headrooms available (free memory and clean page
+    // cache the guest can drop itself) come from turning over its own cache, e.g. reading a file
+    // larger than its memory: more memory would only be filled with more cache. They count as
+    // pressure only in a guest that is short of what it could free itself.
+    const roomy = availableKiB > 2 * headroom;
+    const ignored: string[] = [];
+    // Short of memory by the guest's own numbers (its last sample against its size now): a
+    // host-side rise since that sample may be page cache, and is the rise rule's to judge.
+    const sampleAvailableKiB = Math.max(0, g.currentKiB - Math.max(t.useKiB, useKiB - sinceSampleUseKiB));
+    if (sampleAvailableKiB < headroom / 2) why.push(`available ${mib(sampleAvailableKiB)} < ${mib(headroom / 2)}`);
+    if (sig.majorFaultsPerS > o.majorFaultsPerSPressure) (roomy ? ignored : why).push(`${Math.round(sig.majorFaultsPerS)} major faults/s`);
     if (sig.swapInKiBPerS > 0) why.push(`swapping in ${mib(sig.swapInKiBPerS)}/s`);
-    if (sig.stallPct !== undefined && sig.stallPct > o.stallPctPressure) why.push(`memory stall ${sig.stallPct.toFixed(1)} %`);
+    if (sig.stallPct !== undefined && sig.stallPct > o.stallPctPressure) (roomy ? ignored : why).push(`memory stall ${sig.stallPct.toFixed(1)} %`);
     const pressured = why.length > 0;
     // Rising: at this rate the guest runs out of headroom before growth could reach it.
     const rising = riseKiBPerS >= o.risingKiBPerS && availableKiB - riseKiBPerS * o.horizonS < headroom;
     // Pressure read in statistics that lag a shrink, with no host-backed growth behind it.
-    const stopShrink = shrinking && (pressured || rising) && riseKiBPerS < o.risingKiBPerS;
-    const coolingS = s.nowS - (state.lastPressureS.get(g.name) ?? -Infinity);
-    const streak = pressured && !stopShrink && coolingS <= 2 * o.periodS ? (state.pressureStreak.get(g.name) ?? 0) + 1 : 0;
+    const lagging = shrinking && (pressured || rising) && riseKiBPerS < o.risingKiBPerS;
+    // The guest touching new memory (host-backed growth in its use share), if not yet fast
+    // enough to grow for: memory is not taken from such a guest, and a shrink under way is
+    // stopped where the guest is. (A rise fast enough to grow for grows the guest even while it
+    // shrinks: waiting a round to see whether it is only the guest moving pages out of the blocks
+    // it unplugs cost an OOM kill at a spike; growth the samples then do not show as use is given
+    // back. Sampled use alone creeps up while a guest reads files, by what MemAvailable does not
+    // count: that holds nothing.)
+    const climbing = hostRiseKiBPerS >= o.risingKiBPerS && !rising && !pressured;
+    const stopShrink = lagging || (shrinkAsked && climbing);
+    const pressureAtS = state.lastPressureS.get(g.name) ?? -Infinity;
+    const lastEventS = Math.max(pressureAtS, t.riseAtS);
+    const streak = pressured && !stopShrink && s.nowS - lastEventS <= 2 * o.periodS ? (state.pressureStreak.get(g.name) ?? 0) + 1 : 0;
     state.pressureStreak.set(g.name, streak);
-    if ((pressured || rising) && !stopShrink) state.lastPressureS.set(g.name, s.nowS);
+    if (pressured && !stopShrink) state.lastPressureS.set(g.name, s.nowS);
+    if (rising && !stopShrink) {
+      // A new rise (not the continuation of one within a cool-down): remember what the guest's
+      // sample said when it began, to tell later whether it went into use or into page cache.
+      if (s.nowS - t.riseAtS > o.coolDownS) { t.riseSinceS = s.nowS; t.riseUseKiB = Math.min(t.useKiB, t.prevUseKiB); t.riseCacheKiB = t.cacheKiB; }
+      t.riseAtS = s.nowS;
+    }
     let targetKiB = g.currentKiB;
     let reason = `use ${mib(useKiB)} + headroom ${mib(headroom)}: within band`;
     const aheadKiB = rising ? Math.round(riseKiBPerS * o.growAheadS) : 0;
+    const cacheNote = anonShare < 1 && rising ? ` (${Math.round(anonShare * 100)} % of its host-backed growth; the rest was page cache)` : '';
     if (stopShrink) {
       // The guest's numbers say it is short while it gives memory back, but it touches no new
       // memory: stop taking, do not give.
       targetKiB = g.currentKiB;
-      reason = `${pressured ? `pressure (${why.join(', ')})` : `use appears to rise`} ${shrinkAsked ? `while shrinking to ${mib(g.targetKiB!)}: stop the shrink` : 'in statistics from before the last shrink: wait for a newer sample'}`;
+      reason = !lagging ? `host-backed use rising ${mib(hostRiseKiBPerS)}/s while shrinking to ${mib(headingKiB)}: stop the shrink`
+        : `${pressured ? `pressure (${why.join(', ')})` : `use appears to rise`} ${shrinkAsked ? `while shrinking to ${mib(headingKiB)}: stop the shrink` : 'in statistics from before the last shrink: wait for a newer sample'}`;
     } else if (pressured) {
       const stepKiB = o.minGrowKiB * 2 ** Math.min(streak, 4);
       targetKiB = alignUp(Math.max(useKiB + 3 * headroom + aheadKiB, g.currentKiB + stepKiB));
       reason = `pressure (${why.join(', ')}): grow by at least ${mib(stepKiB)}${streak ? ` (pressure ${streak + 1} rounds in a row)` : ''}`;
     } else if (rising) {
       targetKiB = alignUp(useKiB + headroom + aheadKiB);
-      reason = `use rising ${mib(riseKiBPerS)}/s with ${mib(availableKiB)} available: grow ahead to use ${mib(useKiB)} + headroom + ${o.growAheadS} s of the rise`;
+      reason = `use rising ${mib(riseKiBPerS)}/s${cacheNote} with ${mib(availableKiB)} available: grow ahead to use ${mib(useKiB)} + headroom + ${o.growAheadS} s of the rise`;
+      // Seen by the host alone so far (QEMU's RSS; the guest's samples do not show use rising):
+      // the pages may be page cache a file read fills faster than any allocation. Grow by at
+      // most two growth steps a round until the guest's own numbers show it as use.
+      const capKiB = g.currentKiB + 2 * o.minGrowKiB;
+      if (t.useRateKiBPerS < o.risingKiBPerS && targetKiB > capKiB) {
+        targetKiB = capKiB;
+        reason += `, at most +${mib(2 * o.minGrowKiB)} while only the host sees it`;
+      }
     } else if (availableKiB < headroom) {
       targetKiB = alignUp(useKiB + 2 * headroom);
       reason = `available ${mib(availableKiB)} below headroom ${mib(headroom)}: grow`;
+    } else if (climbing) {
+      reason = `use rising ${mib(hostRiseKiBPerS)}/s with ${mib(availableKiB)} available: not reclaiming`;
     } else if (idleKiB > 2 * headroom + reserveKiB) {
-      if (coolingS < o.coolDownS) {
-        reason = `idle memory ${mib(idleKiB - headroom)}, but pressure ${Math.round(coolingS)} s ago: cooling down`;
+      const coolingS = s.nowS - lastEventS;
+      const over = coolingS < o.coolDownS ? coolDownOver(t, s.nowS, headroom, pressureAtS, o) : null;
+      if (coolingS < o.coolDownS && over === null) {
+        reason = `idle memory ${mib(idleKiB - headroom)}, but ${pressureAtS >= t.riseAtS ? 'pressure' : 'a rise'} ${Math.round(coolingS)} s ago: cooling down`;
       } else {
         const want = safeUseKiB + 1.5 * headroom + reserveKiB;
-        targetKiB = alignDown(Math.max(want, g.currentKiB - o.reclaimStepKiB));
+        targetKiB = alignDown(over?.undo ? want : Math.max(want, g.currentKiB - o.reclaimStepKiB));
         reason = `${mib(idleKiB)} available (idle or cache) > 2 x headroom: reclaim toward use ${mib(safeUseKiB)} + 1.5 x headroom`
-          + (reserveKiB > 0 ? ` + ${mib(reserveKiB)} kept for a burst like the last one` : '');
+          + (reserveKiB > 0 ? ` + ${mib(reserveKiB)} kept for a burst like the last one` : '')
+          + (over !== null ? ` (no cool-down${over.undo ? ', at once' : ''}: ${over.why})` : '');
       }
     }
+    if (ignored.length > 0 && !pressured) reason += `; not pressure: ${ignored.join(', ')} with ${mib(availableKiB)} available (turning over its own cache)`;
     targetKiB = Math.min(maxKiB, Math.max(minKiB, targetKiB));
-    plans.push({ g, minKiB, maxKiB, targetKiB, pressured: pressured || rising, stopShrink, reason });
+    const goalKiB = Math.min(maxKiB, Math.max(minKiB, alignDown(safeUseKiB + 1.5 * headroom)));
+    plans.push({ g, minKiB, maxKiB, targetKiB, goalKiB, headingKiB: Math.max(headingKiB, recentAskKiB ?? 0), pressured: pressured || rising, stopShrink, reason });
   }
 
   fitBudget(s, plans, o);
@@ -296,6 +459,8 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     }
     const action: PolicyAction = { name: g.name, fromKiB: g.currentKiB, targetKiB: p.targetKiB, reason: p.reason };
     decision.actions.push(action);
+    const t = state.track.get(g.name);
+    if (t) { t.askedKiB = p.targetKiB; t.askedAtS = s.nowS; }
   }
   return decision;
 }
@@ -330,10 +495,21 @@ function fitBudget(s: Snapshot, plans: Plan[], o: VirtmemPolicyOptions): void {
   // it has given it back, so growing into it at once would overshoot the budget meanwhile.
   const growers = plans.filter((p) => p.targetKiB > p.g.currentKiB);
   if (growers.length === 0) return;
-  const held = plans.reduce((sum, p) => sum + (growers.includes(p) ? p.g.currentKiB : Math.max(p.g.currentKiB, p.targetKiB)), 0);
+  // A guest that is not growing holds the most of its size, the target it gets now and the one
+  // it may still be heading to (a guest finishes a plug under way before it takes a newer, lower
+  // target; a stopped shrink reaches the guest after it went lower and takes it back up).
+  const held = plans.reduce((sum, p) => sum + (growers.includes(p) ? p.g.currentKiB : Math.max(p.g.currentKiB, p.targetKiB, p.headingKiB)), 0);
   const room = Math.max(0, budget - held);
   const wanted = growers.reduce((sum, p) => sum + (p.targetKiB - p.g.currentKiB), 0);
   if (wanted <= room) return;
+  // Growth waits for memory to be given back: every guest with idle memory or cache gives all of
+  // it at once (to where reclaim would take it in steps, cool-down and burst reserve aside), so
+  // the memory moves as fast as the guests can give it and the next rounds find it free.
+  for (const p of plans) {
+    if (p.pressured || growers.includes(p) || p.goalKiB >= Math.min(p.targetKiB, p.g.currentKiB) - o.minChangeKiB) continue;
+    p.targetKiB = p.goalKiB;
+    p.reason += `; another guest waits for memory: give back all idle memory now (to ${mib(p.targetKiB)})`;
+  }
   const shares = growers.reduce((sum, p) => sum + p.g.settings.shares, 0);
   for (const p of growers) {
     const give = Math.min(p.targetKiB - p.g.currentKiB, Math.floor(room * (p.g.settings.shares / shares)));

@@ -15,6 +15,11 @@ export interface LibvirtGuestOptions {
   cmdline?: string;
   /** A unix socket (libvirt binds it) on the guest's second serial port, where the built-in guest's agent answers. */
   agentSocket?: string;
+  /** A raw image as the guest's first virtio disk (vda), read-only. */
+  readonlyDisk?: string;
+  /** The balloon's deflate-on-OOM and free page reporting (what `virtmem new` turns on). */
+  balloonAutodeflate?: boolean;
+  freePageReporting?: boolean;
 }
 
 export function libvirtGuestXml(name: string, o: LibvirtGuestOptions): string {
@@ -40,7 +45,7 @@ ${hotplug.cpu}  <devices>
     <serial type='pty'/>
     <console type='pty'/>
 ${o.agentSocket ? `    <serial type='unix'><source mode='bind' path='${o.agentSocket}'/><target port='1'/></serial>\n` : ''}
-    <memballoon model='virtio'><stats period='1'/></memballoon>
+${o.readonlyDisk ? `    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='${o.readonlyDisk}'/><target dev='vda' bus='virtio'/><readonly/></disk>\n` : ''}    <memballoon model='virtio'${o.balloonAutodeflate ? " autodeflate='on'" : ''}${o.freePageReporting ? " freePageReporting='on'" : ''}><stats period='1'/></memballoon>
 ${hotplug.dev}  </devices>
 </domain>
 `;

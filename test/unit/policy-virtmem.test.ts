@@ -75,8 +75,9 @@ describe('pressure', () => {
     assert.ok(d.actions[0]!.targetKiB >= 1024 * MiB + 256 * MiB);
     assert.match(d.actions[0]!.reason, /^pressure \(available 20 MiB < \d+ MiB\): grow by at least 256 MiB$/);
   });
-  test('major faults, swap-in and the guest\'s own stall count as pressure', () => {
-    for (const s of [sig({ majorFaultsPerS: 500 }), sig({ swapInKiBPerS: 4096 }), sig({ stallPct: 4.2 })]) {
+  test('major faults, swap-in and the guest\'s own stall count as pressure in a guest short of what it could free', () => {
+    // 1 GiB guest, 150 MiB available: use 874 MiB, headroom 109 MiB; under two headrooms.
+    for (const s of [sig({ availableKiB: 150 * MiB, majorFaultsPerS: 500 }), sig({ swapInKiBPerS: 4096 }), sig({ availableKiB: 150 * MiB, stallPct: 4.2 })]) {
       const d = decideVirtmem(snap([guest('p', 1024 * MiB, s)]), fresh());
       assert.ok(d.actions[0]!.targetKiB > 1024 * MiB, JSON.stringify(s));
       assert.match(d.actions[0]!.reason, /pressure \((\d+ major faults\/s|swapping in .*|memory stall 4\.2 %)\)/);
@@ -84,7 +85,7 @@ describe('pressure', () => {
   });
   test('backs off: no reclaim from a guest for the cool-down after pressure, then reclaim resumes', () => {
     const state = fresh();
-    decideVirtmem(snap([guest('b', 1024 * MiB, sig({ majorFaultsPerS: 1000 }))], null, 100), state);
+    decideVirtmem(snap([guest('b', 1024 * MiB, sig({ availableKiB: 150 * MiB, majorFaultsPerS: 1000 }))], null, 100), state);
     const idle = sig({ availableKiB: 900 * MiB });
     const during = decideVirtmem(snap([guest('b', 1536 * MiB, idle)], null, 105), state);
     assert.equal(during.actions.length, 0);
@@ -92,6 +93,97 @@ describe('pressure', () => {
     const after = decideVirtmem(snap([guest('b', 1536 * MiB, idle)], null, 100 + DEFAULT_POLICY_OPTIONS.coolDownS + 1), state);
     assert.equal(after.actions.length, 1);
     assert.ok(after.actions[0]!.targetKiB < 1536 * MiB);
+  });
+});
+
+describe('page cache is not demand', () => {
+  const at = (g: GuestSnapshot, rssKiB: number, rssAtS?: number): GuestSnapshot => ({ ...g, rssKiB, ...(rssAtS !== undefined ? { rssAtS } : {}) });
+  test('stall and major faults with more than two headrooms available are the guest turning over its cache, not pressure', () => {
+    // 1 GiB guest reading a large file: 700 MiB available (mostly cache), stalling in reclaim.
+    const d = decideVirtmem(snap([guest('c', 1024 * MiB, sig({ availableKiB: 700 * MiB, diskCachesKiB: 650 * MiB, stallPct: 8.2, majorFaultsPerS: 300 }))]), fresh());
+    assert.equal(d.actions.length, 1);
+    assert.ok(d.actions[0]!.targetKiB < 1024 * MiB, 'reclaimed, not grown');
+    assert.match(d.actions[0]!.reason, /; not pressure: 300 major faults\/s, memory stall 8\.2 % with 700 MiB available \(turning over its own cache\)$/);
+  });
+  test('host-backed growth that the samples show going into page cache is not a rise', () => {
+    const state = fresh();
+    // t=100: 600 MiB guest, 180 MiB available (within its band), RSS 400 MiB.
+    decideVirtmem(snap([at(guest('c', 600 * MiB, sig({ availableKiB: 180 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), state);
+    // t=101: RSS +150 MiB; the new sample shows the same MemAvailable and 150 MiB more cache.
+    const d = decideVirtmem(snap([at(guest('c', 600 * MiB, sig({ availableKiB: 180 * MiB, diskCachesKiB: 200 * MiB, ageS: 0.2 })), 550 * MiB)], null, 101), state);
+    assert.deepEqual(d.actions, [], JSON.stringify(d));
+    // t=102: RSS +150 MiB again, no newer sample: still the cache's share (none of it is use).
+    const d2 = decideVirtmem(snap([at(guest('c', 600 * MiB, sig({ availableKiB: 180 * MiB, diskCachesKiB: 200 * MiB, ageS: 1.2 })), 700 * MiB)], null, 102), state);
+    assert.deepEqual(d2.actions, [], JSON.stringify(d2));
+    // The same host readings with MemAvailable falling instead: use, grown ahead.
+    const anon = fresh();
+    decideVirtmem(snap([at(guest('a', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), anon);
+    const g = decideVirtmem(snap([at(guest('a', 600 * MiB, sig({ availableKiB: 50 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 550 * MiB)], null, 101), anon);
+    assert.equal(g.actions.length, 1);
+    assert.match(g.actions[0]!.reason, /^use rising 150 MiB\/s with 50 MiB available: grow ahead/);
+  });
+  test('a rise grown for before any sample showed it, that later samples show was page cache, holds no cool-down', () => {
+    const state = fresh();
+    decideVirtmem(snap([at(guest('c', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), state);
+    // t=101: RSS +150 MiB before any sample shows where it went: counted as use, grown ahead.
+    const up = decideVirtmem(snap([at(guest('c', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 1.2 })), 550 * MiB)], null, 101), state);
+    assert.equal(up.actions.length, 1);
+    const grown = up.actions[0]!.targetKiB;
+    assert.ok(grown > 600 * MiB);
+    // t=103: grown; a sample taken over a second after the rise shows the guest's use where it
+    // was and 300 MiB more cache.
+    const d = decideVirtmem(snap([at(guest('c', grown, sig({ availableKiB: grown - 400 * MiB, diskCachesKiB: 350 * MiB, ageS: 0.2 })), 560 * MiB)], null, 103), state);
+    assert.equal(d.actions.length, 1, JSON.stringify(d));
+    assert.ok(d.actions[0]!.targetKiB < grown);
+    assert.match(d.actions[0]!.reason, /\(no cool-down, at once: the last rise went into page cache \(\+300 MiB\), not use\)$/);
+    // At once: down to use + 1.5 headrooms, not one reclaim step.
+    assert.equal(d.actions[0]!.targetKiB, 400 * MiB + 144 * MiB);
+    // Reading files also takes some memory MemAvailable does not count: with 60 MiB of that
+    // beside 600 MiB of cache, the rise is still the cache's.
+    const st2 = fresh();
+    decideVirtmem(snap([at(guest('c', 600 * MiB, sig({ availableKiB: 180 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), st2);
+    const grown2 = decideVirtmem(snap([at(guest('c', 600 * MiB, sig({ availableKiB: 180 * MiB, diskCachesKiB: 50 * MiB, ageS: 1.2 })), 550 * MiB)], null, 101), st2).actions[0]!.targetKiB;
+    const d2 = decideVirtmem(snap([at(guest('c', grown2, sig({ availableKiB: grown2 - 480 * MiB, diskCachesKiB: 650 * MiB, ageS: 0.2 })), 560 * MiB)], null, 103), st2);
+    assert.match(d2.actions[0]!.reason, /\(no cool-down, at once: the last rise went into page cache \(\+600 MiB\), not use\)$/, JSON.stringify(d2));
+    // Host-side growth the guest's samples show nowhere: no cool-down either, but that is no proof
+    // it will not show yet, so reclaim goes step by step.
+    const moved = fresh();
+    decideVirtmem(snap([at(guest('m', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), moved);
+    const g1 = decideVirtmem(snap([at(guest('m', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 1.2 })), 550 * MiB)], null, 101), moved).actions[0]!.targetKiB;
+    const early = decideVirtmem(snap([at(guest('m', g1, sig({ availableKiB: g1 - 400 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 560 * MiB)], null, 102), moved);
+    assert.match(early.holds[0]!.reason, /cooling down$/, 'a sample less than a second after the rise proves nothing');
+    const back = decideVirtmem(snap([at(guest('m', g1, sig({ availableKiB: g1 - 400 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 560 * MiB)], null, 103), moved);
+    assert.match(back.actions[0]!.reason, /\(no cool-down: the last rise \(host-side\) did not show in the guest's use\)$/);
+    assert.equal(back.actions[0]!.targetKiB, g1 - DEFAULT_POLICY_OPTIONS.reclaimStepKiB);
+    // With use behind the rise instead, the cool-down holds.
+    const anon = fresh();
+    decideVirtmem(snap([at(guest('a', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 400 * MiB)], null, 100), anon);
+    const up2 = decideVirtmem(snap([at(guest('a', 600 * MiB, sig({ availableKiB: 200 * MiB, diskCachesKiB: 50 * MiB, ageS: 1.2 })), 550 * MiB)], null, 101), anon);
+    const g2 = up2.actions[0]!.targetKiB;
+    const held = decideVirtmem(snap([at(guest('a', g2, sig({ availableKiB: g2 - 550 * MiB, diskCachesKiB: 50 * MiB, ageS: 0.2 })), 560 * MiB)], null, 102), anon);
+    assert.deepEqual(held.actions, [], JSON.stringify(held));
+  });
+  test('a guest that freed most of its burst is not held by the cool-down; the burst reserve stays', () => {
+    const state = fresh();
+    let t = 100;
+    for (const use of [200, 500, 800, 1100, 1400, 1400]) {
+      decideVirtmem(snap([guest('b', 2048 * MiB, sig({ availableKiB: 2048 * MiB - use * MiB, ageS: 0 }))], null, t), state);
+      t += 1;
+    }
+    // t=106, one second after the burst: use back to 250 MiB.
+    const d = decideVirtmem(snap([guest('b', 2048 * MiB, sig({ availableKiB: 1798 * MiB, ageS: 0 }))], null, t), state);
+    assert.equal(d.actions.length, 1, JSON.stringify(d));
+    assert.match(d.actions[0]!.reason, /\+ 600 MiB kept for a burst like the last one \(no cool-down: it freed most of its last burst of 1200 MiB\)$/);
+  });
+  test('a host reading handed to two rounds is one reading: its rate stands, it is not read as a burst and then as none', () => {
+    const state = fresh();
+    decideVirtmem(snap([at(guest('r', 1024 * MiB, sig({ availableKiB: 400 * MiB, ageS: 0.2 })), 600 * MiB, 99.5)], null, 100), state);
+    // Read at 101.5 (two seconds later): 200 MiB more, 100 MiB/s.
+    const a = decideVirtmem(snap([at(guest('r', 1024 * MiB, sig({ availableKiB: 400 * MiB, ageS: 1.2 })), 800 * MiB, 101.5)], null, 101), state);
+    assert.match(a.actions[0]?.reason ?? '', /^use rising 100 MiB\/s/);
+    // The next round has no new reading: the same rate, not 0 (nor 200 MiB/s the round after).
+    const b = decideVirtmem(snap([at(guest('r', 1024 * MiB, sig({ availableKiB: 400 * MiB, ageS: 2.2 })), 800 * MiB, 101.5)], null, 102), state);
+    assert.match([...b.actions, ...b.holds][0]!.reason, /use rising 100 MiB\/s/);
   });
 });
 
@@ -132,9 +224,37 @@ describe('rising guests, fresh host readings, bursts', () => {
     assert.equal(d.actions.length, 1);
     const a = d.actions[0]!;
     assert.match(a.reason, /^use rising 100 MiB\/s with 74 MiB available: grow ahead/);
-    // use 950 MiB + headroom (12.5 %) + 5 s x 100 MiB/s, block-aligned
-    const want = 950 * MiB + Math.round(0.125 * 950 * MiB) + 500 * MiB;
-    assert.equal(a.targetKiB, Math.ceil(want / (2 * MiB)) * 2 * MiB);
+    // use 950 MiB + headroom (12.5 %) + 5 s x 100 MiB/s would be 1570 MiB; while only the host
+    // sees the rise, growth is at most two steps (+512 MiB) a round.
+    assert.equal(a.targetKiB, 1536 * MiB);
+    assert.match(a.reason, /, at most \+512 MiB while only the host sees it$/);
+    // t=102: the guest's sample shows the use rising (MemAvailable 336 MiB of 1.5 GiB): grown
+    // ahead in full.
+    const full = decideVirtmem(snap([withRss(guest('r', 1536 * MiB, sig({ availableKiB: 336 * MiB, ageS: 0.2 })), 1100 * MiB)], null, 102), state);
+    assert.match(full.actions[0]!.reason, /^use rising \d+ MiB\/s with \d+ MiB available: grow ahead to use \d+ MiB \+ headroom \+ 5 s of the rise$/, JSON.stringify(full));
+    assert.ok(full.actions[0]!.targetKiB > 1536 * MiB + 8 * MiB);
+  });
+  test('memory is not taken from a guest whose use rises, and a shrink under way is stopped where the guest is', () => {
+    const state = fresh();
+    // 2 GiB guest, 1500 MiB available: idle enough to reclaim, but its RSS rises 40 MiB/s.
+    decideVirtmem(snap([withRss(guest('c', 2048 * MiB, sig({ availableKiB: 1500 * MiB, ageS: 0.2 })), 600 * MiB)], null, 100), state);
+    const d = decideVirtmem(snap([withRss(guest('c', 2048 * MiB, sig({ availableKiB: 1500 * MiB, ageS: 1.2 })), 640 * MiB)], null, 101), state);
+    assert.deepEqual(d.actions, [], JSON.stringify(d));
+    assert.match(d.holds[0]!.reason, /^use rising 40 MiB\/s with \d+ MiB available: not reclaiming$/);
+    const shrinking = fresh();
+    // t=100: reclaimed a step (the hypervisor's target follows, as the daemon's setmem makes it).
+    const step = decideVirtmem(snap([withRss(guest('s', 2048 * MiB, sig({ availableKiB: 1500 * MiB, ageS: 0.2 })), 600 * MiB)], null, 100), shrinking).actions[0]!.targetKiB;
+    assert.equal(step, 2048 * MiB - DEFAULT_POLICY_OPTIONS.reclaimStepKiB);
+    const stop = decideVirtmem(snap([{ ...withRss(guest('s', 1900 * MiB, sig({ availableKiB: 1400 * MiB, ageS: 1.2 })), 640 * MiB), targetKiB: step }], null, 101), shrinking);
+    assert.equal(stop.actions.length, 1, JSON.stringify(stop));
+    assert.equal(stop.actions[0]!.targetKiB, 1900 * MiB);
+    assert.match(stop.actions[0]!.reason, /^host-backed use rising 40 MiB\/s while shrinking to 1792 MiB: stop the shrink$/);
+    // A rise fast enough to grow for grows the guest even while it shrinks.
+    const fast = fresh();
+    decideVirtmem(snap([{ ...withRss(guest('f', 1024 * MiB, sig({ availableKiB: 300 * MiB, ageS: 0.2 })), 600 * MiB), targetKiB: 800 * MiB }], null, 100), fast);
+    const grown = decideVirtmem(snap([{ ...withRss(guest('f', 900 * MiB, sig({ availableKiB: 300 * MiB, ageS: 1.2 })), 700 * MiB), targetKiB: 800 * MiB }], null, 101), fast);
+    assert.ok(grown.actions[0]!.targetKiB > 900 * MiB, JSON.stringify(grown));
+    assert.match(grown.actions[0]!.reason, /^use rising 100 MiB\/s/);
   });
   test('a slow rise with plenty available is left alone', () => {
     const state = fresh();
@@ -220,6 +340,55 @@ describe('the host budget', () => {
     assert.ok(idle.targetKiB < 1536 * MiB);
     assert.match(idle.reason, /host budget: cut to/);
     assert.ok(needy.targetKiB + idle.targetKiB <= 2600 * MiB + 2 * MiB);
+  });
+  test('growth goes only into memory that is free: a guest still heading to a larger target counts at it', () => {
+    // 'back' was asked to stop a shrink at 409 MiB and is at 385 MiB now: it goes back up to 409.
+    const d = decideVirtmem(snap([
+      { ...guest('back', 385 * MiB, sig({ availableKiB: 145 * MiB })), targetKiB: 409 * MiB },
+      guest('needy', 1400 * MiB, sig({ availableKiB: 10 * MiB })),
+    ], 1900 * MiB), fresh());
+    const needy = d.actions.find((a) => a.name === 'needy')!;
+    assert.ok(needy.targetKiB <= 1900 * MiB - 409 * MiB, String(needy.targetKiB / MiB));
+  });
+  test('a guest counts at the last target the policy sent it, where the host\'s view does not show it yet', () => {
+    const state = fresh();
+    // Round 1: 'a' is short and is sent up by at least 256 MiB.
+    const up = decideVirtmem(snap([guest('a', 1024 * MiB, sig({ availableKiB: 10 * MiB }))], 4096 * MiB, 100), state);
+    const sent = up.actions[0]!.targetKiB;
+    assert.ok(sent >= 1280 * MiB);
+    // Round 2: the view still shows 1 GiB (the hypervisor's last target not known), 'b' is short.
+    const d = decideVirtmem(snap([
+      guest('a', 1024 * MiB, sig({ availableKiB: 200 * MiB, ageS: 0.5 })),
+      guest('b', 1024 * MiB, sig({ availableKiB: 10 * MiB })),
+    ], 2600 * MiB, 101), state);
+    const b = d.actions.find((x) => x.name === 'b')!;
+    assert.ok(b.targetKiB <= 2600 * MiB - sent, `${b.targetKiB / MiB} MiB leaves no room for the ${sent / MiB} MiB 'a' is heading to`);
+  });
+  test('a guest the policy just sent up is not taken to be shrinking because the host\'s view shows an older, lower target', () => {
+    const state = fresh();
+    const up = decideVirtmem(snap([{ ...guest('a', 1024 * MiB, sig({ availableKiB: 10 * MiB })), targetKiB: 1024 * MiB, rssKiB: 1000 * MiB }], null, 100), state).actions[0]!.targetKiB;
+    // t=101: grown part way; the view's target is still the old size (a libvirt domain XML read
+    // before the resize). Host-backed use rises: that is a rise to grow for, not a shrink to stop.
+    const d = decideVirtmem(snap([{ ...guest('a', 1200 * MiB, sig({ availableKiB: 100 * MiB, ageS: 0.5 })), targetKiB: 1024 * MiB, rssKiB: 1300 * MiB }], null, 101), state);
+    assert.doesNotMatch([...d.actions, ...d.holds][0]!.reason, /shrink/, JSON.stringify(d));
+    assert.ok(d.actions[0]!.targetKiB > 1200 * MiB && up > 1200 * MiB, JSON.stringify(d));
+  });
+  test('a guest cooling down after a rise gives all its idle memory back at once for a pressured guest', () => {
+    const state = fresh();
+    // The donor rose (RSS) and was grown ahead a round ago; it holds 1.5 GiB, of which 1.1 GiB is cache.
+    decideVirtmem(snap([{ ...guest('donor', 1536 * MiB, sig({ availableKiB: 1200 * MiB, diskCachesKiB: 1100 * MiB, ageS: 0.2 })), rssKiB: 500 * MiB }], null, 100), state);
+    decideVirtmem(snap([{ ...guest('donor', 1536 * MiB, sig({ availableKiB: 1200 * MiB, diskCachesKiB: 1100 * MiB, ageS: 1.2 })), rssKiB: 800 * MiB }], null, 101), state);
+    const d = decideVirtmem(snap([
+      { ...guest('donor', 1536 * MiB, sig({ availableKiB: 1200 * MiB, diskCachesKiB: 1100 * MiB, ageS: 2.2 })), rssKiB: 800 * MiB },
+      guest('needy', 1024 * MiB, sig({ availableKiB: 10 * MiB })),
+    ], 2600 * MiB, 102), state);
+    const donor = d.actions.find((a) => a.name === 'donor')!;
+    // Not just what the needy guest lacks: all its idle memory at once, down to use (336 MiB + the
+    // 300 MiB its RSS rose that no sample has placed yet) + 1.5 x 96 MiB.
+    assert.match(donor.reason, /^idle memory 804 MiB, but a rise 1 s ago: cooling down; host budget: cut to 1204 MiB; another guest waits for memory: give back all idle memory now \(to 780 MiB\)$/);
+    assert.equal(donor.targetKiB, 780 * MiB);
+    const needy = d.actions.find((a) => a.name === 'needy')!;
+    assert.match(needy.reason, /growth limited to the free part of the host budget/);
   });
 });
 
