@@ -68,6 +68,17 @@ export class DefinitionStore {
     return entries.filter((f) => f.endsWith('.json') && !f.startsWith('.')).map((f) => f.slice(0, -5)).sort();
   }
 
+  /** Whether a file stands under `name`'s definition, usable or not (a link is not followed). */
+  async exists(name: string): Promise<boolean> {
+    try {
+      await lstat(this.paths.definition(name));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
   /**
    * The definition of `name`, or null if there is none. The file is read without following a
    * symbolic link and bounded in size; an error about it names the file and what is wrong with

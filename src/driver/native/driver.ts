@@ -166,10 +166,12 @@ export class NativeDriver implements HypervisorDriver {
         throw new VirtError('DOMAIN_EXISTS', `operation failed: domain '${name}' already exists with uuid ${existing.uuid}`);
       }
       return this.ctx.withDomainLock(name, async () => {
-        // As it is now: an undefine (which takes only the domain's lock) may have removed it.
-        const now = await this.ctx.store.get(name);
+        // As it is now: an undefine (which takes only the domain's lock) may have removed it. An
+        // unusable stored file (a link, a torn copy) is replaced, never read: the new definition
+        // takes its place by rename.
+        const redefined = await this.ctx.store.exists(name);
         await this.ctx.store.save(input);
-        return { def: input, redefined: now !== null };
+        return { def: input, redefined };
       });
     });
   }
