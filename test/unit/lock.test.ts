@@ -145,3 +145,28 @@ test('atomic writes leave no temporary files and are owner-only', async () => {
   const { stat } = await import('node:fs/promises');
   assert.equal((await stat(path)).mode & 0o777, 0o600);
 });
+
+test('a lock file is never seen without its holder\u2019s pid, so no waiter takes a new lock for a dead one', async () => {
+  // A waiter first in line reads the lock file to see whether its holder died, and removes a file
+  // without a pid. Were the file created empty and written after, a read in between would find it
+  // empty: the waiter removed a live lock and both held it.
+  const dir = await mkdtemp(join(tmpdir(), 'lk-'));
+  const path = join(dir, 'd.lock');
+  let reads = 0;
+  let empty = 0;
+  let done = false;
+  const reader = (async () => {
+    while (!done) {
+      const text = await readFile(path, 'utf8').catch(() => null);
+      if (text === null) continue;
+      reads++;
+      if (!/^\d+ \d+\n$/.test(text)) empty++;
+    }
+  })();
+  for (let i = 0; i < 500; i++) await (await acquireLock(path)).release();
+  done = true;
+  await reader;
+  assert.ok(reads > 0, 'the reader saw the lock held at least once');
+  assert.equal(empty, 0, `${empty} of ${reads} reads found the lock file without a pid`);
+  assert.deepEqual((await readdir(dir)).filter((n) => n !== 'd.lock'), [], 'no stamp or ticket left behind');
+});

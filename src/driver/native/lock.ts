@@ -15,7 +15,7 @@
  * untaken for HEAD_GRACE_MS (its process is stopped) is passed over.
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { access, open, readFile, readdir, unlink } from 'node:fs/promises';
+import { access, link, readFile, readdir, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { VirtError } from '../../domain/errors.js';
 import { LOCK_WAIT_MS, seconds, stoppedBy } from '../bounds.js';
@@ -49,24 +49,28 @@ async function ownStartTicks(): Promise<number> {
   return selfStartTicks;
 }
 
-/** Tickets of one process are told apart by this counter. */
+/** Tickets (and stamp files) of one process are told apart by this counter. */
 let ticketCount = 0;
 
-/** Creates `path` holding our pid and start time; false when it exists. */
+/**
+ * Creates `path` holding our pid and start time; false when it exists. The stamp is written to a
+ * file of its own first and linked into place (link fails when the name exists, as O_EXCL does),
+ * so nobody ever reads a lock or ticket without its pid: a waiter took a just-created, still
+ * empty lock file for a dead holder's and removed it, and two processes then held the lock (a
+ * setmem --config lost under load in CI).
+ */
 async function createStamped(path: string): Promise<boolean> {
-  let fh;
+  const stamp = join(dirname(path), `.stamp-${process.pid}-${++ticketCount}`);
+  await writeFile(stamp, `${process.pid} ${await ownStartTicks()}\n`, { mode: 0o600 });
   try {
-    fh = await open(path, 'wx', 0o600);
+    await link(stamp, path);
+    return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw err;
-  }
-  try {
-    await fh.writeFile(`${process.pid} ${await ownStartTicks()}\n`);
   } finally {
-    await fh.close();
+    await unlink(stamp).catch(() => {});
   }
-  return true;
 }
 
 /** Whether the pid-stamped file names a process that is gone; false when the file vanished. */
@@ -79,7 +83,7 @@ async function holderGone(path: string): Promise<boolean> {
   }
   const [pidText, startText] = text.trim().split(' ');
   const pid = Number(pidText);
-  // A half-written file (its writer died between create and write) is stale too.
+  // Lock files are linked into place whole (createStamped): one without a pid is damaged, stale.
   if (!Number.isInteger(pid) || pid <= 0) return true;
   return !(await isProcessAlive(pid, startText ? Number(startText) : undefined));
 }
