@@ -8,9 +8,10 @@
  * warm process decides, and answers "run it yourself" for anything it does not serve (start,
  * define, waits, ...), which this program then does by exec'ing Node on the plain CLI, exactly
  * as if the warm process did not exist. It does the same when the warm process dies before the
- * command started, or before a read-only one finished (its output is held until the exit code
- * comes, so nothing is printed twice); it never runs a command again that may have changed
- * something. Protocol: src/cli/warm-protocol.ts.
+ * command started, or before one that is safe to run again finished (it only reads, or sets an
+ * absolute value: its output is held until the exit code comes, so nothing is printed twice); it
+ * never runs a command again that a second run would repeat differently (undefine, destroy, a
+ * monitor command). Protocol: src/cli/warm-protocol.ts.
  *
  * The warm process is started by the first invocation that finds none (that invocation runs the
  * plain CLI itself, like virsh starting a session libvirtd in the background) and exits after a
@@ -132,7 +133,7 @@ static void spawn_warm(const char *sock_path) {
   _exit(127);
 }
 
-/* The command's output is held back until its exit code arrives, so that a read-only command
+/* The command's output is held back until its exit code arrives, so that a rerunnable command
    whose warm process dies mid-way has printed nothing and can simply run again. Warm commands
    print little; past HOLD_MAX what is held is written and the rest streams (such a command is
    then not run again). Records: fd byte, 4-byte length, bytes. */
@@ -234,9 +235,9 @@ int main(int argc, char **argv) {
   free(req);
 
   /* Frames: 1 byte type, 4 bytes big-endian length, payload. The first is 'r' (run it
-     yourself) or 's' (started; payload 'r' when the command only reads). */
+     yourself) or 's' (started; payload 'r' when running it again is harmless). */
   static char buf[65536];
-  int started = 0, read_only = 0;
+  int started = 0, rerunnable = 0;
   for (;;) {
     unsigned char head[5];
     if (read_all(fd, (char *)head, sizeof head) != 1) break;
@@ -246,7 +247,7 @@ int main(int argc, char **argv) {
       if (type == 'r') { close(fd); run_direct(argc, argv); }
       started = 1; /* from here on the command may be running */
       if (type != 's' || len != 1 || read_all(fd, buf, 1) != 1) break;
-      read_only = buf[0] == 'r';
+      rerunnable = buf[0] == 'r';
       continue;
     }
     if (type == 'x') {
@@ -264,14 +265,14 @@ int main(int argc, char **argv) {
   }
 lost:
   /* The warm process went away before the exit code (killed, out of memory). Exactly once
-     (warm-protocol.ts): with no 's' frame the command never started, and a read-only command
-     that printed nothing yet (its output is held until the exit code) is harmless to run
-     again; anything else may have taken effect, so it is not run again and the caller is
+     (warm-protocol.ts): with no 's' frame the command never started, and a rerunnable command
+     (reads, or sets an absolute value) that printed nothing yet (its output is held until the
+     exit code) is harmless to run again; anything else may have taken effect, so it is not run again and the caller is
      told. */
   close(fd);
-  if (!started || (read_only && !streaming)) run_direct(argc, argv);
+  if (!started || (rerunnable && !streaming)) run_direct(argc, argv);
   release_held();
-  if (read_only)
+  if (rerunnable)
     fprintf(stderr, "error: the virtmem warm process died before the command finished: the output above is incomplete (see %s.log)\n", addr.sun_path);
   else
     fprintf(stderr, "error: the virtmem warm process died while running the command, which may or may not have taken effect; it was not run again: check before repeating it (see %s.log)\n", addr.sun_path);

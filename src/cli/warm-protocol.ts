@@ -6,8 +6,9 @@
  *   "virtmem-warm 2", isTty ("0"|"1"), N, N x env ("KEY=value" set, "KEY-" unset), M, M x argv word
  * Response, server -> client: frames of 1 byte type, 4 bytes big-endian length, payload:
  *   'r' "run it yourself": the first and only frame; nothing ran (the client runs the plain CLI).
- *   's' started: the first frame of a command the server runs, payload one byte, 'r' when the
- *       command only reads (running it again is harmless) or 'w' when it may change something.
+ *   's' started: the first frame of a command the server runs, payload one byte, 'r' when
+ *       running the command again is harmless (it only reads, or sets a value that a second run
+ *       sets again: setmem, setmaxmem, dommemstat --period) or 'w' when it is not.
  *   '1' stdout bytes, '2' stderr bytes, 'x' exit code (1 byte, last frame).
  *
  * Exactly once. The server hands 's' to the kernel (its write completed) before it starts the
@@ -15,12 +16,12 @@
  * the warm process dies (SIGKILL, OOM) at any point. What the client does when the connection
  * ends without an 'x' frame:
  *   no frame     nothing ran: it runs the command itself;
- *   's' 'r'      a read-only command: it runs it itself. The client holds a command's output
+ *   's' 'r'      a command safe to run again: it runs it itself. The client holds a command's output
  *                until 'x' arrives, so nothing was printed yet (unless the output outgrew
  *                what it holds, 1 MiB: then it was streamed, is incomplete, and the client
  *                exits 1 saying so);
- *   's' 'w'      it may or may not have taken effect: it is NOT run again; the client prints
- *                what came, says so and exits 1.
+ *   's' 'w'      (undefine, destroy, qemu-monitor-command) it may or may not have taken effect:
+ *                it is NOT run again; the client prints what came, says so and exits 1.
  */
 
 export const WARM_MAGIC = 'virtmem-warm 2';
@@ -144,8 +145,13 @@ const WARM_COMMANDS = new Set([
   'qemu-monitor-command', 'help',
 ]);
 
-/** Of those, the ones that never change anything (dommemstat only without --period). */
-const READ_ONLY_COMMANDS = new Set(['list', 'dominfo', 'domstate', 'dommemstat', 'dumpxml', 'help']);
+/**
+ * Of those, the ones a second run cannot make do anything twice: they only read, or they set an
+ * absolute value (virsh's sizes and periods are never relative), so a second run leaves what the
+ * first left, as a late run would. undefine and destroy are not among them (a second run finds
+ * the domain gone and fails), nor a monitor command (it can do anything).
+ */
+const RERUNNABLE_COMMANDS = new Set(['list', 'dominfo', 'domstate', 'dommemstat', 'dumpxml', 'help', 'setmem', 'setmaxmem']);
 
 /** Whether `args` holds the option `--name`, as `--name V` or `--name=V`. */
 const hasOption = (args: string[], name: string): boolean => args.some((w) => w === `--${name}` || w.startsWith(`--${name}=`));
@@ -194,14 +200,12 @@ export function warmServes(argv: string[], clientEnv: Map<string, string | undef
 }
 
 /**
- * Whether `argv` only reads, so that running it a second time after the warm process died
- * mid-way (before any output) cannot do anything twice. Anything that may change a domain,
- * its definition or QEMU (a monitor command can do anything) is not.
+ * Whether running `argv` a second time, after the warm process died mid-way (before any output),
+ * cannot do anything twice: it only reads, or it sets an absolute value.
  */
-export function warmReadOnly(argv: string[]): boolean {
+export function warmRerunnable(argv: string[]): boolean {
   const c = splitCommand(argv);
   if (!c) return false;
   if (c.cmd === undefined) return true;
-  if (!READ_ONLY_COMMANDS.has(c.cmd)) return false;
-  return !(c.cmd === 'dommemstat' && hasOption(c.args, 'period'));
+  return RERUNNABLE_COMMANDS.has(c.cmd);
 }

@@ -15,7 +15,7 @@ import { unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { main, type CliIo } from './main.js';
-import { encodeWarmFrame, parseWarmRequest, warmReadOnly, warmServes, WarmProtocolError } from './warm-protocol.js';
+import { encodeWarmFrame, parseWarmRequest, warmRerunnable, warmServes, WarmProtocolError } from './warm-protocol.js';
 
 const DEFAULT_IDLE_S = 60;
 
@@ -99,7 +99,7 @@ async function serveOne(sock: Socket, stale: () => boolean): Promise<void> {
   // 's' reaches the kernel before the command starts (warm-protocol.ts, "Exactly once"): a
   // client that never sees it runs the command itself, so nothing may run before it is out. A
   // client gone by now never learns of the command either: it is not run.
-  if (!(await sendNow(sock, encodeWarmFrame('s', warmReadOnly(req.argv) ? 'r' : 'w')))) { sock.destroy(); return; }
+  if (!(await sendNow(sock, encodeWarmFrame('s', warmRerunnable(req.argv) ? 'r' : 'w')))) { sock.destroy(); return; }
   // A client that goes away later (Ctrl-C) does not stop the command: warm commands are short
   // and bounded; their output is dropped.
   const send = (frame: Buffer): void => { if (!sock.destroyed) sock.write(frame); };

@@ -1,8 +1,9 @@
 /**
  * The CLI survives its warm process dying (issue "Lose nothing under concurrency and faults"):
  * killed (SIGKILL) before it started a command, the caller runs the command itself; killed
- * mid-way, a read-only command that printed nothing yet is run again, and a change is never run
- * a second time (the caller is told it may or may not have taken effect). Commands on
+ * mid-way, a command that printed nothing yet is run again when a second run is harmless (it
+ * reads, or sets an absolute value: setmem), and undefine is never run a second time (the caller
+ * is told it may or may not have taken effect). Commands on
  * definitions, through bin/virtmem as users run it.
  */
 import { test, after, before } from 'node:test';
@@ -99,7 +100,7 @@ test('killed before it started the commands: each caller runs its command itself
   assert.match(list!.stdout, /^ -\s+stopped-r\s+shut off$/m);
 });
 
-test('killed again and again while commands run: no read-only caller fails, no change runs twice', async () => {
+test('killed again and again while commands run: no reader and no setmem fails, no undefine runs twice', async () => {
   const counts = { kills: 0, killsInFlight: 0, commands: 0, readOnly: 0, changes: 0, ok: 0, indeterminate: 0 };
   const failures: string[] = [];
   let inFlight = 0;
@@ -129,7 +130,6 @@ test('killed again and again while commands run: no read-only caller fails, no c
       else if (pick < 0.8 || undefs.length === 0) args = ['setmem', dom, `${256 + 32 * (i % 8)}M`, '--config'];
       else args = ['undefine', undefs.shift()!];
       const change = args[0] === 'setmem' || args[0] === 'undefine';
-      const before = args[0] === 'setmem' ? await currentKiB(dom) : null;
       inFlight++;
       const r = await start(...args);
       inFlight--;
@@ -147,13 +147,9 @@ test('killed again and again while commands run: no read-only caller fails, no c
         if (args[0] === 'dominfo') assert.match(r.stdout, new RegExp(`^Name:\\s+${dom}$`, 'm'), what);
         continue;
       }
-      if (change && INDETERMINATE.test(r.stderr) && r.stdout === '') {
+      if (args[0] === 'undefine' && INDETERMINATE.test(r.stderr) && r.stdout === '') {
         // Killed after it started: it ran or it did not, and it was not run again.
         counts.indeterminate++;
-        if (args[0] === 'setmem') {
-          const now = await currentKiB(dom);
-          assert.ok(now === before || now === Number.parseInt(args[2]!, 10) * 1024, `${what}: ${now} KiB is neither before nor after`);
-        }
         continue;
       }
       failures.push(`${what} -> exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
