@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
 import { skipUnlessCi, notRoot } from '../helpers/skip.js';
-import { virsh as virshAt, type VirshResult } from '../helpers/virsh.js';
+import { virsh as virshAt, virshDominfoLines, type VirshResult } from '../helpers/virsh.js';
 
 const U = 'qemu:///system';
 const SOCK = '/var/run/libvirt/libvirt-sock';
@@ -25,8 +25,8 @@ const skip = skipUnlessCi(!existsSync(SOCK) && `libvirtd is not running (${SOCK}
 
 const virsh = (...args: string[]): Promise<VirshResult> => virshAt(U, ...args);
 
-/** dominfo without the line that moves by itself. */
-const steady = (text: string): string => text.replace(/^CPU time:.*\n/m, '');
+/** dominfo without the line that moves by itself, and without the lines virtmem adds to virsh's. */
+const steady = (text: string): string => virshDominfoLines(text).replace(/^CPU time:.*\n/m, '');
 
 async function sameAsVirsh(name: string, what: string): Promise<string> {
   const ours = await runCli(['-c', U, 'dominfo', name]);
