@@ -69,8 +69,8 @@ export const DAEMON_COMMANDS: Command[] = [
       const groupText = a.options.get('socket-group');
       if (groupText !== undefined && modeText !== '0660') throw new UsageError('--socket-group needs --socket-mode 0660');
       const socketGid = modeText !== '0660' ? undefined : groupText !== undefined ? await groupId(groupText) : process.getegid!();
-      const [{ Daemon }, { ApiServer }, { ensurePrivateDir }] = await Promise.all([
-        import('../daemon/daemon.js'), import('../http/server.js'), import('../util/atomic-file.js'),
+      const [{ Daemon }, { ApiServer }, { RpcServer }, { ensurePrivateDir }] = await Promise.all([
+        import('../daemon/daemon.js'), import('../http/server.js'), import('../http/rpc-server.js'), import('../util/atomic-file.js'),
       ]);
       const mode = a.options.get('policy') ?? 'per-guest';
       if (mode !== 'off' && mode !== 'per-guest' && mode !== 'all') throw new UsageError(`invalid --policy '${mode}': expected off, per-guest or all`);
@@ -91,8 +91,11 @@ export const DAEMON_COMMANDS: Command[] = [
       const staticFiles = await dashboardFiles(ctx.err);
       await daemon.start();
       // On the unix socket the file's mode is the access control (as for libvirt's socket).
-      const servers = [new ApiServer({ daemon, token: null, listen: { kind: 'unix', path: files.socket, mode: Number.parseInt(modeText, 8), ...(socketGid !== undefined ? { gid: socketGid } : {}) }, ...(staticFiles ? { staticFiles } : {}) })];
+      const access = { mode: Number.parseInt(modeText, 8), ...(socketGid !== undefined ? { gid: socketGid } : {}) };
+      const servers: Array<InstanceType<typeof ApiServer> | InstanceType<typeof RpcServer>> = [new ApiServer({ daemon, token: null, listen: { kind: 'unix', path: files.socket, ...access }, ...(staticFiles ? { staticFiles } : {}) })];
       if (tcp) servers.push(new ApiServer({ daemon, token, listen: { kind: 'tcp', ...tcp }, ...(staticFiles ? { staticFiles } : {}) }));
+      // The same API without HTTP, for clients making many calls (src/http/rpc-server.ts).
+      servers.push(new RpcServer({ daemon, listen: { path: files.rpcSocket, ...access } }));
       try {
         for (const s of servers) await s.start();
       } catch (err) {
@@ -101,6 +104,7 @@ export const DAEMON_COMMANDS: Command[] = [
         throw err;
       }
       for (const s of servers) {
+        if (s instanceof RpcServer) { ctx.err(`virtmemd: RPC on ${s.path}\n`); continue; }
         const l = s.address;
         ctx.err(`virtmemd: listening on ${l.kind === 'unix' ? l.path : `http://${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}/`}\n`);
       }

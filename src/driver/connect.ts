@@ -60,7 +60,7 @@ export function stateDirectory(given?: string): string {
 }
 
 /** virtmemd's API socket and token in a state directory. */
-export function daemonFiles(stateDir: string): { socket: string; token: string } {
+export function daemonFiles(stateDir: string): { socket: string; rpcSocket: string; token: string } {
   const p = new StatePaths(stateDir);
-  return { socket: p.daemonSocket, token: p.daemonToken };
+  return { socket: p.daemonSocket, rpcSocket: p.daemonRpcSocket, token: p.daemonToken };
 }

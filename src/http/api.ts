@@ -179,6 +179,17 @@ function guestRoutes(router: Router<Handler>): void {
   }
 }
 
+/**
+ * One API call as every transport makes it (HTTP, the RPC socket): the route for `method` and
+ * `pathname` (below API_PREFIX), its handler on the daemon.
+ * @throws HttpError NOT_FOUND / METHOD_NOT_ALLOWED (no such route), and what the handler throws
+ */
+export function callApi(router: Router<Handler>, d: Daemon, method: string, pathname: string, r: Omit<ApiRequest, 'params'>): Promise<ApiAnswer> {
+  if (pathname !== API_PREFIX && !pathname.startsWith(API_PREFIX + '/')) throw new HttpError(404, 'NOT_FOUND', `no such path: ${pathname.slice(0, 200)}`);
+  const m = router.match(method, pathname.slice(API_PREFIX.length));
+  return m.route.handler(d, { ...r, params: m.params });
+}
+
 export function apiRouter(): Router<Handler> {
   const router = new Router<Handler>()
     .add('GET', '/domains', async (d, r) => {

@@ -4,19 +4,17 @@
  * a bounded body and a bounded time, and gets a JSON answer; errors name the problem.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { chmod, chown, unlink } from 'node:fs/promises';
-import { createConnection } from 'node:net';
+import { unlink } from 'node:fs/promises';
 import { LOCAL, type Daemon, type DaemonEvent } from '../daemon/daemon.js';
-import { API_PREFIX, apiRouter } from './api.js';
+import { API_PREFIX, apiRouter, callApi } from './api.js';
 import { HttpError, toHttpError } from './errors.js';
 import { checkRequest, tokenEquals, type Listener } from './guard.js';
 import { formatMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
 import { IDLE_CONNECTION_MS, REQUEST_MS, boundSignal, seconds } from '../driver/bounds.js';
-import { withUmask } from '../util/private-files.js';
+import { listenOn, listenUnix, type UnixAddress } from './unix-listen.js';
 import { InputTooLargeError, readStreamBounded } from '../util/bounded-read.js';
 
-/** A unix socket gets `mode` (default 0600) and, when given, the group `gid` (the members it lets in). */
-export type ListenAddress = { kind: 'unix'; path: string; mode?: number; gid?: number } | { kind: 'tcp'; host: string; port: number };
+export type ListenAddress = ({ kind: 'unix' } & UnixAddress) | { kind: 'tcp'; host: string; port: number };
 
 /** Serves other files (the dashboard); returns false when `pathname` is not one of them. */
 export type StaticFiles = (req: IncomingMessage, res: ServerResponse, pathname: string) => boolean;
@@ -83,30 +81,15 @@ export class ApiServer {
   async start(): Promise<void> {
     const l = this.opts.listen;
     if (l.kind === 'unix') {
-      if (await answers(l.path)) throw new HttpError(500, 'INTERNAL', `another daemon already answers on ${l.path}`);
-      await unlink(l.path).catch(() => {});
-      // Created owner-only from the start (bind() happens inside listen(), synchronously, so
-      // the umask is back before anything else runs), then given the group and mode asked for.
-      await this.#listen(() => withUmask(0o177, () => this.#server.listen(l.path)));
-      if (l.gid !== undefined) await chown(l.path, -1, l.gid);
-      await chmod(l.path, l.mode ?? 0o600);
+      await listenUnix(this.#server, l);
     } else {
-      await this.#listen(() => this.#server.listen(l.port, l.host));
+      await listenOn(this.#server, () => this.#server.listen(l.port, l.host));
       const a = this.#server.address();
       if (a && typeof a === 'object') {
         this.#address = { kind: 'tcp', host: l.host, port: a.port };
         this.#listener.port = a.port;
       }
     }
-  }
-
-  #listen(go: () => void): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onErr = (err: Error): void => reject(new HttpError(500, 'INTERNAL', `cannot listen: ${err.message}`, undefined, { cause: err }));
-      this.#server.once('error', onErr);
-      this.#server.once('listening', () => { this.#server.off('error', onErr); resolve(); });
-      go();
-    });
   }
 
   /** Stops accepting, ends event streams, waits for open requests (bounded), removes the socket. */
@@ -182,10 +165,10 @@ export class ApiServer {
         return;
       }
       if (pathname === API_PREFIX || pathname.startsWith(API_PREFIX + '/')) {
-        const m = this.#router.match(method, pathname.slice(API_PREFIX.length));
+        this.#router.match(method, pathname.slice(API_PREFIX.length)); // 404/405 before a body is read
         let body = '';
         if (method === 'PUT' || method === 'POST') body = await this.#readBody(req);
-        const answer = await m.route.handler(d, { params: m.params, query, body, signal: bound.signal, waitsLonger: (ms) => answerWithin(boundMs + ms) });
+        const answer = await callApi(this.#router, d, method, pathname, { query, body, signal: bound.signal, waitsLonger: (ms) => answerWithin(boundMs + ms) });
         this.#json(res, answer.status, answer.body, answer.headers);
         return;
       }
@@ -264,13 +247,4 @@ export class ApiServer {
       this.opts.daemon.counters.sseClients = this.#sse.size;
     });
   }
-}
-
-/** True when something accepts connections on the unix socket `path` now. */
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createConnection(path);
-    s.once('connect', () => { s.destroy(); resolve(true); });
-    s.once('error', () => resolve(false));
-  });
 }

@@ -4,13 +4,14 @@
  * `FrameDecoder` reassembles packets from arbitrary stream chunks.
  */
 import { XdrError, XdrReader, XdrWriter } from './xdr.js';
+import { LengthFrames, LENGTH_WORD_BYTES } from '../util/length-frames.js';
 
 /** virNetMessageType. */
 export const MessageType = { CALL: 0, REPLY: 1, MESSAGE: 2, STREAM: 3, CALL_WITH_FDS: 4, REPLY_WITH_FDS: 5 } as const;
 /** virNetMessageStatus. */
 export const MessageStatus = { OK: 0, ERROR: 1, CONTINUE: 2 } as const;
 
-export const LEN_BYTES = 4;
+export const LEN_BYTES = LENGTH_WORD_BYTES;
 export const HEADER_BYTES = 24;
 /**
  * VIR_NET_MESSAGE_MAX (virnetprotocol.x): the largest packet libvirt sends or accepts, length
@@ -75,62 +76,18 @@ export function decodePacket(frame: Buffer): Packet {
  * longer be trusted, so `push` throws and the caller closes the connection.
  */
 export class FrameDecoder {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  readonly #frames = new LengthFrames({
+    minBytes: LEN_BYTES + HEADER_BYTES,
+    maxBytes: LEN_BYTES + MESSAGE_MAX_BYTES,
+    outOfBounds: (len, tooShort) => new XdrError(tooShort ? `packet length ${len} is shorter than a header` : `packet length ${len} exceeds libvirt's limit of ${MESSAGE_MAX_BYTES}`),
+  });
 
   push(chunk: Buffer): Packet[] {
-    if (this.buffered === 0) {
-      // Common case: the chunk starts at a packet boundary; slice packets without copying.
-      const out: Packet[] = [];
-      let off = 0;
-      while (chunk.length - off >= LEN_BYTES) {
-        const len = chunk.readUInt32BE(off);
-        if (len < LEN_BYTES + HEADER_BYTES) throw new XdrError(`packet length ${len} is shorter than a header`);
-        if (len - LEN_BYTES > MESSAGE_MAX_BYTES) throw new XdrError(`packet length ${len} exceeds libvirt's limit of ${MESSAGE_MAX_BYTES}`);
-        if (chunk.length - off < len) break;
-        out.push(decodePacket(chunk.subarray(off, off + len)));
-        off += len;
-      }
-      if (off === chunk.length) return out;
-      this.chunks.push(chunk.subarray(off));
-      this.buffered = chunk.length - off;
-      return out.concat(this.drain());
-    }
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    return this.drain();
-  }
-
-  private drain(): Packet[] {
-    const out: Packet[] = [];
-    for (;;) {
-      if (this.buffered < LEN_BYTES) break;
-      const head = this.peek(LEN_BYTES);
-      const len = head.readUInt32BE(0);
-      if (len < LEN_BYTES + HEADER_BYTES) throw new XdrError(`packet length ${len} is shorter than a header`);
-      if (len - LEN_BYTES > MESSAGE_MAX_BYTES) throw new XdrError(`packet length ${len} exceeds libvirt's limit of ${MESSAGE_MAX_BYTES}`);
-      if (this.buffered < len) break;
-      out.push(decodePacket(this.take(len)));
-    }
-    return out;
+    return this.#frames.push(chunk).map(decodePacket);
   }
 
   /** Bytes of an incomplete packet held back. */
   get pendingBytes(): number {
-    return this.buffered;
-  }
-
-  private peek(n: number): Buffer {
-    if (this.chunks[0]!.length >= n) return this.chunks[0]!.subarray(0, n);
-    return Buffer.concat(this.chunks).subarray(0, n);
-  }
-
-  private take(n: number): Buffer {
-    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-    const frame = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.chunks = rest.length ? [rest] : [];
-    this.buffered = rest.length;
-    return frame;
+    return this.#frames.pendingBytes;
   }
 }

@@ -13,6 +13,7 @@ import { openEvents, startDaemon, type RunningDaemon } from '../helpers/daemon.j
 import { assertConforms } from '../helpers/openapi.js';
 import { GuestAgent } from '../../src/guest/agent.js';
 import { daemonRequest, closeDaemonClients, type DaemonTarget, type DaemonAnswer } from '../../src/driver/remote/http-client.js';
+import { DaemonRpcClient } from '../../src/driver/remote/rpc-client.js';
 
 const MiB = 1024 * 1024;
 const DOM = 'dm';
@@ -136,6 +137,42 @@ describe('virtmemd with one running guest', () => {
     const refused = await call('PUT', `/domains/${DOM}/max-memory`, '/domains/{name}/max-memory', { maxBytes: 2048 * MiB, live: true });
     assert.equal(refused.status, 409, 'no hot-plug ceiling beyond 1 GiB: refused with the reason');
     assert.match((refused.body as any).error.message, /hot-plug/);
+  });
+
+  test('the RPC socket: owner-only, the same answers and errors as HTTP, calls overlapping on one connection', async () => {
+    const path = join(sb.stateDir, 'virtmemd-rpc.sock');
+    assert.equal((await stat(path)).mode & 0o777, 0o600);
+    const rpc = new DaemonRpcClient(path);
+    try {
+      const viaHttp = (await call('GET', `/domains/${DOM}/info`, '/domains/{name}/info')).body as Record<string, any>;
+      const viaRpc = await rpc.call('GET', `/api/v1/domains/${DOM}/info`);
+      assertConforms('GET', '/domains/{name}/info', viaRpc.status, viaRpc.body);
+      const info = viaRpc.body as Record<string, any>;
+      assert.equal(info.name, DOM);
+      assert.deepEqual(info.memory, viaHttp.memory);
+      assert.equal(info.maxMemoryBytes, viaHttp.maxMemoryBytes);
+      const many = await Promise.all(Array.from({ length: 20 }, () => rpc.call('GET', `/api/v1/domains/${DOM}`)));
+      for (const r of many) { assert.equal(r.status, 200); assert.equal((r.body as any).name, DOM); }
+      const bad = await rpc.call('PUT', `/api/v1/domains/${DOM}/memory`, { targetBytes: '512M' });
+      assert.equal(bad.status, 400);
+      assert.deepEqual([(bad.body as any).error.code, (bad.body as any).error.field], ['INVALID_FIELD', 'targetBytes']);
+      const none = await rpc.call('GET', '/api/v1/domains/nosuch/info');
+      assert.equal(none.status, 404);
+      assert.equal((none.body as any).error.code, 'NO_DOMAIN');
+      const wrong = await rpc.call('POST', `/api/v1/domains/${DOM}/memory`, { targetBytes: 536870912 });
+      assert.equal(wrong.status, 405);
+      assert.equal(wrong.headers.allow, 'PUT');
+      const grown = await rpc.call('PUT', `/api/v1/domains/${DOM}/memory`, { targetBytes: 768 * MiB, waitMs: 120_000 });
+      assertConforms('PUT', '/domains/{name}/memory', grown.status, grown.body);
+      assert.equal(grown.status, 200, grown.text);
+      assert.equal((grown.body as any).operation.actualBytes, 768 * MiB);
+      assert.match(await sb.ok('dominfo', DOM), /^Used memory:\s+786432 KiB$/m);
+      const back = await rpc.call('PUT', `/api/v1/domains/${DOM}/memory`, { targetBytes: 512 * MiB, waitMs: 120_000 });
+      assert.equal(back.status, 200, back.text);
+      assert.equal((await guest()).memory.totalBytes, 512 * MiB);
+    } finally {
+      rpc.close();
+    }
   });
 
   test('memmap and translate through the API', async () => {

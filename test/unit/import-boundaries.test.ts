@@ -28,7 +28,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   util: [],
   domain: ['util'],
   qmp: [],
-  libvirt: ['domain'],
+  libvirt: ['domain', 'util'],
   inspect: ['qmp', 'domain'],
   guest: ['util'],
   'driver/memory': ['domain', 'driver-face', 'qmp', 'util'],

@@ -51,6 +51,8 @@ export class StatePaths {
   get idCounter(): string { return join(this.root, 'next-id'); }
   /** virtmemd's API socket. */
   get daemonSocket(): string { return join(this.root, 'virtmemd.sock'); }
+  /** virtmemd's RPC socket (the API without HTTP, src/http/rpc-server.ts). */
+  get daemonRpcSocket(): string { return join(this.root, 'virtmemd-rpc.sock'); }
   /** The token of virtmemd's TCP listener, when it made one. */
   get daemonToken(): string { return join(this.root, 'virtmemd.token'); }
   definition(name: string): string { return join(this.domainsDir, `${name}.json`); }

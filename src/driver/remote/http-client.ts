@@ -7,7 +7,7 @@ import { IDLE_CONNECTION_MS } from '../bounds.js';
 import { InputTooLargeError, readStreamBounded } from '../../util/bounded-read.js';
 
 /** The most of one answer the client reads (the largest, /stats with many guests, is far below). */
-const MAX_ANSWER_BYTES = 16 << 20;
+export const MAX_ANSWER_BYTES = 16 << 20;
 
 export interface DaemonTarget {
   socketPath?: string;
