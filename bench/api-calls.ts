@@ -16,6 +16,10 @@
  *    libvirt guest: `dom.info()`, `dom.setMemoryFlags(size, AFFECT_LIVE)`;
  *  - virtmemd, libvirt guest (`/api/v1/hosts/qemu%3A%2F%2F%2Fsystem/domains/L/...`) against
  *    the same Python calls;
+ *  - each of those through both of virtmemd's transports: its RPC socket (virtmemd-rpc.sock,
+ *    one DaemonRpcClient connection: the goal rows) and HTTP on virtmemd.sock (keep-alive);
+ *  - the floor of any live setmem: QEMU's own `balloon` command, one QMP round trip on the
+ *    native guest's monitor from this process (before the daemon starts);
  *  - grow by 1 GiB until the guest has it: `virtmem setmem N +1G --wait` (the CLI as a user
  *    runs it, the daemon up) against libvirt's API path in one Python process: update-device
  *    with the new requested size, then polling the live XML until <current> is there.
@@ -32,6 +36,8 @@ import { randomUUID } from 'node:crypto';
 import { summarize, timed, type Summary } from './stats.js';
 import { startBenchDaemon } from './daemon.js';
 import { daemonRequest, type DaemonTarget } from '../src/driver/remote/http-client.js';
+import { DaemonRpcClient } from '../src/driver/remote/rpc-client.js';
+import { QmpClient, setBalloon } from '../src/qmp/index.js';
 import { NativeDriver } from '../src/driver/native/driver.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -139,6 +145,13 @@ export async function runApiBench(argv: string[]): Promise<void> {
     await cli(stateDir, 'dommemstat', N, '--period', '1', '--live');
     virsh('dommemstat', L, '--period', '1', '--live');
     await until('both guests report statistics', async () => /^usable /m.test((await cli(stateDir, 'dommemstat', N)).out) && /^usable /m.test(virsh('dommemstat', L)));
+    // The floor: QEMU's balloon command itself, on the guest's short-call monitor, nobody else on it.
+    const qmp = await QmpClient.connect(join(stateDir, 'run', N, 'qmp.sock'));
+    try {
+      for (let r = 0; r < rounds; r++) add('qmp-balloon', await timed(calls, (i) => setBalloon(qmp, [500, 510][i % 2]! * MiB * 1024)));
+    } finally {
+      await qmp.close();
+    }
     const hosts = join(stateDir, 'hosts');
     await writeFile(hosts, `${URI}\n`);
     daemon = await startBenchDaemon(stateDir, ['--hosts', hosts, '--policy', 'off']);
@@ -149,6 +162,12 @@ export async function runApiBench(argv: string[]): Promise<void> {
       return [N, L].every((n) => s.guests.some((g) => g.name === n && g.monitor === 'connected'));
     });
     const sizes = [500 * MiB, 510 * MiB];
+    const rpc = new DaemonRpcClient(join(stateDir, 'virtmemd-rpc.sock'));
+    const rpcOk = async (method: 'GET' | 'PUT', path: string, body?: unknown): Promise<unknown> => {
+      const a = await rpc.call(method, path, body);
+      if (a.status >= 300) throw new Error(`${method} ${path}: ${a.status} ${a.text}`);
+      return a.body;
+    };
     for (let r = 0; r < rounds; r++) {
       log(`round ${r + 1}/${rounds}, load ${loadavg()[0]!.toFixed(2)}`);
       const nPath = `/api/v1/domains/${N}`;
@@ -159,10 +178,19 @@ export async function runApiBench(argv: string[]): Promise<void> {
       await ok(t, 'GET', `${lPath}/info`);
       add('libvirt-info', await timed(calls, () => ok(t, 'GET', `${lPath}/info`)));
       add('libvirt-setmem', await timed(calls, (i) => ok(t, 'PUT', `${lPath}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
+      const rn = `/api/v1/domains/${N}`;
+      const rl = `/api/v1/hosts/${H}/domains/${L}`;
+      await rpcOk('GET', `${rn}/info`);
+      add('native-info-rpc', await timed(calls, () => rpcOk('GET', `${rn}/info`)));
+      add('native-setmem-rpc', await timed(calls, (i) => rpcOk('PUT', `${rn}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
+      await rpcOk('GET', `${rl}/info`);
+      add('libvirt-info-rpc', await timed(calls, () => rpcOk('GET', `${rl}/info`)));
+      add('libvirt-setmem-rpc', await timed(calls, (i) => rpcOk('PUT', `${rl}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
       const py = python(PY_CALLS, URI, L, String(calls), String(sizes[0]), String(sizes[1])) as { info: number[]; setmem: number[] };
       add('python-info', py.info);
       add('python-setmem', py.setmem);
     }
+    rpc.close();
     // Back to the boot size before growing.
     await cli(stateDir, 'setmem', N, '512M', '--wait');
     virsh('setmem', L, '512M', '--live');
@@ -192,10 +220,15 @@ export async function runApiBench(argv: string[]): Promise<void> {
     '',
     '| measurement | virtmem | libvirt (Python binding) | ratio | goal |',
     '|---|---|---|---|---|',
-    row('native guest: `GET .../info` through virtmemd vs `dom.info()`', 'native-info', 'python-info', '≤ 0.5'),
-    row('native guest: live setmem `PUT .../memory` vs `dom.setMemoryFlags(AFFECT_LIVE)`', 'native-setmem', 'python-setmem', '≤ 0.5'),
-    row('libvirt guest through virtmemd: `GET /hosts/H/.../info` vs `dom.info()`', 'libvirt-info', 'python-info', '≤ 1.0'),
-    row('libvirt guest through virtmemd: live setmem vs `dom.setMemoryFlags(AFFECT_LIVE)`', 'libvirt-setmem', 'python-setmem', '≤ 1.0'),
+    row('native guest, RPC socket: `GET .../info` vs `dom.info()`', 'native-info-rpc', 'python-info', '≤ 0.5'),
+    row('native guest, RPC socket: live setmem `PUT .../memory` vs `dom.setMemoryFlags(AFFECT_LIVE)`', 'native-setmem-rpc', 'python-setmem', '≤ 0.5'),
+    row('libvirt guest through virtmemd, RPC socket: `GET /hosts/H/.../info` vs `dom.info()`', 'libvirt-info-rpc', 'python-info', '≤ 1.0'),
+    row('libvirt guest through virtmemd, RPC socket: live setmem vs `dom.setMemoryFlags(AFFECT_LIVE)`', 'libvirt-setmem-rpc', 'python-setmem', '≤ 1.0'),
+    row('native guest, HTTP: `GET .../info` vs `dom.info()`', 'native-info', 'python-info', '(HTTP)'),
+    row('native guest, HTTP: live setmem vs `dom.setMemoryFlags(AFFECT_LIVE)`', 'native-setmem', 'python-setmem', '(HTTP)'),
+    row('libvirt guest through virtmemd, HTTP: info vs `dom.info()`', 'libvirt-info', 'python-info', '(HTTP)'),
+    row('libvirt guest through virtmemd, HTTP: live setmem vs `dom.setMemoryFlags(AFFECT_LIVE)`', 'libvirt-setmem', 'python-setmem', '(HTTP)'),
+    row('the floor: QEMU\'s `balloon` on the native guest\'s monitor (one QMP round trip, this process) vs `dom.setMemoryFlags(AFFECT_LIVE)`', 'qmp-balloon', 'python-setmem', '(floor)'),
     row('grow by 1 GiB until the guest has it: CLI `setmem --wait` vs update-device + polling (Python)', 'cli-grow', 'libvirt-grow', '≤ 1.1'),
     '',
   ];

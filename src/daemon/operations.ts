@@ -31,7 +31,10 @@ export interface Operation {
 export type OperationListener = (op: Operation) => void;
 
 export class OperationRegistry {
+  /** Every kept operation, oldest first. */
   #ops = new Map<string, Operation>();
+  /** The running operation of each guest (host and domain): at most one. */
+  #running = new Map<string, Operation>();
   #next = 1;
   #listeners = new Set<OperationListener>();
 
@@ -50,17 +53,19 @@ export class OperationRegistry {
   start(domain: string, targetBytes: number, startBytes: number | null, nowS = Date.now() / 1000, abort = new AbortController(), host = 'local'): Operation {
     this.#prune(nowS);
     const id = `op-${this.#next++}`;
-    for (const other of this.#ops.values()) {
-      if (other.domain === domain && other.host === host && other.state === 'running') {
-        this.fail(other, `superseded by ${id} (new target ${targetBytes} bytes)`, nowS, 'ABORTED');
-        other.abort.abort();
-      }
+    const key = `${host}\u0000${domain}`;
+    const other = this.#running.get(key);
+    if (other) {
+      this.fail(other, `superseded by ${id} (new target ${targetBytes} bytes)`, nowS, 'ABORTED');
+      // With its reason (a default reason is a DOMException, slow to make on every change).
+      other.abort.abort(new Error(`superseded by ${id}`));
     }
     const op: Operation = {
       id, kind: 'set-memory', domain, host, state: 'running', startBytes, targetBytes, actualBytes: startBytes, message: null, code: null,
       stuck: false, createdAtS: nowS, updatedAtS: nowS, movedAtS: nowS, abort,
     };
     this.#ops.set(id, op);
+    this.#running.set(key, op);
     this.#emit(op);
     return op;
   }
@@ -79,8 +84,8 @@ export class OperationRegistry {
 
   /** Marks running operations that have not moved for the stuck bound, with `why(op)` as the reason. */
   checkStuck(why: (op: Operation) => string, nowS = Date.now() / 1000): void {
-    for (const op of this.#ops.values()) {
-      if (op.state !== 'running' || op.stuck) continue;
+    for (const op of this.#running.values()) {
+      if (op.stuck) continue;
       if ((nowS - op.movedAtS) * 1000 >= this.opts.stuckAfterMs) {
         op.stuck = true;
         op.message = why(op);
@@ -93,6 +98,7 @@ export class OperationRegistry {
   succeed(op: Operation, actualBytes: number | null, nowS = Date.now() / 1000): void {
     if (op.state !== 'running') return;
     op.state = 'succeeded'; op.stuck = false; op.message = null;
+    this.#ended(op);
     if (actualBytes !== null) op.actualBytes = actualBytes;
     op.updatedAtS = nowS;
     this.#emit(op);
@@ -101,19 +107,32 @@ export class OperationRegistry {
   fail(op: Operation, message: string, nowS = Date.now() / 1000, code = 'OPERATION_FAILED'): void {
     if (op.state !== 'running') return;
     op.state = 'failed'; op.message = message; op.code = code; op.stuck = false; op.updatedAtS = nowS;
+    this.#ended(op);
     this.#emit(op);
   }
 
+  #ended(op: Operation): void {
+    const key = `${op.host}\u0000${op.domain}`;
+    if (this.#running.get(key) === op) this.#running.delete(key);
+  }
+
+  /**
+   * Forgets ended operations older than keepMs, and the oldest ended ones beyond maxKept. Oldest
+   * first, stopping at the first one young enough while few enough are kept: a change does not
+   * walk every kept operation.
+   */
   #prune(nowS: number): void {
     for (const [id, op] of this.#ops) {
-      const old = op.state !== 'running' && (nowS - op.updatedAtS) * 1000 > this.opts.keepMs;
-      if (old || (this.#ops.size > this.opts.maxKept && op.state !== 'running')) this.#ops.delete(id);
+      const young = (nowS - op.createdAtS) * 1000 <= this.opts.keepMs;
+      if (young && this.#ops.size <= this.opts.maxKept) break;
+      if (op.state === 'running') continue;
+      if ((nowS - op.updatedAtS) * 1000 > this.opts.keepMs || this.#ops.size > this.opts.maxKept) this.#ops.delete(id);
     }
   }
 
   /** Every running operation (aborted on shutdown). */
   running(): Operation[] {
-    return [...this.#ops.values()].filter((o) => o.state === 'running');
+    return [...this.#running.values()];
   }
 }
 

@@ -148,6 +148,14 @@ export function applyHostMemory(m: GuestView, h: GuestHostMemory, nowS: number):
   return true;
 }
 
+/** A new memory target was sent (a driver's fast path): the view takes it at once, the balloon its share of it. */
+export function applyTarget(m: GuestView, currentKiB: number, nowS: number): void {
+  const requested = m.devices.reduce((s, d) => s + (d.model === 'virtio-mem' ? d.requestedBytes : 0), 0);
+  m.targetBytes = currentKiB * 1024;
+  if (m.hasBalloon) m.balloonTargetBytes = Math.min(m.bootBytes, Math.max(0, m.targetBytes - m.dimmBytes - requested));
+  m.updatedAtS = nowS;
+}
+
 /** An answer of query-balloon. Returns whether the model changed. */
 export function applyBalloon(m: GuestView, actualBytes: number, nowS: number): boolean {
   if (m.balloonBytes === actualBytes) return false;

@@ -13,6 +13,11 @@ import { until } from '../helpers/poll.js';
 
 const LOCK_MODULE = new URL('../../src/driver/native/lock.js', import.meta.url).href;
 
+/** What a directory holds besides this process's own stamp (lock.ts ownStamp: it stays while the process lives). */
+async function leftovers(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((n) => !n.startsWith(`.stamp-${process.pid}-`));
+}
+
 /** Temporary directories, removed after the tests. */
 const temps: string[] = [];
 after(() => Promise.all(temps.map((d) => rm(d, { recursive: true, force: true }))));
@@ -33,7 +38,7 @@ test('a held lock makes the next taker wait, then it gets it', async () => {
   await first.release();
   await second;
   assert.deepEqual(order, ['first-release', 'second']);
-  assert.deepEqual(await readdir(dir), [], 'no lock file and no ticket left behind');
+  assert.deepEqual(await leftovers(dir), [], 'no lock file and no ticket left behind');
 });
 
 test('waiting is bounded: TIMEOUT names the holder and the bound', async () => {
@@ -43,7 +48,7 @@ test('waiting is bounded: TIMEOUT names the holder and the bound', async () => {
   await assert.rejects(acquireLock(path, { timeoutMs: 100 }), (e: unknown) =>
     e instanceof VirtError && e.code === 'TIMEOUT' && e.message.includes(`cannot acquire state change lock (held by pid ${process.pid}) within 0.1 s`));
   await held.release();
-  assert.deepEqual(await readdir(dir), [], 'the ticket of the waiter that gave up is gone');
+  assert.deepEqual(await leftovers(dir), [], 'the ticket of the waiter that gave up is gone');
 });
 
 test('a lock left by a dead process is taken over', async () => {
@@ -101,7 +106,7 @@ test('the ticket of a waiter that died does not hold up the line', async () => {
   await writeFile(join(dir, 'd.lock@00000000000000000001-4194300-1'), '4194300 1\n');
   const l = await acquireLock(path, { timeoutMs: 10_000 });
   await l.release();
-  assert.deepEqual(await readdir(dir), []);
+  assert.deepEqual(await leftovers(dir), []);
 });
 
 test('a first waiter that leaves a free lock untaken (its process stopped) is passed over', async () => {
@@ -132,7 +137,7 @@ test('a caller\'s bound ends the wait with TIMEOUT naming the lock, its holder a
   setTimeout(() => plain.abort(), 50);
   await assert.rejects(q, (e: unknown) => e instanceof VirtError && e.code === 'ABORTED');
   await held.release();
-  assert.deepEqual(await readdir(dir), []);
+  assert.deepEqual(await leftovers(dir), []);
 });
 
 test('atomic writes leave no temporary files and are owner-only', async () => {
@@ -163,10 +168,40 @@ test('a lock file is never seen without its holder\u2019s pid, so no waiter take
       if (!/^\d+ \d+\n$/.test(text)) empty++;
     }
   })();
-  for (let i = 0; i < 500; i++) await (await acquireLock(path)).release();
+  for (let i = 0; i < 500; i++) {
+    const l = await acquireLock(path);
+    // Held across a turn of the event loop, so the reader's reads can land while it is.
+    await new Promise((r) => setTimeout(r, 0));
+    await l.release();
+  }
   done = true;
   await reader;
   assert.ok(reads > 0, 'the reader saw the lock held at least once');
   assert.equal(empty, 0, `${empty} of ${reads} reads found the lock file without a pid`);
-  assert.deepEqual((await readdir(dir)).filter((n) => n !== 'd.lock'), [], 'no stamp or ticket left behind');
+  assert.deepEqual((await leftovers(dir)).filter((n) => n !== 'd.lock'), [], 'no other stamp and no ticket left behind');
+});
+
+test('a process\u2019s stamp goes with it; one a killed process left is removed by the next', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'lk-'));
+  const path = join(dir, 'd.lock');
+  // A process that takes the lock and exits leaves nothing.
+  const script = `
+    import { acquireLock } from ${JSON.stringify(LOCK_MODULE)};
+    const l = await acquireLock(${JSON.stringify(path)}, { timeoutMs: 60000 });
+    await l.release();`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'inherit'] });
+  assert.equal(await new Promise((resolve) => child.once('exit', resolve)), 0);
+  assert.deepEqual(await readdir(dir), [], 'the exited process removed its stamp');
+  // One left by a killed process (pid 4194300, beyond pid_max) goes when the next process makes its own.
+  await writeFile(join(dir, '.stamp-4194300-1'), '4194300 1\n');
+  await (await acquireLock(path)).release();
+  await until('the dead process\u2019s stamp is removed', () => leftovers(dir), (l) => l.length === 0, () => {}, 10_000);
+});
+
+test('the first locks a process takes in a directory, many at once, all work (one stamp, made once)', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'lk-'));
+  // Twenty different locks at the same moment: each needs the process's stamp in this directory.
+  await Promise.all(Array.from({ length: 20 }, (_, i) => withLock(join(dir, `d${i}.lock`), async () => {})));
+  assert.deepEqual(await leftovers(dir), []);
+  assert.equal((await readdir(dir)).length, 1, 'one stamp of this process');
 });

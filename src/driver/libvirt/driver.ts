@@ -34,7 +34,8 @@ import type { MemoryStats } from '../memory/stats.js';
 import type { DriverWatch, WatchOptions } from '../watch.js';
 import { parseXmlTree, childrenNamed } from '../../domain/xml-tree.js';
 import { LibvirtWatch, readBulkStats, viewFromLibvirt, type BulkRecord } from './watch.js';
-import type { GuestView } from '../view.js';
+import { totalBytes, type GuestView } from '../view.js';
+import { balloonOnlyChange } from '../memory/balloon-only.js';
 import type { HostMemory } from '../memory/host-memory.js';
 import { LibvirtNodeMemory } from './node.js';
 import { ALL_CELLS } from '../node-api.js';
@@ -387,6 +388,8 @@ export class LibvirtDriver implements HypervisorDriver {
     const signal = opts.signal;
     // libvirt's client library refuses 0 before sending anything; so do we, in its words.
     checkMemorySize(kib, null);
+    const fast = await this.#fastBalloonChange(ref, kib, opts);
+    if (fast) return fast;
     const c = await this.connection(signal);
     const d = await this.lookup(ref, signal);
     const running = d.id >= 0;
@@ -486,6 +489,51 @@ export class LibvirtDriver implements HypervisorDriver {
       offClose();
       for (const id of ids) void c.deregisterEvent(id).catch(() => undefined);
     }
+  }
+
+  /**
+   * The common change, fast (a daemon's watch runs): a live balloon target on a guest the watch
+   * follows, planned from its view (memory/balloon-only.ts) and sent as one call, without a
+   * lookup, an XML read or a statistics query first; the progress is reported at once, and the
+   * wait follows the view, which libvirt's balloon events and the watch's bulk statistics move.
+   * Returns null for every other change: the full path takes it.
+   * @throws VirtError as setMemory
+   */
+  async #fastBalloonChange(ref: string, kib: number, opts: SetMemoryOptions): Promise<SetMemoryResult | null> {
+    const w = this.#watch;
+    if (!w || opts.config || opts.current) return null;
+    const v = w.guest(ref);
+    if (!v || v.id === null || w.state !== 'up') return null;
+    const avail = w.host().memAvailableBytes;
+    const fast = balloonOnlyChange(v, kib, { floorKiB: null, force: opts.force ?? false, hostAvailableKiB: this.target.transport === 'unix' && avail !== null ? Math.floor(avail / 1024) : null });
+    if (!fast) return null;
+    const name = v.name;
+    const d: WireDomain = { name, uuid: Buffer.from(v.uuid.replace(/-/g, ''), 'hex'), id: v.id };
+    await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (x) => x.uhyper(kib).uint(AffectFlag.LIVE), opts.signal);
+    w.noteTarget(name, kib);
+    const { startKiB } = fast;
+    opts.onProgress?.({ actualKiB: startKiB, targetKiB: kib, startKiB, elapsedMs: 0 });
+    const result: SetMemoryResult = { targetKiB: kib, actualKiB: startKiB, reached: false, live: true, config: false };
+    if (!opts.wait) return result;
+    const vmem = v.devices.filter((x) => x.model === 'virtio-mem');
+    const layout: MemoryLayout = { bootKiB: Math.floor(v.bootBytes / 1024), dimmKiB: 0, vmem: vmem.map((x) => ({ id: x.id, sizeKiB: x.sizeBytes / 1024, blockKiB: 0, pluggedKiB: 0 })) };
+    const read = async (): Promise<MemorySizes> => {
+      const now = w.guest(name);
+      if (!now || now.monitor !== 'connected') throw new VirtError('OPERATION_FAILED', `operation failed: domain '${name}' is no longer followed: ${now ? `its host is ${w.state}${w.reason ? ` (${w.reason})` : ''}` : 'it stopped'}`);
+      return { balloonKiB: Math.floor(now.balloonBytes / 1024), pluggedKiB: now.devices.filter((x) => x.model === 'virtio-mem').map((x) => Math.floor(x.pluggedBytes / 1024)), totalKiB: Math.floor(totalBytes(now) / 1024) };
+    };
+    const reached = await followMemory({
+      name, layout, plan: { targetKiB: kib, balloonKiB: kib, requestedKiB: vmem.map(() => 0) }, start: await read(), read,
+      changed: (ms) => new Promise<void>((resolve) => {
+        const done = (): void => { clearTimeout(t); off(); resolve(); };
+        const t = setTimeout(done, ms);
+        const off = w.onChange((c) => { if (c.kind === 'host' || ('name' in c && c.name === name)) done(); });
+      }),
+      // Balloon events are rate-limited by QEMU; the watch's bulk statistics back them up each second.
+      pollMs: () => 1_000,
+      timeoutMs: opts.timeoutMs, stallMs: opts.stallMs, onProgress: opts.onProgress, signal: opts.signal,
+    });
+    return { ...result, actualKiB: reached.totalKiB, reached: reached.totalKiB === kib };
   }
 
   /** The guest's own statistics as libvirt reports them (KiB), or null before any report. */

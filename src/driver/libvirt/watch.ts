@@ -15,7 +15,7 @@ import { XdrReader } from '../../libvirt/xdr.js';
 import type { LibvirtClient } from '../../libvirt/client.js';
 import { memoryLayoutFromXml, type LibvirtMemoryLayout } from './domain-xml.js';
 import { sampleHostMemory, type HostMemory } from '../memory/host-memory.js';
-import { applyBalloon, applyHostMemory, setMonitor, setState, type GuestStatsView, type GuestView } from '../view.js';
+import { applyBalloon, applyHostMemory, applyTarget, setMonitor, setState, type GuestStatsView, type GuestView } from '../view.js';
 import type { GuestHostMemory } from '../domain-memory-api.js';
 import { hostMemoryFromXml, isLocalSystem, withLocalCounts } from './host-memory.js';
 import { stateOf } from '../state-codes.js';
@@ -149,6 +149,14 @@ export class LibvirtWatch implements DriverWatch {
 
   host(): HostMemory {
     return this.#host;
+  }
+
+  /** A new memory target this driver sent on its fast path: the view takes it at once (libvirt's XML says so too). */
+  noteTarget(name: string, currentKiB: number): void {
+    const v = this.#views.get(name);
+    if (!v) return;
+    applyTarget(v, currentKiB, Date.now() / 1000);
+    this.#emit({ kind: 'memory', name });
   }
 
   async refresh(name: string): Promise<void> {

@@ -42,6 +42,8 @@ export interface HeldMonitors {
   held(name: string): QmpClient | null;
   /** The guest's live view, kept current from QEMU's events, or null. */
   view(name: string): GuestView | null;
+  /** The guest's live definition as the watch last took it (run record, hot-plugs), or null. */
+  live(name: string): DomainDef | null;
   /** The host's MemAvailable as last sampled (KiB), or null. */
   hostAvailableKiB(): number | null;
   /**

@@ -14,7 +14,7 @@ import type { RunPaths } from './paths.js';
 import { isProcessAlive, readProcStat, readRssKiB, CLOCK_TICKS_PER_S } from './host-process.js';
 import { readRunRecord, type RunningRecord } from './run-status.js';
 import { GuestPressureFeed } from './guest-pressure.js';
-import { applyBalloon, applyDefinition, applyHostMemory, viewFromDefinition, setMonitor, setState, type GuestView } from '../view.js';
+import { applyBalloon, applyTarget, applyDefinition, applyHostMemory, viewFromDefinition, setMonitor, setState, type GuestView } from '../view.js';
 import type { DomainDef } from '../../domain/definition.js';
 import type { GuestHostMemory } from '../domain-memory-api.js';
 import { applyDevices, applyEvent, applyGuestStats } from './qmp-view.js';
@@ -72,6 +72,11 @@ export class GuestWatcher {
 
   get name(): string {
     return this.model.name;
+  }
+
+  /** The live definition as last taken (null once QEMU is gone). */
+  get live(): DomainDef | null {
+    return this.#gone ? null : this.#live;
   }
 
   get gone(): boolean {
@@ -276,11 +281,7 @@ export class GuestWatcher {
 
   /** A new memory target sent on the fast path (the run record follows later). */
   takeTarget(currentKiB: number): void {
-    const m = this.model;
-    const requested = m.devices.reduce((s, d) => s + (d.model === 'virtio-mem' ? d.requestedBytes : 0), 0);
-    m.targetBytes = currentKiB * 1024;
-    if (m.hasBalloon) m.balloonTargetBytes = Math.min(m.bootBytes, Math.max(0, m.targetBytes - m.dimmBytes - requested));
-    m.updatedAtS = this.#now();
+    applyTarget(this.model, currentKiB, this.#now());
     this.#changed('memory');
   }
 

@@ -14,7 +14,7 @@
  * whose process died is removed by the next in line; a first ticket that leaves a free lock
  * untaken for HEAD_GRACE_MS (its process is stopped) is passed over.
  */
-import { watch, type FSWatcher } from 'node:fs';
+import { linkSync, readdirSync, unlinkSync, watch, type FSWatcher } from 'node:fs';
 import { access, link, readFile, readdir, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { VirtError } from '../../domain/errors.js';
@@ -49,27 +49,87 @@ async function ownStartTicks(): Promise<number> {
   return selfStartTicks;
 }
 
-/** Tickets (and stamp files) of one process are told apart by this counter. */
+/** Tickets of one process are told apart by this counter. */
 let ticketCount = 0;
 
+/** This process's stamp file per lock directory (see ownStamp), made once: callers at once share the making. */
+const stamps = new Map<string, Promise<string>>();
+/** The stamps made, removed at exit. */
+const madeStamps = new Set<string>();
+
 /**
- * Creates `path` holding our pid and start time; false when it exists. The stamp is written to a
- * file of its own first and linked into place (link fails when the name exists, as O_EXCL does),
- * so nobody ever reads a lock or ticket without its pid: a waiter took a just-created, still
- * empty lock file for a dead holder's and removed it, and two processes then held the lock (a
- * setmem --config lost under load in CI).
+ * This process's stamp in `dir`: a file holding our pid and start time, made once, that every
+ * lock and ticket we take is a hard link of. Linking it into place (link fails when the name
+ * exists, as O_EXCL does) means nobody ever reads a lock or ticket without its pid: a waiter
+ * took a just-created, still empty lock file for a dead holder's and removed it, and two
+ * processes then held the lock (a setmem --config lost under load in CI). The name carries the
+ * start time too, so a later process with the same pid never rewrites a dead one's stamp (which
+ * a dead holder's lock, the same inode, would then show as alive). Removed when the process
+ * exits; those of killed processes are removed by the next process that makes its own.
  */
+function ownStamp(dir: string): Promise<string> {
+  let p = stamps.get(dir);
+  if (!p) {
+    p = makeStamp(dir);
+    stamps.set(dir, p);
+    p.catch(() => stamps.delete(dir)); // the next caller tries again
+  }
+  return p;
+}
+
+async function makeStamp(dir: string): Promise<string> {
+  const start = await ownStartTicks();
+  const path = join(dir, `.stamp-${process.pid}-${start}`);
+  await unlink(path).catch(() => {});
+  await writeFile(path, `${process.pid} ${start}\n`, { mode: 0o600, flag: 'wx' });
+  if (madeStamps.size === 0) process.once('exit', () => { for (const f of madeStamps) { try { unlinkSync(f); } catch { /* gone already */ } } });
+  madeStamps.add(path);
+  void pruneStamps(dir, path);
+  return path;
+}
+
+/** Removes the stamps of processes that are gone (killed before they could). Never throws. */
+async function pruneStamps(dir: string, mine: string): Promise<void> {
+  for (const n of await readdir(dir).catch(() => [] as string[])) {
+    const m = /^\.stamp-([0-9]+)-/.exec(n);
+    if (!m || join(dir, n) === mine) continue;
+    // By pid alone: a stamp of a reused pid stays (harmless), a live process's never goes.
+    if (!(await isProcessAlive(Number(m[1])).catch(() => true))) await unlink(join(dir, n)).catch(() => {});
+  }
+}
+
+/** Creates `path` as a link of our stamp; false when it exists. */
 async function createStamped(path: string): Promise<boolean> {
-  const stamp = join(dirname(path), `.stamp-${process.pid}-${++ticketCount}`);
-  await writeFile(stamp, `${process.pid} ${await ownStartTicks()}\n`, { mode: 0o600 });
   try {
-    await link(stamp, path);
+    await link(await ownStamp(dirname(path)), path);
     return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw err;
-  } finally {
-    await unlink(stamp).catch(() => {});
+  }
+}
+
+/**
+ * The uncontended case, synchronously: nobody in line and the lock free, taken with two system
+ * calls on the local lock directory (no thread-pool round trips on the hot path of a change).
+ * False when someone waits or holds it: the caller queues.
+ */
+function takeIfFree(stamp: string, path: string): boolean {
+  const base = basename(path);
+  const prefix = `${base}@`;
+  let names: string[];
+  try {
+    names = readdirSync(dirname(path));
+  } catch {
+    return false;
+  }
+  if (names.some((n) => n.startsWith(prefix))) return false;
+  try {
+    linkSync(stamp, path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
   }
 }
 
@@ -144,10 +204,12 @@ class Waker {
 function heldLock(path: string): HeldLock {
   let released = false;
   return {
+    // Synchronous: the lock is free before the caller's next step (a change answered right
+    // after its release, then the same client's next change, finds it free, not still held).
     release: async () => {
       if (released) return;
       released = true;
-      await unlink(path).catch(() => {});
+      try { unlinkSync(path); } catch { /* removed already (taken over as stale) */ }
     },
   };
 }
@@ -168,7 +230,7 @@ export async function acquireLock(path: string, opts: LockOptions = {}): Promise
   const dir = dirname(path);
   const base = basename(path);
   // Nobody in line: take it now if it is free.
-  if ((await queue(dir, base)).length === 0 && (await createStamped(path))) return heldLock(path);
+  if (takeIfFree(await ownStamp(dir), path)) return heldLock(path);
 
   const mine = `${base}@${arrival.toString().padStart(20, '0')}-${process.pid}-${++ticketCount}`;
   const ticket = join(dir, mine);

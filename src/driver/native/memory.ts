@@ -20,6 +20,7 @@ import {
   VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
 } from '../memory/rules.js';
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
+import { balloonOnlyChange } from '../memory/balloon-only.js';
 import { toMemoryStats, type MemoryStats } from '../memory/stats.js';
 import { BALLOON_QOM_PATH } from './qemu-argv.js';
 import { hotAddMemoryDevice } from './hot-plug.js';
@@ -139,7 +140,7 @@ export async function setMemory(ctx: NativeContext, ref: string, kib: number, op
     // The wait happens outside the job lock: other calls (dominfo, a new setmem) stay possible.
     await lock.release();
     if (!opts.wait) return { ...result, actualKiB: change.after?.totalKiB ?? null };
-    const reached = await followLive(ctx, name, rec, change.now, change.plan, opts, change.before);
+    const reached = await followLive(ctx, name, rec.live, change.now, change.plan, opts, change.before);
     result.actualKiB = reached.totalKiB;
     result.reached = reached.totalKiB === kib;
     return result;
@@ -159,44 +160,30 @@ export async function setMemory(ctx: NativeContext, ref: string, kib: number, op
 async function fastBalloonChange(ctx: NativeContext, ref: string, kib: number, opts: SetMemoryOptions): Promise<SetMemoryResult | null> {
   if (opts.config || opts.current || !ctx.held) return null;
   const v = ctx.held.view(ref);
-  const c = ctx.held.held(ref);
-  if (!v || !c || v.monitor !== 'connected' || v.state === 'shutoff' || !v.hasBalloon) return null;
-  const vmem = v.devices.filter((d) => d.model === 'virtio-mem');
-  if (vmem.some((d) => d.requestedBytes !== 0 || d.pluggedBytes !== 0)) return null;
-  const bootKiB = Math.floor(v.bootBytes / 1024);
-  const dimmKiB = Math.floor(v.dimmBytes / 1024);
-  // DIMMs change what QEMU's balloon target means (balloonBaseKiB): the full path sends those.
-  if (kib - dimmKiB > bootKiB || dimmKiB > 0) return null;
-  checkMemorySize(kib, MIN_MEMORY_KIB);
-  checkBelowMaximum(kib, Math.floor(v.maxMemoryBytes / 1024));
-  checkAboveDimms(kib, dimmKiB);
+  if (!v || !ctx.held.held(ref)) return null;
+  const fast = balloonOnlyChange(v, kib, { floorKiB: MIN_MEMORY_KIB, force: opts.force ?? false, hostAvailableKiB: ctx.held.hostAvailableKiB() });
+  if (!fast) return null;
+  const { startKiB } = fast;
   const name = v.name;
-  const startKiB = Math.floor(totalBytes(v) / 1024);
-  if (!opts.force) {
-    const st = v.stats;
-    const why = kib < startKiB
-      ? shrinkRefusal(kib, guestInUseKiB({ totalKiB: st.availableBytes === undefined ? undefined : st.availableBytes / 1024, availableKiB: st.usableBytes === undefined ? undefined : st.usableBytes / 1024, lastUpdateS: st.lastUpdateS }))
-      : kib > startKiB ? growthRefusal(kib - startKiB, ctx.held.hostAvailableKiB()) : null;
-    if (why) throw invalidArg(why);
-  }
   const lock = await ctx.lockDomain(name, opts.signal);
   try {
     // Through the context, so a time-out says what the host shows of QEMU (stopped, gone).
-    await ctx.monitor(name, (m) => setBalloon(m, (kib - dimmKiB) * 1024), opts.signal);
+    await ctx.monitor(name, (m) => setBalloon(m, kib * 1024), opts.signal);
     // No disk write on this path: the watch keeps the new target and writes the run record later.
-    ctx.held.noteTarget(name, kib, await runRecordVersion(ctx.paths.run(name)));
+    ctx.held.noteTarget(name, kib, runRecordVersion(ctx.paths.run(name)));
     opts.onProgress?.({ actualKiB: startKiB, targetKiB: kib, startKiB, elapsedMs: 0 });
   } finally {
     await lock.release();
   }
   const result: SetMemoryResult = { targetKiB: kib, actualKiB: null, reached: false, live: true, config: false };
   if (!opts.wait) return { ...result, actualKiB: startKiB };
-  const o = await ctx.observe(name);
-  if (o.state === 'shutoff') throw new VirtError('OPERATION_FAILED', `operation failed: domain '${name}' is no longer running`);
-  const rec: RunningRecord = { ...o.record, live: withRequested({ ...o.record.live, memory: { ...o.record.live.memory, currentKiB: kib } }, vmem.map(() => 0)) };
-  const layout = defLayout(rec.live);
+  // The live definition as the watch holds it (no read of the run record on this path).
+  const held = ctx.held?.live(name);
+  if (!held) throw new VirtError('OPERATION_FAILED', `operation failed: domain '${name}' is no longer running`);
+  const live = withRequested({ ...held, memory: { ...held.memory, currentKiB: kib } }, held.memoryDevices.filter((d) => d.model === 'virtio-mem').map(() => 0));
+  const layout = defLayout(live);
   const start: LiveMemory = { layout, balloonKiB: Math.floor(v.balloonBytes / 1024), totalKiB: startKiB };
-  const reached = await followLive(ctx, name, rec, start, planMemory(layout, kib), opts);
+  const reached = await followLive(ctx, name, live, start, planMemory(layout, kib), opts);
   return { ...result, actualKiB: reached.totalKiB, reached: reached.totalKiB === kib };
 }
 
@@ -206,8 +193,7 @@ async function fastBalloonChange(ctx: NativeContext, ref: string, kib: number, o
  * sessions, so the short-call monitor is never held for the whole wait (dominfo and friends
  * keep working meanwhile).
  */
-async function followLive(ctx: NativeContext, name: string, rec: RunningRecord, start: LiveMemory, plan: ReturnType<typeof planMemory>, opts: SetMemoryOptions, totalBefore: GuestTotal | null = null): Promise<MemorySizes> {
-  const live = rec.live;
+async function followLive(ctx: NativeContext, name: string, live: DomainDef, start: LiveMemory, plan: ReturnType<typeof planMemory>, opts: SetMemoryOptions, totalBefore: GuestTotal | null = null): Promise<MemorySizes> {
   const hasBalloon = live.balloon.model === 'virtio';
   const held = ctx.held?.held(name) ?? null;
   const events: QmpEventStream | null = held ? held.events({ names: ['BALLOON_CHANGE', 'MEMORY_DEVICE_SIZE_CHANGE'] }) : null;

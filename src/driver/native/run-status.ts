@@ -4,8 +4,8 @@
  * still there, QEMU's pidfile says whether it went away cleanly (QEMU removes its pidfile on
  * an orderly exit, so a dead process with its pidfile still present crashed or was killed).
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { readFile, access, stat } from 'node:fs/promises';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { readFile, access } from 'node:fs/promises';
 import type { DomainDef } from '../../domain/definition.js';
 import type { RunPaths } from './paths.js';
 import { writeFileAtomic } from '../../util/atomic-file.js';
@@ -72,9 +72,15 @@ export async function writeRunRecord(paths: RunPaths, rec: RunRecord): Promise<v
  * a clock: file times come from a coarse clock (a tick of up to 4 ms), so a record written just
  * after a moment can carry a time before it.
  */
-export async function runRecordVersion(paths: RunPaths): Promise<string | null> {
-  const st = await stat(paths.status, { bigint: true }).catch(() => null);
-  return st ? `${st.ino}:${st.mtimeNs}:${st.size}` : null;
+export function runRecordVersion(paths: RunPaths): string | null {
+  // Synchronous: one stat, on the hot path of a fast change (native/memory.ts).
+  let st;
+  try {
+    st = statSync(paths.status, { bigint: true });
+  } catch {
+    return null;
+  }
+  return `${st.ino}:${st.mtimeNs}:${st.size}`;
 }
 
 /** The observed state of a domain. */

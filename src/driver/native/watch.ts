@@ -9,6 +9,7 @@ import { withAutoPlacement } from './memory-start.js';
 import { readdir, stat } from 'node:fs/promises';
 import { validateDomainName } from '../../domain/name.js';
 import { sampleHostMemory, type HostMemory } from '../memory/host-memory.js';
+import type { DomainDef } from '../../domain/definition.js';
 import type { GuestView } from '../view.js';
 import type { DriverWatch, HostWatchState, WatchChange, WatchOptions } from '../watch.js';
 import type { QmpClient } from '../../qmp/index.js';
@@ -48,6 +49,7 @@ export class NativeWatch implements DriverWatch {
     this.ctx.held = {
       held: (name: string): QmpClient | null => this.#watchers.get(name)?.held() ?? null,
       view: (name: string): GuestView | null => this.#watchers.get(name)?.model ?? null,
+      live: (name: string): DomainDef | null => this.#watchers.get(name)?.live ?? null,
       hostAvailableKiB: (): number | null => (this.#host.memAvailableBytes === null ? null : Math.floor(this.#host.memAvailableBytes / 1024)),
       noteTarget: (name: string, currentKiB: number, version: string | null): void => this.#noteTarget(name, currentKiB, version),
     };
@@ -130,7 +132,7 @@ export class NativeWatch implements DriverWatch {
           const run = this.ctx.paths.run(name);
           // Written by another change since the note (this process's full path, or another
           // process): that one is newer, its target stays.
-          if ((await runRecordVersion(run)) !== t.version) return;
+          if (runRecordVersion(run) !== t.version) return;
           const rec = await readRunRecord(run);
           if (!rec || rec.phase !== 'running') return;
           rec.live = { ...rec.live, memory: { ...rec.live.memory, currentKiB: t.kib } };
