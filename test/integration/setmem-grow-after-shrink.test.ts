@@ -3,13 +3,22 @@
  * guest's MemTotal after the plug with its MemTotal before it, and "before" must be a report
  * taken after the shrink settled, not the guest's last periodic report (which may still show
  * the memory the shrink took away, so the grow would look as if the guest never onlined it).
+ * On a native guest and, through the same rule, on a guest libvirt runs (needs root, a running
+ * libvirtd and the built-in guest).
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sandbox, parseDominfo } from '../helpers/cli.js';
+import { sandbox, parseDominfo, runCli } from '../helpers/cli.js';
 import { GuestAgent, readGuestMeminfo } from '../../src/guest/agent.js';
 import { until } from '../helpers/poll.js';
+import { libvirtGuestXml } from '../helpers/libvirt-guest.js';
+import { skipUnlessCi, notRoot } from '../helpers/skip.js';
+import { virsh } from '../helpers/virsh.js';
 
 const sb = await sandbox();
 after(() => sb.cleanup());
@@ -41,8 +50,9 @@ for (const periodS of [5, 1]) {
       await sb.ok('start', name);
       await sb.ok('dommemstat', name, '--period', String(periodS), '--live');
       a = await GuestAgent.connect(join(sb.stateDir, 'run', name, 'agent.sock'), { timeoutMs: 90_000 });
-      // The check that the guest onlined plugged memory needs its statistics: wait for the first.
-      await until('the guest reports its statistics', () => sb.ok('dommemstat', name), (t) => /^last_update /m.test(t));
+      // The check that the guest onlined plugged memory needs its statistics: wait for the first
+      // (before it, last_update is 0).
+      await until('the guest reports its statistics', () => sb.ok('dommemstat', name), (t) => /^last_update [1-9]/m.test(t));
       bootTotalKiB = (await readGuestMeminfo(a)).memTotalKiB;
     });
     after(async () => {
@@ -68,3 +78,48 @@ for (const periodS of [5, 1]) {
     });
   });
 }
+
+describe('a virtio-mem guest libvirt runs, reporting statistics every 5 s', () => {
+  const U = 'qemu:///system';
+  const SOCK = '/var/run/libvirt/libvirt-sock';
+  const skip = skipUnlessCi(!existsSync(SOCK) && `libvirtd is not running (${SOCK} missing)`, notRoot(),
+    !existsSync('/var/cache/virtmem/guest/vmlinuz') && 'built-in guest not built');
+  const lv = (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => runCli(['-c', U, ...args]);
+  /** The guest's own MemTotal, as its statistics report it ("available", KiB). */
+  const reportedTotalKiB = async (name: string): Promise<number> => Number(/^available (\d+)$/m.exec((await lv('dommemstat', name)).stdout)?.[1]);
+
+  test(`grow, then shrink and grow again at once, all with --wait (${CYCLES} times): each reached, and the guest reports the memory`, { skip, timeout: 600_000 }, async () => {
+    const name = `vmgs-${randomBytes(3).toString('hex')}`;
+    const dir = await mkdtemp(join(tmpdir(), 'vm-lgs-'));
+    const file = join(dir, 'guest.xml');
+    await writeFile(file, libvirtGuestXml(name, { memoryKiB: BOOT_MIB * MiB, currentKiB: BOOT_MIB * MiB, virtioMemKiB: (GROWN_MIB - BOOT_MIB) * MiB, cmdline: 'memhp_default_state=online_movable' }));
+    try {
+      assert.equal((await lv('define', file)).code, 0);
+      assert.equal((await lv('start', name)).code, 0);
+      assert.equal((await lv('dommemstat', name, '--period', '5', '--live')).code, 0);
+      await until('the guest reports its statistics', async () => (await lv('dommemstat', name)).stdout, (t) => /^last_update [1-9]/m.test(t));
+      const bootTotalKiB = await reportedTotalKiB(name);
+      const reached = async (mib: number): Promise<void> => {
+        const r = await lv('setmem', name, `${mib}M`, '--wait', '--timeout', '120');
+        assert.deepEqual([r.code, r.stdout, r.stderr], [0, `Domain '${name}' reached ${mib * MiB} KiB\n\n`, ''], `setmem ${mib}M --wait`);
+        assert.match((await lv('dominfo', name)).stdout, new RegExp(`^Used memory: +${mib * MiB} KiB$`, 'm'));
+      };
+      /** The guest's report after a grow: the statistics --wait asked for are its newest. */
+      const grown = async (what: string): Promise<void> => {
+        const kib = await reportedTotalKiB(name);
+        assert.ok(kib - bootTotalKiB >= (GROWN_MIB - BOOT_MIB - 2) * MiB, `${what}: the guest reports MemTotal ${bootTotalKiB} -> ${kib} KiB`);
+      };
+      await reached(GROWN_MIB);
+      await grown('first grow');
+      for (let i = 0; i < CYCLES; i++) {
+        await reached(BOOT_MIB);
+        await reached(GROWN_MIB);
+        await grown(`grow ${i + 1} after a shrink`);
+      }
+    } finally {
+      await virsh(U, 'destroy', name);
+      await virsh(U, 'undefine', name);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
