@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtError } from '../../src/domain/errors.js';
 import {
-  checkMemorySize, followMemory, guestInUseKiB, memoryTotal, resolveAffect, resolveSetMemoryAffect, shrinkRefusal,
+  checkMemorySize, followMemory, guestInUseKiB, guestTotalBaseline, memoryTotal, resolveAffect, resolveSetMemoryAffect, shrinkRefusal,
   type FollowSpec, type GuestTotal, type MemorySizes,
 } from '../../src/driver/memory/rules.js';
 import { planMemory, type MemoryLayout } from '../../src/driver/memory/plan.js';
@@ -49,6 +49,55 @@ test('a guest that stops moving fails NOT_REACHED naming the device, within the 
   await assert.rejects(followMemory(scripted([at(0), at(2048)], [null], { stallMs: 100 })),
     (e: unknown) => e instanceof VirtError && e.code === 'NOT_REACHED' && /virtio-mem vmem0 has 2048 KiB plugged of the 524288 KiB asked for/.test(e.message) && /nothing moved for 0 s/.test(e.message));
   assert.ok(Date.now() - t0 < 5_000);
+});
+
+/**
+ * A guest whose statistics stand at `last` until the balloon asks for a report; the n-th
+ * request (from 1) brings what `onAsk(n)` gives, or nothing new for null.
+ */
+function reporting(last: GuestTotal | null, onAsk: (n: number) => GuestTotal | null): Pick<FollowSpec, 'name' | 'guestTotal' | 'refreshGuestTotal'> {
+  let report = last;
+  let asked = 0;
+  return {
+    name: 'g',
+    guestTotal: async () => report,
+    refreshGuestTotal: async () => { report = onAsk(++asked) ?? report; },
+  };
+}
+
+test('the baseline of a grow is a report from now, not the last one (which predates a shrink): the grow is reached', async () => {
+  // The last report still counts 1 GiB a shrink took away since.
+  const stale = { totalKiB: 500000 + 1048576, atS: now() - 3 };
+  const before = await guestTotalBaseline(reporting(stale, () => ({ totalKiB: 500000, atS: now() })));
+  assert.equal(before?.totalKiB, 500000);
+  const r = await followMemory(scripted([at(0), at(524288)], [{ totalKiB: 500000 + 524288, atS: now() }], { guestTotalBefore: before }));
+  assert.equal(r.totalKiB, 1048576);
+  // What the stale report as baseline made of the same grow.
+  await assert.rejects(followMemory(scripted([at(0), at(524288)], [{ totalKiB: 500000 + 524288, atS: now() }], { guestTotalBefore: stale })),
+    (e: unknown) => e instanceof VirtError && e.code === 'NOT_REACHED');
+});
+
+test('a report stamped in the same second as the last one is not taken for a new one: asked again, a later stamp is', async () => {
+  const s = now();
+  // The first request's report cannot be told from the last (whole-second stamps); the next one can.
+  const before = await guestTotalBaseline(reporting({ totalKiB: 1548576, atS: s }, (n) => (n === 1 ? { totalKiB: 1548576, atS: s } : { totalKiB: 500000, atS: now() })), 5_000);
+  assert.deepEqual(before && { totalKiB: before.totalKiB, later: before.atS > s }, { totalKiB: 500000, later: true });
+});
+
+test('no new report within the bound, or none at all: no baseline (the onlining check is skipped, QEMU\'s sizes stand)', async () => {
+  assert.equal(await guestTotalBaseline(reporting({ totalKiB: 1548576, atS: now() - 3 }, () => null), 50), null);
+  let asked = false;
+  assert.equal(await guestTotalBaseline({ name: 'g', guestTotal: async () => null, refreshGuestTotal: async () => { asked = true; } }), null);
+  assert.equal(asked, false, 'a guest without statistics is not asked for them');
+  const r = await followMemory(scripted([at(0), at(524288)], [{ totalKiB: 1548576, atS: now() }], { guestTotalBefore: null }));
+  assert.equal(r.totalKiB, 1048576);
+});
+
+test('waiting for a baseline ends on the signal with ABORTED', async () => {
+  const ac = new AbortController();
+  ac.abort();
+  await assert.rejects(guestTotalBaseline({ ...reporting({ totalKiB: 1, atS: now() }, () => null), signal: ac.signal }, 5_000),
+    (e: unknown) => e instanceof VirtError && e.code === 'ABORTED');
 });
 
 test('the flags: no flag is live for setmem, current elsewhere; live on a stopped guest is refused', () => {

@@ -17,7 +17,7 @@ import { XdrReader, type XdrWriter } from '../../libvirt/xdr.js';
 import { parseLibvirtUri, type LibvirtUri } from '../../libvirt/uri.js';
 import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
 import {
-  checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, resolveSetMemoryAffect, shrinkRefusal,
+  checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, guestTotalBaseline, resolveSetMemoryAffect, shrinkRefusal,
   VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
 } from '../memory/rules.js';
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
@@ -460,20 +460,25 @@ export class LibvirtDriver implements HypervisorDriver {
         return this.liveSizes(d, ml, vmem, signal);
       };
       const start = await read();
-      // What the guest counts before memory is plugged into it, to see it onlined after.
+      // What the guest itself counts (its MemTotal), and when it said so. Without a statistics
+      // period no report is new (the native driver's guestTotal says the same).
       const total = async (): Promise<GuestTotal | null> => {
+        if (layout.statsPeriodS <= 0) return null;
         const g = await this.guestStats(d, signal);
         return g?.totalKiB === undefined || !g.lastUpdateS ? null : { totalKiB: g.totalKiB, atS: g.lastUpdateS };
       };
-      const before = vmem && plan.requestedKiB.some((r, i) => r > (start.pluggedKiB[i] ?? 0)) ? await total() : null;
+      // A statistics report now: the period to 0 and back makes QEMU ask the guest at once.
+      const refresh = async (): Promise<void> => {
+        if (layout.statsPeriodS <= 0) return;
+        for (const p of [0, layout.statsPeriodS]) await this.domCall(d, Proc.DOMAIN_SET_MEMORY_STATS_PERIOD, (w) => w.int(p).uint(AffectFlag.LIVE), signal);
+      };
+      // A report from now, not the guest's last one (rules.ts guestTotalBaseline).
+      const before = vmem && plan.requestedKiB.some((r, i) => r > (start.pluggedKiB[i] ?? 0))
+        ? await guestTotalBaseline({ name: d.name, signal, guestTotal: total, refreshGuestTotal: refresh })
+        : null;
       await act();
       const reached = await followMemory({
-        name: d.name, plan, layout: ml, start, read, guestTotal: total, guestTotalBefore: before,
-        // A statistics report now: the period to 0 and back makes QEMU ask the guest at once.
-        refreshGuestTotal: async () => {
-          if (layout.statsPeriodS <= 0) return;
-          for (const p of [0, layout.statsPeriodS]) await this.domCall(d, Proc.DOMAIN_SET_MEMORY_STATS_PERIOD, (w) => w.int(p).uint(AffectFlag.LIVE), signal);
-        },
+        name: d.name, plan, layout: ml, start, read, guestTotal: total, guestTotalBefore: before, refreshGuestTotal: refresh,
         changed: (ms) => new Promise<void>((resolve) => {
           const t = setTimeout(() => { wake = null; resolve(); }, ms);
           wake = () => { clearTimeout(t); resolve(); };

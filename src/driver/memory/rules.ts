@@ -3,8 +3,10 @@
  * live/config/current), the sizes a target may have, what "the guest's memory now" is, the
  * guard rails' verdicts, and the wait that follows a change until the guest is there. The
  * native driver and the libvirt driver both call these; their own code only talks to QEMU or
- * libvirt. Pure but for `followMemory`, which waits on what its caller gives it.
+ * libvirt. Pure but for `followMemory` and `guestTotalBaseline`, which wait on what their caller
+ * gives them.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import { VirtError, invalidArg } from '../../domain/errors.js';
 import type { AffectFlags } from '../api.js';
 import type { MemoryLayout, MemoryPlan } from './plan.js';
@@ -128,7 +130,10 @@ export interface FollowSpec {
    * not that the guest onlined them.
    */
   guestTotal?: (() => Promise<GuestTotal | null>) | undefined;
-  /** The guest's total before the change (from `guestTotal`), for the comparison. */
+  /**
+   * The guest's total before the change, for the comparison: from guestTotalBaseline, never
+   * the guest's last report as it stands (that may predate the previous change). null skips it.
+   */
   guestTotalBefore?: GuestTotal | null | undefined;
   /** Asks the guest for a statistics report now instead of at its next period. */
   refreshGuestTotal?: (() => Promise<void>) | undefined;
@@ -138,6 +143,53 @@ export interface FollowSpec {
 export interface GuestTotal {
   totalKiB: number;
   atS: number;
+}
+
+/**
+ * Bound on getting a baseline (guestTotalBaseline): a report the balloon asks for comes within
+ * milliseconds; one stamped in the same second as the report before it cannot be told from it
+ * and is asked for again once the clock enters the next second, so about a second and the
+ * report's own way.
+ */
+export const GUEST_BASELINE_MS = 1_500;
+/** While waiting for a baseline, the guest's statistics are read this often. */
+const GUEST_BASELINE_POLL_MS = 20;
+
+/**
+ * The guest's total before memory is plugged into it, for followMemory's check that the guest
+ * onlined it (FollowSpec.guestTotalBefore): a statistics report that arrived after this call
+ * began, which is after the previous change settled (the caller holds the domain's job lock).
+ * The guest's last report will not do: it comes once a period (5 s by default) and may predate
+ * a shrink that just ended, so "before" would count memory the guest no longer has and a grow
+ * it did online would look as if it had not. Asks for a report at once, and again in each new
+ * second: statistics are stamped in whole seconds, so only a stamp later than the last one
+ * read here tells a new report from it.
+ *
+ * Returns null when the guest reports nothing, or no new report comes within `boundMs` (a
+ * guest too busy to answer): then there is no baseline to trust, followMemory skips the
+ * check, and QEMU's plugged sizes stand rather than a NOT_REACHED from a stale comparison.
+ * @throws VirtError ABORTED on the signal, and what `guestTotal` throws
+ */
+export async function guestTotalBaseline(src: Pick<FollowSpec, 'name' | 'guestTotal' | 'refreshGuestTotal' | 'signal'>, boundMs: number = GUEST_BASELINE_MS): Promise<GuestTotal | null> {
+  if (!src.guestTotal) return null;
+  const end = Date.now() + boundMs;
+  const last = await src.guestTotal();
+  if (last === null || !src.refreshGuestTotal) return null;
+  let askedInS = -1;
+  for (;;) {
+    if (src.signal?.aborted) throw new VirtError('ABORTED', `asking domain '${src.name}' for its memory statistics: aborted`);
+    const nowS = Math.floor(Date.now() / 1000);
+    if (nowS > askedInS) {
+      askedInS = nowS;
+      // A failed request leaves the periodic report, which may still come within the bound.
+      await src.refreshGuestTotal().catch(() => undefined);
+    }
+    const g = await src.guestTotal();
+    if (g === null) return null;
+    if (g.atS > last.atS) return g;
+    if (Date.now() >= end) return null;
+    await delay(Math.max(1, Math.min(GUEST_BASELINE_POLL_MS, end - Date.now())));
+  }
 }
 
 /** Whether `now` is where the plan wants it. */

@@ -16,7 +16,7 @@ import type { AffectOptions, MemoryBreakdown, SetMemoryOptions, SetMemoryResult 
 import { defLayout, withRequested } from '../memory/layout.js';
 import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
 import {
-  checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, memoryTotal, resolveAffect, resolveSetMemoryAffect, shrinkRefusal,
+  checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, guestTotalBaseline, memoryTotal, resolveAffect, resolveSetMemoryAffect, shrinkRefusal,
   VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
 } from '../memory/rules.js';
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
@@ -124,8 +124,12 @@ export async function setMemory(ctx: NativeContext, ref: string, kib: number, op
         throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: Unable to change memory of active domain without the balloon device and guest OS balloon driver');
       }
       if (!opts.force) await checkGuards(c, live, now.totalKiB, kib);
-      // What the guest counts before memory is plugged into it, to see it onlined after.
-      const before = opts.wait && plan.requestedKiB.some((r, i) => r > now.layout.vmem[i]!.pluggedKiB) ? await guestTotal(c, live) : null;
+      // What the guest counts before memory is plugged into it, to see it onlined after: a
+      // report from now, not its last one (rules.ts). Taken on this session, which it holds for at
+      // most GUEST_BASELINE_MS more (under the job lock, which the change holds anyway).
+      const before = opts.wait && plan.requestedKiB.some((r, i) => r > now.layout.vmem[i]!.pluggedKiB)
+        ? await guestTotalBaseline({ name, signal: opts.signal, guestTotal: () => guestTotal(c, live), refreshGuestTotal: () => requestGuestStats(c, live.balloon.statsPeriodS) })
+        : null;
       for (const step of orderSteps(now.layout, now.balloonKiB, plan)) {
         if (step.kind === 'balloon') await setBalloon(c, (step.targetKiB + balloonBaseKiB(live)) * 1024);
         else await qomSet(c, `/machine/peripheral/${step.id}`, 'requested-size', step.requestedKiB * 1024);
