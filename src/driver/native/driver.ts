@@ -8,7 +8,7 @@
  */
 import { withAutoPlacement } from './memory-start.js';
 import { readdir, rm, readFile } from 'node:fs/promises';
-import { observeSync } from './run-status.js';
+import { liveReason, observeSync } from './run-status.js';
 import type { QmpClient } from '../../qmp/index.js';
 import { QmpCommandError } from '../../qmp/index.js';
 import type { DomainDef, MemtuneDef } from '../../domain/definition.js';
@@ -75,6 +75,12 @@ export class NativeDriver implements HypervisorDriver {
     const defs = await this.ctx.store.summaries();
     const running = new Set(await readdir(this.ctx.paths.runDir).catch(() => [] as string[]));
     const rows = defs.map((def): DomainSummary => {
+      // A guest a watch follows (a daemon runs): its view, kept by QEMU's events and the held
+      // monitor (which closes when QEMU goes), says what its run record and /proc would.
+      const v = this.ctx.held?.view(def.name);
+      if (v && v.monitor === 'connected' && v.id !== null && (v.state === 'running' || v.state === 'paused')) {
+        return { id: v.id, name: def.name, uuid: def.uuid, state: v.state, reason: liveReason(v.state), persistent: true };
+      }
       // A domain that never ran has no run directory: shut off, nothing to read.
       const o = running.has(def.name) ? observeSync(this.ctx.paths.run(def.name)) : { state: 'shutoff' as const, reason: 'unknown' as const, record: null };
       return { id: o.state === 'shutoff' ? null : o.record.id, name: def.name, uuid: def.uuid, state: o.state, reason: o.reason, persistent: true };

@@ -113,14 +113,15 @@ export function observeSync(paths: RunPaths): Observed {
   return observed(rec, alive, rec?.phase === 'running' && !alive && existsSync(paths.pidfile));
 }
 
+/** Why a live domain of the native driver is in its state (libvirt's reasons): QEMU booted it, or the user paused it. */
+export function liveReason(state: 'running' | 'paused'): 'booted' | 'user' {
+  return state === 'paused' ? 'user' : 'booted';
+}
+
 /** The state a run record and the host's facts make. Pure. */
 function observed(rec: RunRecord | null, alive: boolean, pidfileLeft: boolean): Observed {
   if (!rec) return { state: 'shutoff', reason: 'unknown', record: null };
   if (rec.phase === 'shutoff') return { state: 'shutoff', reason: rec.reason, record: rec };
-  if (alive) {
-    return rec.paused
-      ? { state: 'paused', reason: 'user', record: rec }
-      : { state: 'running', reason: 'booted', record: rec };
-  }
+  if (alive) return rec.paused ? { state: 'paused', reason: liveReason('paused'), record: rec } : { state: 'running', reason: liveReason('running'), record: rec };
   return { state: 'shutoff', reason: pidfileLeft ? 'crashed' : 'shutdown', record: rec, exited: true };
 }
