@@ -131,6 +131,19 @@ test('a libvirt guest through the API: its document, a resize with progress on t
   assert.equal(await usedKiB(NAME), 640 * 1024);
   // A host that is not served is a 404 naming it.
   assert.equal((await api('GET', `/hosts/${encodeURIComponent('qemu+tcp://10.9.9.9/system')}/domains/${NAME}`)).status, 404);
+
+  // A shrink answered before the guest is there: the document heads for the new target at
+  // once (libvirt's XML has no balloon target and its current memory is the size the guest
+  // has, so the target is the one the daemon sent), and keeps it after the XML is read again.
+  const shrink = await api('PUT', `/hosts/${H}/domains/${NAME}/memory`, { targetBytes: 576 * MiB, waitMs: 0 });
+  assert.ok(shrink.status === 200 || shrink.status === 202, JSON.stringify(shrink.body));
+  const heading = await guestDoc();
+  assert.equal(heading.memory.targetBytes, 576 * MiB, 'the target as sent, while the guest may still be on its way');
+  assert.equal(heading.memory.balloonTargetBytes + heading.memory.requestedBytes, 576 * MiB, 'balloon and virtio-mem targets add up to it');
+  const shrunk = await until('the shrink ended', () => get('/operations/{id}', `/operations/${shrink.body.operation.id}`), (x) => x.operation.state !== 'running');
+  assert.equal(shrunk.operation.state, 'succeeded', shrunk.operation.message);
+  const there = await guestDoc();
+  assert.deepEqual([there.memory.targetBytes, there.memory.totalBytes], [576 * MiB, 576 * MiB]);
 });
 
 test('policy settings of a libvirt guest live in its XML metadata; the daemon takes them and shrinks the idle guest, then grows it for work', { skip, timeout: 600_000 }, async () => {

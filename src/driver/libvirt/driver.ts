@@ -419,9 +419,12 @@ export class LibvirtDriver implements HypervisorDriver {
     // Without virtio-mem the target is libvirt's balloon target (its own checks, its words).
     const plan = vmem ? planMemory(ml, kib) : { targetKiB: kib, balloonKiB: kib - ml.dimmKiB, requestedKiB: [] };
     const balloonTargetKiB = layout.currentMemoryKiB - layout.virtioMem.reduce((s, v) => s + v.requestedKiB, 0) - layout.dimmKiB;
+    // The watch learns the target here: libvirt keeps no balloon target it could read back.
+    const sent = (): void => this.#watch?.takeTarget(d.name, { uuid: uuidText(d.uuid), targetKiB: kib, balloonKiB: plan.balloonKiB, requestedKiB: plan.requestedKiB });
     const act = async (): Promise<void> => {
       if (!vmem) {
         await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(kib).uint(affectBits(flags)), signal);
+        sent();
         return;
       }
       for (const st of orderSteps(ml, balloonTargetKiB, plan)) {
@@ -432,6 +435,7 @@ export class LibvirtDriver implements HypervisorDriver {
           await this.domCall(d, Proc.DOMAIN_UPDATE_DEVICE_FLAGS, (w) => w.string(virtioMemUpdateXml(dev, st.requestedKiB), STRING_MAX).uint(AffectFlag.LIVE), signal);
         }
       }
+      sent();
       if (flags.config) await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(kib).uint(AffectFlag.CONFIG), signal);
     };
     if (!opts.wait) {
