@@ -466,7 +466,14 @@ export class LibvirtDriver implements HypervisorDriver {
         const g = await this.guestStats(d, signal);
         return g?.totalKiB === undefined || !g.lastUpdateS ? null : { totalKiB: g.totalKiB, atS: g.lastUpdateS };
       };
-      const before = vmem && plan.requestedKiB.some((r, i) => r > (start.pluggedKiB[i] ?? 0)) ? await total() : null;
+      // libvirt learns a device's plugged size from QEMU's MEMORY_DEVICE_SIZE_CHANGE events,
+      // which QEMU sends at most once a second per device: while an earlier change is still under
+      // way, the XML's current size lags what the guest has, and the guest's MemTotal read now
+      // may already count memory the XML does not (a grow sent a second after another was then
+      // judged "not onlined" after the stall bound). Onlining is judged only from a start at
+      // which libvirt's sizes had settled on what was requested.
+      const settled = layout.virtioMem.every((v, i) => start.pluggedKiB[i] === v.requestedKiB);
+      const before = vmem && settled && plan.requestedKiB.some((r, i) => r > (start.pluggedKiB[i] ?? 0)) ? await total() : null;
       await act();
       const reached = await followMemory({
         name: d.name, plan, layout: ml, start, read, guestTotal: total, guestTotalBefore: before,
