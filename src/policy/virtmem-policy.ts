@@ -436,6 +436,17 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
           + (over !== null ? ` (no cool-down${over.undo ? ', at once' : ''}: ${over.why})` : '');
       }
     }
+    // Growth never lowers a target the guest is still heading up to. The host's count of a
+    // guest's size can lag a grow under way (a libvirt host learns sizes from QEMU's balloon and
+    // virtio-mem events, which QEMU sends at most once a second): a growth step computed from
+    // that size can fall below the target already sent, and sending it would unplug memory the
+    // guest is plugging, and needs (on libvirt guests this reversed plugs under way, and a guest
+    // busy offlining the memory again stopped reporting statistics while it ran out).
+    const upKiB = Math.min(maxKiB, alignUp(Math.max(headingKiB, recentAskKiB ?? 0)));
+    if (targetKiB > g.currentKiB && !stopShrink && upKiB > targetKiB) {
+      targetKiB = upKiB;
+      reason += ` (keeps the larger target ${mib(upKiB)} it is heading to)`;
+    }
     if (ignored.length > 0 && !pressured) reason += `; not pressure: ${ignored.join(', ')} with ${mib(availableKiB)} available (turning over its own cache)`;
     targetKiB = Math.min(maxKiB, Math.max(minKiB, targetKiB));
     const goalKiB = Math.min(maxKiB, Math.max(minKiB, alignDown(safeUseKiB + 1.5 * headroom)));
