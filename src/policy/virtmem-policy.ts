@@ -338,8 +338,8 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     if (!sig) { decision.holds.push({ name: g.name, reason: 'no guest statistics yet (balloon driver not loaded, or stats period 0)' }); continue; }
     if (sig.ageS > o.maxStatsAgeS) { decision.holds.push({ name: g.name, reason: `guest statistics are ${Math.round(sig.ageS)} s old` }); continue; }
     // Where the guest is heading: the hypervisor's target. A target the policy sent in the last
-    // few seconds counts too: a libvirt host's view has no target of its own (its domain XML's
-    // current memory is the size when the XML was last read, which lags a resize), so a guest the
+    // few seconds counts too, for a host whose view does not show a sent target yet (libvirt's
+    // XML has none; the libvirt watch takes it from the driver when it is sent): a guest the
     // policy just sent up is not taken to be shrinking, and is held at the larger of the two.
     const sent = state.track.get(g.name);
     const recentAskKiB = sent?.askedKiB != null && s.nowS - sent.askedAtS <= ASKED_FRESH_S ? sent.askedKiB : null;
