@@ -325,6 +325,32 @@ interface Plan {
 }
 
 /**
+ * A guest whose statistics stopped while QEMU's resident size keeps rising: it is touching new
+ * memory the policy cannot see it use. Without its numbers nothing is taken from it, but it is
+ * grown by the rise (at least a growth step), as a pressured guest within the budget: holding
+ * it until it reports again cost a libvirt guest (statistics stopped mid-ramp, 2026-12-05) an
+ * OOM kill every two seconds for the rest of its ramp. Updates the guest's host-side reading;
+ * null when its resident size does not rise fast enough or was never read.
+ */
+function staleButRising(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: VirtmemPolicyOptions): Omit<Plan, 'maxKiB'> | null {
+  const t = state.track.get(g.name);
+  const rss = g.rssKiB ?? null;
+  const rssAtS = g.rssAtS ?? nowS;
+  if (!t || rss === null) return null;
+  if (t.rssKiB !== null && rssAtS > t.rssAtS) t.rssRateKiBPerS = Math.max(0, rss - t.rssKiB) / (rssAtS - t.rssAtS);
+  if (rssAtS > t.rssAtS || t.rssKiB === null) { t.rssKiB = rss; t.rssAtS = rssAtS; }
+  const anonShare = nowS - t.anonShareAtS <= o.coolDownS ? t.anonShare : 1;
+  const riseKiBPerS = t.rssRateKiBPerS * anonShare;
+  if (riseKiBPerS < o.risingKiBPerS) return null;
+  const headingKiB = Math.max(g.targetKiB ?? g.currentKiB, t.askedKiB !== null && nowS - t.askedAtS <= ASKED_FRESH_S ? t.askedKiB : 0);
+  const growKiB = Math.max(o.minGrowKiB, Math.round(riseKiBPerS * o.growAheadS));
+  return {
+    g, minKiB: g.currentKiB, targetKiB: alignUp(Math.max(g.currentKiB + growKiB, headingKiB)), goalKiB: g.currentKiB, headingKiB, pressured: true, stopShrink: false,
+    reason: `guest statistics are ${Math.round(g.signals!.ageS)} s old, but QEMU's resident memory rises ${mib(riseKiBPerS)}/s: grow by ${mib(growKiB)}`,
+  };
+}
+
+/**
  * The decision function.
  * @returns actions (new targets, each with its reason) and holds (guests left alone, and why).
  */
@@ -336,7 +362,12 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const maxKiB = Math.min(g.settings.ceilingKiB, g.maxKiB);
     const sig = g.signals;
     if (!sig) { decision.holds.push({ name: g.name, reason: 'no guest statistics yet (balloon driver not loaded, or stats period 0)' }); continue; }
-    if (sig.ageS > o.maxStatsAgeS) { decision.holds.push({ name: g.name, reason: `guest statistics are ${Math.round(sig.ageS)} s old` }); continue; }
+    if (sig.ageS > o.maxStatsAgeS) {
+      const stale = staleButRising(g, s.nowS, state, o);
+      if (stale) { plans.push({ ...stale, maxKiB, minKiB: Math.min(maxKiB, stale.minKiB), targetKiB: Math.min(maxKiB, stale.targetKiB) }); continue; }
+      decision.holds.push({ name: g.name, reason: `guest statistics are ${Math.round(sig.ageS)} s old` });
+      continue;
+    }
     // Where the guest is heading: the hypervisor's target. A target the policy sent in the last
     // few seconds counts too, for a host whose view does not show a sent target yet (libvirt's
     // XML has none; the libvirt watch takes it from the driver when it is sent): a guest the

@@ -180,6 +180,30 @@ test('policy settings of a libvirt guest live in its XML metadata; the daemon ta
   assert.ok(['pending', 'reached', 'not reached'].includes(grown.last.outcome ?? 'pending'), JSON.stringify(grown.last));
 });
 
+test('a libvirt guest whose statistics stopped is still grown while its QEMU touches new memory', { skip, timeout: 600_000 }, async () => {
+  // No more statistics from the guest (libvirt's period to 0: QEMU keeps the last report).
+  assert.equal((await virsh(U, 'dommemstat', NAME, '--period', '0', '--live')).code, 0);
+  try {
+    // Older than the policy acts on (10 s).
+    await until('the statistics stale for the policy', () => guestDoc(), (g) => Date.now() / 1000 - g.stats.lastUpdateS > 12, () => {}, 60_000);
+    const before = await usedKiB(NAME);
+    const avail = (await guestDoc()).stats.usableBytes as number;
+    const n = Math.ceil((avail + 128 * MiB) / (64 * MiB));
+    try {
+      await agent!.run(`i=0; while [ $i -lt ${n} ]; do (vmhelper alloc 64 >/dev/null 2>&1 &); sleep 2; i=$((i+1)); done; echo started`, { timeoutMs: 180_000 });
+      await until('the guest grown for its work', () => usedKiB(NAME), (kib) => kib >= before + 128 * 1024);
+      const doc = await get('/hosts/{host}/domains/{name}/policy', `/hosts/${H}/domains/${NAME}/policy`);
+      assert.match(doc.last.reason, /guest statistics are \d+ s old, but QEMU's resident memory rises/, JSON.stringify(doc.last));
+      const oom = (await agent!.run('dmesg | grep -c "Out of memory" || true')).output.trim();
+      assert.equal(oom, '0', `no OOM kill in the guest (${n} allocations of 64 MiB, ${Math.round(avail / MiB)} MiB available when its statistics stopped)`);
+    } finally {
+      await agent!.run('killall vmhelper; echo done').catch(() => undefined);
+    }
+  } finally {
+    await virsh(U, 'dommemstat', NAME, '--period', '1', '--live');
+  }
+});
+
 test('a remote libvirtd killed during a resize: the operation fails with the reason, the host is down, the local host goes on', { skip, timeout: 600_000 }, async () => {
   remote = await startRemoteLibvirtd();
   const xml = join(sb.stateDir, 'remote.xml');
