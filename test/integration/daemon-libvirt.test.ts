@@ -159,7 +159,9 @@ test('policy settings of a libvirt guest live in its XML metadata; the daemon ta
   await until('the idle guest shrunk', () => usedKiB(NAME), (kib) => kib <= 520 * 1024, (kib) => { lowest = Math.min(lowest, kib); });
   assert.ok(lowest * 1024 >= FLOOR, `never below the floor (lowest ${lowest} KiB)`);
   const shrunk = await get('/hosts/{host}/domains/{name}/policy', `/hosts/${H}/domains/${NAME}/policy`);
-  assert.equal(shrunk.last.action, 'resize');
+  // The last decision is a resize, or one a newer step superseded before libvirt saw it land
+  // (libvirt learns sizes from QEMU's events, at most one a second).
+  assert.ok(shrunk.last.action === 'resize' || /superseded by/.test(shrunk.last.reason), JSON.stringify(shrunk.last));
   assert.ok(shrunk.last.reason.length > 10, 'the decision says why');
 
   // Work arrives: 64 MiB allocations three seconds apart, 128 MiB more than the guest has
@@ -181,6 +183,8 @@ test('policy settings of a libvirt guest live in its XML metadata; the daemon ta
 });
 
 test('a libvirt guest whose statistics stopped is still grown while its QEMU touches new memory', { skip, timeout: 600_000 }, async () => {
+  // Room to grow: the last test left the guest at its maximum; the policy takes its idle memory back.
+  await until('the idle guest shrunk again', () => usedKiB(NAME), (kib) => kib <= 800 * 1024);
   // No more statistics from the guest (libvirt's period to 0: QEMU keeps the last report).
   assert.equal((await virsh(U, 'dommemstat', NAME, '--period', '0', '--live')).code, 0);
   try {
