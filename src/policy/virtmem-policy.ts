@@ -325,6 +325,32 @@ interface Plan {
 }
 
 /**
+ * A guest whose statistics stopped while QEMU's resident size keeps rising: it is touching new
+ * memory the policy cannot see it use. Without its numbers nothing is taken from it, but it is
+ * grown by the rise (at least a growth step), as a pressured guest within the budget: holding
+ * it until it reports again cost a libvirt guest (statistics stopped mid-ramp, 2026-12-05) an
+ * OOM kill every two seconds for the rest of its ramp. Updates the guest's host-side reading;
+ * null when its resident size does not rise fast enough or was never read.
+ */
+function staleButRising(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: VirtmemPolicyOptions): Omit<Plan, 'maxKiB'> | null {
+  const t = state.track.get(g.name);
+  const rss = g.rssKiB ?? null;
+  const rssAtS = g.rssAtS ?? nowS;
+  if (!t || rss === null) return null;
+  if (t.rssKiB !== null && rssAtS > t.rssAtS) t.rssRateKiBPerS = Math.max(0, rss - t.rssKiB) / (rssAtS - t.rssAtS);
+  if (rssAtS > t.rssAtS || t.rssKiB === null) { t.rssKiB = rss; t.rssAtS = rssAtS; }
+  const anonShare = nowS - t.anonShareAtS <= o.coolDownS ? t.anonShare : 1;
+  const riseKiBPerS = t.rssRateKiBPerS * anonShare;
+  if (riseKiBPerS < o.risingKiBPerS) return null;
+  const headingKiB = Math.max(g.targetKiB ?? g.currentKiB, t.askedKiB !== null && nowS - t.askedAtS <= ASKED_FRESH_S ? t.askedKiB : 0);
+  const growKiB = Math.max(o.minGrowKiB, Math.round(riseKiBPerS * o.growAheadS));
+  return {
+    g, minKiB: g.currentKiB, targetKiB: alignUp(Math.max(g.currentKiB + growKiB, headingKiB)), goalKiB: g.currentKiB, headingKiB, pressured: true, stopShrink: false,
+    reason: `guest statistics are ${Math.round(g.signals!.ageS)} s old, but QEMU's resident memory rises ${mib(riseKiBPerS)}/s: grow by ${mib(growKiB)}`,
+  };
+}
+
+/**
  * The decision function.
  * @returns actions (new targets, each with its reason) and holds (guests left alone, and why).
  */
@@ -336,10 +362,15 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const maxKiB = Math.min(g.settings.ceilingKiB, g.maxKiB);
     const sig = g.signals;
     if (!sig) { decision.holds.push({ name: g.name, reason: 'no guest statistics yet (balloon driver not loaded, or stats period 0)' }); continue; }
-    if (sig.ageS > o.maxStatsAgeS) { decision.holds.push({ name: g.name, reason: `guest statistics are ${Math.round(sig.ageS)} s old` }); continue; }
+    if (sig.ageS > o.maxStatsAgeS) {
+      const stale = staleButRising(g, s.nowS, state, o);
+      if (stale) { plans.push({ ...stale, maxKiB, minKiB: Math.min(maxKiB, stale.minKiB), targetKiB: Math.min(maxKiB, stale.targetKiB) }); continue; }
+      decision.holds.push({ name: g.name, reason: `guest statistics are ${Math.round(sig.ageS)} s old` });
+      continue;
+    }
     // Where the guest is heading: the hypervisor's target. A target the policy sent in the last
-    // few seconds counts too: a libvirt host's view has no target of its own (its domain XML's
-    // current memory is the size when the XML was last read, which lags a resize), so a guest the
+    // few seconds counts too, for a host whose view does not show a sent target yet (libvirt's
+    // XML has none; the libvirt watch takes it from the driver when it is sent): a guest the
     // policy just sent up is not taken to be shrinking, and is held at the larger of the two.
     const sent = state.track.get(g.name);
     const recentAskKiB = sent?.askedKiB != null && s.nowS - sent.askedAtS <= ASKED_FRESH_S ? sent.askedKiB : null;
@@ -435,6 +466,17 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
           + (reserveKiB > 0 ? ` + ${mib(reserveKiB)} kept for a burst like the last one` : '')
           + (over !== null ? ` (no cool-down${over.undo ? ', at once' : ''}: ${over.why})` : '');
       }
+    }
+    // Growth never lowers a target the guest is still heading up to. The host's count of a
+    // guest's size can lag a grow under way (a libvirt host learns sizes from QEMU's balloon and
+    // virtio-mem events, which QEMU sends at most once a second): a growth step computed from
+    // that size can fall below the target already sent, and sending it would unplug memory the
+    // guest is plugging, and needs (on libvirt guests this reversed plugs under way, and a guest
+    // busy offlining the memory again stopped reporting statistics while it ran out).
+    const upKiB = Math.min(maxKiB, alignUp(Math.max(headingKiB, recentAskKiB ?? 0)));
+    if (targetKiB > g.currentKiB && !stopShrink && upKiB > targetKiB) {
+      targetKiB = upKiB;
+      reason += ` (keeps the larger target ${mib(upKiB)} it is heading to)`;
     }
     if (ignored.length > 0 && !pressured) reason += `; not pressure: ${ignored.join(', ')} with ${mib(availableKiB)} available (turning over its own cache)`;
     targetKiB = Math.min(maxKiB, Math.max(minKiB, targetKiB));

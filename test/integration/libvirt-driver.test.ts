@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { runCli } from '../helpers/cli.js';
+import { until } from '../helpers/poll.js';
 import { skipUnlessCi, notRoot } from '../helpers/skip.js';
 import { virsh, virshDominfoLines, type VirshResult } from '../helpers/virsh.js';
 import { startRemoteLibvirtd } from '../helpers/remote-libvirtd.js';
@@ -98,7 +99,16 @@ test('qemu:///system: a TCG guest with virtio-mem, driven through libvirt like v
       const { ours, theirs } = args[0] === 'list' ? await bracketed(U, args) : { ours: await runCli(['-c', U, ...args]), theirs: await virsh(U, ...args) };
       assert.deepEqual([ours.code, steady(virshDominfoLines(ours.stdout)), ours.stderr], [theirs.code, steady(theirs.stdout), theirs.stderr], `running: ${args.join(' ')}`);
     }
-    // Grow through virtio-mem (update-device), confirmed by libvirt's events.
+    // Grow through virtio-mem (update-device), confirmed by libvirt's events. First a grow that
+    // is not waited for, then, as soon as the guest's own MemTotal shows some of it onlined, the
+    // grow that is: libvirt learns plugged sizes from QEMU's events (at most one a second), so
+    // its XML may still lag what the guest already counts, and the wait must not take that for
+    // memory the guest failed to online.
+    const memTotalKiB = async (): Promise<number> => Number(/^available (\d+)$/m.exec((await virsh(U, 'dommemstat', name)).stdout)?.[1] ?? 0);
+    await until('the guest reporting statistics', memTotalKiB, (k) => k > 0);
+    const totalBefore = await memTotalKiB();
+    assert.equal((await runCli(['-c', U, 'setmem', name, '400M'])).code, 0);
+    await until('the guest counting plugged memory', memTotalKiB, (k) => k >= totalBefore + 65536, () => {}, 60_000, 50);
     const grow = await runCli(['-c', U, 'setmem', name, '600M', '--wait']);
     assert.deepEqual([grow.code, grow.stdout, grow.stderr], [0, `Domain '${name}' reached 614400 KiB\n\n`, '']);
     const xml = (await virsh(U, 'dumpxml', name)).stdout;

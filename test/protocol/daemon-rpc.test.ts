@@ -142,10 +142,11 @@ test('the client: a server that closes fails the open calls; the next call conne
   const rpc = new DaemonRpcClient(other);
   try {
     assert.equal((await rpc.call('GET', '/api/v1/hosts')).status, 200);
-    const open = rpc.call('GET', '/api/v1/domains/x/info');
+    // Its failure is awaited from the start: it comes while the server closes.
+    const open = assert.rejects(rpc.call('GET', '/api/v1/domains/x/info'), (e: unknown) => e instanceof DaemonUnreachableError);
     await new Promise((r) => setTimeout(r, 20));
     await s2.close();
-    await assert.rejects(open, (e: unknown) => e instanceof DaemonUnreachableError);
+    await open;
     await assert.rejects(rpc.call('GET', '/api/v1/hosts'), (e: unknown) => e instanceof DaemonUnreachableError && /not reachable/.test(e.message));
     const s3 = new RpcServer({ daemon, listen: { path: other } });
     await s3.start();

@@ -373,6 +373,37 @@ describe('the host budget', () => {
     assert.doesNotMatch([...d.actions, ...d.holds][0]!.reason, /shrink/, JSON.stringify(d));
     assert.ok(d.actions[0]!.targetKiB > 1200 * MiB && up > 1200 * MiB, JSON.stringify(d));
   });
+  test('growth never lowers a target the guest is still heading up to, when the host\'s count of its size lags', () => {
+    const state = fresh();
+    decideVirtmem(snap([{ ...guest('a', 600 * MiB, sig({ availableKiB: 200 * MiB, ageS: 0.2 })), targetKiB: 600 * MiB, rssKiB: 500 * MiB }], null, 100), state);
+    // t=101: RSS rose 100 MiB in a second: grown ahead.
+    const up = decideVirtmem(snap([{ ...guest('a', 600 * MiB, sig({ availableKiB: 200 * MiB, ageS: 1.2 })), targetKiB: 600 * MiB, rssKiB: 600 * MiB }], null, 101), state).actions[0]!;
+    assert.ok(up.targetKiB > 1000 * MiB, JSON.stringify(up));
+    // t=102: the host's count still shows the guest near its old size (a libvirt guest's size
+    // comes from QEMU's events, at most one a second), the target is the one sent; a new sample,
+    // a slower rise. A growth step from that size would be below the target under way.
+    const d = decideVirtmem(snap([{ ...guest('a', 620 * MiB, sig({ availableKiB: 150 * MiB, ageS: 0.2 })), targetKiB: up.targetKiB, rssKiB: 630 * MiB }], null, 102), state);
+    assert.deepEqual(d.actions, [], JSON.stringify(d));
+    assert.match(d.holds[0]!.reason, /keeps the larger target \d+ MiB it is heading to.*already heading to/);
+  });
+  test('a guest whose statistics stopped is grown while QEMU\'s resident size rises, never shrunk, and held when it does not rise', () => {
+    const state = fresh();
+    decideVirtmem(snap([{ ...guest('s', 1024 * MiB, sig({ availableKiB: 300 * MiB, ageS: 1 })), targetKiB: 1024 * MiB, rssKiB: 900 * MiB, rssAtS: 99.5 }], 3072 * MiB, 100), state);
+    // 12 s later the sample is the same (the guest stopped reporting); RSS rose 50 MiB/s meanwhile.
+    const later = (nowS: number, rssKiB: number): GuestSnapshot => ({ ...guest('s', 1024 * MiB, sig({ availableKiB: 300 * MiB, ageS: nowS - 99 })), targetKiB: 1024 * MiB, rssKiB, rssAtS: nowS - 0.5 });
+    const d = decideVirtmem(snap([later(112, 1500 * MiB)], 3072 * MiB, 112), state);
+    assert.equal(d.actions.length, 1, JSON.stringify(d));
+    assert.equal(d.actions[0]!.targetKiB, 1280 * MiB);
+    assert.match(d.actions[0]!.reason, /^guest statistics are 13 s old, but QEMU's resident memory rises 50 MiB\/s: grow by 256 MiB/);
+    // Within the budget like any growth.
+    const tight = fresh();
+    decideVirtmem(snap([{ ...guest('s', 1024 * MiB, sig({ availableKiB: 300 * MiB, ageS: 1 })), targetKiB: 1024 * MiB, rssKiB: 900 * MiB, rssAtS: 99.5 }], 1100 * MiB, 100), tight);
+    assert.ok(decideVirtmem(snap([later(112, 1500 * MiB)], 1100 * MiB, 112), tight).actions.every((a) => a.targetKiB <= 1100 * MiB));
+    // RSS still: held, as before.
+    const still = decideVirtmem(snap([{ ...later(113, 1500 * MiB), targetKiB: 1024 * MiB }], 3072 * MiB, 113), state);
+    assert.deepEqual(still.actions, [], JSON.stringify(still));
+    assert.match(still.holds[0]!.reason, /^guest statistics are 14 s old$/);
+  });
   test('a guest cooling down after a rise gives all its idle memory back at once for a pressured guest', () => {
     const state = fresh();
     // The donor rose (RSS) and was grown ahead a round ago; it holds 1.5 GiB, of which 1.1 GiB is cache.

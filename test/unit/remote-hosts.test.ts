@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseHostsFile } from '../../src/daemon/hosts-file.js';
-import { applyBulk, viewFromLibvirt } from '../../src/driver/libvirt/watch.js';
+import { applyBulk, sentTargetHolds, viewFromLibvirt } from '../../src/driver/libvirt/watch.js';
 import { memoryLayoutFromXml } from '../../src/driver/libvirt/domain-xml.js';
 import { libvirtHostDocument, type LibvirtHostDocument as HostDocument } from '../../src/daemon/documents.js';
 import { totalBytes } from '../../src/driver/view.js';
@@ -44,6 +44,23 @@ test('libvirt bulk statistics to a live view: KiB to bytes, the balloon is boot 
   assert.deepEqual([v.state, v.id, v.balloonBytes, totalBytes(v), v.rssBytes], ['paused', 3, 786432 * 1024, 786432 * 1024, 10240]);
   assert.deepEqual(v.stats, { availableBytes: 921600, lastUpdateS: 77 });
   assert.equal(applyBulk(v, rec, 3), false, 'the same record changes nothing');
+});
+
+test('libvirt view: the target virtmem sent, not the size in the XML, while the XML still has the devices as sent', () => {
+  const rec = { name: 'a', uuid: 'u', id: 3, stats: {} };
+  // Shrinking from 1 GiB (the XML's current memory: what the guest has) to 600 MiB: no virtio-mem, the balloon at 600 MiB.
+  const sent = { uuid: 'u', targetKiB: 614400, balloonKiB: 614400, requestedKiB: [0] };
+  const layout = memoryLayoutFromXml(XML);
+  assert.equal(sentTargetHolds(sent, 'u', layout), true);
+  const v = viewFromLibvirt(rec, layout, 1, sent);
+  assert.deepEqual([v.targetBytes, v.balloonTargetBytes, v.balloonBytes], [614400 * 1024, 614400 * 1024, 1048576 * 1024]);
+  // Without one, the guest heads where it is.
+  assert.deepEqual([viewFromLibvirt(rec, layout, 1).targetBytes, viewFromLibvirt(rec, layout, 1).balloonTargetBytes], [1048576 * 1024, 1048576 * 1024]);
+  // A device someone else resized since, or another guest of the same name: the XML wins.
+  const grown = memoryLayoutFromXml(XML.replace("<requested unit='KiB'>0</requested>", "<requested unit='KiB'>262144</requested>"));
+  assert.equal(sentTargetHolds(sent, 'u', grown), false);
+  assert.equal(viewFromLibvirt(rec, grown, 1, sent).targetBytes, 1048576 * 1024);
+  assert.equal(sentTargetHolds(sent, 'other', layout), false);
 });
 
 const host = { memTotalBytes: 100, memAvailableBytes: 50, swapTotalBytes: null, swapFreeBytes: null, psi: null, sampledAtS: 1 };

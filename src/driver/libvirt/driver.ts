@@ -422,9 +422,12 @@ export class LibvirtDriver implements HypervisorDriver {
     // Without virtio-mem the target is libvirt's balloon target (its own checks, its words).
     const plan = vmem ? planMemory(ml, kib) : { targetKiB: kib, balloonKiB: kib - ml.dimmKiB, requestedKiB: [] };
     const balloonTargetKiB = layout.currentMemoryKiB - layout.virtioMem.reduce((s, v) => s + v.requestedKiB, 0) - layout.dimmKiB;
+    // The watch learns the target here: libvirt keeps no balloon target it could read back.
+    const sent = (): void => this.#watch?.takeTarget(d.name, { uuid: uuidText(d.uuid), targetKiB: kib, balloonKiB: plan.balloonKiB, requestedKiB: plan.requestedKiB });
     const act = async (): Promise<void> => {
       if (!vmem) {
         await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(kib).uint(affectBits(flags)), signal);
+        sent();
         return;
       }
       for (const st of orderSteps(ml, balloonTargetKiB, plan)) {
@@ -435,6 +438,7 @@ export class LibvirtDriver implements HypervisorDriver {
           await this.domCall(d, Proc.DOMAIN_UPDATE_DEVICE_FLAGS, (w) => w.string(virtioMemUpdateXml(dev, st.requestedKiB), STRING_MAX).uint(AffectFlag.LIVE), signal);
         }
       }
+      sent();
       if (flags.config) await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(kib).uint(AffectFlag.CONFIG), signal);
     };
     if (!opts.wait) {
@@ -472,8 +476,15 @@ export class LibvirtDriver implements HypervisorDriver {
         if (layout.statsPeriodS <= 0) return;
         for (const p of [0, layout.statsPeriodS]) await this.domCall(d, Proc.DOMAIN_SET_MEMORY_STATS_PERIOD, (w) => w.int(p).uint(AffectFlag.LIVE), signal);
       };
-      // A report from now, not the guest's last one (rules.ts guestTotalBaseline).
-      const before = vmem && plan.requestedKiB.some((r, i) => r > (start.pluggedKiB[i] ?? 0))
+      // libvirt learns a device's plugged size from QEMU's MEMORY_DEVICE_SIZE_CHANGE events,
+      // which QEMU sends at most once a second per device: while an earlier change is still under
+      // way, the XML's current size lags what the guest has, and the guest's MemTotal read now
+      // may already count memory the XML does not (a grow sent a second after another was then
+      // judged "not onlined" after the stall bound). Onlining is judged only from a start at
+      // which libvirt's sizes had settled on what was requested, against a report from now, not
+      // the guest's last one (rules.ts guestTotalBaseline).
+      const settled = layout.virtioMem.every((v, i) => start.pluggedKiB[i] === v.requestedKiB);
+      const before = vmem && settled && plan.requestedKiB.some((r, i) => r > (start.pluggedKiB[i] ?? 0))
         ? await guestTotalBaseline({ name: d.name, signal, guestTotal: total, refreshGuestTotal: refresh })
         : null;
       await act();
@@ -515,12 +526,13 @@ export class LibvirtDriver implements HypervisorDriver {
     const name = v.name;
     const d: WireDomain = { name, uuid: Buffer.from(v.uuid.replace(/-/g, ''), 'hex'), id: v.id };
     await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (x) => x.uhyper(kib).uint(AffectFlag.LIVE), opts.signal);
-    w.noteTarget(name, kib);
+    const vmem = v.devices.filter((x) => x.model === 'virtio-mem');
+    // The watch learns the target here, as on the full path: libvirt keeps no balloon target.
+    w.takeTarget(name, { uuid: v.uuid, targetKiB: kib, balloonKiB: kib, requestedKiB: vmem.map(() => 0) });
     const { startKiB } = fast;
     opts.onProgress?.({ actualKiB: startKiB, targetKiB: kib, startKiB, elapsedMs: 0 });
     const result: SetMemoryResult = { targetKiB: kib, actualKiB: startKiB, reached: false, live: true, config: false };
     if (!opts.wait) return result;
-    const vmem = v.devices.filter((x) => x.model === 'virtio-mem');
     const layout: MemoryLayout = { bootKiB: Math.floor(v.bootBytes / 1024), dimmKiB: 0, vmem: vmem.map((x) => ({ id: x.id, sizeKiB: x.sizeBytes / 1024, blockKiB: 0, pluggedKiB: 0 })) };
     const read = async (): Promise<MemorySizes> => {
       const now = w.guest(name);

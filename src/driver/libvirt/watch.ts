@@ -15,7 +15,7 @@ import { XdrReader } from '../../libvirt/xdr.js';
 import type { LibvirtClient } from '../../libvirt/client.js';
 import { memoryLayoutFromXml, type LibvirtMemoryLayout } from './domain-xml.js';
 import { sampleHostMemory, type HostMemory } from '../memory/host-memory.js';
-import { applyBalloon, applyHostMemory, applyTarget, setMonitor, setState, type GuestStatsView, type GuestView } from '../view.js';
+import { applyBalloon, applyHostMemory, setMonitor, setState, type GuestStatsView, type GuestView } from '../view.js';
 import type { GuestHostMemory } from '../domain-memory-api.js';
 import { hostMemoryFromXml, isLocalSystem, withLocalCounts } from './host-memory.js';
 import { stateOf } from '../state-codes.js';
@@ -44,17 +44,45 @@ export interface BulkRecord {
 
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
-/** A fresh view of a libvirt guest from its live XML. Pure. */
-export function viewFromLibvirt(rec: BulkRecord, layout: LibvirtMemoryLayout, nowS: number): GuestView {
+/**
+ * A memory target this host's driver sent (KiB): the whole, the balloon's share of boot RAM and
+ * each virtio-mem device's requested size, in the XML's device order.
+ */
+export interface SentTarget {
+  uuid: string;
+  targetKiB: number;
+  balloonKiB: number;
+  requestedKiB: number[];
+}
+
+/**
+ * Whether a target sent earlier still describes a guest whose live XML is `layout`: libvirt
+ * keeps each virtio-mem device's requested size in the XML, so a device someone else changed
+ * since (virsh update-memory-device, setmem from another client) shows. A balloon target
+ * another client set does not show anywhere. Pure.
+ */
+export function sentTargetHolds(sent: SentTarget, uuid: string, layout: LibvirtMemoryLayout): boolean {
+  return sent.uuid === uuid && sent.requestedKiB.length === layout.virtioMem.length && layout.virtioMem.every((v, i) => v.requestedKiB === sent.requestedKiB[i]);
+}
+
+/**
+ * A fresh view of a libvirt guest from its live XML, and the target virtmem last sent it if that
+ * still holds. libvirt's live XML has no balloon target: its current memory is the size the
+ * guest has (the balloon as QEMU last reported it, plus plugged virtio-mem), so without a sent
+ * target the guest is taken to be heading where it is. Pure.
+ */
+export function viewFromLibvirt(rec: BulkRecord, layout: LibvirtMemoryLayout, nowS: number, sent: SentTarget | null = null): GuestView {
   const requested = layout.virtioMem.reduce((s, v) => s + v.requestedKiB, 0);
-  const balloonTargetKiB = Math.min(layout.bootKiB, Math.max(0, layout.currentMemoryKiB - layout.dimmKiB - requested));
+  const sizeBalloonKiB = Math.min(layout.bootKiB, Math.max(0, layout.currentMemoryKiB - layout.dimmKiB - requested));
+  const target = sent && sentTargetHolds(sent, rec.uuid, layout) ? sent : null;
+  const balloonTargetKiB = target ? target.balloonKiB : sizeBalloonKiB;
   return {
     name: rec.name, uuid: rec.uuid, id: rec.id, state: 'running', monitor: 'connected', staleSinceS: null, qemuPid: null,
-    maxMemoryBytes: layout.memoryKiB * KIB, targetBytes: layout.currentMemoryKiB * KIB, bootBytes: layout.bootKiB * KIB,
+    maxMemoryBytes: layout.memoryKiB * KIB, targetBytes: (target ? target.targetKiB : layout.currentMemoryKiB) * KIB, bootBytes: layout.bootKiB * KIB,
     hasBalloon: layout.balloonModel !== 'none', balloonAutodeflate: layout.balloonAutodeflate,
     // Until libvirt reports the balloon (drivers without bulk balloon statistics never do), the
-    // guest is taken to be at its target.
-    balloonBytes: (layout.balloonModel !== 'none' ? balloonTargetKiB : layout.bootKiB) * KIB,
+    // guest is taken to be at the size its XML gives.
+    balloonBytes: (layout.balloonModel !== 'none' ? sizeBalloonKiB : layout.bootKiB) * KIB,
     balloonTargetBytes: layout.balloonModel !== 'none' ? balloonTargetKiB * KIB : null,
     dimmBytes: layout.dimmKiB * KIB,
     devices: layout.virtioMem.map((v, i) => ({ id: v.alias ?? `vmem${i}`, model: 'virtio-mem', sizeBytes: v.sizeKiB * KIB, requestedBytes: v.requestedKiB * KIB, pluggedBytes: v.currentKiB * KIB })),
@@ -99,6 +127,8 @@ export class LibvirtWatch implements DriverWatch {
   #reason: string | null = 'not connected yet';
   #lastUpdateS: number | null = null;
   #views = new Map<string, GuestView>();
+  /** The target this driver last sent each guest (by name), while the live XML agrees with it. */
+  #sent = new Map<string, SentTarget>();
   /** Guests whose XML must be read again (new, lifecycle event, device or maximum changed). */
   #dirty = new Set<string>();
   #listeners = new Listeners<WatchChange>();
@@ -151,18 +181,28 @@ export class LibvirtWatch implements DriverWatch {
     return this.#host;
   }
 
-  /** A new memory target this driver sent on its fast path: the view takes it at once (libvirt's XML says so too). */
-  noteTarget(name: string, currentKiB: number): void {
-    const v = this.#views.get(name);
-    if (!v) return;
-    applyTarget(v, currentKiB, Date.now() / 1000);
-    this.#emit({ kind: 'memory', name });
-  }
-
   async refresh(name: string): Promise<void> {
     if (!this.#views.has(name)) return;
     this.#dirty.add(name);
     await this.#poll();
+  }
+
+  /**
+   * A target the driver just sent a running guest (setmem). libvirt's XML will never show the
+   * balloon's part of it, and no event says a target was set: without this the view's target is
+   * the size the guest had when its XML was last read, and a shrink under way looks like a guest
+   * heading up (the policy then neither holds a resize already under way nor stops a shrink when
+   * the guest starts to use memory again, as it does on native guests).
+   */
+  takeTarget(name: string, sent: SentTarget): void {
+    this.#sent.set(name, sent);
+    const v = this.#views.get(name);
+    if (!v || v.uuid !== sent.uuid) return;
+    v.targetBytes = sent.targetKiB * KIB;
+    if (v.hasBalloon) v.balloonTargetBytes = sent.balloonKiB * KIB;
+    sent.requestedKiB.forEach((r, i) => { const d = v.devices[i]; if (d) d.requestedBytes = r * KIB; });
+    v.updatedAtS = Date.now() / 1000;
+    this.#emit({ kind: 'memory', name });
   }
 
   onChange(listener: (c: WatchChange) => void): () => void {
@@ -207,7 +247,9 @@ export class LibvirtWatch implements DriverWatch {
         if (!v || this.#dirty.has(rec.name)) {
           const read = await this.#layout(c, rec, signal);
           if (!read) continue; // gone meanwhile
-          const fresh = viewFromLibvirt(rec, read.layout, nowS);
+          const sent = this.#sent.get(rec.name) ?? null;
+          if (sent && !sentTargetHolds(sent, rec.uuid, read.layout)) this.#sent.delete(rec.name);
+          const fresh = viewFromLibvirt(rec, read.layout, nowS, sent);
           if (read.hostMemory) fresh.hostMemory = read.hostMemory;
           if (v) {
             Object.assign(v, { ...fresh, stats: v.stats, rssBytes: v.rssBytes, cpuTimeS: v.cpuTimeS, counters: v.counters, monitor: v.monitor, staleSinceS: v.staleSinceS });
@@ -257,6 +299,7 @@ export class LibvirtWatch implements DriverWatch {
 
   #gone(name: string, v: GuestView, nowS: number): void {
     this.#views.delete(name);
+    this.#sent.delete(name);
     this.#dirty.delete(name);
     setState(v, 'shutoff', nowS);
     setMonitor(v, 'down', nowS);
