@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtError } from '../../src/domain/errors.js';
 import {
-  checkMemorySize, followMemory, guestInUseKiB, guestTotalBaseline, memoryTotal, resolveAffect, resolveSetMemoryAffect, shrinkRefusal,
+  balloonHeldKiB, checkMemorySize, followMemory, guestInUseKiB, guestTotalBaseline, memoryTotal, resolveAffect, resolveSetMemoryAffect, shrinkRefusal,
   type FollowSpec, type GuestTotal, type MemorySizes,
 } from '../../src/driver/memory/rules.js';
 import { planMemory, type MemoryLayout } from '../../src/driver/memory/plan.js';
@@ -116,6 +116,14 @@ test('sizes, totals and the shrink guard', () => {
   assert.equal(memoryTotal({ boot: 100, balloon: 80, dimm: 0, plugged: [] }), 80);
   assert.equal(guestInUseKiB({ totalKiB: 1000, availableKiB: 400, lastUpdateS: 5 }), 600);
   assert.equal(guestInUseKiB({ totalKiB: 1000, availableKiB: 400, lastUpdateS: 0 }), null, 'never reported');
+  // deflate-on-OOM: the balloon's pages stay in MemTotal and show as used; they are not the
+  // guest's use (the CI run where a shrink 300 -> 272 MiB was refused for "using 291448 KiB",
+  // of which the balloon's part is not use).
+  assert.equal(balloonHeldKiB(true, 524288, 300 * 1024), 524288 - 300 * 1024);
+  assert.equal(balloonHeldKiB(false, 524288, 300 * 1024), 0, 'without deflate-on-OOM Linux takes them out of MemTotal');
+  assert.equal(balloonHeldKiB(true, 524288, null), 0, 'no balloon');
+  assert.equal(guestInUseKiB({ totalKiB: 497000, availableKiB: 205552, lastUpdateS: 5 }, balloonHeldKiB(true, 524288, 300 * 1024)), 291448 - (524288 - 300 * 1024));
+  assert.equal(guestInUseKiB({ totalKiB: 1000, availableKiB: 400, lastUpdateS: 5 }, 700), 0, 'never below 0');
   assert.match(shrinkRefusal(500, 600)!, /refusing to shrink to 500 KiB: the guest is using 600 KiB/);
   assert.equal(shrinkRefusal(700, 600), null);
 });

@@ -17,7 +17,7 @@ import { XdrReader, type XdrWriter } from '../../libvirt/xdr.js';
 import { parseLibvirtUri, type LibvirtUri } from '../../libvirt/uri.js';
 import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
 import {
-  checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, guestTotalBaseline, resolveSetMemoryAffect, shrinkRefusal,
+  balloonHeldKiB, checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, guestTotalBaseline, resolveSetMemoryAffect, shrinkRefusal,
   VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
 } from '../memory/rules.js';
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
@@ -412,7 +412,10 @@ export class LibvirtDriver implements HypervisorDriver {
     }
     if (!opts.force) {
       if (kib < infoNow.memoryKiB) {
-        const why = shrinkRefusal(kib, guestInUseKiB(await this.guestStats(d, signal)));
+        // What the balloon holds: libvirt's memory is the balloon plus plugged virtio-mem and DIMMs.
+        const balloonNowKiB = infoNow.memoryKiB - ml.dimmKiB - layout.virtioMem.reduce((t, v) => t + v.currentKiB, 0);
+        const held = balloonHeldKiB(layout.balloonModel !== 'none' && layout.balloonAutodeflate, ml.bootKiB, balloonNowKiB);
+        const why = shrinkRefusal(kib, guestInUseKiB(await this.guestStats(d, signal), held));
         if (why) throw invalidArg(why);
       } else if (kib > infoNow.memoryKiB) {
         const why = growthRefusal(kib - infoNow.memoryKiB, this.target.transport === 'unix' ? await hostMemAvailableKiB() : null);

@@ -7,7 +7,7 @@
  */
 import { invalidArg } from '../../domain/errors.js';
 import { totalBytes, type GuestView } from '../view.js';
-import { checkAboveDimms, checkBelowMaximum, checkMemorySize, growthRefusal, guestInUseKiB, shrinkRefusal } from './rules.js';
+import { balloonHeldKiB, checkAboveDimms, checkBelowMaximum, checkMemorySize, growthRefusal, guestInUseKiB, shrinkRefusal } from './rules.js';
 
 /**
  * Whether `kib` is a balloon-only change of the guest `v`, checked as the full path checks it:
@@ -28,7 +28,7 @@ export function balloonOnlyChange(v: GuestView, kib: number, o: { floorKiB: numb
   if (!o.force) {
     const st = v.stats;
     const why = kib < startKiB
-      ? shrinkRefusal(kib, guestInUseKiB({ totalKiB: st.availableBytes === undefined ? undefined : st.availableBytes / 1024, availableKiB: st.usableBytes === undefined ? undefined : st.usableBytes / 1024, lastUpdateS: st.lastUpdateS }))
+      ? shrinkRefusal(kib, guestInUseKiB({ totalKiB: st.availableBytes === undefined ? undefined : st.availableBytes / 1024, availableKiB: st.usableBytes === undefined ? undefined : st.usableBytes / 1024, lastUpdateS: st.lastUpdateS }, balloonHeldKiB(v.balloonAutodeflate, Math.floor(v.bootBytes / 1024), Math.floor(v.balloonBytes / 1024))))
       : kib > startKiB ? growthRefusal(kib - startKiB, o.hostAvailableKiB) : null;
     if (why) throw invalidArg(why);
   }

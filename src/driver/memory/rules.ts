@@ -74,12 +74,21 @@ export function checkAboveDimms(kib: number, dimmKiB: number): void {
 
 /**
  * What the guest uses by its own account: MemTotal - MemAvailable from its balloon statistics
- * (libvirt calls them "available" and "usable"). null without a report (statistics off, driver
+ * (libvirt calls them "available" and "usable"), less what the balloon holds when that is
+ * counted in: with deflate-on-OOM Linux leaves MemTotal as it is when the balloon inflates
+ * (only without it does the driver take the pages out of MemTotal), so the balloon's pages show
+ * as used. `balloonHeldKiB` is what the balloon holds of boot RAM when the guest has
+ * deflate-on-OOM, else 0 (balloonHeldKiB below). null without a report (statistics off, driver
  * not loaded): then there is nothing to go by.
  */
-export function guestInUseKiB(s: { totalKiB?: number | undefined; availableKiB?: number | undefined; lastUpdateS?: number | undefined } | null): number | null {
+export function guestInUseKiB(s: { totalKiB?: number | undefined; availableKiB?: number | undefined; lastUpdateS?: number | undefined } | null, balloonHeldKiB = 0): number | null {
   if (!s || !s.lastUpdateS || s.totalKiB === undefined || s.availableKiB === undefined || s.totalKiB < 0 || s.availableKiB < 0) return null;
-  return Math.ceil(s.totalKiB - s.availableKiB);
+  return Math.max(0, Math.ceil(s.totalKiB - s.availableKiB - balloonHeldKiB));
+}
+
+/** What the balloon holds of boot RAM and the guest counts as used (deflate-on-OOM), for guestInUseKiB. Pure. */
+export function balloonHeldKiB(autodeflate: boolean, bootKiB: number, balloonActualKiB: number | null): number {
+  return autodeflate && balloonActualKiB !== null ? Math.max(0, bootKiB - balloonActualKiB) : 0;
 }
 
 /** Why shrinking to `targetKiB` would hurt a guest using `inUseKiB`, or null. */

@@ -16,7 +16,7 @@ import type { AffectOptions, MemoryBreakdown, SetMemoryOptions, SetMemoryResult 
 import { defLayout, withRequested } from '../memory/layout.js';
 import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
 import {
-  checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, guestTotalBaseline, memoryTotal, resolveAffect, resolveSetMemoryAffect, shrinkRefusal,
+  balloonHeldKiB, checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, guestTotalBaseline, memoryTotal, resolveAffect, resolveSetMemoryAffect, shrinkRefusal,
   VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
 } from '../memory/rules.js';
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
@@ -123,7 +123,7 @@ export async function setMemory(ctx: NativeContext, ref: string, kib: number, op
       if (!hasBalloon && plan.balloonKiB !== now.layout.bootKiB) {
         throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: Unable to change memory of active domain without the balloon device and guest OS balloon driver');
       }
-      if (!opts.force) await checkGuards(c, live, now.totalKiB, kib);
+      if (!opts.force) await checkGuards(c, live, now, kib);
       // What the guest counts before memory is plugged into it, to see it onlined after: a
       // report from now, not its last one (rules.ts). Taken on this session, which it holds for at
       // most GUEST_BASELINE_MS more (under the job lock, which the change holds anyway).
@@ -253,12 +253,14 @@ async function guestTotal(c: QmpClient, live: DomainDef): Promise<GuestTotal | n
 }
 
 /** Guard rails (skipped with --force): the guest's use on the way down, the host's on the way up. */
-async function checkGuards(c: QmpClient, live: DomainDef, currentKiB: number, targetKiB: number): Promise<void> {
+async function checkGuards(c: QmpClient, live: DomainDef, now: LiveMemory, targetKiB: number): Promise<void> {
   let why: string | null = null;
+  const currentKiB = now.totalKiB;
   if (targetKiB < currentKiB && live.balloon.model === 'virtio') {
     const s = await queryBalloonGuestStats(c, BALLOON_QOM_PATH).catch(() => null);
     const kib = (k: string): number | undefined => { const v = s?.stats[k]; return v === undefined ? undefined : v / 1024; };
-    why = shrinkRefusal(targetKiB, guestInUseKiB(s && { totalKiB: kib('stat-total-memory'), availableKiB: kib('stat-available-memory'), lastUpdateS: s.lastUpdate }));
+    const held = balloonHeldKiB(live.balloon.autodeflate, now.layout.bootKiB, now.balloonKiB);
+    why = shrinkRefusal(targetKiB, guestInUseKiB(s && { totalKiB: kib('stat-total-memory'), availableKiB: kib('stat-available-memory'), lastUpdateS: s.lastUpdate }, held));
   } else if (targetKiB > currentKiB) {
     why = growthRefusal(targetKiB - currentKiB, await hostMemAvailableKiB());
   }
