@@ -3,6 +3,7 @@
  * error body is `{"error": {"code", "message", "field"?}}` (docs/openapi.json#/components/schemas/Error).
  */
 import { VirtError, type VirtErrorCode } from '../domain/errors.js';
+import { seconds } from '../driver/bounds.js';
 
 export type HttpErrorCode =
   | 'BAD_JSON' | 'UNKNOWN_FIELD' | 'INVALID_FIELD' | 'MISSING_FIELD' | 'BODY_TOO_LARGE' | 'BAD_CONTENT_TYPE'
@@ -49,4 +50,12 @@ export function toHttpError(err: unknown, field?: string): HttpError {
     return new HttpError(status, err.code, err.message, status === 400 ? field : undefined, { cause: err });
   }
   return new HttpError(500, 'INTERNAL', `internal error: ${(err as Error)?.message ?? String(err)}`, undefined, { cause: err });
+}
+
+/** A request's backstop answers this long after its bound, when its own waits did not end it (both transports). */
+export const BACKSTOP_GRACE_MS = 1_000;
+
+/** The backstop's answer: the daemon could not answer within `ms`. */
+export function unansweredError(ms: number): HttpError {
+  return new HttpError(504, 'TIMEOUT', `Timed out during operation: virtmemd could not answer within ${seconds(ms)}`);
 }

@@ -19,7 +19,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { unlink } from 'node:fs/promises';
 import type { Daemon } from '../daemon/daemon.js';
 import { apiRouter, callApi, type ApiAnswer } from './api.js';
-import { HttpError, toHttpError } from './errors.js';
+import { BACKSTOP_GRACE_MS, HttpError, toHttpError, unansweredError } from './errors.js';
 import { listenUnix, type UnixAddress } from './unix-listen.js';
 import { REQUEST_MS, boundSignal, seconds } from '../driver/bounds.js';
 import { LengthFrames, LENGTH_WORD_BYTES, lengthFrame } from '../util/length-frames.js';
@@ -30,8 +30,6 @@ export const RPC_MAX_REQUEST_BYTES = 64 * 1024 + 4 * 1024;
 export const RPC_MAX_PENDING = 64;
 /** A client this far behind reading its answers is dropped rather than buffered without limit. */
 const MAX_BACKLOG_BYTES = 16 << 20;
-/** The backstop answers this long after a request's bound, when its own waits did not end it. */
-const BACKSTOP_GRACE_MS = 1_000;
 const MAX_PATH = 4096;
 
 export interface RpcServerOptions {
@@ -164,7 +162,7 @@ export class RpcServer {
     const lateP = new Promise<ApiAnswer>((res) => { late = res; });
     const answerWithin = (ms: number): void => {
       clearTimeout(backstop);
-      backstop = setTimeout(() => late({ status: 504, body: new HttpError(504, 'TIMEOUT', `Timed out during operation: virtmemd could not answer within ${seconds(ms)}`).body() }), ms + BACKSTOP_GRACE_MS);
+      backstop = setTimeout(() => late({ status: 504, body: unansweredError(ms).body() }), ms + BACKSTOP_GRACE_MS);
       backstop.unref();
     };
     answerWithin(boundMs);

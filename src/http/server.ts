@@ -7,7 +7,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { unlink } from 'node:fs/promises';
 import { LOCAL, type Daemon, type DaemonEvent } from '../daemon/daemon.js';
 import { API_PREFIX, apiRouter, callApi } from './api.js';
-import { HttpError, toHttpError } from './errors.js';
+import { BACKSTOP_GRACE_MS, HttpError, toHttpError, unansweredError } from './errors.js';
 import { checkRequest, tokenEquals, type Listener } from './guard.js';
 import { formatMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
 import { IDLE_CONNECTION_MS, REQUEST_MS, boundSignal, seconds } from '../driver/bounds.js';
@@ -36,8 +36,6 @@ export interface ApiServerOptions {
 
 const JSON_HEADERS = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' };
 const SSE_PING_MS = 15_000;
-/** The backstop answers this long after a request's bound, when its own waits did not end it. */
-const BACKSTOP_GRACE_MS = 1_000;
 /** An event stream client this far behind is dropped rather than buffered without limit. */
 const SSE_MAX_BACKLOG_BYTES = 1 << 20;
 
@@ -118,7 +116,7 @@ export class ApiServer {
       clearTimeout(backstop);
       backstop = setTimeout(() => {
         if (res.headersSent) return; // an answer is on its way (or a stream is open)
-        this.#json(res, 504, new HttpError(504, 'TIMEOUT', `Timed out during operation: virtmemd could not answer within ${seconds(ms)}`).body());
+        this.#json(res, 504, unansweredError(ms).body());
       }, ms + BACKSTOP_GRACE_MS);
       backstop.unref();
     };

@@ -527,7 +527,9 @@ export class LibvirtDriver implements HypervisorDriver {
     const fast = balloonOnlyChange(v, kib, { floorKiB: null, force: opts.force ?? false, hostAvailableKiB: this.target.transport === 'unix' && avail !== null ? Math.floor(avail / 1024) : null });
     if (!fast) return null;
     const name = v.name;
-    const d: WireDomain = { name, uuid: Buffer.from(v.uuid.replace(/-/g, ''), 'hex'), id: v.id };
+    const uuid = uuidBytes(v.uuid);
+    if (!uuid) return null;
+    const d: WireDomain = { name, uuid, id: v.id };
     await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (x) => x.uhyper(kib).uint(AffectFlag.LIVE), opts.signal);
     const vmem = v.devices.filter((x) => x.model === 'virtio-mem');
     // The watch learns the target here, as on the full path: libvirt keeps no balloon target.
