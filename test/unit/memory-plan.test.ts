@@ -43,5 +43,20 @@ test('order: grow deflates before plugging; shrink unplugs before inflating', ()
   const big = layout(1536 * M);
   const shrink = orderSteps(big, 512 * M, planMemory(big, 256 * M));
   assert.deepEqual(shrink, [{ kind: 'vmem', index: 0, id: 'vmem0', requestedKiB: 0 }, { kind: 'balloon', targetKiB: 256 * M }]);
-  assert.deepEqual(orderSteps(big, 512 * M, planMemory(big, 2 * G)), [], 'nothing to do when already there');
+  assert.deepEqual(orderSteps(big, null, planMemory(big, 2 * G)), [], 'nothing to do when already there (no balloon)');
+  assert.deepEqual(orderSteps(big, 512 * M, planMemory(big, 2 * G)), [{ kind: 'balloon', targetKiB: 512 * M }],
+    'the balloon target is always sent: QEMU cannot be asked for the one it has');
+});
+
+test('order: a change that lands while the last one is still moving is sent, not taken for done', () => {
+  // setmem 500M (balloon inflating from 512M toward 500M, an 8 MiB block being unplugged), then at
+  // once setmem 520M: the balloon is still at 512M and the block still plugged, but QEMU's targets
+  // are 500M and 0. Comparing with where things are would send nothing, and the guest would end
+  // at 500M.
+  const moving: MemoryLayout = { bootKiB: 512 * M, dimmKiB: 0, vmem: [{ id: 'vmem0', sizeKiB: 1536 * M, blockKiB: 2 * M, pluggedKiB: 8 * M, requestedKiB: 0 }] };
+  const steps = orderSteps(moving, 512 * M, planMemory(moving, 520 * M));
+  assert.deepEqual(steps, [{ kind: 'vmem', index: 0, id: 'vmem0', requestedKiB: 8 * M }, { kind: 'balloon', targetKiB: 512 * M }]);
+  // A device already asked for the planned size is not asked again.
+  const asked: MemoryLayout = { ...moving, vmem: [{ ...moving.vmem[0]!, pluggedKiB: 0, requestedKiB: 8 * M }] };
+  assert.deepEqual(orderSteps(asked, null, planMemory(asked, 520 * M)), []);
 });

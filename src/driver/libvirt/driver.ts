@@ -17,7 +17,7 @@ import { XdrReader, type XdrWriter } from '../../libvirt/xdr.js';
 import { parseLibvirtUri, type LibvirtUri } from '../../libvirt/uri.js';
 import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
 import {
-  balloonHeldKiB, checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, guestTotalBaseline, resolveSetMemoryAffect, shrinkRefusal,
+  balloonHeldKiB, checkBalloonPlan, checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, guestTotalBaseline, resolveSetMemoryAffect, shrinkRefusal,
   VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
 } from '../memory/rules.js';
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
@@ -410,10 +410,10 @@ export class LibvirtDriver implements HypervisorDriver {
       checkBelowMaximum(kib, layoutMaxKiB(ml));
       checkAboveDimms(kib, ml.dimmKiB);
     }
+    // Where the balloon is: libvirt's memory is the balloon plus plugged virtio-mem and DIMMs.
+    const balloonNowKiB = infoNow.memoryKiB - ml.dimmKiB - layout.virtioMem.reduce((t, v) => t + v.currentKiB, 0);
     if (!opts.force) {
       if (kib < infoNow.memoryKiB) {
-        // What the balloon holds: libvirt's memory is the balloon plus plugged virtio-mem and DIMMs.
-        const balloonNowKiB = infoNow.memoryKiB - ml.dimmKiB - layout.virtioMem.reduce((t, v) => t + v.currentKiB, 0);
         const held = balloonHeldKiB(layout.balloonModel !== 'none' && layout.balloonAutodeflate, ml.bootKiB, balloonNowKiB);
         const why = shrinkRefusal(kib, guestInUseKiB(await this.guestStats(d, signal), held));
         if (why) throw invalidArg(why);
@@ -424,7 +424,8 @@ export class LibvirtDriver implements HypervisorDriver {
     }
     // Without virtio-mem the target is libvirt's balloon target (its own checks, its words).
     const plan = vmem ? planMemory(ml, kib) : { targetKiB: kib, balloonKiB: kib - ml.dimmKiB, requestedKiB: [] };
-    const balloonTargetKiB = layout.currentMemoryKiB - layout.virtioMem.reduce((s, v) => s + v.requestedKiB, 0) - layout.dimmKiB;
+    const hasBalloon = layout.balloonModel !== 'none';
+    if (vmem) checkBalloonPlan(hasBalloon, plan.balloonKiB, ml.bootKiB);
     // The watch learns the target here: libvirt keeps no balloon target it could read back.
     const sent = (): void => this.#watch?.takeTarget(d.name, { uuid: uuidText(d.uuid), targetKiB: kib, balloonKiB: plan.balloonKiB, requestedKiB: plan.requestedKiB });
     const act = async (): Promise<void> => {
@@ -433,7 +434,7 @@ export class LibvirtDriver implements HypervisorDriver {
         sent();
         return;
       }
-      for (const st of orderSteps(ml, balloonTargetKiB, plan)) {
+      for (const st of orderSteps(ml, hasBalloon ? balloonNowKiB : null, plan)) {
         if (st.kind === 'balloon') {
           await this.domCall(d, Proc.DOMAIN_SET_MEMORY_FLAGS, (w) => w.uhyper(st.targetKiB).uint(AffectFlag.LIVE), signal);
         } else {

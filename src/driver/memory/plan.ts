@@ -19,6 +19,11 @@ export interface VirtioMemState {
   sizeKiB: number;
   blockKiB: number;
   pluggedKiB: number;
+  /**
+   * The size the device was last asked for (QEMU's requested-size), where the caller read it:
+   * while the guest is still plugging or unplugging it differs from pluggedKiB. Absent: pluggedKiB.
+   */
+  requestedKiB?: number;
 }
 
 /** A running guest's memory layout (all KiB). */
@@ -75,17 +80,20 @@ export type MemoryStep =
 /**
  * Order the steps from the current state: memory is first handed to the guest the cheap way
  * and taken back the fast way — a growing balloon target (deflate) before plugging, unplugging
- * before a shrinking balloon target (inflate). Unchanged parts are left out.
+ * before a shrinking balloon target (inflate). A device already asked for its size is left
+ * out. `balloonKiB` is where the balloon is now (null: the guest has none); QEMU keeps no
+ * balloon target it could be asked for, so the balloon step is always sent: a balloon still
+ * moving toward an earlier target would otherwise keep going there when its size happens to
+ * equal the new one.
  */
-export function orderSteps(l: MemoryLayout, currentBalloonTargetKiB: number, plan: MemoryPlan): MemoryStep[] {
+export function orderSteps(l: MemoryLayout, balloonKiB: number | null, plan: MemoryPlan): MemoryStep[] {
   const vmemSteps: MemoryStep[] = plan.requestedKiB.flatMap((r, index) => {
     const d = l.vmem[index]!;
-    return r === d.pluggedKiB ? [] : [{ kind: 'vmem' as const, index, id: d.id, requestedKiB: r }];
+    return r === (d.requestedKiB ?? d.pluggedKiB) ? [] : [{ kind: 'vmem' as const, index, id: d.id, requestedKiB: r }];
   });
   const unplug = vmemSteps.filter((s) => s.kind === 'vmem' && s.requestedKiB < l.vmem[s.index]!.pluggedKiB);
   const plug = vmemSteps.filter((s) => !unplug.includes(s));
-  const balloon: MemoryStep[] = plan.balloonKiB === currentBalloonTargetKiB ? [] : [{ kind: 'balloon', targetKiB: plan.balloonKiB }];
-  return plan.balloonKiB > currentBalloonTargetKiB
-    ? [...unplug, ...balloon, ...plug]
-    : [...unplug, ...plug, ...balloon];
+  if (balloonKiB === null) return [...unplug, ...plug];
+  const balloon: MemoryStep = { kind: 'balloon', targetKiB: plan.balloonKiB };
+  return plan.balloonKiB > balloonKiB ? [...unplug, balloon, ...plug] : [...unplug, ...plug, balloon];
 }

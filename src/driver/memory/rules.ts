@@ -72,6 +72,13 @@ export function checkAboveDimms(kib: number, dimmKiB: number): void {
   if (kib <= dimmKiB) throw invalidArg(`invalid argument: ${kib} KiB is not more than the ${dimmKiB} KiB of DIMMs, which cannot be taken away`);
 }
 
+/** @throws VirtError OPERATION_INVALID when a plan needs the balloon (less than boot RAM) and the guest has none. */
+export function checkBalloonPlan(hasBalloon: boolean, planBalloonKiB: number, bootKiB: number): void {
+  if (!hasBalloon && planBalloonKiB !== bootKiB) {
+    throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: Unable to change memory of active domain without the balloon device and guest OS balloon driver');
+  }
+}
+
 /**
  * What the guest uses by its own account: MemTotal - MemAvailable from its balloon statistics
  * (libvirt calls them "available" and "usable"), less what the balloon holds when that is

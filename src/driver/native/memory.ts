@@ -16,7 +16,7 @@ import type { AffectOptions, MemoryBreakdown, SetMemoryOptions, SetMemoryResult 
 import { defLayout, withRequested } from '../memory/layout.js';
 import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
 import {
-  balloonHeldKiB, checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, guestTotalBaseline, memoryTotal, resolveAffect, resolveSetMemoryAffect, shrinkRefusal,
+  balloonHeldKiB, checkAboveDimms, checkBalloonPlan, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, guestTotalBaseline, memoryTotal, resolveAffect, resolveSetMemoryAffect, shrinkRefusal,
   VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
 } from '../memory/rules.js';
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
@@ -53,7 +53,7 @@ export async function queryLiveMemory(c: QmpClient, live: DomainDef): Promise<Li
   ]);
   for (const v of layout.vmem) {
     const d = devices.find((x) => x.type === 'virtio-mem' && x.id === v.id);
-    if (d && d.type === 'virtio-mem') v.pluggedKiB = Math.floor(d.sizeBytes / 1024);
+    if (d && d.type === 'virtio-mem') { v.pluggedKiB = Math.floor(d.sizeBytes / 1024); v.requestedKiB = Math.floor(d.requestedSizeBytes / 1024); }
   }
   // QEMU's balloon counts DIMMs in its sizes (balloonBaseKiB); virtmem's balloon is boot RAM only.
   const balloonKiB = bal ? Math.floor(bal.actualBytes / 1024) - balloonBaseKiB(live) : layout.bootKiB;
@@ -120,9 +120,7 @@ export async function setMemory(ctx: NativeContext, ref: string, kib: number, op
       const now = await queryLiveMemory(c, live);
       checkAboveDimms(kib, now.layout.dimmKiB);
       const plan = planMemory(now.layout, kib);
-      if (!hasBalloon && plan.balloonKiB !== now.layout.bootKiB) {
-        throw new VirtError('OPERATION_INVALID', 'Requested operation is not valid: Unable to change memory of active domain without the balloon device and guest OS balloon driver');
-      }
+      checkBalloonPlan(hasBalloon, plan.balloonKiB, now.layout.bootKiB);
       if (!opts.force) await checkGuards(c, live, now, kib);
       // What the guest counts before memory is plugged into it, to see it onlined after: a
       // report from now, not its last one (rules.ts). Taken on this session, which it holds for at
@@ -130,7 +128,7 @@ export async function setMemory(ctx: NativeContext, ref: string, kib: number, op
       const before = opts.wait && plan.requestedKiB.some((r, i) => r > now.layout.vmem[i]!.pluggedKiB)
         ? await guestTotalBaseline({ name, signal: opts.signal, guestTotal: () => guestTotal(c, live), refreshGuestTotal: () => requestGuestStats(c, live.balloon.statsPeriodS) })
         : null;
-      for (const step of orderSteps(now.layout, now.balloonKiB, plan)) {
+      for (const step of orderSteps(now.layout, hasBalloon ? now.balloonKiB : null, plan)) {
         if (step.kind === 'balloon') await setBalloon(c, (step.targetKiB + balloonBaseKiB(live)) * 1024);
         else await qomSet(c, `/machine/peripheral/${step.id}`, 'requested-size', step.requestedKiB * 1024);
       }
