@@ -27,6 +27,8 @@ import type { Policy, PolicyEngine } from '../policy/types.js';
 
 /** The key of virtmem's own host. */
 export const LOCAL = 'local';
+/** While a guest's memory moves, how old a driver's info answer may be when it serves another call. */
+const INFO_MOVING_FRESH_MS = 50;
 
 export interface HostSpec {
   uri: string;
@@ -110,6 +112,8 @@ export class Daemon {
   #unsubscribe: Array<() => void> = [];
   /** Each running guest's dominfo as its driver last answered it: the parts a view does not hold (see info()). */
   #infoSeen = new Map<string, DomainInfo>();
+  /** While a guest's memory moves: its driver's last info answer (or the one on its way), when asked, for which targets. */
+  #infoMoving = new Map<string, { atMs: number; targets: string; answer: Promise<DomainInfo> }>();
   readonly counters = { sseClients: 0, httpRequests: 0, operationsStarted: 0 };
   readonly opts: Required<Omit<DaemonOptions, 'policy' | 'hosts' | 'drivers' | 'stateDir'>> & { stateDir: string | undefined };
   readonly policyMode: PolicyMode;
@@ -276,7 +280,7 @@ export class Daemon {
       this.#infoSeen.delete(guestKey(h.key, c.name));
       return;
     }
-    if (c.kind === 'gone' || c.kind === 'state') this.#infoSeen.delete(guestKey(h.key, c.name));
+    if (c.kind === 'gone' || c.kind === 'state') { this.#infoSeen.delete(guestKey(h.key, c.name)); this.#infoMoving.delete(guestKey(h.key, c.name)); }
     if (c.kind === 'gone') {
       for (const op of this.ops.running()) {
         if (op.domain === c.name && op.host === h.key) { this.ops.fail(op, `domain '${c.name}' stopped running`); op.abort.abort(); }
@@ -406,9 +410,10 @@ export class Daemon {
 
   /**
    * dominfo as the driver answers it (on the watch's connection: one round trip), sizes in bytes.
+   * `call.signal` is read only when the driver is asked (a request's signal is made on demand).
    * @throws VirtError as HypervisorDriver.info
    */
-  async info(ref: string, hostKey: string = LOCAL, signal?: AbortSignal): Promise<Record<string, unknown>> {
+  async info(ref: string, hostKey: string = LOCAL, call: { readonly signal?: AbortSignal } = {}): Promise<Record<string, unknown>> {
     const h = this.host(hostKey);
     const key = guestKey(h.key, ref);
     const v = h.watch.guest(ref);
@@ -416,9 +421,28 @@ export class Daemon {
     // The fast path: a watched guest's numbers are in its view, kept current by the hypervisor's
     // events; what a view does not hold (vCPUs, accelerator, security label, ...) changes only
     // with the guest's state, and is taken from the driver's last full answer.
-    // While memory moves (virtio-mem's size events are rate-limited), the driver is asked.
+    // While memory moves (QEMU sends at most one size event a second), the driver is asked; its
+    // answer serves the calls of the next INFO_MOVING_FRESH_MS for the same targets (libvirt's
+    // own info is as old as QEMU's last event then: up to a second).
     const settled = v !== null && v.devices.every((x) => x.pluggedBytes === x.requestedBytes) && (v.balloonTargetBytes === null || v.balloonBytes === v.balloonTargetBytes);
-    const i: DomainInfo = v && seen && settled && v.monitor === 'connected' ? infoFromView(seen, v) : await h.driver.info(ref, signal);
+    let i: DomainInfo;
+    if (v && seen && settled && v.monitor === 'connected') i = infoFromView(seen, v);
+    else if (!v || v.monitor !== 'connected') i = await h.driver.info(ref, call.signal);
+    else {
+      const targets = `${v.balloonTargetBytes}/${v.devices.map((x) => x.requestedBytes).join(',')}`;
+      const now = performance.now();
+      let m = this.#infoMoving.get(key);
+      if (!m || m.targets !== targets || now - m.atMs > INFO_MOVING_FRESH_MS) {
+        const answer = h.driver.info(ref);
+        m = { atMs: now, targets, answer };
+        this.#infoMoving.set(key, m);
+        // A failed answer serves no later call.
+        answer.catch(() => { if (this.#infoMoving.get(key)?.answer === answer) this.#infoMoving.delete(key); });
+      }
+      // Shared by the calls it serves, so asked without one caller's signal: the driver's own
+      // monitor/host bound ends it.
+      i = await m.answer;
+    }
     if (v && !seen) this.#infoSeen.set(key, i);
     const { maxMemoryKiB, usedMemoryKiB, memory, hostMemory, ...rest } = i;
     return {

@@ -56,6 +56,27 @@ export class BoundReached extends Error {
 }
 
 /**
+ * boundSignal made only when something first asks for the signal (its bound still counted from
+ * this call): a request answered from memory makes no controller, timer or listener.
+ */
+export function lazyBoundSignal(ms: number, bound: string, parent?: AbortSignal): { readonly signal: AbortSignal; clear(): void } {
+  const start = performance.now();
+  let made: { signal: AbortSignal; clear(): void } | null = null;
+  let cleared = false;
+  return {
+    get signal(): AbortSignal {
+      if (!made) {
+        const left = ms - (performance.now() - start);
+        made = left > 0 ? boundSignal(left, bound, parent) : { signal: AbortSignal.abort(parent?.aborted ? parent.reason : new BoundReached(bound)), clear: () => {} };
+        if (cleared) made.clear();
+      }
+      return made.signal;
+    },
+    clear(): void { cleared = true; made?.clear(); },
+  };
+}
+
+/**
  * A signal that aborts with BoundReached after `ms`, or with `parent`'s reason when that aborts
  * first. `clear()` stops the timer.
  */

@@ -110,7 +110,7 @@ function guestRoutes(router: Router<Handler>): void {
       })
       .add('GET', `${prefix}/domains/:name/info`, async (d, r) => {
         noQuery(r);
-        return { status: 200, body: await naming('name', () => d.info(domainName(r), hostKey(d, r), r.signal)) };
+        return { status: 200, body: await naming('name', () => d.info(domainName(r), hostKey(d, r), r)) };
       })
       .add('GET', `${prefix}/domains/:name/memory-stats`, async (d, r) => {
         noQuery(r);
@@ -187,7 +187,8 @@ function guestRoutes(router: Router<Handler>): void {
 export function callApi(router: Router<Handler>, d: Daemon, method: string, pathname: string, r: Omit<ApiRequest, 'params'>): Promise<ApiAnswer> {
   if (pathname !== API_PREFIX && !pathname.startsWith(API_PREFIX + '/')) throw new HttpError(404, 'NOT_FOUND', `no such path: ${pathname.slice(0, 200)}`);
   const m = router.match(method, pathname.slice(API_PREFIX.length));
-  return m.route.handler(d, { ...r, params: m.params });
+  // The transport's own object, not a copy: its signal is made only if a handler asks for it.
+  return m.route.handler(d, Object.assign(r, { params: m.params }));
 }
 
 export function apiRouter(): Router<Handler> {

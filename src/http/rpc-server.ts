@@ -21,7 +21,7 @@ import type { Daemon } from '../daemon/daemon.js';
 import { apiRouter, callApi, type ApiAnswer } from './api.js';
 import { BACKSTOP_GRACE_MS, HttpError, toHttpError, unansweredError } from './errors.js';
 import { listenUnix, type UnixAddress } from './unix-listen.js';
-import { REQUEST_MS, boundSignal, seconds } from '../driver/bounds.js';
+import { REQUEST_MS, lazyBoundSignal, seconds } from '../driver/bounds.js';
 import { LengthFrames, LENGTH_WORD_BYTES, lengthFrame } from '../util/length-frames.js';
 
 /** The largest request: the HTTP API's body bound and room for the envelope. */
@@ -31,6 +31,8 @@ export const RPC_MAX_PENDING = 64;
 /** A client this far behind reading its answers is dropped rather than buffered without limit. */
 const MAX_BACKLOG_BYTES = 16 << 20;
 const MAX_PATH = 4096;
+/** Strict UTF-8 (a request that is not is refused); one decoder for every request. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 export interface RpcServerOptions {
   daemon: Daemon;
@@ -54,7 +56,7 @@ interface RpcRequest {
 export function parseRpcRequest(frame: Buffer): RpcRequest {
   let doc: unknown;
   try {
-    doc = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(frame.subarray(LENGTH_WORD_BYTES)));
+    doc = JSON.parse(UTF8.decode(frame.subarray(LENGTH_WORD_BYTES)));
   } catch (err) {
     throw new HttpError(400, 'BAD_JSON', `request is not valid UTF-8 JSON: ${(err as Error).message}`);
   }
@@ -121,7 +123,7 @@ export class RpcServer {
     const send = (id: number | null, a: ApiAnswer): void => {
       if (sock.destroyed) return;
       if (sock.writableLength > MAX_BACKLOG_BYTES) { sock.destroy(); return; }
-      sock.write(lengthFrame(Buffer.from(JSON.stringify({ id, status: a.status, body: a.body, ...(a.headers ? { headers: a.headers } : {}) }))));
+      sock.write(lengthFrame(JSON.stringify(a.headers ? { id, status: a.status, body: a.body, headers: a.headers } : { id, status: a.status, body: a.body })));
     };
     const fail = (id: number | null, err: unknown): void => send(id, errorAnswer(err));
     sock.on('data', (chunk: Buffer) => {
@@ -144,25 +146,35 @@ export class RpcServer {
         }
         if (pending >= RPC_MAX_PENDING) { fail(r.id, new HttpError(503, 'BUSY', `more than ${RPC_MAX_PENDING} requests open on this connection: wait for answers first`)); continue; }
         pending++;
-        void this.#answer(r, gone.signal).then((a) => { pending--; send(r.id, a); });
+        const id = r.id;
+        this.#answer(r, gone.signal, (a) => { pending--; send(id, a); });
       }
     });
     sock.on('error', () => {});
     sock.once('close', () => { this.#sockets.delete(sock); gone.abort(new Error('the client went away')); });
   }
 
-  /** The request's answer, never a rejection: errors become their answers, and a handler that ignores its bound is answered 504. */
-  async #answer(r: RpcRequest, gone: AbortSignal): Promise<ApiAnswer> {
+  /**
+   * Answers `r` through `reply`, exactly once, never with a rejection: errors become their
+   * answers, and a handler that ignores its bound is answered 504 by the backstop.
+   */
+  #answer(r: RpcRequest, gone: AbortSignal, reply: (a: ApiAnswer) => void): void {
     const d = this.opts.daemon;
     d.counters.httpRequests++;
     const boundMs = this.opts.requestTimeoutMs ?? REQUEST_MS;
-    const bound = boundSignal(boundMs, `virtmemd answers a request within ${seconds(boundMs)}`, gone);
+    const bound = lazyBoundSignal(boundMs, `virtmemd answers a request within ${seconds(boundMs)}`, gone);
     let backstop: NodeJS.Timeout | undefined;
-    let late!: (a: ApiAnswer) => void;
-    const lateP = new Promise<ApiAnswer>((res) => { late = res; });
+    let answered = false;
+    const once = (a: ApiAnswer): void => {
+      if (answered) return;
+      answered = true;
+      clearTimeout(backstop);
+      bound.clear();
+      reply(a);
+    };
     const answerWithin = (ms: number): void => {
       clearTimeout(backstop);
-      backstop = setTimeout(() => late({ status: 504, body: unansweredError(ms).body() }), ms + BACKSTOP_GRACE_MS);
+      backstop = setTimeout(() => once({ status: 504, body: unansweredError(ms).body() }), ms + BACKSTOP_GRACE_MS);
       backstop.unref();
     };
     answerWithin(boundMs);
@@ -170,13 +182,10 @@ export class RpcServer {
       const q = r.path.indexOf('?');
       const pathname = q < 0 ? r.path : r.path.slice(0, q);
       const query = new URLSearchParams(q < 0 ? '' : r.path.slice(q + 1));
-      const call = callApi(this.#router, d, r.method, pathname, { query, body: r.body, signal: bound.signal, waitsLonger: (ms) => answerWithin(boundMs + ms) });
-      return await Promise.race([call.catch(errorAnswer), lateP]);
+      callApi(this.#router, d, r.method, pathname, { query, body: r.body, get signal() { return bound.signal; }, waitsLonger: (ms) => answerWithin(boundMs + ms) })
+        .then(once, (err: unknown) => once(errorAnswer(err)));
     } catch (err) {
-      return errorAnswer(err);
-    } finally {
-      clearTimeout(backstop);
-      bound.clear();
+      once(errorAnswer(err));
     }
   }
 }

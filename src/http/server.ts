@@ -10,7 +10,7 @@ import { API_PREFIX, apiRouter, callApi } from './api.js';
 import { BACKSTOP_GRACE_MS, HttpError, toHttpError, unansweredError } from './errors.js';
 import { checkRequest, tokenEquals, type Listener } from './guard.js';
 import { formatMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
-import { IDLE_CONNECTION_MS, REQUEST_MS, boundSignal, seconds } from '../driver/bounds.js';
+import { IDLE_CONNECTION_MS, REQUEST_MS, lazyBoundSignal, seconds } from '../driver/bounds.js';
 import { listenOn, listenUnix, type UnixAddress } from './unix-listen.js';
 import { InputTooLargeError, readStreamBounded } from '../util/bounded-read.js';
 
@@ -110,7 +110,7 @@ export class ApiServer {
     // to wait for (PUT memory's waitMs). The backstop answers if something ignored the signal.
     const boundMs = this.opts.requestTimeoutMs ?? REQUEST_MS;
     const gone = new AbortController();
-    const bound = boundSignal(boundMs, `virtmemd answers a request within ${seconds(boundMs)}`, gone.signal);
+    const bound = lazyBoundSignal(boundMs, `virtmemd answers a request within ${seconds(boundMs)}`, gone.signal);
     let backstop: NodeJS.Timeout | undefined;
     const answerWithin = (ms: number): void => {
       clearTimeout(backstop);
@@ -166,7 +166,7 @@ export class ApiServer {
         this.#router.match(method, pathname.slice(API_PREFIX.length)); // 404/405 before a body is read
         let body = '';
         if (method === 'PUT' || method === 'POST') body = await this.#readBody(req);
-        const answer = await callApi(this.#router, d, method, pathname, { query, body, signal: bound.signal, waitsLonger: (ms) => answerWithin(boundMs + ms) });
+        const answer = await callApi(this.#router, d, method, pathname, { query, body, get signal() { return bound.signal; }, waitsLonger: (ms) => answerWithin(boundMs + ms) });
         this.#json(res, answer.status, answer.body, answer.headers);
         return;
       }

@@ -71,10 +71,12 @@ export class LengthFrames {
   }
 }
 
-/** `payload` as one frame: its length word (counting itself) and the bytes. */
-export function lengthFrame(payload: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(LENGTH_WORD_BYTES + payload.length);
+/** `payload` (bytes, or text as UTF-8) as one frame: its length word (counting itself) and the bytes. */
+export function lengthFrame(payload: Buffer | string): Buffer {
+  const n = typeof payload === 'string' ? Buffer.byteLength(payload, 'utf8') : payload.length;
+  const out = Buffer.allocUnsafe(LENGTH_WORD_BYTES + n);
   out.writeUInt32BE(out.length, 0);
-  payload.copy(out, LENGTH_WORD_BYTES);
+  if (typeof payload === 'string') out.write(payload, LENGTH_WORD_BYTES, 'utf8');
+  else payload.copy(out, LENGTH_WORD_BYTES);
   return out;
 }

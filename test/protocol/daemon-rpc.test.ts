@@ -28,9 +28,9 @@ const daemon = {
   // GET /domains never answers: the bound and the backstop must.
   list: () => new Promise(() => {}),
   // GET /domains/{name}/info answers after 300 ms, or notes that its signal was aborted.
-  info: (name: string, _host: string, signal: AbortSignal) => new Promise((resolve, reject) => {
+  info: (name: string, _host: string, call: { readonly signal: AbortSignal }) => new Promise((resolve, reject) => {
     const t = setTimeout(() => resolve({ name }), 300);
-    signal.addEventListener('abort', () => { clearTimeout(t); aborted.push(name); reject(new Error('aborted')); }, { once: true });
+    call.signal.addEventListener('abort', () => { clearTimeout(t); aborted.push(name); reject(new Error('aborted')); }, { once: true });
   }),
 } as unknown as Daemon;
 const path = join(dir, 'rpc.sock');

@@ -30,11 +30,22 @@ export class DaemonRpcClient {
    * One call: `path` below /api/v1 with its query, `body` any JSON for PUT and POST.
    * @throws DaemonUnreachableError when the daemon cannot be reached, the connection breaks, or no answer comes within `timeoutMs`
    */
-  async call(method: 'GET' | 'PUT' | 'POST', path: string, body?: unknown, timeoutMs = CALL_MS): Promise<DaemonAnswer> {
-    const sock = this.#sock ?? (await this.#connect(Math.min(timeoutMs, CONNECT_MS)));
-    if (sock.destroyed) throw new DaemonUnreachableError('virtmemd closed the connection');
+  call(method: 'GET' | 'PUT' | 'POST', path: string, body?: unknown, timeoutMs = CALL_MS): Promise<DaemonAnswer> {
+    // Not async: a call on an open connection costs no extra promise hops.
+    const sock = this.#sock;
+    if (!sock) return this.#connect(Math.min(timeoutMs, CONNECT_MS)).then((s) => this.#send(s, method, path, body, timeoutMs));
+    return this.#send(sock, method, path, body, timeoutMs);
+  }
+
+  #send(sock: Socket, method: string, path: string, body: unknown, timeoutMs: number): Promise<DaemonAnswer> {
+    if (sock.destroyed) return Promise.reject(new DaemonUnreachableError('virtmemd closed the connection'));
     const id = this.#nextId++;
-    const frame = lengthFrame(Buffer.from(JSON.stringify(body === undefined ? { id, method, path } : { id, method, path, body })));
+    let frame: Buffer;
+    try {
+      frame = lengthFrame(JSON.stringify(body === undefined ? { id, method, path } : { id, method, path, body }));
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
     return new Promise<DaemonAnswer>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#open.delete(id);
