@@ -521,6 +521,9 @@ export class Daemon {
     const settledP = new Promise<void>((r) => { settled = r; });
     const run = h.driver.setMemory(name, targetBytes / 1024, {
       live: true, config: opts.config ?? false, wait: true, force: opts.force, signal: abort.signal,
+      // A client that waits for the answer gets the guest's own word that it has the memory;
+      // a change answered at once (202, the policy's) is sent without waiting for a report first.
+      onliningCheck: opts.waitMs > 0,
       ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
       onProgress: (p) => {
         if (!op) {

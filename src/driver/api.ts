@@ -118,6 +118,14 @@ export interface SetMemoryOptions extends AffectFlags {
   current?: boolean;
   /** Wait until the guest reached the target (live only). */
   wait?: boolean;
+  /**
+   * With `wait`, a grow is "reached" only once the guest onlined what was plugged (its own
+   * MemTotal, rules.ts guestTotalBaseline). That needs a statistics report from before the
+   * change, which can hold the change back up to GUEST_BASELINE_MS: false sends at once and
+   * takes QEMU's plugged sizes as reached (for a caller that watches the guest anyway, as the
+   * policy does). Default true.
+   */
+  onliningCheck?: boolean;
   /** Bound on the whole wait (default: memory/rules.ts). */
   timeoutMs?: number;
   /** Give up when the guest makes no progress for this long (default: memory/rules.ts). */

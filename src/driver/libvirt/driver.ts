@@ -488,7 +488,7 @@ export class LibvirtDriver implements HypervisorDriver {
       // which libvirt's sizes had settled on what was requested, against a report from now, not
       // the guest's last one (rules.ts guestTotalBaseline).
       const settled = layout.virtioMem.every((v, i) => start.pluggedKiB[i] === v.requestedKiB);
-      const before = vmem && settled && plan.requestedKiB.some((r, i) => r > (start.pluggedKiB[i] ?? 0))
+      const before = vmem && settled && opts.onliningCheck !== false && plan.requestedKiB.some((r, i) => r > (start.pluggedKiB[i] ?? 0))
         ? await guestTotalBaseline({ name: d.name, signal, guestTotal: total, refreshGuestTotal: refresh })
         : null;
       await act();

@@ -125,7 +125,7 @@ export async function setMemory(ctx: NativeContext, ref: string, kib: number, op
       // What the guest counts before memory is plugged into it, to see it onlined after: a
       // report from now, not its last one (rules.ts). Taken on this session, which it holds for at
       // most GUEST_BASELINE_MS more (under the job lock, which the change holds anyway).
-      const before = opts.wait && plan.requestedKiB.some((r, i) => r > now.layout.vmem[i]!.pluggedKiB)
+      const before = opts.wait && opts.onliningCheck !== false && plan.requestedKiB.some((r, i) => r > now.layout.vmem[i]!.pluggedKiB)
         ? await guestTotalBaseline({ name, signal: opts.signal, guestTotal: () => guestTotal(c, live), refreshGuestTotal: () => requestGuestStats(c, live.balloon.statsPeriodS) })
         : null;
       for (const step of orderSteps(now.layout, hasBalloon ? now.balloonKiB : null, plan)) {
