@@ -2,7 +2,7 @@
  * The libvirt driver's watch (api.ts `DriverWatch`): every running guest of a libvirt host as
  * a live view, the same view the native watch keeps. libvirt's events (lifecycle, balloon
  * change, memory-device size change) arrive on the driver's connection and move the views at
- * once; every `pollMs` (1 s, as the native watch's tick) one bulk call (virConnectGetAllDomainStats: state and balloon with the
+ * once; on every daemon tick, and every `pollMs` (1 s) without one, one bulk call (virConnectGetAllDomainStats: state and balloon with the
  * guest's statistics) reads them all, and a guest's domain XML is read when it appears or its
  * devices or maximum change. Every call is bounded; a host that does not answer is 'down' with
  * the reason, its guests' views 'down' too, and it is reconnected with backoff. The watch runs
@@ -122,6 +122,9 @@ export function applyBulk(v: GuestView, rec: BulkRecord, nowS: number): boolean 
   return changed;
 }
 
+/** How long the daemon's tick waits for the poll it starts (a local bulk call takes milliseconds). */
+const TICK_POLL_MS = 250;
+
 export class LibvirtWatch implements DriverWatch {
   #state: HostWatchState = 'down';
   #reason: string | null = 'not connected yet';
@@ -166,8 +169,20 @@ export class LibvirtWatch implements DriverWatch {
     await this.#polling?.catch(() => {});
   }
 
-  /** libvirt's own events and the watch's timer drive it: nothing to do on the daemon's tick. */
-  async tick(): Promise<void> {}
+  /**
+   * The daemon's tick reads the host now (one bulk call), so the policy round after it sees
+   * numbers as fresh as a native guest's, whose QEMU RSS is read on the tick: on the timer alone
+   * they were up to a poll period old, and a libvirt guest's rise was seen a round later than a
+   * native one's (an OOM kill at the start of the alloc ramp, 2026-12-05). Waits at most
+   * TICK_POLL_MS, and not at all for a host that is down: a slow host holds up no one's tick,
+   * and its own timer keeps polling it.
+   */
+  async tick(): Promise<void> {
+    if (this.#stopped || this.#state !== 'up' || this.#failures > 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.#poll(), new Promise<void>((r) => { timer = setTimeout(r, TICK_POLL_MS); })]);
+    clearTimeout(timer);
+  }
 
   guests(): GuestView[] {
     return [...this.#views.values()].sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity) || a.name.localeCompare(b.name));
