@@ -17,9 +17,10 @@
  *
  * Sampled every second per guest from the daemon's live model (GET /api/v1/stats: current
  * memory, QEMU RSS, guest statistics; no monitor connection of the bench's own), plus from each
- * guest through its agent: OOM kills (`dmesg | grep -c 'Out of memory'`) and how many vmhelper
- * processes are alive against how many the scenario started. Resize commands are counted from
- * the daemon's event stream (policy decisions). Guests are fresh for each row (destroyed and
+ * guest through its agent: OOM kills (`dmesg | grep -c 'Out of memory'`, plus any a trace-mode
+ * statistics-stall capture cleared from the log) and how many vmhelper processes are alive
+ * against how many the scenario started. Resize commands are counted from the daemon's event
+ * stream (policy decisions). Guests are fresh for each row (destroyed and
  * started again); everything the bench creates is removed at the end.
  * VIRTMEM_BENCH_TRACE=1 prints every decision and every sample.
  */
@@ -171,8 +172,8 @@ function followPolicyEvents(socketPath: string, onDecision: (d: PolicyEvent) => 
 interface GuestDoc {
   name: string;
   host?: string;
-  memory: { totalBytes: number };
-  stats: { usableBytes?: number; unusedBytes?: number; diskCachesBytes?: number; majorFaults?: number; rssBytes?: number };
+  stats: { usableBytes?: number; unusedBytes?: number; diskCachesBytes?: number; majorFaults?: number; rssBytes?: number; ageS?: number | null; periodS?: number | null };
+  memory: { totalBytes: number; pluggedBytes?: number; requestedBytes?: number };
 }
 
 /** One host's part of a row: its agents, what the scenario demanded, what was seen, the sums. */
@@ -183,6 +184,8 @@ class HostRun {
   readonly alive = new Map<GName, number>();
   readonly ooms = new Map<GName, number>();
   readonly firstMajor = new Map<GName, number>();
+  /** Trace mode: statistics stalls already captured per guest (at most two captures each). */
+  readonly stallCaptures = new Map<GName, number>();
   readonly acc = { givenBack: 0, current: 0, rss: 0, peakRss: 0, peakCurrent: 0, over: 0, rssOver: 0, lost: 0, demanded: 0, samples: 0, cacheMax: 0 };
   resizeCommands = 0;
   resizeNotReached = 0;
@@ -192,6 +195,44 @@ class HostRun {
   useBeforeSpike: number | null = null;
   constructor(readonly h: BenchHost) {}
   tag(g: GName): string { return this.h.hostsLine === null ? g : `${this.h.key} ${g}`; }
+}
+
+/** The guest-side half of a statistics-stall capture: what the guest's per-CPU workqueue pool is
+ * running and has pending (sysrq-t's workqueue dump), the in-flight workers' stacks and the
+ * virtio interrupt counts. It clears the kernel log (sysrq-t's output would push OOM reports out
+ * of it) and keeps the OOM kills it cleared in /tmp/oom-base, which GUEST_OOM_COUNT adds back.
+ * Busybox sh; the built-in guest runs it as root. */
+const GUEST_STALL_DUMP = 'b=$(cat /tmp/oom-base 2>/dev/null || echo 0); echo $((b + $(dmesg | grep -c "Out of memory"))) > /tmp/oom-base; dmesg -c >/dev/null; '
+  + 'echo t > /proc/sysrq-trigger; dmesg -c > /tmp/sysrq-t.txt; echo $(($(cat /tmp/oom-base) + $(grep -c "Out of memory" /tmp/sysrq-t.txt))) > /tmp/oom-base; '
+  + 'sed -n "/Showing busy workqueues/,\\$p" /tmp/sysrq-t.txt | sed "s/^\\[[ 0-9.]*\\] //" | head -30; '
+  + 'for p in $(sed -n "s/.*in-flight: \\([0-9]*\\):.*/\\1/p" /tmp/sysrq-t.txt | sort -u); do awk -v p=" pid:$p " "index(\\$0,p){f=1} f{print} f&&/<\\/TASK>/{exit}" /tmp/sysrq-t.txt | sed "s/^\\[[ 0-9.]*\\] //" | grep -v "^ *? " | head -30; done; '
+  + 'grep virtio /proc/interrupts';
+
+/** OOM kills so far: the ones in the kernel log plus the ones a stall capture cleared from it (/tmp/oom-base). */
+const GUEST_OOM_COUNT = 'echo $(( $(cat /tmp/oom-base 2>/dev/null || echo 0) + $(dmesg | grep -c \'Out of memory\') ))';
+
+/** How many statistics periods old a guest's statistics are before trace mode captures a stall. */
+const STALL_PERIODS = Number(process.env.VIRTMEM_BENCH_STALL_PERIODS ?? 5);
+
+/**
+ * Trace mode: when a guest's balloon statistics are more than 5 periods old (VIRTMEM_BENCH_STALL_PERIODS) (once, and again past
+ * 30 s), log what QEMU holds of the statistics virtqueue (inuse 1: QEMU has the buffer and will
+ * ask again; inuse 0 with used_idx = signalled_used: the guest was asked and has not answered),
+ * the device's pending interrupt status, and the guest's workqueue state (docs/benchmarks.md,
+ * "A guest that stops sending statistics").
+ */
+async function captureStatsStall(r: HostRun, g: GName, d: GuestDoc, t: number): Promise<void> {
+  const age = d.stats.ageS;
+  const period = d.stats.periodS ?? 1;
+  const done = r.stallCaptures.get(g) ?? 0;
+  if (typeof age !== 'number' || age <= STALL_PERIODS * Math.max(1, period) || done >= 2 || (done === 1 && age <= 30)) return;
+  r.stallCaptures.set(g, done + 1);
+  const dev = '/machine/peripheral/balloon0/virtio-backend';
+  const [vq, status] = [await r.h.hmp(g, `info virtio-queue-status ${dev} 2`), await r.h.hmp(g, `info virtio-status ${dev}`)];
+  const pick = (text: string, keys: RegExp): string => text.split('\n').filter((l) => keys.test(l)).map((l) => l.trim().replace(/\s+/g, ' ')).join(', ');
+  log(`${t.toFixed(1)} ${r.tag(g)}: STATISTICS STALL (age ${age} s, virtio-mem plugged ${((d.memory.pluggedBytes ?? 0) / 2 ** 20).toFixed(0)} of requested ${((d.memory.requestedBytes ?? 0) / 2 ** 20).toFixed(0)} MiB); QEMU stats vq: ${pick(vq, /inuse|used_idx|signalled_used:|last_avail_idx/)}; ${pick(status, /^\s*(isr|broken):/)}`);
+  const guest = await r.agents.get(g)!.run(GUEST_STALL_DUMP, { timeoutMs: 30_000 }).then((x) => x.output, (e: Error) => `(guest dump failed: ${e.message})`);
+  log(`${r.tag(g)}: guest at the stall:\n${guest.trimEnd()}`);
 }
 
 /** The base load each guest keeps the whole run (helpers of 100 MiB). */
@@ -269,7 +310,7 @@ async function runRow(stateDir: string, engine: Engine, hosts: readonly BenchHos
       const t = now();
       const [doc, replies] = await Promise.all([
         apiGet(socketPath, '/api/v1/stats') as Promise<{ guests: GuestDoc[] }>,
-        Promise.all(runs.map((r) => Promise.all(GUEST_NAMES.map((g) => r.agents.get(g)!.run("pidof vmhelper | wc -w; dmesg | grep -c 'Out of memory'", { timeoutMs: 10_000 }).catch(() => null))))),
+        Promise.all(runs.map((r) => Promise.all(GUEST_NAMES.map((g) => r.agents.get(g)!.run(`pidof vmhelper | wc -w; ${GUEST_OOM_COUNT}`, { timeoutMs: 10_000 }).catch(() => null))))),
       ]);
       runs.forEach((r, ri) => {
         GUEST_NAMES.forEach((g, i) => {
@@ -294,7 +335,8 @@ async function runRow(stateDir: string, engine: Engine, hosts: readonly BenchHos
               r.ooms.set(g, o!);
             }
           }
-          if (TRACE && d) log(`${t.toFixed(1)} ${r.tag(g)}: current ${(d.memory.totalBytes / 2 ** 20).toFixed(0)} MiB, available ${((d.stats.usableBytes ?? 0) / 2 ** 20).toFixed(0)}, cache ${((d.stats.diskCachesBytes ?? 0) / 2 ** 20).toFixed(0)}, rss ${((d.stats.rssBytes ?? 0) / 2 ** 20).toFixed(0)}, helpers ${r.alive.get(g)}/${r.expected.get(g)}`);
+          if (TRACE && d) log(`${t.toFixed(1)} ${r.tag(g)}: current ${(d.memory.totalBytes / 2 ** 20).toFixed(0)} MiB, available ${((d.stats.usableBytes ?? 0) / 2 ** 20).toFixed(0)}, cache ${((d.stats.diskCachesBytes ?? 0) / 2 ** 20).toFixed(0)}, rss ${((d.stats.rssBytes ?? 0) / 2 ** 20).toFixed(0)}, helpers ${r.alive.get(g)}/${r.expected.get(g)}, statistics age ${d.stats.ageS ?? '-'} s`);
+          if (TRACE && d) void captureStatsStall(r, g, d, t);
         });
         if (r.latest.size < GUEST_NAMES.length) return;
         const acc = r.acc;

@@ -7,7 +7,7 @@
  * page reporting), its agent on the second serial port, and the same read-only ext2 disk for the
  * cache guest. Every step a user would type goes through `bin/virtmem` (`-c URI` on libvirt).
  */
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -32,6 +32,14 @@ export function virtmemCli(args: readonly string[], timeoutMs = 120_000): string
   return r.stdout;
 }
 
+/** `bin/virtmem [where] qemu-monitor-command DOM --hmp --cmd COMMAND`: its output, or why it failed; never rejects. */
+function hmpVia(where: readonly string[], dom: string, command: string): Promise<string> {
+  return new Promise((resolve) => {
+    execFile(BIN, [...where, 'qemu-monitor-command', dom, '--hmp', '--cmd', ...command.split(' ')], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, VIRTMEM_WARM: '0' } },
+      (err, stdout, stderr) => resolve(err ? `(failed: ${err.message.split('\n')[0]} ${stderr.trim()})` : stdout));
+  });
+}
+
 /** One host of the benchmark and its three guests. */
 export interface BenchHost {
   /** What the daemon calls the host: 'local' for virtmem's own guests, else the libvirt URI. */
@@ -51,6 +59,8 @@ export interface BenchHost {
   start(g: GName): void;
   /** `setmem NAME SIZE --wait --force` with 1 s statistics. */
   setMemory(g: GName, kib: number): void;
+  /** An HMP command on the guest's monitor (`qemu-monitor-command --hmp`); its output, or the error. */
+  hmp(g: GName, command: string): Promise<string>;
   /** Stops one guest; never throws. */
   destroy(g: GName): void;
   /** Destroys and undefines the guests, stops what the host started; never throws. */
@@ -77,6 +87,7 @@ export function nativeHost(stateDir: string, budgetKiB: number): BenchHost {
       cli('dommemstat', name(g), '--period', '1', '--live');
       cli('setmem', name(g), `${kib}K`, '--wait', '--force', '--timeout', '120');
     },
+    hmp: (g, command) => hmpVia(['--state-dir', stateDir], name(g), command),
     destroy: (g) => { spawnSync(BIN, ['--state-dir', stateDir, 'destroy', name(g)], { stdio: 'ignore', timeout: 60_000 }); },
     async cleanup() {
       for (const g of GUEST_NAMES) {
@@ -117,6 +128,7 @@ function libvirtHost(uri: string, label: string, budgetKiB: number, agentRoot: s
     },
     start: (g) => { virtmemCli(['-c', uri, 'start', name(g)]); },
     setMemory: (g, kib) => { virtmemCli(['-c', uri, 'setmem', name(g), `${kib}K`, '--wait', '--force', '--timeout', '120']); },
+    hmp: (g, command) => hmpVia(['-c', uri], name(g), command),
     destroy: (g) => { spawnSync(BIN, ['-c', uri, 'destroy', name(g)], { stdio: 'ignore', timeout: 60_000 }); },
     async cleanup() {
       const left = await removeDomains(uri, names).catch(() => names);
