@@ -3,6 +3,14 @@
  * a statistics-reporting balloon; optionally a virtio-mem region (with the <maxMemory> and NUMA
  * cell libvirt requires for it).
  */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runCli } from './cli.js';
+import { virsh } from './virsh.js';
+
 const GUEST = '/var/cache/virtmem/guest';
 
 export interface LibvirtGuestOptions {
@@ -60,5 +68,28 @@ export async function killQemuOf(name: string): Promise<void> {
     if (argv[0]?.includes('qemu-system') && argv.some((a) => a === `guest=${name},debug-threads=on` || a.startsWith(`guest=${name},`))) {
       try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
     }
+  }
+}
+
+/**
+ * A guest of this machine's libvirtd for one test: `prefix` and a random suffix as its name,
+ * defined and started through virtmem's CLI (`-c URI`), handed to `fn`, then destroyed and
+ * undefined (with virsh, whatever happened) and its files removed.
+ */
+export async function withLibvirtGuest(uri: string, prefix: string, o: LibvirtGuestOptions, fn: (name: string) => Promise<void>): Promise<void> {
+  const name = `${prefix}-${randomBytes(3).toString('hex')}`;
+  const dir = await mkdtemp(join(tmpdir(), `${prefix}-`));
+  const file = join(dir, 'guest.xml');
+  await writeFile(file, libvirtGuestXml(name, o));
+  try {
+    for (const step of [['define', file], ['start', name]]) {
+      const r = await runCli(['-c', uri, ...step]);
+      assert.equal(r.code, 0, `${step[0]}: ${r.stderr}`);
+    }
+    await fn(name);
+  } finally {
+    await virsh(uri, 'destroy', name);
+    await virsh(uri, 'undefine', name);
+    await rm(dir, { recursive: true, force: true });
   }
 }

@@ -3,6 +3,7 @@
  * (a package, root, the built-in guest), never under CI, which installs and starts everything
  * the suite needs: a skip there would hide a broken setup.
  */
+import { existsSync } from 'node:fs';
 
 /**
  * The first reason given, or false when there is none.
@@ -16,3 +17,12 @@ export function skipUnlessCi(...reasons: Array<string | false | null | undefined
 
 /** 'needs root' when not root (the tests that start libvirtd, read /proc/PID/mem, reserve hugepages). */
 export const notRoot = (): string | false => (process.getuid?.() !== 0 ? 'needs root' : false);
+
+/** This machine's system libvirtd's socket: the libvirt tests drive the real libvirtd. */
+export const LIBVIRT_SOCK = '/var/run/libvirt/libvirt-sock';
+
+/** The reason when this machine's libvirtd is not running, else false. */
+export const libvirtdMissing = (): string | false => (existsSync(LIBVIRT_SOCK) ? false : `libvirtd is not running (${LIBVIRT_SOCK} missing)`);
+
+/** The reason when the built-in guest (virtmem guest-build) is not built, else false. */
+export const builtInGuestMissing = (): string | false => (existsSync('/var/cache/virtmem/guest/vmlinuz') ? false : 'the built-in guest is not built (virtmem guest-build)');

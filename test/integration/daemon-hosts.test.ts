@@ -19,14 +19,12 @@ import { startRemoteLibvirtd, type RemoteLibvirtd } from '../helpers/remote-libv
 import { assertConforms } from '../helpers/openapi.js';
 import { browserMissing, launchBrowser } from '../helpers/browser.js';
 import { daemonRequest, closeDaemonClients } from '../../src/driver/remote/http-client.js';
-import { skipUnlessCi, notRoot } from '../helpers/skip.js';
+import { skipUnlessCi, notRoot, libvirtdMissing, builtInGuestMissing } from '../helpers/skip.js';
 import { virsh } from '../helpers/virsh.js';
 import { until as pollUntil } from '../helpers/poll.js';
 
-const SOCK = '/var/run/libvirt/libvirt-sock';
-const GUEST = '/var/cache/virtmem/guest';
-const skip = skipUnlessCi(!existsSync(SOCK) && `libvirtd is not running (${SOCK} missing)`, notRoot(),
-  !existsSync(`${GUEST}/vmlinuz`) && 'built-in guest not built');
+const skip = skipUnlessCi(libvirtdMissing(), notRoot(),
+  builtInGuestMissing());
 
 const NAME = 'hosts-remote-guest';
 

@@ -12,7 +12,6 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -22,7 +21,7 @@ import { libvirtGuestXml, killQemuOf } from '../helpers/libvirt-guest.js';
 import { startRemoteLibvirtd, type RemoteLibvirtd } from '../helpers/remote-libvirtd.js';
 import { assertConforms } from '../helpers/openapi.js';
 import { until } from '../helpers/poll.js';
-import { skipUnlessCi, notRoot } from '../helpers/skip.js';
+import { skipUnlessCi, notRoot, libvirtdMissing } from '../helpers/skip.js';
 import { virsh, removeDomains } from '../helpers/virsh.js';
 import { daemonRequest, closeDaemonClients } from '../../src/driver/remote/http-client.js';
 import { GuestAgent } from '../../src/guest/agent.js';
@@ -30,9 +29,8 @@ import { findDefaultGuest } from '../../src/guest/build.js';
 
 const U = 'qemu:///system';
 const H = encodeURIComponent(U);
-const SOCK = '/var/run/libvirt/libvirt-sock';
 const guest = await findDefaultGuest();
-const skip = skipUnlessCi(!existsSync(SOCK) && `libvirtd is not running (${SOCK} missing)`, notRoot(),
+const skip = skipUnlessCi(libvirtdMissing(), notRoot(),
   !guest && 'the built-in guest is not built', guest && !guest.hasVmhelper && 'the built-in guest has no vmhelper');
 
 const MiB = 1024 * 1024;

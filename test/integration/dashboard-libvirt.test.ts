@@ -12,7 +12,6 @@
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -22,13 +21,11 @@ import { browserMissing, launchBrowser, screenshotDir, type Browser } from '../h
 import { resizeFromCard } from '../helpers/dashboard.js';
 import { libvirtGuestXml } from '../helpers/libvirt-guest.js';
 import { removeDomains, virsh } from '../helpers/virsh.js';
-import { skipUnlessCi, notRoot } from '../helpers/skip.js';
+import { skipUnlessCi, notRoot, libvirtdMissing, builtInGuestMissing } from '../helpers/skip.js';
 
 const U = 'qemu:///system';
-const SOCK = '/var/run/libvirt/libvirt-sock';
-const GUEST = '/var/cache/virtmem/guest';
-const skip = skipUnlessCi(!existsSync(SOCK) && `libvirtd is not running (${SOCK} missing)`, notRoot(),
-  !existsSync(`${GUEST}/vmlinuz`) && 'built-in guest not built', await browserMissing());
+const skip = skipUnlessCi(libvirtdMissing(), notRoot(),
+  builtInGuestMissing(), await browserMissing());
 
 const SHOTS = screenshotDir();
 const MiB = 1024 * 1024;

@@ -15,16 +15,14 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { runCli } from '../helpers/cli.js';
 import { until } from '../helpers/poll.js';
-import { skipUnlessCi, notRoot } from '../helpers/skip.js';
+import { skipUnlessCi, notRoot, libvirtdMissing, builtInGuestMissing } from '../helpers/skip.js';
 import { virsh, virshDominfoLines, type VirshResult } from '../helpers/virsh.js';
 import { startRemoteLibvirtd } from '../helpers/remote-libvirtd.js';
 import { LibvirtDriver } from '../../src/driver/libvirt/driver.js';
 import { LibvirtError } from '../../src/libvirt/errors.js';
 
-const SOCK = '/var/run/libvirt/libvirt-sock';
-const GUEST = '/var/cache/virtmem/guest';
-const skip = skipUnlessCi(!existsSync(SOCK) && `libvirtd is not running (${SOCK} missing)`, notRoot());
-const noGuest = skipUnlessCi(skip, !existsSync(`${GUEST}/vmlinuz`) && 'built-in guest not built');
+const skip = skipUnlessCi(libvirtdMissing(), notRoot());
+const noGuest = skipUnlessCi(skip, builtInGuestMissing());
 
 
 /** Lines that change by themselves between two calls (CPU time runs). */

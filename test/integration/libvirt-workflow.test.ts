@@ -8,20 +8,17 @@
 import { libvirtGuestXml } from '../helpers/libvirt-guest.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
-import { skipUnlessCi, notRoot } from '../helpers/skip.js';
+import { skipUnlessCi, notRoot, libvirtdMissing, builtInGuestMissing } from '../helpers/skip.js';
 import { virsh as virshAt, virshDominfoLines, type VirshResult } from '../helpers/virsh.js';
 
 const U = 'qemu:///system';
-const SOCK = '/var/run/libvirt/libvirt-sock';
-const GUEST = '/var/cache/virtmem/guest';
-const skip = skipUnlessCi(!existsSync(SOCK) && `libvirtd is not running (${SOCK} missing)`, notRoot(),
-  !existsSync(`${GUEST}/vmlinuz`) && 'built-in guest not built');
+const skip = skipUnlessCi(libvirtdMissing(), notRoot(),
+  builtInGuestMissing());
 
 const virsh = (...args: string[]): Promise<VirshResult> => virshAt(U, ...args);
 

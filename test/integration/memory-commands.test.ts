@@ -15,13 +15,12 @@
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { runCli, sandbox, type RunResult } from '../helpers/cli.js';
-import { notRoot, skipUnlessCi } from '../helpers/skip.js';
+import { notRoot, skipUnlessCi, libvirtdMissing, builtInGuestMissing } from '../helpers/skip.js';
 import { removeDomains, virsh, type VirshResult } from '../helpers/virsh.js';
 import { until } from '../helpers/poll.js';
 import { GuestAgent } from '../../src/guest/agent.js';
@@ -29,11 +28,10 @@ import { hostControllers } from '../../src/driver/memory/cgroup-hierarchy.js';
 import { domainCgroupPath } from '../../src/driver/native/cgroup.js';
 
 const U = 'qemu:///system';
-const SOCK = '/var/run/libvirt/libvirt-sock';
 const GUEST = '/var/cache/virtmem/guest';
 const controllers = await hostControllers();
-const skip = skipUnlessCi(!existsSync(SOCK) && `libvirtd is not running (${SOCK} missing)`, notRoot(),
-  !existsSync(`${GUEST}/vmlinuz`) && 'the built-in guest is not built (virtmem guest-build)', !controllers.memory && 'the host has no cgroup memory controller');
+const skip = skipUnlessCi(libvirtdMissing(), notRoot(),
+  builtInGuestMissing(), !controllers.memory && 'the host has no cgroup memory controller');
 
 const NAME = `vmmc-${randomBytes(3).toString('hex')}`;
 const MiB = 1024;
@@ -124,7 +122,7 @@ after(async () => {
   await rm(files, { recursive: true, force: true });
 });
 
-test('test:///default: domstats (every group libvirt\u2019s test driver has), memtune and numatune print what virsh prints', { skip: skipUnlessCi(!existsSync(SOCK) && `libvirtd is not running (${SOCK} missing)`, notRoot()) }, async () => {
+test('test:///default: domstats (every group libvirt\u2019s test driver has), memtune and numatune print what virsh prints', { skip: skipUnlessCi(libvirtdMissing(), notRoot()) }, async () => {
   const T = 'test:///default';
   for (const args of [['domstats'], ['domstats', '--state', '--balloon'], ['domstats', '--raw', 'test'], ['domstats', '--list-inactive'], ['domstats', '--vm', 'test'],
     ['domstats', '--enforce', '--vm', 'test'], ['memtune', 'test'], ['numatune', 'test'], ['numatune', 'test', '--config'], ['domdirtyrate-calc', 'test'],

@@ -13,14 +13,13 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { runCli, sandbox, type RunResult } from '../helpers/cli.js';
-import { skipUnlessCi, notRoot } from '../helpers/skip.js';
+import { skipUnlessCi, notRoot, libvirtdMissing } from '../helpers/skip.js';
 import { virsh, type VirshResult } from '../helpers/virsh.js';
 
 const U = 'qemu:///system';
-const SOCK = '/var/run/libvirt/libvirt-sock';
 const POOL = '/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages';
 const KSM = '/sys/kernel/mm/ksm';
-const skip = skipUnlessCi(!existsSync(SOCK) && `libvirtd is not running (${SOCK} missing)`, notRoot(),
+const skip = skipUnlessCi(libvirtdMissing(), notRoot(),
   !existsSync(POOL) && 'the kernel has no 2 MiB huge pages', !existsSync(`${KSM}/pages_to_scan`) && 'the kernel has no KSM');
 
 const sb = await sandbox();

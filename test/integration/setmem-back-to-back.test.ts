@@ -9,15 +9,10 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { sandbox, runCli } from '../helpers/cli.js';
 import { until } from '../helpers/poll.js';
-import { libvirtGuestXml } from '../helpers/libvirt-guest.js';
-import { skipUnlessCi, notRoot } from '../helpers/skip.js';
+import { withLibvirtGuest } from '../helpers/libvirt-guest.js';
+import { skipUnlessCi, notRoot, libvirtdMissing, builtInGuestMissing } from '../helpers/skip.js';
 import { virsh } from '../helpers/virsh.js';
 
 const MiB = 1024;
@@ -77,19 +72,11 @@ describe('a native guest', () => {
 
 describe('a virtio-mem guest libvirt runs', () => {
   const U = 'qemu:///system';
-  const SOCK = '/var/run/libvirt/libvirt-sock';
-  const skip = skipUnlessCi(!existsSync(SOCK) && `libvirtd is not running (${SOCK} missing)`, notRoot(),
-    !existsSync('/var/cache/virtmem/guest/vmlinuz') && 'built-in guest not built');
+  const skip = skipUnlessCi(libvirtdMissing(), notRoot(), builtInGuestMissing());
   const lv: Run = (...args) => runCli(['-c', U, ...args]);
 
   test('a balloon inflation, then a virtio-mem shrink, each reversed before the guest moved: the guest ends at the second size', { skip, timeout: 600_000 }, async () => {
-    const name = `vmb2b-${randomBytes(3).toString('hex')}`;
-    const dir = await mkdtemp(join(tmpdir(), 'vm-b2b-'));
-    const file = join(dir, 'guest.xml');
-    await writeFile(file, libvirtGuestXml(name, { memoryKiB: 512 * MiB, currentKiB: 512 * MiB, virtioMemKiB: 1024 * MiB, cmdline: 'memhp_default_state=online_movable' }));
-    try {
-      assert.equal((await lv('define', file)).code, 0);
-      assert.equal((await lv('start', name)).code, 0);
+    await withLibvirtGuest(U, 'vmb2b', { memoryKiB: 512 * MiB, currentKiB: 512 * MiB, virtioMemKiB: 1024 * MiB, cmdline: 'memhp_default_state=online_movable' }, async (name) => {
       assert.equal((await lv('dommemstat', name, '--period', '1', '--live')).code, 0);
       await until('the guest reports its statistics', async () => (await lv('dommemstat', name)).stdout, (t) => /^last_update [1-9]/m.test(t));
       // Paused as on the native guest: nothing of the first change has moved when the second is planned.
@@ -106,10 +93,6 @@ describe('a virtio-mem guest libvirt runs', () => {
       assert.equal(c.code, 0, c.stderr);
       await both('512M', '1536M');
       await settlesAt(lv, name, 1536, 'shrink to 512M then grow to 1536M');
-    } finally {
-      await virsh(U, 'destroy', name);
-      await virsh(U, 'undefine', name);
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });

@@ -8,17 +8,12 @@
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sandbox, parseDominfo, runCli } from '../helpers/cli.js';
 import { GuestAgent, readGuestMeminfo } from '../../src/guest/agent.js';
 import { until } from '../helpers/poll.js';
-import { libvirtGuestXml } from '../helpers/libvirt-guest.js';
-import { skipUnlessCi, notRoot } from '../helpers/skip.js';
-import { virsh } from '../helpers/virsh.js';
+import { withLibvirtGuest } from '../helpers/libvirt-guest.js';
+import { skipUnlessCi, notRoot, libvirtdMissing, builtInGuestMissing } from '../helpers/skip.js';
 
 const sb = await sandbox();
 after(() => sb.cleanup());
@@ -81,21 +76,13 @@ for (const periodS of [5, 1]) {
 
 describe('a virtio-mem guest libvirt runs, reporting statistics every 5 s', () => {
   const U = 'qemu:///system';
-  const SOCK = '/var/run/libvirt/libvirt-sock';
-  const skip = skipUnlessCi(!existsSync(SOCK) && `libvirtd is not running (${SOCK} missing)`, notRoot(),
-    !existsSync('/var/cache/virtmem/guest/vmlinuz') && 'built-in guest not built');
+  const skip = skipUnlessCi(libvirtdMissing(), notRoot(), builtInGuestMissing());
   const lv = (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => runCli(['-c', U, ...args]);
   /** The guest's own MemTotal, as its statistics report it ("available", KiB). */
   const reportedTotalKiB = async (name: string): Promise<number> => Number(/^available (\d+)$/m.exec((await lv('dommemstat', name)).stdout)?.[1]);
 
   test(`grow, then shrink and grow again at once, all with --wait (${CYCLES} times): each reached, and the guest reports the memory`, { skip, timeout: 600_000 }, async () => {
-    const name = `vmgs-${randomBytes(3).toString('hex')}`;
-    const dir = await mkdtemp(join(tmpdir(), 'vm-lgs-'));
-    const file = join(dir, 'guest.xml');
-    await writeFile(file, libvirtGuestXml(name, { memoryKiB: BOOT_MIB * MiB, currentKiB: BOOT_MIB * MiB, virtioMemKiB: (GROWN_MIB - BOOT_MIB) * MiB, cmdline: 'memhp_default_state=online_movable' }));
-    try {
-      assert.equal((await lv('define', file)).code, 0);
-      assert.equal((await lv('start', name)).code, 0);
+    await withLibvirtGuest(U, 'vmgs', { memoryKiB: BOOT_MIB * MiB, currentKiB: BOOT_MIB * MiB, virtioMemKiB: (GROWN_MIB - BOOT_MIB) * MiB, cmdline: 'memhp_default_state=online_movable' }, async (name) => {
       assert.equal((await lv('dommemstat', name, '--period', '5', '--live')).code, 0);
       await until('the guest reports its statistics', async () => (await lv('dommemstat', name)).stdout, (t) => /^last_update [1-9]/m.test(t));
       const bootTotalKiB = await reportedTotalKiB(name);
@@ -116,10 +103,6 @@ describe('a virtio-mem guest libvirt runs, reporting statistics every 5 s', () =
         await reached(GROWN_MIB);
         await grown(`grow ${i + 1} after a shrink`);
       }
-    } finally {
-      await virsh(U, 'destroy', name);
-      await virsh(U, 'undefine', name);
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
