@@ -318,6 +318,7 @@ interface Plan {
   goalKiB: number;
   /** The most the guest is heading to: the hypervisor's target, or one the policy just sent. */
   headingKiB: number;
+  /** Pressure, or use rising (by its own numbers or the host's): the budget takes nothing from it. */
   pressured: boolean;
   /** Pressure during a shrink: the target is where the guest is, and must be sent to stop the shrink. */
   stopShrink: boolean;
@@ -481,7 +482,10 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     if (ignored.length > 0 && !pressured) reason += `; not pressure: ${ignored.join(', ')} with ${mib(availableKiB)} available (turning over its own cache)`;
     targetKiB = Math.min(maxKiB, Math.max(minKiB, targetKiB));
     const goalKiB = Math.min(maxKiB, Math.max(minKiB, alignDown(safeUseKiB + 1.5 * headroom)));
-    plans.push({ g, minKiB, maxKiB, targetKiB, goalKiB, headingKiB: Math.max(headingKiB, recentAskKiB ?? 0), pressured: pressured || rising, stopShrink, reason });
+    // A guest whose host-backed use is rising gives nothing to the budget either: its statistics
+    // lag what it is taking (a 300 s run cut the alloc guest mid-spike, 1536 -> 1408 MiB, to feed
+    // another guest, while its RSS rose 230 MiB/s: an OOM kill two seconds later).
+    plans.push({ g, minKiB, maxKiB, targetKiB, goalKiB, headingKiB: Math.max(headingKiB, recentAskKiB ?? 0), pressured: pressured || rising || climbing, stopShrink, reason });
   }
 
   fitBudget(s, plans, o);

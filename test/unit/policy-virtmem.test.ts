@@ -423,6 +423,22 @@ describe('the host budget', () => {
   });
 });
 
+describe('the budget', () => {
+  test('takes nothing from a guest whose host-backed use is rising, even with idle memory by its last sample', () => {
+    const state = fresh();
+    // The donor's last sample says 1000 MiB available; its QEMU RSS rises 100 MiB/s (a burst its
+    // statistics do not show yet); the other guest is under pressure, and the budget is full.
+    const donor = (nowS: number, rssKiB: number): GuestSnapshot => ({ ...guest('donor', 1536 * MiB, sig({ availableKiB: 1000 * MiB, diskCachesKiB: 10 * MiB, ageS: 0.5 })), rssKiB, rssAtS: nowS - 0.5 });
+    decideVirtmem(snap([donor(100, 600 * MiB), guest('needy', 1024 * MiB)], 2560 * MiB, 100), state);
+    const d = decideVirtmem(snap([donor(101, 700 * MiB), guest('needy', 1024 * MiB, sig({ availableKiB: 10 * MiB }))], 2560 * MiB, 101), state);
+    const cut = d.actions.find((a) => a.name === 'donor');
+    assert.equal(cut, undefined, `the rising guest was cut: ${JSON.stringify(cut)}`);
+    assert.match(d.holds.find((h) => h.name === 'donor')!.reason, /^use rising 100 MiB\/s with \d+ MiB available: not reclaiming/);
+    // The needy guest grows only into what is free (its guard rail above that: use + half a headroom).
+    assert.match(d.actions.find((a) => a.name === 'needy')!.reason, /growth limited to the free part of the host budget/);
+  });
+});
+
 test('the MoM port shrinks by at most 5 % under host pressure and grows by 5 % otherwise', () => {
   const g = guest('m', 2000 * MiB, sig({ unusedKiB: 1500 * MiB }));
   const shrink = momPolicy.decide(snap([g], 2000 * MiB), null);
