@@ -75,6 +75,19 @@ async function get(template: string, path: string): Promise<Json> {
 const guestDoc = (): Promise<Json> => get('/hosts/{host}/domains/{name}', `/hosts/${H}/domains/${NAME}`);
 const usedKiB = async (name: string, uri = U): Promise<number> => Number(/^Used memory: +(\d+) KiB$/m.exec((await virsh(uri, 'dominfo', name)).stdout)?.[1]);
 
+/**
+ * Work for the guest: 64 MiB allocations `gapS` seconds apart, 128 MiB more than it has
+ * available, started in the guest (they keep running). What the guest used and had available
+ * before, and how many were started.
+ */
+async function allocateBeyond(gapS: number): Promise<{ before: number; avail: number; n: number }> {
+  const before = await usedKiB(NAME);
+  const avail = (await guestDoc()).stats.usableBytes as number;
+  const n = Math.ceil((avail + 128 * MiB) / (64 * MiB));
+  await agent!.run(`i=0; while [ $i -lt ${n} ]; do (vmhelper alloc 64 >/dev/null 2>&1 &); sleep ${gapS}; i=$((i+1)); done; echo started`, { timeoutMs: 180_000 });
+  return { before, avail, n };
+}
+
 before(async () => {
   if (skip) return;
   const xml = join(sb.stateDir, 'guest.xml');
@@ -164,11 +177,8 @@ test('policy settings of a libvirt guest live in its XML metadata; the daemon ta
 
   // Work arrives: 64 MiB allocations three seconds apart, 128 MiB more than the guest has
   // available; it is grown in time and none is killed.
-  const before = await usedKiB(NAME);
-  const avail = (await guestDoc()).stats.usableBytes as number;
-  const n = Math.ceil((avail + 128 * MiB) / (64 * MiB));
   try {
-    await agent!.run(`i=0; while [ $i -lt ${n} ]; do (vmhelper alloc 64 >/dev/null 2>&1 &); sleep 3; i=$((i+1)); done; echo started`, { timeoutMs: 180_000 });
+    const { before, avail, n } = await allocateBeyond(3);
     await until('the guest grown for its work', () => usedKiB(NAME), (kib) => kib >= before + 64 * 1024);
     const oom = (await agent!.run('dmesg | grep -c "Out of memory" || true')).output.trim();
     assert.equal(oom, '0', `no OOM kill in the guest (${n} allocations of 64 MiB, ${Math.round(avail / MiB)} MiB available at the start)`);
@@ -188,11 +198,8 @@ test('a libvirt guest whose statistics stopped is still grown while its QEMU tou
   try {
     // Older than the policy acts on (10 s).
     await until('the statistics stale for the policy', () => guestDoc(), (g) => Date.now() / 1000 - g.stats.lastUpdateS > 12, () => {}, 60_000);
-    const before = await usedKiB(NAME);
-    const avail = (await guestDoc()).stats.usableBytes as number;
-    const n = Math.ceil((avail + 128 * MiB) / (64 * MiB));
     try {
-      await agent!.run(`i=0; while [ $i -lt ${n} ]; do (vmhelper alloc 64 >/dev/null 2>&1 &); sleep 2; i=$((i+1)); done; echo started`, { timeoutMs: 180_000 });
+      const { before, avail, n } = await allocateBeyond(2);
       await until('the guest grown for its work', () => usedKiB(NAME), (kib) => kib >= before + 128 * 1024);
       const doc = await get('/hosts/{host}/domains/{name}/policy', `/hosts/${H}/domains/${NAME}/policy`);
       assert.match(doc.last.reason, /guest statistics are \d+ s old, but QEMU's resident memory rises/, JSON.stringify(doc.last));
