@@ -31,3 +31,19 @@ export function guestNumaCells(def: Pick<DomainDef, 'numa' | 'memory' | 'memoryD
   if (def.memory.hotplug === undefined) return undefined;
   return [{ cpus: Array.from({ length: def.vcpus }, (_, i) => i), memoryKiB: bootMemoryKiB(def) }];
 }
+
+/**
+ * What the balloon leaves the guest of its boot RAM when it takes memory first: the guest's
+ * unmovable allocations (kernel, page tables) can only live in boot RAM (virtio-mem memory is
+ * onlined movable), so a quarter of it, at least 64 MiB, stays out of the balloon's reach.
+ */
+export function balloonKeepKiB(bootKiB: number): number {
+  return Math.min(bootKiB, Math.max(64 * 1024, Math.ceil(bootKiB / 4)));
+}
+
+/**
+ * How a memory change is split between the balloon and virtio-mem (driver/memory/plan.ts
+ * planSplit): 'plain' (setmem's), 'balloon-first' (shrink into the balloon, grow by plugging),
+ * 'balloon-back' (grow by deflating, shrink by unplugging).
+ */
+export type MemorySplit = 'plain' | 'balloon-first' | 'balloon-back';

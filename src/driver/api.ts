@@ -13,6 +13,7 @@
  */
 import type { DomainDef, PolicyDef } from '../domain/definition.js';
 import type { PolicySettingsChange, PolicySettings } from '../domain/policy.js';
+import type { MemorySplit } from '../domain/memory.js';
 import type { MemoryStats } from './memory/stats.js';
 import type { DriverWatch, WatchOptions } from './watch.js';
 import type { Translation, TranslateOptions, MemoryMapReport } from '../inspect/inspector.js';
@@ -126,6 +127,8 @@ export interface SetMemoryOptions extends AffectFlags {
    * policy does). Default true.
    */
   onliningCheck?: boolean;
+  /** How the change is split between balloon and virtio-mem (domain/memory.ts MemorySplit); default 'plain'. */
+  split?: MemorySplit;
   /** Bound on the whole wait (default: memory/rules.ts). */
   timeoutMs?: number;
   /** Give up when the guest makes no progress for this long (default: memory/rules.ts). */

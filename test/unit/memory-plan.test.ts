@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../../src/driver/memory/plan.js';
+import { planMemory, planSplit, planChange, orderSteps, layoutMaxKiB, type MemoryLayout } from '../../src/driver/memory/plan.js';
+import { balloonKeepKiB } from '../../src/domain/memory.js';
 
 const M = 1024;
 const G = 1024 * M;
@@ -59,4 +60,65 @@ test('order: a change that lands while the last one is still moving is sent, not
   // A device already asked for the planned size is not asked again.
   const asked: MemoryLayout = { ...moving, vmem: [{ ...moving.vmem[0]!, pluggedKiB: 0, requestedKiB: 8 * M }] };
   assert.deepEqual(orderSteps(asked, null, planMemory(asked, 520 * M)), []);
+});
+
+test('balloon first: a shrink inflates the balloon and leaves virtio-mem plugged while the balloon can hold it', () => {
+  // 512 MiB boot RAM + 768 MiB plugged, balloon deflated: 1280 MiB.
+  const l = layout(768 * M);
+  const p = planSplit(l, 512 * M, 1024 * M, 'balloon-first');
+  assert.deepEqual(p, { targetKiB: 1024 * M, balloonKiB: 256 * M, requestedKiB: [768 * M] });
+  assert.deepEqual(orderSteps(l, 512 * M, p), [{ kind: 'balloon', targetKiB: 256 * M }], 'no unplug: one balloon command');
+  // The plain split unplugs instead.
+  assert.deepEqual(planMemory(l, 1024 * M).requestedKiB, [512 * M]);
+});
+
+test('balloon first: the balloon leaves a quarter of boot RAM; only the rest is unplugged, in whole blocks', () => {
+  assert.equal(balloonKeepKiB(512 * M), 128 * M);
+  assert.equal(balloonKeepKiB(128 * M), 64 * M, 'at least 64 MiB');
+  assert.equal(balloonKeepKiB(32 * M), 32 * M, 'never more than there is');
+  const l = layout(768 * M);
+  // 700 MiB: the balloon could go to 700 - 768 < 0; it stops at 128 MiB and 196 MiB are unplugged.
+  const p = planSplit(l, 512 * M, 700 * M, 'balloon-first');
+  assert.deepEqual(p, { targetKiB: 700 * M, balloonKiB: 128 * M, requestedKiB: [572 * M] });
+  // A block size that does not divide the rest: the unplug rounds up, the balloon keeps more.
+  const odd: MemoryLayout = { bootKiB: 512 * M, dimmKiB: 0, vmem: [{ id: 'vmem0', sizeKiB: 1 * G, blockKiB: 64 * M, pluggedKiB: 512 * M }] };
+  const q = planSplit(odd, 512 * M, 600 * M, 'balloon-first');
+  assert.deepEqual(q, { targetKiB: 600 * M, balloonKiB: 152 * M, requestedKiB: [448 * M] });
+});
+
+test('balloon first: a grow plugs and leaves the balloon where it is; deflates only once every device is full', () => {
+  const l = layout(512 * M);
+  // Balloon at 200 MiB (312 MiB inflated): 712 MiB now; 1000 MiB plugs 288 MiB more.
+  assert.deepEqual(planSplit(l, 200 * M, 1000 * M, 'balloon-first'), { targetKiB: 1000 * M, balloonKiB: 200 * M, requestedKiB: [800 * M] });
+  // A grow that stops a shrink where the guest is: the balloon target is where it is, nothing plugs.
+  assert.deepEqual(planSplit(l, 200 * M, 712 * M, 'balloon-first'), { targetKiB: 712 * M, balloonKiB: 200 * M, requestedKiB: [512 * M] });
+  // The device is full: the balloon deflates for the rest.
+  const full = layout(3584 * M);
+  assert.deepEqual(planSplit(full, 100 * M, 3584 * M + 300 * M, 'balloon-first'), { targetKiB: 3884 * M, balloonKiB: 300 * M, requestedKiB: [3584 * M] });
+  // Where a device is still moving, its requested size is what counts.
+  const moving: MemoryLayout = { bootKiB: 512 * M, dimmKiB: 0, vmem: [{ id: 'vmem0', sizeKiB: 3584 * M, blockKiB: 2 * M, pluggedKiB: 256 * M, requestedKiB: 512 * M }] };
+  assert.deepEqual(planSplit(moving, 512 * M, 1100 * M, 'balloon-first').requestedKiB, [588 * M]);
+});
+
+test('balloon back: a grow deflates first, a shrink unplugs first: what the balloon holds comes back as unplugged blocks in two changes', () => {
+  // 384 MiB in the balloon (128 MiB of boot RAM left), 256 MiB plugged: 384 MiB.
+  const l = layout(256 * M);
+  const up = planSplit(l, 128 * M, 768 * M, 'balloon-back');
+  assert.deepEqual(up, { targetKiB: 768 * M, balloonKiB: 512 * M, requestedKiB: [256 * M] }, 'the grow only deflates');
+  assert.deepEqual(orderSteps(l, 128 * M, up), [{ kind: 'balloon', targetKiB: 512 * M }]);
+  // Then back down: the unplug takes it all, the balloon inflates only for the rest.
+  const down = planSplit(layout(256 * M), 512 * M, 384 * M, 'balloon-back');
+  assert.deepEqual(down, { targetKiB: 384 * M, balloonKiB: 384 * M, requestedKiB: [0] });
+  assert.deepEqual(planSplit(layout(512 * M), 512 * M, 768 * M, 'balloon-back'), { targetKiB: 768 * M, balloonKiB: 512 * M, requestedKiB: [256 * M] }, 'unplug only');
+  // A grow past boot RAM plugs the rest.
+  assert.deepEqual(planSplit(layout(256 * M), 128 * M, 1024 * M, 'balloon-back'), { targetKiB: 1024 * M, balloonKiB: 512 * M, requestedKiB: [512 * M] });
+});
+
+test('splits: only where the guest has a balloon; out of range as the plain split', () => {
+  const l = layout(768 * M);
+  assert.deepEqual(planChange(l, 512 * M, 1024 * M), planMemory(l, 1024 * M), 'plain by default');
+  assert.deepEqual(planChange(l, 512 * M, 1024 * M, 'plain'), planMemory(l, 1024 * M));
+  assert.deepEqual(planChange(l, null, 1024 * M, 'balloon-first'), planMemory(l, 1024 * M), 'no balloon: unplug');
+  assert.deepEqual(planChange(l, 512 * M, 1024 * M, 'balloon-first'), planSplit(l, 512 * M, 1024 * M, 'balloon-first'));
+  assert.throws(() => planSplit(l, 512 * M, layoutMaxKiB(l) + 1, 'balloon-first'), RangeError);
 });

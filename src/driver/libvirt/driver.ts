@@ -15,7 +15,7 @@ import {
 import { memoryLayoutFromXml, sizeKiB, virtioMemUpdateXml, type LibvirtMemoryLayout } from './domain-xml.js';
 import { XdrReader, type XdrWriter } from '../../libvirt/xdr.js';
 import { parseLibvirtUri, type LibvirtUri } from '../../libvirt/uri.js';
-import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
+import { planChange, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
 import {
   balloonHeldKiB, checkBalloonPlan, checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, guestTotalBaseline, resolveSetMemoryAffect, shrinkRefusal,
   VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
@@ -423,8 +423,8 @@ export class LibvirtDriver implements HypervisorDriver {
       }
     }
     // Without virtio-mem the target is libvirt's balloon target (its own checks, its words).
-    const plan = vmem ? planMemory(ml, kib) : { targetKiB: kib, balloonKiB: kib - ml.dimmKiB, requestedKiB: [] };
     const hasBalloon = layout.balloonModel !== 'none';
+    const plan = vmem ? planChange(ml, hasBalloon ? balloonNowKiB : null, kib, opts.split) : { targetKiB: kib, balloonKiB: kib - ml.dimmKiB, requestedKiB: [] };
     if (vmem) checkBalloonPlan(hasBalloon, plan.balloonKiB, ml.bootKiB);
     // The watch learns the target here: libvirt keeps no balloon target it could read back.
     const sent = (): void => this.#watch?.takeTarget(d.name, { uuid: uuidText(d.uuid), targetKiB: kib, balloonKiB: plan.balloonKiB, requestedKiB: plan.requestedKiB });

@@ -14,7 +14,7 @@ import { VirtError, invalidArg } from '../../domain/errors.js';
 import { MIN_MEMORY_KIB } from '../../domain/validate-def.js';
 import type { AffectOptions, MemoryBreakdown, SetMemoryOptions, SetMemoryResult } from '../api.js';
 import { defLayout, withRequested } from '../memory/layout.js';
-import { planMemory, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
+import { planMemory, planChange, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
 import {
   balloonHeldKiB, checkAboveDimms, checkBalloonPlan, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, guestTotalBaseline, memoryTotal, resolveAffect, resolveSetMemoryAffect, shrinkRefusal,
   VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
@@ -119,7 +119,7 @@ export async function setMemory(ctx: NativeContext, ref: string, kib: number, op
     const change = await ctx.monitor(name, async (c) => {
       const now = await queryLiveMemory(c, live);
       checkAboveDimms(kib, now.layout.dimmKiB);
-      const plan = planMemory(now.layout, kib);
+      const plan = planChange(now.layout, hasBalloon ? now.balloonKiB : null, kib, opts.split);
       checkBalloonPlan(hasBalloon, plan.balloonKiB, now.layout.bootKiB);
       if (!opts.force) await checkGuards(c, live, now, kib);
       // What the guest counts before memory is plugged into it, to see it onlined after: a
