@@ -3,11 +3,12 @@
  * + a virtio-mem region up to 2 GiB, floor 384 MiB), the same scripted demand (driven from the
  * host through the guest agent with /bin/vmhelper, and a read of the cache guest's disk) and the
  * same host budget for every row. Each row runs `virtmem daemon` as a user would:
- * `--policy off` (none) or `--policy all --policy-engine virtmem|proxmox|mom`, with the budget
+ * `--policy off` (none) or `--policy all --policy-engine virtmem|proxmox|mom` (row
+ * virtmem-balloon-first: virtmem's with `--policy-reclaim balloon-first`), with the budget
  * (`--policy-budget` for virtmem's own guests, `budget=` in `--hosts FILE` for a libvirt host);
  * the policy loop, its snapshots and its resizes are the daemon's.
  *
- *   npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem] [--no-cache]
+ *   npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem,virtmem-balloon-first] [--no-cache]
  *                           [--on native,libvirt,two-hosts]
  *
  * `--on` picks the guests (default native,libvirt): `native` virtmem's own QEMU guests;
@@ -113,7 +114,9 @@ export interface RealRow {
   majorFaults: number;
 }
 
-type Engine = 'none' | PolicyEngine;
+/** A row: no policy, one engine, or virtmem's with `--policy-reclaim balloon-first`. */
+type Engine = 'none' | PolicyEngine | 'virtmem-balloon-first';
+const ROWS: readonly Engine[] = ['none', ...POLICY_ENGINES, 'virtmem-balloon-first'];
 
 /** GET a daemon API path over its unix socket (bounded). */
 function apiGet(socketPath: string, path: string): Promise<unknown> {
@@ -134,7 +137,8 @@ function apiGet(socketPath: string, path: string): Promise<unknown> {
 /** `virtmem daemon` for one row, as a user runs it, serving every host of the row; resolves once it watches the guests. */
 async function startDaemon(stateDir: string, engine: Engine, hosts: readonly BenchHost[]): Promise<BenchDaemon> {
   const args = ['--policy', engine === 'none' ? 'off' : 'all'];
-  if (engine !== 'none') args.push('--policy-engine', engine);
+  if (engine === 'virtmem-balloon-first') args.push('--policy-engine', 'virtmem', '--policy-reclaim', 'balloon-first');
+  else if (engine !== 'none') args.push('--policy-engine', engine);
   const local = hosts.find((h) => h.hostsLine === null);
   if (local) args.push('--policy-budget', `${local.budgetKiB / MiB}M`);
   const lines = hosts.flatMap((h) => (h.hostsLine === null ? [] : [h.hostsLine]));
@@ -477,14 +481,14 @@ const TITLES: Record<GuestSet, string> = {
 
 const loads = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
 
-/** Entry point for `npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem] [--no-cache] [--on native,libvirt,two-hosts]`. */
+/** Entry point for `npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem,virtmem-balloon-first] [--no-cache] [--on native,libvirt,two-hosts]`. */
 export async function runPolicyReal(argv: string[]): Promise<void> {
   const i = argv.indexOf('--seconds');
   const endS = i >= 0 ? Number(argv[i + 1]) : 100;
   if (!Number.isFinite(endS) || endS < 30) throw new Error('--seconds takes a number >= 30');
   const r = argv.indexOf('--rows');
   const engines = (r >= 0 ? (argv[r + 1] ?? '').split(',') : ['none', ...POLICY_ENGINES.filter((e) => e !== 'virtmem'), 'virtmem']) as Engine[];
-  for (const e of engines) if (e !== 'none' && !POLICY_ENGINES.includes(e)) throw new Error(`--rows: '${e}' is not none or one of ${POLICY_ENGINES.join(', ')}`);
+  for (const e of engines) if (!ROWS.includes(e)) throw new Error(`--rows: '${e}' is not one of ${ROWS.join(', ')}`);
   const o = argv.indexOf('--on');
   const sets = (o >= 0 ? (argv[o + 1] ?? '').split(',') : ['native', 'libvirt']) as GuestSet[];
   for (const s of sets) if (!SETS.includes(s)) throw new Error(`--on: '${s}' is not one of ${SETS.join(', ')}`);

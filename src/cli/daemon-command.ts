@@ -17,7 +17,7 @@ import { parseScaledKiB } from '../domain/size.js';
 import { UsageError } from './args.js';
 import { InputError, readFileBounded } from '../util/bounded-read.js';
 import { LoosePermissionsError } from '../util/private-files.js';
-import { POLICY_ENGINES, type PolicyEngine } from '../policy/types.js';
+import { POLICY_ENGINES, POLICY_RECLAIMS, type PolicyEngine, type PolicyReclaim } from '../policy/types.js';
 import type { Command } from './commands.js';
 import { daemonFiles, stateDirectory } from '../driver/connect.js';
 import type { HostSpec } from '../daemon/daemon.js';
@@ -60,7 +60,7 @@ export const DAEMON_COMMANDS: Command[] = [
   {
     name: 'daemon',
     summary: 'run virtmemd in the foreground: HTTP API, dashboard, /metrics, live model of every running guest',
-    positionals: [], required: 0, options: ['listen', 'token-file', 'socket-mode', 'socket-group', 'policy', 'policy-budget', 'policy-engine', 'hosts'],
+    positionals: [], required: 0, options: ['listen', 'token-file', 'socket-mode', 'socket-group', 'policy', 'policy-budget', 'policy-engine', 'policy-reclaim', 'hosts'],
     async run(ctx) {
       const a = ctx.args;
       const tcp = parseListen(a.options.get('listen'));
@@ -78,11 +78,13 @@ export const DAEMON_COMMANDS: Command[] = [
       const guestBudgetBytes = budgetText === undefined ? null : parseScaledKiB(budgetText, 'policy budget') * 1024;
       const engine = a.options.get('policy-engine') ?? 'virtmem';
       if (!(POLICY_ENGINES as readonly string[]).includes(engine)) throw new UsageError(`invalid --policy-engine '${engine}': expected ${POLICY_ENGINES.join(', ')}`);
+      const reclaim = a.options.get('policy-reclaim') ?? 'unplug';
+      if (!(POLICY_RECLAIMS as readonly string[]).includes(reclaim)) throw new UsageError(`invalid --policy-reclaim '${reclaim}': expected ${POLICY_RECLAIMS.join(', ')}`);
       const hostsFile = a.options.get('hosts');
       const hosts = hostsFile === undefined ? null : await readHostsFile(hostsFile);
       const stateDir = stateDirectory(ctx.stateDir);
       const files = daemonFiles(stateDir);
-      const daemon = new Daemon({ stateDir, policy: { mode, guestBudgetBytes, engine: engine as PolicyEngine }, hosts: hosts ?? [] });
+      const daemon = new Daemon({ stateDir, policy: { mode, guestBudgetBytes, engine: engine as PolicyEngine, reclaim: reclaim as PolicyReclaim }, hosts: hosts ?? [] });
       await ensurePrivateDir(stateDir);
       await shareStateDir(stateDir, socketGid, ctx.err);
       const tokenFile = a.options.get('token-file');

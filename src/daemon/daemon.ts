@@ -8,6 +8,7 @@
  * Hosts are named by a key: 'local' for virtmem's own guests (whose API paths carry no host),
  * the URI for a libvirt host.
  */
+import type { MemorySplit } from '../domain/memory.js';
 import { VirtError, invalidArg } from '../domain/errors.js';
 import { Listeners } from '../util/listeners.js';
 import { validateDomainName } from '../domain/name.js';
@@ -20,10 +21,10 @@ import { guestDocument, libvirtHostDocument, summaryDocument, type LibvirtHostDo
 import { HistoryRing, type HistorySample } from './history.js';
 import { OperationRegistry, operationDocument, type Operation } from './operations.js';
 import { PolicyLoop, type LastPolicyDecision, type PolicyMode } from '../policy/loop.js';
-import { virtmemPolicy } from '../policy/virtmem-policy.js';
+import { virtmemPolicy, DEFAULT_POLICY_OPTIONS } from '../policy/virtmem-policy.js';
 import { proxmoxPolicy } from '../policy/proxmox.js';
 import { momPolicy } from '../policy/mom.js';
-import type { Policy, PolicyEngine } from '../policy/types.js';
+import type { Policy, PolicyEngine, PolicyReclaim } from '../policy/types.js';
 
 /** The key of virtmem's own host. */
 export const LOCAL = 'local';
@@ -50,18 +51,18 @@ export interface DaemonOptions {
    * it on, 'all' every running guest, 'off' none. With a budget, the managed guests of a host
    * together stay within it; without, host MemAvailable stays above a reserve.
    */
-  policy?: { mode: PolicyMode; guestBudgetBytes: number | null; engine?: PolicyEngine };
+  policy?: { mode: PolicyMode; guestBudgetBytes: number | null; engine?: PolicyEngine; reclaim?: PolicyReclaim };
   /** libvirt hosts served beside the local one. */
   hosts?: HostSpec[];
   /** Drivers to use instead of opening them (tests); keyed like hosts. */
   drivers?: Map<string, HypervisorDriver>;
 }
 
-function policyFor(engine: PolicyEngine): Policy<unknown> {
+function policyFor(engine: PolicyEngine, reclaim: PolicyReclaim): Policy<unknown> {
   switch (engine) {
     case 'proxmox': return proxmoxPolicy as Policy<unknown>;
     case 'mom': return momPolicy as Policy<unknown>;
-    default: return virtmemPolicy() as Policy<unknown>;
+    default: return virtmemPolicy({ ...DEFAULT_POLICY_OPTIONS, balloonFirst: reclaim === 'balloon-first' }) as Policy<unknown>;
   }
 }
 
@@ -118,6 +119,7 @@ export class Daemon {
   readonly opts: Required<Omit<DaemonOptions, 'policy' | 'hosts' | 'drivers' | 'stateDir'>> & { stateDir: string | undefined };
   readonly policyMode: PolicyMode;
   readonly policyEngine: PolicyEngine | null;
+  readonly policyReclaim: PolicyReclaim;
 
   constructor(opts: DaemonOptions = {}) {
     this.opts = {
@@ -127,6 +129,7 @@ export class Daemon {
     const p = opts.policy ?? { mode: 'per-guest', guestBudgetBytes: null };
     this.policyMode = p.mode;
     this.policyEngine = p.mode === 'off' ? null : p.engine ?? 'virtmem';
+    this.policyReclaim = p.reclaim ?? 'unplug';
     const specs: HostSpec[] = [{ uri: LOCAL, budgetBytes: p.guestBudgetBytes }, ...(opts.hosts ?? [])];
     for (const spec of specs) {
       const key = spec.uri;
@@ -160,7 +163,7 @@ export class Daemon {
   #policyLoop(host: Host, mode: PolicyMode, engine: PolicyEngine): PolicyLoop {
     const settings = new Map<string, PolicyDocument['settings']>();
     return new PolicyLoop({
-      policy: policyFor(engine),
+      policy: policyFor(engine, this.policyReclaim),
       mode,
       guestBudgetKiB: host.budgetBytes === null ? null : Math.floor(host.budgetBytes / 1024),
       // Read when a guest appears or its settings change (setPolicy through the daemon), not every round.
@@ -170,7 +173,7 @@ export class Daemon {
         return s;
       },
       forget: (name) => { settings.delete(name); },
-      apply: (name, targetKiB) => this.#policyApply(host, name, targetKiB),
+      apply: (name, targetKiB, split) => this.#policyApply(host, name, targetKiB, split),
       record: async (name, d) => {
         // The data names the host too: an SSE client sees only the data (the dashboard keys cards by host and name).
         const hostField = host.key === LOCAL ? {} : { host: host.key };
@@ -184,8 +187,8 @@ export class Daemon {
    * The policy's resize, as an operation like any other: it answers when the change is sent,
    * and the policy learns how it ended (reached, not reached, refused) through `outcome`.
    */
-  async #policyApply(host: Host, name: string, targetKiB: number): Promise<{ outcome: Promise<string | null> }> {
-    const a = await this.setMemory(name, targetKiB * 1024, { force: false, waitMs: 0 }, host.key);
+  async #policyApply(host: Host, name: string, targetKiB: number, split: MemorySplit): Promise<{ outcome: Promise<string | null> }> {
+    const a = await this.setMemory(name, targetKiB * 1024, { force: false, waitMs: 0, split, answerWhenSent: true }, host.key);
     const op = a.operation;
     const outcome = new Promise<string | null>((resolve) => {
       const check = (): boolean => {
@@ -495,7 +498,7 @@ export class Daemon {
    * @throws VirtError as HypervisorDriver.setMemory for what is refused before anything changes;
    *   TIMEOUT when `signal`'s bound ends the wait for the lock or the monitor
    */
-  async setMemory(name: string, targetBytes: number, opts: { force: boolean; waitMs: number; config?: boolean; timeoutMs?: number; signal?: AbortSignal }, hostKey: string = LOCAL): Promise<SetMemoryAnswer> {
+  async setMemory(name: string, targetBytes: number, opts: { force: boolean; waitMs: number; config?: boolean; timeoutMs?: number; split?: MemorySplit; answerWhenSent?: boolean; signal?: AbortSignal }, hostKey: string = LOCAL): Promise<SetMemoryAnswer> {
     validateDomainName(name);
     if (targetBytes % 1024 !== 0) throw invalidArg(`targetBytes ${targetBytes} is not a multiple of 1024`);
     const h = this.host(hostKey);
@@ -520,7 +523,7 @@ export class Daemon {
     let settled!: () => void;
     const settledP = new Promise<void>((r) => { settled = r; });
     const run = h.driver.setMemory(name, targetBytes / 1024, {
-      live: true, config: opts.config ?? false, wait: true, force: opts.force, signal: abort.signal,
+      live: true, config: opts.config ?? false, wait: true, force: opts.force, signal: abort.signal, ...(opts.split ? { split: opts.split } : {}),
       // A client that waits for the answer gets the guest's own word that it has the memory;
       // a change answered at once (202, the policy's) is sent without waiting for a report first.
       onliningCheck: opts.waitMs > 0,
@@ -560,7 +563,8 @@ export class Daemon {
     const started: Operation = op;
     // Answer when the driver ended (the view refresh after it is bounded), or after waitMs;
     // a guest already at the target ends within moments, so that is waited for too.
-    const graceMs = opts.waitMs > 0 ? opts.waitMs : atTarget ? 5_000 : 0;
+    // (Not for a caller that follows the operation anyway: the policy, whose round would wait.)
+    const graceMs = opts.waitMs > 0 ? opts.waitMs : atTarget && !opts.answerWhenSent ? 5_000 : 0;
     // That short wait the client did not ask for ends with the caller's bound too.
     const cut = opts.waitMs > 0 ? undefined : opts.signal;
     const ended = await Promise.race([

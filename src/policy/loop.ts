@@ -7,6 +7,7 @@
  */
 import type { Decision, GuestSignals, GuestSnapshot, Policy, PolicySettings, Snapshot } from './types.js';
 import { freshStallPct } from '../driver/view.js';
+import { balloonKeepKiB, type MemorySplit } from '../domain/memory.js';
 
 /** The fields of the daemon's guest model the loop reads (structurally: src/daemon/guest-model.ts). */
 export interface PolicyGuestInput {
@@ -75,7 +76,7 @@ export interface PolicyLoopOptions {
    * Resolves once the change is sent; `outcome` settles when the guest got there (null) or
    * stopped short (why). Rejects when the change is refused (nothing changed).
    */
-  apply(name: string, targetKiB: number): Promise<{ outcome: Promise<string | null> }>;
+  apply(name: string, targetKiB: number, split: MemorySplit): Promise<{ outcome: Promise<string | null> }>;
   /** Persist/publish a guest's last decision. */
   record(name: string, d: LastPolicyDecision): Promise<void> | void;
 }
@@ -108,7 +109,13 @@ export function guestSnapshot(g: PolicyGuestInput, settings: PolicySettings, pre
   const snap: GuestSnapshot = { name: g.name, currentKiB, maxKiB: Math.floor(g.maxMemoryBytes / 1024), settings, signals };
   if (g.rssBytes !== null) { snap.rssKiB = Math.floor(g.rssBytes / 1024); snap.rssAtS = rssAtS; }
   snap.targetKiB = Math.floor(g.targetBytes / 1024);
-  if (g.hasBalloon && g.balloonAutodeflate) snap.inflatedInTotalKiB = Math.max(0, Math.floor((g.bootBytes - g.balloonBytes) / 1024));
+  if (g.devices.length > 0) snap.pluggedKiB = Math.floor(plugged / 1024);
+  if (g.hasBalloon) {
+    snap.balloonHeldKiB = Math.max(0, Math.floor((g.bootBytes - g.balloonBytes) / 1024));
+    // Only where reclaim beyond the balloon would unplug: a guest with nothing plugged has only the balloon.
+    if (plugged > 0) snap.balloonRoomKiB = Math.max(0, Math.floor(g.balloonBytes / 1024) - balloonKeepKiB(Math.floor(g.bootBytes / 1024)));
+    if (g.balloonAutodeflate) snap.inflatedInTotalKiB = snap.balloonHeldKiB;
+  }
   return snap;
 }
 
@@ -168,7 +175,7 @@ export class PolicyLoop {
         const d: LastPolicyDecision = { at, action: 'resize', fromKiB: a.fromKiB, targetKiB: a.targetKiB, reason: a.reason, outcome: 'pending' };
         let sent: { outcome: Promise<string | null> };
         try {
-          sent = await this.opts.apply(a.name, a.targetKiB);
+          sent = await this.opts.apply(a.name, a.targetKiB, a.split ?? 'plain');
         } catch (err) {
           await this.#record(a.name, { ...d, action: 'failed', outcome: 'refused', reason: `${a.reason}; the resize was refused: ${(err as Error).message}` });
           return;

@@ -8,6 +8,7 @@
 /** Per-guest policy settings (domain/policy.ts). */
 export type { PolicySettings } from '../domain/policy.js';
 import type { PolicySettings } from '../domain/policy.js';
+import type { MemorySplit } from '../domain/memory.js';
 
 /** What the guest itself reported (virtio-balloon statistics), and derived rates. */
 export interface GuestSignals {
@@ -57,6 +58,12 @@ export interface GuestSnapshot {
   targetKiB?: number;
   /** Balloon pages the guest's MemTotal still counts (with deflate-on-oom the guest keeps them in MemTotal). */
   inflatedInTotalKiB?: number;
+  /** What the balloon holds of boot RAM now (absent: the guest has no balloon). */
+  balloonHeldKiB?: number;
+  /** How much more it can take (domain/memory.ts balloonKeepKiB): reclaim beyond that unplugs. Absent: nothing plugged. */
+  balloonRoomKiB?: number;
+  /** virtio-mem memory plugged now. */
+  pluggedKiB?: number;
 }
 
 export interface HostSnapshot {
@@ -85,6 +92,12 @@ export interface PolicyAction {
   targetKiB: number;
   /** Why, in one sentence a person can check against the numbers. */
   reason: string;
+  /**
+   * How the hypervisor splits it between balloon and virtio-mem (driver/memory/plan.ts):
+   * 'balloon-first' takes memory with the balloon and gives it with plugs; 'plain' (absent) the
+   * plain split, which also turns what the balloon holds into unplugged blocks at the same size.
+   */
+  split?: MemorySplit;
 }
 
 /** A guest the policy looked at and left alone, with why (for `policy show`). */
@@ -119,3 +132,11 @@ export const GiB = 1024 * 1024;
  */
 export type PolicyEngine = 'virtmem' | 'proxmox' | 'mom';
 export const POLICY_ENGINES: readonly PolicyEngine[] = ['virtmem', 'proxmox', 'mom'];
+
+/**
+ * How virtmem's policy gives memory back on a guest with virtio-mem plugged: 'unplug' (default)
+ * unplugs at once; 'balloon-first' inflates the balloon and unplugs only a quiet guest, for
+ * guests whose kernel stalls a grow behind an unplug under pressure (Linux < 6.5; virtmem-policy.ts).
+ */
+export type PolicyReclaim = 'unplug' | 'balloon-first';
+export const POLICY_RECLAIMS: readonly PolicyReclaim[] = ['unplug', 'balloon-first'];

@@ -29,6 +29,18 @@
  *   cache: the guest's MemAvailable counts reclaimable cache) gives back down to its use plus
  *   1.5 headrooms, at most `reclaimStepKiB` per round, so a guest that starts to need memory
  *   again shows pressure long before it runs out.
+ * - **Give back into the balloon; unplug only a quiet guest** (option `balloonFirst`, the
+ *   daemon's `--policy-reclaim balloon-first`; off by default). The policy's resizes are split
+ *   balloon first (driver/memory/plan.ts planBalloonFirst): a shrink inflates the balloon, a grow
+ *   plugs. On Linux 6.1 guests an unplug that meets an allocation holds the guest's shared
+ *   workqueue for seconds, and every grow sent meanwhile waits behind it (OOM kills at 60 s
+ *   timelines, docs/benchmarks.md); balloon inflation does not. So reclaim takes only what the
+ *   balloon can hold until the guest has had no pressure or rise for `settleQuietS` (since the
+ *   policy first saw it), and a quiet guest whose size held that long gets what its balloon
+ *   holds back as unplugged blocks, freeing the balloon for the next reclaim: two changes
+ *   (split 'balloon-back': a grow that deflates, then a shrink as large that unplugs), so the
+ *   guest never has less than its size meanwhile, within the budget's room. The budget's cuts
+ *   are not held back: another guest needs that memory.
  * - **Fit the budget.** When the targets together exceed the host's budget (or would push host
  *   MemAvailable under its reserve), idle guests are cut to their safe minimum first, then growth
  *   is shared by shares. Burst reserves and cool-downs give way to the budget (idle guests are
@@ -74,6 +86,20 @@ export interface VirtmemPolicyOptions {
   burstReserveFraction: number;
   /** ... for this long (then all of it goes at once: a reserve that fades bit by bit would cost a resize every few seconds). */
   burstMemoryS: number;
+  /**
+   * Give back into the balloon first and unplug only a quiet guest (below); false: every resize
+   * takes the plain split (a shrink unplugs at once), reclaim is not held for the balloon.
+   */
+  balloonFirst: boolean;
+  /**
+   * With balloonFirst: a guest with neither pressure nor a rise for this long (since the policy first saw it) is
+   * quiet: reclaim may unplug what the balloon cannot take, and once its size also held this
+   * long, what its balloon holds comes back as unplugged blocks, which frees the balloon for
+   * the next reclaim. Before that, reclaim takes only what the balloon can.
+   */
+  settleQuietS: number;
+  /** ... when the balloon holds at least this much. */
+  settleMinKiB: number;
 }
 
 export const DEFAULT_POLICY_OPTIONS: VirtmemPolicyOptions = {
@@ -93,6 +119,9 @@ export const DEFAULT_POLICY_OPTIONS: VirtmemPolicyOptions = {
   growAheadS: 5,
   burstReserveFraction: 0.5,
   burstMemoryS: 20,
+  balloonFirst: false,
+  settleQuietS: 20,
+  settleMinKiB: 64 * MiB,
 };
 
 /** Per-guest memory between rounds. */
@@ -154,6 +183,10 @@ export interface GuestTrack {
   /** The last target the policy sent (the guest may still be on its way there), and when. */
   askedKiB: number | null;
   askedAtS: number;
+  /** The balloon's memory being handed back: deflated from `fromKiB` by `kib` at `atS`, to be unplugged next. */
+  settle: { fromKiB: number; kib: number; atS: number } | null;
+  /** When the policy first saw the guest (a guest just started may be about to allocate). */
+  seenAtS: number;
 }
 
 /** A target the policy sent counts as one the guest may be heading to for this long, whatever the hypervisor's view says. */
@@ -217,7 +250,7 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
       statsAtS, useKiB: sampleUse, prevUseKiB: sampleUse, rssAtStatsKiB: rss, useRateKiBPerS: 0, cacheKiB: cache, anonShare: 1, anonShareAtS: -Infinity,
       rssKiB: rss, rssAtS, rssRateKiBPerS: 0, reservedKiB, sizeKiB: g.currentKiB, sizeSinceS: -Infinity, shrunkAtS: -Infinity,
       burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstFromKiB: 0, burstEndS: -Infinity,
-      riseSinceS: -Infinity, riseAtS: -Infinity, riseUseKiB: 0, riseCacheKiB: null, askedKiB: null, askedAtS: -Infinity,
+      riseSinceS: -Infinity, riseAtS: -Infinity, riseUseKiB: 0, riseCacheKiB: null, askedKiB: null, askedAtS: -Infinity, settle: null, seenAtS: nowS,
     };
     state.track.set(g.name, t);
   } else if (statsAtS > t.statsAtS + NEW_SAMPLE_S) {
@@ -322,6 +355,8 @@ interface Plan {
   pressured: boolean;
   /** Pressure during a shrink: the target is where the guest is, and must be sent to stop the shrink. */
   stopShrink: boolean;
+  /** No pressure, rise or shrink for settleQuietS: what the balloon holds may become unplugged blocks. */
+  quiet: boolean;
   reason: string;
 }
 
@@ -346,7 +381,7 @@ function staleButRising(g: GuestSnapshot, nowS: number, state: VirtmemPolicyStat
   const headingKiB = Math.max(g.targetKiB ?? g.currentKiB, t.askedKiB !== null && nowS - t.askedAtS <= ASKED_FRESH_S ? t.askedKiB : 0);
   const growKiB = Math.max(o.minGrowKiB, Math.round(riseKiBPerS * o.growAheadS));
   return {
-    g, minKiB: g.currentKiB, targetKiB: alignUp(Math.max(g.currentKiB + growKiB, headingKiB)), goalKiB: g.currentKiB, headingKiB, pressured: true, stopShrink: false,
+    g, minKiB: g.currentKiB, targetKiB: alignUp(Math.max(g.currentKiB + growKiB, headingKiB)), goalKiB: g.currentKiB, headingKiB, pressured: true, stopShrink: false, quiet: false,
     reason: `guest statistics are ${Math.round(g.signals!.ageS)} s old, but QEMU's resident memory rises ${mib(riseKiBPerS)}/s: grow by ${mib(growKiB)}`,
   };
 }
@@ -425,6 +460,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
       if (s.nowS - t.riseAtS > o.coolDownS) { t.riseSinceS = s.nowS; t.riseUseKiB = Math.min(t.useKiB, t.prevUseKiB); t.riseCacheKiB = t.cacheKiB; }
       t.riseAtS = s.nowS;
     }
+    const calm = s.nowS - Math.max(lastEventS, t.seenAtS) >= o.settleQuietS;
     let targetKiB = g.currentKiB;
     let reason = `use ${mib(useKiB)} + headroom ${mib(headroom)}: within band`;
     const aheadKiB = rising ? Math.round(riseKiBPerS * o.growAheadS) : 0;
@@ -466,6 +502,12 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
         reason = `${mib(idleKiB)} available (idle or cache) > 2 x headroom: reclaim toward use ${mib(safeUseKiB)} + 1.5 x headroom`
           + (reserveKiB > 0 ? ` + ${mib(reserveKiB)} kept for a burst like the last one` : '')
           + (over !== null ? ` (no cool-down${over.undo ? ', at once' : ''}: ${over.why})` : '');
+        // Reclaim goes into the balloon: an unplug is left for a quiet guest.
+        const room = o.balloonFirst ? g.balloonRoomKiB : undefined;
+        if (room !== undefined && targetKiB < g.currentKiB - room && !calm) {
+          targetKiB = alignDown(g.currentKiB - room);
+          reason += room < o.minChangeKiB ? ': the balloon is full, the rest waits until the guest is quiet' : `, ${mib(room)} into the balloon (the rest waits until the guest is quiet)`;
+        }
       }
     }
     // Growth never lowers a target the guest is still heading up to. The host's count of a
@@ -485,10 +527,14 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     // A guest whose host-backed use is rising gives nothing to the budget either: its statistics
     // lag what it is taking (a 300 s run cut the alloc guest mid-spike, 1536 -> 1408 MiB, to feed
     // another guest, while its RSS rose 230 MiB/s: an OOM kill two seconds later).
-    plans.push({ g, minKiB, maxKiB, targetKiB, goalKiB, headingKiB: Math.max(headingKiB, recentAskKiB ?? 0), pressured: pressured || rising || climbing, stopShrink, reason });
+    // Quiet: no pressure or rise, and the same size, for settleQuietS.
+    const quiet = calm && !pressured && !rising && !climbing && !stopShrink && !shrinkAsked && !shrinking && s.nowS - t.sizeSinceS >= o.settleQuietS;
+    plans.push({ g, minKiB, maxKiB, targetKiB, goalKiB, headingKiB: Math.max(headingKiB, recentAskKiB ?? 0), pressured: pressured || rising || climbing, stopShrink, quiet, reason });
   }
 
-  fitBudget(s, plans, o);
+  const budget = fitBudget(s, plans, o);
+  // What a guest may take above its size for a moment (handing the balloon's memory back deflates before it unplugs).
+  let slack = budget - plans.reduce((sum, p) => sum + Math.max(p.g.currentKiB, p.targetKiB, p.headingKiB), 0);
   for (const name of state.track.keys()) if (!s.guests.some((g) => g.name === name)) state.track.delete(name);
 
   for (const p of plans) {
@@ -497,15 +543,42 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     // even though the size stays, but holding a guest within its band never cancels a shrink.
     const asked = g.targetKiB ?? g.currentKiB;
     const small = (a: number, b: number): boolean => Math.abs(a - b) < o.minChangeKiB;
+    const t = state.track.get(g.name);
+    const pend = o.balloonFirst ? t?.settle ?? null : null;
+    if (t && pend) {
+      // Handing the balloon's memory back, second change: once the deflate is in, unplug as much.
+      t.settle = null;
+      if (!p.pressured && !p.stopShrink && s.nowS - pend.atS <= ASKED_FRESH_S * 2) {
+        if (g.currentKiB >= pend.fromKiB + pend.kib - o.minChangeKiB) {
+          decision.actions.push({ name: g.name, fromKiB: g.currentKiB, targetKiB: pend.fromKiB, split: 'balloon-back', reason: `handing the balloon's memory back: the guest has the ${mib(pend.kib)} deflated, unplug as much` });
+          t.askedKiB = pend.fromKiB; t.askedAtS = s.nowS;
+          continue;
+        }
+        t.settle = pend;
+        decision.holds.push({ name: g.name, reason: `handing the balloon's memory back: waiting for the guest to take the ${mib(pend.kib)} deflated (at ${mib(g.currentKiB)})` });
+        continue;
+      }
+      // Pressure, a rise or no progress: the guest keeps what it was given; the plan below decides.
+    }
     if (small(p.targetKiB, asked) || (!p.stopShrink && small(p.targetKiB, g.currentKiB))) {
+      // A quiet guest at its size: what the balloon holds comes back as unplugged blocks, so the
+      // balloon has room for the next reclaim. Two changes, so the guest never has less than its
+      // size meanwhile (an unplug lands faster than a deflate): deflate first, unplug as much after.
+      const kib = alignDown(Math.min(g.balloonHeldKiB ?? 0, g.pluggedKiB ?? 0, slack));
+      if (o.balloonFirst && p.quiet && t && asked === g.currentKiB && kib >= o.settleMinKiB && g.balloonRoomKiB !== undefined) {
+        slack -= kib;
+        t.settle = { fromKiB: g.currentKiB, kib, atS: s.nowS };
+        t.askedKiB = g.currentKiB + kib; t.askedAtS = s.nowS;
+        decision.actions.push({ name: g.name, fromKiB: g.currentKiB, targetKiB: g.currentKiB + kib, split: 'balloon-back', reason: `${p.reason}; quiet for ${o.settleQuietS} s: hand ${mib(kib)} of the balloon's memory back as unplugged blocks (deflate, then unplug as much)` });
+        continue;
+      }
       const why = p.targetKiB === g.currentKiB ? p.reason
         : asked !== g.currentKiB ? `${p.reason} (already heading to ${mib(asked)})` : `${p.reason} (change under ${mib(o.minChangeKiB)})`;
       decision.holds.push({ name: g.name, reason: why });
       continue;
     }
-    const action: PolicyAction = { name: g.name, fromKiB: g.currentKiB, targetKiB: p.targetKiB, reason: p.reason };
+    const action: PolicyAction = { name: g.name, fromKiB: g.currentKiB, targetKiB: p.targetKiB, reason: p.reason, ...(o.balloonFirst ? { split: 'balloon-first' as const } : {}) };
     decision.actions.push(action);
-    const t = state.track.get(g.name);
     if (t) { t.askedKiB = p.targetKiB; t.askedAtS = s.nowS; }
   }
   return decision;
@@ -516,7 +589,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
  * (most slack first), then the growth of pressured guests, shared by shares. Guard rails win
  * over the budget: a budget smaller than every guest's safe minimum is exceeded, not enforced.
  */
-function fitBudget(s: Snapshot, plans: Plan[], o: VirtmemPolicyOptions): void {
+function fitBudget(s: Snapshot, plans: Plan[], o: VirtmemPolicyOptions): number {
   const unmanaged = s.guests.filter((g) => !plans.some((p) => p.g === g)).reduce((sum, g) => sum + g.currentKiB, 0);
   let budget: number;
   if (s.host.guestBudgetKiB !== null) {
@@ -540,14 +613,14 @@ function fitBudget(s: Snapshot, plans: Plan[], o: VirtmemPolicyOptions): void {
   // Growth goes only into memory that is free now: a guest being shrunk holds its memory until
   // it has given it back, so growing into it at once would overshoot the budget meanwhile.
   const growers = plans.filter((p) => p.targetKiB > p.g.currentKiB);
-  if (growers.length === 0) return;
+  if (growers.length === 0) return budget;
   // A guest that is not growing holds the most of its size, the target it gets now and the one
   // it may still be heading to (a guest finishes a plug under way before it takes a newer, lower
   // target; a stopped shrink reaches the guest after it went lower and takes it back up).
   const held = plans.reduce((sum, p) => sum + (growers.includes(p) ? p.g.currentKiB : Math.max(p.g.currentKiB, p.targetKiB, p.headingKiB)), 0);
   const room = Math.max(0, budget - held);
   const wanted = growers.reduce((sum, p) => sum + (p.targetKiB - p.g.currentKiB), 0);
-  if (wanted <= room) return;
+  if (wanted <= room) return budget;
   // Growth waits for memory to be given back: every guest with idle memory or cache gives all of
   // it at once (to where reclaim would take it in steps, cool-down and burst reserve aside), so
   // the memory moves as fast as the guests can give it and the next rounds find it free.
@@ -563,6 +636,7 @@ function fitBudget(s: Snapshot, plans: Plan[], o: VirtmemPolicyOptions): void {
     p.targetKiB = Math.max(p.minKiB, alignDown(p.g.currentKiB + give));
     p.reason += `; growth limited to the free part of the host budget (shares ${p.g.settings.shares})`;
   }
+  return budget;
 }
 
 /** The policy as the daemon and the benchmark run it. */

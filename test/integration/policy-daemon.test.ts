@@ -15,6 +15,8 @@ import { until } from '../helpers/poll.js';
 import { GuestAgent } from '../../src/guest/agent.js';
 import { findDefaultGuest } from '../../src/guest/build.js';
 import { skipUnlessCi } from '../helpers/skip.js';
+import { qemuSizesMiB } from '../helpers/qemu-sizes.js';
+import { DEFAULT_POLICY_OPTIONS } from '../../src/policy/virtmem-policy.js';
 
 const MiB = 1024;
 const FLOOR_KIB = 300 * MiB;
@@ -52,12 +54,18 @@ describe('the daemon runs the policy on real guests', { skip: skipUnlessCi(!gues
     await sb.ok('new', 'pg', '--memory', '512M', '--max-memory', '1G', '--accel', 'tcg');
     await sb.ok('policy', 'set', 'pg', '--enable', '--floor', '300M');
     await sb.ok('new', 'still', '--memory', '384M', '--accel', 'tcg');
+    await sb.ok('new', 'bf', '--memory', '512M', '--max-memory', '2G', '--accel', 'tcg');
+    await sb.ok('policy', 'set', 'bf', '--enable', '--floor', '384M');
     await sb.ok('start', 'pg');
     await sb.ok('start', 'still');
+    await sb.ok('start', 'bf');
     await sb.ok('dommemstat', 'pg', '--period', '1');
+    await sb.ok('dommemstat', 'bf', '--period', '1');
+    // bf: 512 MiB boot RAM + 768 MiB of virtio-mem plugged before the policy starts.
+    await sb.ok('setmem', 'bf', '1280M', '--wait', '--timeout', '120');
     await sb.ok('dommemstat', 'still', '--period', '1');
     agent = await GuestAgent.connect(join(sb.stateDir, 'run', 'pg', 'agent.sock'), { timeoutMs: 120_000 });
-    daemon = await startDaemon(sb.stateDir, ['--policy', 'per-guest']);
+    daemon = await startDaemon(sb.stateDir, ['--policy', 'per-guest', '--policy-reclaim', 'balloon-first']);
   });
 
   test('an idle guest is taken down to its floor, never below; the reason is shown', async () => {
@@ -73,6 +81,22 @@ describe('the daemon runs the policy on real guests', { skip: skipUnlessCi(!gues
     assert.equal(doc.mode, 'per-guest');
     assert.equal(doc.settings.floorBytes, FLOOR_KIB * 1024);
     assert.ok(doc.last && doc.last.reason.length > 10);
+  });
+
+  test('an idle guest with virtio-mem plugged gives back into its balloon first; quiet, what the balloon holds comes back as unplugged blocks, never below the floor', async () => {
+    const { settleQuietS } = DEFAULT_POLICY_OPTIONS;
+    // First what the balloon can take (all but a quarter of boot RAM), nothing unplugged: a guest
+    // the policy has just met may be about to allocate, and Linux 6.1 stalls a grow behind an
+    // unplug that meets an allocation.
+    const early = await until('bf reclaimed into its balloon', () => qemuSizesMiB(sb.run, 'bf'), (s) => s.balloon <= 128,
+      (s) => assert.equal(s.plugged, 768, `unplugged before the guest was quiet: ${JSON.stringify(s)}`), 60_000);
+    assert.equal(early.balloon + early.plugged, 896);
+    // Quiet for settleQuietS: reclaim goes on to the floor, and once the size held that long the
+    // balloon's pages become unplugged blocks (balloon deflated to what the floor leaves of boot RAM).
+    const done = await until('bf at its floor with the balloon settled', () => qemuSizesMiB(sb.run, 'bf'), (s) => s.plugged === 0 && s.balloon === 384,
+      (s) => assert.ok(s.balloon + s.plugged >= 384, `below the floor: ${JSON.stringify(s)}`), (4 * settleQuietS + 60) * 1000);
+    assert.deepEqual(done, { balloon: 384, plugged: 0 });
+    assert.match(await sb.ok('policy', 'show', 'bf'), /balloon's memory back|within band/);
   });
 
   test("the built-in guest reports its own memory stall, and the daemon shows it (API and /metrics)", async () => {
@@ -120,6 +144,7 @@ test('bad daemon policy flags are refused by name before anything starts', async
   for (const [args, msg] of [
     [['--policy-engine', 'senpai'], /invalid --policy-engine 'senpai': expected virtmem, proxmox, mom/],
     [['--policy', 'some'], /invalid --policy 'some': expected off, per-guest or all/],
+    [['--policy-reclaim', 'swap'], /invalid --policy-reclaim 'swap': expected unplug, balloon-first/],
     [['--policy-budget', '12Q'], /policy budget/],
   ] as const) {
     const r = await sb.run('daemon', ...args);

@@ -11,6 +11,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { sandbox, runCli } from '../helpers/cli.js';
 import { until } from '../helpers/poll.js';
+import { qemuSizesMiB } from '../helpers/qemu-sizes.js';
 import { withLibvirtGuest } from '../helpers/libvirt-guest.js';
 import { skipUnlessCi, notRoot, libvirtdMissing, builtInGuestMissing } from '../helpers/skip.js';
 import { virsh } from '../helpers/virsh.js';
@@ -19,18 +20,6 @@ const MiB = 1024;
 /** How long the guest may take to get where the last change sent it (TCG, a GiB to plug). */
 const SETTLE_MS = 60_000;
 type Run = (...args: string[]) => Promise<{ code: number; stdout: string; stderr: string }>;
-
-/** QEMU's own sizes (not a definition's): `info balloon` and the virtio-mem device's plugged size, MiB. */
-async function qemuSizesMiB(run: Run, name: string): Promise<{ balloon: number; plugged: number }> {
-  const b = await run('qemu-monitor-command', name, '--hmp', 'info balloon');
-  const d = await run('qemu-monitor-command', name, '{"execute":"query-memory-devices"}');
-  assert.equal(b.code, 0, b.stderr);
-  assert.equal(d.code, 0, d.stderr);
-  const balloon = Number(/actual=(\d+)/.exec(b.stdout)?.[1]);
-  const devs = (JSON.parse(d.stdout) as { return: Array<{ type: string; data: { size: number } }> }).return;
-  const plugged = devs.filter((x) => x.type === 'virtio-mem').reduce((s, x) => s + x.data.size, 0) / 2 ** 20;
-  return { balloon, plugged };
-}
 
 /** Waits until QEMU's balloon and plugged sizes add up to `mib`, and checks they stay there. */
 async function settlesAt(run: Run, name: string, mib: number, what: string): Promise<void> {

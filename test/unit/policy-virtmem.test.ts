@@ -211,6 +211,79 @@ describe('reclaim', () => {
   });
 });
 
+describe('balloon first, unplug when quiet', () => {
+  // A guest with virtio-mem plugged: 512 MiB boot RAM, the balloon can take 384 MiB of it.
+  const withBalloon = (g: GuestSnapshot, heldKiB: number): GuestSnapshot => ({ ...g, balloonHeldKiB: heldKiB, balloonRoomKiB: Math.max(0, 384 * MiB - heldKiB), pluggedKiB: g.currentKiB - (512 * MiB - heldKiB) });
+  const bf = { ...DEFAULT_POLICY_OPTIONS, balloonFirst: true };
+  test('a guest the policy has just met gives back only what its balloon can take; its resizes go balloon first', () => {
+    const state = fresh();
+    const g = withBalloon(guest('b', 2048 * MiB, sig({ availableKiB: 1800 * MiB })), 300 * MiB);
+    const plain = decideVirtmem(snap([g], null, 100), fresh());
+    assert.equal(plain.actions[0]!.targetKiB, 2048 * MiB - DEFAULT_POLICY_OPTIONS.reclaimStepKiB, 'off by default: a whole reclaim step');
+    assert.equal(plain.actions[0]!.split, undefined);
+    const d = decideVirtmem(snap([g], null, 100), state, bf);
+    assert.equal(d.actions[0]!.targetKiB, 2048 * MiB - 84 * MiB, 'only the balloon\'s room (84 MiB), not a 256 MiB step');
+    assert.equal(d.actions[0]!.split, 'balloon-first');
+    assert.match(d.actions[0]!.reason, /84 MiB into the balloon \(the rest waits until the guest is quiet\)/);
+    const full = decideVirtmem(snap([withBalloon(guest('b', 1964 * MiB, sig({ availableKiB: 1716 * MiB })), 384 * MiB)], null, 101), state, bf);
+    assert.deepEqual(full.actions, []);
+    assert.match(full.holds[0]!.reason, /the balloon is full, the rest waits until the guest is quiet/);
+  });
+  test('quiet for settleQuietS, reclaim unplugs past the balloon; once the size also held that long, the balloon becomes unplugged blocks', () => {
+    const { settleQuietS } = DEFAULT_POLICY_OPTIONS;
+    const state = fresh();
+    const g = (cur: number, avail: number, held: number): GuestSnapshot => withBalloon(guest('b', cur, sig({ availableKiB: avail })), held);
+    decideVirtmem(snap([g(1964 * MiB, 1716 * MiB, 384 * MiB)], null, 100), state, bf);
+    const later = decideVirtmem(snap([g(1964 * MiB, 1716 * MiB, 384 * MiB)], null, 100 + settleQuietS), state, bf);
+    assert.equal(later.actions[0]!.targetKiB, 1964 * MiB - DEFAULT_POLICY_OPTIONS.reclaimStepKiB, 'a whole reclaim step: the planner unplugs what the balloon cannot take');
+    assert.equal(later.actions[0]!.split, 'balloon-first');
+    // In its band, the balloon still holding 384 MiB: held while the size is new ...
+    const band = (t: number) => decideVirtmem(snap([g(600 * MiB, 150 * MiB, 384 * MiB)], null, t), state, bf);
+    const t0 = 100 + settleQuietS + 1;
+    assert.deepEqual(band(t0).actions, []);
+    assert.deepEqual(band(t0 + settleQuietS - 1).actions, []);
+    // ... and once it held settleQuietS, the balloon's memory comes back as unplugged blocks in two
+    // changes, so the guest never has less than 600 MiB: a grow that only deflates ...
+    const settle = band(t0 + settleQuietS);
+    assert.deepEqual(settle.actions.map((a) => [a.targetKiB, a.split]), [[984 * MiB, 'balloon-back']]);
+    assert.match(settle.actions[0]!.reason, /hand 384 MiB of the balloon's memory back as unplugged blocks \(deflate, then unplug as much\)/);
+    // ... held until the guest has it ...
+    const waiting = decideVirtmem(snap([withBalloon(guest('b', 700 * MiB, sig({ availableKiB: 250 * MiB })), 284 * MiB)], null, t0 + settleQuietS + 1), state, bf);
+    assert.deepEqual(waiting.actions, []);
+    assert.match(waiting.holds[0]!.reason, /waiting for the guest to take the 384 MiB deflated/);
+    // ... then a shrink back to 600 MiB that unplugs.
+    const back = decideVirtmem(snap([withBalloon(guest('b', 984 * MiB, sig({ availableKiB: 534 * MiB })), 0)], null, t0 + settleQuietS + 2), state, bf);
+    assert.deepEqual(back.actions.map((a) => [a.targetKiB, a.split]), [[600 * MiB, 'balloon-back']]);
+    assert.match(back.actions[0]!.reason, /unplug as much/);
+    assert.deepEqual(decideVirtmem(snap([g(600 * MiB, 150 * MiB, 0)], null, t0 + settleQuietS + 4), state, bf).actions, [], 'once');
+  });
+  test('handing the balloon back waits for room in the budget, and stops for pressure', () => {
+    const { settleQuietS } = DEFAULT_POLICY_OPTIONS;
+    const state = fresh();
+    const g = (cur: number, avail: number, held: number): GuestSnapshot => withBalloon(guest('b', cur, sig({ availableKiB: avail })), held);
+    // A budget of 700 MiB: 100 MiB above its size, so 100 MiB (whole blocks) at a time.
+    assert.deepEqual(decideVirtmem(snap([g(600 * MiB, 150 * MiB, 384 * MiB)], 600 * MiB, 100), state, bf).actions, []);
+    assert.deepEqual(decideVirtmem(snap([g(600 * MiB, 150 * MiB, 384 * MiB)], 600 * MiB, 100 + settleQuietS), state, bf).actions, [], 'no room above its size: nothing');
+    const settle = decideVirtmem(snap([g(600 * MiB, 150 * MiB, 384 * MiB)], 700 * MiB, 101 + settleQuietS), state, bf);
+    assert.deepEqual(settle.actions.map((a) => a.targetKiB), [700 * MiB]);
+    // Pressure before the deflate is in: no unplug; the guest keeps what it got.
+    const pressed = decideVirtmem(snap([g(650 * MiB, 20 * MiB, 334 * MiB)], 700 * MiB, 102 + settleQuietS), state, bf);
+    assert.ok(pressed.actions.every((a) => a.split !== 'balloon-back' && a.targetKiB >= 650 * MiB), JSON.stringify(pressed.actions));
+  });
+  test('pressure restarts the quiet clock: after the cool-down, reclaim goes only into the balloon until settleQuietS', () => {
+    const o = { ...bf, coolDownS: 2 };
+    const state = fresh();
+    const g = (avail: number, held: number): GuestSnapshot => withBalloon(guest('b', 1024 * MiB, sig({ availableKiB: avail })), held);
+    decideVirtmem(snap([g(900 * MiB, 384 * MiB)], null, 0), state, o);
+    decideVirtmem(snap([g(30 * MiB, 384 * MiB)], null, 100), state, o); // pressure
+    const held = decideVirtmem(snap([g(900 * MiB, 384 * MiB)], null, 100 + o.coolDownS + 1), state, o);
+    assert.deepEqual(held.actions, [], 'the balloon is full and the guest was pressured 3 s ago');
+    assert.match(held.holds[0]!.reason, /the balloon is full/);
+    const quiet = decideVirtmem(snap([g(900 * MiB, 384 * MiB)], null, 100 + o.settleQuietS), state, o);
+    assert.equal(quiet.actions[0]!.targetKiB, 1024 * MiB - o.reclaimStepKiB);
+  });
+});
+
 describe('rising guests, fresh host readings, bursts', () => {
   const withRss = (g: GuestSnapshot, rssKiB: number): GuestSnapshot => ({ ...g, rssKiB });
   test('QEMU RSS rising between statistics samples is counted as use, and the guest is grown ahead of the rise', () => {
