@@ -2,6 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { planMemory, planSplit, planChange, orderSteps, layoutMaxKiB, type MemoryLayout } from '../../src/driver/memory/plan.js';
 import { balloonKeepKiB } from '../../src/domain/memory.js';
+import { balloonOnlyChange } from '../../src/driver/memory/balloon-only.js';
+import { viewFromDefinition } from '../../src/driver/view.js';
+import type { DomainDef } from '../../src/domain/definition.js';
 
 const M = 1024;
 const G = 1024 * M;
@@ -121,4 +124,29 @@ test('splits: only where the guest has a balloon; out of range as the plain spli
   assert.deepEqual(planChange(l, null, 1024 * M, 'balloon-first'), planMemory(l, 1024 * M), 'no balloon: unplug');
   assert.deepEqual(planChange(l, 512 * M, 1024 * M, 'balloon-first'), planSplit(l, 512 * M, 1024 * M, 'balloon-first'));
   assert.throws(() => planSplit(l, 512 * M, layoutMaxKiB(l) + 1, 'balloon-first'), RangeError);
+});
+
+test('the fast balloon-only path is the plain split: another split on a guest with virtio-mem takes the full path', () => {
+  const def = {
+    schemaVersion: 1, name: 'g1', uuid: '00000000-0000-0000-0000-000000000001', vcpus: 1,
+    memory: { maxKiB: 1024 * M, currentKiB: 300 * M },
+    memoryDevices: [{ model: 'virtio-mem', sizeKiB: 512 * M, blockKiB: 2048, requestedKiB: 0 }],
+    os: {}, disks: [], balloon: { model: 'virtio', autodeflate: true, freePageReporting: true, statsPeriodS: 0 },
+  } as unknown as DomainDef;
+  const v = viewFromDefinition(def, { id: 1, state: 'running', pid: 1 }, 0);
+  v.monitor = 'connected';
+  v.balloonBytes = 300 * M * 1024; // where QEMU's balloon is (the view's unit is bytes)
+  const o = { floorKiB: null, force: true, hostAvailableKiB: null };
+  // 300 MiB (the balloon holds 212 MiB of boot RAM), nothing plugged: a grow to 450 MiB.
+  assert.deepEqual(balloonOnlyChange(v, 450 * M, o), { startKiB: 300 * M }, 'plain: deflate, on the fast path');
+  assert.deepEqual(balloonOnlyChange(v, 450 * M, { ...o, split: 'plain' }), { startKiB: 300 * M });
+  assert.equal(balloonOnlyChange(v, 450 * M, { ...o, split: 'balloon-first' }), null, 'balloon-first plugs: the full path');
+  // The planner's answer for it: plug 150 MiB, the balloon stays.
+  const l: MemoryLayout = { bootKiB: 512 * M, dimmKiB: 0, vmem: [{ id: 'vmem0', sizeKiB: 512 * M, blockKiB: 2 * M, pluggedKiB: 0 }] };
+  assert.deepEqual(planSplit(l, 300 * M, 450 * M, 'balloon-first'), { targetKiB: 450 * M, balloonKiB: 300 * M, requestedKiB: [150 * M] });
+  // A guest without virtio-mem has only the balloon: the fast path whatever the split.
+  const plainGuest = viewFromDefinition({ ...def, memoryDevices: [], memory: { maxKiB: 512 * M, currentKiB: 300 * M } } as unknown as DomainDef, { id: 1, state: 'running', pid: 1 }, 0);
+  plainGuest.monitor = 'connected';
+  plainGuest.balloonBytes = 300 * M * 1024;
+  assert.deepEqual(balloonOnlyChange(plainGuest, 450 * M, { ...o, split: 'balloon-first' }), { startKiB: 300 * M });
 });

@@ -525,7 +525,7 @@ export class LibvirtDriver implements HypervisorDriver {
     const v = w.guest(ref);
     if (!v || v.id === null || w.state !== 'up') return null;
     const avail = w.host().memAvailableBytes;
-    const fast = balloonOnlyChange(v, kib, { floorKiB: null, force: opts.force ?? false, hostAvailableKiB: this.target.transport === 'unix' && avail !== null ? Math.floor(avail / 1024) : null });
+    const fast = balloonOnlyChange(v, kib, { floorKiB: null, force: opts.force ?? false, split: opts.split, hostAvailableKiB: this.target.transport === 'unix' && avail !== null ? Math.floor(avail / 1024) : null });
     if (!fast) return null;
     const name = v.name;
     const uuid = uuidBytes(v.uuid);

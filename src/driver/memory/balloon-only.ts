@@ -6,6 +6,7 @@
  * other change takes their full path.
  */
 import { invalidArg } from '../../domain/errors.js';
+import type { MemorySplit } from '../../domain/memory.js';
 import { totalBytes, type GuestView } from '../view.js';
 import { balloonHeldKiB, checkAboveDimms, checkBelowMaximum, checkMemorySize, growthRefusal, guestInUseKiB, shrinkRefusal } from './rules.js';
 
@@ -15,9 +16,11 @@ import { balloonHeldKiB, checkAboveDimms, checkBelowMaximum, checkMemorySize, gr
  * @throws VirtError INVALID_ARG for a size below `floorKiB` or above the maximum, and for a
  *   guard rail (unless `force`): the guest's use on the way down, the host's free memory on the way up
  */
-export function balloonOnlyChange(v: GuestView, kib: number, o: { floorKiB: number | null; force: boolean; hostAvailableKiB: number | null }): { startKiB: number } | null {
+export function balloonOnlyChange(v: GuestView, kib: number, o: { floorKiB: number | null; force: boolean; hostAvailableKiB: number | null; split?: MemorySplit | undefined }): { startKiB: number } | null {
   if (v.monitor !== 'connected' || v.state === 'shutoff' || !v.hasBalloon) return null;
   if (v.devices.some((d) => d.model === 'virtio-mem' && (d.requestedBytes !== 0 || d.pluggedBytes !== 0))) return null;
+  // Another split may plug where the plain one deflates (plan.ts planSplit): the full path plans it.
+  if ((o.split ?? 'plain') !== 'plain' && v.devices.some((d) => d.model === 'virtio-mem')) return null;
   const bootKiB = Math.floor(v.bootBytes / 1024);
   const dimmKiB = Math.floor(v.dimmBytes / 1024);
   if (dimmKiB > 0 || kib > bootKiB) return null;

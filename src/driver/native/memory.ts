@@ -163,7 +163,7 @@ async function fastBalloonChange(ctx: NativeContext, ref: string, kib: number, o
   if (opts.config || opts.current || !ctx.held) return null;
   const v = ctx.held.view(ref);
   if (!v || !ctx.held.held(ref)) return null;
-  const fast = balloonOnlyChange(v, kib, { floorKiB: MIN_MEMORY_KIB, force: opts.force ?? false, hostAvailableKiB: ctx.held.hostAvailableKiB() });
+  const fast = balloonOnlyChange(v, kib, { floorKiB: MIN_MEMORY_KIB, force: opts.force ?? false, hostAvailableKiB: ctx.held.hostAvailableKiB(), split: opts.split });
   if (!fast) return null;
   const { startKiB } = fast;
   const name = v.name;
