@@ -185,6 +185,8 @@ export interface GuestTrack {
   askedAtS: number;
   /** The balloon's memory being handed back: deflated from `fromKiB` by `kib` at `atS`, to be unplugged next. */
   settle: { fromKiB: number; kib: number; atS: number } | null;
+  /** When the unplug of such a hand-back was sent. */
+  handedBackAtS: number;
   /** When the policy first saw the guest (a guest just started may be about to allocate). */
   seenAtS: number;
 }
@@ -250,7 +252,7 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
       statsAtS, useKiB: sampleUse, prevUseKiB: sampleUse, rssAtStatsKiB: rss, useRateKiBPerS: 0, cacheKiB: cache, anonShare: 1, anonShareAtS: -Infinity,
       rssKiB: rss, rssAtS, rssRateKiBPerS: 0, reservedKiB, sizeKiB: g.currentKiB, sizeSinceS: -Infinity, shrunkAtS: -Infinity,
       burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstFromKiB: 0, burstEndS: -Infinity,
-      riseSinceS: -Infinity, riseAtS: -Infinity, riseUseKiB: 0, riseCacheKiB: null, askedKiB: null, askedAtS: -Infinity, settle: null, seenAtS: nowS,
+      riseSinceS: -Infinity, riseAtS: -Infinity, riseUseKiB: 0, riseCacheKiB: null, askedKiB: null, askedAtS: -Infinity, settle: null, handedBackAtS: -Infinity, seenAtS: nowS,
     };
     state.track.set(g.name, t);
   } else if (statsAtS > t.statsAtS + NEW_SAMPLE_S) {
@@ -276,10 +278,15 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   t.reservedKiB = reservedKiB;
   // The split is trusted for a cool-down's length (a guest that read files a while ago may
   // allocate now); without one, host-backed growth is all counted as use.
+  // While the guest unplugs what the policy handed back from its balloon, it moves pages out of
+  // the blocks going away into others: QEMU's RSS rises by what it moves before the blocks are
+  // discarded. That is not use (read as a rise, it grew the guest again after every hand-back:
+  // a 300 s run sent 117 resizes instead of 73).
   const anonShare = nowS - t.anonShareAtS <= o.coolDownS ? t.anonShare : 1;
+  const hostShare = nowS - t.handedBackAtS < ASKED_FRESH_S ? 0 : anonShare;
   // Host-backed growth since the sample is memory the guest has touched since: the use share of
   // it counts as use.
-  const sinceSample = rss !== null && t.rssAtStatsKiB !== null ? Math.max(0, rss - t.rssAtStatsKiB) * anonShare : 0;
+  const sinceSample = rss !== null && t.rssAtStatsKiB !== null ? Math.max(0, rss - t.rssAtStatsKiB) * hostShare : 0;
   // Never less than this snapshot's own sample says (samples out of order are read cautiously).
   const useKiB = Math.min(g.currentKiB, Math.max(sampleUse, t.useKiB + sinceSample));
   // The host-side rate between two readings; a reading this round already had is not a new one.
@@ -288,7 +295,7 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   if (rssAtS > t.rssAtS || t.rssKiB === null) { t.rssKiB = rss; t.rssAtS = rssAtS; }
   // A shrink in flight makes the statistics read as rising use: only the host's reading counts.
   if (shrinking) t.useRateKiBPerS = 0;
-  const hostRiseKiBPerS = t.rssRateKiBPerS * anonShare;
+  const hostRiseKiBPerS = t.rssRateKiBPerS * hostShare;
   const riseKiBPerS = Math.max(hostRiseKiBPerS, t.useRateKiBPerS);
   // Bursts, in sampled use (host-backed growth may turn out to be cache): from the first rising
   // round to the first round that is not.
@@ -551,7 +558,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
       if (!p.pressured && !p.stopShrink && s.nowS - pend.atS <= ASKED_FRESH_S * 2) {
         if (g.currentKiB >= pend.fromKiB + pend.kib - o.minChangeKiB) {
           decision.actions.push({ name: g.name, fromKiB: g.currentKiB, targetKiB: pend.fromKiB, split: 'balloon-back', reason: `handing the balloon's memory back: the guest has the ${mib(pend.kib)} deflated, unplug as much` });
-          t.askedKiB = pend.fromKiB; t.askedAtS = s.nowS;
+          t.askedKiB = pend.fromKiB; t.askedAtS = s.nowS; t.handedBackAtS = s.nowS;
           continue;
         }
         t.settle = pend;

@@ -270,6 +270,21 @@ describe('balloon first, unplug when quiet', () => {
     const pressed = decideVirtmem(snap([g(650 * MiB, 20 * MiB, 334 * MiB)], 700 * MiB, 102 + settleQuietS), state, bf);
     assert.ok(pressed.actions.every((a) => a.split !== 'balloon-back' && a.targetKiB >= 650 * MiB), JSON.stringify(pressed.actions));
   });
+  test("the RSS a hand-back's unplug moves is not read as a rise; the same rise otherwise grows the guest", () => {
+    const { settleQuietS: q } = DEFAULT_POLICY_OPTIONS;
+    const G = (cur: number, avail: number, held: number, rss: number): GuestSnapshot => ({ ...withBalloon(guest('b', cur, sig({ availableKiB: avail })), held), rssKiB: rss });
+    const state = fresh();
+    decideVirtmem(snap([G(600 * MiB, 150 * MiB, 384 * MiB, 400 * MiB)], null, 100), state, bf);
+    assert.equal(decideVirtmem(snap([G(600 * MiB, 150 * MiB, 384 * MiB, 400 * MiB)], null, 100 + q), state, bf).actions[0]!.targetKiB, 984 * MiB);
+    assert.equal(decideVirtmem(snap([G(984 * MiB, 534 * MiB, 0, 400 * MiB)], null, 101 + q), state, bf).actions[0]!.targetKiB, 600 * MiB);
+    // The unplug moves pages: QEMU's RSS +200 MiB in a second.
+    const after = decideVirtmem(snap([G(600 * MiB, 150 * MiB, 0, 600 * MiB)], null, 102 + q), state, bf);
+    assert.ok(after.actions.every((a) => a.targetKiB <= 600 * MiB), JSON.stringify(after.actions));
+    const control = fresh();
+    decideVirtmem(snap([G(600 * MiB, 150 * MiB, 0, 400 * MiB)], null, 100), control, bf);
+    const grown = decideVirtmem(snap([G(600 * MiB, 150 * MiB, 0, 600 * MiB)], null, 101), control, bf);
+    assert.ok(grown.actions[0]!.targetKiB > 600 * MiB, JSON.stringify(grown));
+  });
   test('pressure restarts the quiet clock: after the cool-down, reclaim goes only into the balloon until settleQuietS', () => {
     const o = { ...bf, coolDownS: 2 };
     const state = fresh();
