@@ -31,7 +31,7 @@
  *   again shows pressure long before it runs out.
  * - **Give back into the balloon; unplug only a quiet guest** (option `balloonFirst`, the
  *   daemon's `--policy-reclaim balloon-first`; off by default). The policy's resizes are split
- *   balloon first (driver/memory/plan.ts planBalloonFirst): a shrink inflates the balloon, a grow
+ *   balloon first (driver/memory/plan.ts planSplit): a shrink inflates the balloon, a grow
  *   plugs. On Linux 6.1 guests an unplug that meets an allocation holds the guest's shared
  *   workqueue for seconds, and every grow sent meanwhile waits behind it (OOM kills at 60 s
  *   timelines, docs/benchmarks.md); balloon inflation does not. So reclaim takes only what the
@@ -278,11 +278,11 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   t.reservedKiB = reservedKiB;
   // The split is trusted for a cool-down's length (a guest that read files a while ago may
   // allocate now); without one, host-backed growth is all counted as use.
+  const anonShare = nowS - t.anonShareAtS <= o.coolDownS ? t.anonShare : 1;
   // While the guest unplugs what the policy handed back from its balloon, it moves pages out of
   // the blocks going away into others: QEMU's RSS rises by what it moves before the blocks are
   // discarded. That is not use (read as a rise, it grew the guest again after every hand-back:
   // a 300 s run sent 117 resizes instead of 73).
-  const anonShare = nowS - t.anonShareAtS <= o.coolDownS ? t.anonShare : 1;
   const hostShare = nowS - t.handedBackAtS < ASKED_FRESH_S ? 0 : anonShare;
   // Host-backed growth since the sample is memory the guest has touched since: the use share of
   // it counts as use.
