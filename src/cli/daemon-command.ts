@@ -111,7 +111,7 @@ export const DAEMON_COMMANDS: Command[] = [
         ctx.err(`virtmemd: listening on ${l.kind === 'unix' ? l.path : `http://${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}/`}\n`);
       }
       if (hosts) ctx.err(`virtmemd: watching ${hosts.length} libvirt host(s): ${hosts.map((h) => h.uri).join(', ')}\n`);
-      ctx.err(`virtmemd: watching ${daemon.models().length} running guest(s); memory policy ${mode}${mode !== 'off' ? ` (${engine})` : ''}${guestBudgetBytes !== null ? `, guests' budget ${budgetText}` : ''}\n`);
+      ctx.err(`virtmemd: watching ${daemon.models().length} running guest(s); memory policy ${mode}${mode !== 'off' ? ` (${engine}${engine === 'virtmem' && reclaim !== 'unplug' ? `, reclaim ${reclaim}` : ''})` : ''}${guestBudgetBytes !== null ? `, guests' budget ${budgetText}` : ''}\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGTERM', resolve);
         process.once('SIGINT', resolve);

@@ -66,6 +66,7 @@ describe('the daemon runs the policy on real guests', { skip: skipUnlessCi(!gues
     await sb.ok('dommemstat', 'still', '--period', '1');
     agent = await GuestAgent.connect(join(sb.stateDir, 'run', 'pg', 'agent.sock'), { timeoutMs: 120_000 });
     daemon = await startDaemon(sb.stateDir, ['--policy', 'per-guest', '--policy-reclaim', 'balloon-first']);
+    assert.match(daemon.stderr(), /memory policy per-guest \(virtmem, reclaim balloon-first\)/);
   });
 
   test('an idle guest is taken down to its floor, never below; the reason is shown', async () => {
