@@ -184,7 +184,7 @@ export interface GuestTrack {
   askedKiB: number | null;
   askedAtS: number;
   /** The balloon's memory being handed back: deflated from `fromKiB` by `kib` at `atS`, to be unplugged next. */
-  settle: { fromKiB: number; kib: number; atS: number } | null;
+  handBack: { fromKiB: number; kib: number; atS: number } | null;
   /** When the unplug of such a hand-back was sent. */
   handedBackAtS: number;
   /** When the policy first saw the guest (a guest just started may be about to allocate). */
@@ -252,7 +252,7 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
       statsAtS, useKiB: sampleUse, prevUseKiB: sampleUse, rssAtStatsKiB: rss, useRateKiBPerS: 0, cacheKiB: cache, anonShare: 1, anonShareAtS: -Infinity,
       rssKiB: rss, rssAtS, rssRateKiBPerS: 0, reservedKiB, sizeKiB: g.currentKiB, sizeSinceS: -Infinity, shrunkAtS: -Infinity,
       burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstFromKiB: 0, burstEndS: -Infinity,
-      riseSinceS: -Infinity, riseAtS: -Infinity, riseUseKiB: 0, riseCacheKiB: null, askedKiB: null, askedAtS: -Infinity, settle: null, handedBackAtS: -Infinity, seenAtS: nowS,
+      riseSinceS: -Infinity, riseAtS: -Infinity, riseUseKiB: 0, riseCacheKiB: null, askedKiB: null, askedAtS: -Infinity, handBack: null, handedBackAtS: -Infinity, seenAtS: nowS,
     };
     state.track.set(g.name, t);
   } else if (statsAtS > t.statsAtS + NEW_SAMPLE_S) {
@@ -551,17 +551,17 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     const asked = g.targetKiB ?? g.currentKiB;
     const small = (a: number, b: number): boolean => Math.abs(a - b) < o.minChangeKiB;
     const t = state.track.get(g.name);
-    const pend = o.balloonFirst ? t?.settle ?? null : null;
+    const pend = o.balloonFirst ? t?.handBack ?? null : null;
     if (t && pend) {
       // Handing the balloon's memory back, second change: once the deflate is in, unplug as much.
-      t.settle = null;
+      t.handBack = null;
       if (!p.pressured && !p.stopShrink && s.nowS - pend.atS <= ASKED_FRESH_S * 2) {
         if (g.currentKiB >= pend.fromKiB + pend.kib - o.minChangeKiB) {
           decision.actions.push({ name: g.name, fromKiB: g.currentKiB, targetKiB: pend.fromKiB, split: 'balloon-back', reason: `handing the balloon's memory back: the guest has the ${mib(pend.kib)} deflated, unplug as much` });
           t.askedKiB = pend.fromKiB; t.askedAtS = s.nowS; t.handedBackAtS = s.nowS;
           continue;
         }
-        t.settle = pend;
+        t.handBack = pend;
         decision.holds.push({ name: g.name, reason: `handing the balloon's memory back: waiting for the guest to take the ${mib(pend.kib)} deflated (at ${mib(g.currentKiB)})` });
         continue;
       }
@@ -574,7 +574,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
       const kib = alignDown(Math.min(g.balloonHeldKiB ?? 0, g.pluggedKiB ?? 0, slack));
       if (o.balloonFirst && p.quiet && t && asked === g.currentKiB && kib >= o.settleMinKiB && g.balloonRoomKiB !== undefined) {
         slack -= kib;
-        t.settle = { fromKiB: g.currentKiB, kib, atS: s.nowS };
+        t.handBack = { fromKiB: g.currentKiB, kib, atS: s.nowS };
         t.askedKiB = g.currentKiB + kib; t.askedAtS = s.nowS;
         decision.actions.push({ name: g.name, fromKiB: g.currentKiB, targetKiB: g.currentKiB + kib, split: 'balloon-back', reason: `${p.reason}; quiet for ${o.settleQuietS} s: hand ${mib(kib)} of the balloon's memory back as unplugged blocks (deflate, then unplug as much)` });
         continue;
