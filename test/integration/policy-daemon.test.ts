@@ -88,10 +88,13 @@ describe('the daemon runs the policy on real guests', { skip: skipUnlessCi(!gues
     const { settleQuietS } = DEFAULT_POLICY_OPTIONS;
     // First what the balloon can take (all but a quarter of boot RAM), nothing unplugged: a guest
     // the policy has just met may be about to allocate, and Linux 6.1 stalls a grow behind an
-    // unplug that meets an allocation.
-    const early = await until('bf reclaimed into its balloon', () => qemuSizesMiB(sb.run, 'bf'), (s) => s.balloon <= 128,
-      (s) => assert.equal(s.plugged, 768, `unplugged before the guest was quiet: ${JSON.stringify(s)}`), 60_000);
-    assert.equal(early.balloon + early.plugged, 896);
+    // unplug that meets an allocation. (A grow meanwhile, e.g. for the statistics of its boot,
+    // plugs: plugged may rise, never fall.)
+    let plugged = 768;
+    await until('bf reclaimed into its balloon', () => qemuSizesMiB(sb.run, 'bf'), (s) => s.balloon <= 128, (s) => {
+      assert.ok(s.plugged >= plugged, `unplugged before the guest was quiet: ${JSON.stringify(s)} after ${plugged} MiB plugged`);
+      plugged = s.plugged;
+    }, 60_000);
     // Quiet for settleQuietS: reclaim goes on to the floor, and once the size held that long the
     // balloon's pages become unplugged blocks (balloon deflated to what the floor leaves of boot RAM).
     const done = await until('bf at its floor with the balloon settled', () => qemuSizesMiB(sb.run, 'bf'), (s) => s.plugged === 0 && s.balloon === 384,
