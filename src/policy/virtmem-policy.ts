@@ -189,6 +189,9 @@ export interface GuestTrack {
   handedBackAtS: number;
   /** When the policy first saw the guest (a guest just started may be about to allocate). */
   seenAtS: number;
+  /** When a sample last showed the guest's use fall by a growth step or more (it freed memory), and how much. */
+  freedAtS: number;
+  freedKiB: number;
 }
 
 /** A target the policy sent counts as one the guest may be heading to for this long, whatever the hypervisor's view says. */
@@ -253,6 +256,7 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
       rssKiB: rss, rssAtS, rssRateKiBPerS: 0, reservedKiB, sizeKiB: g.currentKiB, sizeSinceS: -Infinity, shrunkAtS: -Infinity,
       burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstFromKiB: 0, burstEndS: -Infinity,
       riseSinceS: -Infinity, riseAtS: -Infinity, riseUseKiB: 0, riseCacheKiB: null, askedKiB: null, askedAtS: -Infinity, handBack: null, handedBackAtS: -Infinity, seenAtS: nowS,
+      freedAtS: -Infinity, freedKiB: 0,
     };
     state.track.set(g.name, t);
   } else if (statsAtS > t.statsAtS + NEW_SAMPLE_S) {
@@ -269,6 +273,10 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
       t.anonShare = Math.max(0, usedKiB) / took;
       t.anonShareAtS = nowS;
     }
+    // A guest whose own numbers show its use fall by a growth step or more freed memory (a
+    // process ended, a burst is over). Samples that lag a shrink overstate use: a fall they show
+    // is real (a free at the moment the budget cuts the guest must count).
+    if (-usedKiB >= o.minGrowKiB) { t.freedAtS = nowS; t.freedKiB = -usedKiB; }
     t.statsAtS = statsAtS;
     t.prevUseKiB = t.useKiB;
     t.useKiB = sampleUse;
@@ -468,6 +476,10 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
       t.riseAtS = s.nowS;
     }
     const calm = s.nowS - Math.max(lastEventS, t.seenAtS) >= o.settleQuietS;
+    // A guest that freed memory since its last pressure or rise is done with what it took: an
+    // unplug now finds the freed pages with nothing to move, and is over before the guest needs
+    // memory again (the guest-kernel stall needs an unplug that meets an allocation).
+    const freed = t.freedAtS > lastEventS && t.freedAtS >= t.seenAtS;
     let targetKiB = g.currentKiB;
     let reason = `use ${mib(useKiB)} + headroom ${mib(headroom)}: within band`;
     const aheadKiB = rising ? Math.round(riseKiBPerS * o.growAheadS) : 0;
@@ -511,7 +523,9 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
           + (over !== null ? ` (no cool-down${over.undo ? ', at once' : ''}: ${over.why})` : '');
         // Reclaim goes into the balloon: an unplug is left for a quiet guest.
         const room = o.balloonFirst ? g.balloonRoomKiB : undefined;
-        if (room !== undefined && targetKiB < g.currentKiB - room && !calm) {
+        if (room !== undefined && targetKiB < g.currentKiB - room && !calm && freed) {
+          reason += `; it freed ${mib(t.freedKiB)} ${Math.round(s.nowS - t.freedAtS)} s ago: what the balloon cannot hold is unplugged`;
+        } else if (room !== undefined && targetKiB < g.currentKiB - room && !calm) {
           targetKiB = alignDown(g.currentKiB - room);
           reason += room < o.minChangeKiB ? ': the balloon is full, the rest waits until the guest is quiet' : `, ${mib(room)} into the balloon (the rest waits until the guest is quiet)`;
         }

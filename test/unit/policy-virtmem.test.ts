@@ -285,17 +285,39 @@ describe('balloon first, unplug when quiet', () => {
     const grown = decideVirtmem(snap([G(600 * MiB, 150 * MiB, 0, 600 * MiB)], null, 101), control, bf);
     assert.ok(grown.actions[0]!.targetKiB > 600 * MiB, JSON.stringify(grown));
   });
+  test('a guest that freed a growth step or more since its last event unplugs what the balloon cannot hold, before settleQuietS', () => {
+    const g = (avail: number, cur = 1664 * MiB): GuestSnapshot => withBalloon(guest('b', cur, sig({ availableKiB: avail })), 384 * MiB);
+    const state = fresh();
+    decideVirtmem(snap([g(200 * MiB)], null, 100), state, bf);
+    // Its next sample: use fell from 1464 to 264 MiB (its processes ended).
+    const freed = decideVirtmem(snap([g(1400 * MiB)], null, 101), state, bf);
+    assert.deepEqual(freed.actions.map((a) => [a.targetKiB, a.split]), [[1664 * MiB - DEFAULT_POLICY_OPTIONS.reclaimStepKiB, 'balloon-first']]);
+    assert.match(freed.actions[0]!.reason, /it freed 1200 MiB 0 s ago: what the balloon cannot hold is unplugged/);
+    // The same guest met idle (no fall seen): the balloon is full, the rest waits.
+    const met = fresh();
+    decideVirtmem(snap([g(1400 * MiB)], null, 100), met, bf);
+    const idle = decideVirtmem(snap([g(1400 * MiB)], null, 101), met, bf);
+    assert.deepEqual(idle.actions, []);
+    assert.match(idle.holds[0]!.reason, /the balloon is full/);
+    // Pressure after the free ends it: after the cool-down, a fall under a growth step does not count.
+    const o = { ...bf, coolDownS: 2, burstReserveFraction: 0 };
+    decideVirtmem(snap([g(80 * MiB)], null, 103), state, o);
+    const after = decideVirtmem(snap([g(335 * MiB)], null, 103 + o.coolDownS + 1), state, o);
+    assert.deepEqual(after.actions, [], JSON.stringify(after));
+    assert.match(after.holds[0]!.reason, /the balloon is full/);
+  });
   test('pressure restarts the quiet clock: after the cool-down, reclaim goes only into the balloon until settleQuietS', () => {
     const o = { ...bf, coolDownS: 2 };
     const state = fresh();
-    const g = (avail: number, held: number): GuestSnapshot => withBalloon(guest('b', 1024 * MiB, sig({ availableKiB: avail })), held);
-    decideVirtmem(snap([g(900 * MiB, 384 * MiB)], null, 0), state, o);
-    decideVirtmem(snap([g(30 * MiB, 384 * MiB)], null, 100), state, o); // pressure
-    const held = decideVirtmem(snap([g(900 * MiB, 384 * MiB)], null, 100 + o.coolDownS + 1), state, o);
+    const g = (avail: number, held: number, cur = 1536 * MiB): GuestSnapshot => withBalloon(guest('b', cur, sig({ availableKiB: avail })), held);
+    decideVirtmem(snap([g(300 * MiB, 384 * MiB, 1024 * MiB)], null, 0), state, o);
+    decideVirtmem(snap([g(30 * MiB, 384 * MiB, 1024 * MiB)], null, 100), state, o); // pressure (use 994 MiB) ...
+    // ... and the policy grew it (the same use: nothing freed).
+    const held = decideVirtmem(snap([g(542 * MiB, 384 * MiB)], null, 100 + o.coolDownS + 1), state, o);
     assert.deepEqual(held.actions, [], 'the balloon is full and the guest was pressured 3 s ago');
     assert.match(held.holds[0]!.reason, /the balloon is full/);
-    const quiet = decideVirtmem(snap([g(900 * MiB, 384 * MiB)], null, 100 + o.settleQuietS), state, o);
-    assert.equal(quiet.actions[0]!.targetKiB, 1024 * MiB - o.reclaimStepKiB);
+    const quiet = decideVirtmem(snap([g(542 * MiB, 384 * MiB)], null, 100 + o.settleQuietS), state, o);
+    assert.equal(quiet.actions[0]!.targetKiB, 1536 * MiB - o.reclaimStepKiB);
   });
 });
 
