@@ -4,11 +4,11 @@
  * host through the guest agent with /bin/vmhelper, and a read of the cache guest's disk) and the
  * same host budget for every row. Each row runs `virtmem daemon` as a user would:
  * `--policy off` (none) or `--policy all --policy-engine virtmem|proxmox|mom` (row
- * virtmem-balloon-first: virtmem's with `--policy-reclaim balloon-first`), with the budget
+ * virtmem-unplug: virtmem's with `--policy-reclaim unplug`), with the budget
  * (`--policy-budget` for virtmem's own guests, `budget=` in `--hosts FILE` for a libvirt host);
  * the policy loop, its snapshots and its resizes are the daemon's.
  *
- *   npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem,virtmem-balloon-first] [--no-cache]
+ *   npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem,virtmem-unplug] [--no-cache]
  *                           [--on native,libvirt,two-hosts]
  *
  * `--on` picks the guests (default native,libvirt): `native` virtmem's own QEMU guests;
@@ -114,9 +114,9 @@ export interface RealRow {
   majorFaults: number;
 }
 
-/** A row: no policy, one engine, or virtmem's with `--policy-reclaim balloon-first`. */
-type Engine = 'none' | PolicyEngine | 'virtmem-balloon-first';
-const ROWS: readonly Engine[] = ['none', ...POLICY_ENGINES, 'virtmem-balloon-first'];
+/** A row: no policy, one engine, or virtmem's with `--policy-reclaim unplug` (not the default). */
+type Engine = 'none' | PolicyEngine | 'virtmem-unplug';
+const ROWS: readonly Engine[] = ['none', ...POLICY_ENGINES, 'virtmem-unplug'];
 
 /** GET a daemon API path over its unix socket (bounded). */
 function apiGet(socketPath: string, path: string): Promise<unknown> {
@@ -137,7 +137,7 @@ function apiGet(socketPath: string, path: string): Promise<unknown> {
 /** `virtmem daemon` for one row, as a user runs it, serving every host of the row; resolves once it watches the guests. */
 async function startDaemon(stateDir: string, engine: Engine, hosts: readonly BenchHost[]): Promise<BenchDaemon> {
   const args = ['--policy', engine === 'none' ? 'off' : 'all'];
-  if (engine === 'virtmem-balloon-first') args.push('--policy-engine', 'virtmem', '--policy-reclaim', 'balloon-first');
+  if (engine === 'virtmem-unplug') args.push('--policy-engine', 'virtmem', '--policy-reclaim', 'unplug');
   else if (engine !== 'none') args.push('--policy-engine', engine);
   const local = hosts.find((h) => h.hostsLine === null);
   if (local) args.push('--policy-budget', `${local.budgetKiB / MiB}M`);
@@ -481,7 +481,7 @@ const TITLES: Record<GuestSet, string> = {
 
 const loads = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
 
-/** Entry point for `npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem,virtmem-balloon-first] [--no-cache] [--on native,libvirt,two-hosts]`. */
+/** Entry point for `npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem,virtmem-unplug] [--no-cache] [--on native,libvirt,two-hosts]`. */
 export async function runPolicyReal(argv: string[]): Promise<void> {
   const i = argv.indexOf('--seconds');
   const endS = i >= 0 ? Number(argv[i + 1]) : 100;

@@ -3,7 +3,7 @@
  * and initramfs, one domain XML defined in both systems).
  *
  *   npm run bench [-- --quick] [-- --docs] [-- --scales 10,50,200]
- *   npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem,virtmem-balloon-first]
+ *   npm run bench -- policy [--seconds N] [--rows none,proxmox,mom,virtmem,virtmem-unplug]
  *                               the memory policies side by side on three real guests, each
  *                               through virtmem's daemon (bench/policy-real.ts)
  *   npm run bench -- policy --sim   the same scenario in a deterministic model (bench/policy-sim.ts)

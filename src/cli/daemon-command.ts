@@ -17,7 +17,7 @@ import { parseScaledKiB } from '../domain/size.js';
 import { UsageError } from './args.js';
 import { InputError, readFileBounded } from '../util/bounded-read.js';
 import { LoosePermissionsError } from '../util/private-files.js';
-import { POLICY_ENGINES, POLICY_RECLAIMS, type PolicyEngine, type PolicyReclaim } from '../policy/types.js';
+import { DEFAULT_POLICY_RECLAIM, POLICY_ENGINES, POLICY_RECLAIMS, type PolicyEngine, type PolicyReclaim } from '../policy/types.js';
 import type { Command } from './commands.js';
 import { daemonFiles, stateDirectory } from '../driver/connect.js';
 import type { HostSpec } from '../daemon/daemon.js';
@@ -78,7 +78,7 @@ export const DAEMON_COMMANDS: Command[] = [
       const guestBudgetBytes = budgetText === undefined ? null : parseScaledKiB(budgetText, 'policy budget') * 1024;
       const engine = a.options.get('policy-engine') ?? 'virtmem';
       if (!(POLICY_ENGINES as readonly string[]).includes(engine)) throw new UsageError(`invalid --policy-engine '${engine}': expected ${POLICY_ENGINES.join(', ')}`);
-      const reclaim = a.options.get('policy-reclaim') ?? 'unplug';
+      const reclaim = a.options.get('policy-reclaim') ?? DEFAULT_POLICY_RECLAIM;
       if (!(POLICY_RECLAIMS as readonly string[]).includes(reclaim)) throw new UsageError(`invalid --policy-reclaim '${reclaim}': expected ${POLICY_RECLAIMS.join(', ')}`);
       const hostsFile = a.options.get('hosts');
       const hosts = hostsFile === undefined ? null : await readHostsFile(hostsFile);
@@ -111,7 +111,7 @@ export const DAEMON_COMMANDS: Command[] = [
         ctx.err(`virtmemd: listening on ${l.kind === 'unix' ? l.path : `http://${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}/`}\n`);
       }
       if (hosts) ctx.err(`virtmemd: watching ${hosts.length} libvirt host(s): ${hosts.map((h) => h.uri).join(', ')}\n`);
-      ctx.err(`virtmemd: watching ${daemon.models().length} running guest(s); memory policy ${mode}${mode !== 'off' ? ` (${engine}${engine === 'virtmem' && reclaim !== 'unplug' ? `, reclaim ${reclaim}` : ''})` : ''}${guestBudgetBytes !== null ? `, guests' budget ${budgetText}` : ''}\n`);
+      ctx.err(`virtmemd: watching ${daemon.models().length} running guest(s); memory policy ${mode}${mode !== 'off' ? ` (${engine}${engine === 'virtmem' ? `, reclaim ${reclaim}` : ''})` : ''}${guestBudgetBytes !== null ? `, guests' budget ${budgetText}` : ''}\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGTERM', resolve);
         process.once('SIGINT', resolve);

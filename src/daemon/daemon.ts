@@ -24,7 +24,7 @@ import { PolicyLoop, type LastPolicyDecision, type PolicyMode } from '../policy/
 import { virtmemPolicy, DEFAULT_POLICY_OPTIONS } from '../policy/virtmem-policy.js';
 import { proxmoxPolicy } from '../policy/proxmox.js';
 import { momPolicy } from '../policy/mom.js';
-import type { Policy, PolicyEngine, PolicyReclaim } from '../policy/types.js';
+import { DEFAULT_POLICY_RECLAIM, type Policy, type PolicyEngine, type PolicyReclaim } from '../policy/types.js';
 
 /** The key of virtmem's own host. */
 export const LOCAL = 'local';
@@ -129,7 +129,7 @@ export class Daemon {
     const p = opts.policy ?? { mode: 'per-guest', guestBudgetBytes: null };
     this.policyMode = p.mode;
     this.policyEngine = p.mode === 'off' ? null : p.engine ?? 'virtmem';
-    this.policyReclaim = p.reclaim ?? 'unplug';
+    this.policyReclaim = p.reclaim ?? DEFAULT_POLICY_RECLAIM;
     const specs: HostSpec[] = [{ uri: LOCAL, budgetBytes: p.guestBudgetBytes }, ...(opts.hosts ?? [])];
     for (const spec of specs) {
       const key = spec.uri;

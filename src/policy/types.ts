@@ -134,9 +134,12 @@ export type PolicyEngine = 'virtmem' | 'proxmox' | 'mom';
 export const POLICY_ENGINES: readonly PolicyEngine[] = ['virtmem', 'proxmox', 'mom'];
 
 /**
- * How virtmem's policy gives memory back on a guest with virtio-mem plugged: 'unplug' (default)
- * unplugs at once; 'balloon-first' inflates the balloon and unplugs only a quiet guest, for
- * guests whose kernel stalls a grow behind an unplug under pressure (Linux < 6.5; virtmem-policy.ts).
+ * How virtmem's policy gives memory back on a guest with virtio-mem plugged: 'balloon-first'
+ * (default) inflates the balloon and unplugs only a guest that is quiet or has just freed memory,
+ * because Linux < 6.5 guests stall every grow behind an unplug that meets an allocation
+ * (virtmem-policy.ts; OOM kills in the benchmark, docs/benchmarks.md); 'unplug' unplugs at
+ * once, and gives back more on guests whose kernel does not stall.
  */
 export type PolicyReclaim = 'unplug' | 'balloon-first';
 export const POLICY_RECLAIMS: readonly PolicyReclaim[] = ['unplug', 'balloon-first'];
+export const DEFAULT_POLICY_RECLAIM: PolicyReclaim = 'balloon-first';

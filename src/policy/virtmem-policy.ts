@@ -29,18 +29,20 @@
  *   cache: the guest's MemAvailable counts reclaimable cache) gives back down to its use plus
  *   1.5 headrooms, at most `reclaimStepKiB` per round, so a guest that starts to need memory
  *   again shows pressure long before it runs out.
- * - **Give back into the balloon; unplug only a quiet guest** (option `balloonFirst`, the
- *   daemon's `--policy-reclaim balloon-first`; off by default). The policy's resizes are split
+ * - **Give back into the balloon; unplug only a quiet guest** (option `balloonFirst`, on by
+ *   default; the daemon's `--policy-reclaim unplug` turns it off). The policy's resizes are split
  *   balloon first (driver/memory/plan.ts planSplit): a shrink inflates the balloon, a grow
  *   plugs. On Linux 6.1 guests an unplug that meets an allocation holds the guest's shared
  *   workqueue for seconds, and every grow sent meanwhile waits behind it (OOM kills at 60 s
  *   timelines, docs/benchmarks.md); balloon inflation does not. So reclaim takes only what the
  *   balloon can hold until the guest has had no pressure or rise for `settleQuietS` (since the
- *   policy first saw it), and a quiet guest whose size held that long gets what its balloon
- *   holds back as unplugged blocks, freeing the balloon for the next reclaim: two changes
- *   (split 'balloon-back': a grow that deflates, then a shrink as large that unplugs), so the
- *   guest never has less than its size meanwhile, within the budget's room. The budget's cuts
- *   are not held back: another guest needs that memory.
+ *   policy first saw it), or its own numbers showed it free a growth step or more since its last
+ *   pressure or rise (a burst that is over: the freed pages unplug with nothing to move, so the
+ *   unplug is done before the guest needs memory again); a quiet guest whose size held that
+ *   long gets what its balloon holds back as unplugged blocks, freeing the balloon for the next
+ *   reclaim: two changes (split 'balloon-back': a grow that deflates, then a shrink as large
+ *   that unplugs), so the guest never has less than its size meanwhile, within the budget's
+ *   room. The budget's cuts are not held back: another guest needs that memory.
  * - **Fit the budget.** When the targets together exceed the host's budget (or would push host
  *   MemAvailable under its reserve), idle guests are cut to their safe minimum first, then growth
  *   is shared by shares. Burst reserves and cool-downs give way to the budget (idle guests are
@@ -119,7 +121,7 @@ export const DEFAULT_POLICY_OPTIONS: VirtmemPolicyOptions = {
   growAheadS: 5,
   burstReserveFraction: 0.5,
   burstMemoryS: 20,
-  balloonFirst: false,
+  balloonFirst: true,
   settleQuietS: 20,
   settleMinKiB: 64 * MiB,
 };
@@ -189,9 +191,16 @@ export interface GuestTrack {
   handedBackAtS: number;
   /** When the policy first saw the guest (a guest just started may be about to allocate). */
   seenAtS: number;
-  /** When a sample last showed the guest's use fall by a growth step or more (it freed memory), and how much. */
+  /**
+   * The highest use trusted samples showed since the guest's last pressure or rise; when one
+   * showed use a growth step or more under it (the guest freed memory), and how much it freed.
+   */
+  peakUseKiB: number;
   freedAtS: number;
   freedKiB: number;
+  /** The balloon pages MemTotal counts (deflate-on-OOM) last seen, and when that last changed. */
+  inflatedKiB: number;
+  balloonMovedAtS: number;
 }
 
 /** A target the policy sent counts as one the guest may be heading to for this long, whatever the hypervisor's view says. */
@@ -244,6 +253,11 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   }
   // A shrink is "under way" for the statistics until a sample taken after it ended (whole seconds).
   const shrinking = shrinkAsked || (t !== undefined && statsAtS < t.shrunkAtS + 1);
+  // The balloon pages MemTotal counts are read now, the sample was taken before: a sample from
+  // before the balloon last moved misstates use by what it moved (a deflate reads as a rise).
+  const inflatedKiB = g.inflatedInTotalKiB ?? 0;
+  if (t && Math.abs(inflatedKiB - t.inflatedKiB) >= o.minChangeKiB) { t.inflatedKiB = inflatedKiB; t.balloonMovedAtS = nowS; }
+  const balloonLag = t !== undefined && statsAtS < t.balloonMovedAtS + 1;
   const settled = !t || statsAtS >= t.sizeSinceS + 1;
   let reservedKiB = t?.reservedKiB ?? null;
   if (visibleKiB !== null && settled) reservedKiB = Math.max(0, g.currentKiB - visibleKiB);
@@ -256,7 +270,7 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
       rssKiB: rss, rssAtS, rssRateKiBPerS: 0, reservedKiB, sizeKiB: g.currentKiB, sizeSinceS: -Infinity, shrunkAtS: -Infinity,
       burstStartKiB: null, burstPeakKiB: 0, burstKiB: 0, burstFromKiB: 0, burstEndS: -Infinity,
       riseSinceS: -Infinity, riseAtS: -Infinity, riseUseKiB: 0, riseCacheKiB: null, askedKiB: null, askedAtS: -Infinity, handBack: null, handedBackAtS: -Infinity, seenAtS: nowS,
-      freedAtS: -Infinity, freedKiB: 0,
+      peakUseKiB: sampleUse, freedAtS: -Infinity, freedKiB: 0, inflatedKiB: g.inflatedInTotalKiB ?? 0, balloonMovedAtS: -Infinity,
     };
     state.track.set(g.name, t);
   } else if (statsAtS > t.statsAtS + NEW_SAMPLE_S) {
@@ -273,10 +287,14 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
       t.anonShare = Math.max(0, usedKiB) / took;
       t.anonShareAtS = nowS;
     }
-    // A guest whose own numbers show its use fall by a growth step or more freed memory (a
-    // process ended, a burst is over). Samples that lag a shrink overstate use: a fall they show
-    // is real (a free at the moment the budget cuts the guest must count).
-    if (-usedKiB >= o.minGrowKiB) { t.freedAtS = nowS; t.freedKiB = -usedKiB; }
+    // A guest whose own numbers show its use a growth step or more under the highest they showed
+    // since its last pressure or rise freed memory (a process ended, a burst is over). Read only
+    // from samples that describe the guest's size: one that lags a shrink or a balloon move
+    // misstates use (a free the budget's cut hides in such a sample shows in the next one).
+    if (!shrinking && !balloonLag) {
+      if (sampleUse <= t.peakUseKiB - o.minGrowKiB) { t.freedAtS = nowS; t.freedKiB = t.peakUseKiB - sampleUse; t.peakUseKiB = sampleUse; }
+      t.peakUseKiB = Math.max(t.peakUseKiB, sampleUse);
+    }
     t.statsAtS = statsAtS;
     t.prevUseKiB = t.useKiB;
     t.useKiB = sampleUse;
@@ -301,8 +319,9 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   if (rss !== null && t.rssKiB !== null && rssAtS > t.rssAtS) t.rssRateKiBPerS = Math.max(0, rss - t.rssKiB) / (rssAtS - t.rssAtS);
   if (rss === null) t.rssRateKiBPerS = 0;
   if (rssAtS > t.rssAtS || t.rssKiB === null) { t.rssKiB = rss; t.rssAtS = rssAtS; }
-  // A shrink in flight makes the statistics read as rising use: only the host's reading counts.
-  if (shrinking) t.useRateKiBPerS = 0;
+  // A shrink in flight makes the statistics read as rising use, so does a sample from before the
+  // balloon moved: only the host's reading counts.
+  if (shrinking || balloonLag) t.useRateKiBPerS = 0;
   const hostRiseKiBPerS = t.rssRateKiBPerS * hostShare;
   const riseKiBPerS = Math.max(hostRiseKiBPerS, t.useRateKiBPerS);
   // Bursts, in sampled use (host-backed growth may turn out to be cache): from the first rising
@@ -310,7 +329,7 @@ function observe(g: GuestSnapshot, nowS: number, state: VirtmemPolicyState, o: V
   if (riseKiBPerS >= o.risingKiBPerS) {
     t.burstStartKiB ??= Math.min(t.useKiB, t.prevUseKiB);
     // A sample that lags a shrink reads the memory being given up as use: not part of a burst.
-    if (!shrinking) t.burstPeakKiB = Math.max(t.burstPeakKiB, t.useKiB);
+    if (!shrinking && !balloonLag) t.burstPeakKiB = Math.max(t.burstPeakKiB, t.useKiB);
   } else if (t.burstStartKiB !== null) {
     const rose = Math.max(t.burstPeakKiB, shrinking ? 0 : t.useKiB) - t.burstStartKiB;
     if (rose > 0) { t.burstKiB = rose; t.burstFromKiB = t.burstStartKiB; t.burstEndS = nowS; }
@@ -475,6 +494,8 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
       if (s.nowS - t.riseAtS > o.coolDownS) { t.riseSinceS = s.nowS; t.riseUseKiB = Math.min(t.useKiB, t.prevUseKiB); t.riseCacheKiB = t.cacheKiB; }
       t.riseAtS = s.nowS;
     }
+    // What the guest frees is measured from the highest use since its last pressure or rise.
+    if ((pressured || rising) && !stopShrink) t.peakUseKiB = t.useKiB;
     const calm = s.nowS - Math.max(lastEventS, t.seenAtS) >= o.settleQuietS;
     // A guest that freed memory since its last pressure or rise is done with what it took: an
     // unplug now finds the freed pages with nothing to move, and is over before the guest needs
@@ -521,7 +542,7 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
         reason = `${mib(idleKiB)} available (idle or cache) > 2 x headroom: reclaim toward use ${mib(safeUseKiB)} + 1.5 x headroom`
           + (reserveKiB > 0 ? ` + ${mib(reserveKiB)} kept for a burst like the last one` : '')
           + (over !== null ? ` (no cool-down${over.undo ? ', at once' : ''}: ${over.why})` : '');
-        // Reclaim goes into the balloon: an unplug is left for a quiet guest.
+        // Reclaim goes into the balloon: an unplug is left for a quiet guest, or one that freed memory.
         const room = o.balloonFirst ? g.balloonRoomKiB : undefined;
         if (room !== undefined && targetKiB < g.currentKiB - room && !calm && freed) {
           reason += `; it freed ${mib(t.freedKiB)} ${Math.round(s.nowS - t.freedAtS)} s ago: what the balloon cannot hold is unplugged`;

@@ -65,7 +65,8 @@ describe('the daemon runs the policy on real guests', { skip: skipUnlessCi(!gues
     await sb.ok('setmem', 'bf', '1280M', '--wait', '--timeout', '120');
     await sb.ok('dommemstat', 'still', '--period', '1');
     agent = await GuestAgent.connect(join(sb.stateDir, 'run', 'pg', 'agent.sock'), { timeoutMs: 120_000 });
-    daemon = await startDaemon(sb.stateDir, ['--policy', 'per-guest', '--policy-reclaim', 'balloon-first']);
+    // Balloon-first reclaim is the default (--policy-reclaim unplug turns it off).
+    daemon = await startDaemon(sb.stateDir, ['--policy', 'per-guest']);
     assert.match(daemon.stderr(), /memory policy per-guest \(virtmem, reclaim balloon-first\)/);
   });
 

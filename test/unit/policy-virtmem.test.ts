@@ -218,9 +218,10 @@ describe('balloon first, unplug when quiet', () => {
   test('a guest the policy has just met gives back only what its balloon can take; its resizes go balloon first', () => {
     const state = fresh();
     const g = withBalloon(guest('b', 2048 * MiB, sig({ availableKiB: 1800 * MiB })), 300 * MiB);
-    const plain = decideVirtmem(snap([g], null, 100), fresh());
-    assert.equal(plain.actions[0]!.targetKiB, 2048 * MiB - DEFAULT_POLICY_OPTIONS.reclaimStepKiB, 'off by default: a whole reclaim step');
+    const plain = decideVirtmem(snap([g], null, 100), fresh(), { ...DEFAULT_POLICY_OPTIONS, balloonFirst: false });
+    assert.equal(plain.actions[0]!.targetKiB, 2048 * MiB - DEFAULT_POLICY_OPTIONS.reclaimStepKiB, 'off (--policy-reclaim unplug): a whole reclaim step');
     assert.equal(plain.actions[0]!.split, undefined);
+    assert.equal(decideVirtmem(snap([g], null, 100), fresh()).actions[0]!.split, 'balloon-first', 'on by default');
     const d = decideVirtmem(snap([g], null, 100), state, bf);
     assert.equal(d.actions[0]!.targetKiB, 2048 * MiB - 84 * MiB, 'only the balloon\'s room (84 MiB), not a 256 MiB step');
     assert.equal(d.actions[0]!.split, 'balloon-first');
@@ -395,6 +396,30 @@ describe('rising guests, fresh host readings, bursts', () => {
     // use = 384 - 250 = 134 MiB (MemTotal - inflated = 277 MiB visible, 107 MiB beyond it): at the floor already.
     assert.deepEqual(d.actions, []);
     assert.match(d.holds[0]!.reason, /use 134 MiB/);
+  });
+  test('a sample taken before the balloon deflated is not a rise (deflate-on-oom: MemTotal counts balloon pages)', () => {
+    // 512 MiB boot RAM with 384 MiB in the balloon + 472 MiB plugged = 600 MiB; MemTotal 984 MiB, 250 MiB used.
+    const g = (cur: number, inflated: number, statsAtS: number, nowS: number): GuestSnapshot => ({
+      ...guest('d', cur, sig({ availableKiB: 350 * MiB, totalKiB: 984 * MiB, ageS: nowS - statsAtS })), inflatedInTotalKiB: inflated, targetKiB: cur, rssKiB: 500 * MiB, rssAtS: nowS,
+    });
+    const state = fresh();
+    decideVirtmem(snap([g(600 * MiB, 384 * MiB, 99.5, 100)], null, 100), state);
+    // 268 MiB deflated; the next sample was taken before the guest had them (still 350 MiB available).
+    const d = decideVirtmem(snap([g(868 * MiB, 116 * MiB, 100.5, 101)], null, 101), state);
+    assert.ok(d.actions.every((a) => a.targetKiB <= 868 * MiB), JSON.stringify(d));
+    assert.doesNotMatch(JSON.stringify(d), /use rising/);
+  });
+  test('a free is read from samples that describe the guest: one hidden in a sample lagging a shrink shows in the next', () => {
+    const g = (cur: number, avail: number, statsAtS: number, nowS: number, target = cur): GuestSnapshot => ({ ...guest('f', cur, sig({ availableKiB: avail, ageS: nowS - statsAtS })), targetKiB: target });
+    const state = fresh();
+    decideVirtmem(snap([g(1600 * MiB, 400 * MiB, 99.5, 100)], null, 100), state); // use 1200 MiB
+    // The budget cuts it to 1400 MiB as its processes end: the sample lags the shrink ...
+    decideVirtmem(snap([g(1400 * MiB, 1130 * MiB, 100.5, 101)], null, 101), state);
+    assert.equal(state.track.get('f')!.freedAtS, -Infinity, 'not read from a sample that lags a shrink');
+    // ... the next one, taken a second after it, shows the guest freed 930 MiB.
+    decideVirtmem(snap([g(1400 * MiB, 1130 * MiB, 102.1, 102.5)], null, 102.5), state);
+    assert.equal(state.track.get('f')!.freedAtS, 102.5);
+    assert.equal(state.track.get('f')!.freedKiB, 930 * MiB);
   });
   test('after a burst, reclaim keeps room for half of it for burstMemoryS, then lets it go', () => {
     const o = DEFAULT_POLICY_OPTIONS;
