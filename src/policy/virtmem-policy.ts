@@ -619,7 +619,14 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
       decision.holds.push({ name: g.name, reason: why });
       continue;
     }
-    const action: PolicyAction = { name: g.name, fromKiB: g.currentKiB, targetKiB: p.targetKiB, reason: p.reason, ...(o.balloonFirst ? { split: 'balloon-first' as const } : {}) };
+    // Balloon first: a shrink inflates the balloon; a grow takes back what the balloon holds
+    // first and plugs the rest at once (setmem's split): the balloon's pages reach the guest even
+    // while a Linux 6.1 guest's virtio-mem is stalled in an unplug pass (a spike that met an
+    // unplug in flight was OOM-killed waiting for the plug, its balloon full), and every grow
+    // leaves the balloon room for the next reclaim. A shrink stopped where the guest is stays
+    // balloon-first (setmem's split would unplug what the balloon took meanwhile).
+    const split = !o.balloonFirst ? null : p.targetKiB > g.currentKiB ? 'plain' as const : 'balloon-first' as const;
+    const action: PolicyAction = { name: g.name, fromKiB: g.currentKiB, targetKiB: p.targetKiB, reason: p.reason, ...(split ? { split } : {}) };
     decision.actions.push(action);
     if (t) { t.askedKiB = p.targetKiB; t.askedAtS = s.nowS; }
   }

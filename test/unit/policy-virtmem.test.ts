@@ -230,6 +230,18 @@ describe('balloon first, unplug when quiet', () => {
     assert.deepEqual(full.actions, []);
     assert.match(full.holds[0]!.reason, /the balloon is full, the rest waits until the guest is quiet/);
   });
+  test('a grow takes back what the balloon holds first and plugs the rest (setmem\'s split); a stopped shrink stays balloon first', () => {
+    const grow = decideVirtmem(snap([withBalloon(guest('b', 1024 * MiB, sig({ availableKiB: 20 * MiB })), 384 * MiB)], null, 100), fresh(), bf);
+    assert.ok(grow.actions[0]!.targetKiB > 1024 * MiB);
+    assert.equal(grow.actions[0]!.split, 'plain');
+    assert.match(grow.actions[0]!.reason, /^pressure/);
+    // Shrinking to 900 MiB when pressure shows: stopped where it is, into the balloon's split.
+    const state = fresh();
+    const g = (avail: number): GuestSnapshot => ({ ...withBalloon(guest('b', 1024 * MiB, sig({ availableKiB: avail })), 300 * MiB), targetKiB: 900 * MiB });
+    decideVirtmem(snap([g(300 * MiB)], null, 100), state, bf);
+    const stop = decideVirtmem(snap([{ ...g(20 * MiB), rssKiB: 900 * MiB, rssAtS: 101 }], null, 101), state, bf);
+    assert.deepEqual(stop.actions.map((a) => [a.targetKiB, a.split]), [[1024 * MiB, 'balloon-first']], JSON.stringify(stop));
+  });
   test('quiet for settleQuietS, reclaim unplugs past the balloon; once the size also held that long, the balloon becomes unplugged blocks', () => {
     const { settleQuietS } = DEFAULT_POLICY_OPTIONS;
     const state = fresh();
