@@ -30,11 +30,12 @@
  *   1.5 headrooms, at most `reclaimStepKiB` per round, so a guest that starts to need memory
  *   again shows pressure long before it runs out.
  * - **Give back into the balloon; unplug only a quiet guest** (option `balloonFirst`, on by
- *   default; the daemon's `--policy-reclaim unplug` turns it off). The policy's resizes are split
- *   balloon first (driver/memory/plan.ts planSplit): a shrink inflates the balloon, a grow
- *   plugs. On Linux 6.1 guests an unplug that meets an allocation holds the guest's shared
- *   workqueue for seconds, and every grow sent meanwhile waits behind it (OOM kills at 60 s
- *   timelines, docs/benchmarks.md); balloon inflation does not. So reclaim takes only what the
+ *   default; the daemon's `--policy-reclaim unplug` turns it off). A shrink inflates the
+ *   balloon (driver/memory/plan.ts planSplit 'balloon-first'); a grow deflates it and plugs the
+ *   rest at once (setmem's split). On Linux 6.1 guests an unplug that meets an allocation
+ *   holds the guest's shared workqueue for seconds, and every plug sent meanwhile waits behind
+ *   it (OOM kills at 60 s timelines, docs/benchmarks.md); the balloon, its own driver, does not:
+ *   a grow gets the balloon's pages through a stalled unplug. So reclaim takes only what the
  *   balloon can hold until the guest has had no pressure or rise for `settleQuietS` (since the
  *   policy first saw it), or its own numbers showed it free a growth step or more since its last
  *   pressure or rise (a burst that is over: the freed pages unplug with nothing to move, so the
