@@ -545,11 +545,13 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
           + (over !== null ? ` (no cool-down${over.undo ? ', at once' : ''}: ${over.why})` : '');
         // Reclaim goes into the balloon: an unplug is left for a quiet guest, or one that freed memory.
         const room = o.balloonFirst ? g.balloonRoomKiB : undefined;
-        if (room !== undefined && targetKiB < g.currentKiB - room && !calm && freed) {
-          reason += `; it freed ${mib(t.freedKiB)} ${Math.round(s.nowS - t.freedAtS)} s ago: what the balloon cannot hold is unplugged`;
-        } else if (room !== undefined && targetKiB < g.currentKiB - room && !calm) {
-          targetKiB = alignDown(g.currentKiB - room);
-          reason += room < o.minChangeKiB ? ': the balloon is full, the rest waits until the guest is quiet' : `, ${mib(room)} into the balloon (the rest waits until the guest is quiet)`;
+        if (room !== undefined && targetKiB < g.currentKiB - room && !calm) {
+          if (freed) {
+            reason += `; it freed ${mib(t.freedKiB)} ${Math.round(s.nowS - t.freedAtS)} s ago: what the balloon cannot hold is unplugged`;
+          } else {
+            targetKiB = alignDown(g.currentKiB - room);
+            reason += room < o.minChangeKiB ? ': the balloon is full, the rest waits until the guest is quiet' : `, ${mib(room)} into the balloon (the rest waits until the guest is quiet)`;
+          }
         }
       }
     }

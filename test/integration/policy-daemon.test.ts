@@ -90,7 +90,7 @@ describe('the daemon runs the policy on real guests', { skip: skipUnlessCi(!gues
     // First what the balloon can take (all but a quarter of boot RAM), nothing unplugged: a guest
     // the policy has just met may be about to allocate, and Linux 6.1 stalls a grow behind an
     // unplug that meets an allocation. (A grow meanwhile, e.g. for the statistics of its boot,
-    // plugs: plugged may rise, never fall.)
+    // deflates the balloon and plugs the rest: plugged may rise, never fall.)
     let plugged = 768;
     await until('bf reclaimed into its balloon', () => qemuSizesMiB(sb.run, 'bf'), (s) => s.balloon <= 128, (s) => {
       assert.ok(s.plugged >= plugged, `unplugged before the guest was quiet: ${JSON.stringify(s)} after ${plugged} MiB plugged`);
