@@ -14,7 +14,7 @@ import { Listeners } from '../util/listeners.js';
 import { validateDomainName } from '../domain/name.js';
 import { hostMemoryDocument, type HypervisorDriver, type DomainInfo, type PolicyDocument } from '../driver/api.js';
 import type { DriverWatch, HostMemory, WatchChange } from '../driver/watch.js';
-import { pluggedBytes, totalBytes, type GuestView } from '../driver/view.js';
+import { memorySettled, pluggedBytes, totalBytes, type GuestView } from '../driver/view.js';
 import { openDriver } from '../driver/connect.js';
 import { LIBVIRT_HOST_ANSWER_MS, MONITOR_ANSWER_MS } from '../driver/bounds.js';
 import { guestDocument, libvirtHostDocument, summaryDocument, type LibvirtHostDocument } from './documents.js';
@@ -427,7 +427,7 @@ export class Daemon {
     // While memory moves (QEMU sends at most one size event a second), the driver is asked; its
     // answer serves the calls of the next INFO_MOVING_FRESH_MS for the same targets (libvirt's
     // own info is as old as QEMU's last event then: up to a second).
-    const settled = v !== null && v.devices.every((x) => x.pluggedBytes === x.requestedBytes) && (v.balloonTargetBytes === null || v.balloonBytes === v.balloonTargetBytes);
+    const settled = v !== null && memorySettled(v);
     let i: DomainInfo;
     if (v && seen && settled && v.monitor === 'connected') i = infoFromView(seen, v);
     else if (!v || v.monitor !== 'connected') i = await h.driver.info(ref, call.signal);

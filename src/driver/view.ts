@@ -181,6 +181,14 @@ export function setMonitor(m: GuestView, monitor: MonitorState, nowS: number): b
   return true;
 }
 
+/**
+ * Whether the guest holds what was last asked of it: every virtio-mem device has its request
+ * plugged and the balloon is at its target. While not, its sizes move faster than QEMU's size
+ * events (at most one a second) tell.
+ */
+export const memorySettled = (m: GuestView): boolean =>
+  m.devices.every((d) => d.pluggedBytes === d.requestedBytes) && (m.balloonTargetBytes === null || m.balloonBytes === m.balloonTargetBytes);
+
 export const pluggedBytes = (m: GuestView): number => m.devices.reduce((s, d) => s + (d.model === 'virtio-mem' ? d.pluggedBytes : 0), 0);
 /** What the guest has now (memory/rules.ts `memoryTotal`). */
 export const totalBytes = (m: GuestView): number =>

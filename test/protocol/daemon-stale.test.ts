@@ -8,14 +8,14 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FakePeer, bounded } from './fake-qmp.js';
 import { Daemon } from '../../src/daemon/daemon.js';
 import { ApiServer } from '../../src/http/server.js';
-import { parseProcStat } from '../../src/driver/native/host-process.js';
+import { fakeGuest as fakeRun } from './fake-guest.js';
 import { daemonRequest, closeDaemonClients } from '../../src/driver/remote/http-client.js';
 import type { DomainDef } from '../../src/domain/definition.js';
 
@@ -48,19 +48,15 @@ function def(name: string): DomainDef {
 
 /** A fake guest: run record + watch monitor socket whose peers `onPeer` drives. */
 async function fakeGuest(name: string, onPeer: (p: FakePeer) => void): Promise<void> {
-  const run = join(dir, 'run', name);
-  await mkdir(run, { recursive: true });
-  const st = parseProcStat(await readFile(`/proc/${stand.pid}/stat`, 'utf8'))!;
-  await writeFile(join(run, 'status.json'), JSON.stringify({ version: 1, phase: 'running', pid: stand.pid, startTicks: st.startTicks, id: name === 'good' ? 1 : 2, accel: 'tcg', startedAt: new Date().toISOString(), live: def(name) }));
-  const server = net.createServer((sock) => { const p = new FakePeer(sock); peers.push(p); onPeer(p); });
-  await new Promise<void>((r) => server.listen(join(run, 'qmp-watch.sock'), r));
-  servers.push(server);
+  servers.push(await fakeRun(dir, stand.pid!, name === 'good' ? 1 : 2, def(name), (p) => { peers.push(p); onPeer(p); }));
 }
 
 let goodPeer: FakePeer | null = null;
 /** Set at the end: the scripted monitors stop reading. */
 let finished = false;
 let hungQuestions = 0;
+/** The good guest's balloon as its QEMU would answer it. */
+let goodBalloon = 512 * MiB;
 
 test('a hung monitor is marked stale; the other guest, the API and /metrics carry on', async () => {
   await fakeGuest('good', (p) => {
@@ -72,7 +68,7 @@ test('a hung monitor is marked stale; the other guest, the API and /metrics carr
         if (finished) return;
         if (!c) continue;
         if (c.execute === 'query-status') p.reply(c, { status: 'running', running: true });
-        else if (c.execute === 'query-balloon') p.reply(c, { actual: 512 * MiB });
+        else if (c.execute === 'query-balloon') p.reply(c, { actual: goodBalloon });
         else if (c.execute === 'qom-get') p.reply(c, { stats: { 'stat-available-memory': 300 * MiB, 'stat-total-memory': 400 * MiB }, 'last-update': Math.floor(Date.now() / 1000) });
         else p.reply(c, []);
       }
@@ -109,6 +105,7 @@ test('a hung monitor is marked stale; the other guest, the API and /metrics carr
   }
   assert.ok(hungQuestions > 0);
   // The good guest's events still reach the model while the other one hangs.
+  goodBalloon = 256 * MiB;
   goodPeer!.event('BALLOON_CHANGE', { actual: 256 * MiB });
   await bounded((async () => {
     while ((await stats()).find((x) => x.name === 'good')!.memory.balloonBytes !== 256 * MiB) await new Promise((r) => setTimeout(r, 20));

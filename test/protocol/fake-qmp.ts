@@ -86,7 +86,13 @@ export class FakePeer {
   nextCommand(timeoutMs = 2_000): Promise<ReceivedCommand> {
     const queued = this.#commands.shift();
     if (queued) return Promise.resolve(queued);
-    return bounded(new Promise((resolve) => this.#waiters.push(resolve)), timeoutMs, 'command from client');
+    let waiter: ((cmd: ReceivedCommand) => void) | undefined;
+    const next = new Promise<ReceivedCommand>((resolve) => { waiter = resolve; this.#waiters.push(resolve); });
+    // A wait that timed out takes no later command with it.
+    return bounded(next, timeoutMs, 'command from client').catch((err: unknown) => {
+      this.#waiters = this.#waiters.filter((w) => w !== waiter);
+      throw err;
+    });
   }
 
   /** Commands received but not yet taken with nextCommand. */

@@ -14,10 +14,10 @@ import type { RunPaths } from './paths.js';
 import { isProcessAlive, readProcStat, readRssKiB, CLOCK_TICKS_PER_S } from './host-process.js';
 import { readRunRecord, type RunningRecord } from './run-status.js';
 import { GuestPressureFeed } from './guest-pressure.js';
-import { applyBalloon, applyTarget, applyDefinition, applyHostMemory, viewFromDefinition, setMonitor, setState, type GuestView } from '../view.js';
+import { applyBalloon, applyTarget, applyDefinition, applyHostMemory, memorySettled, viewFromDefinition, setMonitor, setState, type GuestView } from '../view.js';
 import type { DomainDef } from '../../domain/definition.js';
 import type { GuestHostMemory } from '../domain-memory-api.js';
-import { applyDevices, applyEvent, applyGuestStats } from './qmp-view.js';
+import { applyDevices, applyEvent, applyGuestStats, applySizeEvent, countSizeEvent } from './qmp-view.js';
 
 /** Events that change the model. */
 const EVENTS = ['BALLOON_CHANGE', 'MEMORY_DEVICE_SIZE_CHANGE', 'SHUTDOWN', 'STOP', 'RESUME', 'RESET', 'POWERDOWN'] as const;
@@ -27,6 +27,15 @@ const STATS_SLACK_MS = 250;
 
 /** Ask a quiet guest's monitor at least this often. */
 const LIVENESS_MS = 10_000;
+
+/**
+ * While a guest's memory moves, its balloon and devices are read this often: QEMU sends each
+ * size event at most once a second, so events alone leave the view up to a second behind, and
+ * can pair a new plugged size with a balloon size from before the inflation.
+ */
+const MOVING_READ_MS = 200;
+/** ... for at most this long after the last change was sent or seen (a guest that never gets there is not read for ever). */
+const MOVING_READ_FOR_MS = 30_000;
 
 export interface WatcherOptions {
   /** Bound on every question to this guest's monitor (and on connecting). */
@@ -57,6 +66,13 @@ export class GuestWatcher {
   #recordMtimeMs = 0;
   #gone = false;
   #pressure: GuestPressureFeed;
+  /** The read of the balloon and devices in flight, and whether another is wanted after it. */
+  #sizesRead: Promise<void> | null = null;
+  #sizesAgain = false;
+  /** Size events that came since the last read began: their sizes are taken only if that read fails. */
+  #sizeEvents: Array<{ event: string; data: Record<string, unknown> }> = [];
+  #movingTimer: NodeJS.Timeout | null = null;
+  #movingUntilMs = 0;
 
   constructor(
     private readonly paths: RunPaths,
@@ -101,6 +117,7 @@ export class GuestWatcher {
   /** Stops watching: the guest keeps running. Resolves when the connection is closed. */
   async stop(): Promise<void> {
     this.#stop.abort();
+    if (this.#movingTimer) clearTimeout(this.#movingTimer);
     this.#stream?.close();
     this.#client?.destroy();
     await Promise.all([this.#loop, this.#pressure.stop()]);
@@ -141,8 +158,10 @@ export class GuestWatcher {
       first = false;
       await this.refresh();
       for await (const ev of stream) {
-        const changed = applyEvent(this.model, ev.event, ev.data ?? {}, this.#now(), this.#balloonBaseBytes);
-        if (ev.event === 'SHUTDOWN' || ev.event === 'STOP' || ev.event === 'RESUME') { if (changed) this.#changed('state'); } else if (changed) this.#changed('memory');
+        // A size event says a size moved; the balloon and the devices are then read together,
+        // so the view never adds one's new size to the other's old one.
+        if (countSizeEvent(this.model, ev.event)) { this.#sizeEvents.push({ event: ev.event, data: ev.data ?? {} }); this.#readSizes(true); continue; }
+        if (applyEvent(this.model, ev.event, ev.data ?? {}, this.#now(), this.#balloonBaseBytes)) this.#changed('state');
       }
       this.#client = null;
       this.#stream = null;
@@ -213,6 +232,45 @@ export class GuestWatcher {
     }
   }
 
+  /**
+   * Reads the balloon and the memory devices (one round trip each, together), now or right after
+   * the read in flight; while the memory moves, again every MOVING_READ_MS. `kick`: a change was
+   * sent or seen, which (re)starts the moving reads' bound.
+   */
+  #readSizes(kick: boolean): void {
+    if (kick) this.#movingUntilMs = Date.now() + MOVING_READ_FOR_MS;
+    if (this.#movingTimer) { clearTimeout(this.#movingTimer); this.#movingTimer = null; }
+    if (this.#stop.signal.aborted) return;
+    if (this.#sizesRead) { this.#sizesAgain = true; return; }
+    this.#sizesRead = this.#sizesRound().finally(() => {
+      this.#sizesRead = null;
+      if (this.#sizesAgain) { this.#sizesAgain = false; this.#readSizes(false); return; }
+      if (this.#stop.signal.aborted || this.#gone || memorySettled(this.model) || Date.now() >= this.#movingUntilMs) return;
+      this.#movingTimer = setTimeout(() => { this.#movingTimer = null; this.#readSizes(false); }, MOVING_READ_MS);
+      this.#movingTimer.unref();
+    });
+  }
+
+  async #sizesRound(): Promise<void> {
+    const events = this.#sizeEvents.splice(0);
+    const c = this.#client;
+    const m = this.model;
+    let changed = false;
+    try {
+      if (!c) throw new Error('no monitor');
+      const call = { timeoutMs: this.opts.boundMs, signal: this.#stop.signal };
+      const [bal, devices] = await Promise.all([m.hasBalloon ? queryBalloon(c, call) : null, m.devices.length ? queryMemoryDevices(c, call) : []]);
+      const now = this.#now();
+      if (bal) changed = applyBalloon(m, bal.actualBytes - this.#balloonBaseBytes, now);
+      changed = applyDevices(m, devices, now) || changed;
+    } catch (err) {
+      // Unanswered: the events' own sizes, then.
+      for (const e of events) changed = applySizeEvent(m, e.event, e.data, this.#now(), this.#balloonBaseBytes) || changed;
+      this.#onQuestionFailed(err);
+    }
+    if (changed) this.#changed('memory');
+  }
+
   #onQuestionFailed(err: unknown): void {
     if (this.#stop.signal.aborted) return;
     const code = (err as { code?: string }).code;
@@ -276,19 +334,20 @@ export class GuestWatcher {
     if (!rec || rec.phase !== 'running' || rec.pid !== this.rec.pid) return;
     this.#balloonBaseBytes = balloonBaseKiB(rec.live) * 1024;
     this.#live = rec.live;
-    if (applyDefinition(this.model, rec.live, this.#now())) this.#changed('memory');
+    if (applyDefinition(this.model, rec.live, this.#now())) { this.#changed('memory'); this.#readSizes(true); }
   }
 
   /** A new memory target sent on the fast path (the run record follows later). */
   takeTarget(currentKiB: number): void {
     applyTarget(this.model, currentKiB, this.#now());
     this.#changed('memory');
+    this.#readSizes(true);
   }
 
   /** Take a live definition the daemon itself just wrote. */
   takeDefinition(rec: RunningRecord): void {
     this.#balloonBaseBytes = balloonBaseKiB(rec.live) * 1024;
     this.#live = rec.live;
-    if (applyDefinition(this.model, rec.live, this.#now())) this.#changed('memory');
+    if (applyDefinition(this.model, rec.live, this.#now())) { this.#changed('memory'); this.#readSizes(true); }
   }
 }

@@ -52,23 +52,33 @@ export function applyGuestStats(m: GuestView, raw: BalloonGuestStats, nowS: numb
   return changed;
 }
 
+/** Counts a size event in the view's counters. Returns whether `event` is one (QEMU sends each at most once a second per device). */
+export function countSizeEvent(m: GuestView, event: string): boolean {
+  if (event === 'BALLOON_CHANGE') m.counters.balloonChanges++;
+  else if (event === 'MEMORY_DEVICE_SIZE_CHANGE') m.counters.deviceSizeChanges++;
+  else return false;
+  return true;
+}
+
 /**
- * A QMP event. `balloonBaseBytes`: what QEMU's balloon sizes count beyond boot RAM (the DIMMs,
- * qemu-memory.ts balloonBaseKiB). Returns whether the model changed.
+ * The size a BALLOON_CHANGE or MEMORY_DEVICE_SIZE_CHANGE carries. `balloonBaseBytes`: what
+ * QEMU's balloon sizes count beyond boot RAM (the DIMMs, qemu-memory.ts balloonBaseKiB).
+ * Returns whether the model changed.
  */
+export function applySizeEvent(m: GuestView, event: string, data: Record<string, unknown>, nowS: number, balloonBaseBytes = 0): boolean {
+  if (event === 'BALLOON_CHANGE') return typeof data.actual === 'number' ? applyBalloon(m, data.actual - balloonBaseBytes, nowS) : false;
+  if (event !== 'MEMORY_DEVICE_SIZE_CHANGE') return false;
+  const d = m.devices.find((x) => x.id === data.id);
+  if (!d || typeof data.size !== 'number' || d.pluggedBytes === data.size) return false;
+  d.pluggedBytes = data.size;
+  m.updatedAtS = nowS;
+  return true;
+}
+
+/** A QMP event: counted, and its size or state taken. Returns whether the model changed. */
 export function applyEvent(m: GuestView, event: string, data: Record<string, unknown>, nowS: number, balloonBaseBytes = 0): boolean {
+  if (countSizeEvent(m, event)) return applySizeEvent(m, event, data, nowS, balloonBaseBytes);
   switch (event) {
-    case 'BALLOON_CHANGE':
-      m.counters.balloonChanges++;
-      return typeof data.actual === 'number' ? applyBalloon(m, data.actual - balloonBaseBytes, nowS) : false;
-    case 'MEMORY_DEVICE_SIZE_CHANGE': {
-      m.counters.deviceSizeChanges++;
-      const d = m.devices.find((x) => x.id === data.id);
-      if (!d || typeof data.size !== 'number' || d.pluggedBytes === data.size) return false;
-      d.pluggedBytes = data.size;
-      m.updatedAtS = nowS;
-      return true;
-    }
     case 'STOP':
       return setState(m, 'paused', nowS);
     case 'RESUME':
