@@ -312,7 +312,8 @@ export class Daemon {
   /** One round: each host's bounded tick, history, stuck operations, each host's policy. */
   async #tick(): Promise<void> {
     const nowMs = Date.now();
-    await Promise.all(this.hosts.map((h) => h.watch.tick()));
+    // The policy's guests are read as they are now: it decides on them right after.
+    await Promise.all(this.hosts.map((h) => h.watch.tick(h.policy ? { freshStats: h.policy.managed } : {})));
     if (nowMs - this.#lastHostEventMs >= 5_000) {
       this.#lastHostEventMs = nowMs;
       this.#emit({ type: 'host', data: this.hostDocument() });

@@ -51,9 +51,12 @@ export interface DriverWatch {
   /**
    * Periodic work, about once a second: new guests, each guest's bounded questions (statistics
    * when their period came round, a stale guest asked again), the host's memory. Never waits
-   * on a hung guest; never throws.
+   * on a hung guest; never throws. `freshStats`: guests the caller acts on next (the policy's):
+   * where the driver can, they are asked for a new statistics report now, and the tick waits
+   * a short bound for it, so the caller reads the guest as it is, not as it was up to a period
+   * ago.
    */
-  tick(): Promise<void>;
+  tick(opts?: { freshStats?: ReadonlySet<string> }): Promise<void>;
   /** Running (and paused) guests, by id then name. */
   guests(): GuestView[];
   guest(name: string): GuestView | null;

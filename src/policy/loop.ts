@@ -126,10 +126,16 @@ export class PolicyLoop {
   #prev = new Map<string, Previous>();
   #nextS = 0;
   #running = false;
+  #managed = new Set<string>();
 
   constructor(opts: PolicyLoopOptions) {
     this.opts = opts;
     this.#state = opts.policy.initialState();
+  }
+
+  /** The guests the last round managed (settings on, or mode 'all'). */
+  get managed(): ReadonlySet<string> {
+    return this.#managed;
   }
 
   /**
@@ -144,6 +150,7 @@ export class PolicyLoop {
     this.#nextS = nowS + this.opts.policy.periodS * 0.9;
     try {
       const snapshots: GuestSnapshot[] = [];
+      const managed = new Set<string>();
       for (const g of guests) {
         if (g.state !== 'running' || g.monitor !== 'connected') continue;
         let settings: PolicySettings;
@@ -153,12 +160,14 @@ export class PolicyLoop {
           continue; // undefined meanwhile
         }
         if (this.opts.mode === 'all') settings = { ...settings, enabled: true };
+        if (settings.enabled) managed.add(g.name);
         snapshots.push(guestSnapshot(g, settings, this.#prev.get(g.name), nowS, host.readAtS ?? nowS));
         const st = g.stats;
         if (st.lastUpdateS !== undefined && st.lastUpdateS !== this.#prev.get(g.name)?.atS) {
           this.#prev.set(g.name, { majorFaults: st.majorFaults ?? 0, swapInBytes: st.swapInBytes ?? 0, atS: st.lastUpdateS });
         }
       }
+      this.#managed = managed;
       const snapshot: Snapshot = {
         nowS,
         host: {

@@ -539,7 +539,9 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
         reason = `idle memory ${mib(idleKiB - headroom)}, but ${pressureAtS >= t.riseAtS ? 'pressure' : 'a rise'} ${Math.round(coolingS)} s ago: cooling down`;
       } else {
         const want = safeUseKiB + 1.5 * headroom + reserveKiB;
-        targetKiB = alignDown(over?.undo ? want : Math.max(want, g.currentKiB - o.reclaimStepKiB));
+        // What a guest freed is free pages: taking it moves nothing, so it goes in one step.
+        const stepKiB = freed ? Math.max(o.reclaimStepKiB, t.freedKiB) : o.reclaimStepKiB;
+        targetKiB = alignDown(over?.undo ? want : Math.max(want, g.currentKiB - stepKiB));
         reason = `${mib(idleKiB)} available (idle or cache) > 2 x headroom: reclaim toward use ${mib(safeUseKiB)} + 1.5 x headroom`
           + (reserveKiB > 0 ? ` + ${mib(reserveKiB)} kept for a burst like the last one` : '')
           + (over !== null ? ` (no cool-down${over.undo ? ', at once' : ''}: ${over.why})` : '');

@@ -195,6 +195,17 @@ export interface BalloonGuestStats {
  * Reads balloon guest statistics. They are only refreshed after `guest-stats-polling-interval`
  * was set on the device (docs/interop/virtio-balloon-stats).
  */
+/**
+ * Asks the guest for a new statistics report now: QEMU's balloon polls on a timer, and a timer
+ * made anew (interval 0, then `periodS` again) fires at once. The report lands in
+ * `guest-stats` when the guest answers (tens of milliseconds). No-op for `periodS` <= 0.
+ */
+export async function requestBalloonGuestStats(qmp: QmpExecutor, balloonPath: string, periodS: number, opts?: QmpCallOptions): Promise<void> {
+  if (periodS <= 0) return;
+  await qomSet(qmp, balloonPath, 'guest-stats-polling-interval', 0, opts);
+  await qomSet(qmp, balloonPath, 'guest-stats-polling-interval', periodS, opts);
+}
+
 export async function queryBalloonGuestStats(
   qmp: QmpExecutor,
   balloonPath: string,

@@ -21,6 +21,7 @@ import { fakeGuest } from './fake-guest.js';
 import { Daemon } from '../../src/daemon/daemon.js';
 import { ApiServer } from '../../src/http/server.js';
 import { daemonRequest, closeDaemonClients } from '../../src/driver/remote/http-client.js';
+import { NativeDriver } from '../../src/driver/native/driver.js';
 import type { DomainDef } from '../../src/domain/definition.js';
 
 const MiB = 1024 * 1024;
@@ -51,7 +52,7 @@ const live = {
 } as unknown as DomainDef;
 
 /** What the scripted QEMU answers. */
-const qemu = { balloon: 512 * MiB, plugged: 0, requested: 0, balloonQueries: 0 };
+const qemu = { balloon: 512 * MiB, plugged: 0, requested: 0, balloonQueries: 0, usable: 300 * MiB, reportAt: Math.floor(Date.now() / 1000), intervalSets: [] as unknown[], pendingUsable: null as number | null };
 
 interface View { monitor: string; memory: { totalBytes: number; balloonBytes: number; pluggedBytes: number } }
 
@@ -67,8 +68,16 @@ test('a size event and a moving balloon: the view reads balloon and devices toge
         else if (c.execute === 'query-balloon') { qemu.balloonQueries++; p.reply(c, { actual: qemu.balloon }); }
         else if (c.execute === 'query-memory-devices') {
           p.reply(c, [{ type: 'virtio-mem', data: { id: 'vmem0', memaddr: 4 * 1024 * MiB, 'requested-size': qemu.requested, size: qemu.plugged, 'max-size': 1024 * MiB, 'block-size': 2 * MiB, node: 0, memdev: '/objects/mem-vmem0' } }]);
-        } else if (c.execute === 'qom-get') p.reply(c, { stats: { 'stat-available-memory': 300 * MiB, 'stat-total-memory': 400 * MiB }, 'last-update': Math.floor(Date.now() / 1000) });
-        else p.reply(c, {});
+        } else if (c.execute === 'qom-get') p.reply(c, { stats: { 'stat-available-memory': qemu.usable, 'stat-total-memory': 400 * MiB }, 'last-update': qemu.reportAt });
+        else if (c.execute === 'qom-set' && c.arguments?.property === 'guest-stats-polling-interval') {
+          qemu.intervalSets.push(c.arguments.value);
+          p.reply(c, {});
+          // A new polling timer fires at once: the guest's report comes a little later.
+          if (c.arguments.value === 1 && qemu.pendingUsable !== null) {
+            const usable = qemu.pendingUsable;
+            setTimeout(() => { qemu.usable = usable; qemu.reportAt = Math.floor(Date.now() / 1000); }, 30);
+          }
+        } else p.reply(c, {});
       }
     })();
   });
@@ -112,4 +121,25 @@ test('a size event and a moving balloon: the view reads balloon and devices toge
   await delay(1_500);
   assert.equal(qemu.balloonQueries, before, 'a settled guest is not read every 200 ms');
   assert.equal((await view()).memory.totalBytes, 640 * MiB);
+});
+
+test('a tick for the policy asks the guest for a new statistics report and waits for it', async () => {
+  // The guest's next report (when asked) shows 100 MiB less available; its periodic one never comes here.
+  qemu.pendingUsable = 200 * MiB;
+  qemu.intervalSets = [];
+  const driver = new NativeDriver({ stateDir: dir });
+  const watch = driver.watch({ boundMs: 1_000 });
+  try {
+    await watch.start();
+    await bounded((async () => { while (watch.guest('mover')?.monitor !== 'connected') await delay(20); })(), 5_000, 'the second watch connected');
+    await watch.tick();
+    assert.equal(watch.guest('mover')!.stats.usableBytes, 300 * MiB, 'a plain tick reads the last report');
+    assert.deepEqual(qemu.intervalSets, [], 'and asks for none');
+    await watch.tick({ freshStats: new Set(['mover']) });
+    assert.deepEqual(qemu.intervalSets, [0, 1], 'the polling timer made anew');
+    assert.equal(watch.guest('mover')!.stats.usableBytes, 200 * MiB, 'the new report, read in the same tick');
+  } finally {
+    await watch.stop();
+    await driver.close();
+  }
 });

@@ -46,6 +46,18 @@ describe('guest model', () => {
     assert.equal((doc.stats as Record<string, unknown>).ageS, null, 'never reported: age unknown');
     assert.equal('unusedBytes' in (doc.stats as object), false);
   });
+  test("a report's time: QEMU's whole second, or the finer time of a report seen arriving, kept within that second", () => {
+    const m = modelFromDefinition(DEF, { id: 3, state: 'running', pid: 9 }, 10);
+    const report = (usable: number, at: number): { stats: Record<string, number>; lastUpdate: number } => ({ stats: { 'stat-available-memory': usable }, lastUpdate: at });
+    applyGuestStats(m, report(100, 1000), 1000.9);
+    assert.equal(m.stats.lastUpdateS, 1000);
+    applyGuestStats(m, report(90, 1001), 1001.4, 1001.38);
+    assert.equal(m.stats.lastUpdateS, 1001.38, 'seen arriving');
+    applyGuestStats(m, report(90, 1001), 1001.9);
+    assert.equal(m.stats.lastUpdateS, 1001.38, 'read again in the same second');
+    applyGuestStats(m, report(80, 1002), 1002.2, 1003.1);
+    assert.equal(m.stats.lastUpdateS, 1002, 'a time outside the report\'s second is not taken');
+  });
   test('stale marks when the monitor stopped being current', () => {
     const m = modelFromDefinition(DEF, { id: 3, state: 'running', pid: 9 }, 10);
     setMonitor(m, 'connected', 11);

@@ -7,7 +7,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
-import { QmpClient, queryBalloon, queryMemoryDevices, queryBalloonGuestStats, queryStatus, type QmpEventStream } from '../../qmp/index.js';
+import { QmpClient, queryBalloon, queryMemoryDevices, queryBalloonGuestStats, queryStatus, requestBalloonGuestStats, type BalloonGuestStats, type QmpEventStream } from '../../qmp/index.js';
 import { BALLOON_QOM_PATH } from './qemu-argv.js';
 import { balloonBaseKiB } from './qemu-memory.js';
 import type { RunPaths } from './paths.js';
@@ -24,6 +24,15 @@ const EVENTS = ['BALLOON_CHANGE', 'MEMORY_DEVICE_SIZE_CHANGE', 'SHUTDOWN', 'STOP
 
 /** Statistics are polled when their period has come round, less this (tick jitter). */
 const STATS_SLACK_MS = 250;
+
+/**
+ * A tick that asks for a new statistics report (the guests the policy acts on) reads
+ * `guest-stats` this often until the report changed, for at most FRESH_STATS_WAIT_MS; the tick
+ * waits at most FRESH_STATS_BOUND_MS for all of it (a slow monitor finishes on its own).
+ */
+const FRESH_STATS_POLL_MS = 20;
+const FRESH_STATS_WAIT_MS = 200;
+const FRESH_STATS_BOUND_MS = 400;
 
 /** Ask a quiet guest's monitor at least this often. */
 const LIVENESS_MS = 10_000;
@@ -286,7 +295,7 @@ export class GuestWatcher {
    * size, the run record when another process changed it, guest statistics when their period
    * came round, and a retry when stale. Never waits on a hung monitor.
    */
-  async tick(): Promise<void> {
+  async tick(freshStats = false): Promise<void> {
     if (this.#gone || this.#stop.signal.aborted) return;
     const [rssKiB, stat] = await Promise.all([readRssKiB(this.rec.pid), readProcStat(this.rec.pid)]);
     if (rssKiB === null) {
@@ -303,11 +312,46 @@ export class GuestWatcher {
     // Questions to QEMU are not awaited here: a hung monitor holds up only its own guest.
     if (this.model.monitor === 'stale') { if (!this.#inflight) void this.refresh(); return; }
     const periodMs = this.model.statsPeriodS * 1000;
+    if (freshStats && this.model.hasBalloon && periodMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.#freshStats(c), new Promise<void>((r) => { timer = setTimeout(r, FRESH_STATS_BOUND_MS); })]);
+      clearTimeout(timer);
+      return;
+    }
     // A quarter second of slack: the last poll ended a little after its tick began, and a period
     // of one second must mean a poll every tick, not every other one.
     if (this.model.hasBalloon && periodMs > 0 && Date.now() - this.#statsAtMs >= periodMs - STATS_SLACK_MS) void this.#pollStats(c);
     // A guest nobody asked anything for a while is asked, so a hung monitor is noticed.
     else if (Date.now() - this.#statsAtMs >= LIVENESS_MS && !this.#inflight) void this.refresh();
+  }
+
+  /**
+   * Asks the guest for a new report and reads it once it came (the report differs from the one
+   * before), or after FRESH_STATS_WAIT_MS (an idle guest may send the same numbers again).
+   */
+  async #freshStats(c: QmpClient): Promise<void> {
+    this.#busy = true;
+    const call = { timeoutMs: this.opts.boundMs, signal: this.#stop.signal };
+    const same = (a: BalloonGuestStats, b: BalloonGuestStats): boolean => a.lastUpdate === b.lastUpdate && JSON.stringify(a.stats) === JSON.stringify(b.stats);
+    try {
+      const before = await queryBalloonGuestStats(c, BALLOON_QOM_PATH, call);
+      await requestBalloonGuestStats(c, BALLOON_QOM_PATH, this.model.statsPeriodS, call);
+      const end = Date.now() + FRESH_STATS_WAIT_MS;
+      let stats = before;
+      while (same(stats, before) && Date.now() < end) {
+        await delay(FRESH_STATS_POLL_MS, undefined, { signal: this.#stop.signal });
+        stats = await queryBalloonGuestStats(c, BALLOON_QOM_PATH, call);
+      }
+      this.#statsAtMs = Date.now();
+      // A report that came after the request was taken between the request and this read:
+      // its time is known to a poll interval, not only to QEMU's whole second.
+      const takenAtS = same(stats, before) ? undefined : this.#now();
+      if (applyGuestStats(this.model, stats, this.#now(), takenAtS)) this.#changed('memory');
+    } catch (err) {
+      this.#onQuestionFailed(err);
+    } finally {
+      this.#busy = false;
+    }
   }
 
   async #pollStats(c: QmpClient): Promise<void> {

@@ -8,7 +8,7 @@
  * (NativeContext.current): a concurrent change is never lost, and a domain undefined meanwhile
  * stays undefined.
  */
-import { queryBalloon, queryBalloonGuestStats, queryMemoryDevices, qomSet, setBalloon, type QmpClient, type QmpEventStream } from '../../qmp/index.js';
+import { queryBalloon, queryBalloonGuestStats, queryMemoryDevices, qomSet, requestBalloonGuestStats, setBalloon, type QmpClient, type QmpEventStream } from '../../qmp/index.js';
 import type { DomainDef, VirtioMemDef } from '../../domain/definition.js';
 import { VirtError, invalidArg } from '../../domain/errors.js';
 import { MIN_MEMORY_KIB } from '../../domain/validate-def.js';
@@ -235,11 +235,7 @@ async function followLive(ctx: NativeContext, name: string, live: DomainDef, sta
  * Has the balloon ask the guest for its statistics now: QEMU starts a new polling timer, which
  * fires at once, when the period goes from 0 to a value (setting the same value does nothing).
  */
-async function requestGuestStats(c: QmpClient, periodS: number): Promise<void> {
-  if (periodS <= 0) return;
-  await qomSet(c, BALLOON_QOM_PATH, 'guest-stats-polling-interval', 0);
-  await qomSet(c, BALLOON_QOM_PATH, 'guest-stats-polling-interval', periodS);
-}
+const requestGuestStats = (c: QmpClient, periodS: number): Promise<void> => requestBalloonGuestStats(c, BALLOON_QOM_PATH, periodS);
 
 /** The guest's own MemTotal from its balloon statistics, or null without a report. */
 async function guestTotal(c: QmpClient, live: DomainDef): Promise<GuestTotal | null> {

@@ -38,14 +38,22 @@ const STAT_KEYS: ReadonlyArray<[qemu: string, key: Exclude<keyof GuestStatsView,
   ['stat-minor-faults', 'minorFaults'],
 ];
 
-/** An answer of qom-get guest-stats. Statistics reported as -1 stay absent. Returns whether the model changed. */
-export function applyGuestStats(m: GuestView, raw: BalloonGuestStats, nowS: number): boolean {
+/**
+ * An answer of qom-get guest-stats. Statistics reported as -1 stay absent. `takenAtS`: when the
+ * report was taken, where the caller knows it closer than QEMU's whole second (a report it asked
+ * for and saw arrive); kept only within that second. Returns whether the model changed.
+ */
+export function applyGuestStats(m: GuestView, raw: BalloonGuestStats, nowS: number, takenAtS?: number): boolean {
   const next: GuestStatsView = {};
   for (const [q, k] of STAT_KEYS) {
     const v = raw.stats[q];
     if (typeof v === 'number' && v >= 0) next[k] = v;
   }
-  if (raw.lastUpdate > 0) next.lastUpdateS = raw.lastUpdate;
+  if (raw.lastUpdate > 0) {
+    const within = (t: number | undefined): t is number => t !== undefined && t >= raw.lastUpdate && t < raw.lastUpdate + 1;
+    // A later read of a report within the same second keeps the finer time it had.
+    next.lastUpdateS = within(takenAtS) ? takenAtS : within(m.stats.lastUpdateS) ? m.stats.lastUpdateS : raw.lastUpdate;
+  }
   const changed = JSON.stringify(next) !== JSON.stringify(m.stats);
   m.stats = next;
   if (changed) m.updatedAtS = nowS;

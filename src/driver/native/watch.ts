@@ -65,12 +65,12 @@ export class NativeWatch implements DriverWatch {
     this.#watchers.clear();
   }
 
-  async tick(): Promise<void> {
+  async tick(opts: { freshStats?: ReadonlySet<string> } = {}): Promise<void> {
     if (this.#stopped) return;
     this.#host = await sampleHostMemory();
     await this.#discover();
     // Each guest's tick is bounded by its own monitor bound; one hung guest holds up no other.
-    await Promise.all([...this.#watchers.values()].map((w) => w.tick()));
+    await Promise.all([...this.#watchers.values()].map((w) => w.tick(opts.freshStats?.has(w.name) ?? false)));
     await this.#checkDefinitions();
     this.#lastUpdateS = Date.now() / 1000;
   }
