@@ -21,6 +21,17 @@ export interface GuestPressure {
   atS: number;
 }
 
+/**
+ * When a guest's statistics report was taken: the hypervisor says it to the whole second
+ * (`lastUpdateS`); a watch that asked for the report and saw it arrive knows it closer
+ * (`takenAtS`), and a later read of a report of the same second keeps the finer time the view
+ * had (`prevS`). A finer time outside the report's second is not taken. Pure.
+ */
+export function reportTimeS(lastUpdateS: number, takenAtS: number | undefined, prevS: number | undefined): number {
+  const within = (t: number | undefined): t is number => t !== undefined && t >= lastUpdateS && t < lastUpdateS + 1;
+  return within(takenAtS) ? takenAtS : within(prevS) ? prevS : lastUpdateS;
+}
+
 /** A report older than this (the guest sends one a second) is not shown or acted on. */
 export const PRESSURE_FRESH_S = 3;
 

@@ -97,6 +97,28 @@ test('qemu:///system: a TCG guest with virtio-mem, driven through libvirt like v
       const { ours, theirs } = args[0] === 'list' ? await bracketed(U, args) : { ours: await runCli(['-c', U, ...args]), theirs: await virsh(U, ...args) };
       assert.deepEqual([ours.code, steady(virshDominfoLines(ours.stdout)), ours.stderr], [theirs.code, steady(theirs.stdout), theirs.stderr], `running: ${args.join(' ')}`);
     }
+    // A tick for the policy asks the guest for a statistics report and reads it in the same tick:
+    // with a 60 s period no report would come on its own, and the view's report time is when the
+    // watch saw it arrive, not libvirt's whole second.
+    assert.equal((await virsh(U, 'dommemstat', name, '--period', '60', '--live')).code, 0);
+    const lv = new LibvirtDriver(U);
+    try {
+      const watch = lv.watch({ pollMs: 60_000 });
+      await watch.start();
+      await until('the guest\'s first report in the view', async () => { await watch.tick(); return watch.guest(name)?.stats.lastUpdateS ?? 0; }, (t) => t > 0);
+      const before = watch.guest(name)!.stats.lastUpdateS!;
+      await new Promise((r) => setTimeout(r, 1_100)); // into the next second: a new report's second differs
+      await watch.tick();
+      assert.equal(watch.guest(name)!.stats.lastUpdateS, before, 'a plain tick asks for no report');
+      const askedAt = Date.now() / 1000;
+      await watch.tick({ freshStats: new Set([name]) });
+      const after = watch.guest(name)!.stats.lastUpdateS!;
+      assert.ok(after >= askedAt - 1 && after > before, `a new report (${before} -> ${after}, asked at ${askedAt})`);
+      await watch.stop();
+    } finally {
+      await lv.close();
+    }
+    assert.equal((await virsh(U, 'dommemstat', name, '--period', '1', '--live')).code, 0);
     // Grow through virtio-mem (update-device), confirmed by libvirt's events. First a grow that
     // is not waited for, then, as soon as the guest's own MemTotal shows some of it onlined, the
     // grow that is: libvirt learns plugged sizes from QEMU's events (at most one a second), so

@@ -11,6 +11,7 @@ import { sandbox, parseDominfo } from '../helpers/cli.js';
 import { GuestAgent, readGuestMeminfo } from '../../src/guest/agent.js';
 import { findDefaultGuest } from '../../src/guest/build.js';
 import { until } from '../helpers/poll.js';
+import { NativeDriver } from '../../src/driver/native/driver.js';
 
 const sb = await sandbox();
 after(() => sb.cleanup());
@@ -59,6 +60,28 @@ describe('a guest booted with 512 MiB and a 4 GiB ceiling', () => {
     assert.equal(i.get('Hot-plugged'), '1572864 KiB of 3670016 KiB (virtio-mem)');
   });
 
+  test('a tick for the policy asks the guest for a statistics report and reads it in the same tick', async () => {
+    // With a 60 s period no report comes on its own during the test.
+    await sb.ok('dommemstat', 'lr', '--period', '60', '--live');
+    const driver = new NativeDriver({ stateDir: sb.stateDir });
+    const watch = driver.watch({ boundMs: 5_000 });
+    try {
+      await watch.start();
+      await until('the guest in the view with a report', async () => { await watch.tick(); return watch.guest('lr')?.stats.lastUpdateS ?? 0; }, (t) => t > 0);
+      const before = watch.guest('lr')!.stats.lastUpdateS!;
+      await new Promise((r) => setTimeout(r, 1_100)); // into the next second: a new report's second differs
+      await watch.tick();
+      assert.equal(watch.guest('lr')!.stats.lastUpdateS, before, 'a plain tick asks for no report');
+      const askedAt = Date.now() / 1000;
+      await watch.tick({ freshStats: new Set(['lr']) });
+      const after = watch.guest('lr')!.stats.lastUpdateS!;
+      assert.ok(after >= askedAt - 1 && after > before, `a new report (${before} -> ${after}, asked at ${askedAt})`);
+    } finally {
+      await watch.stop();
+      await driver.close();
+      await sb.ok('dommemstat', 'lr', '--period', '1', '--live');
+    }
+  });
   test('--json tells where the memory is, and the parts add up', async () => {
     const j = JSON.parse(await sb.ok('dominfo', 'lr', '--json')) as { usedMemoryKiB: number; memory: { bootKiB: number; balloonKiB: number; pluggedKiB: number; dimmKiB: number } };
     assert.equal(j.memory.balloonKiB + j.memory.dimmKiB + j.memory.pluggedKiB, j.usedMemoryKiB);

@@ -118,6 +118,16 @@ export class LibvirtDriver implements HypervisorDriver {
     return d;
   }
 
+  /**
+   * Asks a running guest for a statistics report now: the period to 0 and back makes QEMU ask
+   * the guest at once (qmp/commands.ts requestBalloonGuestStats, through libvirt). No-op for
+   * `periodS` <= 0.
+   */
+  async requestGuestStats(ref: string | WireDomain, periodS: number, signal?: AbortSignal): Promise<void> {
+    if (periodS <= 0) return;
+    for (const p of [0, periodS]) await this.domCall(ref, Proc.DOMAIN_SET_MEMORY_STATS_PERIOD, (w) => w.int(p).uint(AffectFlag.LIVE), signal);
+  }
+
   private async domCall(ref: string | WireDomain, proc: number, extra: Parameters<LibvirtClient['call']>[1], signal?: AbortSignal, timeoutMs?: number): Promise<XdrReader> {
     const c = await this.connection(signal);
     const d = typeof ref === 'string' ? await this.lookup(ref, signal) : ref;
@@ -475,11 +485,7 @@ export class LibvirtDriver implements HypervisorDriver {
         const g = await this.guestStats(d, signal);
         return g?.totalKiB === undefined || !g.lastUpdateS ? null : { totalKiB: g.totalKiB, atS: g.lastUpdateS };
       };
-      // A statistics report now: the period to 0 and back makes QEMU ask the guest at once.
-      const refresh = async (): Promise<void> => {
-        if (layout.statsPeriodS <= 0) return;
-        for (const p of [0, layout.statsPeriodS]) await this.domCall(d, Proc.DOMAIN_SET_MEMORY_STATS_PERIOD, (w) => w.int(p).uint(AffectFlag.LIVE), signal);
-      };
+      const refresh = (): Promise<void> => this.requestGuestStats(d, layout.statsPeriodS, signal);
       // libvirt learns a device's plugged size from QEMU's MEMORY_DEVICE_SIZE_CHANGE events,
       // which QEMU sends at most once a second per device: while an earlier change is still under
       // way, the XML's current size lags what the guest has, and the guest's MemTotal read now

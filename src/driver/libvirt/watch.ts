@@ -8,14 +8,15 @@
  * the reason, its guests' views 'down' too, and it is reconnected with backoff. The watch runs
  * on its own timer, so a dead host never holds up anyone's tick.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import type { LibvirtDriver } from './driver.js';
 import { LibvirtError } from '../../libvirt/errors.js';
-import { EventId, Proc, StatsType, STRING_MAX, readDomain, readTypedParam, paramNumber, uuidText, writeDomain, type DomainEvent } from '../../libvirt/protocol.js';
+import { EventId, Proc, StatsType, STRING_MAX, readDomain, readTypedParam, paramNumber, uuidBytes, uuidText, writeDomain, type DomainEvent } from '../../libvirt/protocol.js';
 import { XdrReader } from '../../libvirt/xdr.js';
 import type { LibvirtClient } from '../../libvirt/client.js';
 import { memoryLayoutFromXml, type LibvirtMemoryLayout } from './domain-xml.js';
 import { sampleHostMemory, type HostMemory } from '../memory/host-memory.js';
-import { applyBalloon, applyHostMemory, setMonitor, setState, type GuestStatsView, type GuestView } from '../view.js';
+import { applyBalloon, applyHostMemory, reportTimeS, setMonitor, setState, type GuestStatsView, type GuestView } from '../view.js';
 import type { GuestHostMemory } from '../domain-memory-api.js';
 import { hostMemoryFromXml, isLocalSystem, withLocalCounts } from './host-memory.js';
 import { stateOf } from '../state-codes.js';
@@ -96,7 +97,20 @@ export function viewFromLibvirt(rec: BulkRecord, layout: LibvirtMemoryLayout, no
  * balloon.current is the guest's whole memory (balloon plus plugged virtio-mem and DIMMs since
  * libvirt 8); the view's balloon is boot RAM only. Returns whether the view changed. Pure.
  */
-export function applyBulk(v: GuestView, rec: BulkRecord, nowS: number): boolean {
+/** A bulk record's balloon statistics, its time as libvirt says it (whole seconds). Pure. */
+function bulkStats(rec: BulkRecord): GuestStatsView {
+  const stats: GuestStatsView = {};
+  for (const [field, key, kib] of STAT_FIELDS) {
+    const x = num(rec.stats[field]);
+    if (x !== null) stats[key] = kib ? x * KIB : x;
+  }
+  const at = num(rec.stats['balloon.last-update']);
+  if (at !== null && at > 0) stats.lastUpdateS = at;
+  return stats;
+}
+
+/** `takenAtS`: when the guest's statistics report was seen arriving (view.ts reportTimeS). */
+export function applyBulk(v: GuestView, rec: BulkRecord, nowS: number, takenAtS?: number): boolean {
   let changed = false;
   const st = stateOf(num(rec.stats['state.state']) ?? 0);
   changed = setState(v, st, nowS) || changed;
@@ -106,13 +120,8 @@ export function applyBulk(v: GuestView, rec: BulkRecord, nowS: number): boolean 
     const plugged = v.devices.reduce((s, d) => s + d.pluggedBytes, 0);
     changed = applyBalloon(v, Math.max(0, cur * KIB - plugged - v.dimmBytes), nowS) || changed;
   }
-  const stats: GuestStatsView = {};
-  for (const [field, key, kib] of STAT_FIELDS) {
-    const x = num(rec.stats[field]);
-    if (x !== null) stats[key] = kib ? x * KIB : x;
-  }
-  const at = num(rec.stats['balloon.last-update']);
-  if (at !== null && at > 0) stats.lastUpdateS = at;
+  const stats = bulkStats(rec);
+  if (stats.lastUpdateS !== undefined) stats.lastUpdateS = reportTimeS(stats.lastUpdateS, takenAtS, v.stats.lastUpdateS);
   if (JSON.stringify(stats) !== JSON.stringify(v.stats)) { v.stats = stats; changed = true; }
   const rss = num(rec.stats['balloon.rss']);
   if (rss !== null) v.rssBytes = rss * KIB;
@@ -124,6 +133,12 @@ export function applyBulk(v: GuestView, rec: BulkRecord, nowS: number): boolean 
 
 /** How long the daemon's tick waits for the poll it starts (a local bulk call takes milliseconds). */
 const TICK_POLL_MS = 250;
+/**
+ * A tick that asks guests for a new statistics report (the policy's) gives them this long to
+ * answer before it polls, and waits at most TICK_FRESH_MS in all.
+ */
+const FRESH_STATS_WAIT_MS = 100;
+const TICK_FRESH_MS = 500;
 
 export class LibvirtWatch implements DriverWatch {
   #state: HostWatchState = 'down';
@@ -134,6 +149,9 @@ export class LibvirtWatch implements DriverWatch {
   #sent = new Map<string, SentTarget>();
   /** Guests whose XML must be read again (new, lifecycle event, device or maximum changed). */
   #dirty = new Set<string>();
+  /** Each guest's last statistics report as polled, and the report a guest had when it was asked for a new one. */
+  #report = new Map<string, string>();
+  #asked = new Map<string, string | undefined>();
   #listeners = new Listeners<WatchChange>();
   #host: HostMemory = EMPTY_HOST;
   #timer: NodeJS.Timeout | null = null;
@@ -177,10 +195,27 @@ export class LibvirtWatch implements DriverWatch {
    * TICK_POLL_MS, and not at all for a host that is down: a slow host holds up no one's tick,
    * and its own timer keeps polling it.
    */
-  async tick(): Promise<void> {
+  async tick(opts: { freshStats?: ReadonlySet<string> } = {}): Promise<void> {
     if (this.#stopped || this.#state !== 'up' || this.#failures > 0) return;
+    const ask = [...(opts.freshStats ?? [])].map((n) => this.#views.get(n))
+      .filter((v): v is GuestView => v !== undefined && v.state === 'running' && v.hasBalloon && v.statsPeriodS > 0);
+    const work = async (): Promise<void> => {
+      if (ask.length > 0) {
+        const signal = this.#abort.signal;
+        await Promise.all(ask.map(async (v) => {
+          const uuid = uuidBytes(v.uuid);
+          if (!uuid) return;
+          this.#asked.set(v.name, this.#report.get(v.name));
+          await this.driver.requestGuestStats({ name: v.name, uuid, id: v.id ?? -1 }, v.statsPeriodS, signal).catch(() => {});
+        }));
+        await delay(FRESH_STATS_WAIT_MS, undefined, { signal }).catch(() => {});
+        // A poll that began before the reports came would not show them.
+        await this.#polling?.catch(() => {});
+      }
+      await this.#poll();
+    };
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.#poll(), new Promise<void>((r) => { timer = setTimeout(r, TICK_POLL_MS); })]);
+    await Promise.race([work(), new Promise<void>((r) => { timer = setTimeout(r, ask.length > 0 ? TICK_FRESH_MS : TICK_POLL_MS); })]);
     clearTimeout(timer);
   }
 
@@ -273,9 +308,9 @@ export class LibvirtWatch implements DriverWatch {
             this.#views.set(rec.name, v);
           }
           this.#dirty.delete(rec.name);
-          applyBulk(v, rec, nowS);
+          applyBulk(v, rec, nowS, this.#takenAt(rec, nowS));
           this.#emit({ kind: 'state', name: rec.name });
-        } else if (applyBulk(v, rec, nowS)) {
+        } else if (applyBulk(v, rec, nowS, this.#takenAt(rec, nowS))) {
           this.#emit({ kind: 'memory', name: rec.name });
         }
         if (setMonitor(v, 'connected', nowS)) this.#emit({ kind: 'state', name: rec.name });
@@ -312,8 +347,20 @@ export class LibvirtWatch implements DriverWatch {
     }
   }
 
+  /** `nowS` for a guest asked for a report whose report changed since: it arrived since the ask. */
+  #takenAt(rec: BulkRecord, nowS: number): number | undefined {
+    const key = JSON.stringify(bulkStats(rec));
+    const asked = this.#asked.has(rec.name) && this.#asked.get(rec.name) !== key;
+    this.#report.set(rec.name, key);
+    if (!asked) return undefined;
+    this.#asked.delete(rec.name);
+    return nowS;
+  }
+
   #gone(name: string, v: GuestView, nowS: number): void {
     this.#views.delete(name);
+    this.#report.delete(name);
+    this.#asked.delete(name);
     this.#sent.delete(name);
     this.#dirty.delete(name);
     setState(v, 'shutoff', nowS);

@@ -3,7 +3,7 @@
  * watch's half of the view. Pure.
  */
 import type { BalloonGuestStats, MemoryDeviceInfo } from '../../qmp/index.js';
-import { applyBalloon, setState, type GuestStatsView, type GuestView } from '../view.js';
+import { applyBalloon, reportTimeS, setState, type GuestStatsView, type GuestView } from '../view.js';
 
 /** An answer of query-memory-devices. Returns whether the model changed. */
 export function applyDevices(m: GuestView, devices: readonly MemoryDeviceInfo[], nowS: number): boolean {
@@ -49,11 +49,7 @@ export function applyGuestStats(m: GuestView, raw: BalloonGuestStats, nowS: numb
     const v = raw.stats[q];
     if (typeof v === 'number' && v >= 0) next[k] = v;
   }
-  if (raw.lastUpdate > 0) {
-    const within = (t: number | undefined): t is number => t !== undefined && t >= raw.lastUpdate && t < raw.lastUpdate + 1;
-    // A later read of a report within the same second keeps the finer time it had.
-    next.lastUpdateS = within(takenAtS) ? takenAtS : within(m.stats.lastUpdateS) ? m.stats.lastUpdateS : raw.lastUpdate;
-  }
+  if (raw.lastUpdate > 0) next.lastUpdateS = reportTimeS(raw.lastUpdate, takenAtS, m.stats.lastUpdateS);
   const changed = JSON.stringify(next) !== JSON.stringify(m.stats);
   m.stats = next;
   if (changed) m.updatedAtS = nowS;
