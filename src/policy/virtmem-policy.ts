@@ -28,7 +28,8 @@
  * - **Reclaim steadily.** A guest with more than two headrooms available (idle memory and page
  *   cache: the guest's MemAvailable counts reclaimable cache) gives back down to its use plus
  *   1.5 headrooms, at most `reclaimStepKiB` per round, so a guest that starts to need memory
- *   again shows pressure long before it runs out.
+ *   again shows pressure long before it runs out. What a guest has just freed (below) goes in
+ *   one step: free pages, nothing to move.
  * - **Give back into the balloon; unplug only a quiet guest** (option `balloonFirst`, on by
  *   default; the daemon's `--policy-reclaim unplug` turns it off). A shrink inflates the
  *   balloon (driver/memory/plan.ts planSplit 'balloon-first'); a grow deflates it and plugs the
