@@ -520,6 +520,14 @@ export function decideVirtmem(s: Snapshot, state: VirtmemPolicyState, o: Virtmem
     } else if (rising) {
       targetKiB = alignUp(useKiB + headroom + aheadKiB);
       reason = `use rising ${mib(riseKiBPerS)}/s${cacheNote} with ${mib(availableKiB)} available: grow ahead to use ${mib(useKiB)} + headroom + ${o.growAheadS} s of the rise`;
+      // The first round of a rise on a guest with little to spare: a rate from two samples a
+      // round apart understates a rise that began between them (nine processes starting at once
+      // showed as 44 MiB/s), and such a guest runs out before the next round sees more.
+      const firstGrowKiB = alignUp(g.currentKiB + 2 * o.minGrowKiB);
+      if (t.riseSinceS === s.nowS && availableKiB < 2 * headroom && targetKiB < firstGrowKiB) {
+        targetKiB = firstGrowKiB;
+        reason += `, at least +${mib(2 * o.minGrowKiB)} as it begins with ${mib(availableKiB)} to spare`;
+      }
       // Seen by the host alone so far (QEMU's RSS; the guest's samples do not show use rising):
       // the pages may be page cache a file read fills faster than any allocation. Grow by at
       // most two growth steps a round until the guest's own numbers show it as use.

@@ -358,6 +358,20 @@ describe('rising guests, fresh host readings, bursts', () => {
     assert.match(full.actions[0]!.reason, /^use rising \d+ MiB\/s with \d+ MiB available: grow ahead to use \d+ MiB \+ headroom \+ 5 s of the rise$/, JSON.stringify(full));
     assert.ok(full.actions[0]!.targetKiB > 1536 * MiB + 8 * MiB);
   });
+  test('the first round of a rise on a guest with little to spare grows by two growth steps at least', () => {
+    // The benchmark's spike: a 400 MiB guest using 246 MiB; nine processes start between two
+    // samples, and the next shows only 44 MiB of it.
+    const state = fresh();
+    decideVirtmem(snap([guest('s', 400 * MiB, sig({ availableKiB: 154 * MiB, ageS: 0.1 }))], null, 100), state);
+    const d = decideVirtmem(snap([guest('s', 400 * MiB, sig({ availableKiB: 110 * MiB, ageS: 0.1 }))], null, 101), state);
+    assert.equal(d.actions[0]!.targetKiB, 912 * MiB, JSON.stringify(d));
+    assert.match(d.actions[0]!.reason, /^use rising 44 MiB\/s with 110 MiB available: grow ahead .*, at least \+512 MiB as it begins with 110 MiB to spare$/);
+    // The same rise on a guest with room to spare: grown ahead by the rate alone.
+    const roomy = fresh();
+    decideVirtmem(snap([guest('r', 1024 * MiB, sig({ availableKiB: 778 * MiB, ageS: 0.1 }))], null, 100), roomy);
+    const r = decideVirtmem(snap([guest('r', 1024 * MiB, sig({ availableKiB: 734 * MiB, ageS: 0.1 }))], null, 101), roomy);
+    assert.ok(r.actions.every((a) => !/as it begins/.test(a.reason)), JSON.stringify(r));
+  });
   test('memory is not taken from a guest whose use rises, and a shrink under way is stopped where the guest is', () => {
     const state = fresh();
     // 2 GiB guest, 1500 MiB available: idle enough to reclaim, but its RSS rises 40 MiB/s.
