@@ -197,13 +197,14 @@ export interface BalloonGuestStats {
  */
 /**
  * Asks the guest for a new statistics report now: QEMU's balloon polls on a timer, and a timer
- * made anew (interval 0, then `periodS` again) fires at once. The report lands in
- * `guest-stats` when the guest answers (tens of milliseconds). No-op for `periodS` <= 0.
+ * made anew (interval 0, then `periodS` again) fires at once; setting the same interval does
+ * nothing. The report lands in `guest-stats` when the guest answers (tens of milliseconds).
+ * Both commands are written at once (QEMU runs a monitor's commands in order), so a client
+ * that dies between them does not leave the guest's statistics off. No-op for `periodS` <= 0.
  */
 export async function requestBalloonGuestStats(qmp: QmpExecutor, balloonPath: string, periodS: number, opts?: QmpCallOptions): Promise<void> {
   if (periodS <= 0) return;
-  await qomSet(qmp, balloonPath, 'guest-stats-polling-interval', 0, opts);
-  await qomSet(qmp, balloonPath, 'guest-stats-polling-interval', periodS, opts);
+  await Promise.all([0, periodS].map((v) => qomSet(qmp, balloonPath, 'guest-stats-polling-interval', v, opts)));
 }
 
 export async function queryBalloonGuestStats(
