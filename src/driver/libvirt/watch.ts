@@ -92,11 +92,6 @@ export function viewFromLibvirt(rec: BulkRecord, layout: LibvirtMemoryLayout, no
   };
 }
 
-/**
- * A bulk-statistics record into a view: state, balloon, guest statistics, QEMU's RSS. libvirt's
- * balloon.current is the guest's whole memory (balloon plus plugged virtio-mem and DIMMs since
- * libvirt 8); the view's balloon is boot RAM only. Returns whether the view changed. Pure.
- */
 /** A bulk record's balloon statistics, its time as libvirt says it (whole seconds). Pure. */
 function bulkStats(rec: BulkRecord): GuestStatsView {
   const stats: GuestStatsView = {};
@@ -109,7 +104,12 @@ function bulkStats(rec: BulkRecord): GuestStatsView {
   return stats;
 }
 
-/** `takenAtS`: when the guest's statistics report was seen arriving (view.ts reportTimeS). */
+/**
+ * A bulk-statistics record into a view: state, balloon, guest statistics, QEMU's RSS. libvirt's
+ * balloon.current is the guest's whole memory (balloon plus plugged virtio-mem and DIMMs since
+ * libvirt 8); the view's balloon is boot RAM only. `takenAtS`: when the guest's statistics
+ * report was seen arriving (view.ts reportTimeS). Returns whether the view changed. Pure.
+ */
 export function applyBulk(v: GuestView, rec: BulkRecord, nowS: number, takenAtS?: number): boolean {
   let changed = false;
   const st = stateOf(num(rec.stats['state.state']) ?? 0);
@@ -193,7 +193,9 @@ export class LibvirtWatch implements DriverWatch {
    * they were up to a poll period old, and a libvirt guest's rise was seen a round later than a
    * native one's (an OOM kill at the start of the alloc ramp, 2026-12-05). Waits at most
    * TICK_POLL_MS, and not at all for a host that is down: a slow host holds up no one's tick,
-   * and its own timer keeps polling it.
+   * and its own timer keeps polling it. The guests in `freshStats` (the policy's) are first
+   * asked for a new statistics report (the driver's requestGuestStats) and given
+   * FRESH_STATS_WAIT_MS to send it; such a tick waits at most TICK_FRESH_MS.
    */
   async tick(opts: { freshStats?: ReadonlySet<string> } = {}): Promise<void> {
     if (this.#stopped || this.#state !== 'up' || this.#failures > 0) return;

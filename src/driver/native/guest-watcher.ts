@@ -251,7 +251,8 @@ export class GuestWatcher {
     if (this.#movingTimer) { clearTimeout(this.#movingTimer); this.#movingTimer = null; }
     if (this.#stop.signal.aborted) return;
     if (this.#sizesRead) { this.#sizesAgain = true; return; }
-    this.#sizesRead = this.#sizesRound().finally(() => {
+    // (A listener that throws must not leave an unhandled rejection behind.)
+    this.#sizesRead = this.#sizesRound().catch(() => {}).finally(() => {
       this.#sizesRead = null;
       if (this.#sizesAgain) { this.#sizesAgain = false; this.#readSizes(false); return; }
       if (this.#stop.signal.aborted || this.#gone || memorySettled(this.model) || Date.now() >= this.#movingUntilMs) return;
