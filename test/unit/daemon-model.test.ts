@@ -53,6 +53,7 @@ describe('guest model', () => {
     assert.equal(m.stats.lastUpdateS, 1000);
     applyGuestStats(m, report(90, 1001), 1001.4, 1001.38);
     assert.equal(m.stats.lastUpdateS, 1001.38, 'seen arriving');
+    assertConforms('GET', '/domains/{name}', 200, guestDocument(m, 1002));
     applyGuestStats(m, report(90, 1001), 1001.9);
     assert.equal(m.stats.lastUpdateS, 1001.38, 'read again in the same second');
     applyGuestStats(m, report(80, 1002), 1002.2, 1003.1);
