@@ -128,6 +128,12 @@ export class LibvirtDriver implements HypervisorDriver {
     for (const p of [0, periodS]) await this.domCall(ref, Proc.DOMAIN_SET_MEMORY_STATS_PERIOD, (w) => w.int(p).uint(AffectFlag.LIVE), signal);
   }
 
+  /** The statistics period a guest's live XML has now (someone may have changed it since its view was read; 0: off). */
+  async liveStatsPeriodS(ref: string | WireDomain, signal?: AbortSignal): Promise<number> {
+    const xml = await this.domCall(ref, Proc.DOMAIN_GET_XML_DESC, (w) => w.uint(0), signal);
+    return memoryLayoutFromXml(xml.string(STRING_MAX)).statsPeriodS;
+  }
+
   private async domCall(ref: string | WireDomain, proc: number, extra: Parameters<LibvirtClient['call']>[1], signal?: AbortSignal, timeoutMs?: number): Promise<XdrReader> {
     const c = await this.connection(signal);
     const d = typeof ref === 'string' ? await this.lookup(ref, signal) : ref;

@@ -194,21 +194,28 @@ export class LibvirtWatch implements DriverWatch {
    * native one's (an OOM kill at the start of the alloc ramp, 2026-12-05). Waits at most
    * TICK_POLL_MS, and not at all for a host that is down: a slow host holds up no one's tick,
    * and its own timer keeps polling it. The guests in `freshStats` (the policy's) are first
-   * asked for a new statistics report (the driver's requestGuestStats) and given
+   * asked for a new statistics report at the period their live XML has (the driver's
+   * requestGuestStats; a period of 0 is left alone) and given
    * FRESH_STATS_WAIT_MS to send it; such a tick waits at most TICK_FRESH_MS.
    */
   async tick(opts: { freshStats?: ReadonlySet<string> } = {}): Promise<void> {
     if (this.#stopped || this.#state !== 'up' || this.#failures > 0) return;
     const ask = [...(opts.freshStats ?? [])].map((n) => this.#views.get(n))
-      .filter((v): v is GuestView => v !== undefined && v.state === 'running' && v.hasBalloon && v.statsPeriodS > 0);
+      .filter((v): v is GuestView => v !== undefined && v.state === 'running' && v.hasBalloon);
     const work = async (): Promise<void> => {
       if (ask.length > 0) {
         const signal = this.#abort.signal;
         await Promise.all(ask.map(async (v) => {
           const uuid = uuidBytes(v.uuid);
           if (!uuid) return;
+          const d = { name: v.name, uuid, id: v.id ?? -1 };
+          // The period the guest has now, not the view's: one set to 0 since (reports off) stays off.
+          const periodS = await this.driver.liveStatsPeriodS(d, signal).catch(() => null);
+          if (periodS === null) return;
+          if (v.statsPeriodS !== periodS) { v.statsPeriodS = periodS; v.updatedAtS = Date.now() / 1000; }
+          if (periodS <= 0) return;
           this.#asked.set(v.name, this.#report.get(v.name));
-          await this.driver.requestGuestStats({ name: v.name, uuid, id: v.id ?? -1 }, v.statsPeriodS, signal).catch(() => {});
+          await this.driver.requestGuestStats(d, periodS, signal).catch(() => {});
         }));
         await delay(FRESH_STATS_WAIT_MS, undefined, { signal }).catch(() => {});
         // A poll that began before the reports came would not show them.
