@@ -14,7 +14,7 @@ import { Listeners } from '../util/listeners.js';
 import { validateDomainName } from '../domain/name.js';
 import { hostMemoryDocument, type HypervisorDriver, type DomainInfo, type PolicyDocument } from '../driver/api.js';
 import type { DriverWatch, HostMemory, WatchChange } from '../driver/watch.js';
-import { memorySettled, pluggedBytes, totalBytes, type GuestView } from '../driver/view.js';
+import { pluggedBytes, totalBytes, type GuestView } from '../driver/view.js';
 import { openDriver } from '../driver/connect.js';
 import { LIBVIRT_HOST_ANSWER_MS, MONITOR_ANSWER_MS } from '../driver/bounds.js';
 import { guestDocument, libvirtHostDocument, summaryDocument, type LibvirtHostDocument } from './documents.js';
@@ -28,8 +28,6 @@ import { DEFAULT_POLICY_RECLAIM, type Policy, type PolicyEngine, type PolicyRecl
 
 /** The key of virtmem's own host. */
 export const LOCAL = 'local';
-/** While a guest's memory moves, how old a driver's info answer may be when it serves another call. */
-const INFO_MOVING_FRESH_MS = 50;
 
 export interface HostSpec {
   uri: string;
@@ -113,8 +111,6 @@ export class Daemon {
   #unsubscribe: Array<() => void> = [];
   /** Each running guest's dominfo as its driver last answered it: the parts a view does not hold (see info()). */
   #infoSeen = new Map<string, DomainInfo>();
-  /** While a guest's memory moves: its driver's last info answer (or the one on its way), when asked, for which targets. */
-  #infoMoving = new Map<string, { atMs: number; targets: string; answer: Promise<DomainInfo> }>();
   readonly counters = { sseClients: 0, httpRequests: 0, operationsStarted: 0 };
   readonly opts: Required<Omit<DaemonOptions, 'policy' | 'hosts' | 'drivers' | 'stateDir'>> & { stateDir: string | undefined };
   readonly policyMode: PolicyMode;
@@ -283,7 +279,7 @@ export class Daemon {
       this.#infoSeen.delete(guestKey(h.key, c.name));
       return;
     }
-    if (c.kind === 'gone' || c.kind === 'state') { this.#infoSeen.delete(guestKey(h.key, c.name)); this.#infoMoving.delete(guestKey(h.key, c.name)); }
+    if (c.kind === 'gone' || c.kind === 'state') this.#infoSeen.delete(guestKey(h.key, c.name));
     if (c.kind === 'gone') {
       for (const op of this.ops.running()) {
         if (op.domain === c.name && op.host === h.key) { this.ops.fail(op, `domain '${c.name}' stopped running`); op.abort.abort(); }
@@ -413,7 +409,7 @@ export class Daemon {
   }
 
   /**
-   * dominfo as the driver answers it (on the watch's connection: one round trip), sizes in bytes.
+   * dominfo, sizes in bytes: from the live view for a watched guest, else as the driver answers it.
    * `call.signal` is read only when the driver is asked (a request's signal is made on demand).
    * @throws VirtError as HypervisorDriver.info
    */
@@ -422,31 +418,12 @@ export class Daemon {
     const key = guestKey(h.key, ref);
     const v = h.watch.guest(ref);
     const seen = this.#infoSeen.get(key);
-    // The fast path: a watched guest's numbers are in its view, kept current by the hypervisor's
-    // events; what a view does not hold (vCPUs, accelerator, security label, ...) changes only
-    // with the guest's state, and is taken from the driver's last full answer.
-    // While memory moves (QEMU sends at most one size event a second), the driver is asked; its
-    // answer serves the calls of the next INFO_MOVING_FRESH_MS for the same targets (libvirt's
-    // own info is as old as QEMU's last event then: up to a second).
-    const settled = v !== null && memorySettled(v);
-    let i: DomainInfo;
-    if (v && seen && settled && v.monitor === 'connected') i = infoFromView(seen, v);
-    else if (!v || v.monitor !== 'connected') i = await h.driver.info(ref, call.signal);
-    else {
-      const targets = `${v.balloonTargetBytes}/${v.devices.map((x) => x.requestedBytes).join(',')}`;
-      const now = performance.now();
-      let m = this.#infoMoving.get(key);
-      if (!m || m.targets !== targets || now - m.atMs > INFO_MOVING_FRESH_MS) {
-        const answer = h.driver.info(ref);
-        m = { atMs: now, targets, answer };
-        this.#infoMoving.set(key, m);
-        // A failed answer serves no later call.
-        answer.catch(() => { if (this.#infoMoving.get(key)?.answer === answer) this.#infoMoving.delete(key); });
-      }
-      // Shared by the calls it serves, so asked without one caller's signal: the driver's own
-      // monitor/host bound ends it.
-      i = await m.answer;
-    }
+    // A watched guest's numbers are in its view, kept current by the hypervisor's size events
+    // and, while memory moves on the native host, by a read every 200 ms (QEMU sends at most
+    // one size event a second; libvirt's own dom.info() answers from its last event, so up to
+    // a second old then). What a view does not hold (vCPUs, accelerator, security label, ...)
+    // changes only with the guest's state, and is taken from the driver's last full answer.
+    const i = v && seen && v.monitor === 'connected' ? infoFromView(seen, v) : await h.driver.info(ref, call.signal);
     if (v && !seen) this.#infoSeen.set(key, i);
     const { maxMemoryKiB, usedMemoryKiB, memory, hostMemory, ...rest } = i;
     return {

@@ -169,7 +169,7 @@ export class GuestWatcher {
       for await (const ev of stream) {
         // A size event says a size moved; the balloon and the devices are then read together,
         // so the view never adds one's new size to the other's old one.
-        if (countSizeEvent(this.model, ev.event)) { this.#sizeEvents.push({ event: ev.event, data: ev.data ?? {} }); this.#readSizes(true); continue; }
+        if (countSizeEvent(this.model, ev.event)) { this.#sizeEvents.push({ event: ev.event, data: ev.data ?? {} }); this.#readSizes('event'); continue; }
         if (applyEvent(this.model, ev.event, ev.data ?? {}, this.#now(), this.#balloonBaseBytes)) this.#changed('state');
       }
       this.#client = null;
@@ -243,20 +243,28 @@ export class GuestWatcher {
 
   /**
    * Reads the balloon and the memory devices (one round trip each, together), now or right after
-   * the read in flight; while the memory moves, again every MOVING_READ_MS. `kick`: a change was
-   * sent or seen, which (re)starts the moving reads' bound.
+   * the read in flight; while the memory moves, again every MOVING_READ_MS. `kick`: a size event
+   * came, or a change was sent (both (re)start the moving reads' bound). A change sent is not
+   * read at once (the sizes have not moved yet): its first read comes MOVING_READ_MS later, so a
+   * burst of changes costs QEMU no more reads than one.
    */
-  #readSizes(kick: boolean): void {
+  #readSizes(kick: 'event' | 'sent' | null): void {
     if (kick) this.#movingUntilMs = Date.now() + MOVING_READ_FOR_MS;
+    if (kick === 'sent') {
+      if (this.#movingTimer || this.#sizesRead || this.#stop.signal.aborted) return;
+      this.#movingTimer = setTimeout(() => { this.#movingTimer = null; this.#readSizes(null); }, MOVING_READ_MS);
+      this.#movingTimer.unref();
+      return;
+    }
     if (this.#movingTimer) { clearTimeout(this.#movingTimer); this.#movingTimer = null; }
     if (this.#stop.signal.aborted) return;
     if (this.#sizesRead) { this.#sizesAgain = true; return; }
     // (A listener that throws must not leave an unhandled rejection behind.)
     this.#sizesRead = this.#sizesRound().catch(() => {}).finally(() => {
       this.#sizesRead = null;
-      if (this.#sizesAgain) { this.#sizesAgain = false; this.#readSizes(false); return; }
+      if (this.#sizesAgain) { this.#sizesAgain = false; this.#readSizes(null); return; }
       if (this.#stop.signal.aborted || this.#gone || memorySettled(this.model) || Date.now() >= this.#movingUntilMs) return;
-      this.#movingTimer = setTimeout(() => { this.#movingTimer = null; this.#readSizes(false); }, MOVING_READ_MS);
+      this.#movingTimer = setTimeout(() => { this.#movingTimer = null; this.#readSizes(null); }, MOVING_READ_MS);
       this.#movingTimer.unref();
     });
   }
@@ -379,20 +387,20 @@ export class GuestWatcher {
     if (!rec || rec.phase !== 'running' || rec.pid !== this.rec.pid) return;
     this.#balloonBaseBytes = balloonBaseKiB(rec.live) * 1024;
     this.#live = rec.live;
-    if (applyDefinition(this.model, rec.live, this.#now())) { this.#changed('memory'); this.#readSizes(true); }
+    if (applyDefinition(this.model, rec.live, this.#now())) { this.#changed('memory'); this.#readSizes('sent'); }
   }
 
   /** A new memory target sent on the fast path (the run record follows later). */
   takeTarget(currentKiB: number): void {
     applyTarget(this.model, currentKiB, this.#now());
     this.#changed('memory');
-    this.#readSizes(true);
+    this.#readSizes('sent');
   }
 
   /** Take a live definition the daemon itself just wrote. */
   takeDefinition(rec: RunningRecord): void {
     this.#balloonBaseBytes = balloonBaseKiB(rec.live) * 1024;
     this.#live = rec.live;
-    if (applyDefinition(this.model, rec.live, this.#now())) { this.#changed('memory'); this.#readSizes(true); }
+    if (applyDefinition(this.model, rec.live, this.#now())) { this.#changed('memory'); this.#readSizes('sent'); }
   }
 }
