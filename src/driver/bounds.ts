@@ -42,6 +42,17 @@ export function seconds(ms: number): string {
   return `${Number((ms / 1000).toFixed(1))} s`;
 }
 
+const requestBounds = new Map<number, string>();
+/** A request's bound in words, "virtmemd answers a request within 10 s" (made once per length: every request names it). */
+export function requestBoundText(ms: number): string {
+  let t = requestBounds.get(ms);
+  if (t === undefined) {
+    t = `virtmemd answers a request within ${seconds(ms)}`;
+    if (requestBounds.size < 16) requestBounds.set(ms, t);
+  }
+  return t;
+}
+
 /**
  * The reason a signal is aborted with when a caller's bound ran out (a request to the daemon):
  * a wait it ends fails TIMEOUT naming itself and this bound, not ABORTED.

@@ -13,7 +13,7 @@ export const API_PREFIX = '/api/v1';
 
 /** What a handler gets. */
 export interface ApiRequest {
-  params: Record<string, string>;
+  params: Readonly<Record<string, string>>;
   query: URLSearchParams;
   /** The body text (PUT/POST only; already size-checked). */
   body: string;

@@ -14,7 +14,7 @@ export interface Route<H> {
 
 export interface Match<H> {
   route: Route<H>;
-  params: Record<string, string>;
+  params: Readonly<Record<string, string>>;
 }
 
 /** Decodes one raw segment. @throws HttpError NOT_FOUND for malformed escapes. */
@@ -26,8 +26,13 @@ function decodeSegment(raw: string): string {
   }
 }
 
+/** Paths matched before, kept for their next request (a client calls the same few paths over and over). */
+const MATCH_CACHE_ENTRIES = 1024;
+
 export class Router<H> {
   readonly #routes: Array<Route<H> & { parts: string[] }> = [];
+  /** `method path` -> its match (params frozen: every request of that path shares them). */
+  readonly #matched = new Map<string, Match<H>>();
 
   /** Every route as method and pattern (the contract test holds them to docs/openapi.json). */
   routes(): Array<{ method: Route<H>['method']; pattern: string }> {
@@ -36,6 +41,7 @@ export class Router<H> {
 
   add(method: Route<H>['method'], pattern: string, handler: H): this {
     this.#routes.push({ method, pattern, handler, parts: pattern.split('/').slice(1) });
+    this.#matched.clear();
     return this;
   }
 
@@ -44,6 +50,16 @@ export class Router<H> {
    * @throws HttpError NOT_FOUND (no such path), METHOD_NOT_ALLOWED (path exists, other method)
    */
   match(method: string, pathname: string): Match<H> {
+    const key = `${method} ${pathname}`;
+    const seen = this.#matched.get(key);
+    if (seen) return seen;
+    const m = this.#find(method, pathname);
+    if (this.#matched.size >= MATCH_CACHE_ENTRIES) this.#matched.clear();
+    this.#matched.set(key, m);
+    return m;
+  }
+
+  #find(method: string, pathname: string): Match<H> {
     const raw = pathname.split('/').slice(1);
     let allowed: string[] = [];
     for (const r of this.#routes) {
@@ -59,7 +75,7 @@ export class Router<H> {
       }
       if (!ok) continue;
       if (r.method !== method && !(r.method === 'GET' && method === 'HEAD')) { allowed.push(r.method); continue; }
-      return { route: r, params };
+      return { route: r, params: Object.freeze(params) };
     }
     if (allowed.length) {
       allowed = [...new Set(allowed)];

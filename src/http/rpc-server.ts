@@ -21,7 +21,7 @@ import type { Daemon } from '../daemon/daemon.js';
 import { apiRouter, callApi, type ApiAnswer } from './api.js';
 import { BACKSTOP_GRACE_MS, HttpError, toHttpError, unansweredError } from './errors.js';
 import { listenUnix, type UnixAddress } from './unix-listen.js';
-import { REQUEST_MS, lazyBoundSignal, seconds } from '../driver/bounds.js';
+import { REQUEST_MS, lazyBoundSignal, requestBoundText } from '../driver/bounds.js';
 import { LengthFrames, LENGTH_WORD_BYTES, lengthFrame } from '../util/length-frames.js';
 
 /** The largest request: the HTTP API's body bound and room for the envelope. */
@@ -162,7 +162,7 @@ export class RpcServer {
     const d = this.opts.daemon;
     d.counters.httpRequests++;
     const boundMs = this.opts.requestTimeoutMs ?? REQUEST_MS;
-    const bound = lazyBoundSignal(boundMs, `virtmemd answers a request within ${seconds(boundMs)}`, gone);
+    const bound = lazyBoundSignal(boundMs, requestBoundText(boundMs), gone);
     let backstop: NodeJS.Timeout | undefined;
     let answered = false;
     const once = (a: ApiAnswer): void => {

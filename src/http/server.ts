@@ -10,7 +10,7 @@ import { API_PREFIX, apiRouter, callApi } from './api.js';
 import { BACKSTOP_GRACE_MS, HttpError, toHttpError, unansweredError } from './errors.js';
 import { checkRequest, tokenEquals, type Listener } from './guard.js';
 import { formatMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
-import { IDLE_CONNECTION_MS, REQUEST_MS, lazyBoundSignal, seconds } from '../driver/bounds.js';
+import { IDLE_CONNECTION_MS, REQUEST_MS, lazyBoundSignal, requestBoundText } from '../driver/bounds.js';
 import { listenOn, listenUnix, type UnixAddress } from './unix-listen.js';
 import { InputTooLargeError, readStreamBounded } from '../util/bounded-read.js';
 
@@ -110,7 +110,7 @@ export class ApiServer {
     // to wait for (PUT memory's waitMs). The backstop answers if something ignored the signal.
     const boundMs = this.opts.requestTimeoutMs ?? REQUEST_MS;
     const gone = new AbortController();
-    const bound = lazyBoundSignal(boundMs, `virtmemd answers a request within ${seconds(boundMs)}`, gone.signal);
+    const bound = lazyBoundSignal(boundMs, requestBoundText(boundMs), gone.signal);
     let backstop: NodeJS.Timeout | undefined;
     const answerWithin = (ms: number): void => {
       clearTimeout(backstop);
