@@ -3,7 +3,7 @@
  * from the CLI against libvirt's API path, on identical guests in one run (issue "One memory
  * brain for every guest", its fast-path goals):
  *
- *   npm run bench -- api [--calls N] [--rounds N]
+ *   npm run bench -- api [--calls N] [--rounds N] [--warmup N]
  *
  * Two TCG guests of the built-in guest with the same shape (512 MiB boot RAM, a 1.5 GiB
  * virtio-mem region, statistics every second): one virtmem runs itself (native), one the
@@ -23,6 +23,11 @@
  *  - grow by 1 GiB until the guest has it: `virtmem setmem N +1G --wait` (the CLI as a user
  *    runs it, the daemon up) against libvirt's API path in one Python process: update-device
  *    with the new requested size, then polling the live XML until <current> is there.
+ *
+ * Every timed series comes after `--warmup` untimed calls of the same kind on the same client,
+ * on both sides (default 100): the rows compare long-lived clients in their steady state, not a
+ * JIT compiling its first few hundred calls (the first round of a run without it was up to 3x
+ * slower than the others on virtmem's side).
  *
  * Ratios are virtmem/libvirt medians; the goals are the issue's. Results in
  * bench/results/latest-api.md and a JSON file with every sample.
@@ -49,12 +54,13 @@ const log = (s: string): void => { process.stderr.write(`[api-bench] ${s}\n`); }
 /** The Python side: one connection, `calls` sequential calls of each kind, per-call ms as JSON. */
 const PY_CALLS = `
 import json, sys, time, libvirt
-uri, name, calls, a, b = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+uri, name, calls, a, b, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 c = libvirt.open(uri); d = c.lookupByName(name)
-d.info()
+for i in range(warm): d.info()
 info = []
 for i in range(calls):
     t = time.perf_counter(); d.info(); info.append((time.perf_counter() - t) * 1000)
+for i in range(warm): d.setMemoryFlags(a if i % 2 == 0 else b, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 setmem = []
 for i in range(calls):
     t = time.perf_counter(); d.setMemoryFlags(a if i % 2 == 0 else b, libvirt.VIR_DOMAIN_AFFECT_LIVE); setmem.append((time.perf_counter() - t) * 1000)
@@ -121,6 +127,12 @@ export async function runApiBench(argv: string[]): Promise<void> {
   const opt = (k: string, d: number): number => { const i = argv.indexOf(k); return i >= 0 ? Number(argv[i + 1]) : d; };
   const calls = opt('--calls', 300);
   const rounds = opt('--rounds', 5);
+  const warmup = opt('--warmup', 100);
+  /** `warmup` untimed calls, then `calls` timed ones (per-call ms). */
+  const series = async (fn: (i: number) => Promise<unknown>): Promise<number[]> => {
+    for (let i = 0; i < warmup; i++) await fn(i);
+    return timed(calls, fn);
+  };
   const stateDir = await mkdtemp(join(tmpdir(), 'vm-api-'));
   const tag = `vmapi${process.pid}`;
   const N = `${tag}-n`;
@@ -148,7 +160,7 @@ export async function runApiBench(argv: string[]): Promise<void> {
     // The floor: QEMU's balloon command itself, on the guest's short-call monitor, nobody else on it.
     const qmp = await QmpClient.connect(join(stateDir, 'run', N, 'qmp.sock'));
     try {
-      for (let r = 0; r < rounds; r++) add('qmp-balloon', await timed(calls, (i) => setBalloon(qmp, [500, 510][i % 2]! * MiB * 1024)));
+      for (let r = 0; r < rounds; r++) add('qmp-balloon', await series((i) => setBalloon(qmp, [500, 510][i % 2]! * MiB * 1024)));
     } finally {
       await qmp.close();
     }
@@ -172,21 +184,17 @@ export async function runApiBench(argv: string[]): Promise<void> {
       log(`round ${r + 1}/${rounds}, load ${loadavg()[0]!.toFixed(2)}`);
       const nPath = `/api/v1/domains/${N}`;
       const lPath = `/api/v1/hosts/${H}/domains/${L}`;
-      await ok(t, 'GET', `${nPath}/info`);
-      add('native-info', await timed(calls, () => ok(t, 'GET', `${nPath}/info`)));
-      add('native-setmem', await timed(calls, (i) => ok(t, 'PUT', `${nPath}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
-      await ok(t, 'GET', `${lPath}/info`);
-      add('libvirt-info', await timed(calls, () => ok(t, 'GET', `${lPath}/info`)));
-      add('libvirt-setmem', await timed(calls, (i) => ok(t, 'PUT', `${lPath}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
+      add('native-info', await series(() => ok(t, 'GET', `${nPath}/info`)));
+      add('native-setmem', await series((i) => ok(t, 'PUT', `${nPath}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
+      add('libvirt-info', await series(() => ok(t, 'GET', `${lPath}/info`)));
+      add('libvirt-setmem', await series((i) => ok(t, 'PUT', `${lPath}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
       const rn = `/api/v1/domains/${N}`;
       const rl = `/api/v1/hosts/${H}/domains/${L}`;
-      await rpcOk('GET', `${rn}/info`);
-      add('native-info-rpc', await timed(calls, () => rpcOk('GET', `${rn}/info`)));
-      add('native-setmem-rpc', await timed(calls, (i) => rpcOk('PUT', `${rn}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
-      await rpcOk('GET', `${rl}/info`);
-      add('libvirt-info-rpc', await timed(calls, () => rpcOk('GET', `${rl}/info`)));
-      add('libvirt-setmem-rpc', await timed(calls, (i) => rpcOk('PUT', `${rl}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
-      const py = python(PY_CALLS, URI, L, String(calls), String(sizes[0]), String(sizes[1])) as { info: number[]; setmem: number[] };
+      add('native-info-rpc', await series(() => rpcOk('GET', `${rn}/info`)));
+      add('native-setmem-rpc', await series((i) => rpcOk('PUT', `${rn}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
+      add('libvirt-info-rpc', await series(() => rpcOk('GET', `${rl}/info`)));
+      add('libvirt-setmem-rpc', await series((i) => rpcOk('PUT', `${rl}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
+      const py = python(PY_CALLS, URI, L, String(calls), String(sizes[0]), String(sizes[1]), String(warmup)) as { info: number[]; setmem: number[] };
       add('python-info', py.info);
       add('python-setmem', py.setmem);
     }
@@ -216,7 +224,7 @@ export async function runApiBench(argv: string[]): Promise<void> {
   const lines = [
     `# API per call through virtmemd vs libvirt's C client (${new Date().toISOString()})`,
     '',
-    `Identical TCG guests (512 MiB + 1.5 GiB virtio-mem); ${rounds} rounds interleaved, ${calls} sequential calls per kind per round; ms, median (p25–p75). Load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}.`,
+    `Identical TCG guests (512 MiB + 1.5 GiB virtio-mem); ${rounds} rounds interleaved, ${calls} sequential calls per kind per round after ${warmup} untimed ones (each side); ms, median (p25–p75). Load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}.`,
     '',
     '| measurement | virtmem | libvirt (Python binding) | ratio | goal |',
     '|---|---|---|---|---|',
