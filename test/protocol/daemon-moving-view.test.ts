@@ -11,7 +11,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import type net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +23,7 @@ import { ApiServer } from '../../src/http/server.js';
 import { daemonRequest, closeDaemonClients } from '../../src/driver/remote/http-client.js';
 import { NativeDriver } from '../../src/driver/native/driver.js';
 import type { DomainDef } from '../../src/domain/definition.js';
+import { acquireLock } from '../../src/driver/native/lock.js';
 
 const MiB = 1024 * 1024;
 const dir = await mkdtemp(join(tmpdir(), 'vdm-'));
@@ -139,6 +140,40 @@ test('a tick for the policy asks the guest for a new statistics report and waits
     assert.deepEqual(qemu.intervalSets, [0, 1], 'the polling timer made anew');
     assert.equal(watch.guest('mover')!.stats.usableBytes, 200 * MiB, 'the new report, read in the same tick');
   } finally {
+    await watch.stop();
+    await driver.close();
+  }
+});
+
+test('a report request never sets back a statistics period someone is changing under the job lock', async () => {
+  qemu.intervalSets = [];
+  const driver = new NativeDriver({ stateDir: dir });
+  const watch = driver.watch({ boundMs: 1_000 });
+  const status = join(dir, 'run', 'mover', 'status.json');
+  const setPeriod = async (s: number): Promise<void> => {
+    const rec = JSON.parse(await readFile(status, 'utf8')) as { live: DomainDef };
+    rec.live.balloon.statsPeriodS = s;
+    await writeFile(status, JSON.stringify(rec));
+  };
+  await mkdir(join(dir, 'locks'), { recursive: true, mode: 0o700 });
+  try {
+    await watch.start();
+    await bounded((async () => { while (watch.guest('mover')?.monitor !== 'connected') await delay(20); })(), 5_000, 'the watch connected');
+    // `dommemstat --period 0` in another process: it holds the job lock from its change in
+    // QEMU until the run record says so.
+    const cli = await acquireLock(join(dir, 'locks', 'mover.lock'));
+    try {
+      await watch.tick({ freshStats: new Set(['mover']) });
+      assert.deepEqual(qemu.intervalSets, [], 'no period set while another change of the guest holds the lock');
+      await setPeriod(0);
+    } finally {
+      await cli.release();
+    }
+    await watch.tick({ freshStats: new Set(['mover']) });
+    assert.deepEqual(qemu.intervalSets, [], 'the statistics someone turned off stay off');
+    assert.equal(watch.guest('mover')!.statsPeriodS, 0);
+  } finally {
+    await setPeriod(1);
     await watch.stop();
     await driver.close();
   }

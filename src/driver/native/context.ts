@@ -14,7 +14,7 @@ import { DefinitionStore } from '../../domain/store.js';
 import { validateDomainName, isUuid } from '../../domain/name.js';
 import { ensurePrivateDir } from '../../util/atomic-file.js';
 import { StatePaths, defaultStateDir, type RunPaths } from './paths.js';
-import { acquireLock, type HeldLock } from './lock.js';
+import { acquireLock, tryLock, type HeldLock } from './lock.js';
 import { observe, writeRunRecord, type Observed, type RunningRecord } from './run-status.js';
 import { withMonitor, onHeldMonitor } from './monitor.js';
 import { readProcStat } from './host-process.js';
@@ -151,6 +151,12 @@ export class NativeContext {
   async lockDomain(name: string, signal?: AbortSignal): Promise<HeldLock> {
     await this.#locksDir();
     return acquireLock(this.paths.lock(name), this.#lockOpts(signal));
+  }
+
+  /** The domain's job lock if it is free now, else null (never waits: lock.ts tryLock). */
+  async tryLockDomain(name: string): Promise<HeldLock | null> {
+    await this.#locksDir();
+    return tryLock(this.paths.lock(name));
   }
 
   /** The running record of a domain. @throws VirtError OPERATION_INVALID when not running. */

@@ -11,6 +11,7 @@ import { QmpClient, queryBalloon, queryMemoryDevices, queryBalloonGuestStats, qu
 import { BALLOON_QOM_PATH } from './qemu-argv.js';
 import { balloonBaseKiB } from './qemu-memory.js';
 import type { RunPaths } from './paths.js';
+import type { HeldLock } from './lock.js';
 import { isProcessAlive, readProcStat, readRssKiB, CLOCK_TICKS_PER_S } from './host-process.js';
 import { readRunRecord, type RunningRecord } from './run-status.js';
 import { GuestPressureFeed } from './guest-pressure.js';
@@ -53,6 +54,12 @@ export interface WatcherOptions {
   reconnectMs: number;
   /** The guest's memory on the host now (host-memory-facts.ts), read every tick; absent: not followed. */
   readHostMemory?: (live: DomainDef, pid: number) => Promise<GuestHostMemory>;
+  /**
+   * The domain's job lock if free now, else null. Asking for a report sets the statistics period
+   * twice; under the lock that every period change holds from QEMU to the run record, it never
+   * sets back a period someone is changing. Absent: asked without it.
+   */
+  tryJobLock?: () => Promise<HeldLock | null>;
 }
 
 /** What changed: the memory numbers, the state/monitor, or the guest went away. */
@@ -323,9 +330,9 @@ export class GuestWatcher {
     const periodMs = this.model.statsPeriodS * 1000;
     if (freshStats && this.model.hasBalloon && periodMs > 0) {
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.#freshStats(c), new Promise<void>((r) => { timer = setTimeout(r, FRESH_STATS_BOUND_MS); })]);
+      const asked = await Promise.race([this.#freshStats(c), new Promise<true>((r) => { timer = setTimeout(() => r(true), FRESH_STATS_BOUND_MS); })]);
       clearTimeout(timer);
-      return;
+      if (asked) return;
     }
     // A quarter second of slack: the last poll ended a little after its tick began, and a period
     // of one second must mean a poll every tick, not every other one.
@@ -337,14 +344,26 @@ export class GuestWatcher {
   /**
    * Asks the guest for a new report and reads it once it came (the report differs from the one
    * before), or after FRESH_STATS_WAIT_MS (an idle guest may send the same numbers again).
+   * The request is made under the job lock, with the period the run record has then (a CLI or
+   * API change of the period holds the lock from QEMU to the record); false, nothing asked, when
+   * someone holds the lock or the period is now 0: the tick polls as usual.
    */
-  async #freshStats(c: QmpClient): Promise<void> {
+  async #freshStats(c: QmpClient): Promise<boolean> {
     this.#busy = true;
     const call = { timeoutMs: this.opts.boundMs, signal: this.#stop.signal };
     const same = (a: BalloonGuestStats, b: BalloonGuestStats): boolean => a.lastUpdate === b.lastUpdate && JSON.stringify(a.stats) === JSON.stringify(b.stats);
     try {
       const before = await queryBalloonGuestStats(c, BALLOON_QOM_PATH, call);
-      await requestBalloonGuestStats(c, BALLOON_QOM_PATH, this.model.statsPeriodS, call);
+      const lock = this.opts.tryJobLock ? await this.opts.tryJobLock() : null;
+      if (this.opts.tryJobLock && !lock) return false;
+      try {
+        await this.#rereadRecord();
+        if (this.model.statsPeriodS <= 0) return false;
+        // (A monitor that does not answer holds the job lock no longer than a tick's bound.)
+        await requestBalloonGuestStats(c, BALLOON_QOM_PATH, this.model.statsPeriodS, { ...call, timeoutMs: Math.min(call.timeoutMs, FRESH_STATS_BOUND_MS) });
+      } finally {
+        await lock?.release();
+      }
       const end = Date.now() + FRESH_STATS_WAIT_MS;
       let stats = before;
       while (same(stats, before) && Date.now() < end) {
@@ -361,6 +380,7 @@ export class GuestWatcher {
     } finally {
       this.#busy = false;
     }
+    return true;
   }
 
   async #pollStats(c: QmpClient): Promise<void> {

@@ -215,6 +215,14 @@ function heldLock(path: string): HeldLock {
 }
 
 /**
+ * The lock at `path` if it is free and nobody waits for it, at once; else null (never waits).
+ * For periodic work that can do without it this round.
+ */
+export async function tryLock(path: string): Promise<HeldLock | null> {
+  return takeIfFree(await ownStamp(dirname(path)), path) ? heldLock(path) : null;
+}
+
+/**
  * Acquire the lock at `path`, in turn behind the waiters that came first, waiting at most
  * `timeoutMs` (default LOCK_WAIT_MS).
  * @throws VirtError TIMEOUT naming the holder when the turn does not come in time; TIMEOUT or

@@ -164,6 +164,7 @@ export class NativeWatch implements DriverWatch {
       const w = new GuestWatcher(paths, o.record, (w2, what) => this.#onGuest(w2, what), {
         boundMs: this.#boundMs, reconnectMs: 1_000,
         readHostMemory: (live, pid) => guestHostMemory(this.ctx.paths.root, name, withAutoPlacement(live, o.record.autoNodes), pid),
+        tryJobLock: () => this.ctx.tryLockDomain(name),
       });
       this.#watchers.set(name, w);
       w.start();
