@@ -139,6 +139,8 @@ const TICK_POLL_MS = 250;
  */
 const FRESH_STATS_WAIT_MS = 100;
 const TICK_FRESH_MS = 500;
+/** ... polling again this often for the guests whose report has not come yet. */
+const FRESH_STATS_POLL_MS = 50;
 
 export class LibvirtWatch implements DriverWatch {
   #state: HostWatchState = 'down';
@@ -200,6 +202,7 @@ export class LibvirtWatch implements DriverWatch {
    */
   async tick(opts: { freshStats?: ReadonlySet<string> } = {}): Promise<void> {
     if (this.#stopped || this.#state !== 'up' || this.#failures > 0) return;
+    const startMs = Date.now();
     const ask = [...(opts.freshStats ?? [])].map((n) => this.#views.get(n))
       .filter((v): v is GuestView => v !== undefined && v.state === 'running' && v.hasBalloon);
     const work = async (): Promise<void> => {
@@ -220,6 +223,15 @@ export class LibvirtWatch implements DriverWatch {
         await delay(FRESH_STATS_WAIT_MS, undefined, { signal }).catch(() => {});
         // A poll that began before the reports came would not show them.
         await this.#polling?.catch(() => {});
+        await this.#poll();
+        // A busy guest (one booting under TCG) may answer later: polled again until every guest
+        // asked sent its report, within the tick's bound.
+        while (ask.some((v) => this.#asked.has(v.name)) && Date.now() - startMs < TICK_FRESH_MS - FRESH_STATS_POLL_MS && !signal.aborted && !this.#stopped) {
+          await delay(FRESH_STATS_POLL_MS, undefined, { signal }).catch(() => {});
+          await this.#polling?.catch(() => {});
+          await this.#poll();
+        }
+        return;
       }
       await this.#poll();
     };
