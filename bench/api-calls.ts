@@ -3,7 +3,7 @@
  * from the CLI against libvirt's API path, on identical guests in one run (issue "One memory
  * brain for every guest", its fast-path goals):
  *
- *   npm run bench -- api [--calls N] [--rounds N] [--warmup N]
+ *   npm run bench -- api [--calls N] [--rounds N] [--warmup N] [--settle-ms N]
  *
  * Two TCG guests of the built-in guest with the same shape (512 MiB boot RAM, a 1.5 GiB
  * virtio-mem region, statistics every second): one virtmem runs itself (native), one the
@@ -27,7 +27,11 @@
  * Every timed series comes after `--warmup` untimed calls of the same kind on the same client,
  * on both sides (default 100): the rows compare long-lived clients in their steady state, not a
  * JIT compiling its first few hundred calls (the first round of a run without it was up to 3x
- * slower than the others on virtmem's side).
+ * slower than the others on virtmem's side). And every series, on both sides, starts after a
+ * pause of `--settle-ms` (default 500): a setmem series leaves its guest's vCPU giving back or
+ * taking pages for a while, which under TCG takes a core from the next series. Without the
+ * pause the Python side always started calm (its interpreter and connection take ~100 ms to
+ * start) and virtmem's series right after a burst.
  *
  * Ratios are virtmem/libvirt medians; the goals are the issue's. Results in
  * bench/results/latest-api.md and a JSON file with every sample.
@@ -54,12 +58,14 @@ const log = (s: string): void => { process.stderr.write(`[api-bench] ${s}\n`); }
 /** The Python side: one connection, `calls` sequential calls of each kind, per-call ms as JSON. */
 const PY_CALLS = `
 import json, sys, time, libvirt
-uri, name, calls, a, b, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+uri, name, calls, a, b, warm, settle = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]) / 1000
 c = libvirt.open(uri); d = c.lookupByName(name)
+time.sleep(settle)
 for i in range(warm): d.info()
 info = []
 for i in range(calls):
     t = time.perf_counter(); d.info(); info.append((time.perf_counter() - t) * 1000)
+time.sleep(settle)
 for i in range(warm): d.setMemoryFlags(a if i % 2 == 0 else b, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 setmem = []
 for i in range(calls):
@@ -128,8 +134,10 @@ export async function runApiBench(argv: string[]): Promise<void> {
   const calls = opt('--calls', 300);
   const rounds = opt('--rounds', 5);
   const warmup = opt('--warmup', 100);
-  /** `warmup` untimed calls, then `calls` timed ones (per-call ms). */
+  const settleMs = opt('--settle-ms', 500);
+  /** A pause of `settleMs`, `warmup` untimed calls, then `calls` timed ones (per-call ms). */
   const series = async (fn: (i: number) => Promise<unknown>): Promise<number[]> => {
+    await new Promise((r) => setTimeout(r, settleMs));
     for (let i = 0; i < warmup; i++) await fn(i);
     return timed(calls, fn);
   };
@@ -194,7 +202,7 @@ export async function runApiBench(argv: string[]): Promise<void> {
       add('native-setmem-rpc', await series((i) => rpcOk('PUT', `${rn}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
       add('libvirt-info-rpc', await series(() => rpcOk('GET', `${rl}/info`)));
       add('libvirt-setmem-rpc', await series((i) => rpcOk('PUT', `${rl}/memory`, { targetBytes: sizes[i % 2]! * 1024 })));
-      const py = python(PY_CALLS, URI, L, String(calls), String(sizes[0]), String(sizes[1]), String(warmup)) as { info: number[]; setmem: number[] };
+      const py = python(PY_CALLS, URI, L, String(calls), String(sizes[0]), String(sizes[1]), String(warmup), String(settleMs)) as { info: number[]; setmem: number[] };
       add('python-info', py.info);
       add('python-setmem', py.setmem);
     }
@@ -224,7 +232,7 @@ export async function runApiBench(argv: string[]): Promise<void> {
   const lines = [
     `# API per call through virtmemd vs libvirt's C client (${new Date().toISOString()})`,
     '',
-    `Identical TCG guests (512 MiB + 1.5 GiB virtio-mem); ${rounds} rounds interleaved, ${calls} sequential calls per kind per round after ${warmup} untimed ones (each side); ms, median (p25–p75). Load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}.`,
+    `Identical TCG guests (512 MiB + 1.5 GiB virtio-mem); ${rounds} rounds interleaved, ${calls} sequential calls per kind per round after a pause of ${settleMs} ms and ${warmup} untimed ones (each side); ms, median (p25–p75). Load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}.`,
     '',
     '| measurement | virtmem | libvirt (Python binding) | ratio | goal |',
     '|---|---|---|---|---|',
