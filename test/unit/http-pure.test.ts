@@ -76,6 +76,25 @@ describe('router', () => {
     const e = refused(() => r.match('DELETE', '/domains/x'), 405, 'METHOD_NOT_ALLOWED');
     assert.equal((e as unknown as { allow: string }).allow, 'GET');
   });
+  test('a path matched again (from the cache) gets its own route and parameters, and a refusal stays one', () => {
+    for (let i = 0; i < 2; i++) {
+      assert.deepEqual(r.match('PUT', '/domains/a/memory').params, { name: 'a' });
+      assert.equal(r.match('PUT', '/domains/a/memory').route.handler, 'setmem');
+      assert.deepEqual(r.match('GET', '/domains/b').params, { name: 'b' });
+      assert.equal(r.match('GET', '/domains/b').route.handler, 'one');
+      refused(() => r.match('PUT', '/domains/b'), 405, 'METHOD_NOT_ALLOWED');
+      refused(() => r.match('GET', '/domains/b/nothing'), 404, 'NOT_FOUND');
+    }
+    // Shared by every request of the path, so no handler can change them.
+    assert.ok(Object.isFrozen(r.match('GET', '/domains/b').params));
+    // More paths than the cache holds: each still matches as it should.
+    for (let i = 0; i < 2500; i++) assert.equal(r.match('GET', `/domains/g${i % 1300}`).params.name, `g${i % 1300}`);
+    // A route added later is found for a path matched before it.
+    const late = new Router<string>().add('GET', '/x/:name', 'one');
+    refused(() => late.match('GET', '/x/a/y'), 404, 'NOT_FOUND');
+    late.add('GET', '/x/:name/y', 'late');
+    assert.equal(late.match('GET', '/x/a/y').route.handler, 'late');
+  });
 });
 
 describe('guard', () => {
