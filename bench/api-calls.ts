@@ -20,6 +20,10 @@
  *    one DaemonRpcClient connection: the goal rows) and HTTP on virtmemd.sock (keep-alive);
  *  - the floor of any live setmem: QEMU's own `balloon` command, one QMP round trip on the
  *    native guest's monitor from this process (before the daemon starts);
+ *  - a balloon change of 64 MiB (down, then back up) until the guest has it: `PUT .../memory`
+ *    with `waitMs` on the RPC socket (native and libvirt guest) against libvirt's API path in
+ *    one Python process: setMemoryFlags, then its memory statistics every 10 ms until the
+ *    balloon's "actual" is there;
  *  - grow by 1 GiB until the guest has it: `virtmem setmem N +1G --wait` (the CLI as a user
  *    runs it, the daemon up) against libvirt's API path in one Python process: update-device
  *    with the new requested size, then polling the live XML until <current> is there.
@@ -71,6 +75,28 @@ setmem = []
 for i in range(calls):
     t = time.perf_counter(); d.setMemoryFlags(a if i % 2 == 0 else b, libvirt.VIR_DOMAIN_AFFECT_LIVE); setmem.append((time.perf_counter() - t) * 1000)
 print(json.dumps({'info': info, 'setmem': setmem}))
+`;
+
+/**
+ * libvirt's API path for a balloon change a caller waits for: setMemoryFlags, then its memory
+ * statistics (libvirt asks QEMU's balloon each time) every 10 ms until "actual" is the target.
+ * Sizes alternate; a pause before each change lets the guest settle.
+ */
+const PY_BALLOON_WAIT = `
+import json, sys, time, libvirt
+uri, name, n, a, b, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]) / 1000
+c = libvirt.open(uri); d = c.lookupByName(name)
+out = []
+for i in range(n):
+    kib = a if i % 2 == 0 else b
+    time.sleep(pause)
+    t = time.perf_counter()
+    d.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    while d.memoryStats().get('actual') != kib:
+        if time.perf_counter() - t > 60: raise SystemExit('not reached in 60 s')
+        time.sleep(0.01)
+    out.append((time.perf_counter() - t) * 1000)
+print(json.dumps(out))
 `;
 
 /** libvirt's API path for a virtio-mem grow: update-device, then poll the live XML until the guest has it. */
@@ -206,6 +232,20 @@ export async function runApiBench(argv: string[]): Promise<void> {
       add('python-info', py.info);
       add('python-setmem', py.setmem);
     }
+    // A balloon change waited for, 64 MiB down and back up, each after a pause.
+    const waits = rounds * 2;
+    const waitSizes = [448 * MiB, 512 * MiB];
+    const waited = async (path: string, i: number): Promise<number> => {
+      await new Promise((r) => setTimeout(r, 1_500));
+      const t0 = performance.now();
+      const a = await rpc.call('PUT', path, { targetBytes: waitSizes[i % 2]! * 1024, waitMs: 60_000 }, 90_000);
+      const ms = performance.now() - t0;
+      if (a.status !== 200 || (a.body as { operation?: { state?: string } }).operation?.state !== 'succeeded') throw new Error(`PUT ${path} --wait: ${a.status} ${a.text}`);
+      return ms;
+    };
+    for (let i = 0; i < waits; i++) add('native-balloon-wait', [await waited(`/api/v1/domains/${N}/memory`, i)]);
+    for (let i = 0; i < waits; i++) add('libvirt-balloon-wait', [await waited(`/api/v1/hosts/${H}/domains/${L}/memory`, i)]);
+    add('python-balloon-wait', python(PY_BALLOON_WAIT, URI, L, String(waits), String(waitSizes[0]), String(waitSizes[1]), '1500') as unknown as number[]);
     rpc.close();
     // Back to the boot size before growing.
     await cli(stateDir, 'setmem', N, '512M', '--wait');
@@ -245,6 +285,8 @@ export async function runApiBench(argv: string[]): Promise<void> {
     row('libvirt guest through virtmemd, HTTP: info vs `dom.info()`', 'libvirt-info', 'python-info', '(HTTP)'),
     row('libvirt guest through virtmemd, HTTP: live setmem vs `dom.setMemoryFlags(AFFECT_LIVE)`', 'libvirt-setmem', 'python-setmem', '(HTTP)'),
     row('the floor: QEMU\'s `balloon` on the native guest\'s monitor (one QMP round trip, this process) vs `dom.setMemoryFlags(AFFECT_LIVE)`', 'qmp-balloon', 'python-setmem', '(floor)'),
+    row('native guest: a 64 MiB balloon change until the guest has it, RPC `PUT .../memory` with waitMs vs setMemoryFlags + memoryStats every 10 ms (Python)', 'native-balloon-wait', 'python-balloon-wait', '(no goal)'),
+    row('libvirt guest through virtmemd: the same', 'libvirt-balloon-wait', 'python-balloon-wait', '(no goal)'),
     row('grow by 1 GiB until the guest has it: CLI `setmem --wait` vs update-device + polling (Python)', 'cli-grow', 'libvirt-grow', '≤ 1.1'),
     '',
   ];

@@ -44,6 +44,13 @@ test('libvirt bulk statistics to a live view: KiB to bytes, the balloon is boot 
   assert.deepEqual([v.state, v.id, v.balloonBytes, totalBytes(v), v.rssBytes], ['paused', 3, 786432 * 1024, 786432 * 1024, 10240]);
   assert.deepEqual(v.stats, { availableBytes: 921600, lastUpdateS: 77 });
   assert.equal(applyBulk(v, rec, 3), false, 'the same record changes nothing');
+  // Just after the driver read QEMU's balloon itself, libvirt's (its last event) is older: the
+  // view keeps the balloon, and takes the rest of the record.
+  const later = { ...rec, stats: { ...rec.stats, 'state.state': 1, 'balloon.current': 900000 } };
+  assert.equal(applyBulk(v, later, 4, undefined, true), true);
+  assert.deepEqual([v.state, v.balloonBytes], ['running', 786432 * 1024]);
+  assert.equal(applyBulk(v, later, 5), true);
+  assert.equal(v.balloonBytes, 900000 * 1024);
 });
 
 test('libvirt view: the target virtmem sent, not the size in the XML, while the XML still has the devices as sent', () => {

@@ -18,7 +18,7 @@ import { parseLibvirtUri, type LibvirtUri } from '../../libvirt/uri.js';
 import { planChange, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
 import {
   balloonHeldKiB, checkBalloonPlan, checkAboveDimms, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, guestTotalBaseline, resolveSetMemoryAffect, shrinkRefusal,
-  VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
+  MOVING_POLL_MS, VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
 } from '../memory/rules.js';
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
 import { VirtError, invalidArg } from '../../domain/errors.js';
@@ -61,6 +61,14 @@ export interface LibvirtDriverOptions extends ClientOptions {
   /** Bound on connecting (default 30 s). */
   connectTimeoutMs?: number;
 }
+
+/**
+ * A followed balloon change on a watched guest is first read this long after it was sent (then
+ * every MOVING_POLL_MS): a balloon takes tens of milliseconds to move anyway, and a read right
+ * away would take the domain's job in libvirtd just when a client sending changes one after the
+ * other sends its next (in the API bench, reads at once made back-to-back setmem calls 4x slower).
+ */
+const FIRST_BALLOON_READ_MS = 50;
 
 export class LibvirtDriver implements HypervisorDriver {
   /** The URI as given. */
@@ -479,9 +487,13 @@ export class LibvirtDriver implements HypervisorDriver {
     try {
       ids.push(await c.registerEvent(EventId.BALLOON_CHANGE, { signal }));
       if (vmem) ids.push(await c.registerEvent(EventId.MEMORY_DEVICE_SIZE_CHANGE, { signal }));
+      // A change of the balloon alone is read as it moves, QEMU's balloon fresh each time (its
+      // events are rate-limited); while virtio-mem moves, libvirt's sizes come from those events,
+      // which wake the wait, and the balloon is taken from the same source to match them.
+      const balloonOnly = plan.requestedKiB.every((r, i) => r === layout.virtioMem[i]?.currentKiB);
       const read = async (): Promise<MemorySizes> => {
         if (dead) throw dead;
-        return this.liveSizes(d, ml, vmem, signal);
+        return this.liveSizes(d, ml, vmem, signal, balloonOnly);
       };
       const start = await read();
       // What the guest itself counts (its MemTotal), and when it said so. Without a statistics
@@ -511,8 +523,7 @@ export class LibvirtDriver implements HypervisorDriver {
           wake = () => { clearTimeout(t); resolve(); };
           if (dead) wake();
         }),
-        // QEMU rate-limits its balloon events: a slow poll backs them up.
-        pollMs: () => 1_000,
+        pollMs: () => (balloonOnly ? MOVING_POLL_MS : 1_000),
         timeoutMs: opts.timeoutMs, stallMs: opts.stallMs, onProgress: opts.onProgress, signal,
       });
       return result(reached.totalKiB, reached.totalKiB === kib);
@@ -552,23 +563,47 @@ export class LibvirtDriver implements HypervisorDriver {
     const result: SetMemoryResult = { targetKiB: kib, actualKiB: startKiB, reached: false, live: true, config: false };
     if (!opts.wait) return result;
     const layout: MemoryLayout = { bootKiB: Math.floor(v.bootBytes / 1024), dimmKiB: 0, vmem: vmem.map((x) => ({ id: x.id, sizeKiB: x.sizeBytes / 1024, blockKiB: 0, pluggedKiB: 0 })) };
-    const read = async (): Promise<MemorySizes> => {
+    const fromView = (): MemorySizes => {
       const now = w.guest(name);
       if (!now || now.monitor !== 'connected') throw new VirtError('OPERATION_FAILED', `operation failed: domain '${name}' is no longer followed: ${now ? `its host is ${w.state}${w.reason ? ` (${w.reason})` : ''}` : 'it stopped'}`);
       return { balloonKiB: Math.floor(now.balloonBytes / 1024), pluggedKiB: now.devices.filter((x) => x.model === 'virtio-mem').map((x) => Math.floor(x.pluggedBytes / 1024)), totalKiB: Math.floor(totalBytes(now) / 1024) };
     };
+    // QEMU's balloon now, into the view too (the dashboard, the policy and the API follow it);
+    // unanswered, the view as libvirt's events left it. A read takes the domain's job in
+    // libvirtd, which a next change would wait for: the first comes FIRST_BALLOON_READ_MS after
+    // the change (a burst of changes, each superseding the one before, reads nothing), then
+    // every MOVING_POLL_MS.
+    let polls = 0;
+    const read = async (): Promise<MemorySizes> => {
+      fromView();
+      const actualKiB = await this.balloonActualKiB(d, opts.signal).catch(() => null);
+      if (actualKiB !== null) w.takeBalloonActual(name, v.uuid, actualKiB);
+      return fromView();
+    };
     const reached = await followMemory({
-      name, layout, plan: { targetKiB: kib, balloonKiB: kib, requestedKiB: vmem.map(() => 0) }, start: await read(), read,
+      name, layout, plan: { targetKiB: kib, balloonKiB: kib, requestedKiB: vmem.map(() => 0) }, start: fromView(), read,
       changed: (ms) => new Promise<void>((resolve) => {
         const done = (): void => { clearTimeout(t); off(); resolve(); };
         const t = setTimeout(done, ms);
         const off = w.onChange((c) => { if (c.kind === 'host' || ('name' in c && c.name === name)) done(); });
       }),
-      // Balloon events are rate-limited by QEMU; the watch's bulk statistics back them up each second.
-      pollMs: () => 1_000,
+      // Balloon events are rate-limited by QEMU: the balloon is read as it moves.
+      pollMs: () => (polls++ === 0 ? FIRST_BALLOON_READ_MS : MOVING_POLL_MS),
       timeoutMs: opts.timeoutMs, stallMs: opts.stallMs, onProgress: opts.onProgress, signal: opts.signal,
     });
     return { ...result, actualKiB: reached.totalKiB, reached: reached.totalKiB === kib };
+  }
+
+  /**
+   * QEMU's balloon size now, KiB (what QEMU calls "actual": boot RAM, DIMMs and plugged
+   * virtio-mem less what the balloon holds), or null without a balloon. libvirt's memory
+   * statistics ask QEMU on each call; its info and events carry QEMU's last size event, which
+   * QEMU sends at most once a second.
+   */
+  async balloonActualKiB(d: WireDomain, signal?: AbortSignal): Promise<number | null> {
+    const r = await this.domCall(d, Proc.DOMAIN_MEMORY_STATS, (w) => w.uint(MEMORY_STATS_MAX).uint(0), signal);
+    for (const s of r.array((x) => ({ tag: x.int(), val: x.uhyper() }), 1024)) if (MEMORY_STAT_NAMES[s.tag] === 'actual') return s.val;
+    return null;
   }
 
   /** The guest's own statistics as libvirt reports them (KiB), or null before any report. */
@@ -585,16 +620,23 @@ export class LibvirtDriver implements HypervisorDriver {
     return out;
   }
 
-  /** libvirt's live sizes: the balloon (its "memory" minus plugged virtio-mem) and each device (one round trip). */
-  private async liveSizes(d: WireDomain, ml: MemoryLayout, vmem: boolean, signal: AbortSignal | undefined): Promise<MemorySizes> {
-    const [infoR, xmlR] = await Promise.all([
+  /**
+   * libvirt's live sizes: the balloon (its "memory" minus plugged virtio-mem) and each device
+   * (one round trip). `freshBalloon`: QEMU's balloon as it is now (balloonActualKiB), not as its
+   * last event left libvirt's "memory"; the watch's view takes it too.
+   */
+  private async liveSizes(d: WireDomain, ml: MemoryLayout, vmem: boolean, signal: AbortSignal | undefined, freshBalloon = false): Promise<MemorySizes> {
+    const [infoR, xmlR, actualKiB] = await Promise.all([
       this.domCall(d, Proc.DOMAIN_GET_INFO, null, signal),
       vmem ? this.domCall(d, Proc.DOMAIN_GET_XML_DESC, (w) => w.uint(0), signal) : Promise.resolve(null),
+      freshBalloon ? this.balloonActualKiB(d, signal).catch(() => null) : Promise.resolve(null),
     ]);
     const info = readDomainInfo(infoR);
+    if (actualKiB !== null) this.#watch?.takeBalloonActual(d.name, uuidText(d.uuid), actualKiB);
+    const memoryKiB = actualKiB ?? info.memoryKiB;
     const plugged = xmlR ? memoryLayoutFromXml(xmlR.string(STRING_MAX)).virtioMem.map((v) => v.currentKiB) : [];
-    const balloon = info.memoryKiB - ml.dimmKiB - plugged.reduce((a, b) => a + b, 0);
-    return { balloonKiB: balloon, pluggedKiB: plugged, totalKiB: info.memoryKiB };
+    const balloon = memoryKiB - ml.dimmKiB - plugged.reduce((a, b) => a + b, 0);
+    return { balloonKiB: balloon, pluggedKiB: plugged, totalKiB: memoryKiB };
   }
 
   // ---------------------------------------------------------------- policy settings

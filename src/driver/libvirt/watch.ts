@@ -105,21 +105,29 @@ function bulkStats(rec: BulkRecord): GuestStatsView {
 }
 
 /**
+ * libvirt's balloon size (QEMU's "actual", KiB: the guest's whole memory, balloon plus plugged
+ * virtio-mem and DIMMs since libvirt 8) into a view, whose balloon is boot RAM only. Pure.
+ */
+function applyActual(v: GuestView, actualKiB: number, nowS: number): boolean {
+  if (!v.hasBalloon) return false;
+  const plugged = v.devices.reduce((s, d) => s + d.pluggedBytes, 0);
+  return applyBalloon(v, Math.max(0, actualKiB * KIB - plugged - v.dimmBytes), nowS);
+}
+
+/**
  * A bulk-statistics record into a view: state, balloon, guest statistics, QEMU's RSS. libvirt's
  * balloon.current is the guest's whole memory (balloon plus plugged virtio-mem and DIMMs since
  * libvirt 8); the view's balloon is boot RAM only. `takenAtS`: when the guest's statistics
- * report was seen arriving (view.ts reportTimeS). Returns whether the view changed. Pure.
+ * report was seen arriving (view.ts reportTimeS). `keepBalloon`: the view's balloon is newer
+ * than libvirt's (read from QEMU a moment ago). Returns whether the view changed. Pure.
  */
-export function applyBulk(v: GuestView, rec: BulkRecord, nowS: number, takenAtS?: number): boolean {
+export function applyBulk(v: GuestView, rec: BulkRecord, nowS: number, takenAtS?: number, keepBalloon = false): boolean {
   let changed = false;
   const st = stateOf(num(rec.stats['state.state']) ?? 0);
   changed = setState(v, st, nowS) || changed;
   if (v.id !== rec.id) { v.id = rec.id; changed = true; }
   const cur = num(rec.stats['balloon.current']);
-  if (cur !== null && v.hasBalloon) {
-    const plugged = v.devices.reduce((s, d) => s + d.pluggedBytes, 0);
-    changed = applyBalloon(v, Math.max(0, cur * KIB - plugged - v.dimmBytes), nowS) || changed;
-  }
+  if (cur !== null && !keepBalloon) changed = applyActual(v, cur, nowS) || changed;
   const stats = bulkStats(rec);
   if (stats.lastUpdateS !== undefined) stats.lastUpdateS = reportTimeS(stats.lastUpdateS, takenAtS, v.stats.lastUpdateS);
   if (JSON.stringify(stats) !== JSON.stringify(v.stats)) { v.stats = stats; changed = true; }
@@ -141,6 +149,12 @@ const FRESH_STATS_WAIT_MS = 100;
 const TICK_FRESH_MS = 500;
 /** ... polling again this often for the guests whose report has not come yet. */
 const FRESH_STATS_POLL_MS = 50;
+/**
+ * After the driver read a guest's balloon from QEMU (takeBalloonActual), libvirt's own balloon
+ * size in its bulk statistics is older for this long: it is QEMU's last size event, and QEMU
+ * sends one at most once a second.
+ */
+const FRESH_BALLOON_HOLD_MS = 1_500;
 
 export class LibvirtWatch implements DriverWatch {
   #state: HostWatchState = 'down';
@@ -154,6 +168,8 @@ export class LibvirtWatch implements DriverWatch {
   /** Each guest's last statistics report as polled, and the report a guest had when it was asked for a new one. */
   #report = new Map<string, string>();
   #asked = new Map<string, string | undefined>();
+  /** When the driver last read each guest's balloon from QEMU (takeBalloonActual). */
+  #balloonReadAtMs = new Map<string, number>();
   #listeners = new Listeners<WatchChange>();
   #host: HostMemory = EMPTY_HOST;
   #timer: NodeJS.Timeout | null = null;
@@ -276,6 +292,17 @@ export class LibvirtWatch implements DriverWatch {
     this.#emit({ kind: 'memory', name });
   }
 
+  /**
+   * QEMU's balloon as the driver just read it (balloonActualKiB), fresher than libvirt's events
+   * while it moves: a change the driver follows moves the view too.
+   */
+  takeBalloonActual(name: string, uuid: string, actualKiB: number): void {
+    const v = this.#views.get(name);
+    if (!v || v.uuid !== uuid) return;
+    this.#balloonReadAtMs.set(name, Date.now());
+    if (applyActual(v, actualKiB, Date.now() / 1000)) this.#emit({ kind: 'memory', name });
+  }
+
   onChange(listener: (c: WatchChange) => void): () => void {
     return this.#listeners.add(listener);
   }
@@ -322,16 +349,17 @@ export class LibvirtWatch implements DriverWatch {
           if (sent && !sentTargetHolds(sent, rec.uuid, read.layout)) this.#sent.delete(rec.name);
           const fresh = viewFromLibvirt(rec, read.layout, nowS, sent);
           if (read.hostMemory) fresh.hostMemory = read.hostMemory;
+          const keepBalloon = v !== undefined && this.#balloonReadRecently(rec.name);
           if (v) {
-            Object.assign(v, { ...fresh, stats: v.stats, rssBytes: v.rssBytes, cpuTimeS: v.cpuTimeS, counters: v.counters, monitor: v.monitor, staleSinceS: v.staleSinceS });
+            Object.assign(v, { ...fresh, stats: v.stats, rssBytes: v.rssBytes, cpuTimeS: v.cpuTimeS, counters: v.counters, monitor: v.monitor, staleSinceS: v.staleSinceS, ...(keepBalloon ? { balloonBytes: v.balloonBytes } : {}) });
           } else {
             v = fresh;
             this.#views.set(rec.name, v);
           }
           this.#dirty.delete(rec.name);
-          applyBulk(v, rec, nowS, this.#takenAt(rec, nowS));
+          applyBulk(v, rec, nowS, this.#takenAt(rec, nowS), keepBalloon);
           this.#emit({ kind: 'state', name: rec.name });
-        } else if (applyBulk(v, rec, nowS, this.#takenAt(rec, nowS))) {
+        } else if (applyBulk(v, rec, nowS, this.#takenAt(rec, nowS), this.#balloonReadRecently(rec.name))) {
           this.#emit({ kind: 'memory', name: rec.name });
         }
         if (setMonitor(v, 'connected', nowS)) this.#emit({ kind: 'state', name: rec.name });
@@ -368,6 +396,11 @@ export class LibvirtWatch implements DriverWatch {
     }
   }
 
+  #balloonReadRecently(name: string): boolean {
+    const at = this.#balloonReadAtMs.get(name);
+    return at !== undefined && Date.now() - at < FRESH_BALLOON_HOLD_MS;
+  }
+
   /** `nowS` for a guest asked for a report whose report changed since: it arrived since the ask. */
   #takenAt(rec: BulkRecord, nowS: number): number | undefined {
     const key = JSON.stringify(bulkStats(rec));
@@ -382,6 +415,7 @@ export class LibvirtWatch implements DriverWatch {
     this.#views.delete(name);
     this.#report.delete(name);
     this.#asked.delete(name);
+    this.#balloonReadAtMs.delete(name);
     this.#sent.delete(name);
     this.#dirty.delete(name);
     setState(v, 'shutoff', nowS);
@@ -434,8 +468,7 @@ export class LibvirtWatch implements DriverWatch {
       case 'balloon-change': {
         if (!v) return;
         v.counters.balloonChanges++;
-        const plugged = v.devices.reduce((s, d) => s + d.pluggedBytes, 0);
-        if (applyBalloon(v, Math.max(0, e.actualKiB * KIB - plugged - v.dimmBytes), nowS)) this.#emit({ kind: 'memory', name });
+        if (applyActual(v, e.actualKiB, nowS)) this.#emit({ kind: 'memory', name });
         return;
       }
       case 'metadata-change':

@@ -17,6 +17,14 @@ export { VIRTIO_MEM_BLOCK_KIB } from '../../domain/memory.js';
 export const WAIT_TIMEOUT_MS = 300_000;
 /** A followed change fails when nothing moves for this long (guest out of memory to give, driver missing). */
 export const WAIT_STALL_MS = 10_000;
+/**
+ * While a caller waits for a change on a connection held open, the sizes are read this often:
+ * QEMU sends each size event at most once a second (BALLOON_CHANGE, MEMORY_DEVICE_SIZE_CHANGE),
+ * so a wait driven by events ended up to a second after the guest got there (a 64 MiB balloon
+ * change waited ~1,006 ms every time, where libvirt's API path polling its statistics took
+ * 33-121 ms).
+ */
+export const MOVING_POLL_MS = 20;
 
 /**
  * The memory a guest has: boot RAM as the balloon leaves it (all of it without a balloon),

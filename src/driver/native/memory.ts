@@ -17,7 +17,7 @@ import { defLayout, withRequested } from '../memory/layout.js';
 import { planMemory, planChange, orderSteps, layoutMaxKiB, type MemoryLayout } from '../memory/plan.js';
 import {
   balloonHeldKiB, checkAboveDimms, checkBalloonPlan, checkBelowMaximum, checkMemorySize, followMemory, growthRefusal, guestInUseKiB, guestTotalBaseline, memoryTotal, resolveAffect, resolveSetMemoryAffect, shrinkRefusal,
-  VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
+  MOVING_POLL_MS, VIRTIO_MEM_BLOCK_KIB, type GuestTotal, type MemorySizes,
 } from '../memory/rules.js';
 import { hostMemAvailableKiB } from '../memory/host-memory.js';
 import { balloonOnlyChange } from '../memory/balloon-only.js';
@@ -31,10 +31,6 @@ import { totalBytes } from '../view.js';
 import { readRssKiB } from './host-process.js';
 import type { NativeContext } from './context.js';
 
-/** While a virtio-mem device moves, its size is read this often (QEMU rate-limits its events to 1/s). */
-const VMEM_POLL_MS = 20;
-/** Otherwise the wait reads the sizes again at least this often (balloon events drive it). */
-const QUIET_POLL_MS = 1_000;
 
 /** What QEMU reported about a running guest's memory. */
 export interface LiveMemory {
@@ -218,9 +214,10 @@ async function followLive(ctx: NativeContext, name: string, live: DomainDef, sta
           throw monitorError(name, err);
         });
       },
-      // A moving virtio-mem device is read often (its events are rate-limited); without events
-      // the balloon is read every 100 ms in short sessions.
-      pollMs: (now) => (plan.requestedKiB.some((r, i) => now.pluggedKiB[i] !== r) ? VMEM_POLL_MS : events ? QUIET_POLL_MS : 100),
+      // On the held monitor the sizes are read every MOVING_POLL_MS (QEMU's events are
+      // rate-limited); without it, a moving virtio-mem device too, and the balloon every 100 ms
+      // in short sessions (each one a connection of its own).
+      pollMs: (now) => (events || plan.requestedKiB.some((r, i) => now.pluggedKiB[i] !== r) ? MOVING_POLL_MS : 100),
       timeoutMs: opts.timeoutMs, stallMs: opts.stallMs, onProgress: opts.onProgress, signal: opts.signal,
       guestTotalBefore: totalBefore,
       guestTotal: () => ctx.monitor(name, (c) => guestTotal(c, live), opts.signal),
