@@ -25,6 +25,12 @@ export const WAIT_STALL_MS = 10_000;
  * 33-121 ms).
  */
 export const MOVING_POLL_MS = 20;
+/**
+ * ... and once nothing moved for QUIET_AFTER_MS, no more often than every QUIET_POLL_MS: a guest
+ * slow to give memory back is not asked fifty times a second until the stall bound.
+ */
+const QUIET_AFTER_MS = 1_000;
+const QUIET_POLL_MS = 200;
 
 /**
  * The memory a guest has: boot RAM as the balloon leaves it (all of it without a balloon),
@@ -244,7 +250,8 @@ export async function followMemory(spec: FollowSpec): Promise<MemorySizes> {
       const why = Date.now() - t0 >= timeoutMs ? `the wait timed out after ${Math.round(timeoutMs / 1000)} s` : `nothing moved for ${Math.round(stallMs / 1000)} s`;
       throw new VirtError('NOT_REACHED', notReachedMessage(spec, now, why));
     }
-    await spec.changed(Math.max(1, Math.min(left, spec.pollMs(now))));
+    const pollMs = Date.now() - lastMove >= QUIET_AFTER_MS ? Math.max(QUIET_POLL_MS, spec.pollMs(now)) : spec.pollMs(now);
+    await spec.changed(Math.max(1, Math.min(left, pollMs)));
     const next = await spec.read();
     if (next.totalKiB !== now.totalKiB || next.balloonKiB !== now.balloonKiB || next.pluggedKiB.some((p, i) => p !== now.pluggedKiB[i])) {
       lastMove = Date.now();
