@@ -487,13 +487,12 @@ export class LibvirtDriver implements HypervisorDriver {
     try {
       ids.push(await c.registerEvent(EventId.BALLOON_CHANGE, { signal }));
       if (vmem) ids.push(await c.registerEvent(EventId.MEMORY_DEVICE_SIZE_CHANGE, { signal }));
-      // A change of the balloon alone is read as it moves, QEMU's balloon fresh each time (its
-      // events are rate-limited); while virtio-mem moves, libvirt's sizes come from those events,
-      // which wake the wait, and the balloon is taken from the same source to match them.
-      const balloonOnly = plan.requestedKiB.every((r, i) => r === layout.virtioMem[i]?.currentKiB);
+      // libvirt's own sizes (its info, its XML), which its events move: the wait ends when
+      // libvirt reports the guest there, so `virsh dominfo` right after agrees. (A daemon's
+      // watched guest is followed on the fast path instead, QEMU's balloon read fresh.)
       const read = async (): Promise<MemorySizes> => {
         if (dead) throw dead;
-        return this.liveSizes(d, ml, vmem, signal, balloonOnly);
+        return this.liveSizes(d, ml, vmem, signal);
       };
       const start = await read();
       // What the guest itself counts (its MemTotal), and when it said so. Without a statistics
@@ -523,7 +522,8 @@ export class LibvirtDriver implements HypervisorDriver {
           wake = () => { clearTimeout(t); resolve(); };
           if (dead) wake();
         }),
-        pollMs: () => (balloonOnly ? MOVING_POLL_MS : 1_000),
+        // QEMU rate-limits its balloon events: a slow poll backs them up.
+        pollMs: () => 1_000,
         timeoutMs: opts.timeoutMs, stallMs: opts.stallMs, onProgress: opts.onProgress, signal,
       });
       return result(reached.totalKiB, reached.totalKiB === kib);
@@ -620,23 +620,16 @@ export class LibvirtDriver implements HypervisorDriver {
     return out;
   }
 
-  /**
-   * libvirt's live sizes: the balloon (its "memory" minus plugged virtio-mem) and each device
-   * (one round trip). `freshBalloon`: QEMU's balloon as it is now (balloonActualKiB), not as its
-   * last event left libvirt's "memory"; the watch's view takes it too.
-   */
-  private async liveSizes(d: WireDomain, ml: MemoryLayout, vmem: boolean, signal: AbortSignal | undefined, freshBalloon = false): Promise<MemorySizes> {
-    const [infoR, xmlR, actualKiB] = await Promise.all([
+  /** libvirt's live sizes: the balloon (its "memory" minus plugged virtio-mem) and each device (one round trip). */
+  private async liveSizes(d: WireDomain, ml: MemoryLayout, vmem: boolean, signal: AbortSignal | undefined): Promise<MemorySizes> {
+    const [infoR, xmlR] = await Promise.all([
       this.domCall(d, Proc.DOMAIN_GET_INFO, null, signal),
       vmem ? this.domCall(d, Proc.DOMAIN_GET_XML_DESC, (w) => w.uint(0), signal) : Promise.resolve(null),
-      freshBalloon ? this.balloonActualKiB(d, signal).catch(() => null) : Promise.resolve(null),
     ]);
     const info = readDomainInfo(infoR);
-    if (actualKiB !== null) this.#watch?.takeBalloonActual(d.name, uuidText(d.uuid), actualKiB);
-    const memoryKiB = actualKiB ?? info.memoryKiB;
     const plugged = xmlR ? memoryLayoutFromXml(xmlR.string(STRING_MAX)).virtioMem.map((v) => v.currentKiB) : [];
-    const balloon = memoryKiB - ml.dimmKiB - plugged.reduce((a, b) => a + b, 0);
-    return { balloonKiB: balloon, pluggedKiB: plugged, totalKiB: memoryKiB };
+    const balloon = info.memoryKiB - ml.dimmKiB - plugged.reduce((a, b) => a + b, 0);
+    return { balloonKiB: balloon, pluggedKiB: plugged, totalKiB: info.memoryKiB };
   }
 
   // ---------------------------------------------------------------- policy settings
