@@ -22,7 +22,7 @@ export const WAIT_STALL_MS = 10_000;
  * QEMU sends each size event at most once a second (BALLOON_CHANGE, MEMORY_DEVICE_SIZE_CHANGE),
  * so a wait driven by events ended up to a second after the guest got there (a 64 MiB balloon
  * change waited ~1,006 ms every time, where libvirt's API path polling its statistics took
- * 33-121 ms).
+ * 33-127 ms).
  */
 export const MOVING_POLL_MS = 20;
 /**

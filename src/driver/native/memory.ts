@@ -31,7 +31,6 @@ import { totalBytes } from '../view.js';
 import { readRssKiB } from './host-process.js';
 import type { NativeContext } from './context.js';
 
-
 /** What QEMU reported about a running guest's memory. */
 export interface LiveMemory {
   layout: MemoryLayout;
