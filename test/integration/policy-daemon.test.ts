@@ -86,7 +86,7 @@ describe('the daemon runs the policy on real guests', { skip: skipUnlessCi(!gues
   });
 
   test('an idle guest with virtio-mem plugged gives back into its balloon first; quiet, what the balloon holds comes back as unplugged blocks, never below the floor', async () => {
-    const { settleQuietS } = DEFAULT_POLICY_OPTIONS;
+    const { settleQuietS, settleMinKiB } = DEFAULT_POLICY_OPTIONS;
     // First what the balloon can take (all but a quarter of boot RAM), nothing unplugged: a guest
     // the policy has just met may be about to allocate, and Linux 6.1 stalls a grow behind an
     // unplug that meets an allocation. (A grow meanwhile, e.g. for the statistics of its boot,
@@ -98,9 +98,13 @@ describe('the daemon runs the policy on real guests', { skip: skipUnlessCi(!gues
     }, 60_000);
     // Quiet for settleQuietS: reclaim goes on to the floor, and once the size held that long the
     // balloon's pages become unplugged blocks (balloon deflated to what the floor leaves of boot RAM).
-    const done = await until('bf at its floor with the balloon settled', () => qemuSizesMiB(sb.run, 'bf'), (s) => s.plugged === 0 && s.balloon === 384,
+    // A hand-back is at most what the budget leaves free for the moment it deflates first, and
+    // at least settleMinKiB: one cut short by the budget can leave less than that plugged, which
+    // stays (CI saw 24 MiB plugged once, the balloon covering the rest of the floor).
+    const settled = (s: { balloon: number; plugged: number }): boolean => s.balloon + s.plugged === 384 && s.plugged * 1024 < settleMinKiB;
+    const done = await until('bf at its floor with the balloon settled', () => qemuSizesMiB(sb.run, 'bf'), settled,
       (s) => assert.ok(s.balloon + s.plugged >= 384, `below the floor: ${JSON.stringify(s)}`), (4 * settleQuietS + 60) * 1000);
-    assert.deepEqual(done, { balloon: 384, plugged: 0 });
+    assert.ok(settled(done), JSON.stringify(done));
     assert.match(await sb.ok('policy', 'show', 'bf'), /balloon's memory back|within band/);
   });
 
