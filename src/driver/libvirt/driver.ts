@@ -377,12 +377,10 @@ export class LibvirtDriver implements HypervisorDriver {
 
   async memoryStats(ref: string, opts: { signal?: AbortSignal } = {}): Promise<MemoryStats> {
     const d = await this.lookup(ref, opts.signal);
-    const [r, xml] = await Promise.all([
-      this.domCall(d, Proc.DOMAIN_MEMORY_STATS, (w) => w.uint(MEMORY_STATS_MAX).uint(0), opts.signal),
+    const [stats, xml] = await Promise.all([
+      this.statList(d, opts.signal),
       this.domCall(d, Proc.DOMAIN_GET_XML_DESC, (w) => w.uint(0), opts.signal),
     ]);
-    const stats = r.array((x) => ({ tag: x.int(), val: x.uhyper() }), 1024)
-      .map((s) => ({ name: MEMORY_STAT_NAMES[s.tag] ?? `tag${s.tag}`, value: s.val }));
     return { stats, periodS: memoryLayoutFromXml(xml.string(STRING_MAX)).statsPeriodS };
   }
 
@@ -601,15 +599,18 @@ export class LibvirtDriver implements HypervisorDriver {
    * QEMU sends at most once a second.
    */
   async balloonActualKiB(d: WireDomain, signal?: AbortSignal): Promise<number | null> {
+    return (await this.statList(d, signal)).find((s) => s.name === 'actual')?.value ?? null;
+  }
+
+  /** virDomainMemoryStats: libvirt's statistics in its order, by name (an unknown tag as tagN). */
+  private async statList(d: WireDomain, signal: AbortSignal | undefined): Promise<Array<{ name: string; value: number }>> {
     const r = await this.domCall(d, Proc.DOMAIN_MEMORY_STATS, (w) => w.uint(MEMORY_STATS_MAX).uint(0), signal);
-    for (const s of r.array((x) => ({ tag: x.int(), val: x.uhyper() }), 1024)) if (MEMORY_STAT_NAMES[s.tag] === 'actual') return s.val;
-    return null;
+    return r.array((x) => ({ tag: x.int(), val: x.uhyper() }), 1024).map((s) => ({ name: MEMORY_STAT_NAMES[s.tag] ?? `tag${s.tag}`, value: s.val }));
   }
 
   /** The guest's own statistics as libvirt reports them (KiB), or null before any report. */
   private async guestStats(d: WireDomain, signal: AbortSignal | undefined): Promise<{ totalKiB?: number; availableKiB?: number; lastUpdateS?: number } | null> {
-    const r = await this.domCall(d, Proc.DOMAIN_MEMORY_STATS, (w) => w.uint(MEMORY_STATS_MAX).uint(0), signal);
-    const stats = new Map(r.array((x) => [MEMORY_STAT_NAMES[x.int()] ?? '', x.uhyper()] as const, 1024));
+    const stats = new Map((await this.statList(d, signal)).map((s) => [s.name, s.value] as const));
     const out: { totalKiB?: number; availableKiB?: number; lastUpdateS?: number } = {};
     const total = stats.get('available');
     const avail = stats.get('usable');
